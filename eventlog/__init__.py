@@ -1,0 +1,104 @@
+"""A domain-free, append-only, hash-chained event store.
+
+Knows nothing of tasks, workers or pydantic: streams of versioned events with JSON bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+from eventlog.errors import (
+    CorruptLog,
+    DuplicateEventId,
+    EventLogError,
+    StoreLocked,
+    StoreUnavailable,
+    UnsafePath,
+    WrongExpectedVersion,
+)
+from eventlog.model import (
+    ANY,
+    GENESIS_HASH,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    chain_hash,
+    rehash,
+    system_clock_us,
+)
+from eventlog.store import EventStore, Transaction
+
+__all__ = [
+    "ANY",
+    "GENESIS_HASH",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "CorruptLog",
+    "DuplicateEventId",
+    "EventLogError",
+    "EventStore",
+    "Expected",
+    "ExpectedVersion",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreLocked",
+    "StoreUnavailable",
+    "Transaction",
+    "UnsafePath",
+    "WrongExpectedVersion",
+    "chain_hash",
+    "open_store",
+    "rehash",
+    "sqlite_path",
+]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file path of a SQLite URL or bare path; None for any other kind of URL.
+
+    ``sqlite:///state/x.db`` is relative, ``sqlite:////abs/x.db`` absolute (as SQLAlchemy).
+    """
+    if "://" not in url:
+        return url
+    if url.startswith("sqlite:///"):
+        return unquote(url[len("sqlite:///"):])
+    return None
+
+
+def open_store(
+    url: str,
+    *,
+    busy_timeout: float | None = None,
+    synchronous: str | None = None,
+    clock: Callable[[], int] = system_clock_us,
+) -> EventStore:
+    """Open the store at ``url``: ``sqlite:///path``, a bare path, ``memory://`` or
+    ``postgresql://...``."""
+    path = sqlite_path(url)
+    if path is not None:
+        from eventlog.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
+
+        if not path:
+            raise StoreUnavailable(f"no database path in {url!r}")
+        return SQLiteStore(
+            path,
+            busy_timeout=DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout,
+            synchronous=synchronous or "NORMAL",
+            clock=clock,
+        )
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from eventlog.memory import MemoryStore
+
+        return MemoryStore(clock=clock)
+    if scheme in ("postgresql", "postgres"):
+        raise StoreUnavailable(
+            "the PostgreSQL backend is not available yet in this version; use a SQLite path"
+        )
+    raise StoreUnavailable(
+        f"unsupported store URL {url!r}: use sqlite:///PATH, a file path, or postgresql://..."
+    )

@@ -1,0 +1,48 @@
+"""The one exception tree of the event log.
+
+Driver errors (sqlite3, psycopg) are converted to these in exactly one place per backend,
+always with ``raise ... from e`` so the cause stays visible in a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EventLogError(Exception):
+    """The event log failed."""
+
+
+class WrongExpectedVersion(EventLogError):
+    """The stream is not at the version the writer expected; nothing was written."""
+
+    def __init__(self, stream: str, expected: object, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream!r}: expected version {expected}, but it is at version {actual}"
+        )
+
+
+class DuplicateEventId(EventLogError):
+    """Some, but not all, of the events in a batch were already stored; nothing was written."""
+
+
+class StoreLocked(EventLogError):
+    """The store stayed locked by another writer for longer than the busy timeout."""
+
+
+class StoreUnavailable(EventLogError):
+    """The store cannot be opened or written (bad path, permissions, disk full, read-only)."""
+
+
+class UnsafePath(StoreUnavailable):
+    """The database path is a symlink or otherwise unsafe to open."""
+
+
+class CorruptLog(EventLogError):
+    """A stored row does not match the hash chain."""
+
+    def __init__(self, position: int, problem: str) -> None:
+        self.position = position
+        self.problem = problem
+        super().__init__(f"position {position}: {problem}")

@@ -1,0 +1,163 @@
+"""The EventStore interface every backend implements, and the behaviour they share."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
+from eventlog.model import (
+    ANY,
+    GENESIS_HASH,
+    Expected,
+    NewEvent,
+    RecordedEvent,
+    rehash,
+    version_matches,
+)
+
+READ_BATCH = 2000
+
+
+class Transaction(abc.ABC):
+    """One atomic unit: every append in it (and every projection write made through
+    ``connection``) commits together or not at all."""
+
+    #: The backend's own connection, for projection tables kept in the same transaction
+    #: (sqlite3.Connection, psycopg.Connection; None for the in-memory backend).
+    connection: Any = None
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to ``stream`` if it is at ``expected_version``.
+
+        Raises WrongExpectedVersion (writing nothing) on a mismatch. Events whose ids are all
+        already stored are an idempotent no-op: the stored events are returned.
+        """
+        batch = list(events)
+        if not batch:
+            return []
+        actual = self.stream_version(stream)
+        if not version_matches(expected_version, actual):
+            stored = self._already_stored(batch)
+            if stored is not None:
+                return stored
+            raise WrongExpectedVersion(stream, expected_version, actual)
+        recorded = self._insert(stream, actual, batch)
+        if recorded is None:
+            stored = self._already_stored(batch)
+            if stored is not None:
+                return stored
+            raise DuplicateEventId(
+                f"stream {stream!r}: some events of the batch are already stored, some are not"
+            )
+        return recorded
+
+    def _already_stored(self, batch: list[NewEvent]) -> list[RecordedEvent] | None:
+        found = self.events_by_id([e.event_id for e in batch])
+        if len(found) == len(batch):
+            return found
+        if found:
+            raise DuplicateEventId(
+                f"{len(found)} of {len(batch)} events of the batch are already stored"
+            )
+        return None
+
+    @abc.abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """The stream's last version, 0 when it has no events."""
+
+    @abc.abstractmethod
+    def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
+        """The stored events among ``event_ids``, in position order."""
+
+    @abc.abstractmethod
+    def _insert(
+        self, stream: str, version: int, batch: list[NewEvent]
+    ) -> list[RecordedEvent] | None:
+        """Write the batch after ``version``; None (and nothing written) on a duplicate id."""
+
+
+class EventStore(abc.ABC):
+    """An append-only, hash-chained log of events grouped in versioned streams."""
+
+    url: str
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        """An atomic unit of appends (and projection writes)."""
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        with self.transaction() as tx:
+            return tx.append(stream, events, expected_version)
+
+    @abc.abstractmethod
+    def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        """The stream's events from ``from_version`` on, in version order."""
+
+    @abc.abstractmethod
+    def read_page(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        """At most ``limit`` events after ``after_position``, in position order."""
+
+    def read_all(
+        self,
+        after_position: int = 0,
+        types: Iterable[str] | None = None,
+        until_position: int | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> Iterator[RecordedEvent]:
+        """Every event after ``after_position`` in position order, read in batches so that
+        memory stays constant however long the log is."""
+        wanted = None if types is None else sorted(set(types))
+        position = after_position
+        while True:
+            page = self.read_page(position, batch_size, wanted)
+            if not page:
+                return
+            if until_position is not None and page[-1].position > until_position:
+                yield from (e for e in page if e.position <= until_position)
+                return
+            yield from page
+            if len(page) < batch_size:
+                return
+            position = page[-1].position
+
+    @abc.abstractmethod
+    def head(self) -> int:
+        """The position of the last event, 0 when the log is empty."""
+
+    @abc.abstractmethod
+    def wait_for_change(self, after_position: int, timeout: float) -> bool:
+        """Block until an event after ``after_position`` is committed (True) or the timeout
+        passes (False). Wakes on a commit by any process, without busy polling."""
+
+    def verify(self) -> int:
+        """Check the hash chain of the whole log; the number of events checked.
+
+        Raises CorruptLog naming the first position that does not follow from its predecessor.
+        """
+        prev, expected_position, count = GENESIS_HASH, 1, 0
+        for event in self.read_all():
+            if event.position != expected_position:
+                raise CorruptLog(expected_position, "missing (positions jump to "
+                                 f"{event.position})")
+            if rehash(prev, event) != event.hash:
+                raise CorruptLog(event.position, "changed (hash does not match its contents)")
+            prev, expected_position, count = event.hash, expected_position + 1, count + 1
+        return count
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections and watchers."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

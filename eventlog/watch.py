@@ -1,0 +1,52 @@
+"""Wake a waiting thread when given files in a directory change (inotify via watchdog)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+#: A re-check however quiet the files are, in case a change notice was missed
+#: (e.g. a network file system without inotify). Not a busy poll: once a second.
+SAFETY_RECHECK = 1.0
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, names: set[str], changed: threading.Event) -> None:
+        self._names = names
+        self._changed = changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = event.src_path if isinstance(event.src_path, str) else event.src_path.decode()
+        if Path(src).name in self._names:
+            self._changed.set()
+
+
+class FileChangeWatcher:
+    def __init__(self, directory: Path, names: set[str]) -> None:
+        self._changed = threading.Event()
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.schedule(_Handler(names, self._changed), str(directory), recursive=False)
+        self._observer.start()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Return True as soon as ``condition()`` holds, False once ``timeout`` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # Clear before checking: a change that lands after the check still wakes us.
+            self._changed.clear()
+            if condition():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.wait(min(remaining, SAFETY_RECHECK))
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)

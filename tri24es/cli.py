@@ -1,0 +1,153 @@
+"""The ``tri24es`` command: thin commands that parse, call a service, and print.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit
+(2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eventlog import EventLogError, EventStore, StoreUnavailable, open_store, sqlite_path
+from tri24es import __version__
+from tri24es.config import TASK_FOLDERS, Settings, load_settings
+from tri24es.errors import Tri24esError, UsageError
+from tri24es.render import event_json_line, event_text_line
+
+app = typer.Typer(
+    name="tri24es",
+    help="An event-sourced control plane for fleets of autonomous AI coding agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Context:
+    """What the global options resolve to, handed to every command."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open_store(self, *, create: bool = False) -> EventStore:
+        s = self.settings
+        path = sqlite_path(s.db_url)
+        if path is not None and not create and not Path(path).exists():
+            raise StoreUnavailable(f"no store at {path}: run `tri24es init` first")
+        return open_store(
+            s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
+        )
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tri24es {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="TRI24ES_DB",
+            help="Store URL or path (sqlite:///PATH or PATH). Default: state/tri24es.db in --root.",
+        ),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root", envvar="TRI24ES_ROOT", help="Project folder holding state/ and tasks/."
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """An event-sourced control plane for fleets of autonomous AI coding agents."""
+    ctx.obj = Context(load_settings(db=db, root=root))
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create state/, tasks/{queue,running,completed,failed,rejected}/ and the store.
+
+    Example: tri24es --root ~/fleet init
+    """
+    context: Context = ctx.obj
+    s = context.settings
+    s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in TASK_FOLDERS:
+        (s.tasks_dir / folder).mkdir(parents=True, exist_ok=True)
+    store = context.open_store(create=True)
+    head = store.head()
+    store.close()
+    typer.echo(f"initialised {s.root}")
+    typer.echo(f"  store:  {s.db_url} ({head} events)")
+    typer.echo(f"  tasks:  {s.tasks_dir}/{{{','.join(TASK_FOLDERS)}}}/")
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events as they commit.")
+    ] = False,
+    stream: Annotated[str | None, typer.Option("--stream", help="Only this stream.")] = None,
+    type_: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only events of this type (repeatable)."),
+    ] = None,
+    after: Annotated[int, typer.Option("--after", min=0, help="Start after this position.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print the event log, oldest first.
+
+    Example: tri24es events --follow --type TaskClaimed --json
+    """
+    context: Context = ctx.obj
+    line = event_json_line if as_json else event_text_line
+    store = context.open_store()
+    position = after
+    out = sys.stdout
+    try:
+        while True:
+            for event in store.read_all(position, types=type_):
+                position = event.position
+                if stream is None or event.stream == stream:
+                    out.write(line(event))
+            out.flush()
+            if not follow:
+                return
+            store.wait_for_change(position, timeout=1.0)
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning our errors into one clear line."""
+    try:
+        app()
+    except UsageError as e:
+        typer.echo(f"tri24es: error: {e}", err=True)
+        sys.exit(2)
+    except (Tri24esError, EventLogError) as e:
+        typer.echo(f"tri24es: error: {e}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        # The reader went away (`tri24es events | head`): not an error of ours.
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

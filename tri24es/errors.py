@@ -1,0 +1,15 @@
+"""The exception tree of tri24es. The CLI turns any of these into one line on stderr."""
+
+from __future__ import annotations
+
+
+class Tri24esError(Exception):
+    """tri24es could not do what was asked."""
+
+
+class UsageError(Tri24esError):
+    """The user asked for something malformed (exit code 2)."""
+
+
+class ConfigError(UsageError):
+    """A setting or environment variable has a bad value."""

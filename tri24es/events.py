@@ -1,0 +1,411 @@
+"""The event catalog: every fact tri24es records, as frozen pydantic models.
+
+Each event class has a stable ``topic`` (its stored type name) and a schema ``version``.
+Payloads are JSON (orjson); money is ``Decimal``, written as a JSON string, never a float.
+A payload written at an older version is upgraded on read by the registered upcasters.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from eventlog import NewEvent, RecordedEvent
+from tri24es.errors import Tri24esError
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=10)]
+"""A non-negative amount of US dollars."""
+
+
+class Priority(enum.StrEnum):
+    """Task priority; claims take CRITICAL first. Stored and shown by name."""
+
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+    @property
+    def rank(self) -> int:
+        """0 for CRITICAL ... 3 for LOW: the order in which tasks are claimed."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {p: rank for rank, p in enumerate(Priority)}
+
+
+class RequeueReason(enum.StrEnum):
+    LEASE_EXPIRED = "lease_expired"
+    WORKER_STOPPED = "worker_stopped"
+    RETRY = "retry"
+    MANUAL = "manual"
+
+
+class EventDecodeError(Tri24esError):
+    """A stored event could not be turned back into an event model."""
+
+    def __init__(self, position: int, type: str, problem: str) -> None:
+        self.position = position
+        self.type = type
+        self.problem = problem
+        super().__init__(f"event at position {position} ({type}): {problem}")
+
+
+class UnknownEventType(EventDecodeError):
+    """The stored type names no event in the catalog."""
+
+
+class Event(BaseModel):
+    """Base of every event. Subclasses are registered under their topic (the class name)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    topic: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.topic = cls.__dict__.get("topic", cls.__name__)
+        if cls.topic in CATALOG and CATALOG[cls.topic] is not cls:
+            raise TypeError(f"two events share the topic {cls.topic!r}")
+        CATALOG[cls.topic] = cls
+        if cls.version == 1:
+            _CURRENT_VALIDATORS[cls.topic] = cls.__pydantic_validator__.validate_json
+        else:
+            _CURRENT_VALIDATORS.pop(cls.topic, None)
+
+
+CATALOG: dict[str, type[Event]] = {}
+# For topics still at schema version 1: bytes -> model without a Python-level detour.
+_CURRENT_VALIDATORS: dict[str, Callable[[bytes], Event]] = {}
+
+
+# --- task stream: task-<id> ------------------------------------------------------------
+
+
+class TaskSubmitted(Event):
+    task_id: str
+    title: str
+    priority: Priority = Priority.MEDIUM
+    body: str = ""
+    body_sha256: str | None = None
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int = Field(default=3, ge=0)
+    max_budget_usd: Money | None = None
+    command: list[str] | None = None
+    source: str | None = None  # the queue file it came from, if any
+
+
+class TaskRejected(Event):
+    task_id: str
+    reason: str
+    source: str | None = None
+
+
+class TaskClaimed(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    lease_expires_at: AwareDatetime
+
+
+class TaskStarted(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    pid: int
+    pgid: int
+
+
+class LeaseRenewed(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    lease_expires_at: AwareDatetime
+
+
+class TaskCompleted(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    exit_code: int | None = 0
+
+
+class TaskFailed(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    error: str
+    retryable: bool = True
+    exit_code: int | None = None
+
+
+class TaskRequeued(Event):
+    task_id: str
+    attempt: int = Field(ge=0)  # the attempt that ended; the next claim is attempt + 1
+    reason: RequeueReason
+    by: str | None = None
+
+
+class TaskDeadLettered(Event):
+    task_id: str
+    attempts: int
+    error: str
+
+
+class TaskCancelled(Event):
+    task_id: str
+    by: str | None = None
+    reason: str | None = None
+
+
+# --- worker stream: worker-<id> --------------------------------------------------------
+
+
+class WorkerStarted(Event):
+    worker: str
+    pid: int
+    # Clock ticks since boot (/proc/<pid>/stat field 22): tells a reused pid apart.
+    pid_start_time: int
+    host: str
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+
+
+class WorkerHeartbeat(Event):
+    worker: str
+
+
+class WorkerPauseRequested(Event):
+    worker: str
+    by: str | None = None
+    reason: str | None = None
+
+
+class WorkerPaused(Event):
+    worker: str
+
+
+class WorkerResumeRequested(Event):
+    worker: str
+    by: str | None = None
+    reason: str | None = None
+
+
+class WorkerResumed(Event):
+    worker: str
+
+
+class WorkerStopRequested(Event):
+    worker: str
+    by: str | None = None
+    reason: str | None = None
+
+
+class WorkerStopped(Event):
+    worker: str
+    reason: str | None = None
+
+
+class WorkerSignalled(Event):
+    worker: str
+    signal: str  # "SIGUSR1", "SIGTERM", "SIGKILL", ...
+    pid: int
+    by: str | None = None
+    target: str = "worker"  # "worker" or "agent" (the task's process group)
+
+
+class WorkerLost(Event):
+    worker: str
+    last_seen: AwareDatetime | None = None
+    by: str | None = None
+
+
+# --- budget: the spend and killswitch streams ------------------------------------------
+
+
+class SpendRecorded(Event):
+    amount: Money
+    model: str | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    task: str | None = None
+    worker: str | None = None
+    source: str = "cli"  # "worker", "cli", "spend.jsonl"
+    occurred_at: AwareDatetime
+    flagged: str | None = None  # why the amount is an estimate (e.g. an unpriced model)
+
+
+class BudgetWarningRaised(Event):
+    rate: Money
+    rate_warning: Money
+    window_seconds: int
+    daily: Money | None = None
+
+
+class KillSwitchActivated(Event):
+    reason: str
+    rate: Money
+    daily: Money
+    rate_limit: Money
+    daily_limit: Money
+    trace_id: str | None = None
+
+
+class KillSwitchReset(Event):
+    by: str | None = None
+    reason: str
+
+
+def task_stream(task_id: str) -> str:
+    return f"task-{task_id}"
+
+
+def worker_stream(worker_id: str) -> str:
+    return f"worker-{worker_id}"
+
+
+SPEND_STREAM = "spend"
+BUDGET_STREAM = "budget"
+KILL_SWITCH_STREAM = "killswitch"
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+class Metadata(BaseModel):
+    """Who did it and why: stored beside every event."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    actor: str | None = None
+    trace_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+
+# --- schema versions and upcasters -----------------------------------------------------
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+VERSION_KEY = "_v"  # present in a payload only when its schema version is above 1
+_VERSIONED_PREFIX = b'{"' + VERSION_KEY.encode() + b'":'
+
+
+def upcaster(topic: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register a function that turns a ``topic`` payload of ``from_version`` into the next."""
+
+    def register(fn: Upcaster) -> Upcaster:
+        UPCASTERS[(topic, from_version)] = fn
+        return fn
+
+    return register
+
+
+# --- the codec --------------------------------------------------------------------------
+
+
+def _payload(event: Event) -> bytes:
+    fields = event.model_dump(mode="json")
+    if event.version > 1:
+        fields = {VERSION_KEY: event.version, **fields}
+    return orjson.dumps(fields)
+
+
+def encode(
+    event: Event, metadata: Metadata | None = None, event_id: str | None = None
+) -> NewEvent:
+    meta = b"{}" if metadata is None else orjson.dumps(metadata.model_dump(exclude_none=True))
+    if event_id is None:
+        return NewEvent(event.topic, _payload(event), meta)
+    return NewEvent(event.topic, _payload(event), meta, event_id)
+
+
+class Envelope(NamedTuple):
+    """A decoded event with its place in the log."""
+
+    position: int
+    stream: str
+    version: int
+    event_id: str
+    event: Event
+    recorded_at: int  # microseconds since the Unix epoch, UTC
+    raw_metadata: bytes
+
+    @property
+    def metadata(self) -> Metadata:
+        return Metadata.model_validate_json(self.raw_metadata)
+
+
+def decode_event(recorded: RecordedEvent) -> Event:
+    """The event model of a stored row, upcast to the current schema version."""
+    validate = _CURRENT_VALIDATORS.get(recorded.type)
+    data = recorded.data
+    try:
+        if validate is not None and not data.startswith(_VERSIONED_PREFIX):
+            return validate(data)  # the hot path: a payload at schema version 1
+        cls = CATALOG.get(recorded.type)
+        if cls is None:
+            raise UnknownEventType(recorded.position, recorded.type, "unknown event type")
+        return cls.model_validate(_upcast(cls, orjson.loads(data)))
+    except ValidationError as e:
+        raise EventDecodeError(recorded.position, recorded.type, _describe(e)) from e
+    except ValueError as e:  # orjson.JSONDecodeError is a ValueError
+        raise EventDecodeError(recorded.position, recorded.type, str(e)) from e
+
+
+def _describe(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "payload"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"corrupt payload: {where}: {err['msg']}{more}"
+
+
+def _upcast(cls: type[Event], fields: Any) -> dict[str, Any]:
+    if not isinstance(fields, dict):
+        raise ValueError("corrupt payload: not a JSON object")
+    stored = fields.pop(VERSION_KEY, 1)
+    if not isinstance(stored, int) or stored < 1:
+        raise ValueError(f"corrupt payload: bad schema version {stored!r}")
+    if stored > cls.version:
+        raise ValueError(
+            f"written at schema version {stored}, newer than this program's {cls.version}"
+        )
+    upgraded: dict[str, Any] = fields
+    for version in range(stored, cls.version):
+        step = UPCASTERS.get((cls.topic, version))
+        if step is None:
+            raise ValueError(f"no upcaster from version {version} to {version + 1}")
+        upgraded = step(upgraded)
+    return upgraded
+
+
+_envelope = functools.partial(tuple.__new__, Envelope)
+
+
+def decode(recorded: RecordedEvent) -> Envelope:
+    position, stream, version, event_id, _, _, metadata, recorded_at, _ = recorded
+    return _envelope(
+        (position, stream, version, event_id, decode_event(recorded), recorded_at, metadata)
+    )
+
+
+def decode_all(records: Iterable[RecordedEvent]) -> Iterator[Envelope]:
+    return map(decode, records)
+
+
+def topics(*classes: type[Event]) -> list[str]:
+    return [cls.topic for cls in classes]
