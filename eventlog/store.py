@@ -115,6 +115,17 @@ class EventStore(abc.ABC):
     ) -> Iterator[RecordedEvent]:
         """Every event after ``after_position`` in position order, read in batches so that
         memory stays constant however long the log is."""
+        for page in self.read_pages(after_position, types, until_position, batch_size):
+            yield from page
+
+    def read_pages(
+        self,
+        after_position: int = 0,
+        types: Iterable[str] | None = None,
+        until_position: int | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> Iterator[list[RecordedEvent]]:
+        """``read_all`` a page at a time: for readers that decode or apply events in bulk."""
         wanted = None if types is None else sorted(set(types))
         position = after_position
         while True:
@@ -122,9 +133,11 @@ class EventStore(abc.ABC):
             if not page:
                 return
             if until_position is not None and page[-1].position > until_position:
-                yield from (e for e in page if e.position <= until_position)
+                page = [e for e in page if e.position <= until_position]
+                if page:
+                    yield page
                 return
-            yield from page
+            yield page
             if len(page) < batch_size:
                 return
             position = page[-1].position

@@ -153,6 +153,7 @@ class TaskRequeued(Event):
     task_id: str
     attempt: int = Field(ge=0)  # the attempt that ended; the next claim is attempt + 1
     reason: RequeueReason
+    worker: str | None = None  # the worker whose attempt ended, if one held the task
     by: str | None = None
 
 
@@ -160,10 +161,12 @@ class TaskDeadLettered(Event):
     task_id: str
     attempts: int
     error: str
+    worker: str | None = None
 
 
 class TaskCancelled(Event):
     task_id: str
+    worker: str | None = None  # the worker that held the task, if it was running
     by: str | None = None
     reason: str | None = None
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import orjson
 
 from eventlog import RecordedEvent
+from tri24es.timeutil import iso_time
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TEXT_DATA_WIDTH = 120
-
-
-def iso_time(microseconds: int) -> str:
-    """ISO-8601 UTC with microseconds, e.g. ``2026-11-24T11:05:19.123456Z``."""
-    return (EPOCH + timedelta(microseconds=microseconds)).isoformat().replace("+00:00", "Z")
 
 
 def event_json(event: RecordedEvent) -> bytes:

@@ -1,0 +1,42 @@
+"""Run the CLI as a user does: a real process, a real project folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "tri24es"]
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def clean_env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRI24ES_", "BUDGET_"))}
+    env["TRI24ES_ROOT"] = str(root)
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return tmp_path / "fleet"
+
+
+@pytest.fixture
+def run(project: Path) -> Run:
+    project.mkdir(exist_ok=True)
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> (
+        subprocess.CompletedProcess[str]
+    ):
+        full_env = clean_env(project) | (env or {})
+        return subprocess.run(
+            [*CLI, *args], cwd=project, env=full_env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )
+
+    return run

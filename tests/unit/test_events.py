@@ -1,0 +1,172 @@
+"""The event catalog: round trips, money, upcasting and typed decode errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from eventlog import RecordedEvent
+from tri24es import events as ev
+
+NOW = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+
+SAMPLES: list[ev.Event] = [
+    ev.TaskSubmitted(task_id="t1", title="Fix it", priority=ev.Priority.HIGH, body="# Fix it\n",
+                     shard="a", model="claude", type="bug", max_budget_usd=Decimal("2.50")),
+    ev.TaskRejected(task_id="t2", reason="empty file", source="tasks/queue/t2.md"),
+    ev.TaskClaimed(task_id="t1", worker="w1", attempt=1, lease_expires_at=NOW),
+    ev.TaskStarted(task_id="t1", worker="w1", attempt=1, pid=10, pgid=10),
+    ev.LeaseRenewed(task_id="t1", worker="w1", attempt=1, lease_expires_at=NOW),
+    ev.TaskCompleted(task_id="t1", worker="w1", attempt=1),
+    ev.TaskFailed(task_id="t1", worker="w1", attempt=1, error="exit 3", exit_code=3),
+    ev.TaskRequeued(task_id="t1", attempt=1, reason=ev.RequeueReason.LEASE_EXPIRED),
+    ev.TaskDeadLettered(task_id="t1", attempts=3, error="exit 3"),
+    ev.TaskCancelled(task_id="t1", by="alice"),
+    ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
+    ev.WorkerHeartbeat(worker="w1"),
+    ev.WorkerPauseRequested(worker="w1", by="budget-watchdog"),
+    ev.WorkerPaused(worker="w1"),
+    ev.WorkerResumeRequested(worker="w1"),
+    ev.WorkerResumed(worker="w1"),
+    ev.WorkerStopRequested(worker="w1"),
+    ev.WorkerStopped(worker="w1"),
+    ev.WorkerSignalled(worker="w1", signal="SIGTERM", pid=10),
+    ev.WorkerLost(worker="w1", last_seen=NOW),
+    ev.SpendRecorded(amount=Decimal("0.42"), model="gpt-5", occurred_at=NOW),
+    ev.BudgetWarningRaised(rate=Decimal("0.6"), rate_warning=Decimal("0.5"), window_seconds=300),
+    ev.KillSwitchActivated(reason="Rate limit exceeded: $1.20/min >= $1.00/min",
+                           rate=Decimal("1.2"), daily=Decimal("3"), rate_limit=Decimal("1"),
+                           daily_limit=Decimal("75")),
+    ev.KillSwitchReset(by="alice", reason="false alarm"),
+]
+
+
+def stored(new: Any, position: int = 7) -> RecordedEvent:
+    return RecordedEvent(position, "s", 1, new.event_id, new.type, new.data, new.metadata, 0, b"")
+
+
+def test_every_catalog_event_has_a_sample() -> None:
+    assert {type(e).topic for e in SAMPLES} == set(ev.CATALOG) - {"ExampleRenamed"}
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).topic)
+def test_round_trip(event: ev.Event) -> None:
+    meta = ev.Metadata(actor="alice", trace_id="tr", host="h", pid=1, causation_id="c")
+    new = ev.encode(event, meta)
+    envelope = ev.decode(stored(new))
+    assert envelope.event == event
+    assert envelope.metadata == meta
+    assert envelope.position == 7
+
+
+def test_events_are_frozen() -> None:
+    event = SAMPLES[0]
+    with pytest.raises(ValidationError):
+        event.title = "changed"  # type: ignore[misc]
+
+
+def test_money_is_a_json_string_never_a_float() -> None:
+    new = ev.encode(ev.SpendRecorded(amount=Decimal("0.1"), occurred_at=NOW))
+    assert orjson.loads(new.data)["amount"] == "0.1"
+    decoded = ev.decode_event(stored(new))
+    assert isinstance(decoded, ev.SpendRecorded)
+    assert decoded.amount == Decimal("0.1")
+
+
+@pytest.mark.parametrize("amount", ["-1", "NaN", "Infinity", "abc"])
+def test_bad_amounts_are_refused(amount: str) -> None:
+    with pytest.raises(ValidationError):
+        ev.SpendRecorded(amount=amount, occurred_at=NOW)  # type: ignore[arg-type]
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        ev.TaskClaimed(task_id="t", worker="w", attempt=1, lease_expires_at=datetime(2026, 1, 1))
+
+
+def test_priority_is_stored_by_name_and_ranked() -> None:
+    new = ev.encode(ev.TaskSubmitted(task_id="t", title="x", priority=ev.Priority.CRITICAL))
+    assert orjson.loads(new.data)["priority"] == "CRITICAL"
+    assert [p.rank for p in ev.Priority] == [0, 1, 2, 3]
+
+
+def test_unknown_topic_is_a_typed_error_naming_the_position() -> None:
+    new = ev.encode(SAMPLES[0])
+    with pytest.raises(ev.UnknownEventType, match="position 42"):
+        ev.decode(stored(new, 42)._replace(type="NoSuchEvent"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b'{"task_id": "t"', "position 9"),
+        (b"[1, 2]", "position 9"),
+        (b'{"task_id": "t", "worker": "w", "attempt": 0, "lease_expires_at": "x"}', "attempt"),
+        (b'{"_v": "two"}', "bad schema version"),
+        (b'{"_v": 5, "task_id": "t"}', "newer than this program"),
+    ],
+)
+def test_corrupt_payload_is_a_typed_error(payload: bytes, problem: str) -> None:
+    new = ev.encode(SAMPLES[2])
+    with pytest.raises(ev.EventDecodeError, match=problem) as caught:
+        ev.decode(stored(new, 9)._replace(data=payload))
+    assert caught.value.position == 9
+    assert caught.value.type == "TaskClaimed"
+
+
+@given(st.binary(max_size=200))
+def test_decoding_random_bytes_never_crashes(payload: bytes) -> None:
+    new = ev.encode(SAMPLES[20])
+    try:
+        ev.decode(stored(new)._replace(data=payload))
+    except ev.EventDecodeError as e:
+        assert e.position == 7  # noqa: PT017 - most random bytes fail; those that fail must say where
+
+
+class ExampleRenamed(ev.Event):
+    """A test-only event at schema version 2: v1 called the field ``name``."""
+
+    version: ClassVar[int] = 2
+    title: str
+    words: int
+
+
+@ev.upcaster("ExampleRenamed", from_version=1)
+def _rename(fields: dict[str, Any]) -> dict[str, Any]:
+    name = fields.pop("name")
+    return {**fields, "title": name, "words": len(name.split())}
+
+
+def test_old_payloads_are_upcast_on_read() -> None:
+    v1 = RecordedEvent(3, "s", 1, "id", "ExampleRenamed", b'{"name": "two words"}', b"{}", 0, b"")
+    assert ev.decode_event(v1) == ExampleRenamed(title="two words", words=2)
+
+
+def test_current_payloads_carry_their_version_and_round_trip() -> None:
+    new = ev.encode(ExampleRenamed(title="t", words=1))
+    assert new.data.startswith(b'{"_v":2,')
+    assert ev.decode_event(stored(new)) == ExampleRenamed(title="t", words=1)
+
+
+def test_a_missing_upcaster_is_reported() -> None:
+    ev.UPCASTERS.pop(("ExampleRenamed", 1))
+    try:
+        v1 = RecordedEvent(3, "s", 1, "id", "ExampleRenamed", b'{"name": "x"}', b"{}", 0, b"")
+        with pytest.raises(ev.EventDecodeError, match="no upcaster from version 1 to 2"):
+            ev.decode_event(v1)
+    finally:
+        ev.UPCASTERS[("ExampleRenamed", 1)] = _rename
+
+
+def test_two_events_cannot_share_a_topic() -> None:
+    with pytest.raises(TypeError, match="share the topic"):
+
+        class TaskClaimed(ev.Event):
+            pass

@@ -1,0 +1,3 @@
+from tri24es.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""The task lifecycle (DESIGN.md §4): one table, read by services and by the queue fold.
+
+States: ``queued``, ``running``, ``completed``, ``failed`` (attempts exhausted: the dead
+letter) and ``cancelled``. ``completed`` and ``cancelled`` are terminal; ``failed`` only
+leaves by a manual retry.
+
+Events and triggers (:func:`trigger_for`):
+
+- ``TaskSubmitted`` is the stream's first event and creates the task in ``queued``
+  (:func:`advance` from ``None``); it is not a trigger.
+- ``TaskClaimed`` -> claim, ``TaskCompleted`` -> complete, ``TaskDeadLettered`` ->
+  dead_letter, ``TaskCancelled`` -> cancel.
+- ``TaskRequeued`` -> requeue (running -> queued: attempt failed with attempts left, lease
+  expired, worker stopped), except from ``failed`` with reason ``manual``, which is the
+  manual retry (failed -> queued). A ``TaskRequeued`` from ``failed`` with any other reason
+  stays ``requeue`` and is therefore illegal: only a person retries a dead letter.
+- ``TaskFailed`` does not move the task by itself: it is always followed by ``TaskRequeued``
+  or ``TaskDeadLettered``, which carry the decision. ``TaskStarted``, ``LeaseRenewed`` and
+  ``TaskRejected`` do not move it either.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tri24es.events import (
+    Event,
+    RequeueReason,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskDeadLettered,
+    TaskRequeued,
+    TaskSubmitted,
+)
+from tri24es.machines.base import Lifecycle, Move, StateTable
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_Q, _R, _F = TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED
+
+TASK_TRANSITIONS: list[Move[TaskState]] = [
+    {"trigger": "claim", "source": _Q, "dest": _R},
+    {"trigger": "complete", "source": _R, "dest": TaskState.COMPLETED},
+    {"trigger": "requeue", "source": _R, "dest": _Q},
+    {"trigger": "dead_letter", "source": _R, "dest": _F},
+    {"trigger": "cancel", "source": [_Q, _R], "dest": TaskState.CANCELLED},
+    {"trigger": "retry", "source": _F, "dest": _Q},
+]
+
+TASK = StateTable("task", TaskState, TASK_TRANSITIONS, initial=_Q)
+
+INITIAL_EVENT = TaskSubmitted
+
+TASK_EVENT_TRIGGERS: dict[type[Event], str] = {
+    TaskClaimed: "claim",
+    TaskCompleted: "complete",
+    TaskRequeued: "requeue",
+    TaskDeadLettered: "dead_letter",
+    TaskCancelled: "cancel",
+}
+"""The trigger each task event fires; events not listed leave the state alone."""
+
+# Hot-path aliases: the fold calls these per event, and reading an Enum member or a method
+# through its class costs more in Python 3.11 than the dict lookup itself.
+_MANUAL = RequeueReason.MANUAL
+_EVENT_TRIGGER = TASK_EVENT_TRIGGERS.get
+_LOOKUP = TASK.lookup
+
+
+def trigger_for(state: TaskState, event: Event) -> str | None:
+    """The trigger ``event`` fires on a task in ``state``; None when it changes nothing."""
+    if state is _F and type(event) is TaskRequeued and event.reason is _MANUAL:
+        return "retry"
+    return _EVENT_TRIGGER(type(event))
+
+
+def advance(state: TaskState | None, event: Event) -> TaskState | None:
+    """The task's state after ``event``; ``None`` means no task yet (before TaskSubmitted).
+
+    Raises :class:`~tri24es.machines.base.IllegalTransition` when the event is not legal
+    from ``state``.
+    """
+    if state is None:
+        return _Q if type(event) is INITIAL_EVENT else None
+    trigger = trigger_for(state, event)
+    if trigger is None:
+        return state
+    try:
+        return _LOOKUP[state, trigger]
+    except KeyError:
+        raise TASK.illegal(state, trigger) from None
+
+
+class TaskLifecycle(Lifecycle[TaskState]):
+    """``transitions`` machine over the task table: ``TaskLifecycle().may_claim()``."""
+
+    table = TASK

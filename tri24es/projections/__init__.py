@@ -1,0 +1,178 @@
+"""The views of the log: queue, workers, spend, kill switch (DESIGN.md §5).
+
+They are applied *inline*, in the transaction of the append, so a reader never sees a view
+older than the log; a checkpoint per projection records the last position applied.
+``rebuild`` and ``verify`` fold the whole log again from scratch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eventlog import EventStore, Transaction
+from tri24es.errors import Tri24esError
+from tri24es.events import Envelope, decode_all
+from tri24es.projections.base import Projection, Row
+from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
+from tri24es.projections.queue import QUEUE, QueueView, TaskRow
+from tri24es.projections.spend import SPEND, SpendView
+from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
+
+PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
+
+CHECKPOINTS_DDL = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projection TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+__all__ = [
+    "KILLSWITCH",
+    "PROJECTIONS",
+    "QUEUE",
+    "SPEND",
+    "WORKERS",
+    "KillSwitchView",
+    "QueueView",
+    "SpendView",
+    "TaskRow",
+    "Views",
+    "WorkerRow",
+    "WorkersView",
+    "apply_inline",
+    "connection_of",
+    "fold_log",
+    "install",
+    "read_killswitch",
+    "rebuild",
+    "verify",
+]
+
+
+class ProjectionError(Tri24esError):
+    """The projections cannot be kept on this store."""
+
+
+def connection_of(tx: Transaction) -> sqlite3.Connection:
+    conn = tx.connection
+    if not isinstance(conn, sqlite3.Connection):
+        raise ProjectionError(
+            "this store keeps no SQL tables for the views (the in-memory backend is for "
+            "event-log tests only): use a SQLite path"
+        )
+    return conn
+
+
+def _run_ddl(conn: sqlite3.Connection, ddl: str) -> None:
+    # Statement by statement: sqlite3's executescript would commit the open transaction.
+    for statement in ddl.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def install(store: EventStore) -> None:
+    """Create the view tables and checkpoints, and apply any events they have not seen."""
+    with store.transaction() as tx:
+        conn = connection_of(tx)
+        for projection in PROJECTIONS:
+            _run_ddl(conn, projection.ddl)
+        _run_ddl(conn, CHECKPOINTS_DDL)
+        conn.executemany(
+            "INSERT OR IGNORE INTO checkpoints VALUES (?, 0)", [(p.name,) for p in PROJECTIONS]
+        )
+        behind = min(position for (position,) in conn.execute("SELECT position FROM checkpoints"))
+        if behind < store.head():
+            for page in store.read_pages(behind):
+                apply_inline(conn, decode_all(page))
+
+
+def apply_inline(conn: sqlite3.Connection, envelopes: Iterable[Envelope]) -> None:
+    """Apply just-appended events to the view tables, inside the appending transaction."""
+    last = None
+    for envelope in envelopes:
+        for projection in PROJECTIONS:
+            view = projection.load(conn, envelope)
+            if view is not None:
+                projection.apply(view, envelope)
+                projection.save(conn, view)
+        last = envelope.position
+    if last is not None:
+        conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (last, last))
+
+
+@dataclass
+class Views:
+    """Every view, folded in memory."""
+
+    queue: QueueView
+    workers: WorkersView
+    spend: SpendView
+    killswitch: KillSwitchView
+    position: int
+
+    def by_projection(self) -> dict[str, Any]:
+        return {"queue": self.queue, "workers": self.workers, "spend": self.spend,
+                "killswitch": self.killswitch}
+
+
+def fold_log(
+    store: EventStore,
+    until_position: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Views:
+    """Fold the log (up to ``until_position``) into fresh in-memory views."""
+    views = [p.new_view() for p in PROJECTIONS]
+    applies = [(p.apply, v) for p, v in zip(PROJECTIONS, views, strict=True)]
+    position = 0
+    for page in store.read_pages(0, until_position=until_position):
+        for envelope in decode_all(page):
+            for apply, view in applies:
+                apply(view, envelope)
+        position = page[-1].position
+        if progress is not None:
+            progress(len(page))
+    queue, workers, spend, killswitch = views
+    return Views(queue, workers, spend, killswitch, position)
+
+
+def rebuild(
+    store: EventStore, progress: Callable[[int], None] | None = None
+) -> Views:
+    """Replace every view table with a fresh fold of the whole log, in one transaction."""
+    install(store)
+    with store.transaction() as tx:
+        conn = connection_of(tx)
+        views = fold_log(store, progress=progress)
+        for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
+            projection.clear(conn)
+            projection.write_all(conn, view)
+        conn.execute("UPDATE checkpoints SET position = ?", (views.position,))
+    return views
+
+
+def verify(store: EventStore, progress: Callable[[int], None] | None = None) -> list[str]:
+    """Fold the log into a scratch copy and list every row where the live tables differ."""
+    install(store)
+    with store.transaction() as tx:  # a consistent snapshot: no commit can land meanwhile
+        conn = connection_of(tx)
+        views = fold_log(store, progress=progress)
+        differences = []
+        for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
+            expected = projection.rows(view)
+            live = projection.read_rows(conn)
+            for table, rows in expected.items():
+                differences.extend(_diff(table, rows, live[table]))
+    return differences
+
+
+def _diff(table: str, expected: list[Row], live: list[Row]) -> list[str]:
+    want, have = set(expected), set(live)
+    missing = sorted(want - have, key=repr)
+    extra = sorted(have - want, key=repr)
+    return [f"{table}: missing {row!r}" for row in missing] + [
+        f"{table}: unexpected {row!r}" for row in extra
+    ]

@@ -1,0 +1,75 @@
+"""What every projection is: a pure fold over events, and the SQL that keeps its tables.
+
+A projection's *view* is plain Python data. ``apply(view, envelope)`` is the fold step: it
+changes only the view, does no I/O, and is the one piece of logic both paths share:
+
+- inline: in the transaction of the append, ``load`` the rows an event touches into a small
+  view, ``apply``, ``save`` them back;
+- replay: fold the whole log into a fresh view in memory, then ``write_all`` in bulk.
+
+Because both paths run the same ``apply``, a replay cannot disagree with the live tables
+unless something bypassed the services.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
+
+from tri24es.events import Envelope
+
+V = TypeVar("V")
+
+Row = tuple[Any, ...]
+
+
+class Projection(abc.ABC, Generic[V]):
+    name: str
+    ddl: str  # CREATE TABLE/INDEX IF NOT EXISTS statements
+    tables: tuple[str, ...]
+
+    @abc.abstractmethod
+    def new_view(self) -> V:
+        """An empty view: the state before the first event."""
+
+    @abc.abstractmethod
+    def apply(self, view: V, envelope: Envelope) -> None:
+        """The fold step. Pure: touches nothing but ``view``."""
+
+    def fold(self, envelopes: Iterable[Envelope], view: V | None = None) -> V:
+        view = self.new_view() if view is None else view
+        for envelope in envelopes:
+            self.apply(view, envelope)
+        return view
+
+    @abc.abstractmethod
+    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> V | None:
+        """The part of the stored view that ``envelope`` touches; None if it touches nothing."""
+
+    @abc.abstractmethod
+    def save(self, conn: sqlite3.Connection, view: V) -> None:
+        """Write back every row of a view made by ``load`` (and changed by ``apply``)."""
+
+    @abc.abstractmethod
+    def rows(self, view: V) -> dict[str, list[Row]]:
+        """The view as the rows of each table, sorted: what ``write_all`` stores and what
+        ``replay --verify`` compares."""
+
+    def write_all(self, conn: sqlite3.Connection, view: V) -> None:
+        for table, rows in self.rows(view).items():
+            if rows:
+                marks = ",".join("?" * len(rows[0]))
+                conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+    def read_rows(self, conn: sqlite3.Connection) -> dict[str, list[Row]]:
+        """The live tables' rows, in the same order and shape as ``rows``."""
+        return {
+            table: [tuple(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+            for table in self.tables
+        }
+
+    def clear(self, conn: sqlite3.Connection) -> None:
+        for table in self.tables:
+            conn.execute(f"DELETE FROM {table}")

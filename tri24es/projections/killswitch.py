@@ -1,0 +1,86 @@
+"""The kill switch: active or not, why, when, by whom, and the event that set it."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from dataclasses import dataclass, fields
+
+from tri24es.events import Envelope, KillSwitchActivated, KillSwitchReset
+from tri24es.projections.base import Projection, Row
+
+DDL = """
+CREATE TABLE IF NOT EXISTS killswitch (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    active      INTEGER NOT NULL,
+    reason      TEXT,
+    changed_at  INTEGER,   -- microseconds since the epoch
+    by          TEXT,
+    position    INTEGER,   -- of the event that set the current state
+    rate        TEXT,      -- USD/min at activation
+    daily       TEXT       -- USD today at activation
+);
+"""
+
+
+@dataclass(slots=True)
+class KillSwitchView:
+    active: bool = False
+    reason: str | None = None
+    changed_at: int | None = None
+    by: str | None = None
+    position: int | None = None
+    rate: str | None = None
+    daily: str | None = None
+
+
+# attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
+_as_tuple = operator.attrgetter(*(f.name for f in fields(KillSwitchView)))
+
+
+class KillSwitchProjection(Projection[KillSwitchView]):
+    name = "killswitch"
+    ddl = DDL
+    tables = ("killswitch",)
+
+    def new_view(self) -> KillSwitchView:
+        return KillSwitchView()
+
+    def apply(self, view: KillSwitchView, envelope: Envelope) -> None:
+        event = envelope.event
+        if isinstance(event, KillSwitchActivated):
+            view.active, view.reason, view.by = True, event.reason, None
+            view.rate, view.daily = str(event.rate), str(event.daily)
+        elif isinstance(event, KillSwitchReset):
+            view.active, view.reason, view.by = False, event.reason, event.by
+            view.rate = view.daily = None
+        else:
+            return
+        view.changed_at, view.position = envelope.recorded_at, envelope.position
+
+    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> KillSwitchView | None:
+        if not isinstance(envelope.event, KillSwitchActivated | KillSwitchReset):
+            return None
+        return read_killswitch(conn)
+
+    def save(self, conn: sqlite3.Connection, view: KillSwitchView) -> None:
+        row = _as_tuple(view)
+        conn.execute(
+            "INSERT OR REPLACE INTO killswitch VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            (int(view.active), *row[1:]),
+        )
+
+    def rows(self, view: KillSwitchView) -> dict[str, list[Row]]:
+        if view.position is None:
+            return {"killswitch": []}
+        return {"killswitch": [(1, int(view.active), *_as_tuple(view)[1:])]}
+
+
+def read_killswitch(conn: sqlite3.Connection) -> KillSwitchView:
+    row = conn.execute(
+        "SELECT active, reason, changed_at, by, position, rate, daily FROM killswitch"
+    ).fetchone()
+    return KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
+
+
+KILLSWITCH = KillSwitchProjection()

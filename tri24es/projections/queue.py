@@ -1,0 +1,194 @@
+"""The queue: one row per task with its state, priority, filters, holder and lease."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from dataclasses import dataclass, fields
+
+from tri24es.events import (
+    Envelope,
+    LeaseRenewed,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskRequeued,
+    TaskStarted,
+    TaskSubmitted,
+)
+from tri24es.machines import TaskState, advance_task
+from tri24es.projections.base import Projection, Row
+from tri24es.timeutil import to_us
+
+DDL = """
+CREATE TABLE IF NOT EXISTS queue (
+    task_id            TEXT PRIMARY KEY,
+    state              TEXT    NOT NULL,
+    priority           INTEGER NOT NULL,  -- 0 CRITICAL .. 3 LOW
+    submitted_position INTEGER NOT NULL,
+    title              TEXT    NOT NULL,
+    shard              TEXT,
+    model              TEXT,
+    type               TEXT,
+    max_retries        INTEGER NOT NULL,
+    attempt            INTEGER NOT NULL,  -- attempts claimed so far
+    worker             TEXT,              -- holder while running
+    lease_expires_at   INTEGER,           -- microseconds since the epoch, while running
+    pid                INTEGER,           -- the agent's process (group) while running
+    last_error         TEXT,
+    submitted_at       INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    version            INTEGER NOT NULL,  -- the task stream's version: the next append expects it
+    retries_from       INTEGER NOT NULL   -- attempt count when the retry budget last started
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
+    WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
+"""
+
+COLUMNS = (
+    "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
+    " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
+    " retries_from"
+)
+
+
+@dataclass(slots=True)
+class TaskRow:
+    task_id: str
+    state: str
+    priority: int
+    submitted_position: int
+    title: str
+    shard: str | None
+    model: str | None
+    type: str | None
+    max_retries: int
+    attempt: int = 0
+    worker: str | None = None
+    lease_expires_at: int | None = None
+    pid: int | None = None
+    last_error: str | None = None
+    submitted_at: int = 0
+    updated_at: int = 0
+    version: int = 0
+    retries_from: int = 0
+
+    def attempts_left(self) -> int:
+        """Claims still allowed after the current one: ``max_retries`` retries per budget."""
+        return self.max_retries + 1 - (self.attempt - self.retries_from)
+
+
+# attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
+_as_tuple = operator.attrgetter(*(f.name for f in fields(TaskRow)))
+
+
+QueueView = dict[str, TaskRow]
+
+
+def _task_id(envelope: Envelope) -> str | None:
+    return getattr(envelope.event, "task_id", None) if envelope.stream.startswith("task-") else None
+
+
+class QueueProjection(Projection[QueueView]):
+    name = "queue"
+    ddl = DDL
+    tables = ("queue",)
+
+    def new_view(self) -> QueueView:
+        return {}
+
+    def apply(self, view: QueueView, envelope: Envelope) -> None:
+        event = envelope.event
+        task_id = _task_id(envelope)
+        if task_id is None:
+            return
+        row = view.get(task_id)
+        if row is None:
+            if isinstance(event, TaskSubmitted):
+                view[task_id] = TaskRow(
+                    task_id, TaskState.QUEUED.value, event.priority.rank, envelope.position,
+                    event.title, event.shard, event.model, event.type, event.max_retries,
+                    submitted_at=envelope.recorded_at, updated_at=envelope.recorded_at,
+                    version=envelope.version,
+                )
+            return
+        state = advance_task(TaskState(row.state), event)
+        if state is TaskState.QUEUED and row.state == TaskState.FAILED:
+            row.retries_from = row.attempt  # a manual retry starts a fresh budget
+        row.state = str(state)
+        row.version = envelope.version
+        row.updated_at = envelope.recorded_at
+        if isinstance(event, TaskClaimed):
+            row.attempt = event.attempt
+            row.worker = event.worker
+            row.lease_expires_at = to_us(event.lease_expires_at)
+            row.pid = None
+        elif isinstance(event, LeaseRenewed):
+            row.lease_expires_at = to_us(event.lease_expires_at)
+        elif isinstance(event, TaskStarted):
+            row.pid = event.pid
+        elif isinstance(event, TaskFailed):
+            row.last_error = event.error
+        elif isinstance(event, TaskRequeued | TaskCompleted | TaskDeadLettered | TaskCancelled):
+            row.worker = row.lease_expires_at = row.pid = None
+            if isinstance(event, TaskDeadLettered):
+                row.last_error = event.error
+
+    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> QueueView | None:
+        task_id = _task_id(envelope)
+        if task_id is None:
+            return None
+        found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
+        return {r[0]: TaskRow(*r) for r in found}
+
+    def save(self, conn: sqlite3.Connection, view: QueueView) -> None:
+        conn.executemany(
+            f"INSERT OR REPLACE INTO queue ({COLUMNS}) VALUES ({','.join('?' * 18)})",
+            [_as_tuple(row) for row in view.values()],
+        )
+
+    def load_by_id(self, conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
+        found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
+        row = found.fetchone()
+        return None if row is None else TaskRow(*row)
+
+    def first_claimable(
+        self, conn: sqlite3.Connection, shard: str | None, model: str | None, type: str | None
+    ) -> TaskRow | None:
+        """The next task for a worker with these filters: CRITICAL first, then oldest. A task
+        field that is empty matches any worker; a set one only a worker with the same value."""
+        found = conn.execute(
+            f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
+            " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
+            " AND (type IS NULL OR type = ?) ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type),
+        ).fetchone()
+        return None if found is None else TaskRow(*found)
+
+    def leases_expired_before(self, conn: sqlite3.Connection, now_us: int) -> list[TaskRow]:
+        found = conn.execute(
+            f"SELECT {COLUMNS} FROM queue INDEXED BY queue_leases"
+            " WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at",
+            (now_us,),
+        )
+        return [TaskRow(*r) for r in found]
+
+    def all(self, conn: sqlite3.Connection, state: str | None = None) -> list[TaskRow]:
+        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+        found = conn.execute(
+            f"SELECT {COLUMNS} FROM queue {where} ORDER BY priority, submitted_position", params
+        )
+        return [TaskRow(*r) for r in found]
+
+    def counts(self, conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+        found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
+        return {(state, priority): n for state, priority, n in found}
+
+    def rows(self, view: QueueView) -> dict[str, list[Row]]:
+        return {"queue": sorted(_as_tuple(row) for row in view.values())}
+
+
+QUEUE = QueueProjection()

@@ -1,0 +1,174 @@
+"""The worker table: state, process identity, filters, current task, last seen, requests."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from dataclasses import dataclass, fields
+
+from tri24es.events import (
+    Envelope,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskDeadLettered,
+    TaskRequeued,
+    WorkerPauseRequested,
+    WorkerResumed,
+    WorkerResumeRequested,
+    WorkerStarted,
+    WorkerStopRequested,
+)
+from tri24es.machines import WorkerState, advance_worker
+from tri24es.projections.base import Projection, Row
+
+DDL = """
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id        TEXT PRIMARY KEY,
+    state            TEXT    NOT NULL,
+    pid              INTEGER NOT NULL,
+    pid_start_time   INTEGER NOT NULL,
+    host             TEXT    NOT NULL,
+    shard            TEXT,
+    model            TEXT,
+    type             TEXT,
+    current_task     TEXT,
+    current_attempt  INTEGER,
+    pause_requested  INTEGER NOT NULL,  -- a pause was asked for and not yet undone
+    stop_requested   INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,  -- microseconds since the epoch
+    last_seen        INTEGER NOT NULL,
+    version          INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+COLUMNS = (
+    "worker_id, state, pid, pid_start_time, host, shard, model, type, current_task,"
+    " current_attempt, pause_requested, stop_requested, started_at, last_seen, version"
+)
+
+TASK_ENDS = (TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled)
+
+
+@dataclass(slots=True)
+class WorkerRow:
+    worker_id: str
+    state: str
+    pid: int
+    pid_start_time: int
+    host: str
+    shard: str | None
+    model: str | None
+    type: str | None
+    current_task: str | None = None
+    current_attempt: int | None = None
+    pause_requested: bool = False
+    stop_requested: bool = False
+    started_at: int = 0
+    last_seen: int = 0
+    version: int = 0
+
+
+# attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
+_as_tuple = operator.attrgetter(*(f.name for f in fields(WorkerRow)))
+
+
+WorkersView = dict[str, WorkerRow]
+
+
+def _worker_id(envelope: Envelope) -> str | None:
+    """The worker an event is about: its own stream's, or the holder named by a task event."""
+    event = envelope.event
+    if envelope.stream.startswith("worker-"):
+        return getattr(event, "worker", None)
+    if isinstance(event, (TaskClaimed, *TASK_ENDS)):
+        return event.worker
+    return None
+
+
+class WorkersProjection(Projection[WorkersView]):
+    name = "workers"
+    ddl = DDL
+    tables = ("workers",)
+
+    def new_view(self) -> WorkersView:
+        return {}
+
+    def apply(self, view: WorkersView, envelope: Envelope) -> None:
+        worker_id = _worker_id(envelope)
+        if worker_id is None:
+            return
+        event = envelope.event
+        row = view.get(worker_id)
+        if isinstance(event, WorkerStarted):
+            if row is not None:  # a restart: legal only from a terminal state
+                advance_worker(WorkerState(row.state), event)
+            view[worker_id] = WorkerRow(
+                worker_id, WorkerState.STARTING.value, event.pid, event.pid_start_time,
+                event.host, event.shard, event.model, event.type,
+                started_at=envelope.recorded_at, last_seen=envelope.recorded_at,
+                version=envelope.version,
+            )
+            return
+        if row is None:
+            return
+        if isinstance(event, TASK_ENDS) and row.current_task != event.task_id:
+            return  # the end of a task this worker no longer holds
+        state = advance_worker(WorkerState(row.state), event)
+        row.state = str(state)
+        if envelope.stream.startswith("worker-"):
+            row.version = envelope.version
+            row.last_seen = envelope.recorded_at
+        if isinstance(event, TaskClaimed):
+            row.current_task, row.current_attempt = event.task_id, event.attempt
+            row.last_seen = envelope.recorded_at
+        elif isinstance(event, TASK_ENDS):
+            row.current_task = row.current_attempt = None
+        elif isinstance(event, WorkerPauseRequested):
+            row.pause_requested = True
+        elif isinstance(event, WorkerResumeRequested | WorkerResumed):
+            row.pause_requested = False
+        elif isinstance(event, WorkerStopRequested):
+            row.stop_requested = True
+
+    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> WorkersView | None:
+        worker_id = _worker_id(envelope)
+        if worker_id is None:
+            return None
+        found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
+        return {r[0]: WorkerRow(*r) for r in found}
+
+    def save(self, conn: sqlite3.Connection, view: WorkersView) -> None:
+        conn.executemany(
+            f"INSERT OR REPLACE INTO workers ({COLUMNS}) VALUES ({','.join('?' * 15)})",
+            [self._row(w) for w in view.values()],
+        )
+
+    def load_by_id(self, conn: sqlite3.Connection, worker_id: str) -> WorkerRow | None:
+        found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
+        row = found.fetchone()
+        return None if row is None else WorkerRow(*row)
+
+    def silent_since(self, conn: sqlite3.Connection, before_us: int) -> list[WorkerRow]:
+        """Live (or stopping) workers not seen since ``before_us``."""
+        found = conn.execute(
+            f"SELECT {COLUMNS} FROM workers WHERE last_seen < ? AND state NOT IN"
+            " ('stopped', 'lost', 'killed') ORDER BY worker_id",
+            (before_us,),
+        )
+        return [WorkerRow(*r) for r in found]
+
+    def all(self, conn: sqlite3.Connection) -> list[WorkerRow]:
+        found = conn.execute(f"SELECT {COLUMNS} FROM workers ORDER BY worker_id")
+        return [WorkerRow(*r) for r in found]
+
+    @staticmethod
+    def _row(worker: WorkerRow) -> Row:
+        row = _as_tuple(worker)
+        return (*row[:10], int(worker.pause_requested), int(worker.stop_requested), *row[12:])
+
+    def rows(self, view: WorkersView) -> dict[str, list[Row]]:
+        return {"workers": sorted(self._row(w) for w in view.values())}
+
+
+WORKERS = WorkersProjection()

@@ -1,0 +1,26 @@
+"""Times as the log keeps them: integer microseconds since the Unix epoch, UTC."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(microseconds: int) -> datetime:
+    return EPOCH + timedelta(microseconds=microseconds)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def iso_time(microseconds: int) -> str:
+    """ISO-8601 UTC with microseconds, e.g. ``2026-11-24T11:05:19.123456Z``."""
+    return from_us(microseconds).isoformat().replace("+00:00", "Z")
