@@ -78,6 +78,15 @@ class Claim:
     row: TaskRow
 
 
+def _submitted(spec: TaskSpec) -> ev.TaskSubmitted:
+    return ev.TaskSubmitted(
+        task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
+        body_sha256=spec.body_sha256, shard=spec.shard, model=spec.model, type=spec.type,
+        max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
+        command=spec.command, source=spec.source,
+    )
+
+
 def retry_on_conflict(fn: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         for _ in range(CONFLICT_RETRIES - 1):
@@ -149,12 +158,7 @@ class Services:
     @retry_on_conflict
     def submit(self, spec: TaskSpec) -> tuple[TaskRow, bool]:
         """Submit a task; idempotent by id. Returns the row and whether it was new."""
-        event = ev.TaskSubmitted(
-            task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
-            body_sha256=spec.body_sha256, shard=spec.shard, model=spec.model, type=spec.type,
-            max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
-            command=spec.command, source=spec.source,
-        )
+        event = _submitted(spec)
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             existing = QUEUE.load_by_id(conn, spec.task_id)
@@ -162,6 +166,20 @@ class Services:
                 return existing, False
             self._append(conn, tx, ev.task_stream(spec.task_id), [event], NO_STREAM)
             return self._task(conn, spec.task_id), True
+
+    @retry_on_conflict
+    def submit_many(self, specs: Sequence[TaskSpec]) -> int:
+        """Submit many tasks in one transaction (a queue folder scan, a bulk import);
+        ids already known are skipped. Returns how many were new."""
+        new = 0
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            for spec in specs:
+                if QUEUE.load_by_id(conn, spec.task_id) is None:
+                    self._append(conn, tx, ev.task_stream(spec.task_id), [_submitted(spec)],
+                                 NO_STREAM)
+                    new += 1
+        return new
 
     @retry_on_conflict
     def claim(self, worker_id: str) -> Claim | None:

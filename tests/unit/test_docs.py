@@ -17,7 +17,8 @@ def command_paths(group: typer.Typer, prefix: str = "tri24es") -> list[str]:
         name = command.name or (command.callback.__name__ if command.callback else "")
         paths.append(f"{prefix} {name.replace('_', '-')}")
     for sub in group.registered_groups:
-        assert sub.name is not None and sub.typer_instance is not None
+        assert sub.name is not None
+        assert sub.typer_instance is not None
         paths.append(f"{prefix} {sub.name}")
         paths.extend(command_paths(sub.typer_instance, f"{prefix} {sub.name}"))
     return paths

@@ -1,0 +1,201 @@
+"""Claim + complete throughput and replay speed, beside raw sqlite3 in the same run.
+
+    python -m benchmarks.bench_claims [--cycles N] [--backlog N] [--replay-events N]
+
+The raw baseline is a minimal job queue in plain SQL (what litequeue-style libraries do):
+BEGIN IMMEDIATE; SELECT the first queued row by priority; UPDATE it to running; COMMIT;
+then BEGIN IMMEDIATE; UPDATE it to done; COMMIT. No events, no audit trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from benchmarks.common import Figure
+from eventlog import open_store
+from tri24es import events as ev
+from tri24es.projections import fold_log
+from tri24es.services import Services, TaskSpec
+
+RAW_QUEUE = """
+CREATE TABLE q (id INTEGER PRIMARY KEY, task TEXT UNIQUE, priority INTEGER, state TEXT,
+                worker TEXT);
+CREATE INDEX q_claimable ON q (priority, id) WHERE state = 'queued';
+"""
+PRIORITIES = list(ev.Priority)
+
+
+def seed(path: Path, tasks: int) -> None:
+    services = Services(open_store(str(path)), actor="bench")
+    batch = 2000
+    for start in range(0, tasks, batch):
+        services.submit_many([
+            TaskSpec(f"t{i}", f"task {i}", priority=PRIORITIES[i % 4])
+            for i in range(start, min(tasks, start + batch))
+        ])
+    services.store.close()
+
+
+def seed_raw(path: Path, tasks: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.executescript(RAW_QUEUE)
+    conn.executemany("INSERT INTO q (task, priority, state) VALUES (?, ?, 'queued')",
+                     [(f"t{i}", i % 4) for i in range(tasks)])
+    conn.commit()
+    conn.close()
+
+
+def cycles_ours(path: str, worker: str, limit: int) -> int:
+    services = Services(open_store(path), actor=worker)
+    services.start_worker(worker, pid=os.getpid(), pid_start_time=0, host="bench")
+    done = 0
+    while done < limit:
+        claim = services.claim(worker)
+        if claim is None:
+            break
+        services.complete(claim.task_id, worker, claim.attempt)
+        done += 1
+    services.stopped(worker)
+    services.store.close()
+    return done
+
+
+def cycles_raw(path: str, worker: str, limit: int) -> int:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    done = 0
+    while done < limit:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT id FROM q WHERE state = 'queued' ORDER BY priority, id"
+                           " LIMIT 1").fetchone()
+        if row is None:
+            conn.execute("COMMIT")
+            break
+        conn.execute("UPDATE q SET state = 'running', worker = ? WHERE id = ?", (worker, row[0]))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE q SET state = 'done' WHERE id = ?", (row[0],))
+        conn.execute("COMMIT")
+        done += 1
+    conn.close()
+    return done
+
+
+def _worker_process(args: tuple[str, str, str, int]) -> int:
+    kind, path, worker, limit = args
+    return (cycles_ours if kind == "ours" else cycles_raw)(path, worker, limit)
+
+
+def parallel_rate(kind: str, path: Path, processes: int, per_process: int) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        pool.map(_worker_process, [(kind, str(path), "warm", 0)] * processes)  # imports
+        start = time.perf_counter()
+        done = pool.map(_worker_process,
+                        [(kind, str(path), f"w{i}", per_process) for i in range(processes)])
+        return sum(done) / (time.perf_counter() - start)
+
+
+def check_exactly_once(path: Path) -> tuple[int, int]:
+    """(tasks completed more than once, claims of already completed tasks)."""
+    store = open_store(str(path))
+    completed: dict[str, int] = {}
+    late_claims = 0
+    for e in store.read_all(types=["TaskCompleted", "TaskClaimed"]):
+        task = e.stream
+        if e.type == "TaskCompleted":
+            completed[task] = completed.get(task, 0) + 1
+        elif task in completed:
+            late_claims += 1
+    store.close()
+    return sum(1 for n in completed.values() if n > 1), late_claims
+
+
+def claim_figures(work: Path, cycles: int, backlog: int) -> list[Figure]:
+    figures = []
+    for processes in (1, 4):
+        ours_db, raw_db = work / f"ours{processes}.db", work / f"raw{processes}.db"
+        seed(ours_db, cycles + 100)
+        seed_raw(raw_db, cycles + 100)
+        per = cycles // processes
+        if processes == 1:
+            start = time.perf_counter()
+            ours = cycles_ours(str(ours_db), "w1", per) / (time.perf_counter() - start)
+            start = time.perf_counter()
+            raw = cycles_raw(str(raw_db), "w1", per) / (time.perf_counter() - start)
+        else:
+            ours = parallel_rate("ours", ours_db, processes, per)
+            raw = parallel_rate("raw", raw_db, processes, per)
+        dupes, late = check_exactly_once(ours_db)
+        figures.append(Figure(f"claim+complete, {processes} process(es)", "cycles/s", ours, raw))
+        print(f"  {processes} process(es): {dupes} tasks completed twice, {late} late claims")
+    small, large = work / "backlog-small.db", work / "backlog-large.db"
+    seed(small, 1000)
+    seed(large, backlog)
+    n = 500
+    rates = []
+    for db in (small, large):
+        start = time.perf_counter()
+        cycles_ours(str(db), "wb", n)
+        rates.append(n / (time.perf_counter() - start))
+    figures.append(Figure(f"claim+complete, {backlog:,} backlog vs 1,000", "cycles/s",
+                          rates[1], rates[0], goal=0.9))
+    return figures
+
+
+def replay_figure(work: Path, events: int) -> Figure:
+    """Fold a realistic log (submit, claim, renew, complete, spend per task) into all views."""
+    path = work / "replay.db"
+    store = open_store(str(path))
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    per_task = 5
+    for start in range(0, events // per_task, 1000):
+        with store.transaction() as tx:
+            for i in range(start, min(events // per_task, start + 1000)):
+                tid = f"t{i}"
+                tx.append(ev.task_stream(tid), [ev.encode(e) for e in (
+                    ev.TaskSubmitted(task_id=tid, title=tid, priority=PRIORITIES[i % 4]),
+                    ev.TaskClaimed(task_id=tid, worker="w1", attempt=1, lease_expires_at=now),
+                    ev.LeaseRenewed(task_id=tid, worker="w1", attempt=1, lease_expires_at=now),
+                    ev.TaskCompleted(task_id=tid, worker="w1", attempt=1),
+                )], 0)
+                tx.append(ev.SPEND_STREAM, [ev.encode(ev.SpendRecorded(
+                    amount=Decimal("0.01"), occurred_at=now, task=tid, worker="w1"))])
+    total = store.head()
+    start = time.perf_counter()
+    fold_log(store)
+    ours = total / (time.perf_counter() - start)
+    raw_conn = sqlite3.connect(path)
+    start = time.perf_counter()
+    scanned = sum(1 for _ in raw_conn.execute("SELECT * FROM events"))
+    raw = scanned / (time.perf_counter() - start)
+    store.close()
+    return Figure(f"replay {total:,} events, 4 projections", "events/s", ours, raw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--replay-events", type=int, default=200_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tri24es-bench-"))
+    print(f"claims and replay vs raw sqlite3 {sqlite3.sqlite_version}, WAL, synchronous=NORMAL")
+    figures = claim_figures(work, args.cycles, args.backlog)
+    figures.append(replay_figure(work, args.replay_events))
+    for figure in figures:
+        print(figure.line())
+
+
+if __name__ == "__main__":
+    main()
