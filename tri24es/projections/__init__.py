@@ -14,7 +14,7 @@ from typing import Any
 
 from eventlog import EventStore, Transaction
 from tri24es.errors import Tri24esError
-from tri24es.events import Envelope, decode_all
+from tri24es.events import Envelope, Event, decode_all
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
@@ -90,11 +90,24 @@ def install(store: EventStore) -> None:
                 apply_inline(conn, decode_all(page))
 
 
+def _handlers(projections: Iterable[Projection[Any]]) -> dict[type[Event], list[Any]]:
+    """Event type -> the projections it can change: the others never see it."""
+    handlers: dict[type[Event], list[Any]] = {}
+    for projection in projections:
+        for event_type in projection.handles:
+            handlers.setdefault(event_type, []).append(projection)
+    return handlers
+
+
+HANDLERS = _handlers(PROJECTIONS)
+NOBODY: list[Projection[Any]] = []
+
+
 def apply_inline(conn: sqlite3.Connection, envelopes: Iterable[Envelope]) -> None:
     """Apply just-appended events to the view tables, inside the appending transaction."""
     last = None
     for envelope in envelopes:
-        for projection in PROJECTIONS:
+        for projection in HANDLERS.get(type(envelope.event), NOBODY):
             view = projection.load(conn, envelope)
             if view is not None:
                 projection.apply(view, envelope)
@@ -126,11 +139,15 @@ def fold_log(
 ) -> Views:
     """Fold the log (up to ``until_position``) into fresh in-memory views."""
     views = [p.new_view() for p in PROJECTIONS]
-    applies = [(p.apply, v) for p, v in zip(PROJECTIONS, views, strict=True)]
+    dispatch: dict[type[Event], list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
+    for projection, view in zip(PROJECTIONS, views, strict=True):
+        for event_type in projection.handles:
+            dispatch.setdefault(event_type, []).append((projection.apply, view))
+    nothing: list[tuple[Callable[[Any, Envelope], None], Any]] = []
     position = 0
     for page in store.read_pages(0, until_position=until_position):
         for envelope in decode_all(page):
-            for apply, view in applies:
+            for apply, view in dispatch.get(type(envelope.event), nothing):
                 apply(view, envelope)
         position = page[-1].position
         if progress is not None:

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-from tri24es.events import Envelope
+from tri24es.events import Envelope, Event
 
 V = TypeVar("V")
 
@@ -29,6 +29,7 @@ class Projection(abc.ABC, Generic[V]):
     name: str
     ddl: str  # CREATE TABLE/INDEX IF NOT EXISTS statements
     tables: tuple[str, ...]
+    handles: frozenset[type[Event]]  # the event types that can change this view
 
     @abc.abstractmethod
     def new_view(self) -> V:
@@ -41,7 +42,8 @@ class Projection(abc.ABC, Generic[V]):
     def fold(self, envelopes: Iterable[Envelope], view: V | None = None) -> V:
         view = self.new_view() if view is None else view
         for envelope in envelopes:
-            self.apply(view, envelope)
+            if type(envelope.event) in self.handles:
+                self.apply(view, envelope)
         return view
 
     @abc.abstractmethod

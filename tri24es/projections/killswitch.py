@@ -42,6 +42,7 @@ class KillSwitchProjection(Projection[KillSwitchView]):
     name = "killswitch"
     ddl = DDL
     tables = ("killswitch",)
+    handles = frozenset({KillSwitchActivated, KillSwitchReset})
 
     def new_view(self) -> KillSwitchView:
         return KillSwitchView()

@@ -96,6 +96,8 @@ class QueueProjection(Projection[QueueView]):
     name = "queue"
     ddl = DDL
     tables = ("queue",)
+    handles = frozenset({TaskSubmitted, TaskClaimed, TaskStarted, LeaseRenewed, TaskCompleted,
+                         TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled})
 
     def new_view(self) -> QueueView:
         return {}

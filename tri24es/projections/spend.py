@@ -73,6 +73,7 @@ class SpendProjection(Projection[SpendView]):
     name = "spend"
     ddl = DDL
     tables = ("spend", "spend_buckets")
+    handles = frozenset({SpendRecorded})
 
     def new_view(self) -> SpendView:
         return SpendView()

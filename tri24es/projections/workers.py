@@ -13,10 +13,15 @@ from tri24es.events import (
     TaskCompleted,
     TaskDeadLettered,
     TaskRequeued,
+    WorkerHeartbeat,
+    WorkerLost,
+    WorkerPaused,
     WorkerPauseRequested,
     WorkerResumed,
     WorkerResumeRequested,
+    WorkerSignalled,
     WorkerStarted,
+    WorkerStopped,
     WorkerStopRequested,
 )
 from tri24es.machines import WorkerState, advance_worker
@@ -90,6 +95,11 @@ class WorkersProjection(Projection[WorkersView]):
     name = "workers"
     ddl = DDL
     tables = ("workers",)
+    handles = frozenset({
+        TaskClaimed, *TASK_ENDS, WorkerStarted, WorkerHeartbeat, WorkerPauseRequested,
+        WorkerPaused, WorkerResumeRequested, WorkerResumed, WorkerStopRequested, WorkerStopped,
+        WorkerSignalled, WorkerLost,
+    })
 
     def new_view(self) -> WorkersView:
         return {}
