@@ -12,9 +12,13 @@ from typing import Annotated
 
 import typer
 
-from eventlog import EventLogError, EventStore, StoreUnavailable, open_store, sqlite_path
+from eventlog import EventLogError
 from tri24es import __version__
-from tri24es.config import TASK_FOLDERS, Settings, load_settings
+from tri24es.cli_common import Context
+from tri24es.cli_status import replay, status
+from tri24es.cli_tasks import submit, tasks_app
+from tri24es.cli_workers import workers_app
+from tri24es.config import TASK_FOLDERS, load_settings
 from tri24es.errors import Tri24esError, UsageError
 from tri24es.render import event_json_line, event_text_line
 
@@ -25,22 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-class Context:
-    """What the global options resolve to, handed to every command."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def open_store(self, *, create: bool = False) -> EventStore:
-        s = self.settings
-        path = sqlite_path(s.db_url)
-        if path is not None and not create and not Path(path).exists():
-            raise StoreUnavailable(f"no store at {path}: run `tri24es init` first")
-        return open_store(
-            s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
-        )
 
 
 def version_callback(value: bool) -> None:
@@ -131,6 +119,13 @@ def events(
         return
     finally:
         store.close()
+
+
+app.command()(submit)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(workers_app, name="workers")
+app.command()(status)
+app.command()(replay)
 
 
 def main() -> None:

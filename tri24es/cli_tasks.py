@@ -52,9 +52,9 @@ def submit(
     priority: Annotated[
         str, typer.Option("--priority", help="CRITICAL, HIGH, MEDIUM or LOW.")
     ] = "MEDIUM",
-    shard: Annotated[str | None, typer.Option("--shard", help="Only workers of this shard.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Only workers of this model.")] = None,
-    type_: Annotated[str | None, typer.Option("--type", help="Only workers of this type.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="Only for this shard.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only for this model.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only for this type.")] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="Markdown file holding the task's body.")
     ] = None,

@@ -18,7 +18,7 @@ from eventlog import EventStore, RecordedEvent
 from tri24es.errors import UsageError
 from tri24es.events import Priority, decode_event
 from tri24es.machines import TaskState, WorkerState
-from tri24es.projections import KillSwitchView, TaskRow, Views, WorkerRow, read_killswitch
+from tri24es.projections import QUEUE, KillSwitchView, TaskRow, Views, WorkerRow, read_killswitch
 from tri24es.projections.spend import from_units
 from tri24es.timeutil import iso_time, to_us
 
@@ -92,11 +92,14 @@ def worker_dict(row: WorkerRow) -> dict[str, Any]:
 
 def history_entry(recorded: RecordedEvent) -> dict[str, Any]:
     """One event of a stream: where, when, what, who, and its fields (long text shortened)."""
-    fields = decode_event(recorded).model_dump(mode="json", exclude_none=True)
-    fields.pop("task_id", None)
-    for key, value in fields.items():
+    dumped = decode_event(recorded).model_dump(mode="json", exclude_none=True)
+    fields: dict[str, Any] = {}
+    for key, value in dumped.items():
+        if key == "task_id" or value == "":
+            continue
         if isinstance(value, str) and len(value) > HISTORY_TEXT_LIMIT:
-            fields[key] = value[: HISTORY_TEXT_LIMIT - 1] + "…"
+            value = value[: HISTORY_TEXT_LIMIT - 1] + "…"
+        fields[key] = value
     who = orjson.loads(recorded.metadata).get("actor") if recorded.metadata else None
     return {
         "position": recorded.position,
@@ -149,9 +152,7 @@ def summary(
 
 def live_summary(conn: sqlite3.Connection, head: int) -> dict[str, Any]:
     """The status as the projection tables hold it now."""
-    tasks: Counter[tuple[str, int]] = Counter()
-    for state, rank, n in conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2"):
-        tasks[(state, rank)] = n
+    tasks = Counter(QUEUE.counts(conn))
     workers: Counter[str] = Counter()
     for state, n in conn.execute("SELECT state, count(*) FROM workers GROUP BY 1"):
         workers[state] = n
