@@ -78,6 +78,11 @@ class Claim:
     row: TaskRow
 
 
+def _gone(row: WorkerRow) -> bool:
+    """Stopped, lost or killed: requests to such a worker would reach nobody."""
+    return row.state in (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
+
+
 def _submitted(spec: TaskSpec) -> ev.TaskSubmitted:
     return ev.TaskSubmitted(
         task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
@@ -360,13 +365,15 @@ class Services:
 
     def request_pause(self, worker_id: str, *, by: str | None = None,
                       reason: str | None = None) -> bool:
-        return self._worker_event(worker_id, lambda row: None if row.pause_requested else
+        return self._worker_event(worker_id, lambda row: None if _gone(row) or
+                                  row.pause_requested else
                                   ev.WorkerPauseRequested(worker=worker_id, by=by, reason=reason))
 
     def request_resume(self, worker_id: str, *, by: str | None = None) -> bool:
         return self._worker_event(
             worker_id, lambda row: ev.WorkerResumeRequested(worker=worker_id, by=by)
-            if row.pause_requested or row.state == WorkerState.PAUSED else None)
+            if not _gone(row) and (row.pause_requested or row.state == WorkerState.PAUSED)
+            else None)
 
     def request_stop(self, worker_id: str, *, by: str | None = None,
                      reason: str | None = None) -> bool:

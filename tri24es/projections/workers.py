@@ -24,7 +24,7 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines import WorkerState, advance_worker
+from tri24es.machines import WorkerState, advance_worker, next_state
 from tri24es.projections.base import Projection, Row
 
 DDL = """
@@ -125,6 +125,9 @@ class WorkersProjection(Projection[WorkersView]):
         if isinstance(event, TASK_ENDS) and row.current_task != event.task_id:
             return  # the end of a task this worker no longer holds
         state = advance_worker(WorkerState(row.state), event)
+        if isinstance(event, WorkerResumed) and row.current_task is not None:
+            # Paused mid-task and resumed before the task ended: it is busy with it again.
+            state = next_state(WorkerState.IDLE, "take_task")
         row.state = str(state)
         if envelope.stream.startswith("worker-"):
             row.version = envelope.version
