@@ -71,7 +71,7 @@ def worker(store: EventStore, worker_id: str) -> WorkerRow:
 
 
 def start(svc: Services, worker_id: str, **filters: str | None) -> None:
-    svc.start_worker(worker_id, pid=1000, pid_start_time=1, host="test", **filters)  # type: ignore[arg-type]
+    svc.start_worker(worker_id, pid=1000, pid_start_time=1, host="test", **filters)
 
 
 def submit(svc: Services, task_id: str, **fields: object) -> TaskRow:
@@ -417,3 +417,20 @@ def test_record_spend_counts_an_event_id_once(svc: Services, store: EventStore) 
         bucket_sum = buckets.fetchone()
     assert rows == (4, 9 * 10**9)
     assert bucket_sum == (9 * 10**9, 4)
+
+
+def test_a_worker_resumed_while_holding_its_task_is_still_busy_with_it(
+    svc: Services, store: EventStore
+) -> None:
+    submit(svc, "a")
+    submit(svc, "b")
+    start(svc, "w")
+    assert svc.claim("w") is not None
+    assert svc.paused("w")  # paused mid-task: it still holds "a"
+    w = worker(store, "w")
+    assert (w.state, w.current_task) == ("paused", "a")
+    assert svc.resumed("w")
+    w = worker(store, "w")
+    assert (w.state, w.current_task) == ("busy", "a")
+    assert svc.claim("w") is None  # one task at a time
+    assert task(svc, store, "b").state == "queued"

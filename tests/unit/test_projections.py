@@ -44,7 +44,7 @@ class Log:
 
 
 def submitted(task_id: str = "t1", **fields: object) -> ev.TaskSubmitted:
-    return ev.TaskSubmitted(task_id=task_id, title=f"title {task_id}", **fields)  # type: ignore[arg-type]
+    return ev.TaskSubmitted(task_id=task_id, title=f"title {task_id}", **fields)
 
 
 def claimed(task_id: str = "t1", worker: str = "w1", attempt: int = 1) -> ev.TaskClaimed:
@@ -52,7 +52,7 @@ def claimed(task_id: str = "t1", worker: str = "w1", attempt: int = 1) -> ev.Tas
 
 
 def started_worker(worker: str = "w1", **fields: object) -> ev.WorkerStarted:
-    return ev.WorkerStarted(worker=worker, pid=123, pid_start_time=456, host="h", **fields)  # type: ignore[arg-type]
+    return ev.WorkerStarted(worker=worker, pid=123, pid_start_time=456, host="h", **fields)
 
 
 # --- queue -------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_sigkill_of_the_worker_kills_it_but_other_signals_do_not() -> None:
 
 
 def spend(amount: str, at: datetime, **fields: object) -> ev.SpendRecorded:
-    return ev.SpendRecorded(amount=Decimal(amount), occurred_at=at, **fields)  # type: ignore[arg-type]
+    return ev.SpendRecorded(amount=Decimal(amount), occurred_at=at, **fields)
 
 
 def test_spend_rows_and_quarter_hour_buckets_sum_exactly() -> None:

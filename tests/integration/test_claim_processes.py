@@ -1,0 +1,108 @@
+"""Four worker processes drain one SQLite queue: every task is completed exactly once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import eventlog
+from tri24es.events import decode_all
+from tri24es.projections import QUEUE, connection_of, verify
+from tri24es.services import Services, TaskSpec
+
+TASKS = 5_000
+WORKERS = 4
+
+# Each worker is a separate interpreter: its own connection, its own Services.
+WORKER = """
+import json, os, sys
+import eventlog
+from tri24es.projections import QUEUE, connection_of
+from tri24es.services import Services
+
+path, worker_id = sys.argv[1], sys.argv[2]
+store = eventlog.open_store(path)
+svc = Services(store, actor=worker_id)
+svc.start_worker(worker_id, pid=os.getpid(), pid_start_time=0, host="test")
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+sys.stdin.readline()  # the go signal: every worker starts claiming at once
+done = []
+while True:
+    claim = svc.claim(worker_id)
+    if claim is None:
+        with store.transaction() as tx:
+            if not QUEUE.all(connection_of(tx), "queued"):
+                break
+        continue
+    svc.complete(claim.task_id, worker_id, claim.attempt)
+    done.append(claim.task_id)
+store.close()
+print(json.dumps(done))
+"""
+
+
+@pytest.mark.slow
+def test_four_worker_processes_complete_every_task_exactly_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.db")
+    store = eventlog.open_store(path)
+    svc = Services(store)
+    began = time.perf_counter()
+    for i in range(TASKS):
+        svc.submit(TaskSpec(f"t{i:05d}", f"task {i}"))
+    submit_seconds = time.perf_counter() - began
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, path, f"w{n}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for n in range(WORKERS)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+    began = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=90)[0] for proc in procs]
+    elapsed = time.perf_counter() - began
+    assert [proc.returncode for proc in procs] == [0] * WORKERS
+    by_worker = [json.loads(out) for out in outputs]
+    print(
+        f"\nsubmitted {TASKS} in {submit_seconds:.2f}s; {WORKERS} workers did {TASKS} "
+        f"claim+complete cycles in {elapsed:.2f}s = {TASKS / elapsed:.0f} cycles/s; "
+        f"per worker {[len(d) for d in by_worker]}"
+    )
+
+    reported = Counter(task_id for done in by_worker for task_id in done)
+    assert len(reported) == TASKS
+    assert set(reported.values()) == {1}
+
+    completions = Counter(e.event.task_id for e in decode_all(store.read_all(  # type: ignore[attr-defined]
+        types=["TaskCompleted"])))
+    assert len(completions) == TASKS
+    assert set(completions.values()) == {1}
+
+    completed_at: dict[str, int] = {}
+    for envelope in decode_all(store.read_all(types=["TaskClaimed", "TaskCompleted"])):
+        task_id = envelope.event.task_id  # type: ignore[attr-defined]
+        assert task_id not in completed_at, f"{task_id} claimed or completed after completion"
+        if envelope.event.topic == "TaskCompleted":
+            completed_at[task_id] = envelope.position
+
+    with store.transaction() as tx:
+        rows = QUEUE.all(connection_of(tx))
+    assert len(rows) == TASKS
+    assert {row.state for row in rows} == {"completed"}
+    assert {row.attempt for row in rows} == {1}
+    assert verify(store) == []
+    store.close()
