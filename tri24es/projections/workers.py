@@ -8,11 +8,13 @@ from dataclasses import dataclass, fields
 
 from tri24es.events import (
     Envelope,
+    LeaseRenewed,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
     TaskDeadLettered,
     TaskRequeued,
+    TaskStarted,
     WorkerHeartbeat,
     WorkerLost,
     WorkerPaused,
@@ -53,6 +55,13 @@ COLUMNS = (
 )
 
 TASK_ENDS = (TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled)
+TASK_PROGRESS = (TaskStarted, LeaseRenewed)
+# Events only the worker itself appends: each one updates its last_seen. (Requests from
+# others, a requeue by the lease expirer, or being declared lost are not signs of life.)
+SIGNS_OF_LIFE = frozenset({
+    WorkerStarted, WorkerHeartbeat, WorkerPaused, WorkerResumed, WorkerStopped, TaskClaimed,
+    TaskStarted, LeaseRenewed, TaskCompleted,
+})
 
 
 @dataclass(slots=True)
@@ -86,7 +95,7 @@ def _worker_id(envelope: Envelope) -> str | None:
     event = envelope.event
     if envelope.stream.startswith("worker-"):
         return getattr(event, "worker", None)
-    if isinstance(event, (TaskClaimed, *TASK_ENDS)):
+    if isinstance(event, (TaskClaimed, *TASK_ENDS, *TASK_PROGRESS)):
         return event.worker
     return None
 
@@ -96,9 +105,9 @@ class WorkersProjection(Projection[WorkersView]):
     ddl = DDL
     tables = ("workers",)
     handles = frozenset({
-        TaskClaimed, *TASK_ENDS, WorkerStarted, WorkerHeartbeat, WorkerPauseRequested,
-        WorkerPaused, WorkerResumeRequested, WorkerResumed, WorkerStopRequested, WorkerStopped,
-        WorkerSignalled, WorkerLost,
+        TaskClaimed, *TASK_ENDS, *TASK_PROGRESS, WorkerStarted, WorkerHeartbeat,
+        WorkerPauseRequested, WorkerPaused, WorkerResumeRequested, WorkerResumed,
+        WorkerStopRequested, WorkerStopped, WorkerSignalled, WorkerLost,
     })
 
     def new_view(self) -> WorkersView:
@@ -122,8 +131,9 @@ class WorkersProjection(Projection[WorkersView]):
             return
         if row is None:
             return
-        if isinstance(event, TASK_ENDS) and row.current_task != event.task_id:
-            return  # the end of a task this worker no longer holds
+        holds = isinstance(event, (*TASK_ENDS, *TASK_PROGRESS))
+        if holds and row.current_task != event.task_id:  # type: ignore[attr-defined]
+            return  # about a task this worker no longer holds
         state = advance_worker(WorkerState(row.state), event)
         if isinstance(event, WorkerResumed) and row.current_task is not None:
             # Paused mid-task and resumed before the task ended: it is busy with it again.
@@ -131,10 +141,10 @@ class WorkersProjection(Projection[WorkersView]):
         row.state = str(state)
         if envelope.stream.startswith("worker-"):
             row.version = envelope.version
+        if type(event) in SIGNS_OF_LIFE:
             row.last_seen = envelope.recorded_at
         if isinstance(event, TaskClaimed):
             row.current_task, row.current_attempt = event.task_id, event.attempt
-            row.last_seen = envelope.recorded_at
         elif isinstance(event, TASK_ENDS):
             row.current_task = row.current_attempt = None
         elif isinstance(event, WorkerPauseRequested):
