@@ -113,7 +113,6 @@ class SQLiteTransaction(Transaction):
         self.connection = connection
         self._store = store
         self._head: Head | None = None
-        self.appended = False
 
     def stream_version(self, stream: str) -> int:
         if self._head is not None:
@@ -164,7 +163,6 @@ class SQLiteTransaction(Transaction):
             raise
         last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
-        self.appended = True
         return recorded
 
 
@@ -200,11 +198,9 @@ class _TransactionScope:
         try:
             if self._joined:
                 return
-            tx, store._tx = store._tx, None
+            store._tx = None
             if exc is None:
                 store._db.execute("COMMIT")
-                if tx is not None and tx.appended:
-                    store._announce_commit()
             else:
                 store._db.execute("ROLLBACK")
         except sqlite3.Error as e:
@@ -266,16 +262,6 @@ class SQLiteStore(EventStore):
 
     def transaction(self) -> _TransactionScope:
         return _TransactionScope(self)
-
-    def _announce_commit(self) -> None:
-        """Touch the database file so that followers wake now that the commit is visible.
-
-        The -wal file is written before the commit becomes visible to readers (SQLite updates
-        the wal-index after writing, and with synchronous=FULL syncing, the frames): a
-        follower woken by that alone can look too early, then sleep until its 1 s re-check.
-        """
-        with contextlib.suppress(OSError):  # the commit stands; followers re-check within 1 s
-            os.utime(self.path, follow_symlinks=False)
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -13,6 +13,8 @@ from watchdog.observers import Observer
 #: A re-check however quiet the files are, in case a change notice was missed
 #: (e.g. a network file system without inotify). Not a busy poll: once a second.
 SAFETY_RECHECK = 1.0
+#: After a change notice whose commit is not visible yet: look again after these pauses.
+SETTLE_RECHECKS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 
 
 class _Handler(FileSystemEventHandler):
@@ -37,6 +39,7 @@ class FileChangeWatcher:
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Return True as soon as ``condition()`` holds, False once ``timeout`` has passed."""
         deadline = time.monotonic() + timeout
+        settle: Iterator[float] = iter(())
         while True:
             # Clear before checking: a change that lands after the check still wakes us.
             self._changed.clear()
@@ -45,7 +48,15 @@ class FileChangeWatcher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._changed.wait(min(remaining, SAFETY_RECHECK))
+            pause = next(settle, None)
+            if pause is not None:
+                # A file changed but the condition does not hold yet: SQLite writes the WAL
+                # before the commit becomes visible (then syncs, then updates its index).
+                # Look again shortly rather than wait for a notice that will not come.
+                time.sleep(min(pause, remaining))
+                continue
+            if self._changed.wait(min(remaining, SAFETY_RECHECK)):
+                settle = iter(SETTLE_RECHECKS)
 
     def stop(self) -> None:
         self._observer.stop()

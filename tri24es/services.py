@@ -21,7 +21,15 @@ from eventlog import NO_STREAM, EventStore, Expected, Transaction, WrongExpected
 from eventlog.model import system_clock_us
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
-from tri24es.events import Envelope, Event, Metadata, Priority, RequeueReason, encode
+from tri24es.events import (
+    Envelope,
+    Event,
+    Metadata,
+    Priority,
+    RequeueReason,
+    encode,
+    encode_metadata,
+)
 from tri24es.machines import TaskState, WorkerState, advance_task, advance_worker
 from tri24es.projections import (
     QUEUE,
@@ -33,7 +41,7 @@ from tri24es.projections import (
     install,
     read_killswitch,
 )
-from tri24es.timeutil import from_us
+from tri24es.timeutil import from_us, to_us
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -121,6 +129,7 @@ class Services:
         self.metadata = Metadata(
             actor=actor, trace_id=trace_id, host=socket.gethostname(), pid=os.getpid()
         )
+        self._metadata = encode_metadata(self.metadata)  # the same bytes on every event
         install(store)
 
     # --- plumbing ----------------------------------------------------------------------
@@ -129,7 +138,7 @@ class Services:
         self, conn: sqlite3.Connection, tx: Transaction, stream: str, events: Sequence[Event],
         expected: Expected,
     ) -> list[Envelope]:
-        recorded = tx.append(stream, [encode(e, self.metadata) for e in events], expected)
+        recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)
         envelopes = [
             Envelope(r.position, r.stream, r.version, r.event_id, e, r.recorded_at, r.metadata)
             for r, e in zip(recorded, events, strict=True)
@@ -204,8 +213,10 @@ class Services:
                 task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
                 lease_expires_at=lease,
             )
-            self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
-            return Claim(row.task_id, event.attempt, lease, self._task(conn, row.task_id))
+            claimed = self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
+            row.state, row.worker, row.attempt = TaskState.RUNNING.value, worker_id, event.attempt
+            row.lease_expires_at, row.version = to_us(lease), claimed[-1].version
+            return Claim(row.task_id, event.attempt, lease, row)
 
     @retry_on_conflict
     def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int) -> None:
@@ -228,13 +239,19 @@ class Services:
             return lease
 
     @retry_on_conflict
-    def complete(self, task_id: str, worker: str, attempt: int, exit_code: int = 0) -> None:
+    def complete(
+        self, task_id: str, worker: str, attempt: int, exit_code: int = 0, *,
+        claim_next: bool = False,
+    ) -> Claim | None:
+        """Record a successful attempt. With ``claim_next``, also claim the worker's next task
+        in the same transaction (one commit per task instead of two); returns that claim."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._held(conn, task_id, worker, attempt)
             event = ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
                                      exit_code=exit_code)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            return self.claim(worker) if claim_next else None  # joins this transaction
 
     @retry_on_conflict
     def fail(
@@ -406,7 +423,7 @@ class Services:
             conn = connection_of(tx)
             if event_id is not None and tx.events_by_id([event_id]):
                 return False
-            new = encode(spend, self.metadata, event_id)
+            new = encode(spend, self._metadata, event_id)
             r = tx.append(ev.SPEND_STREAM, [new])[0]
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)])
