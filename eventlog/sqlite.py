@@ -173,10 +173,11 @@ class _TransactionScope:
     A transaction opened while another is open on the same store joins it.
     """
 
-    __slots__ = ("_joined", "_store")
+    __slots__ = ("_begin", "_joined", "_store")
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, begin: str = "BEGIN IMMEDIATE") -> None:
         self._store = store
+        self._begin = begin
         self._joined = False
 
     def __enter__(self) -> SQLiteTransaction:
@@ -186,7 +187,7 @@ class _TransactionScope:
             self._joined = True
             return store._tx
         try:
-            store._db.execute("BEGIN IMMEDIATE")
+            store._db.execute(self._begin)
         except sqlite3.Error as e:
             store._lock.release()
             raise translate_error(store, e) from e
@@ -262,6 +263,10 @@ class SQLiteStore(EventStore):
 
     def transaction(self) -> _TransactionScope:
         return _TransactionScope(self)
+
+    def snapshot(self) -> _TransactionScope:
+        # A deferred BEGIN takes no write lock: readers never queue behind writers in WAL.
+        return _TransactionScope(self, "BEGIN")
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():

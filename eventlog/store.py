@@ -90,6 +90,11 @@ class EventStore(abc.ABC):
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
         """An atomic unit of appends (and projection writes)."""
 
+    def snapshot(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A consistent read of the log and the views, without blocking writers where the
+        backend allows it. For reading only: append in ``transaction()``."""
+        return self.transaction()
+
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
     ) -> list[RecordedEvent]:

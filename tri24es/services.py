@@ -178,8 +178,41 @@ class Services:
             existing = QUEUE.load_by_id(conn, spec.task_id)
             if existing is not None:
                 return existing, False
-            self._append(conn, tx, ev.task_stream(spec.task_id), [event], NO_STREAM)
+            stream = ev.task_stream(spec.task_id)
+            # 0 unless an earlier file with this id was rejected: then it follows those events.
+            self._append(conn, tx, stream, [event], tx.stream_version(stream))
             return self._task(conn, spec.task_id), True
+
+    @retry_on_conflict
+    def reject(self, task_id: str, reason: str, source: str | None = None) -> None:
+        """Record that a task file was refused (bad input): no task is created."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            if QUEUE.load_by_id(conn, task_id) is not None:
+                raise ServiceError(f"task {task_id!r} is already submitted: not rejecting it")
+            stream = ev.task_stream(task_id)
+            self._append(conn, tx, stream, [ev.TaskRejected(task_id=task_id, reason=reason,
+                                                            source=source)],
+                         tx.stream_version(stream))
+
+    # --- reads (a snapshot: no write lock) ----------------------------------------------
+
+    def task(self, task_id: str) -> TaskRow:
+        with self.store.snapshot() as tx:
+            return self._task(connection_of(tx), task_id)
+
+    def worker(self, worker_id: str) -> WorkerRow:
+        with self.store.snapshot() as tx:
+            return self._worker(connection_of(tx), worker_id)
+
+    def submitted(self, task_id: str) -> ev.TaskSubmitted:
+        """The task as submitted: title, body, command, filters, limits."""
+        for recorded in self.store.read_stream(ev.task_stream(task_id)):
+            if recorded.type == ev.TaskSubmitted.topic:
+                event = ev.decode_event(recorded)
+                assert isinstance(event, ev.TaskSubmitted)
+                return event
+        raise NotFound(f"no task {task_id!r}")
 
     @retry_on_conflict
     def submit_many(self, specs: Sequence[TaskSpec]) -> int:
@@ -190,8 +223,8 @@ class Services:
             conn = connection_of(tx)
             for spec in specs:
                 if QUEUE.load_by_id(conn, spec.task_id) is None:
-                    self._append(conn, tx, ev.task_stream(spec.task_id), [_submitted(spec)],
-                                 NO_STREAM)
+                    stream = ev.task_stream(spec.task_id)
+                    self._append(conn, tx, stream, [_submitted(spec)], tx.stream_version(stream))
                     new += 1
         return new
 
