@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_ONE_US = timedelta(microseconds=1)
+
+
 def to_us(moment: datetime) -> int:
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (moment - EPOCH) // _ONE_US
 
 
 def from_us(microseconds: int) -> datetime:

@@ -88,6 +88,7 @@ _as_tuple = operator.attrgetter(*(f.name for f in fields(WorkerRow)))
 
 
 WorkersView = dict[str, WorkerRow]
+WORKER_STATES = {state.value: state for state in WorkerState}  # cheaper than WorkerState(v)
 
 
 def _worker_id(envelope: Envelope) -> str | None:
@@ -121,7 +122,7 @@ class WorkersProjection(Projection[WorkersView]):
         row = view.get(worker_id)
         if isinstance(event, WorkerStarted):
             if row is not None:  # a restart: legal only from a terminal state
-                advance_worker(WorkerState(row.state), event)
+                advance_worker(WORKER_STATES[row.state], event)
             view[worker_id] = WorkerRow(
                 worker_id, WorkerState.STARTING.value, event.pid, event.pid_start_time,
                 event.host, event.shard, event.model, event.type,
@@ -134,7 +135,7 @@ class WorkersProjection(Projection[WorkersView]):
         holds = isinstance(event, (*TASK_ENDS, *TASK_PROGRESS))
         if holds and row.current_task != event.task_id:  # type: ignore[attr-defined]
             return  # about a task this worker no longer holds
-        state = advance_worker(WorkerState(row.state), event)
+        state = advance_worker(WORKER_STATES[row.state], event)
         if isinstance(event, WorkerResumed) and row.current_task is not None:
             # Paused mid-task and resumed before the task ended: it is busy with it again.
             state = next_state(WorkerState.IDLE, "take_task")
