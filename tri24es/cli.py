@@ -15,8 +15,11 @@ import typer
 from eventlog import EventLogError
 from tri24es import __version__
 from tri24es.cli_common import Context
+from tri24es.cli_queue import queue_watcher
 from tri24es.cli_status import replay, status
 from tri24es.cli_tasks import submit, tasks_app
+from tri24es.cli_up import up
+from tri24es.cli_worker import worker
 from tri24es.cli_workers import workers_app
 from tri24es.config import TASK_FOLDERS, load_settings
 from tri24es.errors import Tri24esError, UsageError
@@ -126,6 +129,9 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(workers_app, name="workers")
 app.command()(status)
 app.command()(replay)
+app.command()(worker)
+app.command("queue-watcher")(queue_watcher)
+app.command()(up)
 
 
 def main() -> None:

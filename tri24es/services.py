@@ -442,6 +442,11 @@ class Services:
         return self._worker_event(worker_id, lambda row: ev.WorkerStopped(worker=worker_id,
                                                                           reason=reason))
 
+    def mark_lost(self, worker_id: str, *, by: str | None = None) -> bool:
+        """Declare a live worker lost (e.g. its process is gone): False if it is gone already."""
+        return self._worker_event(worker_id, lambda row: None if _gone(row) else ev.WorkerLost(
+            worker=worker_id, by=by, last_seen=from_us(row.last_seen)))
+
     def signalled(self, worker_id: str, signal: str, pid: int, *, target: str = "worker",
                   by: str | None = None) -> bool:
         return self._worker_event(worker_id, lambda row: ev.WorkerSignalled(

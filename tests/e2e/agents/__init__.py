@@ -1,0 +1,1 @@
+"""Small agent programs the worker tests run as real processes."""

@@ -1,0 +1,229 @@
+"""``tri24es queue-watcher`` as real processes on a real project folder."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import CLI, Run, clean_env
+
+DEADLINE = 20.0
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def tasks(run: Run) -> dict[str, Any]:
+    return {t["task_id"]: t for t in orjson.loads(ok(run("tasks", "list", "--json")))}
+
+
+def events(run: Run, type_: str) -> list[Any]:
+    out = ok(run("events", "--type", type_, "--json"))
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+def await_condition(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)  # the polling step (a CLI call takes longer than this anyway)
+
+
+@pytest.fixture
+def fleet(run: Run, project: Path) -> Path:
+    ok(run("init"))
+    return project / "tasks"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+    return path
+
+
+def test_once_submits_the_queue_and_a_second_scan_submits_nothing(run: Run, fleet: Path) -> None:
+    write(fleet / "queue" / "plain.md", "# Plain task\nmodel: claude\nlane: web\n")
+    write(fleet / "queue" / "HIGH" / "urgent.md", "# Urgent\n")
+    write(fleet / "queue" / "low" / "CRITICAL-x.md", "text without a heading\n")
+    write(fleet / "queue" / "notes.md~", "# editor backup\n")
+    out = ok(run("queue-watcher", "--once"))
+    assert out.splitlines()[-1] == "submitted 3, already known 0, rejected 0"
+    rows = tasks(run)
+    assert list(rows) == ["CRITICAL-x", "urgent", "plain"]
+    assert rows["plain"]["title"] == "Plain task"
+    assert (rows["plain"]["model"], rows["plain"]["shard"]) == ("claude", "web")
+    assert rows["CRITICAL-x"]["title"] == "CRITICAL-x"
+    assert sorted(p.name for p in (fleet / "queue").rglob("*.md")) == [
+        "CRITICAL-x.md", "plain.md", "urgent.md"
+    ]  # accepted files stay for the worker
+    again = ok(run("queue-watcher", "--once"))
+    assert again.splitlines()[-1] == "submitted 0, already known 3, rejected 0"
+    assert len(events(run, "TaskSubmitted")) == 3
+
+
+BAD_FILES: dict[str, bytes] = {
+    "empty.md": b"",
+    "blank.md": b"  \n\n",
+    "latin1.md": "# caf\u00e9\n".encode("latin-1"),
+    "huge.md": b"# big\n" + b"x" * 2000,
+    "bad budget.md": b"# spaces in the id\n",
+    "budget.md": b"# T\nmax_budget_usd: lots\n",
+    "retries.md": b"# T\nmax_retries: -2\n",
+}
+
+
+def test_bad_files_are_rejected_moved_aside_and_recorded(
+    run: Run, fleet: Path, tmp_path: Path
+) -> None:
+    for name, data in BAD_FILES.items():
+        write(fleet / "queue" / name, data)
+    (tmp_path / "outside.md").write_text("# secret\n")
+    (fleet / "queue" / "leak.md").symlink_to(tmp_path / "outside.md")
+    write(fleet / "rejected" / "empty.md", b"an earlier rejection")
+    write(fleet / "queue" / "good.md", "# Good\n")
+
+    result = run("queue-watcher", "--once", env={"TRI24ES_MAX_TASK_BYTES": "1000"})
+    out = ok(result)
+    assert out.splitlines()[-1] == "submitted 1, already known 0, rejected 8"
+    assert list(tasks(run)) == ["good"]
+    assert sorted(p.name for p in (fleet / "queue").iterdir()) == ["good.md"]
+
+    expected = {
+        "empty": ("empty.1.md", "empty file"),
+        "blank": ("blank.md", "empty file"),
+        "latin1": ("latin1.md", "not UTF-8 text"),
+        "huge": ("huge.md", "file is larger than 1000 bytes"),
+        "bad budget": ("bad budget.md", "task id 'bad budget' is not safe"),
+        "budget": ("budget.md", "bad max_budget_usd 'lots'"),
+        "retries": ("retries.md", "bad max_retries '-2'"),
+        "leak": ("leak.md", "symlink leading outside the queue folder"),
+    }
+    rejected = {e["data"]["task_id"]: e["data"] for e in events(run, "TaskRejected")}
+    assert set(rejected) == set(expected)
+    for task_id, (moved_name, reason) in expected.items():
+        assert rejected[task_id]["reason"].startswith(reason)
+        assert rejected[task_id]["source"].startswith("tasks/queue/")
+        moved = fleet / "rejected" / moved_name
+        assert moved.is_symlink() or moved.is_file()
+        first_line = (moved.parent / f"{moved_name}.reason").read_text().splitlines()[0]
+        assert first_line == rejected[task_id]["reason"]
+    assert (fleet / "rejected" / "empty.md").read_bytes() == b"an earlier rejection"
+    assert (fleet / "rejected" / "leak.md").is_symlink()
+
+    # A fixed file with a rejected id is a new submission.
+    write(fleet / "queue" / "empty.md", "# Now with content\n")
+    assert ok(run("queue-watcher", "--once")).splitlines()[-1] == (
+        "submitted 1, already known 1, rejected 0"
+    )
+    assert tasks(run)["empty"]["title"] == "Now with content"
+
+
+def test_a_changed_file_is_reported_not_resubmitted(run: Run, fleet: Path) -> None:
+    path = write(fleet / "queue" / "fix.md", "# Fix it\n")
+    ok(run("queue-watcher", "--once"))
+    write(path, "# Fix it differently\n")
+    result = run("queue-watcher", "--once")
+    assert ok(result).splitlines()[-1] == "submitted 0, already known 1, rejected 0"
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 1
+    assert warnings[0].startswith("tri24es: warning: tasks/queue/fix.md: content differs")
+    assert tasks(run)["fix"]["title"] == "Fix it"
+    assert len(events(run, "TaskSubmitted")) == 1
+
+
+class Daemon:
+    def __init__(self, project: Path, log_dir: Path, name: str, *args: str) -> None:
+        self.stdout = log_dir / f"{name}.out"
+        self.stderr = log_dir / f"{name}.err"
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                [*CLI, "queue-watcher", *args], cwd=project, env=clean_env(project),
+                stdout=out, stderr=err,
+            )
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=DEADLINE)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def daemons(project: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(*args: str) -> Daemon:
+        daemon = Daemon(project, tmp_path, f"watcher-{len(started)}", *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.mark.slow
+def test_three_watchers_submit_each_file_exactly_once(
+    run: Run, fleet: Path, daemons: Callable[..., Daemon]
+) -> None:
+    (fleet / "queue" / "HIGH").mkdir()
+    watchers = [daemons("--interval", "0.5") for _ in range(3)]
+    ids = [f"task-{i:02d}" for i in range(20)]
+    for i, task_id in enumerate(ids):
+        folder = fleet / "queue" / ("HIGH" if i % 2 else "")
+        (folder / f"{task_id}.md").write_text(f"# Task {i}\n")  # written in place, not renamed
+    write(fleet / "queue" / "empty.md", b"")
+    await_condition(lambda: set(tasks(run)) == set(ids), "all 20 tasks")
+    await_condition(lambda: len(events(run, "TaskRejected")) == 1, "the rejection")
+    assert [w.stop() for w in watchers] == [0, 0, 0]
+    submitted = [e["data"]["task_id"] for e in events(run, "TaskSubmitted")]
+    assert sorted(submitted) == ids
+    logged = [line.split()[1] for w in watchers for line in w.stdout.read_text().splitlines()
+              if line.startswith("submitted ")]
+    assert sorted(logged) == ids  # one line per file, from whichever watcher submitted it
+    assert sorted(p.name for p in (fleet / "rejected").iterdir()) == ["empty.md",
+                                                                      "empty.md.reason"]
+
+
+@pytest.mark.slow
+def test_daemon_picks_up_new_files_and_warns_once_per_change(
+    run: Run, fleet: Path, daemons: Callable[..., Daemon]
+) -> None:
+    (fleet / "queue" / "LOW").mkdir()
+    watcher = daemons("--interval", "60")  # inotify, not the rescan, must find the files
+    write(fleet / "queue" / "first.md", "# First\n")
+    await_condition(lambda: "first" in tasks(run), "the first file")
+    (fleet / "queue" / "first.md").write_text("# First, edited\n")
+    await_condition(lambda: "content differs" in watcher.stderr.read_text(), "the warning")
+    write(fleet / "queue" / "LOW" / "second.md", "# Second\n")
+    await_condition(lambda: "second" in tasks(run), "the second file")
+    assert watcher.stop() == 0
+    assert watcher.stderr.read_text().count("content differs") == 1
+    lines = watcher.stdout.read_text().splitlines()
+    assert lines == ["submitted first (MEDIUM) from tasks/queue/first.md",
+                     "submitted second (LOW) from tasks/queue/LOW/second.md"]
+    assert len(events(run, "TaskSubmitted")) == 2
+
+
+def test_daemon_stops_cleanly_on_sigint(fleet: Path, daemons: Callable[..., Daemon]) -> None:
+    watcher = daemons()
+    write(fleet / "queue" / "a.md", "# A\n")
+    await_condition(lambda: "submitted a" in watcher.stdout.read_text(), "the submission")
+    watcher.process.send_signal(signal.SIGINT)
+    assert watcher.process.wait(timeout=DEADLINE) == 0
+    assert watcher.stderr.read_text() == ""

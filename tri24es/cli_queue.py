@@ -1,0 +1,83 @@
+"""``tri24es queue-watcher``: bridge ``tasks/queue/**.md`` files into the log."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+
+from tri24es.cli_common import JsonOption, context_of
+from tri24es.errors import Tri24esError, UsageError
+from tri24es.runtime.queue_watcher import QueueWatcher, ScanReport, serve
+from tri24es.taskfile import DEFAULT_MAX_BYTES
+
+
+def _print_files(report: ScanReport, as_json: bool) -> None:
+    for spec in report.submitted:
+        if as_json:
+            _json_line({"action": "submitted", "task_id": spec.task_id, "source": spec.source,
+                        "priority": spec.priority.value, "title": spec.title})
+        else:
+            typer.echo(f"submitted {spec.task_id} ({spec.priority.value}) from {spec.source}")
+    for r in report.rejected:
+        if as_json:
+            _json_line({"action": "rejected", "task_id": r.task_id, "source": r.source,
+                        "reason": r.reason, "moved_to": r.moved_to, "recorded": r.recorded})
+        else:
+            typer.echo(f"rejected {r.source}: {r.reason} (moved to {r.moved_to})")
+    for c in report.changed:
+        typer.echo(f"tri24es: warning: {c.source}: {c.detail}", err=True)
+    sys.stdout.flush()
+
+
+def _json_line(value: object) -> None:
+    typer.echo(orjson.dumps(value).decode())
+
+
+def queue_watcher(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Scan once, print a summary, exit.")] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Seconds between safety rescans (env POLL_INTERVAL, "
+                     "default 5)."),
+    ] = None,
+    max_bytes: Annotated[
+        int,
+        typer.Option("--max-task-bytes", envvar="TRI24ES_MAX_TASK_BYTES", min=1,
+                     help="Larger task files are rejected."),
+    ] = DEFAULT_MAX_BYTES,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit task files from tasks/queue/ (and its CRITICAL/HIGH/MEDIUM/LOW folders).
+
+    Idempotent by task id; bad files move to tasks/rejected/ with a .reason file. Runs
+    until SIGTERM or Ctrl-C unless --once.
+
+    Example: tri24es queue-watcher --once
+    """
+    context = context_of(ctx)
+    period = context.settings.poll_interval if interval is None else interval
+    if not period > 0:
+        raise UsageError(f"bad --interval {interval}: must be > 0")
+    queue_dir = context.settings.tasks_dir / "queue"
+    if not queue_dir.is_dir():
+        raise Tri24esError(f"no folder {queue_dir}: run `tri24es init` first")
+    with context.services() as services:
+        watcher = QueueWatcher(services, context.settings.root, max_bytes=max_bytes)
+        if not once:
+            serve(watcher, period, lambda report: _print_files(report, as_json),
+                  lambda e: typer.echo(f"tri24es: error: {e} (will retry)", err=True))
+            return
+        report = watcher.scan_until_settled()
+    _print_files(report, as_json)
+    if as_json:
+        _json_line({"summary": True, "submitted": len(report.submitted),
+                    "known": len(report.known), "rejected": len(report.rejected),
+                    "changed": len(report.changed), "still_changing": report.waiting})
+        return
+    waiting = f", still changing {len(report.waiting)}" if report.waiting else ""
+    typer.echo(f"submitted {len(report.submitted)}, already known {len(report.known)}, "
+               f"rejected {len(report.rejected)}{waiting}")

@@ -1,0 +1,87 @@
+"""``tri24es worker``: run a worker in this process until it is stopped."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from eventlog import sqlite_path
+from tri24es.cli_common import context_of
+from tri24es.runtime.signals import received_signals
+from tri24es.runtime.worker import Worker, WorkerOptions
+from tri24es.services import DEFAULT_LEASE_SECONDS, Services
+
+
+def worker(
+    ctx: typer.Context,
+    worker_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Worker id (env WORKER_ID). Default: worker-<pid>-<epoch>."),
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Only tasks of this shard or none (WORKER_SHARD).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only tasks for this model or none "
+                                                 "(WORKER_MODEL).")
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Only tasks of this type or none.")
+    ] = None,
+    exec_command: Annotated[
+        str | None,
+        typer.Option("--exec", help="Agent command for every task (split like a shell, never "
+                                    "run by one). Default: each task's own command."),
+    ] = None,
+    max_tasks: Annotated[
+        int | None, typer.Option("--max-tasks", min=1, help="Exit after this many tasks.")
+    ] = None,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is left to claim.")
+    ] = False,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option("--task-timeout", min=0.1, help="Seconds before an agent is stopped and its "
+                                                     "task fails with 'timeout'."),
+    ] = None,
+    legacy_files: Annotated[
+        bool,
+        typer.Option("--legacy-files", help="Move queue files through tasks/running/ to "
+                                            "tasks/completed/ or tasks/failed/, as TRI-24 did."),
+    ] = False,
+    lease_seconds: Annotated[
+        float,
+        typer.Option("--lease-seconds", envvar="TRI24ES_LEASE_SECONDS", min=0.5,
+                     help="Lease on a claimed task; renewed (and heartbeat sent) every third."),
+    ] = DEFAULT_LEASE_SECONDS,
+) -> None:
+    """Run a worker: claim tasks and run each one's agent, until stopped.
+
+    SIGUSR1 pauses (after the current task), SIGUSR2 resumes, SIGTERM stops now (the task
+    goes back to the queue; exit 0), SIGINT the same with exit 1.
+
+    Example: tri24es worker --exec 'claude -p --output-format json' --max-tasks 10
+    """
+    context = context_of(ctx)
+    s = context.settings
+    path = sqlite_path(s.db_url)
+    options = WorkerOptions(
+        worker_id=worker_id or s.default_worker_id(), root=s.root.resolve(),
+        db_url=s.db_url if path is None else str(Path(path).resolve()),
+        shard=shard or s.worker_shard, model=model or s.worker_model, type=type_,
+        exec_command=exec_command, max_tasks=max_tasks, exit_when_idle=exit_when_idle,
+        task_timeout=task_timeout, legacy_files=legacy_files, poll_interval=s.poll_interval,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    store = context.open_store()
+    try:
+        services = Services(store, actor=options.worker_id, trace_id=s.trace_id,
+                            lease_seconds=lease_seconds)
+        with received_signals() as inbox:
+            code = Worker(services, options, inbox).run()
+    finally:
+        store.close()
+    raise typer.Exit(code)

@@ -1,0 +1,58 @@
+"""Process identity: a pid alone can be reused, a pid plus its start time (and host) cannot.
+
+Linux only (``/proc``); the start time is in clock ticks since boot, as the kernel keeps it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+PROC = Path("/proc")
+_START_TIME = 22  # field number in /proc/<pid>/stat (proc(5)), counting from 1
+_STATE = 3
+
+
+def parse_stat(raw: str) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` line; field n is at index n - 1.
+
+    The second field, ``(comm)``, may itself hold spaces and parentheses, so it ends at
+    the *last* ``)``.
+    """
+    head, sep, rest = raw.rpartition(")")
+    pid_field, opened, comm = head.partition(" (")
+    fields = [pid_field, comm, *rest.split()]
+    if not sep or not opened or len(fields) < _START_TIME:
+        raise ValueError(f"not a /proc/<pid>/stat line: {raw[:80]!r}")
+    return fields
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Raises ProcessLookupError when there is no such process."""
+    if pid <= 0:
+        raise ProcessLookupError(f"no process {pid}")
+    try:
+        raw = (PROC / str(pid) / "stat").read_bytes().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessLookupError(f"no process {pid}") from None
+    return parse_stat(raw)
+
+
+def start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot. Raises ProcessLookupError."""
+    return int(_stat_fields(pid)[_START_TIME - 1])
+
+
+def is_same_process(pid: int, started: int) -> bool:
+    """Whether ``pid`` is running and is the process that started at ``started`` (a zombie,
+    dead but not yet reaped, does not count)."""
+    try:
+        fields = _stat_fields(pid)
+    except ProcessLookupError:
+        return False
+    return fields[_STATE - 1] != "Z" and int(fields[_START_TIME - 1]) == started
+
+
+def host_id() -> str:
+    """This machine's name, as recorded with every worker and event."""
+    return socket.gethostname()

@@ -1,0 +1,1 @@
+"""Long-running processes: the queue watcher (and, later, the worker and budget watchdog)."""
