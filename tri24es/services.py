@@ -215,17 +215,17 @@ class Services:
         raise NotFound(f"no task {task_id!r}")
 
     @retry_on_conflict
-    def submit_many(self, specs: Sequence[TaskSpec]) -> int:
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Submit many tasks in one transaction (a queue folder scan, a bulk import);
-        ids already known are skipped. Returns how many were new."""
-        new = 0
+        ids already known are skipped. Returns the ids this call submitted."""
+        new: list[str] = []
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             for spec in specs:
                 if QUEUE.load_by_id(conn, spec.task_id) is None:
                     stream = ev.task_stream(spec.task_id)
                     self._append(conn, tx, stream, [_submitted(spec)], tx.stream_version(stream))
-                    new += 1
+                    new.append(spec.task_id)
         return new
 
     @retry_on_conflict

@@ -260,11 +260,9 @@ class QueueWatcher:
     def _submit(self, batch: list[tuple[_Candidate, TaskSpec]], report: ScanReport) -> None:
         for start in range(0, len(batch), BATCH_SIZE):
             chunk = batch[start:start + BATCH_SIZE]
-            new = self.services.submit_many([spec for _, spec in chunk])
+            new = set(self.services.submit_many([spec for _, spec in chunk]))
             for candidate, spec in chunk:
-                # Another watcher may have submitted some of these ids first.
-                ours = new == len(chunk) or (new > 0 and self._submitted_by_us(spec.task_id))
-                if ours:
+                if spec.task_id in new:  # else another watcher submitted it first
                     self._known[spec.task_id] = spec.body_sha256
                     self._handled[candidate.path] = candidate.signature
                     report.submitted.append(spec)
@@ -272,14 +270,6 @@ class QueueWatcher:
                     self._is_known(spec.task_id)
                     data = spec.body.encode()
                     self._compare(candidate, data, spec, report)
-
-    def _submitted_by_us(self, task_id: str) -> bool:
-        mine = self.services.metadata
-        for recorded in self.services.store.read_stream(ev.task_stream(task_id)):
-            if recorded.type == ev.TaskSubmitted.topic:
-                meta = ev.Metadata.model_validate_json(recorded.metadata)
-                return meta.pid == mine.pid and meta.host == mine.host
-        return False
 
     # --- rejecting ----------------------------------------------------------------------
 
