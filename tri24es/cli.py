@@ -14,10 +14,15 @@ import typer
 
 from eventlog import EventLogError
 from tri24es import __version__
+from tri24es.cli_audit import audit_app
+from tri24es.cli_budget import budget_watchdog
 from tri24es.cli_common import Context
+from tri24es.cli_metrics import metrics
 from tri24es.cli_queue import queue_watcher
+from tri24es.cli_spend import spend_app
 from tri24es.cli_status import replay, status
 from tri24es.cli_tasks import submit, tasks_app
+from tri24es.cli_top import top
 from tri24es.cli_up import up
 from tri24es.cli_worker import worker
 from tri24es.cli_workers import workers_app
@@ -132,6 +137,11 @@ app.command()(replay)
 app.command()(worker)
 app.command("queue-watcher")(queue_watcher)
 app.command()(up)
+app.add_typer(spend_app, name="spend")
+app.command("budget-watchdog")(budget_watchdog)
+app.add_typer(audit_app, name="audit")
+app.command()(top)
+app.command()(metrics)
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ from eventlog import EventStore
 from tri24es import projections
 from tri24es.cli_common import JsonOption, context_of, print_json
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.views import folded_summary, live_summary, parse_until, position_at
+from tri24es.views import live_summary, parse_until, summary_at
 
 Progress = Callable[[int], None]
 
@@ -24,11 +23,29 @@ class ViewsDiffer(Tri24esError):
     """The projection tables differ from a fresh fold of the log."""
 
 
-def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="As it was at this ISO time (or log position)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """Show queue counts by state and priority, workers by state, spend, the kill switch.
 
-    Example: tri24es status --json
+    Example: tri24es status --at 2026-11-24T09:00:00Z --json
     """
+    if at is not None:
+        point = parse_until(at, "--at")
+        store = context_of(ctx).open_store()
+        try:
+            info = summary_at(store, point)
+        finally:
+            store.close()
+        if not as_json:
+            typer.echo(f"as of {at} (position {info['until']}):")
+        _print_summary(info, as_json)
+        return
     with context_of(ctx).reading() as (store, conn):
         info = live_summary(conn, store.head())
     _print_summary(info, as_json)
@@ -148,10 +165,7 @@ def _verify(store: EventStore, as_json: bool) -> None:
 
 
 def _until(store: EventStore, until: str, as_json: bool) -> None:
-    target = parse_until(until)
-    position = position_at(store, target) if isinstance(target, datetime) else target
-    views = projections.fold_log(store, until_position=position)
-    info = {"until": position, **folded_summary(views)}
+    info = summary_at(store, parse_until(until))
     if not as_json:
-        typer.echo(f"as of position {position}:")
+        typer.echo(f"as of position {info['until']}:")
     _print_summary(info, as_json)

@@ -467,6 +467,28 @@ class Services:
                                          r.recorded_at, r.metadata)])
             return True
 
+    def record_spend_many(self, spends: Sequence[tuple[ev.SpendRecorded, str]]) -> int:
+        """Record many spends, each with its event id, in one transaction; ids recorded
+        before are skipped. Returns how many were new."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            ids = [eid for _, eid in spends]
+            known = {r.event_id for i in range(0, len(ids), 500)  # SQL variable limits
+                     for r in tx.events_by_id(ids[i:i + 500])}
+            fresh = {eid: spend for spend, eid in spends if eid not in known}
+            if not fresh:
+                return 0
+            recorded = tx.append(ev.SPEND_STREAM, [encode(spend, self._metadata, eid)
+                                                   for eid, spend in fresh.items()])
+            apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
+                                         r.recorded_at, r.metadata)
+                                for r, spend in zip(recorded, fresh.values(), strict=True)])
+            return len(recorded)
+
+    def raise_budget_warning(self, warning: ev.BudgetWarningRaised) -> None:
+        with self.store.transaction() as tx:
+            tx.append(ev.BUDGET_STREAM, [encode(warning, self._metadata)])
+
     def activate_killswitch(self, event: ev.KillSwitchActivated) -> bool:
         """Activate the kill switch exactly once however many callers race: False if it
         was already active."""

@@ -18,7 +18,15 @@ from eventlog import EventStore, RecordedEvent
 from tri24es.errors import UsageError
 from tri24es.events import Priority, decode_event
 from tri24es.machines import TaskState, WorkerState
-from tri24es.projections import QUEUE, KillSwitchView, TaskRow, Views, WorkerRow, read_killswitch
+from tri24es.projections import (
+    QUEUE,
+    KillSwitchView,
+    TaskRow,
+    Views,
+    WorkerRow,
+    fold_log,
+    read_killswitch,
+)
 from tri24es.projections.spend import from_units
 from tri24es.timeutil import iso_time, to_us
 
@@ -174,10 +182,10 @@ def folded_summary(views: Views) -> dict[str, Any]:
     return summary(tasks, workers, units, events, views.killswitch, views.position)
 
 
-# --- replay --until --------------------------------------------------------------------
+# --- the past: replay --until, status --at, audit export --since/--until ------------------
 
 
-def parse_until(text: str) -> int | datetime:
+def parse_until(text: str, option: str = "--until") -> int | datetime:
     """A log position (``"42"``) or an ISO-8601 time (naive means UTC)."""
     value = text.strip()
     if value.isdigit():
@@ -186,20 +194,32 @@ def parse_until(text: str) -> int | datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"bad --until {text!r}: expected a log position or an ISO-8601 time"
+            f"bad {option} {text!r}: expected a log position or an ISO-8601 time"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def position_at(store: EventStore, moment: datetime) -> int:
-    """The last position recorded at or before ``moment`` (0 if none).
+def position_at(store: EventStore, moment: datetime | int) -> int:
+    """The last position recorded at or before ``moment`` (a datetime or microseconds; 0 if
+    none).
 
-    ``recorded_at`` never decreases along the log, so the scan stops at the first later event.
+    ``recorded_at`` never decreases along the log, so a binary search over positions finds
+    it in a few dozen one-row reads, however long the log is.
     """
-    limit = to_us(moment)
-    position = 0
-    for event in store.read_all(0):
-        if event.recorded_at > limit:
-            break
-        position = event.position
-    return position
+    limit = moment if isinstance(moment, int) else to_us(moment)
+    lo, hi = 0, store.head()  # lo is at or before the moment; every position above hi after
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        page = store.read_page(mid - 1, 1)
+        if page and page[0].position <= hi and page[0].recorded_at <= limit:
+            lo = page[0].position
+        else:
+            hi = mid - 1
+    return lo
+
+
+def summary_at(store: EventStore, point: int | datetime) -> dict[str, Any]:
+    """The status as it was at a position or time: the log folded up to there."""
+    position = position_at(store, point) if isinstance(point, datetime) else point
+    views = fold_log(store, until_position=position)
+    return {"until": position, **folded_summary(views)}

@@ -53,7 +53,9 @@ def test_backoff_rejects_bad_limits(initial: float, maximum: float) -> None:
 
 def test_fleet_specs_watcher_then_numbered_workers() -> None:
     specs = fleet_specs(3, exec_command="agent --fast", watcher=True, prefix="box")
-    assert [s.name for s in specs] == ["queue-watcher", "box-1", "box-2", "box-3"]
+    assert [s.name for s in specs] == ["queue-watcher", "box-1", "box-2", "box-3",
+                                       "budget-watchdog"]
+    assert specs[-1].args == ("budget-watchdog",)
     assert specs[0].args == ("queue-watcher",)
     assert specs[2].args == ("worker", "--id", "box-2", "--exec", "agent --fast")
     assert specs[2].worker_id == "box-2"
@@ -61,5 +63,5 @@ def test_fleet_specs_watcher_then_numbered_workers() -> None:
 
 
 def test_fleet_specs_without_watcher_or_exec() -> None:
-    specs = fleet_specs(1, exec_command=None, watcher=False, prefix="box")
+    specs = fleet_specs(1, exec_command=None, watcher=False, prefix="box", watchdog=False)
     assert [s.args for s in specs] == [("worker", "--id", "box-1")]

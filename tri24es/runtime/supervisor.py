@@ -78,8 +78,10 @@ def worker_prefix() -> str:
 
 def fleet_specs(
     workers: int, *, exec_command: str | None, watcher: bool, prefix: str | None = None,
+    watchdog: bool = True,
 ) -> list[ChildSpec]:
-    """The children of ``tri24es up``: the queue watcher, then workers ``<prefix>-1..N``."""
+    """The children of ``tri24es up``: the queue watcher, workers ``<prefix>-1..N``, then
+    the budget watchdog."""
     specs: list[ChildSpec] = []
     if watcher:
         specs.append(ChildSpec("queue-watcher", ("queue-watcher",)))
@@ -88,8 +90,8 @@ def fleet_specs(
         worker_id = f"{head}-{n}"
         extra = ("--exec", exec_command) if exec_command else ()
         specs.append(ChildSpec(worker_id, ("worker", "--id", worker_id, *extra), worker_id))
-    # HOOK (budget watchdog, DESIGN.md §7): once `tri24es budget-watchdog` exists, append
-    # ChildSpec("budget-watchdog", ("budget-watchdog",)) here; it is supervised like the rest.
+    if watchdog:  # DESIGN.md §7: supervised like the rest
+        specs.append(ChildSpec("budget-watchdog", ("budget-watchdog",)))
     return specs
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from tri24es import events as ev
@@ -79,6 +80,7 @@ class Ending(enum.Enum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     LOST = "lost"  # the attempt no longer holds the task (lease expired, taken away)
+    BUDGET = "budget"  # the attempt's spend passed the task's max_budget_usd
 
 
 def safe_name(task_id: str) -> str:
@@ -98,6 +100,8 @@ class Worker:
         self.tasks_run = 0
         self._seen_head = -1
         self._pause_requested = False  # as last read from the row: a change is a request
+        self._attempt_spend = Decimal(0)  # what this worker recorded for the current attempt
+        self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
 
     # --- registration ------------------------------------------------------------------
 
@@ -237,6 +241,7 @@ class Worker:
         if not command:
             self._fail(claim, "no command", retryable=False)
             return None
+        self._attempt_spend, self._attempt_cap = Decimal(0), task.max_budget_usd
         try:
             agent = self._spawn(claim, task, command)
         except OSError as e:
@@ -248,6 +253,10 @@ class Worker:
         code = agent.reap()
         if ending is Ending.TIMEOUT:
             self._fail(claim, "timeout", exit_code=code)
+        elif ending is Ending.BUDGET:
+            log.info("worker %s: %s spent $%s > max_budget_usd $%s", self.id, claim.task_id,
+                     self._attempt_spend, self._attempt_cap)
+            self._fail(claim, "budget", retryable=False, exit_code=code)
         elif ending is Ending.EXITED and code == 0:
             with contextlib.suppress(StaleAttempt):
                 log.info("worker %s: completed %s", self.id, claim.task_id)
@@ -299,6 +308,8 @@ class Worker:
                     break
                 if self._follow():
                     ending = self._check_task(claim)
+                if ending is None and self._over_budget():
+                    ending = Ending.BUDGET
                 now = time.monotonic()
                 if ending is None and now >= renew_at:
                     ending = self._renew(claim)
@@ -338,8 +349,13 @@ class Worker:
             return Ending.LOST
         return None
 
+    def _over_budget(self) -> bool:
+        cap = self._attempt_cap
+        return cap is not None and self._attempt_spend > cap
+
     def _spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
         for usage in usages:
+            self._attempt_spend += usage.amount
             self.services.record_spend(ev.SpendRecorded(
                 amount=usage.amount, model=usage.model, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, task=claim.task_id, worker=self.id,

@@ -1,0 +1,152 @@
+"""``tri24es spend`` and ``tri24es budget-watchdog`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from eventlog import open_store
+from tests.e2e.conftest import CLI, Run, clean_env
+from tests.e2e.test_worker import wait_until
+from tri24es import events as ev
+
+LOW_LIMITS = {"BUDGET_DAILY_LIMIT": "10", "BUDGET_RATE_LIMIT": "100",
+              "BUDGET_TIMEZONE": "UTC"}
+
+
+@pytest.fixture
+def project_ready(project: Path, run: Run) -> Path:
+    assert run("init").returncode == 0
+    return project
+
+
+def count(project: Path, kind: type[ev.Event]) -> int:
+    store = open_store(str(project / "state" / "tri24es.db"))
+    try:
+        return sum(1 for _ in store.read_all(types=[kind.topic]))
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("project_ready")
+@pytest.mark.parametrize(("args", "message"), [
+    (("--usd", "-1"), "is negative"), (("--usd", "nan"), "not a finite number"),
+    (("--usd", "lots"), "not a number"), (("--usd", "1000.5"), "more than the $1000"),
+    ((), "give --usd X"), (("--usd", "1", "--input-tokens", "5"), "not both"),
+])
+def test_bad_amounts_are_refused_and_nothing_recorded(
+    project: Path, run: Run, args: tuple[str, ...], message: str,
+) -> None:
+    result = run("spend", "record", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert count(project, ev.SpendRecorded) == 0
+
+
+@pytest.mark.usefixtures("project_ready")
+def test_spend_report_json_and_breakdown(run: Run) -> None:
+    assert run("spend", "record", "--usd", "1.50", "--model", "m", "--task", "t1").returncode == 0
+    unpriced = run("spend", "record", "--model", "no-such-model", "--input-tokens", "1000",
+                   "--task", "t2")
+    assert "estimate: unpriced model no-such-model" in unpriced.stdout
+    out = json.loads(run("spend", "--window", "1h", "--json").stdout)
+    assert out["window_seconds"] == 3600
+    assert Decimal(out["window_total_usd"]) == Decimal("1.575")
+    assert Decimal(out["rate_per_min_usd"]) == Decimal("0.02625")
+    assert Decimal(out["daily_total_usd"]) == Decimal("1.575")
+    assert (out["daily_limit_usd"], out["rate_limit_usd"]) == ("75.00", "1.00")
+    assert out["kill_switch_active"] is False
+    by_task = run("spend", "--by", "task").stdout
+    assert "t1" in by_task
+    assert "$1.5" in by_task
+    assert "t2" in by_task
+    assert run("spend", "--window", "5 minutes").returncode == 2
+    assert run("spend", "--by", "color").returncode == 2
+
+
+def test_spend_file_is_bridged_once_and_bad_lines_reported(project_ready: Path,
+                                                           run: Run) -> None:
+    path = project_ready / "state" / "budget" / "spend.jsonl"
+    path.parent.mkdir()
+    now = int(time.time())
+    path.write_text(f'{{"timestamp_epoch": {now}, "amount": 9.0, "model": "x"}}\n'
+                    'oops\n'
+                    f'{{"timestamp":"2026-01-01T00:00:00Z","timestamp_epoch":{now},'
+                    '"amount":0.1}\n')
+    first = run("spend", "--json")
+    second = run("spend", "--json")
+    assert json.loads(second.stdout)["window_total_usd"] == "9.1"
+    assert "spend.jsonl:2: skipped: not JSON" in first.stderr
+    assert count(project_ready, ev.SpendRecorded) == 2
+
+
+def test_once_status_and_reset(project_ready: Path, run: Run) -> None:
+    status = run("budget-watchdog", "--status", env=LOW_LIMITS)
+    lines = status.stdout.splitlines()
+    assert lines[0] == "Kill Switch: INACTIVE"
+    assert "Daily Spend: $0.00 / $10.00 (0.0%)" in lines
+    assert "Limits:" in lines
+    assert "  Daily Limit: $10.00" in lines
+    assert "  Rate Limit: $100.00/min" in lines
+    assert run("budget-watchdog", "--once", env=LOW_LIMITS).returncode == 0
+    run("spend", "record", "--usd", "10")
+    once = run("budget-watchdog", "--once", env=LOW_LIMITS)
+    assert once.returncode == 1
+    assert "KILL SWITCH: Daily limit exceeded: $10.00 >= $10.00" in once.stderr
+    switch = project_ready / "state" / "budget" / "kill_switch.active"
+    info = json.loads(switch.read_text())
+    assert info["reason"] == "Daily limit exceeded: $10.00 >= $10.00"
+    assert (info["daily_spend"], info["current_rate"]) == ("10.00", "2.00")
+    assert set(info) == {"activated_at", "reason", "daily_spend", "current_rate", "trace_id"}
+    assert run("budget-watchdog", "--once", env=LOW_LIMITS).returncode == 1
+    assert run("budget-watchdog", "--status").stdout.startswith("Kill Switch: ACTIVE")
+    assert run("budget-watchdog", "--reset").returncode == 2
+    reset = run("budget-watchdog", "--reset", "--reason", "raised the limit")
+    assert reset.returncode == 0
+    assert "Kill switch reset" in reset.stdout
+    assert not switch.exists()
+    assert len(list(switch.parent.glob("kill_switch.active.*"))) == 1
+    assert run("budget-watchdog", "--status").stdout.startswith("Kill Switch: INACTIVE")
+    raised = LOW_LIMITS | {"BUDGET_DAILY_LIMIT": "20"}
+    assert run("budget-watchdog", "--once", env=raised).returncode == 0
+    assert count(project_ready, ev.KillSwitchActivated) == 1
+    assert count(project_ready, ev.KillSwitchReset) == 1
+
+
+def test_concurrent_evaluations_activate_once(project_ready: Path, run: Run) -> None:
+    run("spend", "record", "--usd", "10")
+    env = clean_env(project_ready) | LOW_LIMITS
+    procs = [subprocess.Popen([*CLI, "budget-watchdog", "--once"], cwd=project_ready, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(4)]
+    assert [p.wait(60) for p in procs] == [1, 1, 1, 1]
+    assert count(project_ready, ev.KillSwitchActivated) == 1
+
+
+def test_one_daemon_per_store(project_ready: Path, run: Run) -> None:
+    env = clean_env(project_ready)
+    pid_file = project_ready / "state" / "budget-watchdog.pid"
+    daemon = subprocess.Popen([*CLI, "budget-watchdog"], cwd=project_ready, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(pid_file.exists, "the pid file")
+        assert pid_file.read_text().strip() == str(daemon.pid)
+        second = run("budget-watchdog")
+        assert second.returncode == 1
+        assert f"already running on this store (pid {daemon.pid})" in second.stderr
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        assert not pid_file.exists()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        assert daemon.stderr is not None
+        daemon.stderr.close()

@@ -1,0 +1,145 @@
+"""Pure budget helpers: windows, amounts, day bounds, kill reasons, spend.jsonl lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tri24es.budget import (
+    BadAmount,
+    BudgetLimits,
+    Level,
+    Reading,
+    day_bounds,
+    parse_amount,
+    parse_window,
+    rate_per_min,
+    usd,
+)
+from tri24es.projections import KillSwitchView
+from tri24es.spendfile import BadLine, line_event_id, parse_line
+from tri24es.timeutil import to_us
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1d", 86_400),
+    ("1d2h3m4s", 93_784), (" 10M ", 600), ("2h0m", 7200),
+])
+def test_parse_window(text: str, seconds: int) -> None:
+    assert parse_window(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "expected e.g. 90s"), ("5", "expected e.g. 90s"), ("5x", "expected e.g. 90s"),
+    ("m5", "expected e.g. 90s"), ("30m1h", "expected e.g. 90s"), ("-5m", "expected e.g. 90s"),
+    ("1.5h", "expected e.g. 90s"), ("0s", "longer than 0"), ("0h0m", "longer than 0"),
+])
+def test_parse_window_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_window(text)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("0.42", Decimal("0.42")), ("0", Decimal(0)), ("1000", Decimal(1000)),
+    ("0.0000000001", Decimal("1e-10")), (Decimal("9.0"), Decimal("9.0")), (3, Decimal(3)),
+    ("0.12345678901", Decimal("0.1234567891")),  # finer than the log keeps: rounded up
+])
+def test_parse_amount(given: str | Decimal | int, expected: Decimal) -> None:
+    assert parse_amount(given) == expected
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("-0.01", "is negative"), ("NaN", "not a finite number"), ("inf", "not a finite number"),
+    ("abc", "not a number"), ("", "not a number"), ("1000.01", r"more than the \$1000"),
+])
+def test_parse_amount_rejects(given: str, message: str) -> None:
+    with pytest.raises(BadAmount, match=message):
+        parse_amount(given)
+
+
+def test_parse_amount_custom_maximum() -> None:
+    assert parse_amount("5", Decimal(5)) == 5
+    with pytest.raises(BadAmount, match=r"\$5 allowed"):
+        parse_amount("5.01", Decimal(5))
+
+
+def test_day_bounds_in_a_zone_and_across_a_clock_change() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    noon = to_us(datetime(2026, 3, 29, 12, tzinfo=paris))  # clocks went forward at 02:00
+    start, end = day_bounds(noon, paris)
+    assert start == to_us(datetime(2026, 3, 28, 23, tzinfo=UTC))
+    assert end - start == 23 * 3600 * 1_000_000
+    late = to_us(datetime(2026, 11, 24, 23, 30, tzinfo=UTC))  # already the 25th in Paris
+    assert day_bounds(late, paris)[0] == to_us(datetime(2026, 11, 24, 23, tzinfo=UTC))
+
+
+def reading(rate: str, daily: str, active: bool = False) -> Reading:
+    return Reading(0, 300, Decimal(rate) * 5, Decimal(rate), Decimal(daily),
+                   KillSwitchView(active=active))
+
+
+LIMITS = BudgetLimits(daily_limit=Decimal("75.00"), rate_limit=Decimal("1.00"),
+                      rate_warning=Decimal("0.50"), daily_pause_pct=Decimal("0.90"))
+
+
+@pytest.mark.parametrize(("rate", "daily", "reason", "level"), [
+    ("0.4999999999", "0", None, Level.OK),
+    ("0.50", "0", None, Level.WARNING),
+    ("0.9999999999", "0", None, Level.WARNING),
+    ("1.00", "0", "Rate limit exceeded: $1.00/min >= $1.00/min", Level.EXCEEDED),
+    ("0", "67.4999999999", None, Level.OK),
+    ("0", "67.50", None, Level.PAUSE),
+    ("0", "74.9999999999", None, Level.PAUSE),
+    ("0", "75.00", "Daily limit exceeded: $75.00 >= $75.00", Level.EXCEEDED),
+    ("2.345", "80", "Rate limit exceeded: $2.34/min >= $1.00/min", Level.EXCEEDED),
+])
+def test_thresholds_at_their_boundaries(rate: str, daily: str, reason: str | None,
+                                        level: Level) -> None:
+    r = reading(rate, daily)
+    assert r.kill_reason(LIMITS) == reason
+    assert r.level(LIMITS) == level
+
+
+def test_an_active_switch_is_exceeded_whatever_the_spend() -> None:
+    assert reading("0", "0", active=True).level(LIMITS) == Level.EXCEEDED
+
+
+def test_rate_and_money_format() -> None:
+    assert rate_per_min(Decimal(5), 300) == Decimal(1)
+    assert rate_per_min(Decimal("1.5"), 90) == Decimal(1)
+    assert usd(Decimal("0.005")) == "0.00"  # half-even, like printf in the original
+    assert usd(Decimal(75)) == "75.00"
+
+
+def test_spend_line_is_parsed_exactly_with_white_space() -> None:
+    line = (b'{"timestamp": "2026-11-24T10:00:00Z", "timestamp_epoch": 1795000000, '
+            b'"amount": 0.1000000001, "model": "m", "task_id": "t"}')
+    event = parse_line(line)
+    assert event.amount == Decimal("0.1000000001")
+    assert event.occurred_at == datetime.fromtimestamp(1795000000, UTC)
+    assert (event.model, event.task, event.source) == ("m", "t", "spend.jsonl")
+    assert parse_line(b'{"amount":9.0,"timestamp":"2026-11-24T10:00:00+00:00"}').amount == 9
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b"not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"timestamp_epoch": 1}',
+                                                               "no amount"),
+    (b'{"amount": "0.4", "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": -1, "timestamp_epoch": 1}', "negative"),
+    (b'{"amount": NaN, "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": 1e9, "timestamp_epoch": 1}', "more than"),
+    (b'{"amount": 1}', "no timestamp"), (b'{"amount": 1, "timestamp": "yesterday"}', "ISO"),
+])
+def test_bad_spend_lines(line: bytes, message: str) -> None:
+    with pytest.raises(BadLine, match=message):
+        parse_line(line)
+
+
+def test_line_ids_are_deterministic_and_count_repeats() -> None:
+    line = b'{"amount": 1, "timestamp_epoch": 1}'
+    assert line_event_id(line, 0) == line_event_id(line, 0)
+    assert line_event_id(line, 0) != line_event_id(line, 1)
+    assert line_event_id(line, 0) != line_event_id(line + b" ", 0)

@@ -1,0 +1,153 @@
+"""``tri24es budget-watchdog``: the daemon, ``--once``, ``--status`` and ``--reset``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Annotated
+
+import typer
+
+from tri24es.budget import BudgetLimits, Reading, percent, usd
+from tri24es.cli_common import Context, JsonOption, context_of, print_json
+from tri24es.errors import UsageError
+from tri24es.projections import WORKERS, connection_of
+from tri24es.runtime.budget_watchdog import (
+    BY,
+    KILL_SWITCH_FILE,
+    LIVE,
+    BudgetWatchdog,
+    single_daemon,
+)
+from tri24es.runtime.signals import received_signals
+from tri24es.services import Services
+
+
+def _watchdog(context: Context, services: Services) -> BudgetWatchdog:
+    return BudgetWatchdog(services, BudgetLimits.from_settings(context.settings),
+                          context.settings.root,
+                          report=lambda line: typer.echo(line, err=True))
+
+
+def budget_watchdog(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Evaluate once: exit 0 within "
+                                                      "budget, 1 if exceeded or on.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show spend, limits, the kill "
+                                                          "switch and active workers.")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="Turn the kill switch off "
+                                                        "(needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (with --reset).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Watch the spend and enforce the budget: a warning, then a pause, then the kill switch
+    (every worker and agent stopped). Without a flag it runs as a daemon until SIGTERM.
+
+    Example: tri24es budget-watchdog --status
+    """
+    if once + status + reset > 1:
+        raise UsageError("give at most one of --once, --status, --reset")
+    if reset and not (reason and reason.strip()):
+        raise UsageError("--reset needs --reason TEXT")
+    if reason is not None and not reset:
+        raise UsageError("--reason goes with --reset")
+    context = context_of(ctx)
+    store = context.open_store()
+    try:
+        services = Services(store, actor=BY, trace_id=context.settings.trace_id)
+        watchdog = _watchdog(context, services)
+        if status:
+            _status(watchdog, as_json)
+            return
+        if reset:
+            assert reason is not None
+            _reset(context, services, reason.strip(), as_json)
+            return
+        if once:
+            raise typer.Exit(_once(watchdog, as_json))
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        with single_daemon(context.settings.state_dir), \
+                received_signals((signal.SIGTERM, signal.SIGINT)) as inbox:
+            typer.echo(f"budget watchdog: running (pid {os.getpid()})", err=True)
+            code = watchdog.run(inbox)
+    finally:
+        store.close()
+    raise typer.Exit(code)
+
+
+def _once(watchdog: BudgetWatchdog, as_json: bool) -> int:
+    result = watchdog.evaluate()
+    reading, limits = result.reading, watchdog.limits
+    if as_json:
+        print_json({"exceeded": result.exceeded, "activated": result.activated,
+                    "level": str(reading.level(limits)), "daily_usd": str(reading.daily),
+                    "rate_per_min_usd": str(reading.rate), "paused": result.paused,
+                    "resumed": result.resumed})
+    else:
+        if reading.killswitch.active:
+            typer.echo(f"Kill switch is ACTIVE: {reading.killswitch.reason}")
+        elif result.exceeded:
+            typer.echo("Budget exceeded: kill switch activated")
+        else:
+            typer.echo(f"Within budget: ${usd(reading.daily)} today, "
+                       f"${usd(reading.rate)}/min ({reading.level(limits)})")
+    return 1 if result.exceeded else 0
+
+
+def _status(watchdog: BudgetWatchdog, as_json: bool) -> None:
+    watchdog.spend_file.bridge(watchdog.services)
+    reading, limits = watchdog.read(), watchdog.limits
+    with watchdog.services.store.snapshot() as tx:
+        workers = [r for r in WORKERS.all(connection_of(tx)) if r.state in LIVE]
+    if as_json:
+        print_json({
+            "kill_switch_active": reading.killswitch.active,
+            "kill_switch_reason": reading.killswitch.reason,
+            "daily_spend_usd": str(reading.daily), "daily_limit_usd": str(limits.daily_limit),
+            "rate_per_min_usd": str(reading.rate), "rate_limit_usd": str(limits.rate_limit),
+            "rate_warning_usd": str(limits.rate_warning), "level": str(reading.level(limits)),
+            "window_seconds": reading.window_seconds,
+            "active_workers": [{"worker_id": w.worker_id, "state": w.state, "pid": w.pid,
+                                "host": w.host} for w in workers],
+        })
+        return
+    _print_status(reading, limits)
+    typer.echo(f"Active Workers: {len(workers)}")
+    for w in workers:
+        typer.echo(f"  {w.worker_id:<28} {w.state:<9} pid {w.pid}@{w.host}")
+
+
+def _print_status(reading: Reading, limits: BudgetLimits) -> None:
+    ks = reading.killswitch
+    typer.echo(f"Kill Switch: {'ACTIVE' if ks.active else 'INACTIVE'}"
+               + (f" ({ks.reason})" if ks.active else ""))
+    typer.echo(f"Daily Spend: ${usd(reading.daily)} / ${usd(limits.daily_limit)} "
+               f"({percent(reading.daily, limits.daily_limit)})")
+    typer.echo(f"Current Rate: ${usd(reading.rate)}/min / ${usd(limits.rate_limit)}/min")
+    typer.echo(f"Warning Level: {reading.level(limits).upper()}")
+    typer.echo(f"Window Size: {reading.window_seconds} s")
+    typer.echo("Limits:")
+    typer.echo(f"  Daily Limit: ${usd(limits.daily_limit)}")
+    typer.echo(f"  Rate Limit: ${usd(limits.rate_limit)}/min")
+    typer.echo(f"  Rate Warning: ${usd(limits.rate_warning)}/min")
+    typer.echo(f"  Daily Pause: {limits.daily_pause_pct:.0%} of the daily limit")
+
+
+def _reset(context: Context, services: Services, reason: str, as_json: bool) -> None:
+    was_active = services.reset_killswitch(by=context.actor, reason=reason)
+    path = context.settings.root / KILL_SWITCH_FILE
+    moved = None
+    if path.exists():
+        moved = path.with_name(f"{path.name}.{int(time.time())}")
+        os.replace(path, moved)
+    if as_json:
+        print_json({"reset": was_active, "file": None if moved is None else str(moved)})
+        return
+    typer.echo("Kill switch reset" if was_active else "Kill switch was not active")
+    if moved is not None:
+        typer.echo(f"  {KILL_SWITCH_FILE} -> {moved.name}")
+    if was_active:
+        typer.echo("  killed workers stay stopped; paused ones resume with "
+                   "`tri24es workers resume --all`")

@@ -1,0 +1,136 @@
+"""``tri24es top``: a live dashboard of the queue, the workers, the spend and the kill switch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tri24es.cli_common import context_of
+from tri24es.events import Priority
+from tri24es.machines import TaskState
+from tri24es.metrics import Glance, glance
+from tri24es.projections import install
+from tri24es.timeutil import iso_time
+
+BARS = "▁▂▃▄▅▆▇█"
+EVENT_DATA_WIDTH = 60
+
+
+def sparkline(values: Sequence[Decimal]) -> str:
+    """One character per value: ▁ for nothing, ▂..█ scaled to the largest value."""
+    peak = max(values, default=Decimal(0))
+    return "".join(
+        BARS[0] if v <= 0 else BARS[1 + round(v / peak * (len(BARS) - 2))] for v in values
+    )
+
+
+def _money(value: Decimal) -> str:
+    return f"${value.quantize(Decimal('0.0001'))}"
+
+
+def _queue_table(g: Glance) -> Table:
+    table = Table(title="queue", title_justify="left", expand=False)
+    table.add_column("state")
+    for priority in Priority:
+        table.add_column(priority.value, justify="right")
+    table.add_column("total", justify="right")
+    for state in TaskState:
+        counts = [g.queue.get((state.value, p.value), 0) for p in Priority]
+        table.add_row(state.value, *map(str, counts), str(sum(counts)))
+    return table
+
+
+def _workers_table(g: Glance) -> Table:
+    table = Table(title=f"workers ({len(g.workers)})", title_justify="left")
+    for name in ("worker", "state", "task", "last seen"):
+        table.add_column(name)
+    for w in g.workers:
+        seen = max(g.now - w.last_seen, 0) // 1_000_000
+        table.add_row(w.worker_id, w.state, w.current_task or "-", f"{seen}s ago")
+    return table
+
+
+def _spend(g: Glance) -> Text:
+    over = g.rate >= g.rate_limit
+    text = Text()
+    text.append("spend rate  ")
+    text.append(f"{_money(g.rate)}/min", style="bold red" if over else "bold")
+    text.append(f" of {_money(g.rate_limit)}/min limit "
+                f"({g.rate / g.rate_limit:.0%}, window {g.window_seconds}s)\n")
+    peak = max(g.per_minute, default=Decimal(0))
+    text.append(f"spend total {_money(g.spend_total)}; last hour, per minute "
+                f"(peak {_money(peak)}):\n")
+    text.append(f"{sparkline(g.per_minute)}\n")
+    ks = g.killswitch
+    if ks.active:
+        when = iso_time(ks.changed_at) if ks.changed_at is not None else "?"
+        text.append(f"kill switch ACTIVE since {when}: {ks.reason}", style="bold red")
+    else:
+        text.append("kill switch off", style="green")
+    return text
+
+
+def _recent(g: Glance) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for e in g.recent:
+        data = e.data.decode(errors="replace")[:EVENT_DATA_WIDTH]
+        text.append(f"{e.position:>7} {iso_time(e.recorded_at)[11:19]} {e.type:<18} "
+                    f"{e.stream}  {data}\n")
+    text.rstrip()
+    return text
+
+
+def frame(g: Glance) -> RenderableType:
+    """One picture of the fleet."""
+    header = Text(f"tri24es top — {iso_time(g.now)[:19]}Z — log head {g.head}", style="bold")
+    return Group(
+        header,
+        _queue_table(g),
+        _workers_table(g),
+        Panel(_spend(g), title="budget", title_align="left"),
+        Panel(_recent(g), title=f"last {len(g.recent)} events", title_align="left"),
+    )
+
+
+def top(
+    ctx: typer.Context,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame to stdout and exit.")
+    ] = False,
+) -> None:
+    """A live dashboard: queue by priority and state, workers, spend rate against the limit
+    with the last hour as a sparkline, the kill switch and the last 10 events.
+
+    Example: tri24es top --interval 2
+    """
+    context = context_of(ctx)
+    store = context.open_store()
+    try:
+        install(store)
+        settings = context.settings
+        if once:
+            Console().print(frame(glance(store, settings)))
+            return
+        calm = threading.Event()  # never set: paces redraws when commits come fast
+        with Live(frame(glance(store, settings)), auto_refresh=False, screen=False) as live:
+            try:
+                while True:
+                    if store.wait_for_change(store.head(), timeout=interval):
+                        calm.wait(min(interval, 0.25))
+                    live.update(frame(glance(store, settings)), refresh=True)
+            except KeyboardInterrupt:
+                return
+    finally:
+        store.close()

@@ -1,0 +1,326 @@
+"""The budget watchdog (DESIGN.md §7): follow the log, read the spend, act on it.
+
+Each evaluation bridges ``state/budget/spend.jsonl``, reads the rolling-window rate and
+today's total in one snapshot, and responds in steps:
+
+- rate >= BUDGET_RATE_WARNING: BudgetWarningRaised, once per crossing (re-armed below it);
+- today >= BUDGET_DAILY_PAUSE_PCT x limit: pause every live worker (request + SIGUSR1), and
+  resume those it paused (request + SIGUSR2) once the cause clears;
+- rate >= BUDGET_RATE_LIMIT or today >= BUDGET_DAILY_LIMIT: the kill switch. One watchdog
+  wins the activation (exactly one KillSwitchActivated, however many run); it writes
+  ``state/budget/kill_switch.active`` and stops the fleet: pause request + SIGUSR1, 2 s,
+  SIGTERM, 1 s, SIGKILL, each signal recorded as WorkerSignalled.
+
+Signals go only to processes whose identity is verified: a worker's pid, start time and
+host as it registered them; an agent only while it is the child (and group leader) of its
+verified worker, and afterwards under the start time seen then. Never by name, never to a
+recycled pid. Workers on other hosts are stopped through the log (pause and stop requests).
+
+The daemon waits on the log (``wait_for_change``) and re-evaluates whenever it moves, when
+the spend file changes, and every BUDGET_CHECK_INTERVAL seconds for windows that expire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from tri24es import events as ev
+from tri24es.budget import BudgetLimits, Reading, read_budget, usd
+from tri24es.errors import Tri24esError
+from tri24es.machines import WorkerState
+from tri24es.machines.base import IllegalTransition
+from tri24es.pricing import to_money
+from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
+from tri24es.projections import QUEUE, WORKERS, WorkerRow, connection_of
+from tri24es.runtime.agent import write_private
+from tri24es.runtime.signals import SignalInbox
+from tri24es.services import Services
+from tri24es.spendfile import SPEND_FILE, SpendFileBridge
+from tri24es.timeutil import iso_time, now_us
+
+log = logging.getLogger("tri24es.budget")
+
+BY = "budget-watchdog"
+PAUSE_GRACE = 2.0
+TERM_GRACE = 1.0
+SLICE = 0.2
+KILL_SWITCH_FILE = Path("state") / "budget" / "kill_switch.active"
+LIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED,
+        WorkerState.STOPPING)
+
+
+class AlreadyRunning(Tri24esError):
+    """Another budget watchdog daemon holds this store's lock."""
+
+
+@contextlib.contextmanager
+def single_daemon(state_dir: Path) -> Iterator[None]:
+    """Hold ``state/budget-watchdog.lock`` (fcntl) and write ``state/budget-watchdog.pid``
+    for the daemon's life; a second daemon raises AlreadyRunning."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state_dir / "budget-watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    pid_file = state_dir / "budget-watchdog.pid"
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = pid_file.read_text().strip() if pid_file.exists() else "?"
+            raise AlreadyRunning(
+                f"a budget watchdog is already running on this store (pid {holder})") from None
+        write_private(pid_file, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            pid_file.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def agent_start_time(agent_pid: int, worker_pid: int) -> int | None:
+    """The agent's start time if ``agent_pid`` is alive, a child of ``worker_pid`` and the
+    leader of its own process group (as the worker starts agents); else None."""
+    try:
+        fields = parse_stat((PROC / str(agent_pid) / "stat").read_text(errors="replace"))
+    except (OSError, ValueError):
+        return None
+    state, ppid, pgrp = fields[2], int(fields[3]), int(fields[4])
+    if state == "Z" or ppid != worker_pid or pgrp != agent_pid:
+        return None
+    return int(fields[21])
+
+
+@dataclass
+class Target:
+    """A local worker whose identity was verified, and its agent if it runs one."""
+
+    row: WorkerRow
+    agent: tuple[int, int] | None = None  # (pid = pgid, start time)
+
+    def worker_alive(self) -> bool:
+        return is_same_process(self.row.pid, self.row.pid_start_time)
+
+    def agent_alive(self) -> bool:
+        return self.agent is not None and is_same_process(*self.agent)
+
+
+@dataclass
+class Evaluation:
+    reading: Reading
+    exceeded: bool  # a limit is reached or the kill switch is on
+    activated: bool = False  # this evaluation turned the kill switch on
+    warned: bool = False
+    paused: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+
+class BudgetWatchdog:
+    def __init__(
+        self, services: Services, limits: BudgetLimits, root: Path, *,
+        clock: Callable[[], int] = now_us, report: Callable[[str], None] = log.info,
+        grace: tuple[float, float] = (PAUSE_GRACE, TERM_GRACE),
+    ) -> None:
+        self.services = services
+        self.limits = limits
+        self.root = root
+        self.clock = clock
+        self.report = report
+        self.grace = grace
+        self.host = host_id()
+        self.spend_file = SpendFileBridge(root / SPEND_FILE, limits.max_record_usd, report)
+        self.warning_armed = True
+        self.paused_by_me: set[str] = set()
+
+    # --- one evaluation -----------------------------------------------------------------
+
+    def read(self) -> Reading:
+        with self.services.store.snapshot() as tx:
+            return read_budget(connection_of(tx), self.limits, self.clock())
+
+    def evaluate(self) -> Evaluation:
+        """Bridge the spend file, read the budget and respond to it."""
+        self.spend_file.bridge(self.services)
+        reading = self.read()
+        result = Evaluation(reading, exceeded=reading.killswitch.active)
+        if reading.killswitch.active:
+            return result
+        self._warn(reading, result)
+        reason = reading.kill_reason(self.limits)
+        if reason is not None:
+            result.exceeded = True
+            result.activated = self.activate(reading, reason)
+            return result
+        if reading.should_pause(self.limits):
+            result.paused = self.pause_fleet(reading)
+        elif self.paused_by_me:
+            result.resumed = self.resume_fleet()
+        return result
+
+    def _warn(self, reading: Reading, result: Evaluation) -> None:
+        if not reading.should_warn(self.limits):
+            self.warning_armed = True
+            return
+        if self.warning_armed:
+            self.warning_armed = False
+            result.warned = True
+            self.services.raise_budget_warning(ev.BudgetWarningRaised(
+                rate=to_money(reading.rate), rate_warning=self.limits.rate_warning,
+                window_seconds=reading.window_seconds, daily=reading.daily))
+            self.report(f"budget warning: ${usd(reading.rate)}/min >= "
+                        f"${usd(self.limits.rate_warning)}/min")
+
+    def activate(self, reading: Reading, reason: str) -> bool:
+        """Turn the kill switch on; if this call won, write the file and stop the fleet."""
+        event = ev.KillSwitchActivated(
+            reason=reason, rate=to_money(reading.rate), daily=reading.daily,
+            rate_limit=self.limits.rate_limit, daily_limit=self.limits.daily_limit,
+            trace_id=self.services.metadata.trace_id)
+        if not self.services.activate_killswitch(event):
+            return False
+        self.report(f"KILL SWITCH: {reason}")
+        self.write_killswitch_file(reading, reason)
+        self.stop_fleet()
+        return True
+
+    def write_killswitch_file(self, reading: Reading, reason: str) -> None:
+        """``state/budget/kill_switch.active``, as TRI-24 wrote it: temp file + rename, 0600."""
+        path = self.root / KILL_SWITCH_FILE
+        body = orjson.dumps({
+            "activated_at": iso_time(self.clock()), "reason": reason,
+            "daily_spend": usd(reading.daily), "current_rate": usd(reading.rate),
+            "trace_id": self.services.metadata.trace_id,
+        }, option=orjson.OPT_INDENT_2)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        write_private(temp, body + b"\n")
+        os.replace(temp, path)
+
+    # --- pause and resume ---------------------------------------------------------------
+
+    def _live_workers(self) -> list[WorkerRow]:
+        with self.services.store.snapshot() as tx:
+            return [r for r in WORKERS.all(connection_of(tx)) if r.state in LIVE]
+
+    def _verified(self, row: WorkerRow) -> bool:
+        return row.host == self.host and is_same_process(row.pid, row.pid_start_time)
+
+    def _signal(self, row: WorkerRow, pid: int, signum: signal.Signals, target: str,
+                *, group: bool = False) -> None:
+        try:
+            (os.killpg if group else os.kill)(pid, signum)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(IllegalTransition):  # it stopped meanwhile
+            self.services.signalled(row.worker_id, signum.name, pid, target=target, by=BY)
+
+    def pause_fleet(self, reading: Reading) -> list[str]:
+        reason = (f"daily spend ${usd(reading.daily)} >= {self.limits.daily_pause_pct:.0%} of "
+                  f"${usd(self.limits.daily_limit)}")
+        paused = []
+        for row in self._live_workers():
+            if row.pause_requested or not self.services.request_pause(
+                    row.worker_id, by=BY, reason=reason):
+                continue
+            self.paused_by_me.add(row.worker_id)
+            paused.append(row.worker_id)
+            if self._verified(row):
+                self._signal(row, row.pid, signal.SIGUSR1, "worker")
+        if paused:
+            self.report(f"paused {', '.join(paused)}: {reason}")
+        return paused
+
+    def resume_fleet(self) -> list[str]:
+        resumed = []
+        for row in self._live_workers():
+            if row.worker_id not in self.paused_by_me:
+                continue
+            if self.services.request_resume(row.worker_id, by=BY):
+                resumed.append(row.worker_id)
+                if self._verified(row):
+                    self._signal(row, row.pid, signal.SIGUSR2, "worker")
+        self.paused_by_me.clear()
+        if resumed:
+            self.report(f"resumed {', '.join(resumed)}: the budget allows it again")
+        return resumed
+
+    # --- the kill switch's escalation ---------------------------------------------------
+
+    def _agent_of(self, target: Target) -> None:
+        """Find (or keep) the agent the worker runs, while the worker is verified."""
+        if target.agent is not None or not target.worker_alive():
+            return
+        task = target.row.current_task
+        with self.services.store.snapshot() as tx:
+            row = None if task is None else QUEUE.load_by_id(connection_of(tx), task)
+        if row is None or row.pid is None or row.worker != target.row.worker_id:
+            return
+        started = agent_start_time(row.pid, target.row.pid)
+        if started is not None:
+            target.agent = (row.pid, started)
+
+    def stop_fleet(self) -> None:
+        """Pause request + SIGUSR1, grace, SIGTERM, grace, SIGKILL: to every verified local
+        worker and its agent's process group; requests only for workers elsewhere."""
+        targets, remote = [], []
+        for row in self._live_workers():
+            self.services.request_pause(row.worker_id, by=BY, reason="kill switch")
+            if row.host != self.host:
+                remote.append(row)
+            elif not is_same_process(row.pid, row.pid_start_time):
+                self.report(f"{row.worker_id}: pid {row.pid} is not the registered process: "
+                            "not signalled; declared lost")
+                self.services.mark_lost(row.worker_id, by=BY)
+            else:
+                targets.append(Target(row))
+        for target in targets:
+            self._agent_of(target)
+            self._signal(target.row, target.row.pid, signal.SIGUSR1, "worker")
+        self._await_exit(targets, self.grace[0])
+        for stage in (signal.SIGTERM, signal.SIGKILL):
+            for target in targets:
+                self._agent_of(target)
+                if target.agent_alive():
+                    assert target.agent is not None
+                    self._signal(target.row, target.agent[0], stage, "agent", group=True)
+                if target.worker_alive():
+                    self._signal(target.row, target.row.pid, stage, "worker")
+            self._await_exit(targets, self.grace[1] if stage == signal.SIGTERM else 1.0)
+        for row in remote:
+            self.services.request_stop(row.worker_id, by=BY, reason="kill switch")
+
+    @staticmethod
+    def _await_exit(targets: list[Target], grace: float) -> None:
+        """Up to ``grace`` seconds, until no target's worker or agent is left."""
+        deadline = time.monotonic() + grace
+        while any(t.worker_alive() or t.agent_alive() for t in targets):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+
+    # --- the daemon ---------------------------------------------------------------------
+
+    def run(self, inbox: SignalInbox) -> int:
+        """Evaluate on every change to the log or the spend file and every check interval,
+        until SIGTERM or SIGINT. Exit code 0."""
+        seen = -1
+        next_check = 0.0
+        while True:
+            if inbox.take():
+                self.report("budget watchdog: stopping")
+                return 0
+            head = self.services.store.head()
+            now = time.monotonic()
+            if head != seen or now >= next_check or self.spend_file.changed():
+                seen = head
+                self.evaluate()
+                next_check = time.monotonic() + self.limits.check_interval
+            wait = max(0.0, min(SLICE, next_check - time.monotonic()))
+            self.services.store.wait_for_change(seen, wait)

@@ -1,0 +1,181 @@
+"""The legacy spend file ``state/budget/spend.jsonl``, bridged into SpendRecorded events.
+
+One JSON object per line, as the TRI-24 scripts wrote it::
+
+    {"timestamp": "2026-11-24T10:00:00Z", "timestamp_epoch": 1795000000, "amount": 0.42,
+     "model": "claude-sonnet-4-5", "task_id": "fix-login"}
+
+Each line becomes one event whose id is derived from the line itself: a uuid5 of the sha256
+of its bytes and how many identical lines came before it in the file. Re-reading the file
+(after a restart, by another process, after the file was copied or rewritten with the same
+lines) therefore records nothing twice: the store refuses a known event id. The byte offset
+kept in memory only saves re-reading lines already bridged by this process.
+
+Numbers are parsed exactly: the amount's JSON text becomes a Decimal, never a float.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tri24es import events as ev
+from tri24es.budget import DEFAULT_MAX_RECORD_USD, BadAmount, parse_amount
+from tri24es.services import Services
+
+SPEND_FILE = Path("state") / "budget" / "spend.jsonl"
+NAMESPACE = uuid.UUID("5f0c7a52-8f7e-4f53-9d0b-6d1f2b1f4c11")
+
+
+class BadLine(ValueError):
+    """A spend.jsonl line that cannot be bridged."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadLine(f"{name} is not a number")
+
+
+def line_event_id(line: bytes, occurrence: int) -> str:
+    """The event id of the ``occurrence``-th (from 0) line with these bytes in the file."""
+    digest = hashlib.sha256(line).hexdigest()
+    return str(uuid.uuid5(NAMESPACE, f"spend.jsonl:{digest}:{occurrence}"))
+
+
+def _occurred_at(obj: dict[str, Any]) -> datetime:
+    epoch = obj.get("timestamp_epoch")
+    if isinstance(epoch, int | Decimal) and not isinstance(epoch, bool):
+        try:
+            return datetime.fromtimestamp(float(epoch), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise BadLine(f"timestamp_epoch {epoch} is out of range") from None
+    stamp = obj.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            moment = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise BadLine(f"timestamp {stamp!r} is not an ISO-8601 time") from None
+        return moment if moment.tzinfo is not None else moment.astimezone()  # local, as TRI-24
+    raise BadLine("no timestamp_epoch or timestamp")
+
+
+def _text(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def parse_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> ev.SpendRecorded:
+    """One spend.jsonl line as an event. Raises BadLine saying what is wrong with it."""
+    try:
+        obj = json.loads(line, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise BadLine(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadLine("not a JSON object")
+    if "amount" not in obj:
+        raise BadLine("no amount")
+    amount = obj["amount"]
+    if not isinstance(amount, int | Decimal) or isinstance(amount, bool):
+        raise BadLine(f"amount {amount!r} is not a number")
+    try:
+        amount = parse_amount(amount, max_usd)
+    except BadAmount as e:
+        raise BadLine(str(e)) from None
+    return ev.SpendRecorded(
+        amount=amount, model=_text(obj, "model"), task=_text(obj, "task_id"),
+        worker=_text(obj, "worker_id") or _text(obj, "worker"), source="spend.jsonl",
+        occurred_at=_occurred_at(obj),
+    )
+
+
+@dataclass
+class BridgeResult:
+    recorded: int = 0
+    known: int = 0
+    bad: int = 0
+
+
+@dataclass
+class SpendFileBridge:
+    """Bridges one spend.jsonl into the log; keep one per process to read only new lines."""
+
+    path: Path
+    max_usd: Decimal = DEFAULT_MAX_RECORD_USD
+    report: Callable[[str], None] = print
+    _identity: tuple[int, int] | None = None  # (device, inode) of the file read so far
+    _offset: int = 0
+    _seen: Counter[bytes] = field(default_factory=Counter)
+    _reported: set[tuple[int, bytes]] = field(default_factory=set)
+    _stat: tuple[int, int, int] | None = None
+    _lines: int = 0  # lines read up to the offset (for line numbers in reports)
+
+    def changed(self) -> bool:
+        """Whether the file looks different from when it was last bridged (cheap: a stat)."""
+        return self._file_stat() != self._stat
+
+    def _file_stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def bridge(self, services: Services) -> BridgeResult:
+        """Record every line not recorded before; report each bad line once, skip it."""
+        result = BridgeResult()
+        stat = self._file_stat()
+        self._stat = stat
+        if stat is None:
+            return result
+        with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if identity != self._identity or st.st_size < self._offset:
+                self._identity, self._offset, self._seen = identity, 0, Counter()
+            f.seek(self._offset)
+            data = f.read()
+        batch: list[tuple[ev.SpendRecorded, str]] = []
+        consumed = 0
+        line_number = self._line_count()
+        for raw in data.splitlines(keepends=True):
+            complete = raw.endswith((b"\n", b"\r"))
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                consumed += len(raw)
+                line_number += 1
+                continue
+            try:
+                event = parse_line(line, self.max_usd)
+            except BadLine as e:
+                if not complete:
+                    break  # perhaps still being written: read it again next time
+                self._report_once(line_number + 1, line, str(e))
+                result.bad += 1
+            else:
+                batch.append((event, line_event_id(line, self._seen[line])))
+                self._seen[line] += 1
+            consumed += len(raw)
+            line_number += 1
+        self._offset += consumed
+        self._lines = line_number
+        if batch:
+            recorded = services.record_spend_many(batch)
+            result.recorded, result.known = recorded, len(batch) - recorded
+        return result
+
+    def _line_count(self) -> int:
+        return self._lines if self._offset else 0
+
+    def _report_once(self, number: int, line: bytes, why: str) -> None:
+        key = (number, hashlib.sha256(line).digest())
+        if key not in self._reported:
+            self._reported.add(key)
+            self.report(f"{self.path}:{number}: skipped: {why}")
