@@ -1,0 +1,181 @@
+"""What every command shares: errors, task specs, claims, and the append-and-apply plumbing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import ParamSpec, TypeVar
+
+from eventlog import EventStore, Expected, Transaction, WrongExpectedVersion
+from eventlog.model import system_clock_us
+from tri24es import events as ev
+from tri24es.errors import Tri24esError
+from tri24es.events import (
+    Envelope,
+    Event,
+    Metadata,
+    Priority,
+    encode,
+    encode_metadata,
+)
+from tri24es.machines import TaskState, WorkerState
+from tri24es.projections import (
+    QUEUE,
+    WORKERS,
+    TaskRow,
+    WorkerRow,
+    apply_inline,
+    connection_of,
+    install,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_LEASE_SECONDS = 30.0
+CONFLICT_RETRIES = 5
+
+
+class ServiceError(Tri24esError):
+    """A command was refused."""
+
+
+class NotFound(ServiceError):
+    """No such task or worker."""
+
+
+class StaleAttempt(ServiceError):
+    """The attempt no longer holds the task (its lease expired or it was taken away)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: str
+    title: str
+    priority: Priority = Priority.MEDIUM
+    body: str = ""
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int = 3
+    max_budget_usd: Decimal | None = None
+    command: list[str] | None = None
+    source: str | None = None
+    body_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: str
+    attempt: int
+    lease_expires_at: datetime
+    row: TaskRow
+
+
+def is_gone(row: WorkerRow) -> bool:
+    """Stopped, lost or killed: requests to such a worker would reach nobody."""
+    return row.state in (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
+
+
+def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
+    return ev.TaskSubmitted(
+        task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
+        body_sha256=spec.body_sha256, shard=spec.shard, model=spec.model, type=spec.type,
+        max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
+        command=spec.command, source=spec.source,
+    )
+
+
+def retry_on_conflict(fn: Callable[P, T]) -> Callable[P, T]:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for _ in range(CONFLICT_RETRIES - 1):
+            try:
+                return fn(*args, **kwargs)
+            except WrongExpectedVersion:
+                continue
+        return fn(*args, **kwargs)
+
+    wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
+    return wrapper
+
+
+class ServiceBase:
+    """The store, the clock, the metadata, and the plumbing every command uses."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        actor: str | None = None,
+        trace_id: str | None = None,
+        clock: Callable[[], int] = system_clock_us,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_us = int(lease_seconds * 1_000_000)
+        self.metadata = Metadata(
+            actor=actor, trace_id=trace_id, host=socket.gethostname(), pid=os.getpid()
+        )
+        self._metadata = encode_metadata(self.metadata)  # the same bytes on every event
+        install(store)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _append(
+        self, conn: sqlite3.Connection, tx: Transaction, stream: str, events: Sequence[Event],
+        expected: Expected,
+    ) -> list[Envelope]:
+        recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)
+        envelopes = [
+            Envelope(r.position, r.stream, r.version, r.event_id, e, r.recorded_at, r.metadata)
+            for r, e in zip(recorded, events, strict=True)
+        ]
+        apply_inline(conn, envelopes)
+        return envelopes
+
+    def _task(self, conn: sqlite3.Connection, task_id: str) -> TaskRow:
+        row = QUEUE.load_by_id(conn, task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id!r}")
+        return row
+
+    def _worker(self, conn: sqlite3.Connection, worker_id: str) -> WorkerRow:
+        row = WORKERS.load_by_id(conn, worker_id)
+        if row is None:
+            raise NotFound(f"no worker {worker_id!r}")
+        return row
+
+    def _held(self, conn: sqlite3.Connection, task_id: str, worker: str, attempt: int) -> TaskRow:
+        row = self._task(conn, task_id)
+        if row.state != TaskState.RUNNING or row.worker != worker or row.attempt != attempt:
+            raise StaleAttempt(
+                f"task {task_id!r} attempt {attempt} is not held by {worker!r} any more "
+                f"(it is {row.state}, attempt {row.attempt}, worker {row.worker})"
+            )
+        return row
+
+    # --- reads (a snapshot: no write lock) ----------------------------------------------
+
+    def task(self, task_id: str) -> TaskRow:
+        with self.store.snapshot() as tx:
+            return self._task(connection_of(tx), task_id)
+
+    def worker(self, worker_id: str) -> WorkerRow:
+        with self.store.snapshot() as tx:
+            return self._worker(connection_of(tx), worker_id)
+
+    def submitted(self, task_id: str) -> ev.TaskSubmitted:
+        """The task as submitted: title, body, command, filters, limits."""
+        for recorded in self.store.read_stream(ev.task_stream(task_id)):
+            if recorded.type == ev.TaskSubmitted.topic:
+                event = ev.decode_event(recorded)
+                assert isinstance(event, ev.TaskSubmitted)
+                return event
+        raise NotFound(f"no task {task_id!r}")
+

@@ -1,0 +1,82 @@
+"""Budget commands: spend, warnings, the kill switch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tri24es import events as ev
+from tri24es.events import (
+    Envelope,
+    encode,
+)
+from tri24es.projections import (
+    apply_inline,
+    connection_of,
+    read_killswitch,
+)
+from tri24es.services.base import (
+    ServiceBase,
+)
+
+
+class BudgetCommands(ServiceBase):
+    # --- budget ------------------------------------------------------------------------
+
+    def record_spend(self, spend: ev.SpendRecorded, event_id: str | None = None) -> bool:
+        """Record spend; False if ``event_id`` (e.g. derived from a spend.jsonl line) was
+        recorded before, so the same spend is never counted twice."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            if event_id is not None and tx.events_by_id([event_id]):
+                return False
+            new = encode(spend, self._metadata, event_id)
+            r = tx.append(ev.SPEND_STREAM, [new])[0]
+            apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
+                                         r.recorded_at, r.metadata)])
+            return True
+
+    def record_spend_many(self, spends: Sequence[tuple[ev.SpendRecorded, str]]) -> int:
+        """Record many spends, each with its event id, in one transaction; ids recorded
+        before are skipped. Returns how many were new."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            ids = [eid for _, eid in spends]
+            known = {r.event_id for i in range(0, len(ids), 500)  # SQL variable limits
+                     for r in tx.events_by_id(ids[i:i + 500])}
+            fresh = {eid: spend for spend, eid in spends if eid not in known}
+            if not fresh:
+                return 0
+            recorded = tx.append(ev.SPEND_STREAM, [encode(spend, self._metadata, eid)
+                                                   for eid, spend in fresh.items()])
+            apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
+                                         r.recorded_at, r.metadata)
+                                for r, spend in zip(recorded, fresh.values(), strict=True)])
+            return len(recorded)
+
+    def raise_budget_warning(self, warning: ev.BudgetWarningRaised) -> None:
+        with self.store.transaction() as tx:
+            tx.append(ev.BUDGET_STREAM, [encode(warning, self._metadata)])
+
+    def activate_killswitch(self, event: ev.KillSwitchActivated) -> bool:
+        """Activate the kill switch exactly once however many callers race: False if it
+        was already active."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            state = read_killswitch(conn)
+            if state.active:
+                return False
+            version = tx.stream_version(ev.KILL_SWITCH_STREAM)
+            self._append(conn, tx, ev.KILL_SWITCH_STREAM, [event], version)
+            return True
+
+    def reset_killswitch(self, *, by: str | None, reason: str) -> bool:
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            if not read_killswitch(conn).active:
+                return False
+            version = tx.stream_version(ev.KILL_SWITCH_STREAM)
+            self._append(conn, tx, ev.KILL_SWITCH_STREAM,
+                         [ev.KillSwitchReset(by=by, reason=reason)], version)
+            return True
+
+

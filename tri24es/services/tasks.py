@@ -1,0 +1,221 @@
+"""Task commands: submit, claim, complete, fail, requeue, cancel, retry, leases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from tri24es import events as ev
+from tri24es.events import (
+    Event,
+    RequeueReason,
+)
+from tri24es.machines import TaskState, WorkerState, advance_task
+from tri24es.projections import (
+    QUEUE,
+    WORKERS,
+    TaskRow,
+    connection_of,
+    read_killswitch,
+)
+from tri24es.services.base import (
+    Claim,
+    ServiceBase,
+    ServiceError,
+    StaleAttempt,
+    TaskSpec,
+    retry_on_conflict,
+    submitted_event,
+)
+from tri24es.timeutil import from_us, to_us
+
+
+class TaskCommands(ServiceBase):
+    # --- tasks -------------------------------------------------------------------------
+
+    @retry_on_conflict
+    def submit(self, spec: TaskSpec) -> tuple[TaskRow, bool]:
+        """Submit a task; idempotent by id. Returns the row and whether it was new."""
+        event = submitted_event(spec)
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            existing = QUEUE.load_by_id(conn, spec.task_id)
+            if existing is not None:
+                return existing, False
+            stream = ev.task_stream(spec.task_id)
+            # 0 unless an earlier file with this id was rejected: then it follows those events.
+            self._append(conn, tx, stream, [event], tx.stream_version(stream))
+            return self._task(conn, spec.task_id), True
+
+    @retry_on_conflict
+    def reject(self, task_id: str, reason: str, source: str | None = None) -> None:
+        """Record that a task file was refused (bad input): no task is created."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            if QUEUE.load_by_id(conn, task_id) is not None:
+                raise ServiceError(f"task {task_id!r} is already submitted: not rejecting it")
+            stream = ev.task_stream(task_id)
+            self._append(conn, tx, stream, [ev.TaskRejected(task_id=task_id, reason=reason,
+                                                            source=source)],
+                         tx.stream_version(stream))
+
+    @retry_on_conflict
+    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Submit many tasks in one transaction (a queue folder scan, a bulk import);
+        ids already known are skipped. Returns the ids this call submitted."""
+        new: list[str] = []
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            for spec in specs:
+                if QUEUE.load_by_id(conn, spec.task_id) is None:
+                    stream = ev.task_stream(spec.task_id)
+                    version = tx.stream_version(stream)
+                    self._append(conn, tx, stream, [submitted_event(spec)], version)
+                    new.append(spec.task_id)
+        return new
+
+    @retry_on_conflict
+    def claim(self, worker_id: str) -> Claim | None:
+        """Take the first claimable task for this worker, or None (DESIGN.md §6)."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            if read_killswitch(conn).active:
+                return None
+            worker = self._worker(conn, worker_id)
+            if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
+                return None
+            row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type)
+            if row is None:
+                return None
+            lease = from_us(self.clock() + self.lease_us)
+            event = ev.TaskClaimed(
+                task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
+                lease_expires_at=lease,
+            )
+            claimed = self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
+            row.state, row.worker, row.attempt = TaskState.RUNNING.value, worker_id, event.attempt
+            row.lease_expires_at, row.version = to_us(lease), claimed[-1].version
+            return Claim(row.task_id, event.attempt, lease, row)
+
+    @retry_on_conflict
+    def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int) -> None:
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._held(conn, task_id, worker, attempt)
+            event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=pid,
+                                   pgid=pgid)
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+
+    @retry_on_conflict
+    def renew_lease(self, task_id: str, worker: str, attempt: int) -> datetime:
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._held(conn, task_id, worker, attempt)
+            lease = from_us(self.clock() + self.lease_us)
+            event = ev.LeaseRenewed(task_id=task_id, worker=worker, attempt=attempt,
+                                    lease_expires_at=lease)
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            return lease
+
+    @retry_on_conflict
+    def complete(
+        self, task_id: str, worker: str, attempt: int, exit_code: int = 0, *,
+        claim_next: bool = False,
+    ) -> Claim | None:
+        """Record a successful attempt. With ``claim_next``, also claim the worker's next task
+        in the same transaction (one commit per task instead of two); returns that claim."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._held(conn, task_id, worker, attempt)
+            event = ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
+                                     exit_code=exit_code)
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            return self.claim(worker) if claim_next else None  # joins this transaction
+
+    @retry_on_conflict
+    def fail(
+        self, task_id: str, worker: str, attempt: int, error: str, *, retryable: bool = True,
+        exit_code: int | None = None,
+    ) -> TaskState:
+        """Record a failed attempt; requeue while attempts remain, else dead-letter."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._held(conn, task_id, worker, attempt)
+            events: list[Event] = [ev.TaskFailed(task_id=task_id, worker=worker, attempt=attempt,
+                                                 error=error, retryable=retryable,
+                                                 exit_code=exit_code)]
+            if retryable and row.attempts_left() > 0:
+                events.append(ev.TaskRequeued(task_id=task_id, attempt=attempt, worker=worker,
+                                              reason=RequeueReason.RETRY))
+            else:
+                events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
+                                                  error=error, worker=worker))
+            self._append(conn, tx, ev.task_stream(task_id), events, row.version)
+            return TaskState(self._task(conn, task_id).state)
+
+    @retry_on_conflict
+    def requeue(self, task_id: str, reason: RequeueReason, *, by: str | None = None,
+                attempt: int | None = None) -> None:
+        """Put a running task back in the queue (worker stopped, manual)."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, task_id)
+            if attempt is not None and row.attempt != attempt:
+                raise StaleAttempt(f"task {task_id!r} is at attempt {row.attempt}, not {attempt}")
+            event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt, reason=reason,
+                                    worker=row.worker, by=by)
+            self._check_task(row, event)
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+
+    @retry_on_conflict
+    def cancel(self, task_id: str, *, by: str | None = None, reason: str | None = None) -> None:
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, task_id)
+            event = ev.TaskCancelled(task_id=task_id, worker=row.worker, by=by, reason=reason)
+            self._check_task(row, event)
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+
+    @retry_on_conflict
+    def retry(self, task_id: str, *, by: str | None = None) -> None:
+        """Send a dead-lettered (failed) task back to the queue with a fresh retry budget."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, task_id)
+            event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt,
+                                    reason=RequeueReason.MANUAL, by=by)
+            if row.state != TaskState.FAILED:
+                raise ServiceError(f"task {task_id!r} is {row.state}: only failed tasks retry")
+            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+
+    @staticmethod
+    def _check_task(row: TaskRow, event: Event) -> None:
+        advance_task(TaskState(row.state), event)  # raises IllegalTransition
+
+    def expire_leases(self, *, silent_after_us: int | None = None) -> tuple[list[str], list[str]]:
+        """Requeue (or dead-letter) running tasks whose lease ran out, and mark workers that
+        stayed silent longer than ``silent_after_us`` as lost. Returns (tasks, workers)."""
+        now = self.clock()
+        expired_tasks, lost_workers = [], []
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            for row in QUEUE.leases_expired_before(conn, now):
+                events: list[Event]
+                if row.attempts_left() > 0:
+                    events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
+                                              worker=row.worker,
+                                              reason=RequeueReason.LEASE_EXPIRED)]
+                else:
+                    events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
+                                                  error="lease expired", worker=row.worker)]
+                self._append(conn, tx, ev.task_stream(row.task_id), events, row.version)
+                expired_tasks.append(row.task_id)
+            if silent_after_us is not None:
+                for worker in WORKERS.silent_since(conn, now - silent_after_us):
+                    event = ev.WorkerLost(worker=worker.worker_id, by=self.metadata.actor,
+                                          last_seen=from_us(worker.last_seen))
+                    self._append(conn, tx, ev.worker_stream(worker.worker_id), [event],
+                                 worker.version)
+                    lost_workers.append(worker.worker_id)
+        return expired_tasks, lost_workers
+
