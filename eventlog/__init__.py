@@ -77,7 +77,8 @@ def open_store(
     clock: Callable[[], int] = system_clock_us,
 ) -> EventStore:
     """Open the store at ``url``: ``sqlite:///path``, a bare path, ``memory://`` or
-    ``postgresql://...``."""
+    ``postgresql://...`` (its schema from ``?options=-csearch_path%3DNAME``, else public;
+    ``busy_timeout`` is PostgreSQL's lock timeout, ``synchronous`` is for SQLite only)."""
     path = sqlite_path(url)
     if path is not None:
         from eventlog.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
@@ -96,8 +97,16 @@ def open_store(
 
         return MemoryStore(clock=clock)
     if scheme in ("postgresql", "postgres"):
-        raise StoreUnavailable(
-            "the PostgreSQL backend is not available yet in this version; use a SQLite path"
+        try:
+            from eventlog.postgres import DEFAULT_LOCK_TIMEOUT, PostgresStore
+        except ImportError as e:
+            raise StoreUnavailable(
+                "a postgresql:// store needs psycopg: pip install 'tri24es[postgres]'"
+            ) from e
+        return PostgresStore(
+            url,
+            clock=clock,
+            lock_timeout=DEFAULT_LOCK_TIMEOUT if busy_timeout is None else busy_timeout,
         )
     raise StoreUnavailable(
         f"unsupported store URL {url!r}: use sqlite:///PATH, a file path, or postgresql://..."

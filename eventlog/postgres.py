@@ -1,0 +1,469 @@
+"""PostgreSQL backend: the same contract as SQLite, for a log shared across machines.
+
+Every write transaction starts by taking one transaction-level advisory lock per schema
+(``pg_advisory_xact_lock``), reads the head row under it and numbers its events head+1, ...
+explicitly. Why not a sequence: two writers draw positions 7 and 8, the one holding 8
+commits first, a follower reads 8 and moves past 7, which becomes visible a moment later and
+is never read. Under the lock positions are gap-free, and since PostgreSQL makes a commit
+visible before it releases the transaction's locks, commits become visible in position
+order: any reader sees a prefix of the log, so a follower reading by position never skips an
+event. The price is one writer at a time per schema, as with SQLite's single writer.
+
+Followers are woken by LISTEN/NOTIFY: an append's transaction sends the new head position on
+the channel ``<schema>_events``; a listener thread per store, on its own connection, hands it
+to the waiting threads. The schema (DDL under the same advisory lock) is created on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.rows import TupleRow
+
+from eventlog.errors import (
+    DuplicateEventId,
+    EventLogError,
+    StoreLocked,
+    StoreUnavailable,
+)
+from eventlog.model import EMPTY_HEAD, Head, NewEvent, RecordedEvent, stamp, system_clock_us
+from eventlog.store import EventStore, Transaction
+
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 10
+#: A re-check however quiet the channel is, in case a notice was lost with its connection.
+SAFETY_RECHECK = 1.0
+
+# Lower case only: the name is also a NOTIFY channel (<schema>_events, at most 63 bytes).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,55}")
+COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
+
+# tuple.__new__ straight from C: cheaper than RecordedEvent._make for a million rows.
+_row = functools.partial(tuple.__new__, RecordedEvent)
+
+
+def schema_from_url(url: str) -> str | None:
+    """The first schema of ``?options=-csearch_path=...`` in a PostgreSQL URL, if any."""
+    for options in parse_qs(urlsplit(url).query).get("options", []):
+        found = re.search(r"search_path\s*=\s*([^\s,]+)", options)
+        if found:
+            return found.group(1).strip("\"'")
+    return None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock key that serializes writers of ``schema`` (a signed 64-bit int)."""
+    digest = hashlib.sha256(f"eventlog:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
+    """The one place where a psycopg error becomes an event-log error."""
+    message = " ".join(str(e).split())
+    if e.sqlstate is None or isinstance(e, psycopg.InterfaceError):
+        # No server error code: refused, unresolvable, a bad URL, or a connection lost.
+        return StoreUnavailable(f"cannot use PostgreSQL at {store.display_url}: {message}")
+    if isinstance(e, pg_errors.LockNotAvailable):
+        return StoreLocked(
+            f"PostgreSQL schema {store.schema!r} is locked by another writer "
+            f"(waited {store.lock_timeout:g} s, the lock timeout)"
+        )
+    if isinstance(e, pg_errors.UniqueViolation) and "event_id" in (e.diag.constraint_name or ""):
+        return DuplicateEventId(f"schema {store.schema!r}: {message}")
+    if isinstance(e, psycopg.OperationalError | pg_errors.InsufficientPrivilege):
+        return StoreUnavailable(f"PostgreSQL at {store.display_url}: {message}")
+    return EventLogError(f"PostgreSQL schema {store.schema!r}: {message}")
+
+
+class _Queries:
+    """The SQL of one schema, quoted once (the name is checked against SCHEMA_NAME)."""
+
+    def __init__(self, schema: str) -> None:
+        events = f'"{schema}".events'
+        self.table = events
+        self.stream_version = f"SELECT max(version) FROM {events} WHERE stream = %s".encode()
+        self.version_and_head = (
+            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s),"
+            f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        ).encode()
+        self.head_row = (
+            f"SELECT position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        ).encode()
+        self.by_ids = (
+            f"SELECT {COLUMNS} FROM unnest(%s::text[]) AS wanted (id)"
+            f" JOIN {events} ON event_id = wanted.id ORDER BY position"
+        ).encode()
+        # All or nothing: under the advisory lock no one else inserts between the check and
+        # the insert, so no row at all is written when one id of the batch is already stored.
+        # (A join on unnest, not "= ANY": a cached generic plan chose a sequential scan.)
+        self.insert = (
+            f"INSERT INTO {events} ({COLUMNS}) SELECT * FROM unnest("
+            "%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[],"
+            " %b::bytea[], %b::bigint[], %b::bytea[])"
+            " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS new (id)"
+            f" JOIN {events} ON event_id = new.id)"
+        ).encode()
+        self.read_stream = (
+            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
+        ).encode()
+        self.read_page = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s ORDER BY position LIMIT %s"
+        ).encode()
+        self.read_page_of_types = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND type = ANY(%s::text[])"
+            " ORDER BY position LIMIT %s"
+        ).encode()
+        self.head = f"SELECT max(position) FROM {events}".encode()
+        self.channel = f"{schema}_events"
+        key = lock_key(schema)
+        self.lock_key = key
+        self.begin_write = (
+            f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({key})"
+        ).encode()
+        self.begin_snapshot = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        self.listen = f'LISTEN "{self.channel}"'.encode()
+        self.ddl = f"""
+            CREATE TABLE {events} (
+                position    bigint PRIMARY KEY CHECK (position > 0),
+                stream      text   NOT NULL,
+                version     bigint NOT NULL CHECK (version > 0),
+                event_id    text   NOT NULL,
+                type        text   NOT NULL,
+                data        bytea  NOT NULL,
+                metadata    bytea  NOT NULL,
+                recorded_at bigint NOT NULL,
+                hash        bytea  NOT NULL,
+                CONSTRAINT events_stream_version_key UNIQUE (stream, version),
+                CONSTRAINT events_event_id_key UNIQUE (event_id)
+            );
+            CREATE FUNCTION "{schema}".events_are_append_only() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'events are append-only: % refused', TG_OP;
+            END
+            $$;
+            CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {events}
+                FOR EACH ROW EXECUTE FUNCTION "{schema}".events_are_append_only();
+            CREATE TRIGGER events_are_append_only_truncate BEFORE TRUNCATE ON {events}
+                FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".events_are_append_only();
+        """.encode()
+
+    def notify_and_commit(self, position: int) -> bytes:
+        # One round trip; the notice is delivered only if (and once) the commit is visible.
+        return f"SELECT pg_notify('{self.channel}', '{position}'); COMMIT".encode()
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, store: PostgresStore, connection: psycopg.Connection[TupleRow]):
+        self.connection = connection
+        self._store = store
+        self._q = store.queries
+        self._head: Head | None = None
+        self.appended = False
+
+    @property
+    def head_position(self) -> int:
+        return 0 if self._head is None else self._head.position
+
+    def stream_version(self, stream: str) -> int:
+        if self._head is not None:
+            row = self.connection.execute(self._q.stream_version, (stream,)).fetchone()
+            return int(row[0] or 0) if row else 0
+        # The first look of this transaction reads the head (under the lock) with the version.
+        row = self.connection.execute(self._q.version_and_head, (stream,), binary=True).fetchone()
+        if row is None:
+            self._head = EMPTY_HEAD
+            return 0
+        self._head = Head(row[1], row[2], row[3])
+        return int(row[0] or 0)
+
+    def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
+        rows = self.connection.execute(self._q.by_ids, (event_ids,), binary=True).fetchall()
+        return list(map(_row, rows))
+
+    def _insert(
+        self, stream: str, version: int, batch: list[NewEvent]
+    ) -> list[RecordedEvent] | None:
+        ids = [e.event_id for e in batch]
+        if len(set(ids)) < len(ids):
+            return None  # a failed INSERT would abort the whole PostgreSQL transaction
+        head = self._head
+        if head is None:
+            row = self.connection.execute(self._q.head_row, binary=True).fetchone()
+            head = EMPTY_HEAD if row is None else Head(*row)
+        recorded = stamp(head, stream, version, batch, self._store.clock())
+        columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
+        cursor = self.connection.execute(self._q.insert, [*columns, ids])
+        if cursor.rowcount != len(recorded):
+            return None
+        last = recorded[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        self.appended = True
+        return recorded
+
+
+class _TransactionScope:
+    """``with store.transaction() as tx``: BEGIN + advisory lock ... NOTIFY + COMMIT, or
+    ROLLBACK on error. A transaction opened while another is open on the store joins it."""
+
+    __slots__ = ("_begin", "_joined", "_store")
+
+    def __init__(self, store: PostgresStore, begin: bytes) -> None:
+        self._store = store
+        self._begin = begin
+        self._joined = False
+
+    def __enter__(self) -> PostgresTransaction:
+        store = self._store
+        store._lock.acquire()
+        if store._tx is not None:
+            self._joined = True
+            return store._tx
+        try:
+            connection = store._connection()
+            connection.execute(self._begin)
+        except psycopg.Error as e:
+            store._rollback_quietly()
+            store._lock.release()
+            raise translate_error(store, e) from e
+        store._tx = PostgresTransaction(store, connection)
+        return store._tx
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        store = self._store
+        try:
+            if self._joined:
+                return
+            tx, store._tx = store._tx, None
+            assert tx is not None
+            if exc is not None:
+                tx.connection.execute(b"ROLLBACK")
+            elif tx.appended:
+                tx.connection.execute(store.queries.notify_and_commit(tx.head_position))
+            else:
+                tx.connection.execute(b"COMMIT")
+        except psycopg.Error as e:
+            store._rollback_quietly()
+            if exc is None:
+                raise translate_error(store, e) from e
+        finally:
+            store._lock.release()
+        if isinstance(exc, psycopg.Error):
+            raise translate_error(store, exc) from exc
+
+
+class _Listener:
+    """LISTENs on its own connection in a thread and tells waiters the newest notified head."""
+
+    def __init__(self, connection: psycopg.Connection[TupleRow], listen: bytes):
+        self._connection = connection
+        connection.execute(listen)
+        self.latest = 0
+        self.alive = True
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="eventlog-listen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                for note in self._connection.notifies(timeout=SAFETY_RECHECK):
+                    if self._stopping:
+                        break
+                    if note.payload.isdigit():
+                        with self._changed:
+                            self.latest = max(self.latest, int(note.payload))
+                            self._changed.notify_all()
+        except psycopg.Error:
+            # The connection is gone: waiters fall back to the safety re-check, and the next
+            # wait_for_change starts a new listener.
+            self.alive = False
+        finally:
+            self._connection.close()
+
+    def wait_beyond(self, position: int, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.latest > position, timeout)
+
+    def stop(self, poke: Callable[[], object]) -> None:
+        self._stopping = True
+        with contextlib.suppress(psycopg.Error):
+            poke()  # any notice on the channel ends the thread's wait at once
+        self._thread.join(timeout=SAFETY_RECHECK * 2)
+
+
+class PostgresStore(EventStore):
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], int] = system_clock_us,
+        schema: str | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self.display_url = redact(url)
+        self.clock = clock
+        self.lock_timeout = lock_timeout
+        self.connect_timeout = connect_timeout
+        self.schema = schema or schema_from_url(url) or "public"
+        if not SCHEMA_NAME.fullmatch(self.schema):
+            raise StoreUnavailable(
+                f"schema name {self.schema!r} must be lower-case letters, digits and '_' "
+                "(at most 56 characters)"
+            )
+        self.queries = _Queries(self.schema)
+        self.lock_key = self.queries.lock_key
+        self._lock = threading.RLock()
+        self._tx: PostgresTransaction | None = None
+        self._listener: _Listener | None = None
+        self._db = self._connect()
+        try:
+            self._create_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[TupleRow]:
+        try:
+            connection = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=self.connect_timeout
+            )
+            connection.execute(f"SET lock_timeout = {round(self.lock_timeout * 1000)}".encode())
+        except psycopg.Error as e:
+            raise translate_error(self, e) from e
+        return connection
+
+    def _connection(self) -> psycopg.Connection[TupleRow]:
+        """The store's connection; a new one if the last was lost (never inside a transaction)."""
+        if self._db.closed and self._tx is None:
+            self._db = self._connect()
+        return self._db
+
+    def _rollback_quietly(self) -> None:
+        if self._db.closed or self._db.info.transaction_status == pq.TransactionStatus.IDLE:
+            return
+        with contextlib.suppress(psycopg.Error):
+            self._db.execute(b"ROLLBACK")
+
+    def _create_schema(self) -> None:
+        """Create the table and its triggers once, even when several processes start at once."""
+        table = self.queries.table
+        with self._errors():
+            found = self._db.execute(b"SELECT to_regclass(%s)", (table,)).fetchone()
+            if found is not None and found[0] is not None:
+                return
+            # A session lock, taken before the transaction: a transaction that waited on an
+            # advisory lock would still look names up in the catalog as it was at its start.
+            self._db.execute(b"SELECT pg_advisory_lock(%s)", (self.lock_key,))
+            try:
+                with self._db.transaction():
+                    found = self._db.execute(b"SELECT to_regclass(%s)", (table,)).fetchone()
+                    if found is not None and found[0] is not None:
+                        return
+                    exists = self._db.execute(
+                        b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                    ).fetchone()
+                    if exists is None:
+                        self._db.execute(f'CREATE SCHEMA "{self.schema}"'.encode())
+                    self._db.execute(self.queries.ddl)
+            finally:
+                self._db.execute(b"SELECT pg_advisory_unlock(%s)", (self.lock_key,))
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as e:
+            raise translate_error(self, e) from e
+
+    def transaction(self) -> _TransactionScope:
+        return _TransactionScope(self, self.queries.begin_write)
+
+    def snapshot(self) -> _TransactionScope:
+        # No advisory lock: a REPEATABLE READ snapshot never waits for writers.
+        return _TransactionScope(self, self.queries.begin_snapshot)
+
+    def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        with self._lock, self._errors():
+            rows = (
+                self._connection()
+                .execute(self.queries.read_stream, (stream, from_version), binary=True)
+                .fetchall()
+            )
+        return list(map(_row, rows))
+
+    def read_page(
+        self, after_position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        with self._lock, self._errors():
+            connection = self._connection()
+            if types is None:
+                cursor = connection.execute(
+                    self.queries.read_page, (after_position, limit), binary=True
+                )
+            else:
+                cursor = connection.execute(
+                    self.queries.read_page_of_types,
+                    (after_position, list(types), limit),
+                    binary=True,
+                )
+            rows = cursor.fetchall()
+        return list(map(_row, rows))
+
+    def head(self) -> int:
+        with self._lock, self._errors():
+            row = self._connection().execute(self.queries.head).fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def _listening(self) -> _Listener:
+        with self._lock:
+            if self._listener is None or not self._listener.alive:
+                # LISTEN before the first look at the head: a commit after that look is
+                # always notified.
+                connection = self._connect()
+                try:
+                    with self._errors():
+                        self._listener = _Listener(connection, self.queries.listen)
+                except BaseException:
+                    connection.close()
+                    raise
+            return self._listener
+
+    def wait_for_change(self, after_position: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        listener = self._listening()
+        while True:
+            if listener.latest > after_position or self.head() > after_position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            listener.wait_beyond(after_position, min(remaining, SAFETY_RECHECK))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                channel = self.queries.channel
+                self._listener.stop(
+                    lambda: self._db.execute(b"SELECT pg_notify(%s, 'stop')", (channel,))
+                )
+                self._listener = None
+            self._db.close()

@@ -1,0 +1,363 @@
+"""The PostgreSQL backend: the contract, plus what only a real server and processes can show.
+
+Every store lives in its own schema, dropped at teardown; the server comes from
+TRI24ES_TEST_PG_DSN (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+
+import psycopg
+import pytest
+
+from eventlog import (
+    CorruptLog,
+    EventLogError,
+    StoreLocked,
+    StoreUnavailable,
+    open_store,
+)
+from eventlog.model import system_clock_us
+from eventlog.postgres import PostgresStore, schema_from_url
+from eventlog.testing import EventStoreContract, StoreFactory, event
+from tests.integration.test_sqlite_store import CONTEND, FOLLOW, expect_line, python
+
+RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"
+numbers = itertools.count()
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def new_schema(pg_dsn: str) -> Iterator[Callable[[], str]]:
+    """Hands out fresh schema names of this test run; drops them all afterwards."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"{RUN}_{next(numbers)}")
+        return made[-1]
+
+    yield new
+    with closing(psycopg.connect(pg_dsn, autocommit=True)) as admin:
+        for schema in made:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+@pytest.fixture
+def url(pg_dsn: str, new_schema: Callable[[], str]) -> str:
+    """A URL naming a fresh schema."""
+    return with_schema(pg_dsn, new_schema())
+
+
+class TestPostgresStore(EventStoreContract):
+    @pytest.fixture
+    def make_store(self, pg_dsn: str, new_schema: Callable[[], str]) -> Iterator[StoreFactory]:
+        made: list[PostgresStore] = []
+
+        def make(clock: Callable[[], int] | None = None) -> PostgresStore:
+            store = PostgresStore(pg_dsn, schema=new_schema(), clock=clock or system_clock_us)
+            made.append(store)
+            return store
+
+        yield make
+        for store in made:
+            store.close()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[PostgresStore]:
+    with PostgresStore(url) as store:
+        yield store
+
+
+@pytest.fixture
+def five(store: PostgresStore) -> PostgresStore:
+    for n in range(5):
+        store.append(f"s-{n % 2}", [event(n=n)])
+    return store
+
+
+def raw(store: PostgresStore) -> closing[psycopg.Connection[tuple[object, ...]]]:
+    return closing(psycopg.connect(store.url, autocommit=True))
+
+
+# -- append-only and tamper evidence --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET data = '\\x00' WHERE position = 2",
+        "DELETE FROM events WHERE position = 2",
+        "TRUNCATE events",
+    ],
+)
+def test_the_database_refuses_update_delete_and_truncate(
+    five: PostgresStore, statement: str
+) -> None:
+    with raw(five) as db, pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        db.execute(statement.encode())
+    assert five.verify() == 5
+
+
+def test_verify_names_a_row_changed_behind_the_store(five: PostgresStore) -> None:
+    with raw(five) as db:
+        db.execute(b"ALTER TABLE events DISABLE TRIGGER events_are_append_only")
+        db.execute(b"UPDATE events SET data = %s WHERE position = 3", (b'{"n":999}',))
+    with pytest.raises(CorruptLog, match="position 3: changed") as raised:
+        five.verify()
+    assert raised.value.position == 3
+
+
+def test_verify_names_a_row_deleted_behind_the_store(five: PostgresStore) -> None:
+    with raw(five) as db:
+        db.execute(b"ALTER TABLE events DISABLE TRIGGER USER")
+        db.execute(b"DELETE FROM events WHERE position = 3")
+    with pytest.raises(CorruptLog, match="position 3: missing"):
+        five.verify()
+
+
+# -- the store's own guarantees -------------------------------------------------------------
+
+
+def test_a_later_writer_with_a_slower_clock_keeps_time_monotonic(url: str) -> None:
+    with PostgresStore(url, clock=lambda: 10_000_000) as ahead:
+        ahead.append("s", [event()])
+    with PostgresStore(url, clock=lambda: 4_000_000) as behind:
+        (recorded,) = behind.append("s", [event()])
+        assert recorded.recorded_at == 10_000_000
+        assert behind.verify() == 2
+
+
+def test_projection_writes_commit_and_roll_back_with_the_events(store: PostgresStore) -> None:
+    with store.transaction() as tx:
+        assert isinstance(tx.connection, psycopg.Connection)
+        tx.connection.execute(b"CREATE TABLE doors (name text PRIMARY KEY)")
+
+    def open_door_then_fail() -> None:
+        with store.transaction() as tx:
+            tx.append("door-1", [event()])
+            tx.connection.execute(b"INSERT INTO doors VALUES ('door-1')")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        open_door_then_fail()
+    with store.transaction() as tx:
+        assert tx.connection.execute(b"SELECT count(*) FROM doors").fetchone() == (0,)
+        tx.append("door-2", [event()])
+        tx.connection.execute(b"INSERT INTO doors VALUES ('door-2')")
+    with store.snapshot() as snap:
+        rows = snap.connection.execute(b"SELECT name FROM doors").fetchall()
+        assert rows == [("door-2",)]
+        assert snap.stream_version("door-2") == 1
+    assert store.head() == 1
+
+
+def test_a_snapshot_is_read_only(five: PostgresStore) -> None:
+    with pytest.raises(EventLogError, match="read-only"), five.snapshot() as snap:
+        snap.append("s-0", [event()])
+    assert five.head() == 5
+    assert five.append("s-0", [event()], 3)[0].position == 6  # the connection recovered
+
+
+def test_a_held_write_lock_raises_store_locked_then_recovers(url: str) -> None:
+    with PostgresStore(url, lock_timeout=0.2) as store, raw(store) as holder:
+        store.append("s", [event()])
+        holder.execute(b"SELECT pg_advisory_lock(%s)", (store.lock_key,))
+        started = time.monotonic()
+        with pytest.raises(StoreLocked, match="locked by another writer"):
+            store.append("s", [event()])
+        assert 0.15 <= time.monotonic() - started < 2
+        assert store.head() == 1  # readers never wait for the write lock
+        holder.execute(b"SELECT pg_advisory_unlock(%s)", (store.lock_key,))
+        assert store.append("s", [event()], 1)[0].position == 2
+
+
+def test_many_stores_creating_one_schema_at_once_all_succeed(url: str) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def open_and_append() -> None:
+        start.wait()
+        try:
+            with PostgresStore(url) as store:
+                store.append("s", [event()])
+        except BaseException as e:  # reported below, with the thread's own traceback
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_and_append) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with PostgresStore(url) as store:
+        assert store.verify() == 8
+
+
+# -- open_store and bad URLs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_open_store_opens_postgresql_urls_in_the_named_schema(
+    pg_dsn: str, new_schema: Callable[[], str], scheme: str
+) -> None:
+    schema = new_schema()
+    url = with_schema(scheme + pg_dsn[pg_dsn.index("://"):], schema)
+    with open_store(url, busy_timeout=1.5) as store:
+        assert isinstance(store, PostgresStore)
+        assert (store.schema, store.lock_timeout) == (schema, 1.5)
+        store.append("s", [event()])
+    with raw(store) as db:
+        row = db.execute(f'SELECT count(*) FROM "{schema}".events'.encode()).fetchone()
+        assert row == (1,)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://nobody:secret@127.0.0.1:1/x", r"cannot use PostgreSQL at "
+         r"postgresql://nobody:\*\*\*@127.0.0.1:1/x: connection failed: .*refused"),
+        ("postgresql://127.0.0.1:5432/x?bogus=1", "invalid URI query parameter"),
+        ("postgresql://127.0.0.1/x?options=-csearch_path%3DBad-Name", "schema name 'Bad-Name'"),
+    ],
+)
+def test_open_store_says_plainly_why_postgresql_is_unavailable(url: str, message: str) -> None:
+    with pytest.raises(StoreUnavailable, match=message):
+        open_store(url)
+
+
+def test_the_schema_comes_from_the_search_path_option() -> None:
+    assert schema_from_url("postgresql://h/db?options=-csearch_path%3Devents_a") == "events_a"
+    assert schema_from_url("postgresql://h/db?options=-c%20search_path%3Dx,public") == "x"
+    assert schema_from_url("postgresql://h/db?sslmode=disable") is None
+
+
+# -- other processes ------------------------------------------------------------------------
+
+
+def go(*children: subprocess.Popen[str]) -> None:
+    for child in children:
+        expect_line(child, "ready")
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+
+
+def test_two_processes_appending_to_one_stream_never_share_a_version(url: str) -> None:
+    attempts = 300
+    PostgresStore(url).close()
+    with python(CONTEND, url, "a", attempts) as a, python(CONTEND, url, "b", attempts) as b:
+        go(a, b)
+        outcomes = {
+            name: json.loads(child.communicate(timeout=60)[0])
+            for name, child in [("a", a), ("b", b)]
+        }
+    print(f"concurrent appends: {outcomes}")
+    with PostgresStore(url) as store:
+        stored = store.read_stream("counter")
+        total = sum(o["wins"] for o in outcomes.values())
+        assert [e.version for e in stored] == list(range(1, total + 1))
+        for name, outcome in outcomes.items():
+            assert outcome["wins"] + outcome["conflicts"] == attempts
+            assert sum(json.loads(e.data)["by"] == name for e in stored) == outcome["wins"]
+        assert store.verify() == total
+
+
+WRITE = """
+    import sys
+    from eventlog import NewEvent, open_store
+    url, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store = open_store(url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for n in range(rounds):
+        event = NewEvent("Wrote", b'{"n":%d}' % n)
+        if n % 10 == 9:  # now and then two appends committed together
+            with store.transaction() as tx:
+                tx.append(f"{name}-a", [event])
+                tx.append(f"{name}-b", [NewEvent("Wrote", b"{}")])
+        else:
+            store.append(f"{name}-{n % 3}", [event])
+    store.close()
+"""
+
+FOLLOW_BY_POSITION = """
+    import json, sys
+    from eventlog import open_store
+    store = open_store(sys.argv[1])
+    total = int(sys.argv[2])
+    store.wait_for_change(0, 0.01)  # listening from here on
+    print("ready", flush=True)
+    seen, after, reads = [], 0, 0
+    while after < total:
+        reads += 1
+        for event in store.read_all(after, batch_size=50):
+            seen.append(event.position)
+            after = event.position
+        if after < total and not store.wait_for_change(after, 30):
+            break
+    store.close()
+    print(json.dumps({"seen": seen, "reads": reads}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_follower_by_position_sees_every_event_of_concurrent_writers(url: str) -> None:
+    writers, rounds = 4, 300
+    total = writers * (rounds + rounds // 10)
+    PostgresStore(url).close()
+    with python(FOLLOW_BY_POSITION, url, total) as follower:
+        expect_line(follower, "ready")
+        children = [python(WRITE, url, f"w{n}", rounds) for n in range(writers)]
+        try:
+            go(*children)
+            for child in children:
+                _, err = child.communicate(timeout=120)
+                assert child.returncode == 0, err
+        finally:
+            for child in children:
+                child.kill()
+        out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    result = json.loads(out)
+    print(f"follower read {len(result['seen'])} events in {result['reads']} rounds")
+    assert result["seen"] == list(range(1, total + 1))
+    assert result["reads"] > 1  # it followed the writers, not just read the log at the end
+    with PostgresStore(url) as store:
+        assert store.verify() == total
+
+
+def test_a_commit_wakes_a_follower_in_another_process(store: PostgresStore) -> None:
+    rounds, latencies = 8, []
+    with python(FOLLOW, store.url, rounds) as follower:
+        assert follower.stdout is not None
+        for _ in range(rounds):
+            expect_line(follower, "waiting")
+            with pytest.raises(subprocess.TimeoutExpired):
+                follower.wait(0.1)  # still blocked: nothing new yet
+            store.append("s", [event()])
+            committed_at = time.monotonic()  # CLOCK_MONOTONIC is system-wide on Linux
+            woke, woke_at = follower.stdout.readline().split()
+            assert woke == "True"
+            latencies.append(float(woke_at) - committed_at)
+        assert follower.wait(10) == 0
+    print(
+        "cross-process wake-up latency (LISTEN/NOTIFY): "
+        + ", ".join(f"{latency * 1000:.1f}" for latency in latencies)
+        + " ms"
+    )
+    assert max(latencies) < 0.1
+
