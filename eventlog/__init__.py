@@ -27,6 +27,7 @@ from eventlog.model import (
     NewEvent,
     RecordedEvent,
     chain_hash,
+    redact_url,
     rehash,
     system_clock_us,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "WrongExpectedVersion",
     "chain_hash",
     "open_store",
+    "redact_url",
     "rehash",
     "sqlite_path",
 ]

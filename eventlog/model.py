@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -125,6 +126,11 @@ def rehash(prev_hash: bytes, event: RecordedEvent) -> bytes:
         event.metadata,
         event.recorded_at,
     )
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and output."""
+    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def system_clock_us() -> int:

@@ -36,7 +36,15 @@ from eventlog.errors import (
     StoreLocked,
     StoreUnavailable,
 )
-from eventlog.model import EMPTY_HEAD, Head, NewEvent, RecordedEvent, stamp, system_clock_us
+from eventlog.model import (
+    EMPTY_HEAD,
+    Head,
+    NewEvent,
+    RecordedEvent,
+    redact_url,
+    stamp,
+    system_clock_us,
+)
 from eventlog.store import EventStore, Transaction
 
 DEFAULT_LOCK_TIMEOUT = 5.0
@@ -59,11 +67,6 @@ def schema_from_url(url: str) -> str | None:
         if found:
             return found.group(1).strip("\"'")
     return None
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def lock_key(schema: str) -> int:
@@ -319,7 +322,7 @@ class PostgresStore(EventStore):
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self.url = url
-        self.display_url = redact(url)
+        self.display_url = redact_url(url)
         self.clock = clock
         self.lock_timeout = lock_timeout
         self.connect_timeout = connect_timeout

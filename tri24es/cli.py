@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventlog import EventLogError
+from eventlog import EventLogError, redact_url
 from tri24es import __version__
 from tri24es.cli_audit import audit_app
 from tri24es.cli_budget import budget_watchdog
@@ -86,7 +86,7 @@ def init(ctx: typer.Context) -> None:
     head = store.head()
     store.close()
     typer.echo(f"initialised {s.root}")
-    typer.echo(f"  store:  {s.db_url} ({head} events)")
+    typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
     typer.echo(f"  tasks:  {s.tasks_dir}/{{{','.join(TASK_FOLDERS)}}}/")
 
 

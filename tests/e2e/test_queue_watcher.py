@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import CLI, Run, clean_env
 
-DEADLINE = 20.0
+DEADLINE = 30.0
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -26,7 +26,7 @@ E = TypeVar("E", bound=ev.Event)
 
 AGENT = Path(__file__).parent / "agents" / "scripted.py"
 EXEC = f"{sys.executable} {AGENT}"
-DEADLINE = 15.0
+DEADLINE = 30.0  # generous: only reached when something is wrong (or the machine is very busy)
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:

@@ -62,8 +62,9 @@ def connection_of(tx: Transaction) -> sqlite3.Connection:
     conn = tx.connection
     if not isinstance(conn, sqlite3.Connection):
         raise ProjectionError(
-            "this store keeps no SQL tables for the views (the in-memory backend is for "
-            "event-log tests only): use a SQLite path"
+            "the views (queue, workers, spend, kill switch) are kept in SQLite only in this "
+            "version: point TRI24ES_DB at a SQLite path (PostgreSQL holds the event log only; "
+            "the in-memory backend is for event-log tests)"
         )
     return conn
 
