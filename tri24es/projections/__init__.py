@@ -24,6 +24,10 @@ from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
 
 PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
 
+#: Bump when the shape of a view table changes: stores made before are rebuilt from the log.
+VIEWS_VERSION = 2
+VIEWS_VERSION_DDL = "CREATE TABLE IF NOT EXISTS views_version (version INTEGER NOT NULL)"
+
 CHECKPOINTS_DDL = """
 CREATE TABLE IF NOT EXISTS checkpoints (
     projection TEXT PRIMARY KEY,
@@ -77,15 +81,29 @@ def _run_ddl(conn: sqlite3.Connection, ddl: str) -> None:
 
 
 def install(store: EventStore) -> None:
-    """Create the view tables and checkpoints, and apply any events they have not seen."""
+    """Create the view tables and checkpoints, and apply any events they have not seen.
+
+    Views are disposable: when their tables were made by a version of tri24es with another
+    ``VIEWS_VERSION``, they are dropped and rebuilt from the log."""
     with store.transaction() as tx:
         conn = connection_of(tx)
+        _run_ddl(conn, VIEWS_VERSION_DDL)
+        found = conn.execute("SELECT version FROM views_version").fetchone()
+        outdated = found is None or found[0] != VIEWS_VERSION
+        if outdated:
+            for table in (*(t for p in PROJECTIONS for t in p.tables), "checkpoints"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM views_version")
+            conn.execute("INSERT INTO views_version VALUES (?)", (VIEWS_VERSION,))
         for projection in PROJECTIONS:
             _run_ddl(conn, projection.ddl)
         _run_ddl(conn, CHECKPOINTS_DDL)
         conn.executemany(
             "INSERT OR IGNORE INTO checkpoints VALUES (?, 0)", [(p.name,) for p in PROJECTIONS]
         )
+        if outdated:
+            _refill(store, conn)
+            return
         behind = min(position for (position,) in conn.execute("SELECT position FROM checkpoints"))
         if behind < store.head():
             for page in store.read_pages(behind):
@@ -172,12 +190,18 @@ def rebuild(
     """Replace every view table with a fresh fold of the whole log, in one transaction."""
     install(store)
     with store.transaction() as tx:
-        conn = connection_of(tx)
-        views = fold_log(store, progress=progress)
-        for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
-            projection.clear(conn)
-            projection.write_all(conn, view)
-        conn.execute("UPDATE checkpoints SET position = ?", (views.position,))
+        return _refill(store, connection_of(tx), progress)
+
+
+def _refill(
+    store: EventStore, conn: sqlite3.Connection, progress: Callable[[int], None] | None = None
+) -> Views:
+    """Fold the whole log in memory and write every view table from it, in bulk."""
+    views = fold_log(store, progress=progress)
+    for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
+        projection.clear(conn)
+        projection.write_all(conn, view)
+    conn.execute("UPDATE checkpoints SET position = ?", (views.position,))
     return views
 
 
