@@ -146,7 +146,8 @@ def record(
         if amount is not None:
             value = parse_amount(amount, limits.max_record_usd)
         elif tokens:
-            priced, flagged = Pricer().price(model, input_tokens or 0, output_tokens or 0)
+            pricer = Pricer(context.settings.fallback_usd_per_mtok)
+            priced, flagged = pricer.price(model, input_tokens or 0, output_tokens or 0)
             value = parse_amount(priced, limits.max_record_usd)
         else:
             raise UsageError("give --usd X, or --model M with --input-tokens/--output-tokens")

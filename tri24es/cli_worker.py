@@ -74,6 +74,7 @@ def worker(
         shard=shard or s.worker_shard, model=model or s.worker_model, type=type_,
         exec_command=exec_command, max_tasks=max_tasks, exit_when_idle=exit_when_idle,
         task_timeout=task_timeout, legacy_files=legacy_files, poll_interval=s.poll_interval,
+        fallback_usd_per_mtok=s.fallback_usd_per_mtok,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     store = context.open_store()

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     worker_shard: str | None = Field(default=None, validation_alias=env("WORKER_SHARD"))
     worker_model: str | None = Field(default=None, validation_alias=env("WORKER_MODEL"))
     trace_id: str | None = Field(default=None, validation_alias=env("TRACE_ID"))
+    # Tokens of a model genai-prices cannot price are charged at this rate, never at $0.
+    fallback_usd_per_mtok: PositiveMoney = Field(
+        default=Decimal("75"), validation_alias=env("TRI24ES_FALLBACK_USD_PER_MTOK")
+    )
 
     @property
     def state_dir(self) -> Path:

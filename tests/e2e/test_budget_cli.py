@@ -150,3 +150,20 @@ def test_one_daemon_per_store(project_ready: Path, run: Run) -> None:
             daemon.wait()
         assert daemon.stderr is not None
         daemon.stderr.close()
+
+
+def test_an_unpriced_model_is_charged_the_configured_fallback(
+    project_ready: Path, run: Run
+) -> None:
+    result = run(
+        "spend", "record", "--model", "no-such-model-anywhere", "--input-tokens", "1000000",
+        "--output-tokens", "0", env={"TRI24ES_FALLBACK_USD_PER_MTOK": "12.5"},
+    )
+    assert result.returncode == 0, result.stderr
+    with open_store(str(project_ready / "state" / "tri24es.db")) as store:
+        spends = [ev.decode_event(e) for e in store.read_all(types=["SpendRecorded"])]
+    assert len(spends) == 1
+    spend = spends[0]
+    assert isinstance(spend, ev.SpendRecorded)
+    assert spend.amount == Decimal("12.5")
+    assert spend.flagged is not None

@@ -31,6 +31,7 @@ from tri24es import events as ev
 from tri24es.errors import Tri24esError
 from tri24es.machines import TaskState, WorkerState
 from tri24es.machines.base import IllegalTransition
+from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
 from tri24es.runtime.agent import Agent, write_private
 from tri24es.runtime.signals import SignalInbox
@@ -65,6 +66,7 @@ class WorkerOptions:
     task_timeout: float | None = None
     legacy_files: bool = False
     poll_interval: float = 5.0
+    fallback_usd_per_mtok: Decimal = Decimal("75")  # for tokens of models with no known price
 
 
 class Stop(Exception):
@@ -291,7 +293,8 @@ class Worker:
     def _supervise(self, claim: Claim, agent: Agent) -> tuple[Ending, str]:
         """Watch the agent until it ends, renewing the lease, recording spend as its output
         streams, and following control. Returns how it ended and its last output line."""
-        parser, last_line = UsageParser(), ""
+        parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok))
+        last_line = ""
         now = time.monotonic()
         renew_at = now + self.beat_every
         timeout = self.options.task_timeout
