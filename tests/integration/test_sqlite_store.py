@@ -21,7 +21,6 @@ import eventlog
 from eventlog import (
     NO_STREAM,
     CorruptLog,
-    NewEvent,
     StoreLocked,
     StoreUnavailable,
     UnsafePath,
@@ -32,6 +31,7 @@ from eventlog.memory import MemoryStore
 from eventlog.model import system_clock_us
 from eventlog.sqlite import SQLiteStore
 from eventlog.testing import EventStoreContract, StoreFactory, event
+from tests.conftest import MILLION_BATCHES, MILLION_PER_BATCH
 
 PROJECT_ROOT = Path(eventlog.__file__).resolve().parent.parent
 
@@ -337,12 +337,10 @@ MEASURE_READ_ALL = """
 @pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="needs /proc to tell heap from mapped pages"
 )
-def test_read_all_over_a_million_events_stays_in_bounded_memory(tmp_path: Path) -> None:
-    path, batches, per_batch = tmp_path / "big.db", 100, 10_000
-    with SQLiteStore(path, synchronous="OFF") as store:
-        for b in range(batches):
-            batch = [NewEvent("Ticked", b"{}", event_id=f"{b}-{n}") for n in range(per_batch)]
-            store.append(f"s-{b}", batch, NO_STREAM)
+def test_read_all_over_a_million_events_stays_in_bounded_memory(
+    million_event_store: Path,
+) -> None:
+    path, batches, per_batch = million_event_store, MILLION_BATCHES, MILLION_PER_BATCH
     with python(MEASURE_READ_ALL, path) as child:
         out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
