@@ -7,11 +7,9 @@ import threading
 from typing import Annotated
 
 import typer
-from prometheus_client import CollectorRegistry, start_http_server
 
 from tri24es.cli_common import context_of
 from tri24es.errors import UsageError
-from tri24es.metrics import FleetCollector
 from tri24es.projections import install
 
 
@@ -36,6 +34,11 @@ def metrics(
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         install(store)
+        # Imported on use: only this command needs it, and every other one starts faster.
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from tri24es.metrics import FleetCollector
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(FleetCollector(store, context.settings))
         try:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
 from tri24es.cli_common import JsonOption, context_of
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.runtime.queue_watcher import QueueWatcher, ScanReport, serve
 from tri24es.taskfile import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    # Imported on use: only this command needs it, and every other one starts faster.
+    from tri24es.runtime.queue_watcher import ScanReport
 
 
 def _print_files(report: ScanReport, as_json: bool) -> None:
@@ -65,6 +68,8 @@ def queue_watcher(
     queue_dir = context.settings.tasks_dir / "queue"
     if not queue_dir.is_dir():
         raise Tri24esError(f"no folder {queue_dir}: run `tri24es init` first")
+    from tri24es.runtime.queue_watcher import QueueWatcher, serve
+
     with context.services() as services:
         watcher = QueueWatcher(services, context.settings.root, max_bytes=max_bytes)
         if not once:

@@ -11,7 +11,6 @@ import typer
 from eventlog import sqlite_path
 from tri24es.cli_common import context_of
 from tri24es.runtime.signals import received_signals
-from tri24es.runtime.worker import Worker, WorkerOptions
 from tri24es.services import DEFAULT_LEASE_SECONDS, Services
 
 
@@ -68,6 +67,9 @@ def worker(
     context = context_of(ctx)
     s = context.settings
     path = sqlite_path(s.db_url)
+    # Imported on use: only this command needs it, and every other one starts faster.
+    from tri24es.runtime.worker import Worker, WorkerOptions
+
     options = WorkerOptions(
         worker_id=worker_id or s.default_worker_id(), root=s.root.resolve(),
         db_url=s.db_url if path is None else str(Path(path).resolve()),

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
-import genai_prices
-
 MICRO = Decimal("1e-10")
 """The finest amount recorded: ten decimal places, as ``events.Money`` allows."""
 
@@ -64,6 +62,8 @@ class Pricer:
         self, model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
     ) -> Decimal | None:
         # genai-prices counts cached tokens as part of input_tokens.
+        import genai_prices  # 40 ms to import: only when tokens need a price
+
         usage = genai_prices.Usage(
             input_tokens=input_tokens + cache_read + cache_write,
             output_tokens=output_tokens,
