@@ -251,12 +251,21 @@ class SQLiteStore(EventStore):
             self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             for pragma in TUNING:
                 self._db.execute(f"PRAGMA {pragma}")
+            if self._has_schema():
+                return  # opening to read must not wait for the write lock
             try:
                 self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _has_schema(self) -> bool:
+        (found,) = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN"
+            " ('events', 'events_are_append_only_update', 'events_are_append_only_delete')"
+        ).fetchone()
+        return bool(found == 3)
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self)

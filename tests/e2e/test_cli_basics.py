@@ -111,14 +111,18 @@ def test_locked_database_fails_fast_with_a_clear_error(run: Run, project: Path) 
     holder.execute("BEGIN EXCLUSIVE")
     try:
         started = time.monotonic()
-        result = run("init", env={"TRI24ES_BUSY_TIMEOUT": "0.3"})
+        writing = run("submit", "blocked", env={"TRI24ES_BUSY_TIMEOUT": "0.3"})
         assert time.monotonic() - started < 20
+        reading = run("events", "--json", env={"TRI24ES_BUSY_TIMEOUT": "0.3"})
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert result.returncode == 1
-    assert "locked" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert writing.returncode == 1
+    assert "locked" in writing.stderr
+    assert len(writing.stderr.strip().splitlines()) == 1
+    # Reading the log does not wait for the writer's lock (WAL).
+    assert reading.returncode == 0, reading.stderr
+    assert len(reading.stdout.splitlines()) == 3
 
 
 def test_db_option_and_version(run: Run, tmp_path: Path) -> None:
