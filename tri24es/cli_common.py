@@ -59,7 +59,7 @@ class Context:
         store = self.open_store()
         try:
             install(store)
-            with store.transaction() as tx:
+            with store.snapshot() as tx:
                 yield store, connection_of(tx)
         finally:
             store.close()

@@ -80,11 +80,26 @@ def _run_ddl(conn: sqlite3.Connection, ddl: str) -> None:
             conn.execute(statement)
 
 
+def _up_to_date(store: EventStore) -> bool:
+    """Are the views of this version and caught up with the log? Read in a snapshot, so that
+    the common case takes no write lock."""
+    with store.snapshot() as tx:
+        conn = connection_of(tx)
+        try:
+            (version,) = conn.execute("SELECT version FROM views_version").fetchone() or (None,)
+            (behind,) = conn.execute("SELECT min(position) FROM checkpoints").fetchone()
+        except sqlite3.OperationalError:  # no such table: a new store
+            return False
+        return bool(version == VIEWS_VERSION and behind is not None and behind >= store.head())
+
+
 def install(store: EventStore) -> None:
     """Create the view tables and checkpoints, and apply any events they have not seen.
 
     Views are disposable: when their tables were made by a version of tri24es with another
     ``VIEWS_VERSION``, they are dropped and rebuilt from the log."""
+    if _up_to_date(store):
+        return
     with store.transaction() as tx:
         conn = connection_of(tx)
         _run_ddl(conn, VIEWS_VERSION_DDL)
