@@ -87,6 +87,12 @@ class StateTable(Generic[S]):
         return (state, trigger) in self.lookup
 
     def next_state(self, state: S, trigger: str) -> S:
+        return self.fire(state, trigger)
+
+    def fire(self, state: S, trigger: str | None) -> S:
+        """The state after ``trigger`` (None: no change); IllegalTransition if not allowed."""
+        if trigger is None:
+            return state
         try:
             return self.lookup[state, trigger]
         except KeyError:

@@ -72,7 +72,7 @@ TASK_EVENT_TRIGGERS: dict[type[Event], str] = {
 # through its class costs more in Python 3.11 than the dict lookup itself.
 _MANUAL = RequeueReason.MANUAL
 _EVENT_TRIGGER = TASK_EVENT_TRIGGERS.get
-_LOOKUP = TASK.lookup
+_FIRE = TASK.fire
 
 
 def trigger_for(state: TaskState, event: Event) -> str | None:
@@ -90,13 +90,7 @@ def advance(state: TaskState | None, event: Event) -> TaskState | None:
     """
     if state is None:
         return _Q if type(event) is INITIAL_EVENT else None
-    trigger = trigger_for(state, event)
-    if trigger is None:
-        return state
-    try:
-        return _LOOKUP[state, trigger]
-    except KeyError:
-        raise TASK.illegal(state, trigger) from None
+    return _FIRE(state, trigger_for(state, event))
 
 
 class TaskLifecycle(Lifecycle[TaskState]):

@@ -101,7 +101,7 @@ TASK_ENDS: frozenset[type[Event]] = frozenset(
 
 # Hot-path aliases (see task.py): the fold calls worker_trigger_for per event.
 _EVENT_TRIGGER = WORKER_EVENT_TRIGGERS.get
-_LOOKUP = WORKER.lookup
+_FIRE = WORKER.fire
 
 
 def is_sigkill(signal: str) -> bool:
@@ -133,13 +133,7 @@ def advance(state: WorkerState | None, event: Event) -> WorkerState | None:
     """
     if state is None:
         return _STARTING if type(event) is INITIAL_EVENT else None
-    trigger = worker_trigger_for(state, event)
-    if trigger is None:
-        return state
-    try:
-        return _LOOKUP[state, trigger]
-    except KeyError:
-        raise WORKER.illegal(state, trigger) from None
+    return _FIRE(state, worker_trigger_for(state, event))
 
 
 class WorkerLifecycle(Lifecycle[WorkerState]):
