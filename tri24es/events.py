@@ -420,7 +420,3 @@ def decode(recorded: RecordedEvent) -> Envelope:
 
 def decode_all(records: Iterable[RecordedEvent]) -> Iterator[Envelope]:
     return map(decode, records)
-
-
-def topics(*classes: type[Event]) -> list[str]:
-    return [cls.topic for cls in classes]
