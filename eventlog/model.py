@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 import random
 import re
 import time
@@ -133,8 +134,21 @@ def redact_url(url: str) -> str:
     return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def _clock_offset_us() -> int:
+    try:
+        return int(os.environ.get("TRI24ES_CLOCK_OFFSET_US") or 0)
+    except ValueError:
+        return 0
+
+
+#: A test hook (the multi-process clock-fault tests): this process's wall clock is read as
+#: ``TRI24ES_CLOCK_OFFSET_US`` microseconds ahead of (or, negative, behind) the real one.
+#: Read once, at import; everything that stamps a time goes through ``system_clock_us``.
+CLOCK_OFFSET_US = _clock_offset_us()
+
+
 def system_clock_us() -> int:
-    return time.time_ns() // 1000
+    return time.time_ns() // 1000 + CLOCK_OFFSET_US
 
 
 class Head(NamedTuple):

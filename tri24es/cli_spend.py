@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -27,7 +26,7 @@ from tri24es.pricing import Pricer
 from tri24es.projections import connection_of
 from tri24es.services import Services
 from tri24es.spendfile import SPEND_FILE, SpendFileBridge
-from tri24es.timeutil import now_us
+from tri24es.timeutil import from_us, now_us
 
 spend_app = typer.Typer(
     help="Show the spend (window, rate, today, limits, kill switch); record spend.",
@@ -155,7 +154,7 @@ def record(
         raise UsageError(f"{e}: nothing recorded") from None
     event = ev.SpendRecorded(
         amount=value, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-        task=task, worker=worker, source="cli", occurred_at=datetime.now(UTC), flagged=flagged,
+        task=task, worker=worker, source="cli", occurred_at=from_us(now_us()), flagged=flagged,
     )
     with context.services() as services:
         services.record_spend(event)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
+
+from eventlog.model import system_clock_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -20,7 +21,8 @@ def from_us(microseconds: int) -> datetime:
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    """The wall clock (skewed by ``TRI24ES_CLOCK_OFFSET_US`` in clock-fault tests)."""
+    return system_clock_us()
 
 
 def iso_time(microseconds: int) -> str:

@@ -36,6 +36,7 @@ from tri24es.procinfo import host_id, is_same_process, start_time
 from tri24es.runtime.agent import Agent, write_private
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Claim, NotFound, Services, StaleAttempt
+from tri24es.timeutil import from_us, now_us
 from tri24es.usage import Usage, UsageParser
 
 log = logging.getLogger("tri24es.worker")
@@ -362,7 +363,7 @@ class Worker:
             self.services.record_spend(ev.SpendRecorded(
                 amount=usage.amount, model=usage.model, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, task=claim.task_id, worker=self.id,
-                source="worker", occurred_at=datetime.now(UTC), flagged=usage.flagged,
+                source="worker", occurred_at=from_us(now_us()), flagged=usage.flagged,
             ))
 
     def _fail(self, claim: Claim, error: str, *, retryable: bool = True,
