@@ -28,7 +28,7 @@ from tri24es.cli_worker import worker
 from tri24es.cli_workers import workers_app
 from tri24es.config import TASK_FOLDERS, load_settings
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.render import event_json_line, event_text_line
+from tri24es.render import decode_problem, event_json_line, event_text_line
 
 app = typer.Typer(
     name="tri24es",
@@ -118,7 +118,12 @@ def events(
             for event in store.read_all(position, types=type_):
                 position = event.position
                 if stream is None or event.stream == stream:
-                    out.write(line(event))
+                    problem = decode_problem(event)
+                    if problem is None:
+                        out.write(line(event))
+                    else:  # a corrupt or unknown event: reported, never fatal to a follower
+                        out.flush()
+                        typer.echo(f"tri24es: warning: skipped {problem}", err=True)
             out.flush()
             if not follow:
                 return

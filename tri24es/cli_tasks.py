@@ -14,6 +14,7 @@ from tri24es.cli_common import JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 from tri24es.events import task_stream
 from tri24es.projections import QUEUE
+from tri24es.render import decode_problem
 from tri24es.services import NotFound, TaskSpec
 from tri24es.views import history_entry, parse_priority, parse_task_state, task_dict
 
@@ -133,7 +134,13 @@ def show(
     """
     with context_of(ctx).reading() as (store, conn):
         row = QUEUE.load_by_id(conn, task_id)
-        history = [history_entry(e) for e in store.read_stream(task_stream(task_id))]
+        history = []
+        for event in store.read_stream(task_stream(task_id)):
+            problem = decode_problem(event)
+            if problem is None:
+                history.append(history_entry(event))
+            else:  # a corrupt or unknown event: reported, the rest of the history shown
+                typer.echo(f"tri24es: warning: skipped {problem}", err=True)
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)

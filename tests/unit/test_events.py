@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -128,6 +128,45 @@ def test_decoding_random_bytes_never_crashes(payload: bytes) -> None:
         ev.decode(stored(new)._replace(data=payload))
     except ev.EventDecodeError as e:
         assert e.position == 7  # noqa: PT017 - most random bytes fail; those that fail must say where
+
+
+FIELD_NAMES = sorted({name for cls in ev.CATALOG.values() for name in cls.model_fields}
+                     | {ev.VERSION_KEY})
+json_leaves = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+               | st.floats(allow_nan=False) | st.text(max_size=12)
+               | st.sampled_from(["2026-11-24T11:00:00Z", "0.42", "-1", "NaN", "1e999",
+                                  "CRITICAL", "lease_expired", "", "2026-13-01"]))
+json_values = st.recursive(
+    json_leaves, lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+payloads = st.one_of(
+    st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=10),
+    st.builds(lambda good, extra: {**good, **extra},
+              st.sampled_from([e.model_dump(mode="json") for e in SAMPLES]),
+              st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=3)),
+    json_values,
+)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([*sorted(ev.CATALOG), "NoSuchEvent", ""]), payloads,
+       st.integers(1, 2**40))
+def test_decoding_random_payloads_gives_the_event_or_a_typed_error(
+    topic: str, payload: object, position: int
+) -> None:
+    """Payloads shaped like the catalog's (its field names, plausible and absurd values, a
+    schema version key): decode gives that topic's event, or EventDecodeError naming the
+    position and the type; never another exception."""
+    recorded = RecordedEvent(position, "s", 1, "id", topic, orjson.dumps(payload), b"{}", 0,
+                             b"")
+    for decoder in (ev.decode_event, lambda r: ev.decode(r).event):
+        try:
+            event = decoder(recorded)
+        except ev.EventDecodeError as e:
+            assert (e.position, e.type) == (position, topic)  # noqa: PT017
+            assert str(e).startswith(f"event at position {position} ({topic}): ")  # noqa: PT017
+        else:
+            assert type(event) is ev.CATALOG[topic]
 
 
 class ExampleRenamed(ev.Event):
