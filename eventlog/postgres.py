@@ -349,7 +349,17 @@ class PostgresStore(EventStore):
             connection = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=self.connect_timeout
             )
-            connection.execute(f"SET lock_timeout = {round(self.lock_timeout * 1000)}".encode())
+            # Plans that stay right when the statistics are stale, as they are after a burst
+            # of appends. psycopg prepares a statement after a few runs, and a generic plan
+            # made while a table was small (a sequential scan) would be kept for the life of
+            # the connection: custom plans every time. And the statements on this connection
+            # (the log's, and the callers' tables kept in its transactions) are point lookups
+            # and ordered ranges with a LIMIT, for which an index scan in order is right; a
+            # planner that underestimates a table picks a bitmap scan and sorts all of it.
+            connection.execute(
+                f"SET lock_timeout = {round(self.lock_timeout * 1000)};"
+                " SET plan_cache_mode = force_custom_plan; SET enable_bitmapscan = off".encode()
+            )
         except psycopg.Error as e:
             raise translate_error(self, e) from e
         return connection

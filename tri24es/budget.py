@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import os
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -23,6 +22,7 @@ from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
 from tri24es.projections import SPEND, KillSwitchView, read_killswitch
 from tri24es.projections.spend import from_units, to_units
+from tri24es.projections.sql import Db
 from tri24es.timeutil import from_us, to_us
 
 #: The largest amount one spend record may carry unless BUDGET_MAX_SPEND_RECORD says otherwise.
@@ -186,7 +186,7 @@ class Reading:
         return Level.WARNING if self.should_warn(limits) else Level.OK
 
 
-def read_budget(conn: sqlite3.Connection, limits: BudgetLimits, now_us: int,
+def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
                 window_seconds: int | None = None) -> Reading:
     """Window total and rate (the last ``window_seconds``, default the limits' window),
     today's total, and the kill switch: a handful of indexed lookups at any log size."""
@@ -201,7 +201,7 @@ def read_budget(conn: sqlite3.Connection, limits: BudgetLimits, now_us: int,
 GROUP_COLUMNS = {"model": "model", "worker": "worker", "task": "task"}
 
 
-def spend_by(conn: sqlite3.Connection, by: str, since_us: int, until_us: int) -> dict[str, str]:
+def spend_by(conn: Db, by: str, since_us: int, until_us: int) -> dict[str, str]:
     """Spend in [since, until) grouped by model, worker or task (largest first)."""
     column = GROUP_COLUMNS[by]
     found = conn.execute(
@@ -212,7 +212,7 @@ def spend_by(conn: sqlite3.Connection, by: str, since_us: int, until_us: int) ->
     return {name: str(from_units(units)) for name, units in found}
 
 
-def task_spend(conn: sqlite3.Connection, task_id: str) -> Decimal:
+def task_spend(conn: Db, task_id: str) -> Decimal:
     (units,) = conn.execute(
         "SELECT coalesce(sum(amount_units), 0) FROM spend WHERE task = ?", (task_id,)
     ).fetchone()

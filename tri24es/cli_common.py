@@ -4,7 +4,6 @@ and how results are printed (text for people, ``--json`` for programs)."""
 from __future__ import annotations
 
 import getpass
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ import typer
 from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
 from tri24es.config import Settings
 from tri24es.projections import connection_of, install
+from tri24es.projections.sql import Db
 from tri24es.services import Services
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -53,7 +53,7 @@ class Context:
             store.close()
 
     @contextmanager
-    def reading(self) -> Iterator[tuple[EventStore, sqlite3.Connection]]:
+    def reading(self) -> Iterator[tuple[EventStore, Db]]:
         """The store and a connection inside one transaction: a consistent snapshot of the
         views (created and caught up first, if the store is new)."""
         store = self.open_store()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -23,6 +22,7 @@ from tri24es.cli_common import Context, context_of
 from tri24es.demo import demo_agent_command, demo_specs, write_queue_files
 from tri24es.machines import TaskState
 from tri24es.projections import QUEUE, WORKERS, connection_of, install
+from tri24es.projections.sql import Db
 from tri24es.runtime.signals import received_signals
 from tri24es.runtime.supervisor import Child, ChildSpec, Supervisor, fleet_specs, signal_wakeup
 from tri24es.services import Services
@@ -36,7 +36,7 @@ PLAIN_EVERY = 5.0
 _UNFINISHED = (TaskState.QUEUED.value, TaskState.RUNNING.value)
 
 
-def pending_queue_files(queue_dir: Path, conn: sqlite3.Connection) -> list[str]:
+def pending_queue_files(queue_dir: Path, conn: Db) -> list[str]:
     """Ids of queue files the queue watcher has not submitted yet (rejected ones are moved
     out of the folder, so they do not stay pending)."""
     pending = []

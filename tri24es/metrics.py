@@ -8,7 +8,6 @@ events committed since the previous scrape.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from tri24es.events import Priority
 from tri24es.machines import TaskState, WorkerState
 from tri24es.projections import QUEUE, SPEND, KillSwitchView, connection_of, read_killswitch
 from tri24es.projections.spend import UNITS_PER_USD
+from tri24es.projections.sql import Db
 from tri24es.timeutil import now_us
 
 MINUTE_US = 60_000_000
@@ -64,7 +64,7 @@ class Glance:
         return Counter(w.state for w in self.workers)
 
 
-def per_minute(conn: sqlite3.Connection, now: int, minutes: int = SPARK_MINUTES) -> list[Decimal]:
+def per_minute(conn: Db, now: int, minutes: int = SPARK_MINUTES) -> list[Decimal]:
     """Spend in each of the last ``minutes`` whole minutes up to ``now``, oldest first."""
     start = now - minutes * MINUTE_US
     buckets = [0] * minutes

@@ -6,7 +6,6 @@ Nothing here writes. Live summaries read the projection tables; historical ones
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from tri24es.projections import (
     read_killswitch,
 )
 from tri24es.projections.spend import from_units
+from tri24es.projections.sql import Db
 from tri24es.timeutil import iso_time, to_us
 
 PRIORITIES = tuple(Priority)
@@ -158,7 +158,7 @@ def summary(
     }
 
 
-def live_summary(conn: sqlite3.Connection, head: int) -> dict[str, Any]:
+def live_summary(conn: Db, head: int) -> dict[str, Any]:
     """The status as the projection tables hold it now."""
     tasks = Counter(QUEUE.counts(conn))
     workers: Counter[str] = Counter()

@@ -6,10 +6,7 @@ TRI24ES_TEST_PG_DSN (see conftest.py).
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import secrets
 import subprocess
 import threading
 import time
@@ -26,53 +23,16 @@ from eventlog import (
     StoreUnavailable,
     open_store,
 )
-from eventlog.model import system_clock_us
 from eventlog.postgres import PostgresStore, schema_from_url
-from eventlog.testing import EventStoreContract, StoreFactory, event
+from eventlog.testing import event
+from tests.integration.conftest import with_schema
 from tests.integration.test_sqlite_store import CONTEND, FOLLOW, expect_line, python
-
-RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"
-numbers = itertools.count()
-
-
-def with_schema(dsn: str, schema: str) -> str:
-    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture
-def new_schema(pg_dsn: str) -> Iterator[Callable[[], str]]:
-    """Hands out fresh schema names of this test run; drops them all afterwards."""
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(f"{RUN}_{next(numbers)}")
-        return made[-1]
-
-    yield new
-    with closing(psycopg.connect(pg_dsn, autocommit=True)) as admin:
-        for schema in made:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
 @pytest.fixture
 def url(pg_dsn: str, new_schema: Callable[[], str]) -> str:
     """A URL naming a fresh schema."""
     return with_schema(pg_dsn, new_schema())
-
-
-class TestPostgresStore(EventStoreContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str, new_schema: Callable[[], str]) -> Iterator[StoreFactory]:
-        made: list[PostgresStore] = []
-
-        def make(clock: Callable[[], int] | None = None) -> PostgresStore:
-            store = PostgresStore(pg_dsn, schema=new_schema(), clock=clock or system_clock_us)
-            made.append(store)
-            return store
-
-        yield make
-        for store in made:
-            store.close()
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
-"""The command handlers on a real SQLite file, with a clock the test controls."""
+"""The command handlers on a real store of each backend, with a clock the test controls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -44,8 +43,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[EventStore]:
-    s = eventlog.open_store(str(tmp_path / "log.db"), clock=clock)
+def store(new_url: Callable[[], str], clock: Clock) -> Iterator[EventStore]:
+    s = eventlog.open_store(new_url(), clock=clock)
     yield s
     assert verify(s) == []  # after every scenario: the inline views equal a fresh replay
     s.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -11,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -28,29 +27,11 @@ from eventlog import (
     rehash,
 )
 from eventlog.memory import MemoryStore
-from eventlog.model import system_clock_us
 from eventlog.sqlite import SQLiteStore
-from eventlog.testing import EventStoreContract, StoreFactory, event
+from eventlog.testing import event
 from tests.conftest import MILLION_BATCHES, MILLION_PER_BATCH
 
 PROJECT_ROOT = Path(eventlog.__file__).resolve().parent.parent
-
-
-class TestSQLiteStore(EventStoreContract):
-    @pytest.fixture
-    def make_store(self, tmp_path: Path) -> Iterator[StoreFactory]:
-        numbers = itertools.count()
-        made: list[SQLiteStore] = []
-
-        def make(clock: Callable[[], int] | None = None) -> SQLiteStore:
-            path = tmp_path / f"store-{next(numbers)}.db"
-            store = SQLiteStore(path, clock=clock or system_clock_us)
-            made.append(store)
-            return store
-
-        yield make
-        for store in made:
-            store.close()
 
 
 def python(code: str, *args: object) -> subprocess.Popen[str]:

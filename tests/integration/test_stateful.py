@@ -1,4 +1,4 @@
-"""Random command sequences against the services on a real SQLite file.
+"""Random command sequences against the services on a real store of each backend.
 
 Any command may be refused with a service error; nothing else may go wrong, and after every
 step the inline views must equal a fresh replay of the log.
@@ -7,15 +7,19 @@ step the inline views must equal a fresh replay of the log.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 import eventlog
 from tri24es import events as ev
@@ -44,17 +48,15 @@ class Clock:
 
 
 class ServicesMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
+    def __init__(self, new_url: Callable[[], str]) -> None:
         super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="tri24es-stateful-")
         self.clock = Clock()
-        self.store = eventlog.open_store(str(Path(self.dir) / "log.db"), clock=self.clock)
+        self.store = eventlog.open_store(new_url(), clock=self.clock)
         self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test")
         self.submitted: list[str] = []
 
     def teardown(self) -> None:
         self.store.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -227,7 +229,10 @@ class ServicesMachine(RuleBasedStateMachine):
         assert completed == set(done)
 
 
-ServicesMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=30, deadline=None
-)
-TestServicesMachine = ServicesMachine.TestCase
+def test_random_command_sequences_keep_the_views_equal_to_a_replay(
+    new_url: Callable[[], str],
+) -> None:
+    run_state_machine_as_test(
+        lambda: ServicesMachine(new_url),
+        settings=settings(max_examples=25, stateful_step_count=30, deadline=None),
+    )

@@ -8,24 +8,23 @@ older than the log; a checkpoint per projection records the last position applie
 from __future__ import annotations
 
 import gc
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from eventlog import EventStore, Transaction
-from tri24es.errors import Tri24esError
-from tri24es.events import Envelope, Event, decode_all
+from tri24es.events import CATALOG, Envelope, Event, decode, decode_all
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
 from tri24es.projections.spend import SPEND, SpendView
+from tri24es.projections.sql import Db, has_table, views_db
 from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
 
 PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
 
 #: Bump when the shape of a view table changes: stores made before are rebuilt from the log.
-VIEWS_VERSION = 2
+VIEWS_VERSION = 3
 VIEWS_VERSION_DDL = "CREATE TABLE IF NOT EXISTS views_version (version INTEGER NOT NULL)"
 
 CHECKPOINTS_DDL = """
@@ -58,22 +57,12 @@ __all__ = [
 ]
 
 
-class ProjectionError(Tri24esError):
-    """The projections cannot be kept on this store."""
+def connection_of(tx: Transaction) -> Db:
+    """The transaction's connection, for the view tables kept in it."""
+    return views_db(tx.connection)
 
 
-def connection_of(tx: Transaction) -> sqlite3.Connection:
-    conn = tx.connection
-    if not isinstance(conn, sqlite3.Connection):
-        raise ProjectionError(
-            "the views (queue, workers, spend, kill switch) are kept in SQLite only in this "
-            "version: point TRI24ES_DB at a SQLite path (PostgreSQL holds the event log only; "
-            "the in-memory backend is for event-log tests)"
-        )
-    return conn
-
-
-def _run_ddl(conn: sqlite3.Connection, ddl: str) -> None:
+def _run_ddl(conn: Db, ddl: str) -> None:
     # Statement by statement: sqlite3's executescript would commit the open transaction.
     for statement in ddl.split(";"):
         if statement.strip():
@@ -85,11 +74,10 @@ def _up_to_date(store: EventStore) -> bool:
     the common case takes no write lock."""
     with store.snapshot() as tx:
         conn = connection_of(tx)
-        try:
-            (version,) = conn.execute("SELECT version FROM views_version").fetchone() or (None,)
-            (behind,) = conn.execute("SELECT min(position) FROM checkpoints").fetchone()
-        except sqlite3.OperationalError:  # no such table: a new store
-            return False
+        if not (has_table(conn, "views_version") and has_table(conn, "checkpoints")):
+            return False  # a new store
+        (version,) = conn.execute("SELECT version FROM views_version").fetchone() or (None,)
+        (behind,) = conn.execute("SELECT min(position) FROM checkpoints").fetchone()
         return bool(version == VIEWS_VERSION and behind is not None and behind >= store.head())
 
 
@@ -114,7 +102,8 @@ def install(store: EventStore) -> None:
             _run_ddl(conn, projection.ddl)
         _run_ddl(conn, CHECKPOINTS_DDL)
         conn.executemany(
-            "INSERT OR IGNORE INTO checkpoints VALUES (?, 0)", [(p.name,) for p in PROJECTIONS]
+            "INSERT INTO checkpoints VALUES (?, 0) ON CONFLICT DO NOTHING",
+            [(p.name,) for p in PROJECTIONS],
         )
         if outdated:
             _refill(store, conn)
@@ -138,7 +127,7 @@ HANDLERS = _handlers(PROJECTIONS)
 NOBODY: list[Projection[Any]] = []
 
 
-def apply_inline(conn: sqlite3.Connection, envelopes: Iterable[Envelope]) -> None:
+def apply_inline(conn: Db, envelopes: Iterable[Envelope]) -> None:
     """Apply just-appended events to the view tables, inside the appending transaction."""
     last = None
     for envelope in envelopes:
@@ -174,11 +163,13 @@ def fold_log(
 ) -> Views:
     """Fold the log (up to ``until_position``) into fresh in-memory views."""
     views = [p.new_view() for p in PROJECTIONS]
-    dispatch: dict[type[Event], list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
+    # Keyed by the stored type name: an event no projection handles is passed over before it
+    # is decoded (a type the catalog does not know still raises, as decoding it would).
+    dispatch: dict[str, list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
     for projection, view in zip(PROJECTIONS, views, strict=True):
         for event_type in projection.handles:
-            dispatch.setdefault(event_type, []).append((projection.apply, view))
-    nothing: list[tuple[Callable[[Any, Envelope], None], Any]] = []
+            dispatch.setdefault(event_type.topic, []).append((projection.apply, view))
+    handlers_of = dispatch.get
     position = 0
     # The fold makes millions of small objects and no reference cycles: the cyclic garbage
     # collector would only rescan the growing views, again and again.
@@ -186,8 +177,14 @@ def fold_log(
     gc.disable()
     try:
         for page in store.read_pages(0, until_position=until_position):
-            for envelope in decode_all(page):
-                for apply, view in dispatch.get(type(envelope.event), nothing):
+            for recorded in page:
+                handlers = handlers_of(recorded.type)
+                if handlers is None:
+                    if recorded.type not in CATALOG:
+                        decode(recorded)  # raises UnknownEventType naming the position
+                    continue
+                envelope = decode(recorded)
+                for apply, view in handlers:
                     apply(view, envelope)
             position = page[-1].position
             if progress is not None:
@@ -209,7 +206,7 @@ def rebuild(
 
 
 def _refill(
-    store: EventStore, conn: sqlite3.Connection, progress: Callable[[int], None] | None = None
+    store: EventStore, conn: Db, progress: Callable[[int], None] | None = None
 ) -> Views:
     """Fold the whole log in memory and write every view table from it, in bulk."""
     views = fold_log(store, progress=progress)

@@ -14,11 +14,11 @@ unless something bypassed the services.
 from __future__ import annotations
 
 import abc
-import sqlite3
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from tri24es.events import Envelope, Event
+from tri24es.projections.sql import Db
 
 V = TypeVar("V")
 
@@ -47,11 +47,11 @@ class Projection(abc.ABC, Generic[V]):
         return view
 
     @abc.abstractmethod
-    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> V | None:
+    def load(self, conn: Db, envelope: Envelope) -> V | None:
         """The part of the stored view that ``envelope`` touches; None if it touches nothing."""
 
     @abc.abstractmethod
-    def save(self, conn: sqlite3.Connection, view: V) -> None:
+    def save(self, conn: Db, view: V) -> None:
         """Write back every row of a view made by ``load`` (and changed by ``apply``)."""
 
     @abc.abstractmethod
@@ -59,19 +59,19 @@ class Projection(abc.ABC, Generic[V]):
         """The view as the rows of each table, sorted: what ``write_all`` stores and what
         ``replay --verify`` compares."""
 
-    def write_all(self, conn: sqlite3.Connection, view: V) -> None:
+    def write_all(self, conn: Db, view: V) -> None:
         for table, rows in self.rows(view).items():
             if rows:
                 marks = ",".join("?" * len(rows[0]))
                 conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
-    def read_rows(self, conn: sqlite3.Connection) -> dict[str, list[Row]]:
+    def read_rows(self, conn: Db) -> dict[str, list[Row]]:
         """The live tables' rows, in the same order and shape as ``rows``."""
         return {
             table: [tuple(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
             for table in self.tables
         }
 
-    def clear(self, conn: sqlite3.Connection) -> None:
+    def clear(self, conn: Db) -> None:
         for table in self.tables:
             conn.execute(f"DELETE FROM {table}")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import operator
-import sqlite3
 from dataclasses import dataclass, fields
 
 from tri24es.events import Envelope, KillSwitchActivated, KillSwitchReset
 from tri24es.projections.base import Projection, Row
+from tri24es.projections.sql import Db
 
 DDL = """
 CREATE TABLE IF NOT EXISTS killswitch (
@@ -15,12 +15,19 @@ CREATE TABLE IF NOT EXISTS killswitch (
     active      INTEGER NOT NULL,
     reason      TEXT,
     changed_at  INTEGER,   -- microseconds since the epoch
-    by          TEXT,
+    changed_by  TEXT,
     position    INTEGER,   -- of the event that set the current state
     rate        TEXT,      -- USD/min at activation
     daily       TEXT       -- USD today at activation
 );
 """
+
+COLUMNS = "active, reason, changed_at, changed_by, position, rate, daily"
+SAVE = (
+    f"INSERT INTO killswitch (id, {COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS.split(", "))
+)
 
 
 @dataclass(slots=True)
@@ -59,17 +66,14 @@ class KillSwitchProjection(Projection[KillSwitchView]):
             return
         view.changed_at, view.position = envelope.recorded_at, envelope.position
 
-    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> KillSwitchView | None:
+    def load(self, conn: Db, envelope: Envelope) -> KillSwitchView | None:
         if not isinstance(envelope.event, KillSwitchActivated | KillSwitchReset):
             return None
         return read_killswitch(conn)
 
-    def save(self, conn: sqlite3.Connection, view: KillSwitchView) -> None:
+    def save(self, conn: Db, view: KillSwitchView) -> None:
         row = _as_tuple(view)
-        conn.execute(
-            "INSERT OR REPLACE INTO killswitch VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-            (int(view.active), *row[1:]),
-        )
+        conn.execute(SAVE, (int(view.active), *row[1:]))
 
     def rows(self, view: KillSwitchView) -> dict[str, list[Row]]:
         if view.position is None:
@@ -77,9 +81,9 @@ class KillSwitchProjection(Projection[KillSwitchView]):
         return {"killswitch": [(1, int(view.active), *_as_tuple(view)[1:])]}
 
 
-def read_killswitch(conn: sqlite3.Connection) -> KillSwitchView:
+def read_killswitch(conn: Db) -> KillSwitchView:
     row = conn.execute(
-        "SELECT active, reason, changed_at, by, position, rate, daily FROM killswitch"
+        f"SELECT {COLUMNS} FROM killswitch"
     ).fetchone()
     return KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import operator
-import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
     Envelope,
+    Event,
     LeaseRenewed,
     TaskCancelled,
     TaskClaimed,
@@ -18,8 +19,9 @@ from tri24es.events import (
     TaskStarted,
     TaskSubmitted,
 )
-from tri24es.machines import TaskState, advance_task
+from tri24es.machines import IllegalTransition, TaskState, advance_task
 from tri24es.projections.base import Projection, Row
+from tri24es.projections.sql import Db
 from tri24es.timeutil import to_us
 
 # Rows are keyed by submission position, not by id: tasks claimed one after another sit side
@@ -133,10 +135,13 @@ class QueueProjection(Projection[QueueView]):
                     version=envelope.version,
                 )
             return
-        state = advance_task(TASK_STATES[row.state], event)
-        if state is TaskState.QUEUED and row.state == TaskState.FAILED:
-            row.retries_from = row.attempt  # a manual retry starts a fresh budget
-        row.state = str(state)
+        state = _MOVES.get((row.state, kind))
+        if state is None:  # a retry, or a move the task machine refuses (advance_task raises)
+            moved = advance_task(TASK_STATES[row.state], event)
+            if moved is TaskState.QUEUED and row.state == TaskState.FAILED:
+                row.retries_from = row.attempt  # a manual retry starts a fresh budget
+            state = str(moved)
+        row.state = state
         row.version = envelope.version
         row.updated_at = envelope.recorded_at
         if kind is TaskClaimed:
@@ -159,23 +164,23 @@ class QueueProjection(Projection[QueueView]):
             if isinstance(event, TaskDeadLettered):
                 row.last_error = event.error
 
-    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> QueueView | None:
+    def load(self, conn: Db, envelope: Envelope) -> QueueView | None:
         task_id = _task_id(envelope)
         if task_id is None:
             return None
         found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
         return {r[0]: TaskRow(*r) for r in found}
 
-    def save(self, conn: sqlite3.Connection, view: QueueView) -> None:
+    def save(self, conn: Db, view: QueueView) -> None:
         conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
 
-    def load_by_id(self, conn: sqlite3.Connection, task_id: str) -> TaskRow | None:
+    def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
         found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
         row = found.fetchone()
         return None if row is None else TaskRow(*row)
 
     def first_claimable(
-        self, conn: sqlite3.Connection, shard: str | None, model: str | None, type: str | None
+        self, conn: Db, shard: str | None, model: str | None, type: str | None
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
         field that is empty matches any worker; a set one only a worker with the same value."""
@@ -187,7 +192,7 @@ class QueueProjection(Projection[QueueView]):
         ).fetchone()
         return None if found is None else TaskRow(*found)
 
-    def leases_expired_before(self, conn: sqlite3.Connection, now_us: int) -> list[TaskRow]:
+    def leases_expired_before(self, conn: Db, now_us: int) -> list[TaskRow]:
         found = conn.execute(
             f"SELECT {COLUMNS} FROM queue INDEXED BY queue_leases"
             " WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at",
@@ -195,14 +200,14 @@ class QueueProjection(Projection[QueueView]):
         )
         return [TaskRow(*r) for r in found]
 
-    def all(self, conn: sqlite3.Connection, state: str | None = None) -> list[TaskRow]:
+    def all(self, conn: Db, state: str | None = None) -> list[TaskRow]:
         where, params = ("WHERE state = ?", (state,)) if state else ("", ())
         found = conn.execute(
             f"SELECT {COLUMNS} FROM queue {where} ORDER BY priority, submitted_position", params
         )
         return [TaskRow(*r) for r in found]
 
-    def counts(self, conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+    def counts(self, conn: Db) -> dict[tuple[str, int], int]:
         found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
         return {(state, priority): n for state, priority, n in found}
 
@@ -210,4 +215,24 @@ class QueueProjection(Projection[QueueView]):
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
 
 
+def _moves(kinds: Iterable[type[Event]]) -> dict[tuple[str, type[Event]], str]:
+    """(state, event type) -> the next state, for every legal move that depends on nothing
+    else: asked of the task machine once, here, instead of once per event in a replay. Left
+    out: a TaskRequeued of a failed task (retry or not depends on its reason) and the moves
+    the machine refuses; ``apply`` asks ``advance_task`` for those, which decides or raises."""
+    moves: dict[tuple[str, type[Event]], str] = {}
+    for state in TaskState:
+        for kind in kinds:
+            if state is TaskState.FAILED and kind is TaskRequeued:
+                continue
+            try:
+                moved = advance_task(state, kind.model_construct())
+            except IllegalTransition:
+                continue
+            if moved is not None:
+                moves[state.value, kind] = moved.value
+    return moves
+
+
+_MOVES = _moves(QueueProjection.handles)
 QUEUE = QueueProjection()

@@ -8,12 +8,12 @@ buckets, whatever the number of spend events, and the rolling window is an index
 from __future__ import annotations
 
 import operator
-import sqlite3
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 from tri24es.events import Envelope, SpendRecorded
 from tri24es.projections.base import Projection, Row
+from tri24es.projections.sql import Db
 from tri24es.timeutil import to_us
 
 UNITS_PER_USD = 10**10
@@ -92,7 +92,7 @@ class SpendProjection(Projection[SpendView]):
         bucket[0] += units
         bucket[1] += 1
 
-    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> SpendView | None:
+    def load(self, conn: Db, envelope: Envelope) -> SpendView | None:
         event = envelope.event
         if not isinstance(event, SpendRecorded):
             return None
@@ -103,17 +103,18 @@ class SpendProjection(Projection[SpendView]):
         ).fetchone()
         return SpendView(buckets={start: list(found)} if found else {})
 
-    def save(self, conn: sqlite3.Connection, view: SpendView) -> None:
+    def save(self, conn: Db, view: SpendView) -> None:
         conn.executemany(
             "INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [_as_tuple(r) for r in view.rows.values()],
         )
         conn.executemany(
-            "INSERT OR REPLACE INTO spend_buckets VALUES (?, ?, ?)",
+            "INSERT INTO spend_buckets VALUES (?, ?, ?) ON CONFLICT (bucket_start) DO UPDATE"
+            " SET amount_units = excluded.amount_units, events = excluded.events",
             [(start, units, count) for start, (units, count) in view.buckets.items()],
         )
 
-    def window_total(self, conn: sqlite3.Connection, since_us: int, until_us: int) -> Decimal:
+    def window_total(self, conn: Db, since_us: int, until_us: int) -> Decimal:
         """Spend that occurred in [since, until): one range over the (time, amount) index."""
         (units,) = conn.execute(
             "SELECT coalesce(sum(amount_units), 0) FROM spend"
@@ -122,7 +123,7 @@ class SpendProjection(Projection[SpendView]):
         ).fetchone()
         return from_units(units)
 
-    def period_total(self, conn: sqlite3.Connection, start_us: int, end_us: int) -> Decimal:
+    def period_total(self, conn: Db, start_us: int, end_us: int) -> Decimal:
         """Spend in [start, end) for bounds on quarter-hours (any time zone's midnight is):
         at most 96 bucket rows a day, however many spend events there were."""
         if start_us % BUCKET_US or end_us % BUCKET_US:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import sqlite3
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -28,6 +27,7 @@ from tri24es.events import (
 )
 from tri24es.machines import WorkerState, advance_worker, next_state
 from tri24es.projections.base import Projection, Row
+from tri24es.projections.sql import Db
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS workers (
 COLUMNS = (
     "worker_id, state, pid, pid_start_time, host, shard, model, type, current_task,"
     " current_attempt, pause_requested, stop_requested, started_at, last_seen, version"
+)
+SAVE = (
+    f"INSERT INTO workers ({COLUMNS}) VALUES ({','.join('?' * 15)})"
+    " ON CONFLICT (worker_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS.split(", ")[1:])
 )
 
 TASK_ENDS = (TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled)
@@ -155,25 +160,25 @@ class WorkersProjection(Projection[WorkersView]):
         elif isinstance(event, WorkerStopRequested):
             row.stop_requested = True
 
-    def load(self, conn: sqlite3.Connection, envelope: Envelope) -> WorkersView | None:
+    def load(self, conn: Db, envelope: Envelope) -> WorkersView | None:
         worker_id = _worker_id(envelope)
         if worker_id is None:
             return None
         found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
         return {r[0]: WorkerRow(*r) for r in found}
 
-    def save(self, conn: sqlite3.Connection, view: WorkersView) -> None:
+    def save(self, conn: Db, view: WorkersView) -> None:
         conn.executemany(
-            f"INSERT OR REPLACE INTO workers ({COLUMNS}) VALUES ({','.join('?' * 15)})",
+            SAVE,
             [self._row(w) for w in view.values()],
         )
 
-    def load_by_id(self, conn: sqlite3.Connection, worker_id: str) -> WorkerRow | None:
+    def load_by_id(self, conn: Db, worker_id: str) -> WorkerRow | None:
         found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
         row = found.fetchone()
         return None if row is None else WorkerRow(*row)
 
-    def silent_since(self, conn: sqlite3.Connection, before_us: int) -> list[WorkerRow]:
+    def silent_since(self, conn: Db, before_us: int) -> list[WorkerRow]:
         """Live (or stopping) workers not seen since ``before_us``."""
         found = conn.execute(
             f"SELECT {COLUMNS} FROM workers WHERE last_seen < ? AND state NOT IN"
@@ -182,7 +187,7 @@ class WorkersProjection(Projection[WorkersView]):
         )
         return [WorkerRow(*r) for r in found]
 
-    def all(self, conn: sqlite3.Connection) -> list[WorkerRow]:
+    def all(self, conn: Db) -> list[WorkerRow]:
         found = conn.execute(f"SELECT {COLUMNS} FROM workers ORDER BY worker_id")
         return [WorkerRow(*r) for r in found]
 

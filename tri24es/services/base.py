@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +32,7 @@ from tri24es.projections import (
     connection_of,
     install,
 )
+from tri24es.projections.sql import Db
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class ServiceBase:
     # --- plumbing ----------------------------------------------------------------------
 
     def _append(
-        self, conn: sqlite3.Connection, tx: Transaction, stream: str, events: Sequence[Event],
+        self, conn: Db, tx: Transaction, stream: str, events: Sequence[Event],
         expected: Expected,
     ) -> list[Envelope]:
         recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)
@@ -139,19 +139,19 @@ class ServiceBase:
         apply_inline(conn, envelopes)
         return envelopes
 
-    def _task(self, conn: sqlite3.Connection, task_id: str) -> TaskRow:
+    def _task(self, conn: Db, task_id: str) -> TaskRow:
         row = QUEUE.load_by_id(conn, task_id)
         if row is None:
             raise NotFound(f"no task {task_id!r}")
         return row
 
-    def _worker(self, conn: sqlite3.Connection, worker_id: str) -> WorkerRow:
+    def _worker(self, conn: Db, worker_id: str) -> WorkerRow:
         row = WORKERS.load_by_id(conn, worker_id)
         if row is None:
             raise NotFound(f"no worker {worker_id!r}")
         return row
 
-    def _held(self, conn: sqlite3.Connection, task_id: str, worker: str, attempt: int) -> TaskRow:
+    def _held(self, conn: Db, task_id: str, worker: str, attempt: int) -> TaskRow:
         row = self._task(conn, task_id)
         if row.state != TaskState.RUNNING or row.worker != worker or row.attempt != attempt:
             raise StaleAttempt(

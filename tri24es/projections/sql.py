@@ -1,0 +1,115 @@
+"""One SQL dialect for the view tables, on SQLite and on PostgreSQL.
+
+The views are written in the store's own transaction, through the backend's own connection.
+Their SQL is written once, for SQLite (``?`` parameters, ``INTEGER``, ``INDEXED BY`` hints,
+``WITHOUT ROWID``), in the subset both databases share otherwise (``INSERT ... ON CONFLICT``,
+partial indexes, ``coalesce``). On PostgreSQL each statement is translated once and cached:
+a few textual rules rather than a query builder, because the statements are few and fixed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+from tri24es.errors import Tri24esError
+
+
+class ViewsUnavailable(Tri24esError):
+    """The views cannot be kept on this store."""
+
+
+class Rows(Protocol):
+    """What a query returns: its rows, one or all."""
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Db(Protocol):
+    """The part of a DB-API connection the views use (``sqlite3.Connection`` is one)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object: ...
+
+
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"%"), "%%"),  # psycopg reads % as the start of a placeholder
+    (re.compile(r"\?"), "%s"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),  # microseconds and 1e-10 USD units pass 2**31
+    (re.compile(r"\s+INDEXED BY \w+"), ""),  # a SQLite planner hint
+    (re.compile(r"\s+WITHOUT ROWID"), ""),  # a SQLite storage choice
+)
+
+
+@functools.lru_cache(maxsize=512)
+def to_postgres(sql: str) -> str:
+    """The statement in PostgreSQL's dialect."""
+    for pattern, replacement in _RULES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+class PostgresViews:
+    """A psycopg connection that takes the views' SQLite-dialect statements."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        rows: Rows = self._conn.execute(to_postgres(sql), parameters)
+        return rows
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(to_postgres(sql), parameters)
+        return None
+
+
+@functools.cache
+def _numeric_as_int_loader() -> type:
+    """A psycopg loader for NUMERIC that returns an int when the value is whole.
+
+    The views store only integers, but PostgreSQL sums BIGINTs as NUMERIC: without this a
+    ``sum()`` would come back as a Decimal on PostgreSQL and an int on SQLite."""
+    from psycopg.adapt import Loader
+
+    class NumericAsInt(Loader):
+        def load(self, data: Any) -> int | Decimal:
+            text = bytes(data).decode()
+            return Decimal(text) if "." in text or "N" in text else int(text)
+
+    return NumericAsInt
+
+
+def views_db(conn: object) -> Db:
+    """The connection of a store's transaction, as the views use it."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn
+    if type(conn).__module__.startswith("psycopg"):
+        adapters: Any = getattr(conn, "adapters")  # noqa: B009 - psycopg is an optional extra
+        if adapters.get_loader(1700, 0) is not _numeric_as_int_loader():  # 1700: numeric, text
+            adapters.register_loader("numeric", _numeric_as_int_loader())
+        return PostgresViews(conn)
+    raise ViewsUnavailable(
+        "the views (queue, workers, spend, kill switch) need a SQLite or PostgreSQL store; "
+        "the in-memory backend keeps the event log only"
+    )
+
+
+def has_table(db: Db, name: str) -> bool:
+    if isinstance(db, sqlite3.Connection):
+        sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
+    else:  # PostgreSQL: the store's schema is first on the search path
+        sql = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+    return db.execute(sql, (name,)).fetchone() is not None
