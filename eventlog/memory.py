@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from eventlog.errors import EventLogError
+from eventlog.errors import DuplicateEventId, EventLogError
 from eventlog.model import EMPTY_HEAD, Head, NewEvent, RecordedEvent, stamp, system_clock_us
 from eventlog.store import EventStore, Transaction
 
@@ -31,19 +31,29 @@ class MemoryTransaction(Transaction):
         wanted = set(event_ids)
         return [e for e in self._all() if e.event_id in wanted]
 
+    def head_row(self) -> Head:
+        last = self.staged[-1] if self.staged else None
+        return self._store.last_head() if last is None else Head(
+            last.position, last.recorded_at, last.hash
+        )
+
+    def _fresh(self, event_ids: list[str]) -> bool:
+        known = {e.event_id for e in self._all()}
+        return not any(i in known for i in event_ids) and len(set(event_ids)) == len(event_ids)
+
+    def _insert_recorded(self, events: list[RecordedEvent]) -> None:
+        if not self._fresh([e.event_id for e in events]) or any(
+            e.version <= self.stream_version(e.stream) for e in events
+        ):
+            raise DuplicateEventId("some of the copied events are already stored")
+        self.staged.extend(events)
+
     def _insert(
         self, stream: str, version: int, batch: list[NewEvent]
     ) -> list[RecordedEvent] | None:
-        known = {e.event_id for e in self._all()}
-        if any(e.event_id in known for e in batch) or len({e.event_id for e in batch}) < len(
-            batch
-        ):
+        if not self._fresh([e.event_id for e in batch]):
             return None
-        last = self.staged[-1] if self.staged else None
-        head = self._store.last_head() if last is None else Head(
-            last.position, last.recorded_at, last.hash
-        )
-        recorded = stamp(head, stream, version, batch, self._store.clock())
+        recorded = stamp(self.head_row(), stream, version, batch, self._store.clock())
         self.staged.extend(recorded)
         return recorded
 

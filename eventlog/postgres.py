@@ -199,25 +199,35 @@ class PostgresTransaction(Transaction):
         rows = self.connection.execute(self._q.by_ids, (event_ids,), binary=True).fetchall()
         return list(map(_row, rows))
 
-    def _insert(
-        self, stream: str, version: int, batch: list[NewEvent]
-    ) -> list[RecordedEvent] | None:
-        ids = [e.event_id for e in batch]
-        if len(set(ids)) < len(ids):
-            return None  # a failed INSERT would abort the whole PostgreSQL transaction
-        head = self._head
-        if head is None:
+    def head_row(self) -> Head:
+        if self._head is None:
             row = self.connection.execute(self._q.head_row, binary=True).fetchone()
-            head = EMPTY_HEAD if row is None else Head(*row)
-        recorded = stamp(head, stream, version, batch, self._store.clock())
+            self._head = EMPTY_HEAD if row is None else Head(*row)
+        return self._head
+
+    def _insert_recorded(self, events: list[RecordedEvent]) -> None:
+        if not self._write(events):
+            raise DuplicateEventId("some of the copied events are already stored")
+
+    def _write(self, recorded: list[RecordedEvent]) -> bool:
+        """Insert stamped events unless one of their ids is stored (then nothing is)."""
+        ids = [e.event_id for e in recorded]
+        if len(set(ids)) < len(ids):
+            return False  # a failed INSERT would abort the whole PostgreSQL transaction
         columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
         cursor = self.connection.execute(self._q.insert, [*columns, ids])
         if cursor.rowcount != len(recorded):
-            return None
+            return False
         last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
         self.appended = True
-        return recorded
+        return True
+
+    def _insert(
+        self, stream: str, version: int, batch: list[NewEvent]
+    ) -> list[RecordedEvent] | None:
+        recorded = stamp(self.head_row(), stream, version, batch, self._store.clock())
+        return recorded if self._write(recorded) else None
 
 
 class _TransactionScope:

@@ -136,13 +136,21 @@ class SQLiteTransaction(Transaction):
         ).fetchall()
         return list(map(_row, rows))
 
+    def head_row(self) -> Head:
+        if self._head is None:
+            row = self.connection.execute(SELECT_HEAD).fetchone()
+            self._head = EMPTY_HEAD if row is None else Head(*row)
+        return self._head
+
+    def _insert_recorded(self, events: list[RecordedEvent]) -> None:
+        self.connection.executemany(INSERT, events)  # a failure rolls the transaction back
+        last = events[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+
     def _insert(
         self, stream: str, version: int, batch: list[NewEvent]
     ) -> list[RecordedEvent] | None:
-        head = self._head
-        if head is None:
-            row = self.connection.execute(SELECT_HEAD).fetchone()
-            head = EMPTY_HEAD if row is None else Head(*row)
+        head = self.head_row()
         recorded = stamp(head, stream, version, batch, self._store.clock())
         try:
             if len(recorded) == 1:
@@ -296,8 +304,8 @@ class SQLiteStore(EventStore):
         sql += " ORDER BY position LIMIT ?"
         params.append(limit)
         with self._lock, self._errors():
-            rows = self._db.execute(sql, params).fetchall()
-        return list(map(_row, rows))
+            # Straight from the cursor: no intermediate list of plain tuples.
+            return list(map(_row, self._db.execute(sql, params)))
 
     def head(self) -> int:
         with self._lock, self._errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
@@ -12,6 +13,7 @@ from eventlog.model import (
     ANY,
     GENESIS_HASH,
     Expected,
+    Head,
     NewEvent,
     RecordedEvent,
     rehash,
@@ -19,6 +21,15 @@ from eventlog.model import (
 )
 
 READ_BATCH = 2000
+
+
+def _chained(prev_hash: bytes, event: RecordedEvent) -> bytes:
+    """The hash ``event`` should carry; CorruptLog if a column was changed to another type
+    (a row rewritten behind the store's back, e.g. bytes replaced by text)."""
+    try:
+        return rehash(prev_hash, event)
+    except (TypeError, AttributeError) as e:
+        raise CorruptLog(event.position, f"changed (a column holds the wrong type: {e})") from e
 
 
 class Transaction(abc.ABC):
@@ -55,6 +66,34 @@ class Transaction(abc.ABC):
                 f"stream {stream!r}: some events of the batch are already stored, some are not"
             )
         return recorded
+
+    def copy_in(self, events: Sequence[RecordedEvent]) -> None:
+        """Store events recorded in another store exactly as they are (positions, versions,
+        times, hashes): how a log moves between backends. They must continue this log: the
+        first follows the head, and each one's hash follows from its predecessor's, so a
+        copy that arrives changed is refused (CorruptLog) and nothing of it is written."""
+        if not events:
+            return
+        head = self.head_row()
+        position, prev, recorded_at = head.position, head.hash, head.recorded_at
+        for event in events:
+            position += 1
+            if event.position != position:
+                raise CorruptLog(event.position, f"arrived where position {position} belongs")
+            if event.recorded_at < recorded_at:
+                raise CorruptLog(event.position, "recorded before its predecessor")
+            if _chained(prev, event) != event.hash:
+                raise CorruptLog(event.position, "changed (hash does not match its contents)")
+            prev, recorded_at = event.hash, event.recorded_at
+        self._insert_recorded(list(events))
+
+    @abc.abstractmethod
+    def head_row(self) -> Head:
+        """The last event's position, time and hash (EMPTY_HEAD for an empty log)."""
+
+    @abc.abstractmethod
+    def _insert_recorded(self, events: list[RecordedEvent]) -> None:
+        """Write already-stamped events as they are; raise if any of them is stored."""
 
     def _already_stored(self, batch: list[NewEvent]) -> list[RecordedEvent] | None:
         found = self.events_by_id([e.event_id for e in batch])
@@ -120,8 +159,10 @@ class EventStore(abc.ABC):
     ) -> Iterator[RecordedEvent]:
         """Every event after ``after_position`` in position order, read in batches so that
         memory stays constant however long the log is."""
-        for page in self.read_pages(after_position, types, until_position, batch_size):
-            yield from page
+        # chain, not a generator: no Python frame is resumed per event.
+        return chain.from_iterable(
+            self.read_pages(after_position, types, until_position, batch_size)
+        )
 
     def read_pages(
         self,
@@ -166,7 +207,7 @@ class EventStore(abc.ABC):
             if event.position != expected_position:
                 raise CorruptLog(expected_position, "missing (positions jump to "
                                  f"{event.position})")
-            if rehash(prev, event) != event.hash:
+            if _chained(prev, event) != event.hash:
                 raise CorruptLog(event.position, "changed (hash does not match its contents)")
             prev, expected_position, count = event.hash, expected_position + 1, count + 1
         return count

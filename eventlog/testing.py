@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlog.errors import DuplicateEventId, WrongExpectedVersion
+from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
 from eventlog.model import (
     ANY,
     GENESIS_HASH,
@@ -355,6 +355,48 @@ class EventStoreContract:
                 assert versions(store.read_stream(stream)) == list(range(1, last + 1))
             assert store.head() == total
             assert store.verify() == total
+
+    # -- copying a log between stores (migration) -------------------------------------------
+
+    def test_a_copied_log_is_the_same_log(self, make_store: StoreFactory) -> None:
+        with make_store() as source, make_store() as target:
+            source.append("a", [event(n=1), event(n=2)])
+            source.append("b", [event("Other", 3)])
+            with target.transaction() as tx:
+                tx.copy_in(list(source.read_all()))
+            assert list(target.read_all()) == list(source.read_all())
+            assert target.verify() == 3
+            later = target.append("a", [event(n=4)], 2)  # and it goes on from there
+            assert (later[0].position, later[0].version) == (4, 3)
+            assert target.verify() == 4
+
+    def test_a_copy_continues_from_the_head_a_page_at_a_time(
+        self, make_store: StoreFactory
+    ) -> None:
+        with make_store() as source, make_store() as target:
+            for n in range(7):
+                source.append(f"s-{n % 3}", [event(n=n)])
+            for page in source.read_pages(batch_size=3):
+                with target.transaction() as tx:
+                    tx.copy_in(page)
+            assert list(target.read_all()) == list(source.read_all())
+
+    def test_a_copy_that_arrives_changed_or_out_of_place_writes_nothing(
+        self, make_store: StoreFactory
+    ) -> None:
+        with make_store() as source, make_store() as target:
+            source.append("a", [event(n=1), event(n=2), event(n=3)])
+            events = list(source.read_all())
+            changed = events[1]._replace(data=b'{"n":20}')
+            for copy in ([events[0], changed, events[2]], events[1:], [events[0], events[2]]):
+                with pytest.raises(CorruptLog), target.transaction() as tx:
+                    tx.copy_in(copy)
+                assert target.head() == 0
+            with target.transaction() as tx:
+                tx.copy_in(events[:1])
+            with pytest.raises(CorruptLog), target.transaction() as tx:
+                tx.copy_in(events[:1])  # again: it does not follow the head any more
+            assert list(target.read_all()) == events[:1]
 
     # -- waiting for changes -----------------------------------------------------------------
 

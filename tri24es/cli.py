@@ -18,6 +18,7 @@ from tri24es.cli_audit import audit_app
 from tri24es.cli_budget import budget_watchdog
 from tri24es.cli_common import Context
 from tri24es.cli_metrics import metrics
+from tri24es.cli_migrate import migrate
 from tri24es.cli_queue import queue_watcher
 from tri24es.cli_spend import spend_app
 from tri24es.cli_status import replay, status
@@ -80,8 +81,9 @@ def init(ctx: typer.Context) -> None:
     context: Context = ctx.obj
     s = context.settings
     s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for folder in TASK_FOLDERS:
-        (s.tasks_dir / folder).mkdir(parents=True, exist_ok=True)
+    s.tasks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
+        (s.tasks_dir / folder).mkdir(mode=0o700, exist_ok=True)
     store = context.open_store(create=True)
     head = store.head()
     store.close()
@@ -147,6 +149,7 @@ app.command("budget-watchdog")(budget_watchdog)
 app.add_typer(audit_app, name="audit")
 app.command()(top)
 app.command()(metrics)
+app.command()(migrate)
 
 
 def main() -> None:

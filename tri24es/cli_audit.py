@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated
@@ -11,7 +11,7 @@ from typing import IO, Annotated
 import typer
 
 from tri24es import audit
-from tri24es.cli_common import context_of
+from tri24es.cli_common import context_of, progress_bar
 from tri24es.errors import UsageError
 
 audit_app = typer.Typer(
@@ -20,20 +20,6 @@ audit_app = typer.Typer(
 )
 
 FORMATS = ("jsonl", "csv")
-
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr, only when it is a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        job = bar.add_task("exporting", total=total)
-        yield lambda n: bar.advance(job, n)
 
 
 @contextmanager
@@ -84,7 +70,7 @@ def export(
         selection = audit.selection_for(store, since, until, stream, type_)
         end = store.head() if selection.until is None else min(selection.until, store.head())
         total = max(end - selection.after, 0)
-        with _progress(total, enabled=output is not None) as progress, \
+        with progress_bar("exporting", total, enabled=output is not None) as progress, \
                 _output(output, binary=format_ == "jsonl") as out:
             rows = audit.select(store, selection, progress)
             if format_ == "jsonl":

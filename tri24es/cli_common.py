@@ -4,7 +4,9 @@ and how results are printed (text for people, ``--json`` for programs)."""
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +70,31 @@ class Context:
 def context_of(ctx: typer.Context) -> Context:
     context: Context = ctx.find_root().obj
     return context
+
+
+@contextmanager
+def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (rich, when installed, else a counter), advanced by the
+    callable it yields; none unless stderr is a terminal, so that scripts see only results."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    if importlib.util.find_spec("rich") is not None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            job = bar.add_task(label, total=total)
+            yield lambda n: bar.advance(job, n)
+        return
+    done = [0]
+
+    def count(n: int) -> None:
+        done[0] += n
+        print(f"\r{label}: {done[0]}/{total} events", end="", file=sys.stderr, flush=True)
+
+    yield count
+    print(file=sys.stderr)
 
 
 def print_json(value: Any) -> None:

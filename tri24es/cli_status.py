@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
 from eventlog import EventStore
 from tri24es import projections
-from tri24es.cli_common import JsonOption, context_of, print_json
+from tri24es.cli_common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import Tri24esError, UsageError
 from tri24es.views import live_summary, parse_until, summary_at
-
-Progress = Callable[[int], None]
 
 
 class ViewsDiffer(Tri24esError):
@@ -69,31 +63,6 @@ def _nonzero(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "none"
 
 
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Progress]:
-    """A progress bar on stderr (rich, when installed, else a counter); none unless stderr
-    is a terminal, so that scripts see only the result."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    if importlib.util.find_spec("rich") is not None:
-        from rich.console import Console
-        from rich.progress import Progress as Bar
-
-        with Bar(console=Console(stderr=True), transient=True) as bar:
-            job = bar.add_task("replaying", total=total)
-            yield lambda n: bar.advance(job, n)
-        return
-    done = [0]
-
-    def count(n: int) -> None:
-        done[0] += n
-        print(f"\rreplaying: {done[0]}/{total} events", end="", file=sys.stderr, flush=True)
-
-    yield count
-    print(file=sys.stderr)
-
-
 def replay(
     ctx: typer.Context,
     verify: Annotated[
@@ -124,7 +93,7 @@ def replay(
 
 
 def _rebuild(store: EventStore, as_json: bool) -> None:
-    with _progress(store.head(), enabled=not as_json) as progress:
+    with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
         views = projections.rebuild(store, progress=progress)
     counts = {
         "events": views.position,
