@@ -16,6 +16,7 @@ from tri24es.events import task_stream
 from tri24es.projections import QUEUE
 from tri24es.render import decode_problem
 from tri24es.services import NotFound, TaskSpec
+from tri24es.taskfile import id_problem
 from tri24es.views import history_entry, parse_priority, parse_task_state, task_dict
 
 tasks_app = typer.Typer(
@@ -84,6 +85,9 @@ def submit(
     if not title or not title.strip():
         raise UsageError("a task needs a TITLE (or --file)")
     task_id = task_id or default_task_id(title)
+    problem = id_problem(task_id)  # the queue folder's rule: an id is also a file name
+    if problem is not None:
+        raise UsageError(f"{problem}: nothing submitted")
     spec = TaskSpec(
         task_id=task_id, title=title, priority=rank, body=body, shard=shard, model=model,
         type=type_, max_retries=max_retries, source=source, body_sha256=sha,

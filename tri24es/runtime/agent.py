@@ -50,9 +50,17 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def private_dirs(path: Path) -> None:
+    """Create the folder ``path`` and each missing parent 0700 (``mkdir(parents=True)`` would
+    make the parents by the umask: 0777 under ``umask 0``)."""
+    for folder in reversed([path, *path.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by the owner only (0600), its folder 0700."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with open(fd, "wb") as f:
         f.write(data)
@@ -69,7 +77,7 @@ class Agent:
         self, argv: Sequence[str], *, stdin: bytes, env: dict[str, str], log_path: Path,
         cwd: Path | None = None,
     ) -> None:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(log_path.parent)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         log = open(log_fd, "ab", buffering=0)  # noqa: SIM115 - the reader thread closes it
         try:

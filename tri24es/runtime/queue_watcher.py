@@ -33,6 +33,7 @@ from watchdog.observers import Observer
 from eventlog import EventLogError
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
+from tri24es.runtime.agent import write_private
 from tri24es.runtime.signals import received_signals
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
 from tri24es.taskfile import (
@@ -278,10 +279,10 @@ class QueueWatcher:
         if moved is None:
             return  # another watcher took it: that one records the rejection
         moved_to = printable(f"tasks/rejected/{moved.name}")
-        moved.with_name(moved.name + ".reason").write_text(
+        write_private(moved.with_name(moved.name + ".reason"), (
             f"{rejection.reason}\nsource: {candidate.source}\n"
             f"rejected_at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-        )
+        ).encode())
         recorded = True
         try:
             self.services.reject(rejection.task_id, rejection.reason, candidate.source)
@@ -294,7 +295,7 @@ class QueueWatcher:
         """Move ``path`` into tasks/rejected/ under its name (``x.1.md``... if taken).
 
         The first rename is the claim: of several watchers, exactly one gets the file."""
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        self.rejected_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         claim = self.rejected_dir / f".claim-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             os.rename(path, claim)

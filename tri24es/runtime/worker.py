@@ -87,9 +87,11 @@ class Ending(enum.Enum):
 
 
 def safe_name(task_id: str) -> str:
-    """A task id usable as one file name."""
-    name = task_id.replace(os.sep, "_").replace("\0", "_")
-    return "_" + name if name.startswith(".") or not name else name
+    """A task id usable as one file name, and a different one for each id: ``%``, ``/`` and
+    NUL are %-escaped, and so is a leading ``.`` (ids made by ``submit`` or the queue folder
+    never hold these; ids appended through the API may)."""
+    name = task_id.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    return "%2E" + name[1:] if name.startswith(".") else name or "%"
 
 
 class Worker:
@@ -400,7 +402,7 @@ class LegacyFile:
             return None
         running = tasks / "running" / f"{safe_name(task.task_id)}.md"
         lock = running.with_name(running.name + ".lock.d")
-        lock.mkdir(parents=True, exist_ok=True)  # a dead worker's lock is taken over
+        lock.mkdir(mode=0o700, parents=True, exist_ok=True)  # a dead worker's lock is taken over
         (lock / "worker_id").write_text(worker_id + "\n")
         (lock / "claimed_at").write_text(datetime.now(UTC).isoformat() + "\n")
         os.replace(source, running)
@@ -412,7 +414,7 @@ class LegacyFile:
         folder = {TaskState.COMPLETED: "completed", TaskState.FAILED: "failed",
                   TaskState.CANCELLED: "failed"}.get(state)
         target = self.source if folder is None else self.tasks / folder / self.running.name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.running, target)
         shutil.rmtree(self.lock, ignore_errors=True)
