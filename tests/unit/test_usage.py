@@ -356,3 +356,37 @@ def test_objects_with_odd_usage_values_never_raise(obj: dict[str, object]) -> No
         payload = obj if kind is None else {**obj, "type": kind}
         for usage in parser.feed(json.dumps(payload)):
             assert Decimal(0) < usage.amount <= Decimal(1000)
+
+
+# Noise an agent prints between its JSON lines: prose, code, stack traces, partial JSON.
+noise_lines = st.text(max_size=60).filter(
+    lambda t: t.strip()[:1] not in ("{", "[") and not t.startswith((" ", "\t"))
+) | st.sampled_from(['{"cost_usd": ', "[1, 2", "{not json}", "}", "Traceback (most recent):"])
+JSONL_FIXTURES = ["claude_stream.jsonl", "codex_exec.jsonl", "gemini_stream.jsonl",
+                  "generic_cost.jsonl", "generic_tokens.jsonl"]
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(JSONL_FIXTURES), st.data())
+def test_noise_between_lines_neither_adds_nor_loses_spend(name: str, data: st.DataObject) -> None:
+    lines = (FIXTURES / name).read_text(encoding="utf-8").splitlines()
+    mixed: list[str] = []
+    for text in lines:
+        mixed += [*data.draw(st.lists(noise_lines, max_size=3)), text]
+    mixed += data.draw(st.lists(noise_lines, max_size=3))
+    assert total(parse(mixed)) == total(parse_fixture(name))
+
+
+@settings(max_examples=100)
+@given(st.sampled_from([*JSONL_FIXTURES, "gemini_json.json", "claude_json.json"]), st.data())
+def test_lost_or_cut_lines_never_add_spend(name: str, data: st.DataObject) -> None:
+    """An agent killed mid-line, or lines lost: the spend found is at most the full run's."""
+    lines = (FIXTURES / name).read_text(encoding="utf-8").splitlines()
+    damaged = []
+    for text in lines:
+        fate = data.draw(st.sampled_from(["keep", "keep", "drop", "cut"]))
+        if fate == "keep":
+            damaged.append(text)
+        elif fate == "cut" and text.strip():
+            damaged.append(text[: data.draw(st.integers(0, len(text.rstrip()) - 1))])
+    assert total(parse(damaged)) <= total(parse_fixture(name))
