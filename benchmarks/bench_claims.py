@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from benchmarks.common import Figure
-from eventlog import open_store
+from eventlog import EventStore, open_store
 from tri24es import events as ev
 from tri24es.projections import fold_log
 from tri24es.services import Services, TaskSpec
@@ -33,7 +33,7 @@ CREATE INDEX q_claimable ON q (priority, id) WHERE state = 'queued';
 PRIORITIES = list(ev.Priority)
 
 
-def seed(path: Path, tasks: int) -> None:
+def seed(path: str | Path, tasks: int) -> None:
     services = Services(open_store(str(path)), actor="bench")
     batch = 2000
     for start in range(0, tasks, batch):
@@ -111,18 +111,19 @@ def rate(timed: Timed) -> float:
     return timed[0] / timed[1]
 
 
-def parallel_rate(kind: str, path: Path, processes: int, per_process: int) -> float:
+def parallel_rate(kind: str, path: str | Path, processes: int, per_process: int) -> float:
     """Cycles per second of ``processes`` workers on one store: all cycles over the longest
     worker's time (their loops overlap; set-up is excluded)."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes) as pool:
-        pool.map(_worker_process, [(kind, str(path), "warm", 0)] * processes)  # imports
+        pool.map(_worker_process,  # the imports, once per process
+                 [(kind, str(path), f"warm{i}", 0) for i in range(processes)])
         results = pool.map(_worker_process,
                            [(kind, str(path), f"w{i}", per_process) for i in range(processes)])
     return sum(done for done, _ in results) / max(elapsed for _, elapsed in results)
 
 
-def check_exactly_once(path: Path) -> tuple[int, int]:
+def check_exactly_once(path: str | Path) -> tuple[int, int]:
     """(tasks completed more than once, claims of already completed tasks)."""
     store = open_store(str(path))
     completed: dict[str, int] = {}
@@ -174,10 +175,8 @@ def claim_figures(work: Path, cycles: int, backlog: int) -> list[Figure]:
     return figures
 
 
-def replay_figure(work: Path, events: int) -> Figure:
-    """Fold a realistic log (submit, claim, renew, complete, spend per task) into all views."""
-    path = work / "replay.db"
-    store = open_store(str(path))
+def write_replay_log(store: EventStore, events: int) -> None:
+    """A realistic log: per task, submit, claim, renew and complete, and one spend."""
     now = datetime(2026, 11, 24, 12, tzinfo=UTC)
     per_task = 5
     for start in range(0, events // per_task, 1000):
@@ -192,6 +191,13 @@ def replay_figure(work: Path, events: int) -> Figure:
                 )], 0)
                 tx.append(ev.SPEND_STREAM, [ev.encode(ev.SpendRecorded(
                     amount=Decimal("0.01"), occurred_at=now, task=tid, worker="w1"))])
+
+
+def replay_figure(work: Path, events: int) -> Figure:
+    """Fold a realistic log (submit, claim, renew, complete, spend per task) into all views."""
+    path = work / "replay.db"
+    store = open_store(str(path))
+    write_replay_log(store, events)
     total = store.head()
     start = time.perf_counter()
     fold_log(store)
