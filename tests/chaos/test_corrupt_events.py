@@ -81,7 +81,7 @@ def bad_events(draw: st.DrawFn) -> Raw:
     return type_, data, metadata
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from(GOOD_RAW), bad_events()), min_size=1,
                 max_size=8), st.booleans())
 def test_events_skips_and_reports_every_corrupt_event(

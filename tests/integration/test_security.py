@@ -130,15 +130,13 @@ def test_task_text_never_reaches_a_shell(root: Path, tmp_path: Path) -> None:
         f"# $(touch {tmp_path / 'pwned-title'}) `id`; rm -rf /nonexistent\n")
 
 
-@pytest.mark.parametrize("task_id", ["../../escape", "a/b", "..", "/tmp/abs", ".hidden",
-                                     "x/../../y", "a\\b"])
-def test_submit_refuses_an_id_that_is_not_a_plain_file_name(root: Path, task_id: str) -> None:
+def test_submit_refuses_ids_that_are_not_plain_file_names(root: Path) -> None:
     ok(cli(root, "init"))
-    result = cli(root, "submit", "a task", "--id", task_id)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
-    assert "is not safe" in result.stderr
-    assert "Traceback" not in result.stderr
+    for task_id in ["../../escape", "a/b", "..", "/tmp/abs", ".hidden", "x/../../y", "a\\b"]:
+        result = cli(root, "submit", "a task", "--id", task_id)
+        assert result.returncode == 2, task_id
+        assert result.stderr.count("\n") == 1
+        assert "is not safe" in result.stderr
     with open_store(str(root / "state" / "tri24es.db")) as store:
         assert store.head() == 0
 
