@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,8 @@ from eventlog import NO_STREAM, NewEvent
 from eventlog.sqlite import SQLiteStore
 
 MILLION_BATCHES, MILLION_PER_BATCH = 100, 10_000
+RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"  # prefix of this run's PostgreSQL schemas
+_numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +30,41 @@ def million_event_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             batch = [NewEvent("Loaded", data, meta) for _ in range(MILLION_PER_BATCH)]
             store.append(f"load-{b}", batch, NO_STREAM)
     return path
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    """``dsn`` with ``schema`` first on its search path: a store of its own."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The PostgreSQL server of the PostgreSQL tests (TRI24ES_TEST_PG_DSN).
+
+    Without it the tests are skipped, unless TRI24ES_REQUIRE_PG=1 (as in CI): then they fail.
+    """
+    dsn = os.environ.get("TRI24ES_TEST_PG_DSN", "")
+    if not dsn:
+        if os.environ.get("TRI24ES_REQUIRE_PG") == "1":
+            pytest.fail(
+                "TRI24ES_REQUIRE_PG=1 but TRI24ES_TEST_PG_DSN is not set", pytrace=False
+            )
+        pytest.skip("set TRI24ES_TEST_PG_DSN to run PostgreSQL tests")
+    return dsn
+
+
+@pytest.fixture
+def new_schema(pg_dsn: str) -> Iterator[Callable[[], str]]:
+    """Hands out fresh schema names of this test run; drops them all afterwards."""
+    import psycopg
+
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(f"{RUN}_{next(_numbers)}")
+        return made[-1]
+
+    yield new
+    with closing(psycopg.connect(pg_dsn, autocommit=True)) as admin:
+        for schema in made:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())

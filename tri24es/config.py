@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     worker_shard: str | None = Field(default=None, validation_alias=env("WORKER_SHARD"))
     worker_model: str | None = Field(default=None, validation_alias=env("WORKER_MODEL"))
     trace_id: str | None = Field(default=None, validation_alias=env("TRACE_ID"))
+    # TRI24ES_HOST_ID (this machine's identity; default the host name) is read in one place,
+    # tri24es.procinfo.host_id(), since the services and runtime need it without settings.
     # Tokens of a model genai-prices cannot price are charged at this rate, never at $0.
     fallback_usd_per_mtok: PositiveMoney = Field(
         default=Decimal("75"), validation_alias=env("TRI24ES_FALLBACK_USD_PER_MTOK")

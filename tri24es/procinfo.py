@@ -5,6 +5,7 @@ Linux only (``/proc``); the start time is in clock ticks since boot, as the kern
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def is_same_process(pid: int, started: int) -> bool:
     return fields[_STATE - 1] != "Z" and int(fields[_START_TIME - 1]) == started
 
 
+#: Overrides the host name as this machine's identity (the one place that reads it).
+HOST_ID_ENV = "TRI24ES_HOST_ID"
+
+
 def host_id() -> str:
-    """This machine's name, as recorded with every worker and event."""
-    return socket.gethostname()
+    """This machine's identity, as recorded with every worker and event and compared before
+    signalling a process: ``TRI24ES_HOST_ID`` if set (trimmed, not empty), else the host
+    name. Set it where host names are not unique (containers, cloned VMs)."""
+    return os.environ.get(HOST_ID_ENV, "").strip() or socket.gethostname()

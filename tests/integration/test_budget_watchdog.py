@@ -210,6 +210,36 @@ def test_kill_switch_escalates_only_to_verified_processes(setup: Setup) -> None:
     assert paused == {"polite", "stubborn", "recycled", "remote"}
 
 
+def test_a_switch_turned_on_on_another_host_is_enforced_by_this_hosts_watchdog(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each host's watchdog signals its own workers: host-b's turns the switch on and only
+    asks host-a's worker to stop; host-a's escalates on it once (a worker that does not
+    follow the log still stops), and leaves a worker started after the switch alone."""
+    watchdogs = {}
+    for host in ("host-a", "host-b"):
+        monkeypatch.setenv("TRI24ES_HOST_ID", host)
+        watchdogs[host] = setup.new_watchdog(setup.services)
+    deaf, deaf_out = setup.stand_in("deaf")
+    setup.register("deaf", deaf.pid, host="host-a")
+    setup.spend("10")
+    assert watchdogs["host-b"].evaluate().activated
+    assert setup.events(ev.WorkerSignalled) == []
+    assert (deaf.poll(), setup.services.worker("deaf").stop_requested) == (None, True)
+    late, _ = setup.stand_in("late")
+    setup.register("late", late.pid, host="host-a")
+    result = watchdogs["host-a"].evaluate()
+    assert (result.activated, result.exceeded) == (False, True)
+    assert deaf.wait(5) == -signal.SIGTERM
+    assert "SIGUSR1" in deaf_out.read_text()
+    signalled = [(e.worker, e.signal) for e in setup.events(ev.WorkerSignalled)]
+    assert signalled == [("deaf", "SIGUSR1"), ("deaf", "SIGTERM")]
+    assert watchdogs["host-a"].evaluate().exceeded  # once per activation
+    assert len(setup.events(ev.WorkerSignalled)) == 2
+    assert late.poll() is None
+    assert setup.services.worker("late").state == "idle"
+    assert len(setup.events(ev.KillSwitchActivated)) == 1
+
+
 def test_two_watchdogs_activate_the_switch_once(setup: Setup) -> None:
     other_store = eventlog.open_store(str(setup.root / "state" / "tri24es.db"))
     try:

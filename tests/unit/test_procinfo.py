@@ -81,5 +81,15 @@ def test_no_such_pid(pid: int) -> None:
     assert not is_same_process(pid, 1)
 
 
-def test_host_id_is_the_host_name() -> None:
+def test_host_id_is_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRI24ES_HOST_ID", raising=False)
     assert host_id() == socket.gethostname()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("host-a", "host-a"), ("  rack1.host-b \n", "rack1.host-b"), ("", None), ("  ", None),
+])
+def test_host_id_override(monkeypatch: pytest.MonkeyPatch, value: str,
+                          expected: str | None) -> None:
+    monkeypatch.setenv("TRI24ES_HOST_ID", value)
+    assert host_id() == (expected or socket.gethostname())

@@ -10,6 +10,7 @@ from tri24es.runtime.supervisor import (
     RESET_AFTER,
     fleet_specs,
     next_backoff,
+    worker_prefix,
 )
 
 
@@ -65,3 +66,14 @@ def test_fleet_specs_watcher_then_numbered_workers() -> None:
 def test_fleet_specs_without_watcher_or_exec() -> None:
     specs = fleet_specs(1, exec_command=None, watcher=False, prefix="box", watchdog=False)
     assert [s.args for s in specs] == [("worker", "--id", "box-1")]
+
+
+@pytest.mark.parametrize(("host", "prefix"), [
+    ("host-a", "host-a"), ("rack1.example.org", "rack1"), ("my host/2", "my-host-2"),
+    ("...", "worker"),
+])
+def test_worker_ids_follow_the_host_id(monkeypatch: pytest.MonkeyPatch, host: str,
+                                       prefix: str) -> None:
+    monkeypatch.setenv("TRI24ES_HOST_ID", host)
+    assert worker_prefix() == prefix
+    assert fleet_specs(1, exec_command=None, watcher=False)[0].worker_id == f"{prefix}-1"

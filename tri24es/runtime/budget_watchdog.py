@@ -14,7 +14,9 @@ today's total in one snapshot, and responds in steps:
 Signals go only to processes whose identity is verified: a worker's pid, start time and
 host as it registered them; an agent only while it is the child (and group leader) of its
 verified worker, and afterwards under the start time seen then. Never by name, never to a
-recycled pid. Workers on other hosts are stopped through the log (pause and stop requests).
+recycled pid. Workers on other hosts are stopped through the log (pause and stop requests);
+a watchdog that finds the switch turned on by another (on another host) runs the same
+escalation once on the workers of its own host, so each host's watchdog signals its own.
 
 The daemon waits on the log (``wait_for_change``) and re-evaluates whenever it moves, when
 the spend file changes, and every BUDGET_CHECK_INTERVAL seconds for windows that expire.
@@ -139,6 +141,7 @@ class BudgetWatchdog:
         self.spend_file = SpendFileBridge(root / SPEND_FILE, limits.max_record_usd, report)
         self.warning_armed = True
         self.paused_by_me: set[str] = set()
+        self.enforced: int | None = None  # the activation (its position) this one acted on
 
     # --- one evaluation -----------------------------------------------------------------
 
@@ -152,12 +155,15 @@ class BudgetWatchdog:
         reading = self.read()
         result = Evaluation(reading, exceeded=reading.killswitch.active)
         if reading.killswitch.active:
+            self._enforce(reading)
             return result
         self._warn(reading, result)
         reason = reading.kill_reason(self.limits)
         if reason is not None:
             result.exceeded = True
             result.activated = self.activate(reading, reason)
+            if not result.activated:  # another watchdog won meanwhile
+                self._enforce(self.read())
             return result
         if reading.should_pause(self.limits):
             result.paused = self.pause_fleet(reading)
@@ -178,6 +184,15 @@ class BudgetWatchdog:
             self.report(f"budget warning: ${usd(reading.rate)}/min >= "
                         f"${usd(self.limits.rate_warning)}/min")
 
+    def _enforce(self, reading: Reading) -> None:
+        """Once per activation another watchdog made (on another host, say): stop the
+        workers of this host that were running then, which only this host's watchdog may
+        signal. (Workers started since cannot claim; they are left alone.)"""
+        switch = reading.killswitch
+        if switch.active and switch.position != self.enforced:
+            self.enforced = switch.position
+            self.stop_fleet(remote=False, started_before=switch.changed_at)
+
     def activate(self, reading: Reading, reason: str) -> bool:
         """Turn the kill switch on; if this call won, write the file and stop the fleet."""
         event = ev.KillSwitchActivated(
@@ -187,6 +202,7 @@ class BudgetWatchdog:
         if not self.services.activate_killswitch(event):
             return False
         self.report(f"KILL SWITCH: {reason}")
+        self.enforced = self.read().killswitch.position
         self.write_killswitch_file(reading, reason)
         self.stop_fleet()
         return True
@@ -266,14 +282,19 @@ class BudgetWatchdog:
         if started is not None:
             target.agent = (row.pid, started)
 
-    def stop_fleet(self) -> None:
+    def stop_fleet(self, *, remote: bool = True, started_before: int | None = None) -> None:
         """Pause request + SIGUSR1, grace, SIGTERM, grace, SIGKILL: to every verified local
-        worker and its agent's process group; requests only for workers elsewhere."""
-        targets, remote = [], []
+        worker and its agent's process group; requests only for workers elsewhere (none
+        with ``remote=False``: their own host's watchdog, or the winner's requests, stop them).
+        ``started_before``: only workers registered before that time (microseconds)."""
+        targets, elsewhere = [], []
         for row in self._live_workers():
+            if (row.host != self.host and not remote) or (
+                    started_before is not None and row.started_at >= started_before):
+                continue
             self.services.request_pause(row.worker_id, by=BY, reason="kill switch")
             if row.host != self.host:
-                remote.append(row)
+                elsewhere.append(row)
             elif not is_same_process(row.pid, row.pid_start_time):
                 self.report(f"{row.worker_id}: pid {row.pid} is not the registered process: "
                             "not signalled; declared lost")
@@ -293,7 +314,7 @@ class BudgetWatchdog:
                 if target.worker_alive():
                     self._signal(target.row, target.row.pid, stage, "worker")
             self._await_exit(targets, self.grace[1] if stage == signal.SIGTERM else 1.0)
-        for row in remote:
+        for row in elsewhere:
             self.services.request_stop(row.worker_id, by=BY, reason="kill switch")
 
     @staticmethod

@@ -18,7 +18,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tri24es.procinfo import host_id
 from tri24es.runtime.signals import SignalInbox
 
 #: Restart backoff: the first wait, its ceiling, and the uptime after which it starts over.
@@ -71,8 +71,9 @@ class ChildSpec:
 
 
 def worker_prefix() -> str:
-    """The short host name, usable in a worker id; ``worker`` if there is none."""
-    host = _UNSAFE_ID_CHARS.sub("-", socket.gethostname().split(".")[0]).strip("-")
+    """The short host id (:func:`host_id`), usable in a worker id; ``worker`` if there is
+    none."""
+    host = _UNSAFE_ID_CHARS.sub("-", host_id().split(".")[0]).strip("-")
     return host or "worker"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ from tri24es.events import (
     encode_metadata,
 )
 from tri24es.machines import TaskState, WorkerState
+from tri24es.procinfo import host_id
 from tri24es.projections import (
     QUEUE,
     WORKERS,
@@ -120,7 +120,7 @@ class ServiceBase:
         self.clock = clock
         self.lease_us = int(lease_seconds * 1_000_000)
         self.metadata = Metadata(
-            actor=actor, trace_id=trace_id, host=socket.gethostname(), pid=os.getpid()
+            actor=actor, trace_id=trace_id, host=host_id(), pid=os.getpid()
         )
         self._metadata = encode_metadata(self.metadata)  # the same bytes on every event
         install(store)
