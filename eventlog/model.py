@@ -13,7 +13,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class ExpectedVersion(enum.Enum):
@@ -84,6 +84,10 @@ class RecordedEvent(NamedTuple):
     recorded_at: int  # microseconds since the Unix epoch, UTC
     hash: bytes
 
+
+#: A row as ``EventStore.read_payload_pages`` gives it: (position, stream, version, event_id,
+#: type, data, metadata, recorded_at), possibly followed by more fields (a RecordedEvent).
+EventRow = tuple[Any, ...]
 
 GENESIS_HASH = bytes(32)
 

@@ -19,8 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from eventlog.errors import EventLogError, StoreLocked, StoreUnavailable, UnsafePath
-from eventlog.model import EMPTY_HEAD, Head, NewEvent, RecordedEvent, stamp, system_clock_us
-from eventlog.store import EventStore, Transaction
+from eventlog.model import (
+    EMPTY_HEAD,
+    EventRow,
+    Head,
+    NewEvent,
+    RecordedEvent,
+    stamp,
+    system_clock_us,
+)
+from eventlog.store import READ_BATCH, EventStore, Transaction, paged
 from eventlog.watch import FileChangeWatcher
 
 SCHEMA = """
@@ -44,6 +52,10 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
 
 COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT_PAYLOADS = (
+    "SELECT position, stream, version, event_id, type, data, metadata, recorded_at"
+    " FROM events WHERE position > ? ORDER BY position LIMIT ?"
+)
 SELECT_HEAD = "SELECT position, recorded_at, hash FROM events ORDER BY position DESC LIMIT 1"
 SELECT_VERSION_AND_HEAD = (
     "SELECT (SELECT max(version) FROM events WHERE stream = ?), position, recorded_at, hash"
@@ -306,6 +318,20 @@ class SQLiteStore(EventStore):
         with self._lock, self._errors():
             # Straight from the cursor: no intermediate list of plain tuples.
             return list(map(_row, self._db.execute(sql, params)))
+
+    def read_payload_pages(
+        self,
+        after_position: int = 0,
+        until_position: int | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> Iterator[list[EventRow]]:
+        # Plain tuples of the eight columns a decoder reads: the hash and a RecordedEvent per
+        # row are a fifth of what reading costs, and a replay needs neither.
+        def read_page(after: int) -> list[EventRow]:
+            with self._lock, self._errors():
+                return self._db.execute(SELECT_PAYLOADS, (after, batch_size)).fetchall()
+
+        return paged(read_page, after_position, until_position, batch_size)
 
     def head(self) -> int:
         with self._lock, self._errors():

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
 from eventlog.model import (
     ANY,
     GENESIS_HASH,
+    EventRow,
     Expected,
     Head,
     NewEvent,
@@ -21,6 +22,8 @@ from eventlog.model import (
 )
 
 READ_BATCH = 2000
+
+R = TypeVar("R", bound=tuple[Any, ...])
 
 
 def _chained(prev_hash: bytes, event: RecordedEvent) -> bytes:
@@ -173,20 +176,22 @@ class EventStore(abc.ABC):
     ) -> Iterator[list[RecordedEvent]]:
         """``read_all`` a page at a time: for readers that decode or apply events in bulk."""
         wanted = None if types is None else sorted(set(types))
-        position = after_position
-        while True:
-            page = self.read_page(position, batch_size, wanted)
-            if not page:
-                return
-            if until_position is not None and page[-1].position > until_position:
-                page = [e for e in page if e.position <= until_position]
-                if page:
-                    yield page
-                return
-            yield page
-            if len(page) < batch_size:
-                return
-            position = page[-1].position
+        return paged(
+            lambda after: self.read_page(after, batch_size, wanted),
+            after_position, until_position, batch_size,
+        )
+
+    def read_payload_pages(
+        self,
+        after_position: int = 0,
+        until_position: int | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> Iterator[Sequence[EventRow]]:
+        """``read_pages`` for readers that decode every event and do not check the chain (a
+        replay): each row holds a RecordedEvent's first eight fields, in its order, and may
+        be a plain tuple without the hash. By default the rows are RecordedEvents; a backend
+        may read less (SQLite: no hash, no namedtuple per row)."""
+        return self.read_pages(after_position, None, until_position, batch_size)
 
     @abc.abstractmethod
     def head(self) -> int:
@@ -220,3 +225,27 @@ class EventStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def paged(
+    read_page: Callable[[int], list[R]],
+    after_position: int,
+    until_position: int | None,
+    batch_size: int,
+) -> Iterator[list[R]]:
+    """Pages from ``read_page(after)`` until a short page, cut at ``until_position``. Rows are
+    tuples with the position first."""
+    position = after_position
+    while True:
+        page = read_page(position)
+        if not page:
+            return
+        if until_position is not None and page[-1][0] > until_position:
+            page = [e for e in page if e[0] <= until_position]
+            if page:
+                yield page
+            return
+        yield page
+        if len(page) < batch_size:
+            return
+        position = page[-1][0]
