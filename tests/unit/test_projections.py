@@ -411,3 +411,55 @@ def test_killswitch_activate_then_reset() -> None:
     assert KILLSWITCH.rows(view) == {
         "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None)]
     }
+
+
+# -- the fold's shortcuts agree with the machines -----------------------------------------
+
+EVENT_SAMPLES: list[Event] = [
+    submitted(), claimed(), ev.TaskStarted(task_id="t1", worker="w1", attempt=1, pid=1, pgid=1),
+    ev.LeaseRenewed(task_id="t1", worker="w1", attempt=1, lease_expires_at=EPOCH),
+    ev.TaskCompleted(task_id="t1", worker="w1", attempt=1),
+    ev.TaskFailed(task_id="t1", worker="w1", attempt=1, error="x"),
+    *(ev.TaskRequeued(task_id="t1", attempt=1, reason=r) for r in RequeueReason),
+    ev.TaskDeadLettered(task_id="t1", attempts=1, error="x"), ev.TaskCancelled(task_id="t1"),
+    started_worker(), ev.WorkerHeartbeat(worker="w1"), ev.WorkerPauseRequested(worker="w1"),
+    ev.WorkerPaused(worker="w1"), ev.WorkerResumeRequested(worker="w1"),
+    ev.WorkerResumed(worker="w1"), ev.WorkerStopRequested(worker="w1"),
+    ev.WorkerStopped(worker="w1"), ev.WorkerLost(worker="w1"),
+    *(ev.WorkerSignalled(worker="w1", signal=s, pid=1, target=t)
+      for s in ("SIGKILL", "SIGTERM") for t in ("worker", "agent")),
+]
+
+
+@pytest.mark.parametrize("machine", ["task", "worker"])
+def test_the_folds_move_tables_agree_with_the_machines(machine: str) -> None:
+    from tri24es.machines import TaskState, WorkerState, advance_task, advance_worker
+    from tri24es.projections import queue, workers
+
+    moves, states, advance = (
+        (queue._MOVES, TaskState, advance_task) if machine == "task"
+        else (workers._MOVES, WorkerState, advance_worker)
+    )
+    for state in states:
+        for event in EVENT_SAMPLES:
+            shortcut = moves.get((state.value, type(event)))
+            if shortcut is None:
+                continue  # the fold asks the machine
+            assert advance(state, event) == shortcut, (state, event)  # type: ignore[operator]
+
+
+def test_replay_passes_over_events_no_view_handles_without_decoding_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from eventlog import NewEvent
+    from eventlog.memory import MemoryStore
+    from tri24es.projections import fold_log
+
+    store = MemoryStore()
+    store.append("task-t1", [ev.encode(submitted())])
+    store.append("task-t2", [NewEvent("TaskRejected", b"not json")])  # no view reads it
+    store.append("task-t1", [ev.encode(claimed())])
+    views = fold_log(store)
+    assert views.queue["t1"].state == "running"
+    assert views.position == 3
+    assert "position 2" not in caplog.text  # never decoded, so never reported

@@ -8,18 +8,28 @@ older than the log; a checkpoint per projection records the last position applie
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eventlog import EventStore, Transaction
-from tri24es.events import CATALOG, Envelope, Event, decode, decode_all
+from eventlog.model import EventRow
+from tri24es.events import (
+    CATALOG,
+    Envelope,
+    Event,
+    EventDecodeError,
+    decode_page,
+)
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
 from tri24es.projections.spend import SPEND, SpendView
 from tri24es.projections.sql import Db, has_table, views_db
 from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
+
+log = logging.getLogger(__name__)
 
 PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
 
@@ -111,7 +121,23 @@ def install(store: EventStore) -> None:
         behind = min(position for (position,) in conn.execute("SELECT position FROM checkpoints"))
         if behind < store.head():
             for page in store.read_pages(behind):
-                apply_inline(conn, decode_all(page))
+                apply_inline(conn, decode_skipping(page))
+
+
+def decode_skipping(rows: Sequence[EventRow]) -> list[Envelope]:
+    """A page decoded, passing over (with one warning line naming its position) any event
+    that cannot be: corrupt, or of a type this version does not know. Such an event cannot
+    change a view, and must not stop every process that opens the store or replays it."""
+    try:
+        return decode_page(rows)
+    except EventDecodeError:
+        decoded = []
+        for row in rows:
+            try:
+                decoded.extend(decode_page([row]))
+            except EventDecodeError as e:
+                log.warning("tri24es: warning: the views skip %s", e)
+        return decoded
 
 
 def _handlers(projections: Iterable[Projection[Any]]) -> dict[type[Event], list[Any]]:
@@ -163,30 +189,25 @@ def fold_log(
 ) -> Views:
     """Fold the log (up to ``until_position``) into fresh in-memory views."""
     views = [p.new_view() for p in PROJECTIONS]
-    # Keyed by the stored type name: an event no projection handles is passed over before it
-    # is decoded (a type the catalog does not know still raises, as decoding it would).
-    dispatch: dict[str, list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
+    dispatch: dict[type[Event], list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
     for projection, view in zip(PROJECTIONS, views, strict=True):
         for event_type in projection.handles:
-            dispatch.setdefault(event_type.topic, []).append((projection.apply, view))
-    handlers_of = dispatch.get
+            dispatch.setdefault(event_type, []).append((projection.apply, view))
+    # An event no projection handles is passed over before it is decoded; one of a type the
+    # catalog does not know is kept, so that decoding it reports it like any corrupt event.
+    handled = {event_type.topic for event_type in dispatch}
     position = 0
     # The fold makes millions of small objects and no reference cycles: the cyclic garbage
     # collector would only rescan the growing views, again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for page in store.read_pages(0, until_position=until_position):
-            for recorded in page:
-                handlers = handlers_of(recorded.type)
-                if handlers is None:
-                    if recorded.type not in CATALOG:
-                        decode(recorded)  # raises UnknownEventType naming the position
-                    continue
-                envelope = decode(recorded)
-                for apply, view in handlers:
+        for page in store.read_payload_pages(0, until_position=until_position):
+            wanted = [r for r in page if r[4] in handled or r[4] not in CATALOG]  # r[4]: type
+            for envelope in decode_skipping(wanted):
+                for apply, view in dispatch[type(envelope.event)]:
                     apply(view, envelope)
-            position = page[-1].position
+            position = page[-1][0]
             if progress is not None:
                 progress(len(page))
     finally:

@@ -10,6 +10,7 @@ from tri24es.events import (
     Envelope,
     Event,
     LeaseRenewed,
+    Priority,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -128,11 +129,11 @@ class QueueProjection(Projection[QueueView]):
         row = view.get(task_id)
         if row is None:
             if isinstance(event, TaskSubmitted):
-                view[task_id] = TaskRow(
-                    task_id, TaskState.QUEUED.value, event.priority.rank, envelope.position,
-                    event.title, event.shard, event.model, event.type, event.max_retries,
-                    submitted_at=envelope.recorded_at, updated_at=envelope.recorded_at,
-                    version=envelope.version,
+                at = envelope.recorded_at
+                view[task_id] = TaskRow(  # positional: a third of the cost of keywords
+                    task_id, _QUEUED, _RANKS[event.priority], envelope.position, event.title,
+                    event.shard, event.model, event.type, event.max_retries, 0, None, None,
+                    None, None, at, at, envelope.version, 0,
                 )
             return
         state = _MOVES.get((row.state, kind))
@@ -235,4 +236,6 @@ def _moves(kinds: Iterable[type[Event]]) -> dict[tuple[str, type[Event]], str]:
 
 
 _MOVES = _moves(QueueProjection.handles)
+_QUEUED = TaskState.QUEUED.value
+_RANKS = {priority: priority.rank for priority in Priority}
 QUEUE = QueueProjection()
