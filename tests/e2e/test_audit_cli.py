@@ -89,6 +89,7 @@ def _vm_hwm_kb(pid: int) -> int | None:
     return None
 
 
+@pytest.mark.xdist_group("million")  # one test process builds the million-event store
 @pytest.mark.slow
 def test_exporting_a_million_events_stays_under_150_mb(
     tmp_path: Path, million_event_store: Path

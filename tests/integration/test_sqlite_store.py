@@ -314,6 +314,7 @@ MEASURE_READ_ALL = """
 """
 
 
+@pytest.mark.xdist_group("million")  # one test process builds the million-event store
 @pytest.mark.slow
 @pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="needs /proc to tell heap from mapped pages"
