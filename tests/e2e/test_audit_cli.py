@@ -112,7 +112,7 @@ def test_exporting_a_million_events_stays_under_150_mb(
     watcher = threading.Thread(target=watch)
     watcher.start()
     started = time.monotonic()
-    _, status, usage = os.wait4(child.pid, 0)  # ru_maxrss: the exact peak, in kB
+    _, status, _ = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     stop.set()
     watcher.join()
@@ -122,8 +122,10 @@ def test_exporting_a_million_events_stays_under_150_mb(
     assert child.returncode == 0, stderr
     assert "exported 1000000 events" in stderr
     assert time.monotonic() - started < 40
+    # VmHWM, not wait4's ru_maxrss: at exec Linux records the high-water mark of the memory
+    # the child was forked with, i.e. of this test process, which holds the million-event
+    # fixture. VmHWM is the peak of the exported process's own memory, read until it exits.
     assert 0 < peak_seen[0] < 150 * 1024, f"VmHWM {peak_seen[0]} kB"
-    assert usage.ru_maxrss < 150 * 1024, f"peak RSS {usage.ru_maxrss} kB"
     with out.open("rb") as lines:
         summary = orjson.loads(lines.readlines()[-1])["summary"]
     assert summary["count"] == 1_000_000
