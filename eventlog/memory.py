@@ -16,6 +16,7 @@ class MemoryTransaction(Transaction):
     """Appends are staged and published to the store only when the transaction commits."""
 
     def __init__(self, store: MemoryStore) -> None:
+        self.scratch = {}
         self._store = store
         self.staged: list[RecordedEvent] = []
 

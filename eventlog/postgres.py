@@ -174,6 +174,7 @@ class _Queries:
 class PostgresTransaction(Transaction):
     def __init__(self, store: PostgresStore, connection: psycopg.Connection[TupleRow]):
         self.connection = connection
+        self.scratch = {}
         self._store = store
         self._q = store.queries
         self._head: Head | None = None

@@ -123,6 +123,7 @@ def prepare_path(path: Path) -> None:
 class SQLiteTransaction(Transaction):
     def __init__(self, store: SQLiteStore, connection: sqlite3.Connection) -> None:
         self.connection = connection
+        self.scratch = {}
         self._store = store
         self._head: Head | None = None
 

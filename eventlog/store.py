@@ -42,6 +42,9 @@ class Transaction(abc.ABC):
     #: The backend's own connection, for projection tables kept in the same transaction
     #: (sqlite3.Connection, psycopg.Connection; None for the in-memory backend).
     connection: Any = None
+    #: The caller's own state for this transaction (e.g. rows it has read and changed),
+    #: shared by the appends that join it and dropped with it, committed or not.
+    scratch: dict[Any, Any]
 
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY

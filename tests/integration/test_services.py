@@ -433,3 +433,38 @@ def test_a_worker_resumed_while_holding_its_task_is_still_busy_with_it(
     assert (w.state, w.current_task) == ("busy", "a")
     assert svc.claim("w") is None  # one task at a time
     assert task(svc, store, "b").state == "queued"
+
+
+def test_rows_read_in_a_transaction_are_the_rows_its_events_change(
+    svc: Services, store: EventStore
+) -> None:
+    """The views reuse the rows a command read (fewer statements): they must stay the rows
+    the tables hold, and nothing of a rolled-back transaction may outlive it."""
+    svc.submit(TaskSpec("a", "A"))
+    svc.submit(TaskSpec("b", "B"))
+    start(svc, "w1")
+    with store.transaction() as tx:
+        conn = connection_of(tx)
+        claim = svc.claim("w1")
+        assert claim is not None
+        assert QUEUE.load_by_id(conn, "a") is claim.row  # the object the views changed
+        fresh = conn.execute("SELECT state, worker, attempt FROM queue WHERE task_id = 'a'")
+        assert fresh.fetchone() == ("running", "w1", 1)
+        assert worker(store, "w1").current_task == "a"
+    claimed: list[str] = []
+
+    def complete_then_fail() -> None:
+        with store.transaction():
+            claim = svc.complete("a", "w1", 1, claim_next=True)
+            claimed.append(claim.task_id if claim else "")
+            raise RuntimeError("roll it back")
+
+    with pytest.raises(RuntimeError):
+        complete_then_fail()
+    assert claimed == ["b"]
+    assert task(svc, store, "a").state == "running"
+    assert task(svc, store, "b").state == "queued"
+    assert worker(store, "w1").current_task == "a"
+    next_claim = svc.complete("a", "w1", 1, claim_next=True)
+    assert next_claim is not None
+    assert (next_claim.task_id, task(svc, store, "a").state) == ("b", "completed")

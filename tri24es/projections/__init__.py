@@ -26,7 +26,7 @@ from tri24es.projections.base import Projection, Row
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
 from tri24es.projections.spend import SPEND, SpendView
-from tri24es.projections.sql import Db, has_table, views_db
+from tri24es.projections.sql import Db, ViewsConnection, has_table, views_db
 from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,12 @@ __all__ = [
 ]
 
 
-def connection_of(tx: Transaction) -> Db:
-    """The transaction's connection, for the view tables kept in it."""
-    return views_db(tx.connection)
+def connection_of(tx: Transaction) -> ViewsConnection:
+    """The transaction's connection for the view tables kept in it, with the rows read in it."""
+    found: ViewsConnection | None = tx.scratch.get(ViewsConnection)
+    if found is None:
+        found = tx.scratch[ViewsConnection] = ViewsConnection(views_db(tx.connection))
+    return found
 
 
 def _run_ddl(conn: Db, ddl: str) -> None:

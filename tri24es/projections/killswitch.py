@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields
+from typing import cast
 
 from tri24es.events import Envelope, KillSwitchActivated, KillSwitchReset
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db
+from tri24es.projections.sql import Db, rows_of
 
 DDL = """
 CREATE TABLE IF NOT EXISTS killswitch (
@@ -74,6 +75,9 @@ class KillSwitchProjection(Projection[KillSwitchView]):
     def save(self, conn: Db, view: KillSwitchView) -> None:
         row = _as_tuple(view)
         conn.execute(SAVE, (int(view.active), *row[1:]))
+        rows = rows_of(conn)
+        if rows is not None:
+            rows["killswitch", 1] = view
 
     def rows(self, view: KillSwitchView) -> dict[str, list[Row]]:
         if view.position is None:
@@ -82,10 +86,16 @@ class KillSwitchProjection(Projection[KillSwitchView]):
 
 
 def read_killswitch(conn: Db) -> KillSwitchView:
+    rows = rows_of(conn)
+    if rows is not None and (cached := rows.get(("killswitch", 1))) is not None:
+        return cast(KillSwitchView, cached)
     row = conn.execute(
         f"SELECT {COLUMNS} FROM killswitch"
     ).fetchone()
-    return KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
+    view = KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
+    if rows is not None:
+        rows["killswitch", 1] = view
+    return view
 
 
 KILLSWITCH = KillSwitchProjection()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import Any, cast
 
 from tri24es.events import (
     Envelope,
@@ -22,7 +23,7 @@ from tri24es.events import (
 )
 from tri24es.machines import IllegalTransition, TaskState, advance_task
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db
+from tri24es.projections.sql import Db, rows_of
 from tri24es.timeutil import to_us
 
 # Rows are keyed by submission position, not by id: tasks claimed one after another sit side
@@ -169,16 +170,23 @@ class QueueProjection(Projection[QueueView]):
         task_id = _task_id(envelope)
         if task_id is None:
             return None
-        found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
-        return {r[0]: TaskRow(*r) for r in found}
+        row = self.load_by_id(conn, task_id)
+        return {} if row is None else {task_id: row}
 
     def save(self, conn: Db, view: QueueView) -> None:
         conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
+        rows = rows_of(conn)
+        if rows is not None:
+            for task_id, row in view.items():
+                rows["queue", task_id] = row
 
     def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
+        rows = rows_of(conn)
+        if rows is not None and (cached := rows.get(("queue", task_id))) is not None:
+            return cast(TaskRow, cached)
         found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
         row = found.fetchone()
-        return None if row is None else TaskRow(*row)
+        return None if row is None else _known(rows, TaskRow(*row))
 
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None
@@ -191,7 +199,7 @@ class QueueProjection(Projection[QueueView]):
             " AND (type IS NULL OR type = ?) ORDER BY priority, submitted_position LIMIT 1",
             (shard, model, type),
         ).fetchone()
-        return None if found is None else TaskRow(*found)
+        return None if found is None else _known(rows_of(conn), TaskRow(*found))
 
     def leases_expired_before(self, conn: Db, now_us: int) -> list[TaskRow]:
         found = conn.execute(
@@ -238,4 +246,12 @@ def _moves(kinds: Iterable[type[Event]]) -> dict[tuple[str, type[Event]], str]:
 _MOVES = _moves(QueueProjection.handles)
 _QUEUED = TaskState.QUEUED.value
 _RANKS = {priority: priority.rank for priority in Priority}
+def _known(rows: dict[tuple[str, object], Any] | None, row: TaskRow) -> TaskRow:
+    """The transaction's own object for this task's row (``row`` if it has none yet)."""
+    if rows is None:
+        return row
+    known: TaskRow = rows.setdefault(("queue", row.task_id), row)
+    return known
+
+
 QUEUE = QueueProjection()

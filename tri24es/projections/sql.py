@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -107,7 +107,34 @@ def views_db(conn: object) -> Db:
     )
 
 
+class ViewsConnection:
+    """The views' connection within one transaction, with the rows read and changed in it.
+
+    A command reads the rows it decides on (the task it completes, the worker that claims);
+    the inline projections then apply its events to those same row objects instead of
+    reading them again: a claim-and-complete makes four statements fewer (four round trips
+    on PostgreSQL). The rows live as long as the transaction, so nothing outlives a commit
+    or a rollback, and a row is cached only once read or written in this transaction."""
+
+    __slots__ = ("execute", "executemany", "raw", "rows")
+
+    def __init__(self, raw: Db) -> None:
+        self.raw = raw
+        # The backend's own bound methods: no call layer of ours on the hot path.
+        self.execute: Callable[..., Rows] = raw.execute
+        self.executemany: Callable[..., object] = raw.executemany
+        #: (table, key) -> the row object this transaction read or wrote.
+        self.rows: dict[tuple[str, object], Any] = {}
+
+
+def rows_of(db: Db) -> dict[tuple[str, object], Any] | None:
+    """The rows this transaction has read or written, if ``db`` keeps them."""
+    return db.rows if isinstance(db, ViewsConnection) else None
+
+
 def has_table(db: Db, name: str) -> bool:
+    if isinstance(db, ViewsConnection):
+        db = db.raw
     if isinstance(db, sqlite3.Connection):
         sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
     else:  # PostgreSQL: the store's schema is first on the search path

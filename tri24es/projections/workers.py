@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import cast
 
 from tri24es.events import (
     Envelope,
@@ -29,7 +30,7 @@ from tri24es.events import (
 )
 from tri24es.machines import IllegalTransition, WorkerState, advance_worker, next_state
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db
+from tri24es.projections.sql import Db, rows_of
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -176,19 +177,28 @@ class WorkersProjection(Projection[WorkersView]):
         worker_id = _worker_id(envelope)
         if worker_id is None:
             return None
-        found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
-        return {r[0]: WorkerRow(*r) for r in found}
+        row = self.load_by_id(conn, worker_id)
+        return {} if row is None else {worker_id: row}
 
     def save(self, conn: Db, view: WorkersView) -> None:
-        conn.executemany(
-            SAVE,
-            [self._row(w) for w in view.values()],
-        )
+        conn.executemany(SAVE, [self._row(w) for w in view.values()])
+        rows = rows_of(conn)
+        if rows is not None:
+            for worker_id, row in view.items():
+                rows["workers", worker_id] = row
 
     def load_by_id(self, conn: Db, worker_id: str) -> WorkerRow | None:
+        rows = rows_of(conn)
+        if rows is not None and (cached := rows.get(("workers", worker_id))) is not None:
+            return cast(WorkerRow, cached)
         found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
         row = found.fetchone()
-        return None if row is None else WorkerRow(*row)
+        if row is None:
+            return None
+        loaded = WorkerRow(*row)
+        if rows is not None:
+            rows["workers", worker_id] = loaded
+        return loaded
 
     def silent_since(self, conn: Db, before_us: int) -> list[WorkerRow]:
         """Live (or stopping) workers not seen since ``before_us``."""
