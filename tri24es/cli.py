@@ -27,9 +27,11 @@ from tri24es.cli_top import top
 from tri24es.cli_up import up
 from tri24es.cli_worker import worker
 from tri24es.cli_workers import workers_app
-from tri24es.config import TASK_FOLDERS, load_settings
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.render import decode_problem, event_json_line, event_text_line
+
+# Start-up time: the command modules import the domain (pydantic models, services, views)
+# and anything heavy (rich, prometheus-client, watchdog, the runtime) inside the commands
+# that use them, so `--version`, `--help` and each command load only what they need.
 
 app = typer.Typer(
     name="tri24es",
@@ -69,6 +71,8 @@ def main_options(
     ] = False,
 ) -> None:
     """An event-sourced control plane for fleets of autonomous AI coding agents."""
+    from tri24es.config import load_settings
+
     ctx.obj = Context(load_settings(db=db, root=root))
 
 
@@ -78,6 +82,8 @@ def init(ctx: typer.Context) -> None:
 
     Example: tri24es --root ~/fleet init
     """
+    from tri24es.config import TASK_FOLDERS
+
     context: Context = ctx.obj
     s = context.settings
     s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -110,6 +116,8 @@ def events(
 
     Example: tri24es events --follow --type TaskClaimed --json
     """
+    from tri24es.render import decode_problem, event_json_line, event_text_line
+
     context: Context = ctx.obj
     line = event_json_line if as_json else event_text_line
     store = context.open_store()

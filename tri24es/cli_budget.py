@@ -6,26 +6,23 @@ import logging
 import os
 import signal
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.budget import BudgetLimits, Reading, percent, usd
 from tri24es.cli_common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
-from tri24es.projections import WORKERS, connection_of
-from tri24es.runtime.budget_watchdog import (
-    BY,
-    KILL_SWITCH_FILE,
-    LIVE,
-    BudgetWatchdog,
-    single_daemon,
-)
-from tri24es.runtime.signals import received_signals
-from tri24es.services import Services
+
+if TYPE_CHECKING:  # the domain and the daemon's module are imported on use
+    from tri24es.budget import BudgetLimits, Reading
+    from tri24es.runtime.budget_watchdog import BudgetWatchdog
+    from tri24es.services import Services
 
 
 def _watchdog(context: Context, services: Services) -> BudgetWatchdog:
+    from tri24es.budget import BudgetLimits
+    from tri24es.runtime.budget_watchdog import BudgetWatchdog
+
     return BudgetWatchdog(services, BudgetLimits.from_settings(context.settings),
                           context.settings.root,
                           report=lambda line: typer.echo(line, err=True))
@@ -53,6 +50,11 @@ def budget_watchdog(
         raise UsageError("--reset needs --reason TEXT")
     if reason is not None and not reset:
         raise UsageError("--reason goes with --reset")
+    # Imported on use: only this command needs them, and every other one starts faster.
+    from tri24es.runtime.budget_watchdog import BY, single_daemon
+    from tri24es.runtime.signals import received_signals
+    from tri24es.services import Services
+
     context = context_of(ctx)
     store = context.open_store()
     try:
@@ -78,6 +80,8 @@ def budget_watchdog(
 
 
 def _once(watchdog: BudgetWatchdog, as_json: bool) -> int:
+    from tri24es.budget import usd
+
     result = watchdog.evaluate()
     reading, limits = result.reading, watchdog.limits
     if as_json:
@@ -97,6 +101,9 @@ def _once(watchdog: BudgetWatchdog, as_json: bool) -> int:
 
 
 def _status(watchdog: BudgetWatchdog, as_json: bool) -> None:
+    from tri24es.projections import WORKERS, connection_of
+    from tri24es.runtime.budget_watchdog import LIVE
+
     watchdog.spend_file.bridge(watchdog.services)
     reading, limits = watchdog.read(), watchdog.limits
     with watchdog.services.store.snapshot() as tx:
@@ -120,6 +127,8 @@ def _status(watchdog: BudgetWatchdog, as_json: bool) -> None:
 
 
 def _print_status(reading: Reading, limits: BudgetLimits) -> None:
+    from tri24es.budget import percent, usd
+
     ks = reading.killswitch
     typer.echo(f"Kill Switch: {'ACTIVE' if ks.active else 'INACTIVE'}"
                + (f" ({ks.reason})" if ks.active else ""))
@@ -136,6 +145,8 @@ def _print_status(reading: Reading, limits: BudgetLimits) -> None:
 
 
 def _reset(context: Context, services: Services, reason: str, as_json: bool) -> None:
+    from tri24es.runtime.budget_watchdog import KILL_SWITCH_FILE
+
     was_active = services.reset_killswitch(by=context.actor, reason=reason)
     path = context.settings.root / KILL_SWITCH_FILE
     moved = None

@@ -9,16 +9,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
-from tri24es.config import Settings
-from tri24es.projections import connection_of, install
-from tri24es.projections.sql import Db
-from tri24es.services import Services
+
+if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
+    from tri24es.config import Settings
+    from tri24es.projections.sql import Db
+    from tri24es.services import Services
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -48,6 +49,8 @@ class Context:
 
     @contextmanager
     def services(self) -> Iterator[Services]:
+        from tri24es.services import Services
+
         store = self.open_store()
         try:
             yield Services(store, actor=self.actor, trace_id=self.settings.trace_id)
@@ -58,6 +61,8 @@ class Context:
     def reading(self) -> Iterator[tuple[EventStore, Db]]:
         """The store and a connection inside one transaction: a consistent snapshot of the
         views (created and caught up first, if the store is new)."""
+        from tri24es.projections import connection_of, install
+
         store = self.open_store()
         try:
             install(store)

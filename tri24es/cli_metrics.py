@@ -10,7 +10,6 @@ import typer
 
 from tri24es.cli_common import context_of
 from tri24es.errors import UsageError
-from tri24es.projections import install
 
 
 def metrics(
@@ -27,6 +26,8 @@ def metrics(
 
     Example: tri24es metrics --port 9464 --host 0.0.0.0
     """
+    from tri24es.projections import install
+
     context = context_of(ctx)
     store = context.open_store()
     stop = threading.Event()

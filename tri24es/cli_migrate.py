@@ -10,7 +10,6 @@ import typer
 from eventlog import open_store, sqlite_path
 from tri24es.cli_common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import UsageError
-from tri24es.migrate import migrate as copy_store
 
 
 def migrate(
@@ -28,6 +27,8 @@ def migrate(
 
     Example: tri24es migrate --to postgresql://tri24es@db.internal/fleet
     """
+    from tri24es.migrate import migrate as copy_store
+
     context = context_of(ctx)
     settings = context.settings
     if _same_store(to, settings.db_url):

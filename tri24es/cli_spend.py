@@ -3,30 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es import events as ev
-from tri24es.budget import (
-    BadAmount,
-    BudgetLimits,
-    Reading,
-    parse_amount,
-    parse_window,
-    percent,
-    read_budget,
-    reading_dict,
-    spend_by,
-    usd,
-)
 from tri24es.cli_common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
-from tri24es.pricing import Pricer
-from tri24es.projections import connection_of
-from tri24es.services import Services
-from tri24es.spendfile import SPEND_FILE, SpendFileBridge
-from tri24es.timeutil import from_us, now_us
+
+if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
+    from tri24es.budget import BudgetLimits, Reading
+    from tri24es.services import Services
 
 spend_app = typer.Typer(
     help="Show the spend (window, rate, today, limits, kill switch); record spend.",
@@ -41,11 +27,15 @@ def _stderr(line: str) -> None:
 
 
 def _limits(context: Context) -> BudgetLimits:
+    from tri24es.budget import BudgetLimits
+
     return BudgetLimits.from_settings(context.settings)
 
 
 def bridge_spend_file(context: Context, services: Services, limits: BudgetLimits) -> None:
     """Bring ``state/budget/spend.jsonl`` into the log (idempotent) before reporting."""
+    from tri24es.spendfile import SPEND_FILE, SpendFileBridge
+
     SpendFileBridge(context.settings.root / SPEND_FILE, limits.max_record_usd,
                     _stderr).bridge(services)
 
@@ -71,6 +61,10 @@ def spend(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from tri24es.budget import parse_window, read_budget, reading_dict, spend_by
+    from tri24es.projections import connection_of
+    from tri24es.timeutil import now_us
+
     try:
         seconds = parse_window(window) if window is not None else None
     except ValueError as e:
@@ -103,6 +97,8 @@ def spend(
 
 
 def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
+    from tri24es.budget import percent, usd
+
     ks = reading.killswitch
     typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}")
     typer.echo(f"Rate:         ${usd(reading.rate)}/min of ${usd(limits.rate_limit)}/min "
@@ -135,6 +131,11 @@ def record(
 
     Example: tri24es spend record --model claude-sonnet-4-5 --input-tokens 12000 --output-tokens 800
     """
+    from tri24es import events as ev
+    from tri24es.budget import BadAmount, parse_amount
+    from tri24es.pricing import Pricer
+    from tri24es.timeutil import from_us, now_us
+
     context = context_of(ctx)
     limits = _limits(context)
     flagged = None

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from eventlog import EventStore
-from tri24es import projections
 from tri24es.cli_common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.views import live_summary, parse_until, summary_at
+
+if TYPE_CHECKING:
+    from eventlog import EventStore
 
 
 class ViewsDiffer(Tri24esError):
@@ -29,6 +29,8 @@ def status(
 
     Example: tri24es status --at 2026-11-24T09:00:00Z --json
     """
+    from tri24es.views import live_summary, parse_until, summary_at
+
     if at is not None:
         point = parse_until(at, "--at")
         store = context_of(ctx).open_store()
@@ -93,6 +95,8 @@ def replay(
 
 
 def _rebuild(store: EventStore, as_json: bool) -> None:
+    from tri24es import projections
+
     with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
         views = projections.rebuild(store, progress=progress)
     counts = {
@@ -112,6 +116,8 @@ def _rebuild(store: EventStore, as_json: bool) -> None:
 
 
 def _verify(store: EventStore, as_json: bool) -> None:
+    from tri24es import projections
+
     folded = [0]
 
     def count(n: int) -> None:
@@ -134,6 +140,8 @@ def _verify(store: EventStore, as_json: bool) -> None:
 
 
 def _until(store: EventStore, until: str, as_json: bool) -> None:
+    from tri24es.views import parse_until, summary_at
+
     info = summary_at(store, parse_until(until))
     if not as_json:
         typer.echo(f"as of position {info['until']}:")

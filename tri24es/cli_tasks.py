@@ -12,12 +12,6 @@ import typer
 
 from tri24es.cli_common import JsonOption, context_of, print_json
 from tri24es.errors import UsageError
-from tri24es.events import task_stream
-from tri24es.projections import QUEUE
-from tri24es.render import decode_problem
-from tri24es.services import NotFound, TaskSpec
-from tri24es.taskfile import id_problem
-from tri24es.views import history_entry, parse_priority, parse_task_state, task_dict
 
 tasks_app = typer.Typer(
     help="List, show, cancel and retry tasks.", no_args_is_help=True
@@ -69,6 +63,10 @@ def submit(
 
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
+    from tri24es.services import TaskSpec
+    from tri24es.taskfile import id_problem
+    from tri24es.views import parse_priority, task_dict
+
     rank = parse_priority(priority)
     if max_retries < 0:
         raise UsageError(f"bad --max-retries {max_retries}: must be >= 0")
@@ -112,6 +110,9 @@ def list_tasks(
 
     Example: tri24es tasks list --state queued --json
     """
+    from tri24es.projections import QUEUE
+    from tri24es.views import parse_task_state, task_dict
+
     wanted = None if state is None else parse_task_state(state).value
     with context_of(ctx).reading() as (_, conn):
         rows = QUEUE.all(conn, wanted)
@@ -136,6 +137,12 @@ def show(
 
     Example: tri24es tasks show fix-login-3f9a2c
     """
+    from tri24es.events import task_stream
+    from tri24es.projections import QUEUE
+    from tri24es.render import decode_problem
+    from tri24es.services import NotFound
+    from tri24es.views import history_entry, task_dict
+
     with context_of(ctx).reading() as (store, conn):
         row = QUEUE.load_by_id(conn, task_id)
         history = []

@@ -5,21 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
 from tri24es.cli_common import context_of
-from tri24es.events import Priority
-from tri24es.machines import TaskState
-from tri24es.metrics import Glance, glance
-from tri24es.projections import install
-from tri24es.timeutil import iso_time
+
+if TYPE_CHECKING:  # rich, prometheus-client (via metrics) and the domain are imported on use
+    from rich.console import RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
+    from tri24es.metrics import Glance
 
 BARS = "▁▂▃▄▅▆▇█"
 EVENT_DATA_WIDTH = 60
@@ -38,6 +35,11 @@ def _money(value: Decimal) -> str:
 
 
 def _queue_table(g: Glance) -> Table:
+    from rich.table import Table
+
+    from tri24es.events import Priority
+    from tri24es.machines import TaskState
+
     table = Table(title="queue", title_justify="left", expand=False)
     table.add_column("state")
     for priority in Priority:
@@ -50,6 +52,8 @@ def _queue_table(g: Glance) -> Table:
 
 
 def _workers_table(g: Glance) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"workers ({len(g.workers)})", title_justify="left")
     for name in ("worker", "state", "task", "last seen"):
         table.add_column(name)
@@ -60,6 +64,10 @@ def _workers_table(g: Glance) -> Table:
 
 
 def _spend(g: Glance) -> Text:
+    from rich.text import Text
+
+    from tri24es.timeutil import iso_time
+
     over = g.rate >= g.rate_limit
     text = Text()
     text.append("spend rate  ")
@@ -80,6 +88,10 @@ def _spend(g: Glance) -> Text:
 
 
 def _recent(g: Glance) -> Text:
+    from rich.text import Text
+
+    from tri24es.timeutil import iso_time
+
     text = Text(no_wrap=True, overflow="ellipsis")
     for e in g.recent:
         data = e.data.decode(errors="replace")[:EVENT_DATA_WIDTH]
@@ -91,6 +103,12 @@ def _recent(g: Glance) -> Text:
 
 def frame(g: Glance) -> RenderableType:
     """One picture of the fleet."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from tri24es.timeutil import iso_time
+
     header = Text(f"tri24es top — {iso_time(g.now)[:19]}Z — log head {g.head}", style="bold")
     return Group(
         header,
@@ -115,6 +133,13 @@ def top(
 
     Example: tri24es top --interval 2
     """
+    # Imported on use: rich and prometheus-client cost every other command ~70 ms at start.
+    from rich.console import Console
+    from rich.live import Live
+
+    from tri24es.metrics import glance
+    from tri24es.projections import install
+
     context = context_of(ctx)
     store = context.open_store()
     try:

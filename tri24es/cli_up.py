@@ -9,36 +9,33 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from eventlog import EventStore, sqlite_path
 from tri24es.cli_common import Context, context_of
-from tri24es.demo import demo_agent_command, demo_specs, write_queue_files
-from tri24es.machines import TaskState
-from tri24es.projections import QUEUE, WORKERS, connection_of, install
-from tri24es.projections.sql import Db
-from tri24es.runtime.signals import received_signals
-from tri24es.runtime.supervisor import Child, ChildSpec, Supervisor, fleet_specs, signal_wakeup
-from tri24es.services import Services
-from tri24es.taskfile import Location, locate
-from tri24es.views import live_summary
+
+if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
+    from rich.console import Group
+    from rich.live import Live
+
+    from tri24es.projections.sql import Db
+    from tri24es.runtime.supervisor import Child, ChildSpec
 
 #: How often the views are read (and the summary redrawn on a terminal).
 TICK_SECONDS = 1.0
 #: Without a terminal, one summary line at most this often (and only when it changed).
 PLAIN_EVERY = 5.0
-_UNFINISHED = (TaskState.QUEUED.value, TaskState.RUNNING.value)
+_UNFINISHED = ("queued", "running")  # TaskState.QUEUED and RUNNING (a test keeps them so)
 
 
 def pending_queue_files(queue_dir: Path, conn: Db) -> list[str]:
     """Ids of queue files the queue watcher has not submitted yet (rejected ones are moved
     out of the folder, so they do not stay pending)."""
+    from tri24es.projections import QUEUE
+    from tri24es.taskfile import Location, locate
+
     pending = []
     for path in sorted(queue_dir.glob("*.md")) + sorted(queue_dir.glob("*/*.md")):
         where = locate(PurePosixPath(path.relative_to(queue_dir).as_posix()))
@@ -85,6 +82,9 @@ class Dashboard:
 
     def _read(self) -> list[str]:
         """Read the views in one snapshot; the queue files not submitted yet."""
+        from tri24es.projections import WORKERS, connection_of
+        from tri24es.views import live_summary
+
         with self.store.snapshot() as tx:
             conn = connection_of(tx)
             self.info = live_summary(conn, self.store.head())
@@ -114,6 +114,10 @@ class Dashboard:
             self.last_line, self.last_printed = line, now
 
     def _table(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(box=None, header_style="bold")
         for column in ("process", "pid", "state", "task", "restarts"):
             table.add_column(column)
@@ -171,6 +175,11 @@ def up(
 
     Example: tri24es up --workers 4 --exec 'claude -p --output-format stream-json --verbose'
     """
+    # Imported on use: only this command needs them, and every other one starts faster.
+    from tri24es.demo import demo_agent_command
+    from tri24es.projections import install
+    from tri24es.runtime.supervisor import fleet_specs
+
     context = context_of(ctx)
     s = context.settings
     store = context.open_store()
@@ -187,6 +196,9 @@ def up(
 
 
 def _seed_demo(store: EventStore, context: Context, queue_dir: Path, *, direct: bool) -> None:
+    from tri24es.demo import demo_specs, write_queue_files
+    from tri24es.services import Services
+
     specs = demo_specs()
     if direct:
         Services(store, actor=context.actor, trace_id=context.settings.trace_id).submit_many(
@@ -199,6 +211,12 @@ def _seed_demo(store: EventStore, context: Context, queue_dir: Path, *, direct: 
 
 def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_done: bool,
          no_watcher: bool) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from tri24es.runtime.signals import received_signals
+    from tri24es.runtime.supervisor import Supervisor, signal_wakeup
+
     s = context.settings
     log_dir = s.root / "logs" / "up"
     queue_dir = None if no_watcher else s.tasks_dir / "queue"

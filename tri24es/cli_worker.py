@@ -10,8 +10,10 @@ import typer
 
 from eventlog import sqlite_path
 from tri24es.cli_common import context_of
-from tri24es.runtime.signals import received_signals
-from tri24es.services import DEFAULT_LEASE_SECONDS, Services
+
+#: services.DEFAULT_LEASE_SECONDS (a test keeps them equal), written here so that building
+#: the command line does not import the services and the event catalog behind them.
+DEFAULT_LEASE_SECONDS = 30.0
 
 
 def worker(
@@ -68,7 +70,9 @@ def worker(
     s = context.settings
     path = sqlite_path(s.db_url)
     # Imported on use: only this command needs it, and every other one starts faster.
+    from tri24es.runtime.signals import received_signals
     from tri24es.runtime.worker import Worker, WorkerOptions
+    from tri24es.services import Services
 
     options = WorkerOptions(
         worker_id=worker_id or s.default_worker_id(), root=s.root.resolve(),

@@ -7,29 +7,33 @@ local processes directly come with the worker runtime).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tri24es.cli_common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
-from tri24es.machines import WorkerState
-from tri24es.projections import WORKERS
-from tri24es.services import Services
-from tri24es.views import worker_dict
+
+if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
+    from tri24es.services import Services
 
 workers_app = typer.Typer(
     help="List workers; ask them to pause, resume or stop.", no_args_is_help=True
 )
 
-LIVE_STATES = frozenset(
-    {WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED}
-)
+
+def _live_states() -> frozenset[str]:
+    from tri24es.machines import WorkerState
+
+    return frozenset(
+        {WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED}
+    )
+
 
 WorkerId = Annotated[str | None, typer.Argument(help="The worker's id (or --all).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every live worker.")]
 
-Request = Callable[[Services, str, str], bool]
+Request = Callable[["Services", str, str], bool]
 
 
 @workers_app.command("list")
@@ -38,6 +42,9 @@ def list_workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: tri24es workers list --json
     """
+    from tri24es.projections import WORKERS
+    from tri24es.views import worker_dict
+
     with context_of(ctx).reading() as (_, conn):
         rows = WORKERS.all(conn)
     if as_json:
@@ -59,8 +66,11 @@ def _targets(context: Context, worker_id: str | None, all_: bool) -> list[str]:
         raise UsageError("give a worker id or --all (not both)")
     if worker_id is not None:
         return [worker_id]
+    from tri24es.projections import WORKERS
+
+    live = _live_states()
     with context.reading() as (_, conn):
-        return [w.worker_id for w in WORKERS.all(conn) if w.state in LIVE_STATES]
+        return [w.worker_id for w in WORKERS.all(conn) if w.state in live]
 
 
 def _request(

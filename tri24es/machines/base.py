@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 from transitions import Machine
-from transitions.extensions.diagrams import GraphMachine
 
 from tri24es.errors import Tri24esError
 
@@ -107,6 +106,9 @@ class StateTable(Generic[S]):
 
     def mermaid(self) -> str:
         """The table as a mermaid ``stateDiagram-v2``, drawn by ``transitions``."""
+        # Imported on use: the diagram extensions pull in asyncio (~30 ms at every start).
+        from transitions.extensions.diagrams import GraphMachine
+
         graph = GraphMachine(
             states=self.states,
             transitions=self.moves,
