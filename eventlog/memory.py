@@ -84,6 +84,7 @@ class MemoryStore(EventStore):
             tx = self._tx = MemoryTransaction(self)
             try:
                 yield tx
+                tx._run_before_commit()
             finally:
                 self._tx = None
             for event in tx.staged:

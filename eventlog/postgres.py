@@ -265,6 +265,12 @@ class _TransactionScope:
                 return
             tx, store._tx = store._tx, None
             assert tx is not None
+            if exc is None:
+                try:
+                    tx._run_before_commit()
+                except BaseException:
+                    store._rollback_quietly()
+                    raise
             if exc is not None:
                 tx.connection.execute(b"ROLLBACK")
             elif tx.appended:

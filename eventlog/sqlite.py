@@ -220,8 +220,14 @@ class _TransactionScope:
         try:
             if self._joined:
                 return
-            store._tx = None
+            tx, store._tx = store._tx, None
             if exc is None:
+                try:
+                    if tx is not None:
+                        tx._run_before_commit()
+                except BaseException:
+                    store._db.execute("ROLLBACK")
+                    raise
                 store._db.execute("COMMIT")
             else:
                 store._db.execute("ROLLBACK")

@@ -22,6 +22,7 @@ from eventlog.model import (
 )
 
 READ_BATCH = 2000
+_BEFORE_COMMIT = object()  # the key of the before-commit actions in a transaction's scratch
 
 R = TypeVar("R", bound=tuple[Any, ...])
 
@@ -72,6 +73,16 @@ class Transaction(abc.ABC):
                 f"stream {stream!r}: some events of the batch are already stored, some are not"
             )
         return recorded
+
+    def before_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` just before this transaction commits, and not if it rolls back:
+        for a write that only the transaction's final state needs (once, however many
+        appends join it). An action that raises rolls the transaction back."""
+        self.scratch.setdefault(_BEFORE_COMMIT, []).append(action)
+
+    def _run_before_commit(self) -> None:
+        for action in self.scratch.get(_BEFORE_COMMIT, ()):
+            action()
 
     def copy_in(self, events: Sequence[RecordedEvent]) -> None:
         """Store events recorded in another store exactly as they are (positions, versions,

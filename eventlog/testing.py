@@ -356,6 +356,44 @@ class EventStoreContract:
             assert store.head() == total
             assert store.verify() == total
 
+    def test_before_commit_actions_run_once_at_commit_and_never_on_rollback(
+        self, store: EventStore
+    ) -> None:
+        ran: list[int] = []
+        with store.transaction() as tx:
+            tx.append("s", [event(n=1)])
+            tx.before_commit(lambda: ran.append(tx.head_row().position))
+            with store.transaction() as joined:  # joins: its action waits for the outer commit
+                joined.append("s", [event(n=2)])
+                joined.before_commit(lambda: ran.append(-1))
+            assert ran == []
+        assert ran == [2, -1]  # in order, inside the transaction (it sees both appends)
+        def roll_back() -> None:
+            with store.transaction() as tx:
+                tx.before_commit(lambda: ran.append(99))
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            roll_back()
+        assert ran == [2, -1]
+
+    def test_a_failing_before_commit_action_rolls_the_transaction_back(
+        self, store: EventStore
+    ) -> None:
+        def fail() -> None:
+            raise RuntimeError("refused")
+
+        def append_then_fail() -> None:
+            with store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.before_commit(fail)
+
+        with pytest.raises(RuntimeError):
+            append_then_fail()
+        assert store.head() == 0
+        store.append("s", [event()])  # the store is usable afterwards
+        assert store.head() == 1
+
     # -- copying a log between stores (migration) -------------------------------------------
 
     def test_a_copied_log_is_the_same_log(self, make_store: StoreFactory) -> None:

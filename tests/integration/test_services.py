@@ -47,6 +47,9 @@ def store(new_url: Callable[[], str], clock: Clock) -> Iterator[EventStore]:
     s = eventlog.open_store(new_url(), clock=clock)
     yield s
     assert verify(s) == []  # after every scenario: the inline views equal a fresh replay
+    with s.snapshot() as tx:  # and every view's checkpoint is the head: none is behind
+        found = connection_of(tx).execute("SELECT min(position), max(position) FROM checkpoints")
+        assert found.fetchone() == (s.head(), s.head())
     s.close()
 
 

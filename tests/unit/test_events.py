@@ -271,3 +271,29 @@ def test_decoded_times_money_and_enums_have_their_python_types() -> None:
         if isinstance(event, ev.TaskSubmitted):
             assert event.priority is ev.Priority.HIGH
 
+
+
+def test_payloads_are_the_json_of_the_model_dump_byte_for_byte() -> None:
+    """pydantic-core writes the payload; it must be what orjson made of the dump before (the
+    bytes are hashed into the chain and exported)."""
+    from datetime import UTC, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    import orjson
+
+    from tri24es import events as ev
+
+    when = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
+    samples: list[ev.Event] = [
+        ev.TaskSubmitted(task_id="t-1", title="héllo ✓ \"quoted\" \\ \n\t\u2028", body="x" * 300,
+                         priority=ev.Priority.CRITICAL, max_budget_usd=Decimal("1.5000"),
+                         command=["claude", "-p", "ü"]),
+        ev.TaskClaimed(task_id="t", worker="w", attempt=2,
+                       lease_expires_at=when.astimezone(timezone(timedelta(hours=5)))),
+        ev.SpendRecorded(amount=Decimal("0.0000000001"), occurred_at=when, input_tokens=0),
+        ev.SpendRecorded(amount=Decimal("12345.6789"), occurred_at=when, model=None),
+        ev.KillSwitchActivated(reason="r", rate=Decimal("1E+1"), daily=Decimal("0"),
+                               rate_limit=Decimal("1.00"), daily_limit=Decimal("75.00")),
+    ]
+    for event in samples:
+        assert ev.encode(event).data == orjson.dumps(event.model_dump(mode="json")), event

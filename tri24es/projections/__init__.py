@@ -71,7 +71,7 @@ def connection_of(tx: Transaction) -> ViewsConnection:
     """The transaction's connection for the view tables kept in it, with the rows read in it."""
     found: ViewsConnection | None = tx.scratch.get(ViewsConnection)
     if found is None:
-        found = tx.scratch[ViewsConnection] = ViewsConnection(views_db(tx.connection))
+        found = tx.scratch[ViewsConnection] = ViewsConnection(views_db(tx.connection), tx)
     return found
 
 
@@ -166,8 +166,19 @@ def apply_inline(conn: Db, envelopes: Iterable[Envelope]) -> None:
                 projection.apply(view, envelope)
                 projection.save(conn, view)
         last = envelope.position
-    if last is not None:
-        conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (last, last))
+    if last is None:
+        return
+    if isinstance(conn, ViewsConnection) and conn.tx is not None:
+        # Once per transaction, just before it commits, however many appends it makes.
+        if conn.applied_up_to is None:
+            conn.tx.before_commit(lambda: _save_checkpoint(conn, conn.applied_up_to))
+        conn.applied_up_to = last
+    else:
+        _save_checkpoint(conn, last)
+
+
+def _save_checkpoint(conn: Db, position: int | None) -> None:
+    conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (position, position))
 
 
 @dataclass

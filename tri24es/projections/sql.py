@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+from eventlog import Transaction
 from tri24es.errors import Tri24esError
 
 
@@ -116,10 +117,14 @@ class ViewsConnection:
     on PostgreSQL). The rows live as long as the transaction, so nothing outlives a commit
     or a rollback, and a row is cached only once read or written in this transaction."""
 
-    __slots__ = ("execute", "executemany", "raw", "rows")
+    __slots__ = ("applied_up_to", "execute", "executemany", "raw", "rows", "tx")
 
-    def __init__(self, raw: Db) -> None:
+    def __init__(self, raw: Db, tx: Transaction | None = None) -> None:
         self.raw = raw
+        self.tx = tx
+        #: The last position the views were brought to in this transaction (saved as the
+        #: checkpoint when it commits).
+        self.applied_up_to: int | None = None
         # The backend's own bound methods: no call layer of ours on the hot path.
         self.execute: Callable[..., Rows] = raw.execute
         self.executemany: Callable[..., object] = raw.executemany
