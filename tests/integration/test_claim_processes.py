@@ -18,7 +18,7 @@ from tri24es.services import Services, TaskSpec
 
 WORKERS = 4
 # PostgreSQL: every statement is a round trip to the server (~0.1 ms here) and writers take
-# turns on one advisory lock, so ~100 cycles/s with four workers; 1,000 tasks keep the run
+# turns on one advisory lock, so ~200 cycles/s with four workers; 1,000 tasks keep the run
 # short while still interleaving the four claimers thousands of times.
 TASKS = {"sqlite": 5_000, "postgresql": 1_000}
 
