@@ -22,8 +22,9 @@ def migrate(
 ) -> None:
     """Copy the log into another store, verify its hash chain there, and rebuild the views.
 
-    The target must be empty (or hold an earlier, interrupted copy, which is resumed). Stop
-    the fleet first: events appended during the copy stay behind (run it again for them).
+    The target must be empty, or hold an interrupted copy (which is resumed).
+
+    Stop the fleet first: events appended during the copy are left for a second run.
 
     Example: tri24es migrate --to postgresql://tri24es@db.internal/fleet
     """
