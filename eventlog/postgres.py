@@ -265,18 +265,17 @@ class _TransactionScope:
                 return
             tx, store._tx = store._tx, None
             assert tx is not None
-            if exc is None:
+            if exc is not None:
+                tx.connection.execute(b"ROLLBACK")
+            else:
                 try:
                     tx._run_before_commit()
                 except BaseException:
                     store._rollback_quietly()
                     raise
-            if exc is not None:
-                tx.connection.execute(b"ROLLBACK")
-            elif tx.appended:
-                tx.connection.execute(store.queries.notify_and_commit(tx.head_position))
-            else:
-                tx.connection.execute(b"COMMIT")
+                commit = store.queries.notify_and_commit(tx.head_position) if tx.appended \
+                    else b"COMMIT"
+                tx.connection.execute(commit)
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:

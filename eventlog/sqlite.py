@@ -221,10 +221,10 @@ class _TransactionScope:
             if self._joined:
                 return
             tx, store._tx = store._tx, None
+            assert tx is not None
             if exc is None:
                 try:
-                    if tx is not None:
-                        tx._run_before_commit()
+                    tx._run_before_commit()
                 except BaseException:
                     store._db.execute("ROLLBACK")
                     raise

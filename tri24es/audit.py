@@ -82,7 +82,8 @@ def stream_without_mmap(store: EventStore) -> None:
             conn.execute("PRAGMA mmap_size = 0")
 
 
-def _hash_at(store: EventStore, position: int) -> bytes:
+def hash_at(store: EventStore, position: int) -> bytes:
+    """The hash of the event at ``position`` (the genesis hash at 0 or past the head)."""
     if position <= 0:
         return GENESIS_HASH
     page = store.read_page(position - 1, 1)
@@ -97,7 +98,7 @@ def select(
     Filters are applied here rather than in SQL: the previous row's hash is always at hand.
     """
     stream_without_mmap(store)
-    prev = _hash_at(store, selection.after)
+    prev = hash_at(store, selection.after)
     stream, types = selection.stream, selection.types
     for page in store.read_pages(selection.after, until_position=selection.until):
         for event in page:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventlog import EventStore, redact_url
+from tri24es.audit import hash_at
 from tri24es.errors import Tri24esError
 from tri24es.projections import install
 
@@ -41,8 +42,13 @@ def migrate(
     chain there and rebuild the views from it."""
     start = target.head()
     end = source.head()
-    if start:
-        _check_prefix(source, target, start)
+    if start and (start > end or hash_at(source, start) != hash_at(target, start)):
+        where = (f"its event {start}" if start <= end
+                 else f"{start} events, more than the source has")
+        raise MigrationRefused(
+            f"{redact_url(target.url)} already holds a different log ({where} is not the "
+            "source's): migrate into an empty store"
+        )
     copied = 0
     if end > start:
         for page in source.read_pages(start, until_position=end, batch_size=PAGE):
@@ -56,13 +62,3 @@ def migrate(
     return Migrated(redact_url(source.url), redact_url(target.url), start, copied,
                     target.head(), verified, source.head() - end)
 
-
-def _check_prefix(source: EventStore, target: EventStore, start: int) -> None:
-    theirs = target.read_page(start - 1, 1)
-    ours = source.read_page(start - 1, 1)
-    if not ours or ours[0].hash != theirs[0].hash:
-        where = f"its event {start}" if ours else f"{start} events, more than the source has"
-        raise MigrationRefused(
-            f"{redact_url(target.url)} already holds a different log ({where} is not the "
-            "source's): migrate into an empty store"
-        )

@@ -156,7 +156,7 @@ HANDLERS = _handlers(PROJECTIONS)
 NOBODY: list[Projection[Any]] = []
 
 
-def apply_inline(conn: Db, envelopes: Iterable[Envelope]) -> None:
+def apply_inline(conn: ViewsConnection, envelopes: Iterable[Envelope]) -> None:
     """Apply just-appended events to the view tables, inside the appending transaction."""
     last = None
     for envelope in envelopes:
@@ -168,16 +168,14 @@ def apply_inline(conn: Db, envelopes: Iterable[Envelope]) -> None:
         last = envelope.position
     if last is None:
         return
-    if isinstance(conn, ViewsConnection) and conn.tx is not None:
-        # Once per transaction, just before it commits, however many appends it makes.
-        if conn.applied_up_to is None:
-            conn.tx.before_commit(lambda: _save_checkpoint(conn, conn.applied_up_to))
-        conn.applied_up_to = last
-    else:
-        _save_checkpoint(conn, last)
+    # The checkpoint: once per transaction, just before it commits, however many appends.
+    if conn.applied_up_to is None:
+        conn.tx.before_commit(lambda: _save_checkpoint(conn))
+    conn.applied_up_to = last
 
 
-def _save_checkpoint(conn: Db, position: int | None) -> None:
+def _save_checkpoint(conn: ViewsConnection) -> None:
+    position = conn.applied_up_to
     conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (position, position))
 
 

@@ -14,13 +14,16 @@ unless something bypassed the services.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import enum
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from tri24es.events import Envelope, Event
+from tri24es.machines import IllegalTransition
 from tri24es.projections.sql import Db
 
 V = TypeVar("V")
+S = TypeVar("S", bound=enum.Enum)
 
 Row = tuple[Any, ...]
 
@@ -75,3 +78,27 @@ class Projection(abc.ABC, Generic[V]):
     def clear(self, conn: Db) -> None:
         for table in self.tables:
             conn.execute(f"DELETE FROM {table}")
+
+
+def fixed_moves(
+    states: Iterable[S],
+    kinds: Iterable[type[Event]],
+    advance: Callable[[S, Event], S | None],
+    decided_by_fields: Callable[[S, type[Event]], bool],
+) -> dict[tuple[str, type[Event]], str]:
+    """(state value, event type) -> the next state's value, for every legal move that depends
+    on nothing but the two: asked of the machine once, instead of once per event in a replay.
+    Left out are the moves an event's fields decide and those the machine refuses; a fold
+    asks ``advance`` for those, which decides or raises."""
+    moves: dict[tuple[str, type[Event]], str] = {}
+    for state in states:
+        for kind in kinds:
+            if decided_by_fields(state, kind):
+                continue
+            try:
+                moved = advance(state, kind.model_construct())
+            except IllegalTransition:
+                continue
+            if moved is not None:
+                moves[state.value, kind] = moved.value
+    return moves

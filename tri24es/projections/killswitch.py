@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields
-from typing import cast
 
 from tri24es.events import Envelope, KillSwitchActivated, KillSwitchReset
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db, rows_of
+from tri24es.projections.sql import Db, keep, kept
 
 DDL = """
 CREATE TABLE IF NOT EXISTS killswitch (
@@ -75,9 +74,7 @@ class KillSwitchProjection(Projection[KillSwitchView]):
     def save(self, conn: Db, view: KillSwitchView) -> None:
         row = _as_tuple(view)
         conn.execute(SAVE, (int(view.active), *row[1:]))
-        rows = rows_of(conn)
-        if rows is not None:
-            rows["killswitch", 1] = view
+        keep(conn, "killswitch", 1, view, saved=True)
 
     def rows(self, view: KillSwitchView) -> dict[str, list[Row]]:
         if view.position is None:
@@ -86,15 +83,11 @@ class KillSwitchProjection(Projection[KillSwitchView]):
 
 
 def read_killswitch(conn: Db) -> KillSwitchView:
-    rows = rows_of(conn)
-    if rows is not None and (cached := rows.get(("killswitch", 1))) is not None:
-        return cast(KillSwitchView, cached)
-    row = conn.execute(
-        f"SELECT {COLUMNS} FROM killswitch"
-    ).fetchone()
-    view = KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
-    if rows is not None:
-        rows["killswitch", 1] = view
+    view: KillSwitchView | None = kept(conn, "killswitch", 1)
+    if view is None:
+        row = conn.execute(f"SELECT {COLUMNS} FROM killswitch").fetchone()
+        fresh = KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
+        view = keep(conn, "killswitch", 1, fresh)
     return view
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, cast
 
 from tri24es.events import (
     Envelope,
-    Event,
     LeaseRenewed,
     Priority,
     TaskCancelled,
@@ -21,9 +18,9 @@ from tri24es.events import (
     TaskStarted,
     TaskSubmitted,
 )
-from tri24es.machines import IllegalTransition, TaskState, advance_task
-from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db, rows_of
+from tri24es.machines import TaskState, advance_task
+from tri24es.projections.base import Projection, Row, fixed_moves
+from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
 
 # Rows are keyed by submission position, not by id: tasks claimed one after another sit side
@@ -175,18 +172,16 @@ class QueueProjection(Projection[QueueView]):
 
     def save(self, conn: Db, view: QueueView) -> None:
         conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
-        rows = rows_of(conn)
-        if rows is not None:
-            for task_id, row in view.items():
-                rows["queue", task_id] = row
+        for task_id, row in view.items():
+            keep(conn, "queue", task_id, row, saved=True)
 
     def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
-        rows = rows_of(conn)
-        if rows is not None and (cached := rows.get(("queue", task_id))) is not None:
-            return cast(TaskRow, cached)
-        found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
-        row = found.fetchone()
-        return None if row is None else _known(rows, TaskRow(*row))
+        row: TaskRow | None = kept(conn, "queue", task_id)
+        if row is None:
+            found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
+            values = found.fetchone()
+            row = None if values is None else keep(conn, "queue", task_id, TaskRow(*values))
+        return row
 
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None
@@ -199,7 +194,7 @@ class QueueProjection(Projection[QueueView]):
             " AND (type IS NULL OR type = ?) ORDER BY priority, submitted_position LIMIT 1",
             (shard, model, type),
         ).fetchone()
-        return None if found is None else _known(rows_of(conn), TaskRow(*found))
+        return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
 
     def leases_expired_before(self, conn: Db, now_us: int) -> list[TaskRow]:
         found = conn.execute(
@@ -224,34 +219,13 @@ class QueueProjection(Projection[QueueView]):
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
 
 
-def _moves(kinds: Iterable[type[Event]]) -> dict[tuple[str, type[Event]], str]:
-    """(state, event type) -> the next state, for every legal move that depends on nothing
-    else: asked of the task machine once, here, instead of once per event in a replay. Left
-    out: a TaskRequeued of a failed task (retry or not depends on its reason) and the moves
-    the machine refuses; ``apply`` asks ``advance_task`` for those, which decides or raises."""
-    moves: dict[tuple[str, type[Event]], str] = {}
-    for state in TaskState:
-        for kind in kinds:
-            if state is TaskState.FAILED and kind is TaskRequeued:
-                continue
-            try:
-                moved = advance_task(state, kind.model_construct())
-            except IllegalTransition:
-                continue
-            if moved is not None:
-                moves[state.value, kind] = moved.value
-    return moves
-
-
-_MOVES = _moves(QueueProjection.handles)
+# A failed task's requeue is a retry or not by its reason: the machine decides that one.
+_MOVES = fixed_moves(
+    TaskState, QueueProjection.handles, advance_task,
+    lambda state, kind: state is TaskState.FAILED and kind is TaskRequeued,
+)
 _QUEUED = TaskState.QUEUED.value
 _RANKS = {priority: priority.rank for priority in Priority}
-def _known(rows: dict[tuple[str, object], Any] | None, row: TaskRow) -> TaskRow:
-    """The transaction's own object for this task's row (``row`` if it has none yet)."""
-    if rows is None:
-        return row
-    known: TaskRow = rows.setdefault(("queue", row.task_id), row)
-    return known
 
 
 QUEUE = QueueProjection()

@@ -14,10 +14,12 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from eventlog import Transaction
 from tri24es.errors import Tri24esError
+
+R = TypeVar("R")
 
 
 class ViewsUnavailable(Tri24esError):
@@ -119,7 +121,7 @@ class ViewsConnection:
 
     __slots__ = ("applied_up_to", "execute", "executemany", "raw", "rows", "tx")
 
-    def __init__(self, raw: Db, tx: Transaction | None = None) -> None:
+    def __init__(self, raw: Db, tx: Transaction) -> None:
         self.raw = raw
         self.tx = tx
         #: The last position the views were brought to in this transaction (saved as the
@@ -132,9 +134,21 @@ class ViewsConnection:
         self.rows: dict[tuple[str, object], Any] = {}
 
 
-def rows_of(db: Db) -> dict[tuple[str, object], Any] | None:
-    """The rows this transaction has read or written, if ``db`` keeps them."""
-    return db.rows if isinstance(db, ViewsConnection) else None
+def kept(db: Db, table: str, key: object) -> Any | None:
+    """The row of ``table`` at ``key`` this transaction has read or written, if any."""
+    return db.rows.get((table, key)) if isinstance(db, ViewsConnection) else None
+
+
+def keep(db: Db, table: str, key: object, row: R, *, saved: bool = False) -> R:
+    """The transaction's own object for this row. A row just read yields to the one the
+    transaction holds already (the same row, perhaps changed since); a row just ``saved``
+    replaces it (a fold may build a new row, as a worker's restart does)."""
+    if not isinstance(db, ViewsConnection):
+        return row
+    if saved:
+        db.rows[table, key] = row
+        return row
+    return cast(R, db.rows.setdefault((table, key), row))
 
 
 def has_table(db: Db, name: str) -> bool:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import cast
 
 from tri24es.events import (
     Envelope,
-    Event,
     LeaseRenewed,
     TaskCancelled,
     TaskClaimed,
@@ -28,9 +25,9 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines import IllegalTransition, WorkerState, advance_worker, next_state
-from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db, rows_of
+from tri24es.machines import WorkerState, advance_worker, next_state
+from tri24es.projections.base import Projection, Row, fixed_moves
+from tri24es.projections.sql import Db, keep, kept
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -182,23 +179,17 @@ class WorkersProjection(Projection[WorkersView]):
 
     def save(self, conn: Db, view: WorkersView) -> None:
         conn.executemany(SAVE, [self._row(w) for w in view.values()])
-        rows = rows_of(conn)
-        if rows is not None:
-            for worker_id, row in view.items():
-                rows["workers", worker_id] = row
+        for worker_id, row in view.items():
+            keep(conn, "workers", worker_id, row, saved=True)
 
     def load_by_id(self, conn: Db, worker_id: str) -> WorkerRow | None:
-        rows = rows_of(conn)
-        if rows is not None and (cached := rows.get(("workers", worker_id))) is not None:
-            return cast(WorkerRow, cached)
-        found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?", (worker_id,))
-        row = found.fetchone()
+        row: WorkerRow | None = kept(conn, "workers", worker_id)
         if row is None:
-            return None
-        loaded = WorkerRow(*row)
-        if rows is not None:
-            rows["workers", worker_id] = loaded
-        return loaded
+            found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?",
+                                 (worker_id,))
+            values = found.fetchone()
+            row = None if values is None else keep(conn, "workers", worker_id, WorkerRow(*values))
+        return row
 
     def silent_since(self, conn: Db, before_us: int) -> list[WorkerRow]:
         """Live (or stopping) workers not seen since ``before_us``."""
@@ -222,24 +213,9 @@ class WorkersProjection(Projection[WorkersView]):
         return {"workers": sorted(self._row(w) for w in view.values())}
 
 
-def _moves(kinds: Iterable[type[Event]]) -> dict[tuple[str, type[Event]], str]:
-    """(state, event type) -> the next state, for every legal move that depends on nothing
-    else: asked of the worker machine once, here, instead of once per event in a replay.
-    Left out: WorkerSignalled (its fields decide) and the moves the machine refuses;
-    ``apply`` asks ``advance_worker`` for those, which decides or raises."""
-    moves: dict[tuple[str, type[Event]], str] = {}
-    for state in WorkerState:
-        for kind in kinds:
-            if kind is WorkerSignalled:
-                continue
-            try:
-                moved = advance_worker(state, kind.model_construct())
-            except IllegalTransition:
-                continue
-            if moved is not None:
-                moves[state.value, kind] = moved.value
-    return moves
-
-
-_MOVES = _moves(WorkersProjection.handles)
+# A WorkerSignalled moves the worker by its signal: the machine decides that one.
+_MOVES = fixed_moves(
+    WorkerState, WorkersProjection.handles, advance_worker,
+    lambda state, kind: kind is WorkerSignalled,
+)
 WORKERS = WorkersProjection()

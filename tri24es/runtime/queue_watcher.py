@@ -33,7 +33,7 @@ from watchdog.observers import Observer
 from eventlog import EventLogError
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
-from tri24es.runtime.agent import write_private
+from tri24es.runtime.agent import private_dirs, write_private
 from tri24es.runtime.signals import received_signals
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
 from tri24es.taskfile import (
@@ -295,7 +295,7 @@ class QueueWatcher:
         """Move ``path`` into tasks/rejected/ under its name (``x.1.md``... if taken).
 
         The first rename is the claim: of several watchers, exactly one gets the file."""
-        self.rejected_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(self.rejected_dir)
         claim = self.rejected_dir / f".claim-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             os.rename(path, claim)

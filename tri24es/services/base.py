@@ -32,7 +32,7 @@ from tri24es.projections import (
     connection_of,
     install,
 )
-from tri24es.projections.sql import Db
+from tri24es.projections.sql import Db, ViewsConnection
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class ServiceBase:
     # --- plumbing ----------------------------------------------------------------------
 
     def _append(
-        self, conn: Db, tx: Transaction, stream: str, events: Sequence[Event],
+        self, conn: ViewsConnection, tx: Transaction, stream: str, events: Sequence[Event],
         expected: Expected,
     ) -> list[Envelope]:
         recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)

@@ -27,7 +27,7 @@ from tri24es.services.base import (
     retry_on_conflict,
     submitted_event,
 )
-from tri24es.timeutil import from_us, to_us
+from tri24es.timeutil import from_us
 
 
 class TaskCommands(ServiceBase):
@@ -92,9 +92,8 @@ class TaskCommands(ServiceBase):
                 task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
                 lease_expires_at=lease,
             )
-            claimed = self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
-            row.state, row.worker, row.attempt = TaskState.RUNNING.value, worker_id, event.attempt
-            row.lease_expires_at, row.version = to_us(lease), claimed[-1].version
+            # The views apply the claim to this same row object (the transaction keeps it).
+            self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
             return Claim(row.task_id, event.attempt, lease, row)
 
     @retry_on_conflict
