@@ -16,7 +16,7 @@ from eventlog import EventLogError, redact_url
 from tri24es import __version__
 from tri24es.cli_audit import audit_app
 from tri24es.cli_budget import budget_watchdog
-from tri24es.cli_common import Context
+from tri24es.cli_common import Context, watch_for_changes
 from tri24es.cli_metrics import metrics
 from tri24es.cli_migrate import migrate
 from tri24es.cli_queue import queue_watcher
@@ -124,6 +124,8 @@ def events(
     position = after
     out = sys.stdout
     try:
+        if follow:
+            watch_for_changes(store)
         while True:
             for event in store.read_all(position, types=type_):
                 position = event.position

@@ -104,3 +104,11 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
 
 def print_json(value: Any) -> None:
     typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def watch_for_changes(store: EventStore) -> None:
+    """Set up the store's change notices (an import that builds classes, a thread) now, before
+    a follower's first output. A Ctrl-C landing inside that import would escape as a
+    RuntimeError, or, caught as KeyboardInterrupt, still make CPython 3.11 exit by SIGINT: it
+    marks an interrupt raised in code built by ``exec`` (dataclasses) as unhandled."""
+    store.wait_for_change(store.head(), timeout=0)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli_common import context_of
+from tri24es.cli_common import context_of, watch_for_changes
 
 if TYPE_CHECKING:  # rich, prometheus-client (via metrics) and the domain are imported on use
     from rich.console import RenderableType
@@ -148,6 +148,7 @@ def top(
         if once:
             Console().print(frame(glance(store, settings)))
             return
+        watch_for_changes(store)
         calm = threading.Event()  # never set: paces redraws when commits come fast
         with Live(frame(glance(store, settings)), auto_refresh=False, screen=False) as live:
             try:
