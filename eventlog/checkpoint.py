@@ -71,7 +71,9 @@ class Checkpointer:
         except sqlite3.Error:
             return  # the store's own connection reports what is wrong with the file
         try:
-            while True:
+            # stop() sets ``stopping`` before ``nudged``: a nudge this loop clears after stop
+            # began is seen as ``stopping`` by the loop's test.
+            while not stopping.is_set():
                 nudged.wait()
                 if stopping.wait(PACE):  # let commits gather; return at once on stop
                     return

@@ -200,12 +200,13 @@ class EventStore(abc.ABC):
         after_position: int = 0,
         until_position: int | None = None,
         batch_size: int = READ_BATCH,
+        types: Iterable[str] | None = None,
     ) -> Iterator[Sequence[EventRow]]:
         """``read_pages`` for readers that decode every event and do not check the chain (a
         replay): each row holds a RecordedEvent's first eight fields, in its order, and may
         be a plain tuple without the hash. By default the rows are RecordedEvents; a backend
         may read less (SQLite: no hash, no namedtuple per row)."""
-        return self.read_pages(after_position, None, until_position, batch_size)
+        return self.read_pages(after_position, types, until_position, batch_size)
 
     @abc.abstractmethod
     def head(self) -> int:

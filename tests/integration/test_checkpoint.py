@@ -92,3 +92,16 @@ def test_close_ends_the_thread_and_a_store_that_never_writes_starts_none(
     writer.close()
     reader.close()
     assert checkpoint_threads() == before
+
+
+def test_close_ends_the_thread_whenever_it_comes(tmp_path: Path) -> None:
+    # A close that lands as the thread wakes from its pause must not be lost (the thread
+    # would wait for a nudge forever, and close with it).
+    for i in range(60):
+        store = open_store(str(tmp_path / "log.db"))
+        store.append(f"s-{i}", [event("Happened")], 0)
+        time.sleep(checkpoint.PACE * (0.9 + 0.2 * (i % 7) / 6))
+        closing = threading.Thread(target=store.close)
+        closing.start()
+        closing.join(timeout=5)
+        assert not closing.is_alive(), f"close hung (round {i})"

@@ -7,31 +7,18 @@ older than the log; a checkpoint per projection records the last position applie
 
 from __future__ import annotations
 
-import gc
-import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from eventlog import EventStore, Transaction
-from eventlog.model import EventRow
-from tri24es.events import (
-    CATALOG,
-    Envelope,
-    Event,
-    EventDecodeError,
-    decode_page,
-)
+from tri24es.events import Envelope, Event
 from tri24es.projections.base import Projection, Row
+from tri24es.projections.fold import PROJECTIONS, Views, decode_skipping, fold_log
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
 from tri24es.projections.spend import SPEND, SpendView
 from tri24es.projections.sql import Db, ViewsConnection, has_table, views_db
 from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
-
-log = logging.getLogger(__name__)
-
-PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
 
 #: Bump when the shape of a view table changes: stores made before are rebuilt from the log.
 VIEWS_VERSION = 3
@@ -127,22 +114,6 @@ def install(store: EventStore) -> None:
                 apply_inline(conn, decode_skipping(page))
 
 
-def decode_skipping(rows: Sequence[EventRow]) -> list[Envelope]:
-    """A page decoded, passing over (with one warning line naming its position) any event
-    that cannot be: corrupt, or of a type this version does not know. Such an event cannot
-    change a view, and must not stop every process that opens the store or replays it."""
-    try:
-        return decode_page(rows)
-    except EventDecodeError:
-        decoded = []
-        for row in rows:
-            try:
-                decoded.extend(decode_page([row]))
-            except EventDecodeError as e:
-                log.warning("tri24es: warning: the views skip %s", e)
-        return decoded
-
-
 def _handlers(projections: Iterable[Projection[Any]]) -> dict[type[Event], list[Any]]:
     """Event type -> the projections it can change: the others never see it."""
     handlers: dict[type[Event], list[Any]] = {}
@@ -177,56 +148,6 @@ def apply_inline(conn: ViewsConnection, envelopes: Iterable[Envelope]) -> None:
 def _save_checkpoint(conn: ViewsConnection) -> None:
     position = conn.applied_up_to
     conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (position, position))
-
-
-@dataclass
-class Views:
-    """Every view, folded in memory."""
-
-    queue: QueueView
-    workers: WorkersView
-    spend: SpendView
-    killswitch: KillSwitchView
-    position: int
-
-    def by_projection(self) -> dict[str, Any]:
-        return {"queue": self.queue, "workers": self.workers, "spend": self.spend,
-                "killswitch": self.killswitch}
-
-
-def fold_log(
-    store: EventStore,
-    until_position: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Views:
-    """Fold the log (up to ``until_position``) into fresh in-memory views."""
-    views = [p.new_view() for p in PROJECTIONS]
-    dispatch: dict[type[Event], list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
-    for projection, view in zip(PROJECTIONS, views, strict=True):
-        for event_type in projection.handles:
-            dispatch.setdefault(event_type, []).append((projection.apply, view))
-    # An event no projection handles is passed over before it is decoded; one of a type the
-    # catalog does not know is kept, so that decoding it reports it like any corrupt event.
-    handled = {event_type.topic for event_type in dispatch}
-    position = 0
-    # The fold makes millions of small objects and no reference cycles: the cyclic garbage
-    # collector would only rescan the growing views, again and again.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for page in store.read_payload_pages(0, until_position=until_position):
-            wanted = [r for r in page if r[4] in handled or r[4] not in CATALOG]  # r[4]: type
-            for envelope in decode_skipping(wanted):
-                for apply, view in dispatch[type(envelope.event)]:
-                    apply(view, envelope)
-            position = page[-1][0]
-            if progress is not None:
-                progress(len(page))
-    finally:
-        if collecting:
-            gc.enable()
-    queue, workers, spend, killswitch = views
-    return Views(queue, workers, spend, killswitch, position)
 
 
 def rebuild(

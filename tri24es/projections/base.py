@@ -62,6 +62,15 @@ class Projection(abc.ABC, Generic[V]):
         """The view as the rows of each table, sorted: what ``write_all`` stores and what
         ``replay --verify`` compares."""
 
+    def pack(self, view: V) -> Any:
+        """The view as data for another process to unpickle (a split replay): by default the
+        view itself; a view of many objects is quicker to send as tuples."""
+        return view
+
+    def unpack(self, packed: Any) -> V:
+        """The view from what ``pack`` made."""
+        return packed  # type: ignore[no-any-return]
+
     def write_all(self, conn: Db, view: V) -> None:
         for table, rows in self.rows(view).items():
             if rows:
