@@ -15,7 +15,7 @@ import pytest
 
 from eventlog import ANY, EventStore, NewEvent, open_store
 from tri24es import events as ev
-from tri24es.projections import Views, fold, fold_log
+from tri24es.projections import Views, fold, fold_log, rebuild, verify
 from tri24es.services import Services, TaskSpec
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -134,3 +134,28 @@ def test_a_store_no_other_process_can_open_is_folded_here(
         helpers.clear()
         assert fold_log(memory) == in_one_process(memory)
     assert helpers == []
+
+
+def test_rebuild_and_verify_split_the_fold_inside_their_transaction(
+    new_url: Callable[[], str], helpers: list[fold._Helper],
+) -> None:
+    # They fold while holding the write lock: the helper must read without waiting for it.
+    with open_store(new_url()) as store:
+        mixed_log(store)
+        alone = in_one_process(store)
+        helpers.clear()
+        assert rebuild(store) == alone
+        assert verify(store) == []
+        assert [h.process.returncode for h in helpers] == [0, 0]
+
+
+def test_no_python_to_start_a_helper_with(
+    tmp_path: os.PathLike[str], helpers: list[fold._Helper], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with open_store(f"{tmp_path}/log.db") as store:
+        mixed_log(store)
+        alone = in_one_process(store)
+        helpers.clear()
+        monkeypatch.setattr(sys, "executable", f"{tmp_path}/no-such-python")
+        assert fold_log(store) == alone
+        assert helpers == []  # none started: everything folded here

@@ -79,7 +79,7 @@ def fold_log(
     """Fold the log (up to ``until_position``) into fresh in-memory views."""
     head = store.head()
     until = head if until_position is None else min(until_position, head)
-    helper = _Helper(store.url, until) if _worth_a_helper(store, until) else None
+    helper = _Helper.start(store.url, until) if _worth_a_helper(store, until) else None
     try:
         here = [p for p in PROJECTIONS if helper is None or p not in HELPER_SHARE]
         views = fold_projections(store, here, until, progress, report_unknown=True)
@@ -154,14 +154,28 @@ class _Helper:
     would run the caller's main module again), and how its views come back: pickled, on its
     stdout, into an unnamed temporary file (a pipe would stall it until this process reads)."""
 
+    @classmethod
+    def start(cls, url: str, until: int) -> _Helper | None:
+        """The helper, running; None if no process could be started (no interpreter at
+        ``sys.executable``, no processes or files left): then the caller folds it all."""
+        try:
+            return cls(url, until)
+        except OSError as e:
+            log.debug("no fold helper (%s): folding everything here", e)
+            return None
+
     def __init__(self, url: str, until: int) -> None:
         self.until = until
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from tri24es.projections.fold import _main; _main()",
-             str(until)],
-            stdin=subprocess.PIPE, stdout=self.output,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from tri24es.projections.fold import _main; _main()",
+                 str(until)],
+                stdin=subprocess.PIPE, stdout=self.output,
+            )
+        except BaseException:
+            self.output.close()
+            raise
         assert self.process.stdin is not None
         with contextlib.suppress(OSError):  # it died already: result() folds here
             self.process.stdin.write(url.encode())  # not in argv: a URL may hold a password
