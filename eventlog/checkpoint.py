@@ -20,6 +20,8 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+from eventlog.threads import threads_without_signals
+
 #: Commits gather this long before a checkpoint runs: at most a few checkpoints a second.
 PACE = 0.05
 #: WAL frames past which a commit checkpoints inline, to start the WAL over (16 MB of 2 KB).
@@ -52,7 +54,8 @@ class Checkpointer:
             target=self._run, args=(self._nudged, self._stopping),
             name="eventlog-checkpoint", daemon=True,
         )
-        self._thread.start()
+        with threads_without_signals():
+            self._thread.start()
 
     def stop(self) -> None:
         """End the thread (the store's close). Whatever the WAL still holds, the last

@@ -46,6 +46,7 @@ from eventlog.model import (
     system_clock_us,
 )
 from eventlog.store import EventStore, Transaction
+from eventlog.threads import threads_without_signals
 
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -297,7 +298,8 @@ class _Listener:
         self._stopping = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="eventlog-listen", daemon=True)
-        self._thread.start()
+        with threads_without_signals():
+            self._thread.start()
 
     def _run(self) -> None:
         try:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eventlog.threads import threads_without_signals
+
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
@@ -37,10 +39,13 @@ class FileChangeWatcher:
         from watchdog.observers import Observer
 
         self._changed = threading.Event()
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.schedule(_handler(names, self._changed), str(directory), recursive=False)
-        self._observer.start()
+        with threads_without_signals():  # watchdog starts threads in all three
+            self._observer = Observer()
+            self._observer.daemon = True
+            self._observer.schedule(
+                _handler(names, self._changed), str(directory), recursive=False
+            )
+            self._observer.start()
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Return True as soon as ``condition()`` holds, False once ``timeout`` has passed."""

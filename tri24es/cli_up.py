@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from eventlog import EventStore, sqlite_path
+from eventlog.threads import threads_without_signals
 from tri24es.cli_common import Context, context_of
 
 if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
@@ -229,7 +230,8 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     dashboard.report(f"up: {len(specs)} processes, logs in {log_dir}/")
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
         if live is not None:
-            live.start()
+            with threads_without_signals():  # rich's refresh thread
+                live.start()
         try:
             reason = supervisor.run(inbox, wake, dashboard.tick, TICK_SECONDS)
             dashboard.final()

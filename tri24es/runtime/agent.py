@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from eventlog.threads import threads_without_signals
+
 #: Longest line handed over in one piece; a longer one arrives in several.
 LINE_LIMIT = 1 << 20
 #: Between SIGTERM and SIGKILL when the agent's process group is stopped.
@@ -98,11 +100,12 @@ class Agent:
         self.returncode: int | None = None
         assert self.proc.stdin is not None
         assert self.proc.stdout is not None
-        threading.Thread(target=_feed, args=(self.proc.stdin, stdin), daemon=True,
-                         name=f"agent-{self.pid}-stdin").start()
         self._reader = threading.Thread(target=_read, args=(self.proc.stdout, log, self._lines),
                                         daemon=True, name=f"agent-{self.pid}-output")
-        self._reader.start()
+        with threads_without_signals():  # SIGUSR1/SIGTERM must reach the worker's main thread
+            threading.Thread(target=_feed, args=(self.proc.stdin, stdin), daemon=True,
+                             name=f"agent-{self.pid}-stdin").start()
+            self._reader.start()
 
     def read(self, timeout: float) -> list[bytes]:
         """The output lines that arrived since the last call, waiting up to ``timeout``

@@ -31,6 +31,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from eventlog import EventLogError
+from eventlog.threads import threads_without_signals
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
 from tri24es.runtime.agent import private_dirs, write_private
@@ -357,10 +358,11 @@ def serve(
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    observer = Observer()
-    observer.daemon = True
-    observer.schedule(_Wake(wake_w), str(watcher.queue_dir), recursive=True)
-    observer.start()
+    with threads_without_signals():  # watchdog starts threads in all three
+        observer = Observer()
+        observer.daemon = True
+        observer.schedule(_Wake(wake_w), str(watcher.queue_dir), recursive=True)
+        observer.start()
     try:
         with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox:
             # The signal's number lands in the pipe too, so select() returns at once.
