@@ -1,11 +1,10 @@
 """Helper threads that never take a process's signals.
 
 The kernel hands a process-wide signal (Ctrl-C, SIGTERM, SIGUSR1) to any thread that does
-not block it. Landing in a helper thread, CPython 3.11 runs the Python handler only when
-the main thread next notices, and a main thread that waits on a lock while the other threads
-sleep may not notice at all (seen: `events --follow` ignoring Ctrl-C for good). Threads
-started inside ``threads_without_signals`` inherit a mask that blocks every signal, so the
-main thread gets them all: its wait is interrupted and the handler runs at once.
+not block it. Landing in a helper thread, it runs the Python handler only when the main
+thread next wakes from its wait (a follower waits up to a second). Threads started inside
+``threads_without_signals`` inherit a mask that blocks every signal, so the main thread
+gets them all: its wait is interrupted and the handler runs at once.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -17,6 +18,17 @@ from eventlog.sqlite import SQLiteStore
 MILLION_BATCHES, MILLION_PER_BATCH = 100, 10_000
 RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"  # prefix of this run's PostgreSQL schemas
 _numbers = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_children() -> None:
+    """Tests press Ctrl-C on real processes, as a user at a terminal would. A suite started in
+    the background by a non-interactive shell inherits SIGINT and SIGQUIT ignored (POSIX job
+    control), and so would every process it starts: they would never see the Ctrl-C."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

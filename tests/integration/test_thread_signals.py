@@ -1,8 +1,8 @@
 """Signals reach the main thread: every helper thread blocks them (eventlog.threads).
 
-Delivered to a helper thread, a Ctrl-C could go unhandled in CPython 3.11 while the main
-thread waited (``events --follow`` ignored it for good). So the kernel must find every
-thread but the main one blocking SIGINT, SIGTERM, SIGUSR1 and SIGUSR2.
+Delivered to a helper thread, a Ctrl-C waits until the main thread next wakes from its wait;
+delivered to the main thread, it interrupts the wait. So the kernel must find every thread
+but the main one blocking SIGINT, SIGTERM, SIGUSR1 and SIGUSR2.
 """
 
 from __future__ import annotations
