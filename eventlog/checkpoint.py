@@ -43,7 +43,8 @@ class Checkpointer:
         Cheap enough for every commit."""
         if self._thread is None:
             self._start()
-        self._nudged.set()
+        if not self._nudged.is_set():  # set() takes a lock: not on every append
+            self._nudged.set()
         if self._overdue:
             _, left = checkpoint(db)
             self._overdue = left > 0

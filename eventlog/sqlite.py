@@ -262,7 +262,7 @@ class SQLiteStore(EventStore):
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous.upper()
         self.clock = clock
-        if synchronous.upper() not in SYNCHRONOUS_MODES:
+        if self.synchronous not in SYNCHRONOUS_MODES:
             raise StoreUnavailable(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {synchronous!r}"
             )

@@ -6,6 +6,7 @@ import itertools
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -18,6 +19,17 @@ from eventlog.sqlite import SQLiteStore
 MILLION_BATCHES, MILLION_PER_BATCH = 100, 10_000
 RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"  # prefix of this run's PostgreSQL schemas
 _numbers = itertools.count()
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, every: float = 0.05
+) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from eventlog import open_store
+from tests.conftest import wait_until as shared_wait_until
 from tests.e2e.conftest import CLI, Run, clean_env
 from tri24es import events as ev
 from tri24es.events import Priority
@@ -30,11 +30,7 @@ DEADLINE = 30.0  # generous: only reached when something is wrong (or the machin
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    shared_wait_until(condition, what, timeout, every=0.1)
 
 
 def gone(pid: int, started: int) -> bool:

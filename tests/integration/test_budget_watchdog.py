@@ -7,8 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TypeVar
 import pytest
 
 import eventlog
+from tests.conftest import wait_until
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
 from tri24es.procinfo import host_id, is_same_process, start_time
@@ -46,14 +46,6 @@ out.with_suffix(".ready").write_text("ready")
 while True:
     signal.pause()
 """
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Clock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,13 @@ import pytest
 from eventlog import checkpoint, open_store
 from eventlog.sqlite import PAGE_SIZE
 from eventlog.testing import event
+from tests.conftest import wait_until
 
 THREAD = "eventlog-checkpoint"
 
 
 def checkpoint_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == THREAD and t.is_alive())
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_commits_reach_the_database_file_while_the_store_stays_open(tmp_path: Path) -> None:
@@ -38,7 +29,8 @@ def test_commits_reach_the_database_file_while_the_store_stays_open(tmp_path: Pa
         for i in range(1000):
             store.append(f"s-{i}", [event("Happened", i)], 0)
         # SQLite's own autocheckpoint is off: only the thread copies the WAL into the file.
-        assert eventually(lambda: db.stat().st_size > size_before + 20 * PAGE_SIZE)
+        wait_until(lambda: db.stat().st_size > size_before + 20 * PAGE_SIZE,
+                   "the commits to reach the database file", timeout=5.0, every=0.01)
         with sqlite3.connect(db) as raw:
             assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # raw default
         assert store.verify() == 1000

@@ -57,7 +57,7 @@ def helpers(monkeypatch: pytest.MonkeyPatch) -> list[fold._Helper]:
             super().__init__(url, until)
             started.append(self)
 
-    monkeypatch.setattr(fold, "PARALLEL_MIN_EVENTS", 0)
+    monkeypatch.setattr(fold, "PARALLEL_MIN_EVENTS", 1)  # not for the empty log of a new store
     monkeypatch.setattr(fold, "_Helper", Counted)
     return started
 
@@ -79,7 +79,6 @@ def test_a_split_fold_equals_one_process_folding_everything(
         bad = mixed_log(store)
         capfd.readouterr()
         caplog.clear()
-        helpers.clear()
         split = fold_log(store)
         helper_err = capfd.readouterr().err
         here = [r.getMessage() for r in caplog.records]
@@ -103,22 +102,24 @@ def test_a_split_fold_up_to_a_position(
 ) -> None:
     with open_store(new_url()) as store:
         mixed_log(store)
-        helpers.clear()
         for until in (1, 45, store.head() - 3):
             assert fold_log(store, until_position=until) == in_one_process(store, until)
         assert len(helpers) == 3
 
 
+@pytest.mark.parametrize(("python", "exits"), [("/bin/false", [1]), ("no-such-python", [])],
+                         ids=["helper-fails", "no-helper-starts"])
 def test_a_failing_helper_leaves_its_share_to_this_process(
     tmp_path: os.PathLike[str], helpers: list[fold._Helper], monkeypatch: pytest.MonkeyPatch,
+    python: str, exits: list[int],
 ) -> None:
     with open_store(f"{tmp_path}/log.db") as store:
         mixed_log(store)
         alone = in_one_process(store)
-        helpers.clear()
-        monkeypatch.setattr(sys, "executable", "/bin/false")  # the helper exits 1 at once
+        # /bin/false exits 1 at once; a missing interpreter starts no helper at all.
+        monkeypatch.setattr(sys, "executable", os.path.join(tmp_path, python))
         assert fold_log(store) == alone
-        assert [h.process.returncode for h in helpers] == [1]
+        assert [h.process.returncode for h in helpers] == exits
 
 
 def test_a_store_no_other_process_can_open_is_folded_here(
@@ -131,7 +132,6 @@ def test_a_store_no_other_process_can_open_is_folded_here(
         mixed_log(store)
         for e in store.read_all():
             memory.append(e.stream, [NewEvent(e.type, e.data, e.metadata)], ANY)
-        helpers.clear()
         assert fold_log(memory) == in_one_process(memory)
     assert helpers == []
 
@@ -143,19 +143,6 @@ def test_rebuild_and_verify_split_the_fold_inside_their_transaction(
     with open_store(new_url()) as store:
         mixed_log(store)
         alone = in_one_process(store)
-        helpers.clear()
         assert rebuild(store) == alone
         assert verify(store) == []
         assert [h.process.returncode for h in helpers] == [0, 0]
-
-
-def test_no_python_to_start_a_helper_with(
-    tmp_path: os.PathLike[str], helpers: list[fold._Helper], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with open_store(f"{tmp_path}/log.db") as store:
-        mixed_log(store)
-        alone = in_one_process(store)
-        helpers.clear()
-        monkeypatch.setattr(sys, "executable", f"{tmp_path}/no-such-python")
-        assert fold_log(store) == alone
-        assert helpers == []  # none started: everything folded here

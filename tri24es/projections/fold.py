@@ -183,17 +183,17 @@ class _Helper:
 
     def result(self, store: EventStore) -> dict[str, Any]:
         """The helper's views; if it failed, its share folded here instead."""
-        try:
-            if self.process.wait() != 0:
-                raise EOFError
+        if self.process.wait() == 0:
             self.output.seek(0)
-            with _no_cyclic_gc():
-                packed = pickle.load(self.output)
-                return {p.name: p.unpack(packed[p.name]) for p in HELPER_SHARE}
-        except (EOFError, OSError, pickle.UnpicklingError):
-            log.debug("the fold helper failed (exit %s): folding its share here",
-                      self.process.poll())
-            return fold_projections(store, HELPER_SHARE, self.until)
+            try:
+                with _no_cyclic_gc():
+                    packed = pickle.load(self.output)
+                    return {p.name: p.unpack(packed[p.name]) for p in HELPER_SHARE}
+            except (EOFError, OSError, pickle.UnpicklingError):
+                pass
+        log.debug("the fold helper failed (exit %s): folding its share here",
+                  self.process.returncode)
+        return fold_projections(store, HELPER_SHARE, self.until)
 
     def close(self) -> None:
         if self.process.poll() is None:
