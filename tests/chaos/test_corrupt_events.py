@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from eventlog import ANY, NewEvent, open_store
 from tests.e2e.conftest import CLI, clean_env
 from tri24es import events as ev
-from tri24es.cli import app
+from tri24es.cli.app import app
 from tri24es.services import Services, TaskSpec
 
 NOW = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)

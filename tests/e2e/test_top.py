@@ -11,7 +11,7 @@ from rich.console import Console
 import eventlog
 from tests.e2e.conftest import Run
 from tri24es import events as ev
-from tri24es.cli_top import frame, sparkline
+from tri24es.cli.top import frame, sparkline
 from tri24es.config import Settings
 from tri24es.events import Priority
 from tri24es.metrics import glance

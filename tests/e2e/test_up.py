@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.e2e.conftest import CLI, Run, clean_env
-from tri24es.demo import DEMO_TASKS
 from tri24es.procinfo import is_same_process, start_time
+from tri24es.runtime.demo import DEMO_TASKS
 
 T = TypeVar("T")
 DEADLINE = 30.0

@@ -19,10 +19,10 @@ import eventlog
 from tests.conftest import wait_until
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
+from tri24es.inputs.spendfile import SPEND_FILE
 from tri24es.procinfo import host_id, is_same_process, start_time
 from tri24es.runtime.budget_watchdog import KILL_SWITCH_FILE, BudgetWatchdog
 from tri24es.services import Services
-from tri24es.spendfile import SPEND_FILE
 from tri24es.timeutil import from_us, to_us
 
 E = TypeVar("E", bound=ev.Event)

@@ -19,8 +19,8 @@ from tri24es.budget import (
     rate_per_min,
     usd,
 )
+from tri24es.inputs.spendfile import BadLine, line_event_id, parse_line
 from tri24es.projections import KillSwitchView
-from tri24es.spendfile import BadLine, line_event_id, parse_line
 from tri24es.timeutil import to_us
 
 

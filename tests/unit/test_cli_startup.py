@@ -6,12 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tri24es.cli_queue import DEFAULT_MAX_BYTES
-from tri24es.cli_up import _UNFINISHED
-from tri24es.cli_worker import DEFAULT_LEASE_SECONDS
+from tri24es.cli.queue_watcher import DEFAULT_MAX_BYTES
+from tri24es.cli.up import _UNFINISHED
+from tri24es.cli.worker import DEFAULT_LEASE_SECONDS
+from tri24es.inputs.taskfile import DEFAULT_MAX_BYTES as TASKFILE_MAX_BYTES
 from tri24es.machines import TaskState
 from tri24es.services import DEFAULT_LEASE_SECONDS as SERVICES_LEASE_SECONDS
-from tri24es.taskfile import DEFAULT_MAX_BYTES as TASKFILE_MAX_BYTES
 
 
 def loaded_after(code: str) -> set[str]:
@@ -29,7 +29,7 @@ def roots(modules: set[str], names: tuple[str, ...]) -> set[str]:
 
 def test_building_the_command_line_loads_no_domain_and_nothing_heavy() -> None:
     # `tri24es --version` and `tri24es --help` need only the commands' signatures.
-    loaded = loaded_after("import tri24es.cli")
+    loaded = loaded_after("import tri24es.cli.app")
     assert not roots(loaded, (
         "pydantic", "pydantic_settings", "rich", "prometheus_client", "watchdog", "psycopg",
         "transitions", "asyncio", "genai_prices", "tri24es.events", "tri24es.config",
@@ -41,7 +41,8 @@ def test_the_reading_and_writing_commands_load_no_runtime_or_drawing() -> None:
     # What `status`, `submit`, `events` and `tasks` import: not the daemons, rich, prometheus,
     # watchdog (only followers wait on the file), psycopg (only for PostgreSQL URLs).
     loaded = loaded_after(
-        "import tri24es.cli, tri24es.config, tri24es.services, tri24es.views, tri24es.render\n"
+        "import tri24es.cli.app, tri24es.config, tri24es.services, tri24es.views\n"
+        "import tri24es.cli.render\n"
         "import eventlog.sqlite"
     )
     assert not roots(loaded, (

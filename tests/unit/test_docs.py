@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tri24es.cli import app
+from tri24es.cli.app import app
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

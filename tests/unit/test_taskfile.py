@@ -10,8 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from tri24es.events import Priority
-from tri24es.services import TaskSpec
-from tri24es.taskfile import (
+from tri24es.inputs.taskfile import (
     Ignored,
     Location,
     Rejection,
@@ -20,6 +19,7 @@ from tri24es.taskfile import (
     parse_task_file,
     read_queue_file,
 )
+from tri24es.services import TaskSpec
 
 
 def location(relative: str) -> Location:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.pricing import Pricer, to_money
-from tri24es.usage import Usage, UsageParser
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "usage"
 SONNET = "claude-sonnet-4-5-20250929"

@@ -39,6 +39,7 @@ import orjson
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, read_budget, usd
 from tri24es.errors import Tri24esError
+from tri24es.inputs.spendfile import SPEND_FILE, SpendFileBridge
 from tri24es.machines import WorkerState
 from tri24es.machines.base import IllegalTransition
 from tri24es.pricing import to_money
@@ -47,7 +48,6 @@ from tri24es.projections import QUEUE, WORKERS, WorkerRow, connection_of
 from tri24es.runtime.agent import write_private
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
-from tri24es.spendfile import SPEND_FILE, SpendFileBridge
 from tri24es.timeutil import iso_time, now_us
 
 log = logging.getLogger("tri24es.budget")

@@ -34,10 +34,7 @@ from eventlog import EventLogError
 from eventlog.threads import threads_without_signals
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
-from tri24es.runtime.agent import private_dirs, write_private
-from tri24es.runtime.signals import received_signals
-from tri24es.services import NotFound, ServiceError, Services, TaskSpec
-from tri24es.taskfile import (
+from tri24es.inputs.taskfile import (
     DEFAULT_MAX_BYTES,
     Location,
     Rejection,
@@ -48,6 +45,9 @@ from tri24es.taskfile import (
     printable,
     read_queue_file,
 )
+from tri24es.runtime.agent import private_dirs, write_private
+from tri24es.runtime.signals import received_signals
+from tri24es.services import NotFound, ServiceError, Services, TaskSpec
 
 DEFAULT_SETTLE = 0.2
 BATCH_SIZE = 500

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
+from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.machines import TaskState, WorkerState
 from tri24es.machines.base import IllegalTransition
 from tri24es.pricing import Pricer
@@ -37,7 +38,6 @@ from tri24es.runtime.agent import Agent, write_private
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Claim, NotFound, Services, StaleAttempt
 from tri24es.timeutil import from_us, now_us
-from tri24es.usage import Usage, UsageParser
 
 log = logging.getLogger("tri24es.worker")
 

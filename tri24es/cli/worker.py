@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from eventlog import sqlite_path
-from tri24es.cli_common import context_of
+from tri24es.cli.common import context_of
 
 #: services.DEFAULT_LEASE_SECONDS (a test keeps them equal), written here so that building
 #: the command line does not import the services and the event catalog behind them.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli_common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli_common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
@@ -34,7 +34,7 @@ def _limits(context: Context) -> BudgetLimits:
 
 def bridge_spend_file(context: Context, services: Services, limits: BudgetLimits) -> None:
     """Bring ``state/budget/spend.jsonl`` into the log (idempotent) before reporting."""
-    from tri24es.spendfile import SPEND_FILE, SpendFileBridge
+    from tri24es.inputs.spendfile import SPEND_FILE, SpendFileBridge
 
     SpendFileBridge(context.settings.root / SPEND_FILE, limits.max_record_usd,
                     _stderr).bridge(services)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tri24es.cli_common import JsonOption, context_of, print_json, progress_bar
+from tri24es.cli.common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import Tri24esError, UsageError
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import typer
 
 from eventlog import EventStore, sqlite_path
 from eventlog.threads import threads_without_signals
-from tri24es.cli_common import Context, context_of
+from tri24es.cli.common import Context, context_of
 
 if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
     from rich.console import Group
@@ -34,8 +34,8 @@ _UNFINISHED = ("queued", "running")  # TaskState.QUEUED and RUNNING (a test keep
 def pending_queue_files(queue_dir: Path, conn: Db) -> list[str]:
     """Ids of queue files the queue watcher has not submitted yet (rejected ones are moved
     out of the folder, so they do not stay pending)."""
+    from tri24es.inputs.taskfile import Location, locate
     from tri24es.projections import QUEUE
-    from tri24es.taskfile import Location, locate
 
     pending = []
     for path in sorted(queue_dir.glob("*.md")) + sorted(queue_dir.glob("*/*.md")):
@@ -177,8 +177,8 @@ def up(
     Example: tri24es up --workers 4 --exec 'claude -p --output-format stream-json --verbose'
     """
     # Imported on use: only this command needs them, and every other one starts faster.
-    from tri24es.demo import demo_agent_command
     from tri24es.projections import install
+    from tri24es.runtime.demo import demo_agent_command
     from tri24es.runtime.supervisor import fleet_specs
 
     context = context_of(ctx)
@@ -197,7 +197,7 @@ def up(
 
 
 def _seed_demo(store: EventStore, context: Context, queue_dir: Path, *, direct: bool) -> None:
-    from tri24es.demo import demo_specs, write_queue_files
+    from tri24es.runtime.demo import demo_specs, write_queue_files
     from tri24es.services import Services
 
     specs = demo_specs()

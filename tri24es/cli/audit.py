@@ -10,7 +10,7 @@ from typing import IO, Annotated
 
 import typer
 
-from tri24es.cli_common import context_of, progress_bar
+from tri24es.cli.common import context_of, progress_bar
 from tri24es.errors import UsageError
 
 audit_app = typer.Typer(

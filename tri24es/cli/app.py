@@ -14,19 +14,19 @@ import typer
 
 from eventlog import EventLogError, redact_url
 from tri24es import __version__
-from tri24es.cli_audit import audit_app
-from tri24es.cli_budget import budget_watchdog
-from tri24es.cli_common import Context, watch_for_changes
-from tri24es.cli_metrics import metrics
-from tri24es.cli_migrate import migrate
-from tri24es.cli_queue import queue_watcher
-from tri24es.cli_spend import spend_app
-from tri24es.cli_status import replay, status
-from tri24es.cli_tasks import submit, tasks_app
-from tri24es.cli_top import top
-from tri24es.cli_up import up
-from tri24es.cli_worker import worker
-from tri24es.cli_workers import workers_app
+from tri24es.cli.audit import audit_app
+from tri24es.cli.budget_watchdog import budget_watchdog
+from tri24es.cli.common import Context, watch_for_changes
+from tri24es.cli.metrics import metrics
+from tri24es.cli.migrate import migrate
+from tri24es.cli.queue_watcher import queue_watcher
+from tri24es.cli.spend import spend_app
+from tri24es.cli.status import replay, status
+from tri24es.cli.tasks import submit, tasks_app
+from tri24es.cli.top import top
+from tri24es.cli.up import up
+from tri24es.cli.worker import worker
+from tri24es.cli.workers import workers_app
 from tri24es.errors import Tri24esError, UsageError
 
 # Start-up time: the command modules import the domain (pydantic models, services, views)
@@ -116,7 +116,7 @@ def events(
 
     Example: tri24es events --follow --type TaskClaimed --json
     """
-    from tri24es.render import decode_problem, event_json_line, event_text_line
+    from tri24es.cli.render import decode_problem, event_json_line, event_text_line
 
     context: Context = ctx.obj
     line = event_json_line if as_json else event_text_line

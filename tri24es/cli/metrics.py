@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli_common import context_of
+from tri24es.cli.common import context_of
 from tri24es.errors import UsageError
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from eventlog import open_store, sqlite_path
-from tri24es.cli_common import JsonOption, context_of, print_json, progress_bar
+from tri24es.cli.common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import UsageError
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli_common import context_of, watch_for_changes
+from tri24es.cli.common import context_of, watch_for_changes
 
 if TYPE_CHECKING:  # rich, prometheus-client (via metrics) and the domain are imported on use
     from rich.console import RenderableType

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli_common import JsonOption, context_of, print_json
+from tri24es.cli.common import JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 
 tasks_app = typer.Typer(
@@ -63,8 +63,8 @@ def submit(
 
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
+    from tri24es.inputs.taskfile import id_problem
     from tri24es.services import TaskSpec
-    from tri24es.taskfile import id_problem
     from tri24es.views import parse_priority, task_dict
 
     rank = parse_priority(priority)
@@ -137,9 +137,9 @@ def show(
 
     Example: tri24es tasks show fix-login-3f9a2c
     """
+    from tri24es.cli.render import decode_problem
     from tri24es.events import task_stream
     from tri24es.projections import QUEUE
-    from tri24es.render import decode_problem
     from tri24es.services import NotFound
     from tri24es.views import history_entry, task_dict
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli_common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import Context, JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain and the daemon's module are imported on use

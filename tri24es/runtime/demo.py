@@ -1,6 +1,6 @@
 """``tri24es up --demo``: a handful of sample tasks and a simulated agent to run them.
 
-The agent (``python -m tri24es.demo agent``) reads the task text on stdin, prints a few
+The agent (``python -m tri24es.runtime.demo agent``) reads the task text on stdin, prints a few
 progress lines and some usage lines in the generic formats the worker parses as spend
 (``{"cost_usd": ...}`` and ``{"model": ..., "input_tokens": ..., "output_tokens": ...}``),
 pausing briefly between them, and exits 0. A task whose text holds ``demo: fail-first``
@@ -60,7 +60,7 @@ DEMO_TASKS = (
 
 def demo_agent_command() -> str:
     """The ``--exec`` command line that runs the simulated agent with this interpreter."""
-    return shlex.join([sys.executable, "-m", "tri24es.demo", "agent"])
+    return shlex.join([sys.executable, "-m", "tri24es.runtime.demo", "agent"])
 
 
 def demo_specs(run: str | None = None) -> list[TaskSpec]:
@@ -128,7 +128,8 @@ def run_agent(text: str, attempt: int) -> int:
 
 def main(argv: list[str]) -> int:
     if argv != ["agent"]:
-        print("usage: python -m tri24es.demo agent  (the task text on stdin)", file=sys.stderr)
+        print("usage: python -m tri24es.runtime.demo agent  (the task text on stdin)",
+              file=sys.stderr)
         return 2
     attempt = int(os.environ.get("TRI24ES_ATTEMPT", "1") or "1")
     return run_agent(sys.stdin.read(), attempt)

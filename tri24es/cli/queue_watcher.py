@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
-from tri24es.cli_common import JsonOption, context_of
+from tri24es.cli.common import JsonOption, context_of
 from tri24es.errors import Tri24esError, UsageError
 
 #: taskfile.DEFAULT_MAX_BYTES (a test keeps them equal), written here so that building the
