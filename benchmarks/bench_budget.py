@@ -29,9 +29,10 @@ from pathlib import Path
 
 from eventlog import open_store
 from tri24es import events as ev
-from tri24es.budget import BudgetLimits, read_budget
+from tri24es.budget import BudgetLimits
 from tri24es.procinfo import host_id, start_time
 from tri24es.projections import connection_of
+from tri24es.projections.reads import read_budget
 from tri24es.services import Services
 from tri24es.timeutil import from_us, now_us
 

@@ -36,7 +36,7 @@ from eventlog import NO_STREAM, EventStore, NewEvent, open_store
 from eventlog.postgres import PostgresStore
 from eventlog.sqlite import SQLiteStore
 from tri24es.migrate import migrate
-from tri24es.projections import QUEUE, connection_of, fold_log
+from tri24es.projections import connection_of, fold_log, reads
 
 
 def contenders(store: EventStore, events: list[NewEvent], batches: int) -> dict[
@@ -85,7 +85,7 @@ def claim_rates(sqlite_url: str, postgres_url: str, cycles: int) -> None:
 
 def left_running(url: str) -> int:
     with open_store(url) as store, store.snapshot() as tx:
-        return len(QUEUE.all(connection_of(tx), "running"))
+        return len(reads.tasks(connection_of(tx), "running"))
 
 
 def replay_rates(work: Path, postgres_url: str, events: int) -> None:

@@ -32,7 +32,7 @@ from eventlog.model import (
     rehash,
     system_clock_us,
 )
-from eventlog.store import EventStore, Transaction
+from eventlog.store import EventStore, Transaction, check_chain, position_at
 
 __all__ = [
     "ANY",
@@ -54,7 +54,9 @@ __all__ = [
     "UnsafePath",
     "WrongExpectedVersion",
     "chain_hash",
+    "check_chain",
     "open_store",
+    "position_at",
     "redact_url",
     "rehash",
     "sqlite_path",

@@ -40,9 +40,11 @@ class UnsafePath(StoreUnavailable):
 
 
 class CorruptLog(EventLogError):
-    """A stored row does not match the hash chain."""
+    """A stored row does not match the hash chain. ``kind`` is ``changed``, ``missing`` or
+    ``reordered`` when the chain was checked from the genesis hash."""
 
-    def __init__(self, position: int, problem: str) -> None:
+    def __init__(self, position: int, problem: str, kind: str = "changed") -> None:
         self.position = position
         self.problem = problem
+        self.kind = kind
         super().__init__(f"position {position}: {problem}")

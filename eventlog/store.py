@@ -222,15 +222,7 @@ class EventStore(abc.ABC):
 
         Raises CorruptLog naming the first position that does not follow from its predecessor.
         """
-        prev, expected_position, count = GENESIS_HASH, 1, 0
-        for event in self.read_all():
-            if event.position != expected_position:
-                raise CorruptLog(expected_position, "missing (positions jump to "
-                                 f"{event.position})")
-            if _chained(prev, event) != event.hash:
-                raise CorruptLog(event.position, "changed (hash does not match its contents)")
-            prev, expected_position, count = event.hash, expected_position + 1, count + 1
-        return count
+        return check_chain(self.read_all())[0]
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections and watchers."""
@@ -240,6 +232,41 @@ class EventStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_chain(events: Iterable[RecordedEvent]) -> tuple[int, bytes]:
+    """Check that ``events`` are the log from position 1, each chained from its predecessor
+    back to the genesis hash: how many there are and the head hash. Raises CorruptLog (kind
+    ``reordered``, ``missing`` or ``changed``) at the first position that does not follow."""
+    prev, expected, count = GENESIS_HASH, 1, 0
+    for event in events:
+        if event.position < expected:
+            raise CorruptLog(event.position, f"reordered (found after position {expected - 1})",
+                             "reordered")
+        if event.position > expected:
+            raise CorruptLog(expected, f"missing (positions jump from {expected - 1} to "
+                             f"{event.position})", "missing")
+        if _chained(prev, event) != event.hash:
+            raise CorruptLog(event.position, "changed (hash does not match its contents)")
+        prev, expected, count = event.hash, expected + 1, count + 1
+    return count, prev
+
+
+def position_at(store: EventStore, at_us: int) -> int:
+    """The last position recorded at or before ``at_us`` (microseconds; 0 if none).
+
+    ``recorded_at`` never decreases along the log, so a binary search over positions finds
+    it in a few dozen one-row reads, however long the log is.
+    """
+    lo, hi = 0, store.head()  # lo is at or before the moment; every position above hi after
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        page = store.read_page(mid - 1, 1)
+        if page and page[0].position <= hi and page[0].recorded_at <= at_us:
+            lo = page[0].position
+        else:
+            hi = mid - 1
+    return lo
 
 
 def paged(

@@ -12,9 +12,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from eventlog import NO_STREAM, NewEvent
 from eventlog.sqlite import SQLiteStore
+
+# Property tests judge results, not speed: a loaded machine must not fail them by a deadline.
+settings.register_profile("tri24es", deadline=None)
+settings.load_profile("tri24es")
 
 MILLION_BATCHES, MILLION_PER_BATCH = 100, 10_000
 RUN = f"t{os.getpid()}_{secrets.token_hex(3)}"  # prefix of this run's PostgreSQL schemas

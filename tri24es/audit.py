@@ -28,11 +28,10 @@ from typing import IO, Any
 
 import orjson
 
-from eventlog import EventStore, RecordedEvent
-from eventlog.model import GENESIS_HASH, chain_hash, rehash
+from eventlog import CorruptLog, EventStore, RecordedEvent, check_chain, position_at
+from eventlog.model import GENESIS_HASH, chain_hash
 from tri24es.errors import Tri24esError, UsageError
 from tri24es.timeutil import from_us, to_us
-from tri24es.views import parse_until, position_at
 
 FIELDS = ("position", "stream", "version", "type", "event_id", "data", "metadata",
           "recorded_at", "hash", "prev_hash")
@@ -176,19 +175,17 @@ def export_csv(rows: Iterable[tuple[RecordedEvent, bytes]], out: IO[str]) -> Exp
 # --- positions from times ---------------------------------------------------------------
 
 
-def selection_for(store: EventStore, since: str | None, until: str | None,
+def selection_for(store: EventStore, since: int | datetime | None, until: int | datetime | None,
                   stream: str | None, types: Iterable[str] | None) -> Selection:
-    """``--since`` and ``--until`` are inclusive: a position, or an ISO time (events recorded
-    at or after since, at or before until)."""
+    """``since`` and ``until`` are inclusive: a position, or a time (events recorded at or
+    after since, at or before until)."""
     after = 0
     if since is not None:
-        point = parse_until(since, "--since")
-        after = (position_at(store, to_us(point) - 1) if isinstance(point, datetime)
-                 else max(point - 1, 0))
+        after = (position_at(store, to_us(since) - 1) if isinstance(since, datetime)
+                 else max(since - 1, 0))
     last: int | None = None
     if until is not None:
-        point = parse_until(until, "--until")
-        last = position_at(store, to_us(point)) if isinstance(point, datetime) else point
+        last = position_at(store, to_us(until)) if isinstance(until, datetime) else until
     if last is not None and last < after:
         raise UsageError(f"--until {until} is before --since {since}")
     wanted = frozenset(types) if types else None
@@ -222,19 +219,12 @@ class Verified:
 def verify_store(store: EventStore) -> Verified:
     """The whole log, from the genesis hash; ChainBroken at the first bad position."""
     stream_without_mmap(store)
-    prev, expected, count = GENESIS_HASH, 1, 0
-    for event in store.read_all():
-        if event.position < expected:
-            raise ChainBroken(Problem(event.position, "reordered",
-                                      f"found after position {expected - 1}"))
-        if event.position > expected:
-            raise ChainBroken(Problem(expected, "missing",
-                                      f"positions jump from {expected - 1} to {event.position}"))
-        if rehash(prev, event) != event.hash:
-            raise ChainBroken(Problem(event.position, "changed",
-                                      "its hash does not match its contents"))
-        prev, expected, count = event.hash, expected + 1, count + 1
-    return Verified(count, prev.hex())
+    try:
+        count, head = check_chain(store.read_all())
+    except CorruptLog as e:
+        detail = e.problem.removeprefix(e.kind).strip().removeprefix("(").removesuffix(")")
+        raise ChainBroken(Problem(e.position, e.kind, detail)) from None
+    return Verified(count, head.hex())
 
 
 # --- verifying an export ----------------------------------------------------------------

@@ -1,29 +1,28 @@
 """Budget arithmetic: limits, windows, amounts, and what a reading of the spend calls for.
 
-Everything here is pure or reads the projection tables: no appends, no signals. The
-watchdog (``runtime/budget_watchdog.py``) and the ``spend`` / ``budget-watchdog`` commands
-build on it, so the numbers people see are the numbers the watchdog acts on.
+Everything here is pure: no SQL (``projections/reads.py`` reads the spend into a
+:class:`Reading`), no appends, no signals. The watchdog, ``spend``, ``top`` and ``metrics``
+all compute the rate with :func:`rate_per_min`, so the numbers people see are the numbers
+the watchdog acts on.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tri24es.config import Settings
 from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
-from tri24es.projections import SPEND, KillSwitchView, read_killswitch
-from tri24es.projections.spend import from_units, to_units
-from tri24es.projections.sql import Db
+from tri24es.projections.killswitch import KillSwitchView
 from tri24es.timeutil import from_us, to_us
+
+if TYPE_CHECKING:
+    from tri24es.config import Settings
 
 #: The largest amount one spend record may carry unless BUDGET_MAX_SPEND_RECORD says otherwise.
 DEFAULT_MAX_RECORD_USD = Decimal("1000")
@@ -106,20 +105,13 @@ class BudgetLimits:
     max_record_usd: Decimal = DEFAULT_MAX_RECORD_USD
 
     @classmethod
-    def from_settings(cls, s: Settings, environ: Mapping[str, str] = os.environ) -> BudgetLimits:
-        """The BUDGET_* settings, plus BUDGET_TIMEZONE and BUDGET_MAX_SPEND_RECORD."""
-        max_record = environ.get("BUDGET_MAX_SPEND_RECORD")
-        try:
-            max_usd = DEFAULT_MAX_RECORD_USD if not max_record else Decimal(max_record)
-        except InvalidOperation:
-            max_usd = Decimal(-1)
-        if not max_usd.is_finite() or max_usd <= 0:
-            raise ConfigError(f"BUDGET_MAX_SPEND_RECORD={max_record!r}: not a positive amount")
+    def from_settings(cls, s: Settings) -> BudgetLimits:
+        """The BUDGET_* settings."""
         return cls(
             daily_limit=s.budget_daily_limit, rate_limit=s.budget_rate_limit,
             rate_warning=s.budget_rate_warning, daily_pause_pct=s.budget_daily_pause_pct,
             window_seconds=s.budget_window_size, check_interval=s.budget_check_interval,
-            timezone=load_zone(environ.get("BUDGET_TIMEZONE")), max_record_usd=max_usd,
+            timezone=load_zone(s.budget_timezone), max_record_usd=s.budget_max_spend_record,
         )
 
     @property
@@ -186,62 +178,5 @@ class Reading:
         return Level.WARNING if self.should_warn(limits) else Level.OK
 
 
-def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
-                window_seconds: int | None = None) -> Reading:
-    """Window total and rate (the last ``window_seconds``, default the limits' window),
-    today's total, and the kill switch: a handful of indexed lookups at any log size."""
-    window = window_seconds or limits.window_seconds
-    window_total = SPEND.window_total(conn, now_us - window * 1_000_000, now_us + 1)
-    start, end = day_bounds(now_us, limits.zone())
-    daily = SPEND.period_total(conn, start, end)
-    return Reading(now_us, window, window_total, rate_per_min(window_total, window), daily,
-                   read_killswitch(conn))
-
-
-GROUP_COLUMNS = {"model": "model", "worker": "worker", "task": "task"}
-
-
-def spend_by(conn: Db, by: str, since_us: int, until_us: int) -> dict[str, str]:
-    """Spend in [since, until) grouped by model, worker or task (largest first)."""
-    column = GROUP_COLUMNS[by]
-    found = conn.execute(
-        f"SELECT coalesce({column}, '-'), sum(amount_units) AS units FROM spend"
-        " WHERE occurred_at >= ? AND occurred_at < ? GROUP BY 1 ORDER BY units DESC, 1",
-        (since_us, until_us),
-    )
-    return {name: str(from_units(units)) for name, units in found}
-
-
-def task_spend(conn: Db, task_id: str) -> Decimal:
-    (units,) = conn.execute(
-        "SELECT coalesce(sum(amount_units), 0) FROM spend WHERE task = ?", (task_id,)
-    ).fetchone()
-    return from_units(units)
-
-
 def percent(part: Decimal, whole: Decimal) -> str:
     return f"{(part * 100 / whole).quantize(Decimal('0.1'))}%"
-
-
-def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
-    """The ``--json`` shape of ``tri24es spend`` (amounts as strings)."""
-    ks = reading.killswitch
-    return {
-        "window_seconds": reading.window_seconds,
-        "window_total_usd": str(reading.window_total),
-        "rate_per_min_usd": str(to_units_str(reading.rate)),
-        "daily_total_usd": str(reading.daily),
-        "daily_limit_usd": str(limits.daily_limit),
-        "rate_limit_usd": str(limits.rate_limit),
-        "rate_warning_usd": str(limits.rate_warning),
-        "daily_used_pct": percent(reading.daily, limits.daily_limit),
-        "rate_used_pct": percent(reading.rate, limits.rate_limit),
-        "level": str(reading.level(limits)),
-        "kill_switch_active": ks.active,
-        "kill_switch_reason": ks.reason,
-    }
-
-
-def to_units_str(amount: Decimal) -> Decimal:
-    """``amount`` rounded to the 1e-10 dollars the spend table keeps (a rate can recur)."""
-    return from_units(to_units(amount))

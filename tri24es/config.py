@@ -12,12 +12,10 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tri24es.errors import ConfigError
+from tri24es.paths import ProjectPaths
 
 PositiveMoney = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-TASK_FOLDERS = ("queue", "running", "completed", "failed", "rejected")
-
 
 def env(name: str) -> AliasChoices:
     return AliasChoices(name)
@@ -52,6 +50,12 @@ class Settings(BaseSettings):
     budget_window_size: Annotated[int, Field(gt=0)] = Field(
         default=300, validation_alias=env("BUDGET_WINDOW_SIZE")
     )
+    # The zone whose calendar day "today's spend" means; None: the machine's zone.
+    budget_timezone: str | None = Field(default=None, validation_alias=env("BUDGET_TIMEZONE"))
+    # The largest amount one spend record may carry, from any source (CLI, file, agent).
+    budget_max_spend_record: PositiveMoney = Field(
+        default=Decimal("1000"), validation_alias=env("BUDGET_MAX_SPEND_RECORD")
+    )
     poll_interval: Seconds = Field(default=5.0, validation_alias=env("POLL_INTERVAL"))
     worker_id: str | None = Field(default=None, validation_alias=env("WORKER_ID"))
     worker_shard: str | None = Field(default=None, validation_alias=env("WORKER_SHARD"))
@@ -65,17 +69,22 @@ class Settings(BaseSettings):
     )
 
     @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def tasks_dir(self) -> Path:
-        return self.root / "tasks"
+    def paths(self) -> ProjectPaths:
+        return ProjectPaths(self.root)
 
     @property
     def db_url(self) -> str:
         """``TRI24ES_DB`` (a URL or a path), else ``state/tri24es.db`` under the root."""
-        return self.db or str(self.state_dir / "tri24es.db")
+        return self.db or str(self.paths.default_db)
+
+    @property
+    def absolute_db_url(self) -> str:
+        """``db_url`` with a SQLite path made absolute: for agents and child processes, which
+        may run in another folder."""
+        from eventlog import sqlite_path
+
+        path = sqlite_path(self.db_url)
+        return self.db_url if path is None else str(Path(path).resolve())
 
     def default_worker_id(self) -> str:
         return self.worker_id or f"worker-{os.getpid()}-{int(time.time())}"

@@ -13,3 +13,7 @@ class UsageError(Tri24esError):
 
 class ConfigError(UsageError):
     """A setting or environment variable has a bad value."""
+
+
+class AlreadyRunning(Tri24esError):
+    """Another live process holds what this one would run as (a worker id, the watchdog)."""

@@ -38,3 +38,16 @@ def now_us() -> int:
 def iso_time(microseconds: int) -> str:
     """ISO-8601 UTC with microseconds, e.g. ``2026-11-24T11:05:19.123456Z``."""
     return from_us(microseconds).isoformat().replace("+00:00", "Z")
+
+
+def parse_point(text: str) -> int | datetime:
+    """A point in the log: a position (``"42"``) or an ISO-8601 time (naive means UTC).
+    Raises ValueError for anything else."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected a log position or an ISO-8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

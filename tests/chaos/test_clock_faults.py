@@ -22,8 +22,9 @@ import pytest
 from eventlog import open_store
 from tri24es import events as ev
 from tri24es import projections
-from tri24es.budget import BudgetLimits, read_budget
+from tri24es.budget import BudgetLimits
 from tri24es.projections import connection_of
+from tri24es.projections.reads import read_budget
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us
 

@@ -80,10 +80,19 @@ def test_spend_file_is_bridged_once_and_bad_lines_reported(project_ready: Path,
                     'oops\n'
                     f'{{"timestamp":"2026-01-01T00:00:00Z","timestamp_epoch":{now},'
                     '"amount":0.1}\n')
-    first = run("spend", "--json")
-    second = run("spend", "--json")
-    assert json.loads(second.stdout)["window_total_usd"] == "9.1"
+    looked = run("spend", "--json")  # a read command: it records nothing
+    assert json.loads(looked.stdout)["window_total_usd"] == "0"
+    assert "2 lines of" in looked.stderr
+    assert "not recorded yet" in looked.stderr
+    assert count(project_ready, ev.SpendRecorded) == 0
+    first = run("spend", "import")
+    second = run("spend", "import", "--json")
+    assert "recorded 2 lines, 0 already recorded, 1 bad" in first.stdout
     assert "spend.jsonl:2: skipped: not JSON" in first.stderr
+    assert json.loads(second.stdout) == {"recorded": 0, "known": 2, "bad": 1}
+    after = run("spend", "--json")
+    assert json.loads(after.stdout)["window_total_usd"] == "9.1"
+    assert "not recorded yet" not in after.stderr
     assert count(project_ready, ev.SpendRecorded) == 2
 
 

@@ -11,11 +11,10 @@ from rich.console import Console
 import eventlog
 from tests.e2e.conftest import Run
 from tri24es import events as ev
+from tri24es.budget import BudgetLimits
 from tri24es.cli.top import frame, sparkline
-from tri24es.config import Settings
 from tri24es.events import Priority
-from tri24es.metrics import glance
-from tri24es.projections import install
+from tri24es.projections import connection_of, install, reads
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us
 
@@ -66,9 +65,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def render(db: Path) -> str:
-    settings = Settings(budget_rate_limit=Decimal("0.40"), budget_window_size=300)
-    with eventlog.open_store(str(db)) as store:
-        g = glance(store, settings, now=NOW)
+    limits = BudgetLimits(rate_limit=Decimal("0.40"), window_seconds=300)
+    with eventlog.open_store(str(db)) as store, store.snapshot() as tx:
+        g = reads.glance(store, connection_of(tx), limits, NOW)
     console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(frame(g))
     console.file.close()

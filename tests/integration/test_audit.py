@@ -17,6 +17,7 @@ from eventlog.model import GENESIS_HASH, chain_hash
 from tri24es import audit
 from tri24es.audit import ChainBroken, Selection
 from tri24es.errors import UsageError
+from tri24es.timeutil import parse_point
 
 T0 = 1_800_000_000_000_000
 N = 12
@@ -159,7 +160,7 @@ def test_a_truncated_export_is_truncated(store: EventStore, cut: str, first_miss
 
 
 def test_slices_and_filtered_exports_verify(store: EventStore) -> None:
-    sliced = export(store, audit.selection_for(store, "4", "9", None, None))
+    sliced = export(store, audit.selection_for(store, 4, 9, None, None))
     assert [orjson.loads(x)["position"] for x in sliced[:-1]] == [4, 5, 6, 7, 8, 9]
     assert audit.verify_export(sliced).count == 6
     odd = export(store, Selection(types=frozenset({"Odd"}), stream="task-1"))
@@ -174,18 +175,20 @@ def test_slices_and_filtered_exports_verify(store: EventStore) -> None:
 def test_since_and_until_take_iso_times_inclusively(store: EventStore) -> None:
     # position p was recorded at T0 + (p - 1) s, i.e. 2027-01-15T08:00:0(p-1)Z
     selection = audit.selection_for(
-        store, "2027-01-15T08:00:02Z", "2027-01-15T08:00:04.5Z", None, None
+        store, parse_point("2027-01-15T08:00:02Z"), parse_point("2027-01-15T08:00:04.5Z"),
+        None, None
     )
     assert (selection.after, selection.until) == (2, 5)
-    assert audit.selection_for(store, "2026-01-01", None, None, None).after == 0
-    assert audit.selection_for(store, None, "2026-01-01T00:00:00", None, None).until == 0
+    assert audit.selection_for(store, parse_point("2026-01-01"), None, None, None).after == 0
+    assert audit.selection_for(
+        store, None, parse_point("2026-01-01T00:00:00"), None, None).until == 0
 
 
 def test_until_before_since_is_a_usage_error(store: EventStore) -> None:
     with pytest.raises(UsageError, match="before --since"):
-        audit.selection_for(store, "9", "3", None, None)
-    with pytest.raises(UsageError, match="bad --since 'yesterday'"):
-        audit.selection_for(store, "yesterday", None, None, None)
+        audit.selection_for(store, 9, 3, None, None)
+    with pytest.raises(ValueError, match="'yesterday': expected a log position"):
+        parse_point("yesterday")
 
 
 def test_csv_has_a_header_and_one_quoted_row_per_event(store: EventStore) -> None:

@@ -19,9 +19,9 @@ import eventlog
 from tests.conftest import wait_until
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
-from tri24es.inputs.spendfile import SPEND_FILE
+from tri24es.paths import ProjectPaths
 from tri24es.procinfo import host_id, is_same_process, start_time
-from tri24es.runtime.budget_watchdog import KILL_SWITCH_FILE, BudgetWatchdog
+from tri24es.runtime.budget_watchdog import BudgetWatchdog
 from tri24es.services import Services
 from tri24es.timeutil import from_us, to_us
 
@@ -68,7 +68,7 @@ class Setup:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def new_watchdog(self, services: Services) -> BudgetWatchdog:
-        return BudgetWatchdog(services, LIMITS, self.root, clock=self.clock,
+        return BudgetWatchdog(services, LIMITS, ProjectPaths(self.root), clock=self.clock,
                               report=self.reports.append, grace=(0.2, 0.5))
 
     def spend(self, amount: str, seconds_ago: float = 0) -> None:
@@ -117,7 +117,7 @@ def test_rate_limit_at_the_boundary(setup: Setup, amount: str, kills: bool) -> N
     activated = setup.events(ev.KillSwitchActivated)
     if kills:
         assert [e.reason for e in activated] == ["Rate limit exceeded: $1.00/min >= $1.00/min"]
-        assert (setup.root / KILL_SWITCH_FILE).stat().st_mode & 0o777 == 0o600
+        assert ProjectPaths(setup.root).kill_switch_file.stat().st_mode & 0o777 == 0o600
     else:
         assert activated == []
 
@@ -246,7 +246,7 @@ def test_two_watchdogs_activate_the_switch_once(setup: Setup) -> None:
 
 
 def test_spend_file_bridged_twice_counts_once(setup: Setup) -> None:
-    path = setup.root / SPEND_FILE
+    path = ProjectPaths(setup.root).spend_file
     path.parent.mkdir(parents=True)
     epoch = NOON // SECOND - 60
     good = f'{{"timestamp_epoch": {epoch}, "amount": 0.25, "model": "m", "task_id": "t"}}\n'
@@ -269,7 +269,7 @@ def test_spend_file_bridged_twice_counts_once(setup: Setup) -> None:
 def test_spend_file_half_written_line_waits_and_a_rewrite_counts_nothing_twice(
     setup: Setup,
 ) -> None:
-    path = setup.root / SPEND_FILE
+    path = ProjectPaths(setup.root).spend_file
     path.parent.mkdir(parents=True)
     epoch = NOON // SECOND - 60
     line = f'{{"timestamp_epoch": {epoch}, "amount": 1.25}}'

@@ -13,7 +13,7 @@ import pytest
 
 import eventlog
 from tri24es.events import decode_all
-from tri24es.projections import QUEUE, connection_of, verify
+from tri24es.projections import connection_of, reads, verify
 from tri24es.services import Services, TaskSpec
 
 WORKERS = 4
@@ -26,7 +26,7 @@ TASKS = {"sqlite": 5_000, "postgresql": 1_000}
 WORKER = """
 import json, os, sys
 import eventlog
-from tri24es.projections import QUEUE, connection_of
+from tri24es.projections import connection_of, reads
 from tri24es.services import Services
 
 path, worker_id = sys.argv[1], sys.argv[2]
@@ -41,7 +41,7 @@ while True:
     claim = svc.claim(worker_id)
     if claim is None:
         with store.transaction() as tx:
-            if not QUEUE.all(connection_of(tx), "queued"):
+            if not reads.tasks(connection_of(tx), "queued"):
                 break
         continue
     svc.complete(claim.task_id, worker_id, claim.attempt)
@@ -107,7 +107,7 @@ def test_four_worker_processes_complete_every_task_exactly_once(
             completed_at[task_id] = envelope.position
 
     with store.transaction() as tx:
-        rows = QUEUE.all(connection_of(tx))
+        rows = reads.tasks(connection_of(tx))
     assert len(rows) == tasks
     assert {row.state for row in rows} == {"completed"}
     assert {row.attempt for row in rows} == {1}

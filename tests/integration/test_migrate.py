@@ -15,7 +15,7 @@ import pytest
 
 import eventlog
 from tri24es import events as ev
-from tri24es.projections import QUEUE, connection_of, verify
+from tri24es.projections import connection_of, reads, verify
 from tri24es.services import Services, TaskSpec
 
 
@@ -64,7 +64,7 @@ def test_a_store_moves_with_its_log_and_views(source: str, new_url: Callable[[],
         assert list(new.read_all()) == list(old.read_all())
         assert verify(new) == []
         with old.snapshot() as a, new.snapshot() as b:
-            assert QUEUE.all(connection_of(b)) == QUEUE.all(connection_of(a))
+            assert reads.tasks(connection_of(b)) == reads.tasks(connection_of(a))
         # The fleet goes on on the target: the log and the views continue where they were.
         svc = Services(new, actor="test")
         svc.reset_killswitch(by="test", reason="moved")

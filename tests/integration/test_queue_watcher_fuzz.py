@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from eventlog import open_store
 from tri24es import events as ev
+from tri24es.paths import ProjectPaths
 from tri24es.runtime.queue_watcher import QueueWatcher
 from tri24es.services import Services
 
@@ -124,7 +125,8 @@ def test_random_queue_files_are_each_submitted_once_or_rejected_with_a_reason(
         past(tree(queue))
         before = tree(Path(tmp))
         with open_store(str(root / "events.db")) as store:
-            watcher = QueueWatcher(Services(store, actor="fuzz"), root, max_bytes=200)
+            watcher = QueueWatcher(Services(store, actor="fuzz"), ProjectPaths(root),
+                                   max_bytes=200)
             report, _ = watcher.scan()
             again, _ = watcher.scan()
             log = list(ev.decode_all(store.read_all()))

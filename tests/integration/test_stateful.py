@@ -25,7 +25,7 @@ import eventlog
 from tri24es import events as ev
 from tri24es.events import Priority, RequeueReason, decode_all
 from tri24es.machines import IllegalTransition
-from tri24es.projections import QUEUE, WORKERS, connection_of, verify
+from tri24es.projections import connection_of, reads, verify
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.workers import WorkerRow
 from tri24es.services import NotFound, ServiceError, Services, StaleAttempt, TaskSpec
@@ -62,11 +62,11 @@ class ServicesMachine(RuleBasedStateMachine):
 
     def tasks(self) -> list[TaskRow]:
         with self.store.transaction() as tx:
-            return QUEUE.all(connection_of(tx))
+            return reads.tasks(connection_of(tx))
 
     def workers(self) -> dict[str, WorkerRow]:
         with self.store.transaction() as tx:
-            return {w.worker_id: w for w in WORKERS.all(connection_of(tx))}
+            return {w.worker_id: w for w in reads.workers(connection_of(tx))}
 
     def attempt_of(self, data: st.DataObject) -> tuple[str, str, int]:
         """(task, worker, attempt): usually a running attempt, sometimes a stale or made-up one."""

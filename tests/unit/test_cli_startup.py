@@ -7,10 +7,8 @@ import subprocess
 import sys
 
 from tri24es.cli.queue_watcher import DEFAULT_MAX_BYTES
-from tri24es.cli.up import _UNFINISHED
 from tri24es.cli.worker import DEFAULT_LEASE_SECONDS
 from tri24es.inputs.taskfile import DEFAULT_MAX_BYTES as TASKFILE_MAX_BYTES
-from tri24es.machines import TaskState
 from tri24es.services import DEFAULT_LEASE_SECONDS as SERVICES_LEASE_SECONDS
 
 
@@ -33,7 +31,7 @@ def test_building_the_command_line_loads_no_domain_and_nothing_heavy() -> None:
     assert not roots(loaded, (
         "pydantic", "pydantic_settings", "rich", "prometheus_client", "watchdog", "psycopg",
         "transitions", "asyncio", "genai_prices", "tri24es.events", "tri24es.config",
-        "tri24es.services", "tri24es.projections", "tri24es.views", "tri24es.runtime",
+        "tri24es.services", "tri24es.projections", "tri24es.runtime",
     ))
 
 
@@ -41,8 +39,8 @@ def test_the_reading_and_writing_commands_load_no_runtime_or_drawing() -> None:
     # What `status`, `submit`, `events` and `tasks` import: not the daemons, rich, prometheus,
     # watchdog (only followers wait on the file), psycopg (only for PostgreSQL URLs).
     loaded = loaded_after(
-        "import tri24es.cli.app, tri24es.config, tri24es.services, tri24es.views\n"
-        "import tri24es.cli.render\n"
+        "import tri24es.cli.app, tri24es.config, tri24es.services, tri24es.cli.render\n"
+        "import tri24es.projections.reads\n"
         "import eventlog.sqlite"
     )
     assert not roots(loaded, (
@@ -54,4 +52,3 @@ def test_the_reading_and_writing_commands_load_no_runtime_or_drawing() -> None:
 def test_defaults_written_in_the_cli_match_their_sources() -> None:
     assert DEFAULT_LEASE_SECONDS == SERVICES_LEASE_SECONDS
     assert DEFAULT_MAX_BYTES == TASKFILE_MAX_BYTES
-    assert (TaskState.QUEUED.value, TaskState.RUNNING.value) == _UNFINISHED

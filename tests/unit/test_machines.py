@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import itertools
 import pickle
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from transitions import MachineError
+from transitions import Machine, MachineError
 
 from tri24es.errors import Tri24esError
 from tri24es.events import (
@@ -43,20 +42,13 @@ from tri24es.machines import (
     TASK,
     WORKER,
     IllegalTransition,
-    Lifecycle,
     StateTable,
-    TaskLifecycle,
     TaskState,
-    WorkerLifecycle,
     WorkerState,
     advance_task,
     advance_worker,
-    allowed_triggers,
-    can,
     mermaid,
-    next_state,
     render_doc,
-    table_of,
     trigger_for,
     worker_trigger_for,
 )
@@ -90,67 +82,57 @@ WORKER_SPEC: dict[tuple[W, str], W] = {
     **{(s, "kill"): W.KILLED for s in [*LIVE, W.STOPPING]},
     **{(s, "restart"): W.STARTING for s in [W.STOPPED, W.LOST, W.KILLED]},
 }
-SPECS: list[tuple[StateTable[Any], type[Lifecycle[Any]], dict[Any, Any]]] = [
-    (TASK, TaskLifecycle, TASK_SPEC),
-    (WORKER, WorkerLifecycle, WORKER_SPEC),
-]
+SPECS: list[tuple[StateTable[Any], dict[Any, Any]]] = [(TASK, TASK_SPEC), (WORKER, WORKER_SPEC)]
 PAIRS = [
-    pytest.param(table, lifecycle, spec, state, trigger, id=f"{table.name}-{state}-{trigger}")
-    for table, lifecycle, spec in SPECS
+    pytest.param(table, spec, state, trigger, id=f"{table.name}-{state}-{trigger}")
+    for table, spec in SPECS
     for state, trigger in itertools.product(table.states, table.triggers)
 ]
 
 
-@pytest.mark.parametrize(("table", "spec"), [(t, s) for t, _, s in SPECS], ids=["task", "worker"])
+def transitions_model(table: StateTable[Any], state: Any) -> Any:
+    """An independent oracle: ``transitions`` itself, run on the same table."""
+    return Machine(states=table.states, transitions=table.moves, initial=state,
+                   auto_transitions=False, name=table.name)
+
+
+@pytest.mark.parametrize(("table", "spec"), SPECS, ids=["task", "worker"])
 def test_tables_declare_exactly_the_specified_triggers(table: StateTable[Any], spec: dict) -> None:
     assert set(table.triggers) == {trigger for _, trigger in spec}
     assert table.lookup == spec
 
 
-@pytest.mark.parametrize(("table", "lifecycle", "spec", "state", "trigger"), PAIRS)
+@pytest.mark.parametrize(("table", "spec", "state", "trigger"), PAIRS)
 def test_every_state_and_trigger(
-    table: StateTable[Any], lifecycle: Any, spec: dict, state: Any, trigger: str
+    table: StateTable[Any], spec: dict, state: Any, trigger: str
 ) -> None:
     expected = spec.get((state, trigger))
-    assert can(state, trigger) is table.can(state, trigger) is (expected is not None)
+    assert table.can(state, trigger) is (expected is not None)
     if expected is not None:
-        assert next_state(state, trigger) is table.next_state(state, trigger) is expected
+        assert table.fire(state, trigger) is expected
         return
     with pytest.raises(IllegalTransition) as caught:
-        next_state(state, trigger)
+        table.fire(state, trigger)
     error = caught.value
     assert isinstance(error, Tri24esError)
     assert (error.machine, error.state, error.trigger) == (table.name, state, trigger)
     assert f"{table.name}: cannot {trigger!r} from state {state.value!r}" in str(error)
-    assert error.allowed == allowed_triggers(state)
+    assert error.allowed == table.allowed(state)
 
 
-@pytest.mark.parametrize(("table", "lifecycle", "spec", "state", "trigger"), PAIRS)
+@pytest.mark.parametrize(("table", "spec", "state", "trigger"), PAIRS)
 def test_transitions_machine_agrees_with_the_lookup(
-    table: StateTable[Any], lifecycle: Any, spec: dict, state: Any, trigger: str
+    table: StateTable[Any], spec: dict, state: Any, trigger: str
 ) -> None:
-    machine = lifecycle(initial=state)
+    machine = transitions_model(table, state)
     assert getattr(machine, f"may_{trigger}")() is table.can(state, trigger)
     if table.can(state, trigger):
         assert getattr(machine, trigger)() is True
-        assert machine.state is table.next_state(state, trigger)
+        assert machine.state is table.fire(state, trigger)
     else:
         with pytest.raises(MachineError):
             getattr(machine, trigger)()
         assert machine.state is state
-
-
-def test_lifecycle_drives_another_model() -> None:
-    class Task:
-        state: TaskState
-
-    task = Task()
-    TaskLifecycle(task)
-    assert task.state is T.QUEUED
-    task.claim()  # type: ignore[attr-defined]
-    assert task.state is T.RUNNING
-    assert task.may_complete()  # type: ignore[attr-defined]
-    assert not task.may_claim()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -165,22 +147,12 @@ def test_lifecycle_drives_another_model() -> None:
     ],
 )  # fmt: skip
 def test_illegal_transition_message(state: Any, trigger: str, message: str) -> None:
+    table = TASK if isinstance(state, TaskState) else WORKER
     with pytest.raises(IllegalTransition) as caught:
-        next_state(state, trigger)
+        table.fire(state, trigger)
     assert str(caught.value) == message
     copy = pickle.loads(pickle.dumps(caught.value))
     assert (str(copy), copy.state, copy.trigger) == (message, state, trigger)
-
-
-def test_a_state_of_no_machine_is_refused() -> None:
-    class Colour(enum.Enum):
-        RED = "red"
-
-    assert not can(Colour.RED, "claim")
-    with pytest.raises(TypeError, match="not the state of a known machine"):
-        next_state(Colour.RED, "claim")
-    with pytest.raises(TypeError):
-        table_of(Colour.RED)
 
 
 def test_a_move_declared_twice_is_refused() -> None:
@@ -363,20 +335,20 @@ def test_main_writes_the_doc(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @st.composite
-def walks(draw: st.DrawFn) -> tuple[StateTable[Any], type[Lifecycle[Any]], Any, list[str]]:
-    table, lifecycle, _ = draw(st.sampled_from(SPECS))
+def walks(draw: st.DrawFn) -> tuple[StateTable[Any], Any, list[str]]:
+    table, _ = draw(st.sampled_from(SPECS))
     start = draw(st.sampled_from(list(table.states)))
     triggers = draw(st.lists(st.sampled_from(table.triggers), max_size=40))
-    return table, lifecycle, start, triggers
+    return table, start, triggers
 
 
 @given(walks())
 def test_random_walks_agree_with_a_transitions_model(walk: Any) -> None:
-    table, lifecycle, state, triggers = walk
-    model = lifecycle(initial=state)
+    table, state, triggers = walk
+    model = transitions_model(table, state)
     for trigger in triggers:
         try:
-            state = next_state(state, trigger)
+            state = table.fire(state, trigger)
             legal = True
         except IllegalTransition:
             legal = False

@@ -20,8 +20,9 @@ from tri24es.cli.common import Context, watch_for_changes
 from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
 from tri24es.cli.queue_watcher import queue_watcher
+from tri24es.cli.replay import replay
 from tri24es.cli.spend import spend_app
-from tri24es.cli.status import replay, status
+from tri24es.cli.status import status
 from tri24es.cli.tasks import submit, tasks_app
 from tri24es.cli.top import top
 from tri24es.cli.up import up
@@ -82,20 +83,20 @@ def init(ctx: typer.Context) -> None:
 
     Example: tri24es --root ~/fleet init
     """
-    from tri24es.config import TASK_FOLDERS
+    from tri24es.paths import TASK_FOLDERS
 
     context: Context = ctx.obj
     s = context.settings
-    s.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    s.tasks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = s.paths
+    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
     for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
-        (s.tasks_dir / folder).mkdir(mode=0o700, exist_ok=True)
-    store = context.open_store(create=True)
-    head = store.head()
-    store.close()
+        (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
+    with context.store(create=True) as store:
+        head = store.head()
     typer.echo(f"initialised {s.root}")
     typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
-    typer.echo(f"  tasks:  {s.tasks_dir}/{{{','.join(TASK_FOLDERS)}}}/")
+    typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
 
 
 @app.command()
@@ -120,30 +121,28 @@ def events(
 
     context: Context = ctx.obj
     line = event_json_line if as_json else event_text_line
-    store = context.open_store()
     position = after
     out = sys.stdout
-    try:
-        if follow:
-            watch_for_changes(store)
-        while True:
-            for event in store.read_all(position, types=type_):
-                position = event.position
-                if stream is None or event.stream == stream:
-                    problem = decode_problem(event)
-                    if problem is None:
-                        out.write(line(event))
-                    else:  # a corrupt or unknown event: reported, never fatal to a follower
-                        out.flush()
-                        typer.echo(f"tri24es: warning: skipped {problem}", err=True)
-            out.flush()
-            if not follow:
-                return
-            store.wait_for_change(position, timeout=1.0)
-    except KeyboardInterrupt:
-        return
-    finally:
-        store.close()
+    with context.store(views=False) as store:
+        try:
+            if follow:
+                watch_for_changes(store)
+            while True:
+                for event in store.read_all(position, types=type_):
+                    position = event.position
+                    if stream is None or event.stream == stream:
+                        problem = decode_problem(event)
+                        if problem is None:
+                            out.write(line(event))
+                        else:  # a corrupt or unknown event: reported, never fatal to a follower
+                            out.flush()
+                            typer.echo(f"tri24es: warning: skipped {problem}", err=True)
+                out.flush()
+                if not follow:
+                    return
+                store.wait_for_change(position, timeout=1.0)
+        except KeyboardInterrupt:
+            return
 
 
 app.command()(submit)

@@ -10,7 +10,7 @@ from typing import IO, Annotated
 
 import typer
 
-from tri24es.cli.common import context_of, progress_bar
+from tri24es.cli.common import context_of, parse_point, progress_bar
 from tri24es.errors import UsageError
 
 audit_app = typer.Typer(
@@ -66,9 +66,10 @@ def export(
         raise UsageError(f"bad --format {format_!r}: expected jsonl or csv")
     from tri24es import audit  # imported on use: every other command starts faster
 
-    store = context_of(ctx).open_store()
-    try:
-        selection = audit.selection_for(store, since, until, stream, type_)
+    first = None if since is None else parse_point(since, "--since")
+    last = None if until is None else parse_point(until, "--until")
+    with context_of(ctx).store(views=False) as store:
+        selection = audit.selection_for(store, first, last, stream, type_)
         end = store.head() if selection.until is None else min(selection.until, store.head())
         total = max(end - selection.after, 0)
         with progress_bar("exporting", total, enabled=output is not None) as progress, \
@@ -78,8 +79,6 @@ def export(
                 summary = audit.export_jsonl(rows, out, selection)  # type: ignore[arg-type]
             else:
                 summary = audit.export_csv(rows, out)  # type: ignore[arg-type]
-    finally:
-        store.close()
     if output is not None:
         typer.echo(f"exported {summary.count} events to {output}, head {summary.head_hash}",
                    err=True)
@@ -101,11 +100,8 @@ def verify(
     from tri24es import audit  # imported on use: every other command starts faster
 
     if file is None:
-        store = context_of(ctx).open_store()
-        try:
+        with context_of(ctx).store(views=False) as store:
             result = audit.verify_store(store)
-        finally:
-            store.close()
     else:
         try:
             with file.open("rb") as lines:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -24,7 +23,7 @@ def _watchdog(context: Context, services: Services) -> BudgetWatchdog:
     from tri24es.runtime.budget_watchdog import BudgetWatchdog
 
     return BudgetWatchdog(services, BudgetLimits.from_settings(context.settings),
-                          context.settings.root,
+                          context.settings.paths,
                           report=lambda line: typer.echo(line, err=True))
 
 
@@ -53,29 +52,24 @@ def budget_watchdog(
     # Imported on use: only this command needs them, and every other one starts faster.
     from tri24es.runtime.budget_watchdog import BY, single_daemon
     from tri24es.runtime.signals import received_signals
-    from tri24es.services import Services
 
     context = context_of(ctx)
-    store = context.open_store()
-    try:
-        services = Services(store, actor=BY, trace_id=context.settings.trace_id)
+    if status:
+        _status(context, as_json)
+        return
+    if reset:
+        assert reason is not None
+        _reset(context, reason.strip(), as_json)
+        return
+    with context.services(BY) as services:
         watchdog = _watchdog(context, services)
-        if status:
-            _status(watchdog, as_json)
-            return
-        if reset:
-            assert reason is not None
-            _reset(context, services, reason.strip(), as_json)
-            return
         if once:
             raise typer.Exit(_once(watchdog, as_json))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        with single_daemon(context.settings.state_dir), \
+        with single_daemon(context.settings.paths), \
                 received_signals((signal.SIGTERM, signal.SIGINT)) as inbox:
             typer.echo(f"budget watchdog: running (pid {os.getpid()})", err=True)
             code = watchdog.run(inbox)
-    finally:
-        store.close()
     raise typer.Exit(code)
 
 
@@ -100,25 +94,20 @@ def _once(watchdog: BudgetWatchdog, as_json: bool) -> int:
     return 1 if result.exceeded else 0
 
 
-def _status(watchdog: BudgetWatchdog, as_json: bool) -> None:
-    from tri24es.projections import WORKERS, connection_of
-    from tri24es.runtime.budget_watchdog import LIVE
+def _status(context: Context, as_json: bool) -> None:
+    from tri24es.budget import BudgetLimits
+    from tri24es.cli.render import reading_dict
+    from tri24es.projections import reads
+    from tri24es.timeutil import now_us
 
-    watchdog.spend_file.bridge(watchdog.services)
-    reading, limits = watchdog.read(), watchdog.limits
-    with watchdog.services.store.snapshot() as tx:
-        workers = [r for r in WORKERS.all(connection_of(tx)) if r.state in LIVE]
+    limits = BudgetLimits.from_settings(context.settings)
+    with context.reading() as (_, conn):
+        reading = reads.read_budget(conn, limits, now_us())
+        workers = reads.live_workers(conn)
     if as_json:
-        print_json({
-            "kill_switch_active": reading.killswitch.active,
-            "kill_switch_reason": reading.killswitch.reason,
-            "daily_spend_usd": str(reading.daily), "daily_limit_usd": str(limits.daily_limit),
-            "rate_per_min_usd": str(reading.rate), "rate_limit_usd": str(limits.rate_limit),
-            "rate_warning_usd": str(limits.rate_warning), "level": str(reading.level(limits)),
-            "window_seconds": reading.window_seconds,
-            "active_workers": [{"worker_id": w.worker_id, "state": w.state, "pid": w.pid,
-                                "host": w.host} for w in workers],
-        })
+        print_json({**reading_dict(reading, limits),
+                    "active_workers": [{"worker_id": w.worker_id, "state": w.state,
+                                        "pid": w.pid, "host": w.host} for w in workers]})
         return
     _print_status(reading, limits)
     typer.echo(f"Active Workers: {len(workers)}")
@@ -144,21 +133,19 @@ def _print_status(reading: Reading, limits: BudgetLimits) -> None:
     typer.echo(f"  Daily Pause: {limits.daily_pause_pct:.0%} of the daily limit")
 
 
-def _reset(context: Context, services: Services, reason: str, as_json: bool) -> None:
-    from tri24es.runtime.budget_watchdog import KILL_SWITCH_FILE
+def _reset(context: Context, reason: str, as_json: bool) -> None:
+    from tri24es.runtime.budget_watchdog import reset
 
-    was_active = services.reset_killswitch(by=context.actor, reason=reason)
-    path = context.settings.root / KILL_SWITCH_FILE
-    moved = None
-    if path.exists():
-        moved = path.with_name(f"{path.name}.{int(time.time())}")
-        os.replace(path, moved)
+    paths = context.settings.paths
+    with context.services() as services:
+        done = reset(services, paths, by=context.actor, reason=reason)
+    moved = done.moved_file
     if as_json:
-        print_json({"reset": was_active, "file": None if moved is None else str(moved)})
+        print_json({"reset": done.was_active, "file": None if moved is None else str(moved)})
         return
-    typer.echo("Kill switch reset" if was_active else "Kill switch was not active")
+    typer.echo("Kill switch reset" if done.was_active else "Kill switch was not active")
     if moved is not None:
-        typer.echo(f"  {KILL_SWITCH_FILE} -> {moved.name}")
-    if was_active:
+        typer.echo(f"  {paths.kill_switch_file.relative_to(paths.root)} -> {moved.name}")
+    if done.was_active:
         typer.echo("  killed workers stay stopped; paused ones resume with "
                    "`tri24es workers resume --all`")

@@ -1,5 +1,8 @@
-"""What every ``tri24es`` command shares: the resolved options, the store, the services,
-and how results are printed (text for people, ``--json`` for programs)."""
+"""What every ``tri24es`` command shares: the resolved options, the one way to open the
+store (``Context.store``, ``reading``, ``services``), option parsing, and printing.
+
+Commands open the store only through the context: it is opened, its views created and caught
+up once, and closed whatever happens."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,9 +19,12 @@ import orjson
 import typer
 
 from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
+from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
     from tri24es.config import Settings
+    from tri24es.events import Priority
+    from tri24es.machines import TaskState
     from tri24es.projections.sql import Db
     from tri24es.services import Services
 
@@ -30,7 +37,7 @@ class Context:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def open_store(self, *, create: bool = False) -> EventStore:
+    def _open(self, *, create: bool = False) -> EventStore:
         s = self.settings
         path = sqlite_path(s.db_url)
         if path is not None and not create and not Path(path).exists():
@@ -38,6 +45,20 @@ class Context:
         return open_store(
             s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
         )
+
+    @contextmanager
+    def store(self, *, create: bool = False, views: bool = True) -> Iterator[EventStore]:
+        """The store, open for the block: its views created and caught up first (unless
+        ``views=False``: the log alone, e.g. for an export or a replay), closed after."""
+        store = self._open(create=create)
+        try:
+            if views:
+                from tri24es.projections import install
+
+                install(store)
+            yield store
+        finally:
+            store.close()
 
     @property
     def actor(self) -> str:
@@ -48,28 +69,53 @@ class Context:
         return f"cli:{user}"
 
     @contextmanager
-    def services(self) -> Iterator[Services]:
+    def services(self, actor: str | None = None, **options: Any) -> Iterator[Services]:
+        """The commands on the store, acting as ``actor`` (default: the user at the CLI)."""
         from tri24es.services import Services
 
-        store = self.open_store()
-        try:
-            yield Services(store, actor=self.actor, trace_id=self.settings.trace_id)
-        finally:
-            store.close()
+        with self.store() as store:
+            yield Services(store, actor=actor or self.actor, trace_id=self.settings.trace_id,
+                           **options)
 
     @contextmanager
     def reading(self) -> Iterator[tuple[EventStore, Db]]:
-        """The store and a connection inside one transaction: a consistent snapshot of the
-        views (created and caught up first, if the store is new)."""
-        from tri24es.projections import connection_of, install
+        """The store and a connection inside one read transaction: a consistent snapshot of
+        the views."""
+        from tri24es.projections import connection_of
 
-        store = self.open_store()
-        try:
-            install(store)
-            with store.snapshot() as tx:
-                yield store, connection_of(tx)
-        finally:
-            store.close()
+        with self.store() as store, store.snapshot() as tx:
+            yield store, connection_of(tx)
+
+
+def parse_priority(text: str) -> Priority:
+    """``"high"`` -> ``Priority.HIGH``; anything else is a usage error naming the choices."""
+    from tri24es.events import Priority
+
+    try:
+        return Priority(text.strip().upper())
+    except ValueError:
+        choices = "|".join(p.value for p in Priority)
+        raise UsageError(f"bad priority {text!r}: expected {choices}") from None
+
+
+def parse_task_state(text: str) -> TaskState:
+    from tri24es.machines import TaskState
+
+    try:
+        return TaskState(text.strip().lower())
+    except ValueError:
+        choices = "|".join(s.value for s in TaskState)
+        raise UsageError(f"bad state {text!r}: expected {choices}") from None
+
+
+def parse_point(text: str, option: str) -> int | datetime:
+    """A log position or an ISO-8601 time given to ``option``."""
+    from tri24es.timeutil import parse_point as parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise UsageError(f"bad {option} {e}") from None
 
 
 def context_of(ctx: typer.Context) -> Context:

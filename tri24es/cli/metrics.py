@@ -26,32 +26,31 @@ def metrics(
 
     Example: tri24es metrics --port 9464 --host 0.0.0.0
     """
-    from tri24es.projections import install
+    from tri24es.budget import BudgetLimits
 
     context = context_of(ctx)
-    store = context.open_store()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        install(store)
-        # Imported on use: only this command needs it, and every other one starts faster.
-        from prometheus_client import CollectorRegistry, start_http_server
+        with context.store() as store:
+            # Imported on use: only this command needs it, and every other one starts faster.
+            from prometheus_client import CollectorRegistry, start_http_server
 
-        from tri24es.metrics import FleetCollector
+            from tri24es.metrics import FleetCollector
 
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(FleetCollector(store, context.settings))
-        try:
-            server, thread = start_http_server(port, addr=host, registry=registry)
-        except OSError as e:
-            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-        typer.echo(f"serving metrics on http://{host}:{server.server_port}/metrics")
-        stop.wait()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+            limits = BudgetLimits.from_settings(context.settings)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(FleetCollector(store, limits))
+            try:
+                server, thread = start_http_server(port, addr=host, registry=registry)
+            except OSError as e:
+                raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+            typer.echo(f"serving metrics on http://{host}:{server.server_port}/metrics")
+            stop.wait()
+            server.shutdown()
+            server.server_close()
+            thread.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        store.close()

@@ -34,17 +34,11 @@ def migrate(
     settings = context.settings
     if _same_store(to, settings.db_url):
         raise UsageError("--to names the store being migrated: give another store")
-    source = context.open_store()
-    try:
-        target = open_store(to, busy_timeout=settings.busy_timeout,
-                            synchronous=settings.sqlite_synchronous)
-        try:
-            with progress_bar("copying", source.head(), enabled=not as_json) as progress:
-                done = copy_store(source, target, progress)
-        finally:
-            target.close()
-    finally:
-        source.close()
+    with context.store(views=False) as source, \
+            open_store(to, busy_timeout=settings.busy_timeout,
+                       synchronous=settings.sqlite_synchronous) as target, \
+            progress_bar("copying", source.head(), enabled=not as_json) as progress:
+        done = copy_store(source, target, progress)
     if as_json:
         print_json(done.__dict__)
         return

@@ -68,13 +68,13 @@ def queue_watcher(
     period = context.settings.poll_interval if interval is None else interval
     if not period > 0:
         raise UsageError(f"bad --interval {interval}: must be > 0")
-    queue_dir = context.settings.tasks_dir / "queue"
+    queue_dir = context.settings.paths.queue
     if not queue_dir.is_dir():
         raise Tri24esError(f"no folder {queue_dir}: run `tri24es init` first")
     from tri24es.runtime.queue_watcher import QueueWatcher, serve
 
     with context.services() as services:
-        watcher = QueueWatcher(services, context.settings.root, max_bytes=max_bytes)
+        watcher = QueueWatcher(services, context.settings.paths, max_bytes=max_bytes)
         if not once:
             serve(watcher, period, lambda report: _print_files(report, as_json),
                   lambda e: typer.echo(f"tri24es: error: {e} (will retry)", err=True))

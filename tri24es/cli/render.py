@@ -1,14 +1,157 @@
-"""How events look on a terminal and as JSON lines."""
+"""How things look: every JSON shape the commands print (``--json``), and events as lines.
+
+Pure functions from rows and readings to dicts and strings; no I/O, no typer, so anything
+that shows the fleet (a command, a web page) shows it in the same shape.
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from eventlog import RecordedEvent
-from tri24es.events import EventDecodeError, decode_event
+from tri24es.events import EventDecodeError, Priority, decode_event
+from tri24es.machines import TaskState, WorkerState
 from tri24es.timeutil import iso_time
 
+if TYPE_CHECKING:
+    from tri24es.budget import BudgetLimits, Reading
+    from tri24es.projections.queue import TaskRow
+    from tri24es.projections.reads import FleetCounts
+    from tri24es.projections.workers import WorkerRow
+
 TEXT_DATA_WIDTH = 120
+HISTORY_TEXT_LIMIT = 80
+PRIORITIES = tuple(Priority)
+
+
+def priority_name(rank: int) -> str:
+    return PRIORITIES[rank].value
+
+
+def money(amount: Decimal) -> str:
+    """An exact amount as a plain decimal string (never ``1E+2``), for JSON."""
+    return f"{amount.normalize():f}"
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else iso_time(us)
+
+
+def task_dict(row: TaskRow) -> dict[str, Any]:
+    return {
+        "task_id": row.task_id,
+        "state": row.state,
+        "priority": priority_name(row.priority),
+        "title": row.title,
+        "shard": row.shard,
+        "model": row.model,
+        "type": row.type,
+        "attempt": row.attempt,
+        "max_retries": row.max_retries,
+        "worker": row.worker,
+        "lease_expires_at": _iso(row.lease_expires_at),
+        "pid": row.pid,
+        "last_error": row.last_error,
+        "submitted_position": row.submitted_position,
+        "submitted_at": _iso(row.submitted_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def worker_dict(row: WorkerRow) -> dict[str, Any]:
+    return {
+        "worker_id": row.worker_id,
+        "state": row.state,
+        "pid": row.pid,
+        "host": row.host,
+        "shard": row.shard,
+        "model": row.model,
+        "type": row.type,
+        "current_task": row.current_task,
+        "current_attempt": row.current_attempt,
+        "pause_requested": bool(row.pause_requested),
+        "stop_requested": bool(row.stop_requested),
+        "started_at": _iso(row.started_at),
+        "last_seen": _iso(row.last_seen),
+    }
+
+
+def history_entry(recorded: RecordedEvent) -> dict[str, Any]:
+    """One event of a stream: where, when, what, who, and its fields (long text shortened)."""
+    dumped = decode_event(recorded).model_dump(mode="json", exclude_none=True)
+    fields: dict[str, Any] = {}
+    for key, value in dumped.items():
+        if key == "task_id" or value == "":
+            continue
+        if isinstance(value, str) and len(value) > HISTORY_TEXT_LIMIT:
+            value = value[: HISTORY_TEXT_LIMIT - 1] + "…"
+        fields[key] = value
+    who = orjson.loads(recorded.metadata).get("actor") if recorded.metadata else None
+    return {
+        "position": recorded.position,
+        "version": recorded.version,
+        "time": iso_time(recorded.recorded_at),
+        "type": recorded.type,
+        "who": who,
+        "fields": fields,
+    }
+
+
+def counts_dict(counts: FleetCounts) -> dict[str, Any]:
+    """``status --json``: the fleet in numbers."""
+    by_state = {s.value: 0 for s in TaskState}
+    by_priority = {p.value: 0 for p in Priority}
+    matrix = {s.value: {p.value: 0 for p in Priority} for s in TaskState}
+    for (state, rank), n in counts.tasks.items():
+        by_state[state] = by_state.get(state, 0) + n
+        by_priority[priority_name(rank)] += n
+        matrix.setdefault(state, {p.value: 0 for p in Priority})[priority_name(rank)] += n
+    worker_states = {s.value: 0 for s in WorkerState} | dict(counts.workers)
+    ks = counts.killswitch
+    return {
+        "queue": {
+            "total": sum(counts.tasks.values()),
+            "by_state": by_state,
+            "by_priority": by_priority,
+            "by_state_and_priority": matrix,
+        },
+        "workers": {"total": sum(counts.workers.values()), "by_state": worker_states},
+        "spend": {"total_usd": money(counts.spend_total), "events": counts.spend_events},
+        "killswitch": {
+            "active": ks.active,
+            "reason": ks.reason,
+            "changed_at": _iso(ks.changed_at),
+            "by": ks.by,
+        },
+        "head": counts.head,
+    }
+
+
+def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
+    """The spend as ``spend --json`` and ``budget-watchdog --status --json`` print it (amounts
+    as strings)."""
+    from tri24es.budget import percent
+    from tri24es.projections.spend import from_units, to_units
+
+    ks = reading.killswitch
+    return {
+        "window_seconds": reading.window_seconds,
+        "window_total_usd": str(reading.window_total),
+        # rounded to the 1e-10 dollars the spend table keeps (a rate can recur)
+        "rate_per_min_usd": str(from_units(to_units(reading.rate))),
+        "daily_total_usd": str(reading.daily),
+        "daily_limit_usd": str(limits.daily_limit),
+        "rate_limit_usd": str(limits.rate_limit),
+        "rate_warning_usd": str(limits.rate_warning),
+        "daily_used_pct": percent(reading.daily, limits.daily_limit),
+        "rate_used_pct": percent(reading.rate, limits.rate_limit),
+        "level": str(reading.level(limits)),
+        "kill_switch_active": ks.active,
+        "kill_switch_reason": ks.reason,
+    }
 
 
 def event_json(event: RecordedEvent) -> bytes:

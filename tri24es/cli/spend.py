@@ -12,13 +12,14 @@ from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
     from tri24es.budget import BudgetLimits, Reading
-    from tri24es.services import Services
 
 spend_app = typer.Typer(
-    help="Show the spend (window, rate, today, limits, kill switch); record spend.",
+    help="Show the spend (window, rate, today, limits, kill switch); record spend; import "
+         "state/budget/spend.jsonl.",
     invoke_without_command=True,
 )
 
+#: reads.SPEND_GROUPS, written here so that building the command line imports no domain.
 GROUPS = ("model", "worker", "task")
 
 
@@ -30,14 +31,6 @@ def _limits(context: Context) -> BudgetLimits:
     from tri24es.budget import BudgetLimits
 
     return BudgetLimits.from_settings(context.settings)
-
-
-def bridge_spend_file(context: Context, services: Services, limits: BudgetLimits) -> None:
-    """Bring ``state/budget/spend.jsonl`` into the log (idempotent) before reporting."""
-    from tri24es.inputs.spendfile import SPEND_FILE, SpendFileBridge
-
-    SpendFileBridge(context.settings.root / SPEND_FILE, limits.max_record_usd,
-                    _stderr).bridge(services)
 
 
 @spend_app.callback()
@@ -61,8 +54,10 @@ def spend(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from tri24es.budget import parse_window, read_budget, reading_dict, spend_by
-    from tri24es.projections import connection_of
+    from tri24es.budget import parse_window
+    from tri24es.cli.render import money, reading_dict
+    from tri24es.inputs.spendfile import unrecorded_lines
+    from tri24es.projections import reads
     from tri24es.timeutil import now_us
 
     try:
@@ -73,25 +68,28 @@ def spend(
         raise UsageError(f"bad --by {by!r}: expected {'|'.join(GROUPS)}")
     context = context_of(ctx)
     limits = _limits(context)
-    with context.services() as services:
-        bridge_spend_file(context, services, limits)
-        now = now_us()
-        with services.store.snapshot() as tx:
-            conn = connection_of(tx)
-            reading = read_budget(conn, limits, now, seconds)
-            groups = None if by is None else spend_by(
-                conn, by, now - reading.window_seconds * 1_000_000, now + 1)
+    now = now_us()
+    with context.reading() as (store, conn):
+        reading = reads.read_budget(conn, limits, now, seconds)
+        groups = None if by is None else reads.spend_by(
+            conn, by, now - reading.window_seconds * 1_000_000, now + 1)
+        waiting = unrecorded_lines(context.settings.paths.spend_file, store,
+                                   limits.max_record_usd)
+    if waiting:  # `spend` only reads: the watchdog, or `spend import`, records them
+        _stderr(f"tri24es: note: {waiting} lines of {context.settings.paths.spend_file} are "
+                "not recorded yet (run `tri24es spend import`, or the budget watchdog)")
     if as_json:
         info = reading_dict(reading, limits)
-        if groups is not None:
-            info["by"], info[by] = by, groups  # type: ignore[index]
+        if by is not None and groups is not None:
+            info["by"] = by
+            info[by] = {name: money(amount) for name, amount in groups.items()}
         print_json(info)
         return
     _print_reading(reading, limits)
     if groups is not None:
         typer.echo(f"By {by}:")
         for name, amount in groups.items():
-            typer.echo(f"  {name:<30} ${amount}")
+            typer.echo(f"  {name:<30} ${money(amount)}")
         if not groups:
             typer.echo("  (no spend in the window)")
 
@@ -131,38 +129,49 @@ def record(
 
     Example: tri24es spend record --model claude-sonnet-4-5 --input-tokens 12000 --output-tokens 800
     """
-    from tri24es import events as ev
-    from tri24es.budget import BadAmount, parse_amount
+    from tri24es.budget import BadAmount
+    from tri24es.cli.render import money
     from tri24es.pricing import Pricer
-    from tri24es.timeutil import from_us, now_us
 
-    context = context_of(ctx)
-    limits = _limits(context)
-    flagged = None
     tokens = input_tokens is not None or output_tokens is not None
     if amount is not None and tokens:
         raise UsageError("give --usd or token counts, not both")
+    if amount is None and not tokens:
+        raise UsageError("give --usd X, or --model M with --input-tokens/--output-tokens")
+    context = context_of(ctx)
+    limits = _limits(context)
     try:
-        if amount is not None:
-            value = parse_amount(amount, limits.max_record_usd)
-        elif tokens:
-            pricer = Pricer(context.settings.fallback_usd_per_mtok)
-            priced, flagged = pricer.price(model, input_tokens or 0, output_tokens or 0)
-            value = parse_amount(priced, limits.max_record_usd)
-        else:
-            raise UsageError("give --usd X, or --model M with --input-tokens/--output-tokens")
+        with context.services() as services:
+            spent = services.record_spend_by_hand(
+                usd=amount, model=model, input_tokens=input_tokens,
+                output_tokens=output_tokens, task=task, worker=worker,
+                max_usd=limits.max_record_usd,
+                pricer=Pricer(context.settings.fallback_usd_per_mtok))
     except BadAmount as e:
         raise UsageError(f"{e}: nothing recorded") from None
-    event = ev.SpendRecorded(
-        amount=value, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-        task=task, worker=worker, source="cli", occurred_at=from_us(now_us()), flagged=flagged,
-    )
-    with context.services() as services:
-        services.record_spend(event)
     if as_json:
-        print_json({"amount_usd": str(value), "model": model, "task": task, "worker": worker,
-                    "flagged": flagged})
+        print_json({"amount_usd": money(spent.amount), "model": model, "task": task,
+                    "worker": worker, "flagged": spent.flagged})
         return
-    note = f" (estimate: {flagged})" if flagged else ""
-    typer.echo(f"recorded ${value.normalize():f}{note}")
+    note = f" (estimate: {spent.flagged})" if spent.flagged else ""
+    typer.echo(f"recorded ${money(spent.amount)}{note}")
 
+
+@spend_app.command("import")
+def import_file(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Record the lines of state/budget/spend.jsonl not recorded yet (the budget watchdog
+    does this on every evaluation; each line counts once however often it is read).
+
+    Example: tri24es spend import
+    """
+    from tri24es.inputs.spendfile import SpendFileBridge
+
+    context = context_of(ctx)
+    path = context.settings.paths.spend_file
+    with context.services() as services:
+        result = SpendFileBridge(path, _limits(context).max_record_usd, _stderr).bridge(services)
+    if as_json:
+        print_json({"recorded": result.recorded, "known": result.known, "bad": result.bad})
+        return
+    typer.echo(f"{path}: recorded {result.recorded} lines, {result.known} already recorded, "
+               f"{result.bad} bad")

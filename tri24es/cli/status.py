@@ -1,20 +1,12 @@
-"""``tri24es status`` and ``tri24es replay``: the views now, rebuilt, verified, or as they were."""
+"""``tri24es status``: the fleet in numbers, now or as it was."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from tri24es.cli.common import JsonOption, context_of, print_json, progress_bar
-from tri24es.errors import Tri24esError, UsageError
-
-if TYPE_CHECKING:
-    from eventlog import EventStore
-
-
-class ViewsDiffer(Tri24esError):
-    """The projection tables differ from a fresh fold of the log."""
+from tri24es.cli.common import JsonOption, context_of, parse_point, print_json
 
 
 def status(
@@ -29,25 +21,25 @@ def status(
 
     Example: tri24es status --at 2026-11-24T09:00:00Z --json
     """
-    from tri24es.views import live_summary, parse_until, summary_at
+    from tri24es.cli.render import counts_dict
+    from tri24es.projections import reads
 
+    context = context_of(ctx)
     if at is not None:
-        point = parse_until(at, "--at")
-        store = context_of(ctx).open_store()
-        try:
-            info = summary_at(store, point)
-        finally:
-            store.close()
+        point = parse_point(at, "--at")
+        with context.store(views=False) as store:
+            counts = reads.counts_at(store, point)
         if not as_json:
-            typer.echo(f"as of {at} (position {info['until']}):")
-        _print_summary(info, as_json)
+            typer.echo(f"as of {at} (position {counts.head}):")
+        print_counts({"until": counts.head, **counts_dict(counts)}, as_json)
         return
-    with context_of(ctx).reading() as (store, conn):
-        info = live_summary(conn, store.head())
-    _print_summary(info, as_json)
+    with context.reading() as (store, conn):
+        counts = reads.fleet_counts(conn, store.head())
+    print_counts(counts_dict(counts), as_json)
 
 
-def _print_summary(info: dict[str, Any], as_json: bool) -> None:
+def print_counts(info: dict[str, Any], as_json: bool) -> None:
+    """``status`` as people and programs read it (``replay --until`` prints the same)."""
     if as_json:
         print_json(info)
         return
@@ -63,86 +55,3 @@ def _print_summary(info: dict[str, Any], as_json: bool) -> None:
 
 def _nonzero(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "none"
-
-
-def replay(
-    ctx: typer.Context,
-    verify: Annotated[
-        bool, typer.Option("--verify", help="Compare the tables with a fresh fold; change nothing.")
-    ] = False,
-    until: Annotated[
-        str | None,
-        typer.Option("--until", help="Show the views as they were at a position or ISO time."),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Rebuild every view table from the log (or --verify them, or look back --until).
-
-    Example: tri24es replay --verify
-    """
-    if verify and until is not None:
-        raise UsageError("--verify and --until do not go together")
-    store = context_of(ctx).open_store()
-    try:
-        if until is not None:
-            _until(store, until, as_json)
-        elif verify:
-            _verify(store, as_json)
-        else:
-            _rebuild(store, as_json)
-    finally:
-        store.close()
-
-
-def _rebuild(store: EventStore, as_json: bool) -> None:
-    from tri24es import projections
-
-    with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
-        views = projections.rebuild(store, progress=progress)
-    counts = {
-        "events": views.position,
-        "tasks": len(views.queue),
-        "workers": len(views.workers),
-        "spend_events": len(views.spend.rows),
-        "killswitch_active": views.killswitch.active,
-    }
-    if as_json:
-        print_json({"rebuilt": True, **counts})
-    else:
-        typer.echo(
-            f"rebuilt the views from {counts['events']} events: {counts['tasks']} tasks, "
-            f"{counts['workers']} workers, {counts['spend_events']} spend events"
-        )
-
-
-def _verify(store: EventStore, as_json: bool) -> None:
-    from tri24es import projections
-
-    folded = [0]
-
-    def count(n: int) -> None:
-        folded[0] += n
-
-    differences = projections.verify(store, progress=count)
-    if as_json:
-        print_json({"verified": not differences, "events": folded[0],
-                    "differences": differences})
-    else:
-        for line in differences:
-            typer.echo(line)
-    if differences:
-        raise ViewsDiffer(
-            f"views differ from the log in {len(differences)} rows (first: {differences[0]}); "
-            "run `tri24es replay` to rebuild them"
-        )
-    if not as_json:
-        typer.echo(f"verified: {folded[0]} events, views match")
-
-
-def _until(store: EventStore, until: str, as_json: bool) -> None:
-    from tri24es.views import parse_until, summary_at
-
-    info = summary_at(store, parse_until(until))
-    if not as_json:
-        typer.echo(f"as of position {info['until']}:")
-    _print_summary(info, as_json)

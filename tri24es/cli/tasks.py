@@ -10,7 +10,13 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli.common import JsonOption, context_of, print_json
+from tri24es.cli.common import (
+    JsonOption,
+    context_of,
+    parse_priority,
+    parse_task_state,
+    print_json,
+)
 from tri24es.errors import UsageError
 
 tasks_app = typer.Typer(
@@ -63,9 +69,9 @@ def submit(
 
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
+    from tri24es.cli.render import task_dict
     from tri24es.inputs.taskfile import id_problem
     from tri24es.services import TaskSpec
-    from tri24es.views import parse_priority, task_dict
 
     rank = parse_priority(priority)
     if max_retries < 0:
@@ -110,12 +116,12 @@ def list_tasks(
 
     Example: tri24es tasks list --state queued --json
     """
-    from tri24es.projections import QUEUE
-    from tri24es.views import parse_task_state, task_dict
+    from tri24es.cli.render import task_dict
+    from tri24es.projections import reads
 
     wanted = None if state is None else parse_task_state(state).value
     with context_of(ctx).reading() as (_, conn):
-        rows = QUEUE.all(conn, wanted)
+        rows = reads.tasks(conn, wanted)
     if as_json:
         print_json([task_dict(row) for row in rows])
         return
@@ -137,11 +143,10 @@ def show(
 
     Example: tri24es tasks show fix-login-3f9a2c
     """
-    from tri24es.cli.render import decode_problem
+    from tri24es.cli.render import decode_problem, history_entry, task_dict
     from tri24es.events import task_stream
     from tri24es.projections import QUEUE
     from tri24es.services import NotFound
-    from tri24es.views import history_entry, task_dict
 
     with context_of(ctx).reading() as (store, conn):
         row = QUEUE.load_by_id(conn, task_id)

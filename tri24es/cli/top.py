@@ -11,12 +11,14 @@ import typer
 
 from tri24es.cli.common import context_of, watch_for_changes
 
-if TYPE_CHECKING:  # rich, prometheus-client (via metrics) and the domain are imported on use
+if TYPE_CHECKING:  # rich and the domain are imported on use
     from rich.console import RenderableType
     from rich.table import Table
     from rich.text import Text
 
-    from tri24es.metrics import Glance
+    from eventlog import EventStore
+    from tri24es.budget import BudgetLimits
+    from tri24es.projections.reads import Glance
 
 BARS = "▁▂▃▄▅▆▇█"
 EVENT_DATA_WIDTH = 60
@@ -46,7 +48,7 @@ def _queue_table(g: Glance) -> Table:
         table.add_column(priority.value, justify="right")
     table.add_column("total", justify="right")
     for state in TaskState:
-        counts = [g.queue.get((state.value, p.value), 0) for p in Priority]
+        counts = [g.queue.get((state.value, p.rank), 0) for p in Priority]
         table.add_row(state.value, *map(str, counts), str(sum(counts)))
     return table
 
@@ -133,30 +135,33 @@ def top(
 
     Example: tri24es top --interval 2
     """
-    # Imported on use: rich and prometheus-client cost every other command ~70 ms at start.
+    # Imported on use: rich costs every other command ~70 ms at start.
     from rich.console import Console
     from rich.live import Live
 
-    from tri24es.metrics import glance
-    from tri24es.projections import install
+    from tri24es.budget import BudgetLimits
 
     context = context_of(ctx)
-    store = context.open_store()
-    try:
-        install(store)
-        settings = context.settings
+    limits = BudgetLimits.from_settings(context.settings)
+    with context.store() as store:
         if once:
-            Console().print(frame(glance(store, settings)))
+            Console().print(frame(_glance(store, limits)))
             return
         watch_for_changes(store)
         calm = threading.Event()  # never set: paces redraws when commits come fast
-        with Live(frame(glance(store, settings)), auto_refresh=False, screen=False) as live:
+        with Live(frame(_glance(store, limits)), auto_refresh=False, screen=False) as live:
             try:
                 while True:
                     if store.wait_for_change(store.head(), timeout=interval):
                         calm.wait(min(interval, 0.25))
-                    live.update(frame(glance(store, settings)), refresh=True)
+                    live.update(frame(_glance(store, limits)), refresh=True)
             except KeyboardInterrupt:
                 return
-    finally:
-        store.close()
+
+
+def _glance(store: EventStore, limits: BudgetLimits) -> Glance:
+    from tri24es.projections import connection_of, reads
+    from tri24es.timeutil import now_us
+
+    with store.snapshot() as tx:
+        return reads.glance(store, connection_of(tx), limits, now_us())

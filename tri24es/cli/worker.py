@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from eventlog import sqlite_path
 from tri24es.cli.common import context_of
 
 #: services.DEFAULT_LEASE_SECONDS (a test keeps them equal), written here so that building
@@ -68,27 +66,21 @@ def worker(
     """
     context = context_of(ctx)
     s = context.settings
-    path = sqlite_path(s.db_url)
     # Imported on use: only this command needs it, and every other one starts faster.
+    from tri24es.paths import ProjectPaths
     from tri24es.runtime.signals import received_signals
     from tri24es.runtime.worker import Worker, WorkerOptions
-    from tri24es.services import Services
 
     options = WorkerOptions(
-        worker_id=worker_id or s.default_worker_id(), root=s.root.resolve(),
-        db_url=s.db_url if path is None else str(Path(path).resolve()),
+        worker_id=worker_id or s.default_worker_id(), paths=ProjectPaths(s.root.resolve()),
+        db_url=s.absolute_db_url,
         shard=shard or s.worker_shard, model=model or s.worker_model, type=type_,
         exec_command=exec_command, max_tasks=max_tasks, exit_when_idle=exit_when_idle,
         task_timeout=task_timeout, legacy_files=legacy_files, poll_interval=s.poll_interval,
         fallback_usd_per_mtok=s.fallback_usd_per_mtok,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    store = context.open_store()
-    try:
-        services = Services(store, actor=options.worker_id, trace_id=s.trace_id,
-                            lease_seconds=lease_seconds)
-        with received_signals() as inbox:
-            code = Worker(services, options, inbox).run()
-    finally:
-        store.close()
+    with context.services(options.worker_id, lease_seconds=lease_seconds) as services, \
+            received_signals() as inbox:
+        code = Worker(services, options, inbox).run()
     raise typer.Exit(code)

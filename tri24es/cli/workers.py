@@ -22,14 +22,6 @@ workers_app = typer.Typer(
 )
 
 
-def _live_states() -> frozenset[str]:
-    from tri24es.machines import WorkerState
-
-    return frozenset(
-        {WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED}
-    )
-
-
 WorkerId = Annotated[str | None, typer.Argument(help="The worker's id (or --all).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every live worker.")]
 
@@ -42,11 +34,11 @@ def list_workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: tri24es workers list --json
     """
-    from tri24es.projections import WORKERS
-    from tri24es.views import worker_dict
+    from tri24es.cli.render import worker_dict
+    from tri24es.projections import reads
 
     with context_of(ctx).reading() as (_, conn):
-        rows = WORKERS.all(conn)
+        rows = reads.workers(conn)
     if as_json:
         print_json([worker_dict(row) for row in rows])
         return
@@ -66,11 +58,11 @@ def _targets(context: Context, worker_id: str | None, all_: bool) -> list[str]:
         raise UsageError("give a worker id or --all (not both)")
     if worker_id is not None:
         return [worker_id]
-    from tri24es.projections import WORKERS
+    from tri24es.machines import ACTIVE_WORKER_STATES
+    from tri24es.projections import reads
 
-    live = _live_states()
     with context.reading() as (_, conn):
-        return [w.worker_id for w in WORKERS.all(conn) if w.state in live]
+        return [w.worker_id for w in reads.workers(conn) if w.state in ACTIVE_WORKER_STATES]
 
 
 def _request(

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from eventlog import EventStore
 from tri24es import events as ev
 from tri24es.budget import DEFAULT_MAX_RECORD_USD, BadAmount, parse_amount
-from tri24es.services import Services
 
-SPEND_FILE = Path("state") / "budget" / "spend.jsonl"
+if TYPE_CHECKING:
+    from tri24es.services import Services
+
 NAMESPACE = uuid.UUID("5f0c7a52-8f7e-4f53-9d0b-6d1f2b1f4c11")
 
 
@@ -131,10 +133,19 @@ class SpendFileBridge:
     def bridge(self, services: Services) -> BridgeResult:
         """Record every line not recorded before; report each bad line once, skip it."""
         result = BridgeResult()
+        batch = self._read_new(result)
+        if batch:
+            recorded = services.record_spend_many(batch)
+            result.recorded, result.known = recorded, len(batch) - recorded
+        return result
+
+    def _read_new(self, result: BridgeResult) -> list[tuple[ev.SpendRecorded, str]]:
+        """The complete lines added since the last read, as events with their ids (bad ones
+        counted in ``result`` and reported once)."""
         stat = self._file_stat()
         self._stat = stat
         if stat is None:
-            return result
+            return []
         with open(self.path, "rb") as f:
             st = os.fstat(f.fileno())
             identity = (st.st_dev, st.st_ino)
@@ -166,10 +177,7 @@ class SpendFileBridge:
             line_number += 1
         self._offset += consumed
         self._lines = line_number
-        if batch:
-            recorded = services.record_spend_many(batch)
-            result.recorded, result.known = recorded, len(batch) - recorded
-        return result
+        return batch
 
     def _line_count(self) -> int:
         return self._lines if self._offset else 0
@@ -179,3 +187,14 @@ class SpendFileBridge:
         if key not in self._reported:
             self._reported.add(key)
             self.report(f"{self.path}:{number}: skipped: {why}")
+
+
+def unrecorded_lines(path: Path, store: EventStore, max_usd: Decimal) -> int:
+    """How many good lines of the spend file ``path`` are not in the log yet (read only)."""
+    batch = SpendFileBridge(path, max_usd, report=lambda line: None)._read_new(BridgeResult())
+    if not batch:
+        return 0
+    ids = [event_id for _, event_id in batch]
+    with store.snapshot() as tx:
+        known = sum(len(tx.events_by_id(ids[i:i + 500])) for i in range(0, len(ids), 500))
+    return len(ids) - known

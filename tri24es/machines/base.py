@@ -1,27 +1,21 @@
 """What every state machine shares: a transition table turned into a fast lookup.
 
 A machine is declared once, as data: an Enum of states and a list of ``{"trigger", "source",
-"dest"}`` dicts in the format ``transitions`` reads. :class:`StateTable` derives from that one
-list both
+"dest"}`` dicts in the format ``transitions`` reads. :class:`StateTable` is the one API over
+that list: a dict ``{(state, trigger): dest}`` built at import (``can``, ``fire``,
+``allowed``), which services and projection folds ask on every event, so no
+``transitions.Machine`` is created per event. ``transitions`` draws the mermaid diagram in
+``docs/machines.md`` from the same list (``GraphMachine``), and the tests check the lookup
+against a ``transitions.Machine`` built from it.
 
-- the hot path used by services and projection folds: a dict ``{(state, trigger): dest}``
-  built at import, read by :func:`can` and :func:`next_state` (no ``transitions.Machine`` is
-  created per event), and
-- a ``transitions.Machine`` (``auto_transitions=False``) for an object-level API with
-  ``may_<trigger>()`` methods, and a ``GraphMachine`` for the mermaid diagram in
-  ``docs/machines.md``.
-
-Machines decide; they never persist, so no callbacks are attached to the ``transitions``
-machines (``transitions`` does not roll a state change back when a callback raises).
+Machines decide; they never persist.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Generic, TypedDict, TypeVar
-
-from transitions import Machine
+from typing import Any, Generic, TypedDict, TypeVar
 
 from tri24es.errors import Tri24esError
 
@@ -59,8 +53,7 @@ class IllegalTransition(Tri24esError):
 class StateTable(Generic[S]):
     """A named machine: its states, its transition table and the lookups derived from it.
 
-    Creating one registers it, by name and by state Enum, for the module-level
-    :func:`can`, :func:`next_state`, :func:`mermaid` and :func:`render_doc`.
+    Creating one registers it by name, for :func:`mermaid` and :func:`render_doc`.
     """
 
     def __init__(self, name: str, states: type[S], moves: Sequence[Move[S]], initial: S) -> None:
@@ -76,17 +69,12 @@ class StateTable(Generic[S]):
                 if key in self.lookup:
                     raise ValueError(f"{name}: {move['trigger']!r} from {source} is declared twice")
                 self.lookup[key] = move["dest"]
-        if name in TABLES or states in _BY_STATES:
-            raise ValueError(f"a machine named {name!r} or with states {states} already exists")
+        if name in TABLES:
+            raise ValueError(f"a machine named {name!r} already exists")
         TABLES[name] = self
-        _BY_STATES[states] = self
-        _LOOKUP.update(self.lookup)
 
     def can(self, state: S, trigger: str) -> bool:
         return (state, trigger) in self.lookup
-
-    def next_state(self, state: S, trigger: str) -> S:
-        return self.fire(state, trigger)
 
     def fire(self, state: S, trigger: str | None) -> S:
         """The state after ``trigger`` (None: no change); IllegalTransition if not allowed."""
@@ -125,61 +113,12 @@ class StateTable(Generic[S]):
         return "\n".join(["---", f"title: {self.name}", "---", *lines]).strip()
 
 
-class Lifecycle(Machine, Generic[S]):
-    """A ``transitions.Machine`` over a table, for code that wants the object-level API.
-
-    ``Lifecycle()`` is its own model (``lc.may_claim()``, ``lc.claim()``, ``lc.state``);
-    ``Lifecycle(obj)`` adds those methods and a ``state`` attribute to ``obj`` instead.
-    Illegal triggers raise ``transitions.MachineError``. Subclasses set ``table``.
-    """
-
-    table: ClassVar[StateTable[Any]]
-
-    def __init__(self, model: Any = Machine.self_literal, initial: S | None = None) -> None:
-        super().__init__(
-            model=model,
-            states=self.table.states,
-            transitions=self.table.moves,
-            initial=self.table.initial if initial is None else initial,
-            auto_transitions=False,
-            name=self.table.name,
-        )
-
-
 def sources(move: Move[S]) -> list[S]:
     source = move["source"]
     return source if isinstance(source, list) else [source]
 
 
 TABLES: dict[str, StateTable[Any]] = {}
-_BY_STATES: dict[type[enum.Enum], StateTable[Any]] = {}
-# Every machine's moves in one dict: the states of different machines are different Enum
-# members, so their keys never collide, and one lookup serves any machine.
-_LOOKUP: dict[tuple[Any, str], Any] = {}
-
-
-def can(state: enum.Enum, trigger: str) -> bool:
-    """Whether ``trigger`` is legal from ``state`` (a state of any machine)."""
-    return (state, trigger) in _LOOKUP
-
-
-def next_state(state: S, trigger: str) -> S:
-    """The state ``trigger`` leads to from ``state``; :class:`IllegalTransition` if none."""
-    try:
-        return _LOOKUP[state, trigger]  # type: ignore[no-any-return]  # cast() costs a call
-    except KeyError:
-        raise table_of(state).illegal(state, trigger) from None
-
-
-def allowed_triggers(state: enum.Enum) -> tuple[str, ...]:
-    return table_of(state).allowed(state)
-
-
-def table_of(state: enum.Enum) -> StateTable[Any]:
-    try:
-        return _BY_STATES[type(state)]
-    except KeyError:
-        raise TypeError(f"{state!r} is not the state of a known machine") from None
 
 
 def mermaid(machine_name: str) -> str:

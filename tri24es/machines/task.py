@@ -33,7 +33,7 @@ from tri24es.events import (
     TaskRequeued,
     TaskSubmitted,
 )
-from tri24es.machines.base import Lifecycle, Move, StateTable
+from tri24es.machines.base import Move, StateTable
 
 
 class TaskState(enum.StrEnum):
@@ -45,6 +45,8 @@ class TaskState(enum.StrEnum):
 
 
 _Q, _R, _F = TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED
+#: Not done yet: waiting to be claimed, or running.
+OPEN = (_Q, _R)
 
 TASK_TRANSITIONS: list[Move[TaskState]] = [
     {"trigger": "claim", "source": _Q, "dest": _R},
@@ -91,9 +93,3 @@ def advance(state: TaskState | None, event: Event) -> TaskState | None:
     if state is None:
         return _Q if type(event) is INITIAL_EVENT else None
     return _FIRE(state, trigger_for(state, event))
-
-
-class TaskLifecycle(Lifecycle[TaskState]):
-    """``transitions`` machine over the task table: ``TaskLifecycle().may_claim()``."""
-
-    table = TASK

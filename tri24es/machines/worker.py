@@ -1,7 +1,8 @@
 """The worker lifecycle (DESIGN.md §4): one table, read by services and by the workers fold.
 
-States: ``starting``, ``idle``, ``busy``, ``paused`` (the *live* states), ``stopping``, and
-the terminal ``stopped``, ``lost`` and ``killed``.
+States: ``starting``, ``idle``, ``busy``, ``paused`` (the *active* states), ``stopping``
+(active or stopping: *live*, a process should be running), and the terminal (*ended*)
+``stopped``, ``lost`` and ``killed``.
 
 Decisions beyond DESIGN.md:
 
@@ -49,7 +50,7 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines.base import Lifecycle, Move, StateTable
+from tri24es.machines.base import Move, StateTable
 
 
 class WorkerState(enum.StrEnum):
@@ -63,8 +64,12 @@ class WorkerState(enum.StrEnum):
     KILLED = "killed"
 
 
-LIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED)
-TERMINAL = (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
+#: Registered and taking requests: a stop request moves these to ``stopping``.
+ACTIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED)
+#: Whose process should be running: the active states and ``stopping``.
+LIVE = (*ACTIVE, WorkerState.STOPPING)
+#: The terminal states, left only by a new registration.
+ENDED = (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
 _STARTING, _IDLE, _BUSY = WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY
 
 WORKER_TRANSITIONS: list[Move[WorkerState]] = [
@@ -73,11 +78,11 @@ WORKER_TRANSITIONS: list[Move[WorkerState]] = [
     {"trigger": "finish_task", "source": _BUSY, "dest": _IDLE},
     {"trigger": "pause", "source": [_IDLE, _BUSY], "dest": WorkerState.PAUSED},
     {"trigger": "resume", "source": WorkerState.PAUSED, "dest": _IDLE},
-    {"trigger": "stop", "source": [*LIVE], "dest": WorkerState.STOPPING},
-    {"trigger": "stopped", "source": [*LIVE, WorkerState.STOPPING], "dest": WorkerState.STOPPED},
-    {"trigger": "lose", "source": [*LIVE, WorkerState.STOPPING], "dest": WorkerState.LOST},
-    {"trigger": "kill", "source": [*LIVE, WorkerState.STOPPING], "dest": WorkerState.KILLED},
-    {"trigger": "restart", "source": [*TERMINAL], "dest": _STARTING},
+    {"trigger": "stop", "source": [*ACTIVE], "dest": WorkerState.STOPPING},
+    {"trigger": "stopped", "source": [*LIVE], "dest": WorkerState.STOPPED},
+    {"trigger": "lose", "source": [*LIVE], "dest": WorkerState.LOST},
+    {"trigger": "kill", "source": [*LIVE], "dest": WorkerState.KILLED},
+    {"trigger": "restart", "source": [*ENDED], "dest": _STARTING},
 ]
 
 WORKER = StateTable("worker", WorkerState, WORKER_TRANSITIONS, initial=_STARTING)
@@ -134,9 +139,3 @@ def advance(state: WorkerState | None, event: Event) -> WorkerState | None:
     if state is None:
         return _STARTING if type(event) is INITIAL_EVENT else None
     return _FIRE(state, worker_trigger_for(state, event))
-
-
-class WorkerLifecycle(Lifecycle[WorkerState]):
-    """``transitions`` machine over the worker table: ``WorkerLifecycle().may_pause()``."""
-
-    table = WORKER

@@ -204,17 +204,6 @@ class QueueProjection(Projection[QueueView]):
         )
         return [TaskRow(*r) for r in found]
 
-    def all(self, conn: Db, state: str | None = None) -> list[TaskRow]:
-        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
-        found = conn.execute(
-            f"SELECT {COLUMNS} FROM queue {where} ORDER BY priority, submitted_position", params
-        )
-        return [TaskRow(*r) for r in found]
-
-    def counts(self, conn: Db) -> dict[tuple[str, int], int]:
-        found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
-        return {(state, priority): n for state, priority, n in found}
-
     def rows(self, view: QueueView) -> dict[str, list[Row]]:
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
 

@@ -128,27 +128,6 @@ class SpendProjection(Projection[SpendView]):
             [(start, units, count) for start, (units, count) in view.buckets.items()],
         )
 
-    def window_total(self, conn: Db, since_us: int, until_us: int) -> Decimal:
-        """Spend that occurred in [since, until): one range over the (time, amount) index."""
-        (units,) = conn.execute(
-            "SELECT coalesce(sum(amount_units), 0) FROM spend"
-            " WHERE occurred_at >= ? AND occurred_at < ?",
-            (since_us, until_us),
-        ).fetchone()
-        return from_units(units)
-
-    def period_total(self, conn: Db, start_us: int, end_us: int) -> Decimal:
-        """Spend in [start, end) for bounds on quarter-hours (any time zone's midnight is):
-        at most 96 bucket rows a day, however many spend events there were."""
-        if start_us % BUCKET_US or end_us % BUCKET_US:
-            return self.window_total(conn, start_us, end_us)
-        (units,) = conn.execute(
-            "SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
-            " WHERE bucket_start >= ? AND bucket_start < ?",
-            (start_us, end_us),
-        ).fetchone()
-        return from_units(units)
-
     def rows(self, view: SpendView) -> dict[str, list[Row]]:
         return {
             "spend": sorted(_as_tuple(r) for r in view.rows.values()),

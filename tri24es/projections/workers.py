@@ -25,7 +25,7 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines import WorkerState, advance_worker, next_state
+from tri24es.machines import ENDED_WORKER_STATES, WORKER, WorkerState, advance_worker
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.sql import Db, keep, kept
 
@@ -94,6 +94,7 @@ _as_tuple = operator.attrgetter(*(f.name for f in fields(WorkerRow)))
 
 WorkersView = dict[str, WorkerRow]
 WORKER_STATES = {state.value: state for state in WorkerState}  # cheaper than WorkerState(v)
+_ENDED = ", ".join(f"'{state.value}'" for state in sorted(ENDED_WORKER_STATES))
 
 
 def _worker_id(envelope: Envelope) -> str | None:
@@ -152,7 +153,7 @@ class WorkersProjection(Projection[WorkersView]):
             state = str(advance_worker(WORKER_STATES[row.state], event))
         if kind is WorkerResumed and row.current_task is not None:
             # Paused mid-task and resumed before the task ended: it is busy with it again.
-            state = str(next_state(WorkerState.IDLE, "take_task"))
+            state = str(WORKER.fire(WorkerState.IDLE, "take_task"))
         row.state = state
         if envelope.stream.startswith("worker-"):
             row.version = envelope.version
@@ -195,13 +196,9 @@ class WorkersProjection(Projection[WorkersView]):
         """Live (or stopping) workers not seen since ``before_us``."""
         found = conn.execute(
             f"SELECT {COLUMNS} FROM workers WHERE last_seen < ? AND state NOT IN"
-            " ('stopped', 'lost', 'killed') ORDER BY worker_id",
+            f" ({_ENDED}) ORDER BY worker_id",
             (before_us,),
         )
-        return [WorkerRow(*r) for r in found]
-
-    def all(self, conn: Db) -> list[WorkerRow]:
-        found = conn.execute(f"SELECT {COLUMNS} FROM workers ORDER BY worker_id")
         return [WorkerRow(*r) for r in found]
 
     @staticmethod

@@ -10,19 +10,18 @@ line to the worker, which parses spend from it while the agent still runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import select
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from eventlog.threads import threads_without_signals
+from tri24es.runtime.signals import die_with_parent
 
 #: Longest line handed over in one piece; a longer one arrives in several.
 LINE_LIMIT = 1 << 20
@@ -30,27 +29,6 @@ LINE_LIMIT = 1 << 20
 GRACE_SECONDS = 5.0
 #: How long to wait for the last output once the agent's group is gone.
 DRAIN_SECONDS = 5.0
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` (it runs in the child between fork and exec) asking the kernel to
-    SIGKILL the child when the thread that forked it ends. The libc function is looked up
-    before the fork: after a fork in a threaded process, the child should call no more
-    than it must."""
-    prctl = _LIBC.prctl if _LIBC is not None else None
-    kill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
-        if os.getppid() != parent:  # the worker died before prctl: no signal would come
-            os.kill(os.getpid(), kill)
-
-    return preexec
-
 
 def private_dirs(path: Path) -> None:
     """Create the folder ``path`` and each missing parent 0700 (``mkdir(parents=True)`` would
@@ -86,7 +64,7 @@ class Agent:
             self.proc = subprocess.Popen(
                 list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         except BaseException:
             log.close()

@@ -37,14 +37,14 @@ from pathlib import Path
 import orjson
 
 from tri24es import events as ev
-from tri24es.budget import BudgetLimits, Reading, read_budget, usd
-from tri24es.errors import Tri24esError
-from tri24es.inputs.spendfile import SPEND_FILE, SpendFileBridge
-from tri24es.machines import WorkerState
+from tri24es.budget import BudgetLimits, Reading, usd
+from tri24es.errors import AlreadyRunning
+from tri24es.inputs.spendfile import SpendFileBridge
 from tri24es.machines.base import IllegalTransition
+from tri24es.paths import ProjectPaths
 from tri24es.pricing import to_money
 from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
-from tri24es.projections import QUEUE, WORKERS, WorkerRow, connection_of
+from tri24es.projections import QUEUE, WorkerRow, connection_of, reads
 from tri24es.runtime.agent import write_private
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
@@ -56,22 +56,15 @@ BY = "budget-watchdog"
 PAUSE_GRACE = 2.0
 TERM_GRACE = 1.0
 SLICE = 0.2
-KILL_SWITCH_FILE = Path("state") / "budget" / "kill_switch.active"
-LIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED,
-        WorkerState.STOPPING)
-
-
-class AlreadyRunning(Tri24esError):
-    """Another budget watchdog daemon holds this store's lock."""
 
 
 @contextlib.contextmanager
-def single_daemon(state_dir: Path) -> Iterator[None]:
+def single_daemon(paths: ProjectPaths) -> Iterator[None]:
     """Hold ``state/budget-watchdog.lock`` (fcntl) and write ``state/budget-watchdog.pid``
     for the daemon's life; a second daemon raises AlreadyRunning."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / "budget-watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    pid_file = state_dir / "budget-watchdog.pid"
+    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(paths.watchdog_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    pid_file = paths.watchdog_pid
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -127,18 +120,18 @@ class Evaluation:
 
 class BudgetWatchdog:
     def __init__(
-        self, services: Services, limits: BudgetLimits, root: Path, *,
+        self, services: Services, limits: BudgetLimits, paths: ProjectPaths, *,
         clock: Callable[[], int] = now_us, report: Callable[[str], None] = log.info,
         grace: tuple[float, float] = (PAUSE_GRACE, TERM_GRACE),
     ) -> None:
         self.services = services
         self.limits = limits
-        self.root = root
+        self.paths = paths
         self.clock = clock
         self.report = report
         self.grace = grace
         self.host = host_id()
-        self.spend_file = SpendFileBridge(root / SPEND_FILE, limits.max_record_usd, report)
+        self.spend_file = SpendFileBridge(paths.spend_file, limits.max_record_usd, report)
         self.warning_armed = True
         self.paused_by_me: set[str] = set()
         self.enforced: int | None = None  # the activation (its position) this one acted on
@@ -147,7 +140,7 @@ class BudgetWatchdog:
 
     def read(self) -> Reading:
         with self.services.store.snapshot() as tx:
-            return read_budget(connection_of(tx), self.limits, self.clock())
+            return reads.read_budget(connection_of(tx), self.limits, self.clock())
 
     def evaluate(self) -> Evaluation:
         """Bridge the spend file, read the budget and respond to it."""
@@ -209,7 +202,7 @@ class BudgetWatchdog:
 
     def write_killswitch_file(self, reading: Reading, reason: str) -> None:
         """``state/budget/kill_switch.active``, as TRI-24 wrote it: temp file + rename, 0600."""
-        path = self.root / KILL_SWITCH_FILE
+        path = self.paths.kill_switch_file
         body = orjson.dumps({
             "activated_at": iso_time(self.clock()), "reason": reason,
             "daily_spend": usd(reading.daily), "current_rate": usd(reading.rate),
@@ -223,7 +216,7 @@ class BudgetWatchdog:
 
     def _live_workers(self) -> list[WorkerRow]:
         with self.services.store.snapshot() as tx:
-            return [r for r in WORKERS.all(connection_of(tx)) if r.state in LIVE]
+            return reads.live_workers(connection_of(tx))
 
     def _verified(self, row: WorkerRow) -> bool:
         return row.host == self.host and is_same_process(row.pid, row.pid_start_time)
@@ -345,3 +338,21 @@ class BudgetWatchdog:
                 next_check = time.monotonic() + self.limits.check_interval
             wait = max(0.0, min(SLICE, next_check - time.monotonic()))
             self.services.store.wait_for_change(seen, wait)
+
+
+@dataclass(frozen=True)
+class Reset:
+    was_active: bool
+    moved_file: Path | None  # where ``kill_switch.active`` was renamed to, if it existed
+
+
+def reset(services: Services, paths: ProjectPaths, *, by: str, reason: str) -> Reset:
+    """Turn the kill switch off (KillSwitchReset) and rename ``kill_switch.active`` to
+    ``kill_switch.active.<epoch>``, as TRI-24's reset did."""
+    was_active = services.reset_killswitch(by=by, reason=reason)
+    path = paths.kill_switch_file
+    moved = None
+    if path.exists():
+        moved = path.with_name(f"{path.name}.{int(time.time())}")
+        os.replace(path, moved)
+    return Reset(was_active, moved)

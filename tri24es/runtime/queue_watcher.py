@@ -9,7 +9,6 @@ once its size and mtime have stayed the same for ``settle`` seconds. Accepted fi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import os
@@ -45,8 +44,11 @@ from tri24es.inputs.taskfile import (
     printable,
     read_queue_file,
 )
+from tri24es.paths import ProjectPaths
+from tri24es.projections import QUEUE
+from tri24es.projections.sql import Db
 from tri24es.runtime.agent import private_dirs, write_private
-from tri24es.runtime.signals import received_signals
+from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
 
 DEFAULT_SETTLE = 0.2
@@ -117,12 +119,12 @@ def _sha(data: bytes | None) -> str | None:
 
 class QueueWatcher:
     def __init__(
-        self, services: Services, root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+        self, services: Services, paths: ProjectPaths, *, max_bytes: int = DEFAULT_MAX_BYTES,
         settle: float = DEFAULT_SETTLE,
     ) -> None:
         self.services = services
-        self.queue_dir = root / "tasks" / "queue"
-        self.rejected_dir = root / "tasks" / "rejected"
+        self.queue_dir = paths.queue
+        self.rejected_dir = paths.rejected
         self.max_bytes = max_bytes
         self.settle = settle
         self._handled: dict[Path, Signature] = {}  # files dealt with, as they were then
@@ -339,14 +341,13 @@ def _pause(seconds: float) -> None:
 
 
 class _Wake(FileSystemEventHandler):
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, wake: Wakeup) -> None:
+        self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
             return  # reads (ours included) change nothing
-        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is due anyway
-            os.write(self._fd, b"\0")
+        self._wake.poke()
 
 
 def serve(
@@ -355,46 +356,39 @@ def serve(
 ) -> None:
     """Watch until SIGTERM or SIGINT: a scan on every change notice (inotify), when a changing
     file should have settled, and every ``interval`` seconds in case a notice was missed."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    with threads_without_signals():  # watchdog starts threads in all three
-        observer = Observer()
-        observer.daemon = True
-        observer.schedule(_Wake(wake_w), str(watcher.queue_dir), recursive=True)
-        observer.start()
-    try:
-        with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox:
-            # The signal's number lands in the pipe too, so select() returns at once.
-            previous = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-            try:
-                while not inbox:
-                    timeout = interval
-                    try:
-                        report, recheck = watcher.scan()
-                        on_report(report)
-                        if recheck is not None:
-                            timeout = min(timeout, recheck)
-                    except (Tri24esError, EventLogError, OSError) as e:
-                        on_error(e)  # e.g. the store stayed locked: try again next round
-                    if inbox:
-                        break
-                    readable, _, _ = select.select([wake_r], [], [], timeout)
-                    if readable:
-                        _drain(wake_r)
-            finally:
-                signal.set_wakeup_fd(previous)
-    finally:
-        observer.stop()
-        observer.join(timeout=5)
-        os.close(wake_r)
-        os.close(wake_w)
-
-
-def _drain(fd: int) -> None:
-    while True:
+    # The signal's number lands in the wake-up pipe too, so select() returns at once.
+    with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
+        with threads_without_signals():  # watchdog starts threads in all three
+            observer = Observer()
+            observer.daemon = True
+            observer.schedule(_Wake(wake), str(watcher.queue_dir), recursive=True)
+            observer.start()
         try:
-            if not os.read(fd, 4096):
-                return
-        except BlockingIOError:
-            return
+            while not inbox:
+                timeout = interval
+                try:
+                    report, recheck = watcher.scan()
+                    on_report(report)
+                    if recheck is not None:
+                        timeout = min(timeout, recheck)
+                except (Tri24esError, EventLogError, OSError) as e:
+                    on_error(e)  # e.g. the store stayed locked: try again next round
+                if inbox:
+                    break
+                readable, _, _ = select.select([wake.fd], [], [], timeout)
+                if readable:
+                    wake.drain()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+
+
+def pending_files(queue_dir: Path, conn: Db) -> list[str]:
+    """Ids of queue files not submitted yet (rejected ones are moved out of the folder, so
+    they do not stay pending)."""
+    pending = []
+    for path in sorted(queue_dir.glob("*.md")) + sorted(queue_dir.glob("*/*.md")):
+        where = locate(PurePosixPath(path.relative_to(queue_dir).as_posix()))
+        if isinstance(where, Location) and QUEUE.load_by_id(conn, where.task_id) is None:
+            pending.append(where.task_id)
+    return pending

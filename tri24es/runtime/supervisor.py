@@ -13,7 +13,6 @@ child exits) and on the signal wake-up pipe, until the next restart or summary i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import select
@@ -21,12 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tri24es.procinfo import host_id
-from tri24es.runtime.signals import SignalInbox
+from tri24es.runtime.signals import SignalInbox, Wakeup, die_with_parent
 
 #: Restart backoff: the first wait, its ceiling, and the uptime after which it starts over.
 INITIAL_BACKOFF = 0.5
@@ -35,8 +34,6 @@ RESET_AFTER = 60.0
 #: Between SIGTERM and SIGKILL when the fleet stops (a worker needs up to 5 s for its agent).
 GRACE_SECONDS = 10.0
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -96,21 +93,6 @@ def fleet_specs(
     return specs
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` asking for SIGTERM when the supervisor (the thread that forks: the
-    main thread) ends; SIGTERM, not SIGKILL, so a worker still requeues its task."""
-    prctl = _LIBC.prctl if _LIBC is not None else None
-    term = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, term, 0, 0, 0)
-        if os.getppid() != parent:  # the supervisor died before prctl
-            os.kill(os.getpid(), term)
-
-    return preexec
-
-
 class Child:
     """A supervised process: running, waiting to be restarted, or stopped."""
 
@@ -140,7 +122,8 @@ class Child:
         try:
             self.proc = subprocess.Popen(
                 self.spec.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                env=dict(env), preexec_fn=_die_with_parent(os.getpid()),
+                # SIGTERM, not SIGKILL, when up dies: a worker still requeues its task.
+                env=dict(env), preexec_fn=die_with_parent(signal.SIGTERM),
             )
         finally:
             os.close(fd)
@@ -181,20 +164,20 @@ class Supervisor:
         self.grace = grace
 
     def run(
-        self, inbox: SignalInbox, wake_fd: int, tick: Callable[[], bool], tick_every: float,
+        self, inbox: SignalInbox, wake: Wakeup, tick: Callable[[], bool], tick_every: float,
     ) -> str:
         """Start every child, keep them running, and call ``tick`` every ``tick_every``
         seconds (True: stop). Stops the children before returning why it stopped."""
         try:
             for child in self.children:
                 self._start(child)
-            reason = self._loop(inbox, wake_fd, tick, tick_every)
+            reason = self._loop(inbox, wake, tick, tick_every)
         finally:
             self.stop()
         return reason
 
     def _loop(
-        self, inbox: SignalInbox, wake_fd: int, tick: Callable[[], bool], tick_every: float,
+        self, inbox: SignalInbox, wake: Wakeup, tick: Callable[[], bool], tick_every: float,
     ) -> str:
         next_tick = time.monotonic()
         while True:
@@ -214,10 +197,10 @@ class Supervisor:
                     return "done"
                 next_tick = now + tick_every
             due = [next_tick, *(c.restart_at for c in self.children if c.restart_at is not None)]
-            fds = [wake_fd, *(c.pidfd for c in self.children if c.pidfd is not None)]
+            fds = [wake.fd, *(c.pidfd for c in self.children if c.pidfd is not None)]
             readable, _, _ = select.select(fds, [], [], max(0.0, min(due) - time.monotonic()))
-            if wake_fd in readable:
-                _drain(wake_fd)
+            if wake.fd in readable:
+                wake.drain()
 
     def _start(self, child: Child) -> None:
         try:
@@ -257,25 +240,3 @@ class Supervisor:
                 assert child.proc is not None
                 child.proc.wait()
                 child.reap()
-
-
-@contextlib.contextmanager
-def signal_wakeup() -> Iterator[int]:
-    """A pipe the interpreter writes to when a signal arrives (``signal.set_wakeup_fd``):
-    waiting on its read end, the loop wakes at once. Yields the read end."""
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    try:
-        yield read_fd
-    finally:
-        signal.set_wakeup_fd(previous)
-        os.close(read_fd)
-        os.close(write_fd)
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 4096):
-            pass

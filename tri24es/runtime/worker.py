@@ -28,10 +28,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from tri24es import events as ev
-from tri24es.errors import Tri24esError
+from tri24es.errors import AlreadyRunning
 from tri24es.inputs.usage import Usage, UsageParser
-from tri24es.machines import TaskState, WorkerState
+from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
+from tri24es.paths import ProjectPaths, safe_name
 from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
 from tri24es.runtime.agent import Agent, write_private
@@ -44,19 +45,11 @@ log = logging.getLogger("tri24es.worker")
 #: The longest a received signal (or a line of agent output) waits to be acted on.
 SLICE = 0.2
 
-_REGISTERED = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED,
-               WorkerState.STOPPING)
-_GONE = (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
-
-
-class AlreadyRunning(Tri24esError):
-    """Another live process holds this worker id."""
-
 
 @dataclass(frozen=True)
 class WorkerOptions:
     worker_id: str
-    root: Path
+    paths: ProjectPaths
     db_url: str  # handed to agents as TRI24ES_DB
     shard: str | None = None
     model: str | None = None
@@ -86,14 +79,6 @@ class Ending(enum.Enum):
     BUDGET = "budget"  # the attempt's spend passed the task's max_budget_usd
 
 
-def safe_name(task_id: str) -> str:
-    """A task id usable as one file name, and a different one for each id: ``%``, ``/`` and
-    NUL are %-escaped, and so is a leading ``.`` (ids made by ``submit`` or the queue folder
-    never hold these; ids appended through the API may)."""
-    name = task_id.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-    return "%2E" + name[1:] if name.startswith(".") else name or "%"
-
-
 class Worker:
     def __init__(self, services: Services, options: WorkerOptions, inbox: SignalInbox) -> None:
         self.services = services
@@ -117,7 +102,7 @@ class Worker:
             row = self.services.worker(self.id)
         except NotFound:
             row = None
-        if row is not None and row.state in _REGISTERED:
+        if row is not None and row.state in LIVE_WORKER_STATES:
             if row.host != host:
                 raise AlreadyRunning(f"worker {self.id} is already running on {row.host} "
                                      f"(pid {row.pid}); it cannot be checked from here")
@@ -193,7 +178,7 @@ class Worker:
             return False
         self._seen_head = head
         row = self.services.worker(self.id)
-        if row.state in _GONE:
+        if row.state in ENDED_WORKER_STATES:
             raise Stop(1, f"declared {row.state} by another process", record=False)
         if row.stop_requested:
             raise Stop(0, "stop requested")
@@ -275,9 +260,9 @@ class Worker:
         return None
 
     def _spawn(self, claim: Claim, task: ev.TaskSubmitted, command: list[str]) -> Agent:
-        root, name = self.options.root, safe_name(claim.task_id)
+        paths = self.options.paths
         text = (task.body or f"# {task.title}\n").encode()
-        task_file = root / "state" / "tasks" / f"{name}.md"
+        task_file = paths.task_input(claim.task_id)
         write_private(task_file, text)
         env = os.environ | {
             "TRI24ES_TASK_ID": claim.task_id, "TRI24ES_WORKER_ID": self.id,
@@ -285,7 +270,7 @@ class Worker:
             "TRI24ES_TASK_FILE": str(task_file),
         }
         agent = Agent(command, stdin=text, env=env,
-                      log_path=root / "logs" / "tasks" / name / f"{claim.attempt}.log")
+                      log_path=paths.attempt_log(claim.task_id, claim.attempt))
         try:
             self.services.started(claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid)
         except BaseException:
@@ -396,9 +381,9 @@ class LegacyFile:
         """Move the task's file to running/, if it is a file under tasks/queue/."""
         if task.source is None:
             return None
-        tasks = options.root / "tasks"
-        source = (options.root / task.source).resolve()  # an absolute source stays as it is
-        if not source.is_relative_to((tasks / "queue").resolve()) or not source.is_file():
+        tasks = options.paths.tasks
+        source = (options.paths.root / task.source).resolve()  # an absolute one stays as it is
+        if not source.is_relative_to(options.paths.queue.resolve()) or not source.is_file():
             return None
         running = tasks / "running" / f"{safe_name(task.task_id)}.md"
         lock = running.with_name(running.name + ".lock.d")

@@ -21,7 +21,7 @@ from tri24es.events import (
     encode,
     encode_metadata,
 )
-from tri24es.machines import TaskState, WorkerState
+from tri24es.machines import ENDED_WORKER_STATES, TaskState
 from tri24es.procinfo import host_id
 from tri24es.projections import (
     QUEUE,
@@ -79,7 +79,7 @@ class Claim:
 
 def is_gone(row: WorkerRow) -> bool:
     """Stopped, lost or killed: requests to such a worker would reach nobody."""
-    return row.state in (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
+    return row.state in ENDED_WORKER_STATES
 
 
 def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
 from tri24es import events as ev
+from tri24es.budget import parse_amount
 from tri24es.events import (
     Envelope,
     encode,
 )
+from tri24es.pricing import Pricer
 from tri24es.projections import (
     apply_inline,
     connection_of,
@@ -17,6 +21,13 @@ from tri24es.projections import (
 from tri24es.services.base import (
     ServiceBase,
 )
+from tri24es.timeutil import from_us
+
+
+@dataclass(frozen=True)
+class Spent:
+    amount: Decimal
+    flagged: str | None  # why the amount is an estimate (an unpriced model), if it is
 
 
 class BudgetCommands(ServiceBase):
@@ -34,6 +45,27 @@ class BudgetCommands(ServiceBase):
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)])
             return True
+
+    def record_spend_by_hand(
+        self, *, usd: str | None, model: str | None, input_tokens: int | None,
+        output_tokens: int | None, task: str | None, worker: str | None, max_usd: Decimal,
+        pricer: Pricer,
+    ) -> Spent:
+        """Record spend given in dollars, or as tokens of a model priced by ``pricer``
+        (``spend record``). Raises BadAmount, recording nothing, for an amount that is not a
+        number, negative, or over ``max_usd``."""
+        flagged = None
+        if usd is not None:
+            amount = parse_amount(usd, max_usd)
+        else:
+            priced, flagged = pricer.price(model, input_tokens or 0, output_tokens or 0)
+            amount = parse_amount(priced, max_usd)
+        self.record_spend(ev.SpendRecorded(
+            amount=amount, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+            task=task, worker=worker, source="cli", occurred_at=from_us(self.clock()),
+            flagged=flagged,
+        ))
+        return Spent(amount, flagged)
 
     def record_spend_many(self, spends: Sequence[tuple[ev.SpendRecorded, str]]) -> int:
         """Record many spends, each with its event id, in one transaction; ids recorded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eventlog import NO_STREAM, WrongExpectedVersion
+from eventlog import NO_STREAM
 from tri24es import events as ev
 from tri24es.events import (
     Event,
@@ -16,7 +16,6 @@ from tri24es.projections import (
     connection_of,
 )
 from tri24es.services.base import (
-    CONFLICT_RETRIES,
     ServiceBase,
     is_gone,
     retry_on_conflict,
@@ -44,23 +43,18 @@ class WorkerCommands(ServiceBase):
                          [started, ev.WorkerHeartbeat(worker=worker_id)],
                          NO_STREAM if row is None else row.version)
 
+    @retry_on_conflict
     def _worker_event(self, worker_id: str, make: Callable[[WorkerRow], Event | None]) -> bool:
         """Append the event ``make`` builds from the worker's row (None: nothing to do)."""
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                with self.store.transaction() as tx:
-                    conn = connection_of(tx)
-                    row = self._worker(conn, worker_id)
-                    event = make(row)
-                    if event is None:
-                        return False
-                    advance_worker(WorkerState(row.state), event)
-                    self._append(conn, tx, ev.worker_stream(worker_id), [event], row.version)
-                    return True
-            except WrongExpectedVersion:
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-        return False
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._worker(conn, worker_id)
+            event = make(row)
+            if event is None:
+                return False
+            advance_worker(WorkerState(row.state), event)
+            self._append(conn, tx, ev.worker_stream(worker_id), [event], row.version)
+            return True
 
     def heartbeat(self, worker_id: str) -> None:
         self._worker_event(worker_id, lambda row: ev.WorkerHeartbeat(worker=worker_id))

@@ -1,0 +1,99 @@
+"""``tri24es replay``: rebuild the views from the log, verify them, or look back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tri24es.cli.common import JsonOption, context_of, parse_point, print_json, progress_bar
+from tri24es.cli.status import print_counts
+from tri24es.errors import Tri24esError, UsageError
+
+if TYPE_CHECKING:
+    from eventlog import EventStore
+
+
+class ViewsDiffer(Tri24esError):
+    """The projection tables differ from a fresh fold of the log."""
+
+
+def replay(
+    ctx: typer.Context,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Compare the tables with a fresh fold; change nothing.")
+    ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Show the views as they were at a position or ISO time."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild every view table from the log (or --verify them, or look back --until).
+
+    Example: tri24es replay --verify
+    """
+    if verify and until is not None:
+        raise UsageError("--verify and --until do not go together")
+    with context_of(ctx).store(views=False) as store:
+        if until is not None:
+            _until(store, until, as_json)
+        elif verify:
+            _verify(store, as_json)
+        else:
+            _rebuild(store, as_json)
+
+
+def _rebuild(store: EventStore, as_json: bool) -> None:
+    from tri24es import projections
+
+    with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
+        views = projections.rebuild(store, progress=progress)
+    counts = {
+        "events": views.position,
+        "tasks": len(views.queue),
+        "workers": len(views.workers),
+        "spend_events": len(views.spend.rows),
+        "killswitch_active": views.killswitch.active,
+    }
+    if as_json:
+        print_json({"rebuilt": True, **counts})
+    else:
+        typer.echo(
+            f"rebuilt the views from {counts['events']} events: {counts['tasks']} tasks, "
+            f"{counts['workers']} workers, {counts['spend_events']} spend events"
+        )
+
+
+def _verify(store: EventStore, as_json: bool) -> None:
+    from tri24es import projections
+
+    folded = [0]
+
+    def count(n: int) -> None:
+        folded[0] += n
+
+    differences = projections.verify(store, progress=count)
+    if as_json:
+        print_json({"verified": not differences, "events": folded[0],
+                    "differences": differences})
+    else:
+        for line in differences:
+            typer.echo(line)
+    if differences:
+        raise ViewsDiffer(
+            f"views differ from the log in {len(differences)} rows (first: {differences[0]}); "
+            "run `tri24es replay` to rebuild them"
+        )
+    if not as_json:
+        typer.echo(f"verified: {folded[0]} events, views match")
+
+
+def _until(store: EventStore, until: str, as_json: bool) -> None:
+    from tri24es.cli.render import counts_dict
+    from tri24es.projections import reads
+
+    counts = reads.counts_at(store, parse_point(until, "--until"))
+    if not as_json:
+        typer.echo(f"as of position {counts.head}:")
+    print_counts({"until": counts.head, **counts_dict(counts)}, as_json)

@@ -1,0 +1,236 @@
+"""Every read of the view tables beyond a row lookup: listings, counts, spend sums, glances.
+
+The services decide on rows they fetch with the projections' own lookups (``load_by_id``,
+``first_claimable``, ...). Everything that lists, counts or sums for people and for the
+watchdog (``status``, ``tasks list``, ``spend``, ``top``, ``metrics``, the budget watchdog)
+reads here, inside a snapshot the caller opened, so each table's shape is read in one place.
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from eventlog import EventStore, RecordedEvent, position_at
+from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
+from tri24es.machines import LIVE_WORKER_STATES
+from tri24es.projections.fold import Views, fold_log
+from tri24es.projections.killswitch import KillSwitchView, read_killswitch
+from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
+from tri24es.projections.queue import TaskRow
+from tri24es.projections.spend import BUCKET_US, from_units
+from tri24es.projections.sql import Db
+from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
+from tri24es.projections.workers import WorkerRow
+from tri24es.timeutil import to_us
+
+MINUTE_US = 60_000_000
+#: What ``spend --by`` can group the spend by: the column of the spend table.
+SPEND_GROUPS = ("model", "worker", "task")
+
+# --- tasks and workers ---------------------------------------------------------------------
+
+
+def tasks(conn: Db, state: str | None = None) -> list[TaskRow]:
+    """Tasks in claim order (priority, then submission), of one state or all."""
+    where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+    found = conn.execute(
+        f"SELECT {TASK_COLUMNS} FROM queue {where} ORDER BY priority, submitted_position",
+        params,
+    )
+    return [TaskRow(*r) for r in found]
+
+
+def task_counts(conn: Db) -> dict[tuple[str, int], int]:
+    """(state, priority rank) -> how many tasks."""
+    found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
+    return {(state, priority): n for state, priority, n in found}
+
+
+def workers(conn: Db) -> list[WorkerRow]:
+    found = conn.execute(f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY worker_id")
+    return [WorkerRow(*r) for r in found]
+
+
+def live_workers(conn: Db) -> list[WorkerRow]:
+    """Workers whose process should be running (see ``machines.LIVE_WORKER_STATES``)."""
+    return [row for row in workers(conn) if row.state in LIVE_WORKER_STATES]
+
+
+def worker_counts(conn: Db) -> Counter[str]:
+    return Counter(dict(conn.execute("SELECT state, count(*) FROM workers GROUP BY 1")))
+
+
+# --- spend ---------------------------------------------------------------------------------
+
+
+def window_total(conn: Db, since_us: int, until_us: int) -> Decimal:
+    """Spend that occurred in [since, until): one range over the (time, amount) index."""
+    (units,) = conn.execute(
+        "SELECT coalesce(sum(amount_units), 0) FROM spend"
+        " WHERE occurred_at >= ? AND occurred_at < ?",
+        (since_us, until_us),
+    ).fetchone()
+    return from_units(units)
+
+
+def period_total(conn: Db, start_us: int, end_us: int) -> Decimal:
+    """Spend in [start, end) for bounds on quarter-hours (any time zone's midnight is):
+    at most 96 bucket rows a day, however many spend events there were."""
+    if start_us % BUCKET_US or end_us % BUCKET_US:
+        return window_total(conn, start_us, end_us)
+    (units,) = conn.execute(
+        "SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
+        " WHERE bucket_start >= ? AND bucket_start < ?",
+        (start_us, end_us),
+    ).fetchone()
+    return from_units(units)
+
+
+def spend_totals(conn: Db) -> tuple[Decimal, int]:
+    """All the spend ever recorded, and in how many records."""
+    units, events = conn.execute(
+        "SELECT coalesce(sum(amount_units), 0), coalesce(sum(events), 0) FROM spend_buckets"
+    ).fetchone()
+    return from_units(units), events
+
+
+def spend_by(conn: Db, by: str, since_us: int, until_us: int) -> dict[str, Decimal]:
+    """Spend in [since, until) grouped by model, worker or task (largest first); ``-`` for
+    spend recorded without one."""
+    if by not in SPEND_GROUPS:
+        raise ValueError(f"cannot group spend by {by!r}")
+    found = conn.execute(
+        f"SELECT coalesce({by}, '-'), sum(amount_units) AS units FROM spend"
+        " WHERE occurred_at >= ? AND occurred_at < ? GROUP BY 1 ORDER BY units DESC, 1",
+        (since_us, until_us),
+    )
+    return {name: from_units(units) for name, units in found}
+
+
+def task_spend(conn: Db, task_id: str) -> Decimal:
+    (units,) = conn.execute(
+        "SELECT coalesce(sum(amount_units), 0) FROM spend WHERE task = ?", (task_id,)
+    ).fetchone()
+    return from_units(units)
+
+
+def per_minute(conn: Db, now: int, minutes: int) -> list[Decimal]:
+    """Spend in each of the last ``minutes`` whole minutes up to ``now``, oldest first."""
+    start = now - minutes * MINUTE_US
+    buckets = [0] * minutes
+    rows = conn.execute(
+        "SELECT (occurred_at - ?) / ?, sum(amount_units) FROM spend"
+        " WHERE occurred_at > ? AND occurred_at <= ? GROUP BY 1",
+        (start + 1, MINUTE_US, start, now),
+    )
+    for index, units in rows:
+        buckets[min(int(index), minutes - 1)] += units
+    return [from_units(units) for units in buckets]
+
+
+def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
+                window_seconds: int | None = None) -> Reading:
+    """Window total and rate (the last ``window_seconds``, default the limits' window),
+    today's total, and the kill switch: a handful of indexed lookups at any log size."""
+    window = window_seconds or limits.window_seconds
+    total = window_total(conn, now_us - window * 1_000_000, now_us + 1)
+    start, end = day_bounds(now_us, limits.zone())
+    daily = period_total(conn, start, end)
+    return Reading(now_us, window, total, rate_per_min(total, window), daily,
+                   read_killswitch(conn))
+
+
+# --- the fleet in numbers: status, status --at, replay --until ------------------------------
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    """Tasks by (state, priority rank), workers by state, all the spend, the kill switch, as
+    of log position ``head``."""
+
+    tasks: Counter[tuple[str, int]]
+    workers: Counter[str]
+    spend_total: Decimal
+    spend_events: int
+    killswitch: KillSwitchView
+    head: int
+
+
+def fleet_counts(conn: Db, head: int) -> FleetCounts:
+    """The counts as the view tables hold them now."""
+    total, events = spend_totals(conn)
+    return FleetCounts(Counter(task_counts(conn)), worker_counts(conn), total, events,
+                       read_killswitch(conn), head)
+
+
+def folded_counts(views: Views) -> FleetCounts:
+    """The counts of views folded in memory (a past position)."""
+    units = events = 0
+    for bucket_units, bucket_events in views.spend.buckets.values():
+        units += bucket_units
+        events += bucket_events
+    return FleetCounts(
+        Counter((row.state, row.priority) for row in views.queue.values()),
+        Counter(row.state for row in views.workers.values()),
+        from_units(units), events, views.killswitch, views.position)
+
+
+def counts_at(store: EventStore, point: int | datetime) -> FleetCounts:
+    """The counts as they were at a log position, or at a time: the log folded up to the
+    last event recorded then."""
+    position = position_at(store, to_us(point)) if isinstance(point, datetime) else point
+    return folded_counts(fold_log(store, until_position=position))
+
+
+# --- a glance: top, metrics ----------------------------------------------------------------
+
+
+@dataclass
+class WorkerLine:
+    worker_id: str
+    state: str
+    current_task: str | None
+    last_seen: int
+
+
+@dataclass
+class Glance:
+    """Everything ``top`` shows and ``metrics`` serves, read in one snapshot."""
+
+    now: int
+    head: int
+    queue: Counter[tuple[str, int]]  # (state, priority rank) -> tasks
+    workers: list[WorkerLine]
+    spend_total: Decimal
+    window_total: Decimal
+    window_seconds: int
+    rate_limit: Decimal  # USD per minute
+    per_minute: list[Decimal]  # the last hour, oldest first
+    killswitch: KillSwitchView
+    recent: list[RecordedEvent] = field(default_factory=list)
+
+    @property
+    def rate(self) -> Decimal:
+        """USD per minute over the budget window, as the watchdog computes it."""
+        return rate_per_min(self.window_total, self.window_seconds)
+
+    def workers_by_state(self) -> Counter[str]:
+        return Counter(w.state for w in self.workers)
+
+
+def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minutes: int = 60,
+           recent: int = 10) -> Glance:
+    """The fleet at ``now``: indexed lookups, the same cost at any log size."""
+    head = store.head()
+    lines = [WorkerLine(*row) for row in conn.execute(
+        "SELECT worker_id, state, current_task, last_seen FROM workers ORDER BY worker_id")]
+    window = limits.window_seconds
+    total, _ = spend_totals(conn)
+    last = store.read_page(max(head - recent, 0), recent) if recent else []
+    return Glance(now, head, Counter(task_counts(conn)), lines, total,
+                  window_total(conn, now - window * 1_000_000, now + 1), window,
+                  limits.rate_limit, per_minute(conn, now, minutes), read_killswitch(conn), last)
