@@ -9,11 +9,15 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 from eventlog.errors import (
+    ConnectionLost,
     CorruptLog,
     DuplicateEventId,
     EventLogError,
+    StoreFull,
     StoreLocked,
+    StoreReplaced,
     StoreUnavailable,
+    TransientStoreError,
     UnsafePath,
     WrongExpectedVersion,
 )
@@ -39,6 +43,7 @@ __all__ = [
     "GENESIS_HASH",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "ConnectionLost",
     "CorruptLog",
     "DuplicateEventId",
     "EventLogError",
@@ -48,9 +53,12 @@ __all__ = [
     "ExpectedVersion",
     "NewEvent",
     "RecordedEvent",
+    "StoreFull",
     "StoreLocked",
+    "StoreReplaced",
     "StoreUnavailable",
     "Transaction",
+    "TransientStoreError",
     "UnsafePath",
     "WrongExpectedVersion",
     "chain_hash",

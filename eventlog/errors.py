@@ -27,12 +27,32 @@ class DuplicateEventId(EventLogError):
     """Some, but not all, of the events in a batch were already stored; nothing was written."""
 
 
-class StoreLocked(EventLogError):
+class TransientStoreError(EventLogError):
+    """A fault that heals by itself: try again later. Long-running processes ride these out
+    (a lock held past the busy timeout, a lost connection, a full disk, an I/O error);
+    every other EventLogError is final for the operation that raised it."""
+
+
+class StoreLocked(TransientStoreError):
     """The store stayed locked by another writer for longer than the busy timeout."""
 
 
 class StoreUnavailable(EventLogError):
-    """The store cannot be opened or written (bad path, permissions, disk full, read-only)."""
+    """The store cannot be opened or written (bad path, permissions, read-only; and, as the
+    transient subclasses say, a lost connection or a full disk)."""
+
+
+class ConnectionLost(StoreUnavailable, TransientStoreError):
+    """The connection to the database server was lost or refused (it may be restarting)."""
+
+
+class StoreFull(StoreUnavailable, TransientStoreError):
+    """The disk holding the store is full, or an I/O error stopped a write."""
+
+
+class StoreReplaced(StoreUnavailable):
+    """The store this process opened was deleted, replaced by another file, or (PostgreSQL)
+    its schema dropped or recreated: writing on would write where no one reads."""
 
 
 class UnsafePath(StoreUnavailable):

@@ -31,9 +31,12 @@ from psycopg import pq
 from psycopg.rows import TupleRow
 
 from eventlog.errors import (
+    ConnectionLost,
     DuplicateEventId,
     EventLogError,
+    StoreFull,
     StoreLocked,
+    StoreReplaced,
     StoreUnavailable,
 )
 from eventlog.model import (
@@ -76,12 +79,28 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+# SQLSTATEs of a server going away or overloaded (its session terminated, shutting down,
+# starting up) and of a full disk: they pass, and a new connection works again.
+_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300", "53400")
+_FULL_STATES = ("53100", "53200")
+# The schema or its table gone under a running process (dropped, perhaps made anew).
+_GONE_STATES = ("42P01", "3F000")
+
+
 def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
     """The one place where a psycopg error becomes an event-log error."""
     message = " ".join(str(e).split())
-    if e.sqlstate is None or isinstance(e, psycopg.InterfaceError):
-        # No server error code: refused, unresolvable, a bad URL, or a connection lost.
-        return StoreUnavailable(f"cannot use PostgreSQL at {store.display_url}: {message}")
+    state = e.sqlstate or ""
+    if not state or isinstance(e, psycopg.InterfaceError) or state.startswith("08") \
+            or state in _CONNECTION_STATES:
+        # No server error code (refused, unresolvable, lost), or the server ended the session.
+        return ConnectionLost(f"cannot use PostgreSQL at {store.display_url}: {message}")
+    if state in _FULL_STATES:
+        return StoreFull(f"PostgreSQL at {store.display_url}: {message}")
+    if state in _GONE_STATES:
+        return StoreReplaced(
+            f"PostgreSQL schema {store.schema!r} or its events table is gone (dropped since "
+            f"this process opened it): {message}")
     if isinstance(e, pg_errors.LockNotAvailable):
         return StoreLocked(
             f"PostgreSQL schema {store.schema!r} is locked by another writer "
@@ -136,8 +155,17 @@ class _Queries:
         self.channel = f"{schema}_events"
         key = lock_key(schema)
         self.lock_key = key
+        self.meta = f'"{schema}".eventlog_meta'
+        # The store's identity comes back with the lock, in the same round trip: a schema
+        # dropped and made anew under a running process is noticed before it writes.
         self.begin_write = (
-            f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({key})"
+            f"BEGIN ISOLATION LEVEL READ COMMITTED;"
+            f" SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"
+        ).encode()
+        self.store_id = f"SELECT store_id FROM {self.meta}".encode()
+        self.meta_ddl = (
+            f"CREATE TABLE {self.meta} (store_id text NOT NULL);"
+            f" INSERT INTO {self.meta} VALUES (gen_random_uuid()::text)"
         ).encode()
         self.begin_snapshot = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         self.listen = f'LISTEN "{self.channel}"'.encode()
@@ -250,12 +278,18 @@ class _TransactionScope:
             self._joined = True
             return store._tx
         try:
-            connection = store._connection()
-            connection.execute(self._begin)
+            begun = store._execute(self._begin)
+            connection = store._db
+            if begun.description is not None:  # a write: the lock, and the store's identity
+                store.check_identity(begun.fetchone())
         except psycopg.Error as e:
             store._rollback_quietly()
             store._lock.release()
             raise translate_error(store, e) from e
+        except BaseException:
+            store._rollback_quietly()
+            store._lock.release()
+            raise
         store._tx = PostgresTransaction(store, connection)
         return store._tx
 
@@ -358,9 +392,20 @@ class PostgresStore(EventStore):
         self._db = self._connect()
         try:
             self._create_schema()
+            with self._errors():
+                found = self._db.execute(self.queries.store_id).fetchone()
         except BaseException:
             self._db.close()
             raise
+        self.store_id: str = found[0] if found else ""
+
+    def check_identity(self, row: tuple[object, ...] | None) -> None:
+        """StoreReplaced unless ``row`` (lock, store id) names the store this one opened."""
+        if row is None or row[-1] != self.store_id:
+            raise StoreReplaced(
+                f"PostgreSQL schema {self.schema!r} at {self.display_url} is not the store "
+                "this process opened (dropped and made anew): stopping rather than writing "
+                "to it")
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
         try:
@@ -388,6 +433,19 @@ class PostgresStore(EventStore):
             self._db = self._connect()
         return self._db
 
+    def _execute(self, sql: bytes, params: Sequence[object] | None = None,
+                 binary: bool = False) -> psycopg.Cursor[TupleRow]:
+        """Run ``sql`` on the store's connection, outside a transaction. If that connection
+        was lost since its last use (the server restarted, the session was terminated), the
+        statement did nothing: it runs once more on a new connection."""
+        connection = self._connection()
+        try:
+            return connection.execute(sql, params, binary=binary)
+        except psycopg.OperationalError:
+            if not connection.closed or self._tx is not None:
+                raise
+            return self._connection().execute(sql, params, binary=binary)
+
     def _rollback_quietly(self) -> None:
         if self._db.closed or self._db.info.transaction_status == pq.TransactionStatus.IDLE:
             return
@@ -396,25 +454,28 @@ class PostgresStore(EventStore):
 
     def _create_schema(self) -> None:
         """Create the table and its triggers once, even when several processes start at once."""
-        table = self.queries.table
+        table, meta = self.queries.table, self.queries.meta
         with self._errors():
-            found = self._db.execute(b"SELECT to_regclass(%s)", (table,)).fetchone()
-            if found is not None and found[0] is not None:
+            found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
+                                     (table, meta)).fetchone()
+            if found is not None and found[0] is not None and found[1] is not None:
                 return
             # A session lock, taken before the transaction: a transaction that waited on an
             # advisory lock would still look names up in the catalog as it was at its start.
             self._db.execute(b"SELECT pg_advisory_lock(%s)", (self.lock_key,))
             try:
                 with self._db.transaction():
-                    found = self._db.execute(b"SELECT to_regclass(%s)", (table,)).fetchone()
-                    if found is not None and found[0] is not None:
-                        return
-                    exists = self._db.execute(
-                        b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-                    ).fetchone()
-                    if exists is None:
-                        self._db.execute(f'CREATE SCHEMA "{self.schema}"'.encode())
-                    self._db.execute(self.queries.ddl)
+                    found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
+                                             (table, meta)).fetchone()
+                    if found is None or found[0] is None:
+                        exists = self._db.execute(
+                            b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                        ).fetchone()
+                        if exists is None:
+                            self._db.execute(f'CREATE SCHEMA "{self.schema}"'.encode())
+                        self._db.execute(self.queries.ddl)
+                    if found is None or found[1] is None:  # new, or made by an older version
+                        self._db.execute(self.queries.meta_ddl)
             finally:
                 self._db.execute(b"SELECT pg_advisory_unlock(%s)", (self.lock_key,))
 
@@ -434,34 +495,26 @@ class PostgresStore(EventStore):
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():
-            rows = (
-                self._connection()
-                .execute(self.queries.read_stream, (stream, from_version), binary=True)
-                .fetchall()
-            )
+            rows = self._execute(self.queries.read_stream, (stream, from_version),
+                                 binary=True).fetchall()
         return list(map(_row, rows))
 
     def read_page(
         self, after_position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[RecordedEvent]:
         with self._lock, self._errors():
-            connection = self._connection()
             if types is None:
-                cursor = connection.execute(
-                    self.queries.read_page, (after_position, limit), binary=True
-                )
+                cursor = self._execute(self.queries.read_page, (after_position, limit),
+                                       binary=True)
             else:
-                cursor = connection.execute(
-                    self.queries.read_page_of_types,
-                    (after_position, list(types), limit),
-                    binary=True,
-                )
+                cursor = self._execute(self.queries.read_page_of_types,
+                                       (after_position, list(types), limit), binary=True)
             rows = cursor.fetchall()
         return list(map(_row, rows))
 
     def head(self) -> int:
         with self._lock, self._errors():
-            row = self._connection().execute(self.queries.head).fetchone()
+            row = self._execute(self.queries.head).fetchone()
         return int(row[0] or 0) if row else 0
 
     def _listening(self) -> _Listener:

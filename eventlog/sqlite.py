@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from eventlog.checkpoint import Checkpointer
-from eventlog.errors import EventLogError, StoreLocked, StoreUnavailable, UnsafePath
+from eventlog.errors import (
+    EventLogError,
+    StoreFull,
+    StoreLocked,
+    StoreReplaced,
+    StoreUnavailable,
+    UnsafePath,
+)
 from eventlog.model import (
     EMPTY_HEAD,
     EventRow,
@@ -77,18 +84,28 @@ TUNING = ("wal_autocheckpoint = 0", "cache_size = -16000", "mmap_size = 26843545
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+# SQLite's result codes (the low byte of an extended code), and the one extended code read.
+_BUSY, _LOCKED, _IOERR, _FULL, _READONLY_DBMOVED = 5, 6, 10, 13, 1032
+
+
 def translate_error(store: SQLiteStore, e: sqlite3.Error) -> EventLogError:
     """The one place where a sqlite3 error becomes an event-log error."""
     message = str(e)
     path = store.path
-    if isinstance(e, sqlite3.OperationalError):
-        if "locked" in message or "busy" in message:
-            return StoreLocked(
-                f"database {path} is locked by another process "
-                f"(waited {store.busy_timeout:g} s, the busy timeout)"
-            )
-        if any(word in message for word in ("readonly", "disk", "unable to open", "I/O")):
-            return StoreUnavailable(f"database {path}: {message}")
+    code = getattr(e, "sqlite_errorcode", None) or 0
+    if code == _READONLY_DBMOVED:
+        return StoreReplaced(f"database {path} was moved or deleted since it was opened")
+    if code & 0xFF in (_BUSY, _LOCKED) or "locked" in message or "busy" in message:
+        return StoreLocked(
+            f"database {path} is locked by another process "
+            f"(waited {store.busy_timeout:g} s, the busy timeout)"
+        )
+    if code & 0xFF in (_FULL, _IOERR):  # may clear: space freed, a transient device error
+        why = "" if code & 0xFF == _FULL else " (the disk may be full, or failing)"
+        return StoreFull(f"database {path}: {message}{why}")
+    if isinstance(e, sqlite3.OperationalError) and any(
+            word in message for word in ("readonly", "disk", "unable to open", "I/O")):
+        return StoreUnavailable(f"database {path}: {message}")
     return EventLogError(f"database {path}: {message}")
 
 
@@ -213,10 +230,14 @@ class _TransactionScope:
             self._joined = True
             return store._tx
         try:
+            store.check_identity()
             store._db.execute(self._begin)
         except sqlite3.Error as e:
             store._lock.release()
             raise translate_error(store, e) from e
+        except BaseException:
+            store._lock.release()
+            raise
         store._tx = SQLiteTransaction(store, store._db)
         return store._tx
 
@@ -270,7 +291,20 @@ class SQLiteStore(EventStore):
         self._tx: SQLiteTransaction | None = None
         self._watcher: FileChangeWatcher | None = None
         prepare_path(self.path)
+        # The file as opened, held open: once it is deleted or replaced (renamed over), it has
+        # no link left, and this process must not go on writing where no one reads.
+        try:
+            self._file = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise StoreUnavailable(f"cannot open {self.path}: {e.strerror}") from e
         self._checkpointer = Checkpointer(self._connect)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._file)
+            raise
+
+    def _open(self) -> None:
         with self._errors():
             try:
                 self._db = self._connect()
@@ -290,6 +324,15 @@ class SQLiteStore(EventStore):
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def check_identity(self) -> None:
+        """StoreReplaced if the file this store opened was deleted or replaced since."""
+        if self._file >= 0 and os.fstat(self._file).st_nlink == 0:
+            raise StoreReplaced(
+                f"database {self.path} was deleted or replaced after this process opened it: "
+                "stopping rather than writing to a file no one reads (restart to use the "
+                "file now at that path)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         """A connection to the file (the checkpointer opens its own), at the store's
@@ -362,6 +405,7 @@ class SQLiteStore(EventStore):
         return paged(read_page, after_position, until_position, batch_size)
 
     def head(self) -> int:
+        self.check_identity()  # followers look here first: a replaced file stops them too
         with self._lock, self._errors():
             row = self._db.execute("SELECT max(position) FROM events").fetchone()
         return int(row[0] or 0)
@@ -382,3 +426,6 @@ class SQLiteStore(EventStore):
                 self._watcher.stop()
                 self._watcher = None
             self._db.close()
+            if self._file >= 0:
+                os.close(self._file)
+                self._file = -1

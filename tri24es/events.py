@@ -43,9 +43,18 @@ _PRIORITY_RANK = {p: rank for rank, p in enumerate(Priority)}
 
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
-    WORKER_STOPPED = "worker_stopped"
+    WORKER_STOPPED = "worker_stopped"  # the worker was told to stop (signal, request, up)
+    KILL_SWITCH = "kill_switch"  # the kill switch stopped the attempt
+    LEASE_LOST = "lease_lost"  # the worker stalled past its lease; its agent was ended
+    STORE_FAULT = "store_fault"  # the attempt could not go on (e.g. its log's disk is full)
     RETRY = "retry"
     MANUAL = "manual"
+
+
+#: Requeues that end an attempt that did not fail: the task is not to blame, so the attempt
+#: costs none of its retries.
+STOP_REASONS = frozenset({RequeueReason.WORKER_STOPPED, RequeueReason.KILL_SWITCH,
+                          RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT})
 
 
 class EventDecodeError(Tri24esError):
@@ -125,8 +134,11 @@ class TaskStarted(Event):
     task_id: str
     worker: str
     attempt: int = Field(ge=1)
-    pid: int
+    pid: int  # the attempt's keeper: it leads the session and process group of the attempt
     pgid: int
+    pid_start_time: int | None = None  # the keeper's start time (clock ticks since boot)
+    host: str | None = None  # where it runs: only there can what is left of it be ended
+    key: str | None = None  # TRI24ES_ATTEMPT_KEY in the environment of the attempt's processes
 
 
 class LeaseRenewed(Event):

@@ -63,3 +63,34 @@ def host_id() -> str:
     signalling a process: ``TRI24ES_HOST_ID`` if set (trimmed, not empty), else the host
     name. Set it where host names are not unique (containers, cloned VMs)."""
     return os.environ.get(HOST_ID_ENV, "").strip() or socket.gethostname()
+
+
+_SESSION = 6
+
+
+def leftovers(session: int, started_after: int, tag: bytes | None = None) -> list[int]:
+    """Live processes that started at or after ``started_after`` (clock ticks since boot) and
+    are in session ``session`` or carry ``tag`` (e.g. ``b"NAME=value"``) in their
+    environment: what is left of a process tree whose leader is gone, including processes
+    that left its session. The start time rules out processes older than the tree (a later
+    session reusing the id, a recycled pid)."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(int(entry.name))
+        except (ProcessLookupError, ValueError, OSError):
+            continue
+        if fields[_STATE - 1] == "Z" or int(fields[_START_TIME - 1]) < started_after:
+            continue
+        if int(fields[_SESSION - 1]) == session or (tag is not None and _carries(entry, tag)):
+            found.append(int(entry.name))
+    return found
+
+
+def _carries(entry: Path, tag: bytes) -> bool:
+    try:
+        return tag in (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False

@@ -154,9 +154,12 @@ def test_the_agent_gets_the_task_on_stdin_in_a_file_and_in_its_environment(
     assert got["env"]["TRI24ES_WORKER_ID"] == "w-env"
     assert got["env"]["TRI24ES_DB"] == str(fleet.root / "state" / "tri24es.db")
     assert got["env"]["TRI24ES_TASK_FILE"] == str(fleet.root / "state" / "tasks" / "fix.md")
-    assert got["pgid"] == got["pid"]  # its own process group
+    # The agent runs under its keeper, in the keeper's own session and process group.
     started = fleet.started("fix")
-    assert (started.pid, started.pgid) == (got["pid"], got["pid"])
+    assert got["ppid"] == got["pgid"] == got["sid"] == started.pid == started.pgid
+    assert got["pid"] != started.pid
+    assert started.host is not None
+    assert started.pid_start_time is not None
     assert (fleet.root / "logs/tasks/fix/1.log").read_text() == "hello from the agent\n"
 
 

@@ -7,12 +7,13 @@ Every error a user can cause ends as one line on stderr and a non-zero exit
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from eventlog import EventLogError, redact_url
+from eventlog import EventLogError, TransientStoreError, redact_url
 from tri24es import __version__
 from tri24es.cli.audit import audit_app
 from tri24es.cli.budget_watchdog import budget_watchdog
@@ -118,29 +119,37 @@ def events(
     Example: tri24es events --follow --type TaskClaimed --json
     """
     from tri24es.cli.render import decode_problem, event_json_line, event_text_line
+    from tri24es.runtime.resilience import Outage
 
     context: Context = ctx.obj
     line = event_json_line if as_json else event_text_line
     position = after
     out = sys.stdout
+    outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
     with context.store(views=False) as store:
         try:
             if follow:
                 watch_for_changes(store)
             while True:
-                for event in store.read_all(position, types=type_):
-                    position = event.position
-                    if stream is None or event.stream == stream:
-                        problem = decode_problem(event)
-                        if problem is None:
-                            out.write(line(event))
-                        else:  # a corrupt or unknown event: reported, never fatal to a follower
-                            out.flush()
-                            typer.echo(f"tri24es: warning: skipped {problem}", err=True)
-                out.flush()
-                if not follow:
-                    return
-                store.wait_for_change(position, timeout=1.0)
+                try:
+                    for event in store.read_all(position, types=type_):
+                        position = event.position
+                        if stream is None or event.stream == stream:
+                            problem = decode_problem(event)
+                            if problem is None:
+                                out.write(line(event))
+                            else:  # corrupt or unknown: reported, never fatal to a follower
+                                out.flush()
+                                typer.echo(f"tri24es: warning: skipped {problem}", err=True)
+                    out.flush()
+                    if not follow:
+                        return
+                    store.wait_for_change(position, timeout=1.0)
+                    outage.ok()
+                except TransientStoreError as e:
+                    if not follow:
+                        raise
+                    time.sleep(outage.failed(e))  # then on from the last event printed
         except KeyboardInterrupt:
             return
 

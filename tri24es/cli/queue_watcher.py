@@ -77,7 +77,7 @@ def queue_watcher(
         watcher = QueueWatcher(services, context.settings.paths, max_bytes=max_bytes)
         if not once:
             serve(watcher, period, lambda report: _print_files(report, as_json),
-                  lambda e: typer.echo(f"tri24es: error: {e} (will retry)", err=True))
+                  lambda line: typer.echo(f"tri24es: {line}", err=True))
             return
         report = watcher.scan_until_settled()
     _print_files(report, as_json)

@@ -139,7 +139,9 @@ def top(
     from rich.console import Console
     from rich.live import Live
 
+    from eventlog import TransientStoreError
     from tri24es.budget import BudgetLimits
+    from tri24es.runtime.resilience import Outage
 
     context = context_of(ctx)
     limits = BudgetLimits.from_settings(context.settings)
@@ -150,11 +152,16 @@ def top(
         watch_for_changes(store)
         calm = threading.Event()  # never set: paces redraws when commits come fast
         with Live(frame(_glance(store, limits)), auto_refresh=False, screen=False) as live:
+            outage = Outage("top", lambda text: live.console.print(text, markup=False))
             try:
                 while True:
-                    if store.wait_for_change(store.head(), timeout=interval):
-                        calm.wait(min(interval, 0.25))
-                    live.update(frame(_glance(store, limits)), refresh=True)
+                    try:
+                        if store.wait_for_change(store.head(), timeout=interval):
+                            calm.wait(min(interval, 0.25))
+                        live.update(frame(_glance(store, limits)), refresh=True)
+                        outage.ok()
+                    except TransientStoreError as e:  # the last frame stays meanwhile
+                        calm.wait(outage.failed(e))
             except KeyboardInterrupt:
                 return
 

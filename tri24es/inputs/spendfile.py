@@ -133,9 +133,14 @@ class SpendFileBridge:
     def bridge(self, services: Services) -> BridgeResult:
         """Record every line not recorded before; report each bad line once, skip it."""
         result = BridgeResult()
+        before = (self._identity, self._offset, Counter(self._seen), self._stat, self._lines)
         batch = self._read_new(result)
         if batch:
-            recorded = services.record_spend_many(batch)
+            try:
+                recorded = services.record_spend_many(batch)
+            except BaseException:  # not recorded (e.g. the store is locked): read them again
+                self._identity, self._offset, self._seen, self._stat, self._lines = before
+                raise
             result.recorded, result.known = recorded, len(batch) - recorded
         return result
 

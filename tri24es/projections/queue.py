@@ -6,6 +6,7 @@ import operator
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
+    STOP_REASONS,
     Envelope,
     LeaseRenewed,
     Priority,
@@ -162,6 +163,8 @@ class QueueProjection(Projection[QueueView]):
             row.worker = row.lease_expires_at = row.pid = None
             if isinstance(event, TaskDeadLettered):
                 row.last_error = event.error
+            elif kind is TaskRequeued and event.reason in STOP_REASONS:  # type: ignore[attr-defined]
+                row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
 
     def load(self, conn: Db, envelope: Envelope) -> QueueView | None:
         task_id = _task_id(envelope)

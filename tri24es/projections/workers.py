@@ -164,8 +164,8 @@ class WorkersProjection(Projection[WorkersView]):
             row.current_task, row.current_attempt = event.task_id, event.attempt
         elif kind in _ENDS:
             row.current_task = row.current_attempt = None
-        elif kind is WorkerPauseRequested:
-            row.pause_requested = True
+        elif kind is WorkerPauseRequested or kind is WorkerPaused:
+            row.pause_requested = True  # should be paused: by request or by signal alike
         elif kind is WorkerResumeRequested or kind is WorkerResumed:
             row.pause_requested = False
         elif kind is WorkerStopRequested:

@@ -1,10 +1,13 @@
 """One attempt of one task: the agent process, its output, and how it ends.
 
-The agent runs in a session of its own (so in its own process group: whatever it starts is
-signalled with it), gets the task text on stdin and never through a shell, and dies with
-the worker (``PR_SET_PDEATHSIG``) even when the worker is SIGKILLed. A reader thread copies
+The agent runs under its keeper (``runtime/shim.py``), in a session of its own: the keeper
+ends the agent's whole process tree when the agent exits, when the worker stops the attempt,
+when the worker dies (even by SIGKILL), and when the worker stops beating (after each lease
+renewal) for longer than the guard, so a stalled worker's agent is gone before its lease runs
+out. The agent gets the task text on stdin and never through a shell. A reader thread copies
 its output (stdout and stderr, merged) line by line into the attempt's log and hands each
-line to the worker, which parses spend from it while the agent still runs.
+line to the worker, which parses spend from it while the agent still runs; a log that
+cannot be written (a full disk) is reported once and the output still reaches the worker.
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ import queue
 import select
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from eventlog.threads import threads_without_signals
-from tri24es.runtime.signals import die_with_parent
+from tri24es.procinfo import is_same_process, leftovers, start_time
 
 #: Longest line handed over in one piece; a longer one arrives in several.
 LINE_LIMIT = 1 << 20
-#: Between SIGTERM and SIGKILL when the agent's process group is stopped.
+#: Between SIGTERM and SIGKILL when the agent's process tree is stopped.
 GRACE_SECONDS = 5.0
-#: How long to wait for the last output once the agent's group is gone.
+#: How long to wait for the last output once the agent's tree is gone.
 DRAIN_SECONDS = 5.0
+#: On top of the keeper's own grace, before the worker kills the keeper itself.
+KEEPER_SLACK = 2.0
+SHIM = Path(__file__).with_name("shim.py")
+
 
 def private_dirs(path: Path) -> None:
     """Create the folder ``path`` and each missing parent 0700 (``mkdir(parents=True)`` would
@@ -46,93 +55,178 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-class Agent:
-    """A running agent process. Raises OSError when the command cannot be started.
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt's process tree ended."""
 
-    Spawn it from the thread that stays (the main thread): the parent-death signal follows
-    the thread that forked the child, not the process.
+    why: str  # exited | terminated | orphaned | lost | failed
+    code: int | None  # the agent's exit code (negative: the signal that ended it)
+    detail: str = ""  # for ``failed``: why the agent could not be started
+
+    @property
+    def lost(self) -> bool:
+        """Ended by the keeper because the worker stopped beating (stalled past the guard)."""
+        return self.why == "lost"
+
+
+def parse_outcome(line: str) -> Outcome:
+    why, _, rest = line.strip().partition(" ")
+    if why == "failed":
+        return Outcome(why, None, rest)
+    try:
+        status = int(rest)
+    except ValueError:
+        return Outcome(why or "killed", None)
+    return Outcome(why, None if status < 0 else os.waitstatus_to_exitcode(status))
+
+
+class Agent:
+    """A running attempt: the keeper and, under it, the agent. Raises OSError when the keeper
+    cannot be started (a missing agent command is reported by ``outcome()`` as ``failed``).
+
+    ``guard``: seconds without a ``beat()`` after which the keeper ends the attempt.
     """
 
     def __init__(
         self, argv: Sequence[str], *, stdin: bytes, env: dict[str, str], log_path: Path,
-        cwd: Path | None = None,
+        guard: float, grace: float = GRACE_SECONDS, cwd: Path | None = None,
     ) -> None:
         private_dirs(log_path.parent)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         log = open(log_fd, "ab", buffering=0)  # noqa: SIM115 - the reader thread closes it
+        beats_r, beats_w = os.pipe()
+        outcome_r, outcome_w = os.pipe()
+        self.grace = grace
         try:
             self.proc = subprocess.Popen(
-                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGKILL),
+                [sys.executable, "-I", "-S", str(SHIM), "--beats", str(beats_r),
+                 "--outcome", str(outcome_w), "--guard", repr(guard), "--grace", repr(grace),
+                 "--", *argv],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=env, cwd=cwd, start_new_session=True, pass_fds=(beats_r, outcome_w),
             )
         except BaseException:
             log.close()
+            for fd in (beats_r, beats_w, outcome_r, outcome_w):
+                os.close(fd)
             raise
-        self.pid = self.proc.pid
-        self.pgid = self.pid  # a new session's leader leads its own process group
-        # Readable once the agent has exited, before it is reaped: until then its pid (and
-        # so its group id) cannot be reused, and signalling the group is safe.
+        os.close(beats_r)
+        os.close(outcome_w)
+        os.set_blocking(beats_w, False)
+        self._beats, self._outcome_fd = beats_w, outcome_r
+        self.pid = self.proc.pid  # the keeper: it leads the attempt's session and group
+        self.pgid = self.pid
+        self.start_time = start_time(self.pid)
+        # Readable once the keeper has exited, before it is reaped: until then its pid (and
+        # so the group id) cannot be reused, and signalling the group is safe.
         self._pidfd = os.pidfd_open(self.pid)
         self._lines: queue.Queue[bytes] = queue.Queue()
-        self.returncode: int | None = None
+        self._outcome: Outcome | None = None
+        self.log_error: str | None = None  # why the log could not be written, if so
         assert self.proc.stdin is not None
         assert self.proc.stdout is not None
-        self._reader = threading.Thread(target=_read, args=(self.proc.stdout, log, self._lines),
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout, log),
                                         daemon=True, name=f"agent-{self.pid}-output")
         with threads_without_signals():  # SIGUSR1/SIGTERM must reach the worker's main thread
             threading.Thread(target=_feed, args=(self.proc.stdin, stdin), daemon=True,
                              name=f"agent-{self.pid}-stdin").start()
             self._reader.start()
 
-    def read(self, timeout: float) -> list[bytes]:
-        """The output lines that arrived since the last call, waiting up to ``timeout``
-        seconds for the first one."""
+    def beat(self) -> None:
+        """Tell the keeper the worker holds the lease still (after each renewal)."""
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._beats, b".")
+
+    def read(self, timeout: float, limit: int | None = None) -> list[bytes]:
+        """The output lines that arrived since the last call (at most ``limit``), waiting up
+        to ``timeout`` seconds for the first one."""
         lines = []
         try:
             lines.append(self._lines.get(timeout=timeout) if timeout > 0 else
                          self._lines.get_nowait())
-            while True:
+            while limit is None or len(lines) < limit:
                 lines.append(self._lines.get_nowait())
         except queue.Empty:
-            return lines
+            pass
+        return lines
 
     def exited(self, timeout: float = 0) -> bool:
-        """Whether the agent has exited (waiting up to ``timeout``); it is not reaped."""
-        if self.returncode is not None:
+        """Whether the attempt has ended (waiting up to ``timeout``); it is not reaped."""
+        if self._outcome is not None:
             return True
         return bool(select.select([self._pidfd], [], [], timeout)[0])
 
-    def terminate(self, grace: float = GRACE_SECONDS) -> int:
-        """Stop the whole group: SIGTERM, ``grace`` seconds, then SIGKILL. The exit code."""
+    def terminate(self) -> Outcome:
+        """Stop the whole tree: the keeper sends SIGTERM, waits its grace, then SIGKILLs
+        what is left; a keeper that does not end in time is killed with its group."""
         if not self.exited():
-            self._signal_group(signal.SIGTERM)
-            self.exited(grace)
-        return self.reap()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            self.exited(self.grace + KEEPER_SLACK)
+        return self.outcome()
 
-    def reap(self) -> int:
-        """End what is left of the group (the agent has exited, or is killed now), collect
-        its exit code (negative: the signal that ended it) and the rest of its output."""
-        if self.returncode is None:
-            self._signal_group(signal.SIGKILL)
-            self.returncode = self.proc.wait()
+    def outcome(self) -> Outcome:
+        """How the attempt ended: the keeper's report (after ending whatever is left of the
+        attempt, the keeper included), once its output is collected."""
+        if self._outcome is None:
+            if not self.exited():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pgid, signal.SIGKILL)
+            self.proc.wait()
             os.close(self._pidfd)
+            os.close(self._beats)
+            with open(self._outcome_fd, "rb") as report:
+                line = report.read().decode(errors="replace")
+            self._outcome = parse_outcome(line) if line else Outcome("killed", None)
             self._reader.join(DRAIN_SECONDS)
-        return self.returncode
+        return self._outcome
 
-    def _signal_group(self, signum: signal.Signals) -> None:
+    def _read(self, stdout: IO[bytes], log: IO[bytes]) -> None:
+        with stdout, log:
+            while line := stdout.readline(LINE_LIMIT):
+                if self.log_error is None:
+                    try:
+                        log.write(line)
+                    except OSError as e:  # e.g. the disk is full: the output still counts
+                        self.log_error = f"cannot write the agent's log: {e.strerror or e}"
+                self._lines.put(line)
+
+
+#: In the environment of every process of an attempt: found by it even when its keeper is gone
+#: and it left the attempt's session.
+ATTEMPT_KEY = "TRI24ES_ATTEMPT_KEY"
+
+
+def end_leftovers(keeper: int, started: int, key: str | None,
+                  grace: float = GRACE_SECONDS) -> bool:
+    """End what is left on this host of an earlier attempt whose keeper was ``keeper``,
+    started at ``started``: the keeper itself (asked to end its tree), then every process
+    still in its session or carrying its key, started since. A recycled pid is never
+    signalled. Whether anything was left."""
+    tag = None if key is None else f"{ATTEMPT_KEY}={key}".encode()
+    found = is_same_process(keeper, started) or bool(leftovers(keeper, started, tag))
+    if is_same_process(keeper, started):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signum)
+            os.kill(keeper, signal.SIGTERM)
+        try:
+            pidfd = os.pidfd_open(keeper)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            select.select([pidfd], [], [], grace + KEEPER_SLACK)
+            os.close(pidfd)
+    left = leftovers(keeper, started, tag)
+    for _ in range(100):  # each sweep catches what forked during the last
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        left = leftovers(keeper, started, tag)
+    return found
 
 
 def _feed(stdin: IO[bytes], data: bytes) -> None:
     # An agent that does not read its input (BrokenPipeError) is free not to.
     with contextlib.suppress(BrokenPipeError), stdin:
         stdin.write(data)
-
-
-def _read(stdout: IO[bytes], log: IO[bytes], lines: queue.Queue[bytes]) -> None:
-    with stdout, log:
-        while line := stdout.readline(LINE_LIMIT):
-            log.write(line)
-            lines.put(line)

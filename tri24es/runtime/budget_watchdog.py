@@ -36,6 +36,7 @@ from pathlib import Path
 
 import orjson
 
+from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
 from tri24es.errors import AlreadyRunning
@@ -46,6 +47,7 @@ from tri24es.pricing import to_money
 from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
 from tri24es.projections import QUEUE, WorkerRow, connection_of, reads
 from tri24es.runtime.agent import write_private
+from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
 from tri24es.timeutil import iso_time, now_us
@@ -135,6 +137,7 @@ class BudgetWatchdog:
         self.warning_armed = True
         self.paused_by_me: set[str] = set()
         self.enforced: int | None = None  # the activation (its position) this one acted on
+        self.activated: int | None = None  # the activation this one made
 
     # --- one evaluation -----------------------------------------------------------------
 
@@ -178,13 +181,17 @@ class BudgetWatchdog:
                         f"${usd(self.limits.rate_warning)}/min")
 
     def _enforce(self, reading: Reading) -> None:
-        """Once per activation another watchdog made (on another host, say): stop the
-        workers of this host that were running then, which only this host's watchdog may
-        signal. (Workers started since cannot claim; they are left alone.)"""
+        """Once per activation, until it is done: stop the fleet. The watchdog that turned
+        the switch on stops every worker (through the log on other hosts); one that found it
+        on (turned on on another host, or before it started or restarted) stops the workers
+        of its own host that were running then, which only this host's watchdog may signal.
+        (Workers started since cannot claim; they are left alone.) An escalation cut short
+        by a store fault is done again at the next evaluation."""
         switch = reading.killswitch
         if switch.active and switch.position != self.enforced:
+            mine = switch.position == self.activated
+            self.stop_fleet(remote=mine, started_before=None if mine else switch.changed_at)
             self.enforced = switch.position
-            self.stop_fleet(remote=False, started_before=switch.changed_at)
 
     def activate(self, reading: Reading, reason: str) -> bool:
         """Turn the kill switch on; if this call won, write the file and stop the fleet."""
@@ -195,9 +202,10 @@ class BudgetWatchdog:
         if not self.services.activate_killswitch(event):
             return False
         self.report(f"KILL SWITCH: {reason}")
-        self.enforced = self.read().killswitch.position
+        now = self.read()
+        self.activated = now.killswitch.position
         self.write_killswitch_file(reading, reason)
-        self.stop_fleet()
+        self._enforce(now)
         return True
 
     def write_killswitch_file(self, reading: Reading, reason: str) -> None:
@@ -323,21 +331,29 @@ class BudgetWatchdog:
 
     def run(self, inbox: SignalInbox) -> int:
         """Evaluate on every change to the log or the spend file and every check interval,
-        until SIGTERM or SIGINT. Exit code 0."""
+        until SIGTERM or SIGINT (exit code 0). Store faults that heal are ridden out: an
+        evaluation that failed is made again once the store is back."""
+        outage = Outage("budget watchdog", self.report)
         seen = -1
         next_check = 0.0
-        while True:
-            if inbox.take():
-                self.report("budget watchdog: stopping")
-                return 0
-            head = self.services.store.head()
-            now = time.monotonic()
-            if head != seen or now >= next_check or self.spend_file.changed():
-                seen = head
-                self.evaluate()
-                next_check = time.monotonic() + self.limits.check_interval
-            wait = max(0.0, min(SLICE, next_check - time.monotonic()))
-            self.services.store.wait_for_change(seen, wait)
+        while not inbox:
+            try:
+                head = self.services.store.head()
+                now = time.monotonic()
+                if head != seen or now >= next_check or self.spend_file.changed():
+                    self.evaluate()
+                    seen = head
+                    next_check = time.monotonic() + self.limits.check_interval
+                wait = max(0.0, min(SLICE, next_check - time.monotonic()))
+                self.services.store.wait_for_change(seen, wait)
+                outage.ok()
+            except TransientStoreError as e:
+                pause = time.monotonic() + outage.failed(e)
+                while not inbox and time.monotonic() < pause:
+                    time.sleep(min(SLICE, max(pause - time.monotonic(), 0)))
+        inbox.take()
+        self.report("budget watchdog: stopping")
+        return 0
 
 
 @dataclass(frozen=True)

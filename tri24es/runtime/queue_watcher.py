@@ -29,7 +29,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from eventlog import EventLogError
+from eventlog import TransientStoreError
 from eventlog.threads import threads_without_signals
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
@@ -48,6 +48,7 @@ from tri24es.paths import ProjectPaths
 from tri24es.projections import QUEUE
 from tri24es.projections.sql import Db
 from tri24es.runtime.agent import private_dirs, write_private
+from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
 
@@ -352,10 +353,13 @@ class _Wake(FileSystemEventHandler):
 
 def serve(
     watcher: QueueWatcher, interval: float, on_report: Callable[[ScanReport], None],
-    on_error: Callable[[Exception], None],
+    on_error: Callable[[str], None],
 ) -> None:
     """Watch until SIGTERM or SIGINT: a scan on every change notice (inotify), when a changing
-    file should have settled, and every ``interval`` seconds in case a notice was missed."""
+    file should have settled, and every ``interval`` seconds in case a notice was missed.
+    A store outage is reported once and ridden out; a fault that cannot heal (the store
+    replaced) ends the watch by raising it."""
+    outage = Outage("queue watcher", on_error)
     # The signal's number lands in the wake-up pipe too, so select() returns at once.
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
         with threads_without_signals():  # watchdog starts threads in all three
@@ -368,11 +372,14 @@ def serve(
                 timeout = interval
                 try:
                     report, recheck = watcher.scan()
+                    outage.ok()
                     on_report(report)
                     if recheck is not None:
                         timeout = min(timeout, recheck)
-                except (Tri24esError, EventLogError, OSError) as e:
-                    on_error(e)  # e.g. the store stayed locked: try again next round
+                except TransientStoreError as e:
+                    timeout = min(timeout, outage.failed(e))
+                except (Tri24esError, OSError) as e:  # e.g. a file vanished mid-move
+                    on_error(f"queue watcher: {e} (will retry)")
                 if inbox:
                     break
                 readable, _, _ = select.select([wake.fd], [], [], timeout)

@@ -11,10 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eventlog import EventStore
+from eventlog import EventStore, TransientStoreError
 from tri24es.machines import OPEN_TASK_STATES, TaskState, WorkerState
 from tri24es.projections import WORKERS, connection_of, reads
 from tri24es.runtime.queue_watcher import pending_files
+from tri24es.runtime.resilience import Outage
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -42,6 +43,7 @@ class UpScreen:
         self.live, self.exit_when_done = live, exit_when_done
         self.last_line, self.last_printed = "", 0.0
         self.counts: reads.FleetCounts | None = None
+        self.outage = Outage("up", self.report)
         self.rows: dict[str, tuple[str, str | None]] = {}  # child name -> (state, task)
 
     def report(self, message: str) -> None:
@@ -52,8 +54,15 @@ class UpScreen:
             print(stamped, flush=True)
 
     def tick(self) -> bool:
-        """Refresh the summary; True once there is nothing left to do (--exit-when-done)."""
-        pending = self._read()
+        """Refresh the summary; True once there is nothing left to do (--exit-when-done).
+        While the store is unavailable the last summary stays (the outage is reported once);
+        a fault that cannot heal is raised, and stops the fleet."""
+        try:
+            pending = self._read()
+        except TransientStoreError as e:
+            self.outage.failed(e)  # the supervisor ticks again in a second
+            return False
+        self.outage.ok()
         self._show()
         assert self.counts is not None
         unfinished = any(n for (state, _), n in self.counts.tasks.items()
@@ -62,7 +71,11 @@ class UpScreen:
 
     def final(self) -> None:
         """The summary as the fleet stopped, shown whatever was shown last."""
-        self._read()
+        try:
+            self._read()
+        except TransientStoreError:
+            if self.counts is None:
+                return
         self._show(force=True)
 
     def _read(self) -> list[str]:

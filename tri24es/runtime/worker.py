@@ -3,12 +3,25 @@
 One thread decides and writes; the agent's output arrives from a reader thread. The loop
 never sleeps blindly: idle, it waits for the next commit to the log (in any process); busy,
 for the agent's next output line. Both waits are cut in slices of :data:`SLICE` so that a
-signal (which only lands in an inbox) is acted on promptly.
+signal (which only lands in an inbox) is acted on promptly, and at most
+:data:`LINES_PER_TURN` output lines are handled between two looks at the signals.
 
 Control reaches the worker two ways, with the same effect: signals to its process
 (SIGUSR1 pause, SIGUSR2 resume, SIGTERM stop now and exit 0, SIGINT the same but exit 1)
-and request events in its own stream (``tri24es workers pause|resume|stop``), which it
-reads from its row whenever the log has moved.
+and the log: requests in its own stream (``tri24es workers pause|resume|stop``) and the kill
+switch, read whenever the log has moved. A pause by signal is recorded (WorkerPaused) and a
+resume of either kind ends a pause of either kind. The kill switch is enforced here too, not
+only by the watchdog's signals: the agent's tree is ended and its task goes back to the
+queue at no cost to its retries.
+
+Faults (``runtime/resilience.py``): a store fault that heals is ridden out. Idle, the loop
+waits and tries again; while an agent runs, a renewal, a look at the log or spend that failed
+is tried again at the next turn, and spend is kept until it is recorded (what cannot be
+recorded by the time the worker exits goes to the spend file, which the watchdog records once
+the store is back). A fault that cannot heal (the store replaced) ends the agent and stops
+the worker. A worker stalled (SIGSTOP) or cut off from the store past most of its lease loses
+its agent to the agent's keeper (``runtime/shim.py``) before anyone else may claim the task;
+an attempt that lost its lease is reported as lost, never as completed.
 """
 
 from __future__ import annotations
@@ -17,16 +30,21 @@ import contextlib
 import enum
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
+import orjson
+
+from eventlog import EventLogError, TransientStoreError
 from tri24es import events as ev
 from tri24es.errors import AlreadyRunning
 from tri24es.inputs.usage import Usage, UsageParser
@@ -35,15 +53,33 @@ from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths, safe_name
 from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
-from tri24es.runtime.agent import Agent, write_private
+from tri24es.runtime.agent import (
+    ATTEMPT_KEY,
+    GRACE_SECONDS,
+    Agent,
+    Outcome,
+    end_leftovers,
+    write_private,
+)
+from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Claim, NotFound, Services, StaleAttempt
 from tri24es.timeutil import from_us, now_us
 
 log = logging.getLogger("tri24es.worker")
+T = TypeVar("T")
 
 #: The longest a received signal (or a line of agent output) waits to be acted on.
 SLICE = 0.2
+#: Output lines handled in one turn of the loop, before signals are looked at again.
+LINES_PER_TURN = 2000
+#: The longest error text recorded with a failed attempt.
+ERROR_LIMIT = 2048
+#: The keeper ends an attempt this share of the lease after the last renewal it heard of,
+#: within this share more: before the lease runs out and another worker may take the task.
+GUARD_SHARE, GRACE_SHARE = 0.75, 0.1
+#: How long a stopping worker tries to record how its attempt ended, through an outage.
+LAST_WORDS_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +113,13 @@ class Ending(enum.Enum):
     CANCELLED = "cancelled"
     LOST = "lost"  # the attempt no longer holds the task (lease expired, taken away)
     BUDGET = "budget"  # the attempt's spend passed the task's max_budget_usd
+    KILL_SWITCH = "kill switch"  # the kill switch is on: stopped, at no cost to retries
+    STORE_FAULT = "store fault"  # the attempt's output cannot be kept (e.g. a full disk)
+
+
+def capped(text: str, limit: int = ERROR_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying so."""
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
 
 
 class Worker:
@@ -86,11 +129,19 @@ class Worker:
         self.inbox = inbox
         self.id = options.worker_id
         self.beat_every = services.lease_us / 3_000_000
+        lease = services.lease_us / 1_000_000
+        self.guard = lease * GUARD_SHARE
+        self.grace = min(GRACE_SECONDS, lease * GRACE_SHARE)
         self.paused = False
         self.tasks_run = 0
+        self.outage = Outage(f"worker {self.id}", log.warning)
+        self.killswitch: str | None = None  # why the kill switch is on, as last read
+        self._unrecorded: bool | None = None  # a pause (True) or resume not yet recorded
+        self._no_claims_until = 0.0  # after an attempt cut short by a local fault
+        self._fault_wait = 0.0
         self._seen_head = -1
-        self._pause_requested = False  # as last read from the row: a change is a request
-        self._attempt_spend = Decimal(0)  # what this worker recorded for the current attempt
+        self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
+        self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
 
     # --- registration ------------------------------------------------------------------
@@ -123,35 +174,56 @@ class Worker:
 
     def run(self) -> int:
         """Register, then claim and run tasks until told to stop. The exit code."""
-        self.register()
         try:
+            self._steady(self.register)
             self._loop()
         except Stop as stop:
-            log.info("worker %s: stopping: %s", self.id, stop.reason)
+            reason = stop.reason
+            log.info("worker %s: stopping: %s", self.id, reason)
             if stop.record:
-                with contextlib.suppress(IllegalTransition):  # declared lost meanwhile
-                    self.services.stopped(self.id, stop.reason)
+                with contextlib.suppress(IllegalTransition, NotFound):  # declared lost meanwhile
+                    self._last_words(lambda: self.services.stopped(self.id, reason))
             return stop.code
+        finally:
+            self._keep_spend()
         raise AssertionError("the worker loop ends only by Stop")  # pragma: no cover
 
     def _loop(self) -> None:
-        self.services.expire_leases(silent_after_us=3 * self.services.lease_us)
-        next_beat = time.monotonic() + self.beat_every  # start_worker has just beaten
+        next_beat = 0.0  # start_worker has just beaten; the first turn expires leases
         while True:
-            self._follow()
-            if time.monotonic() >= next_beat:
+            try:
+                next_beat = self._turn(next_beat)
+                self.outage.ok()
+            except TransientStoreError as e:
+                self._pause_for(self.outage.failed(e))
+
+    def _turn(self, next_beat: float) -> float:
+        """Look at the log, beat, claim and run what there is, or wait for a commit. When the
+        next heartbeat is due."""
+        self._follow()
+        if time.monotonic() >= next_beat:
+            if next_beat:
                 self.services.heartbeat(self.id)
-                self.services.expire_leases(silent_after_us=3 * self.services.lease_us)
-                next_beat = time.monotonic() + self.beat_every
-            head = self.services.store.head()  # before the claim: a later commit wakes us
-            claim = None if self.paused else self.services.claim(self.id)
-            if claim is not None:
-                while claim is not None:
-                    claim = self._run(claim)
-                continue
-            if self.options.exit_when_idle and not self.paused:
-                raise Stop(0, "idle")
-            self._wait(head, until=min(next_beat, time.monotonic() + self.options.poll_interval))
+            self._expire_leases()
+            next_beat = time.monotonic() + self.beat_every
+        head = self.services.store.head()  # before the claim: a later commit wakes us
+        holding = self.paused or self.killswitch or time.monotonic() < self._no_claims_until
+        claim = None if holding else self.services.claim(self.id)
+        if claim is not None:
+            while claim is not None:
+                claim = self._run(claim)
+            return next_beat
+        if self.options.exit_when_idle and not self.paused:
+            raise Stop(0, "idle")
+        self._wait(head, until=min(next_beat, time.monotonic() + self.options.poll_interval))
+        return next_beat
+
+    def _expire_leases(self) -> None:
+        """Requeue tasks whose lease ran out (ending what is left of them on this host) and
+        declare workers silent for three leases lost."""
+        expired, _ = self.services.expire_leases(silent_after_us=3 * self.services.lease_us)
+        for task_id in expired:
+            self._end_leftovers(task_id)
 
     def _wait(self, head: int, until: float) -> None:
         """Until the log moves past ``head``, a signal arrives, or ``until``."""
@@ -160,49 +232,100 @@ class Worker:
             if remaining <= 0 or self.services.store.wait_for_change(head, min(remaining, SLICE)):
                 return
 
-    def _follow(self) -> bool:
-        """Act on the signals received and, if the log moved, on this worker's row.
-        Whether the log moved since the last look."""
+    def _pause_for(self, seconds: float) -> None:
+        """Wait ``seconds`` (an outage's backoff), acting on signals meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._take_signals()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, SLICE))
+
+    def _steady(self, fn: Callable[[], T]) -> T:
+        """``fn()`` through store outages (reported once; signals acted on meanwhile)."""
+        while True:
+            try:
+                result = fn()
+            except TransientStoreError as e:
+                self._pause_for(self.outage.failed(e))
+                continue
+            self.outage.ok()
+            return result
+
+    def _must(self, fn: Callable[[], T]) -> T:
+        """``fn()`` through store outages; told to stop meanwhile, one last try within
+        LAST_WORDS_SECONDS before stopping (how an attempt ended should not be lost)."""
+        try:
+            return self._steady(fn)
+        except Stop:
+            self._last_words(fn)
+            raise
+
+    def _last_words(self, fn: Callable[[], T]) -> T | None:
+        """``fn()`` while stopping: through an outage of at most LAST_WORDS_SECONDS (a stop
+        must not wait on the store for ever); None if the store did not come back."""
+        deadline = time.monotonic() + LAST_WORDS_SECONDS
+        while True:
+            try:
+                return fn()
+            except TransientStoreError as e:
+                wait = self.outage.failed(e)
+                if time.monotonic() + wait > deadline:
+                    log.warning("worker %s: the store is still unavailable: %s", self.id, e)
+                    return None
+                time.sleep(wait)
+
+    def _take_signals(self) -> None:
         for signum in self.inbox.take():
             log.info("worker %s: received %s", self.id, signum.name)
             if signum == signal.SIGTERM:
                 raise Stop(0, "SIGTERM")
             if signum == signal.SIGINT:
                 raise Stop(1, "SIGINT")
-            if signum == signal.SIGUSR1:
-                self._pause()
-            elif signum == signal.SIGUSR2:
-                self._resume()
+            if signum == signal.SIGUSR1 and not self.paused:
+                self.paused, self._unrecorded = True, True
+                log.info("worker %s: paused", self.id)
+            elif signum == signal.SIGUSR2 and self.paused:
+                self.paused, self._unrecorded = False, False
+                log.info("worker %s: resumed", self.id)
+
+    def _follow(self) -> bool:
+        """Act on the signals received and, if the log moved, on this worker's row and the
+        kill switch. Whether the log moved since the last look."""
+        self._take_signals()
+        self._record_pause()
+        return self._follow_control()
+
+    def _follow_control(self) -> bool:
         head = self.services.store.head()
         if head == self._seen_head:
             return False
+        row, switch = self.services.control(self.id)
         self._seen_head = head
-        row = self.services.worker(self.id)
         if row.state in ENDED_WORKER_STATES:
             raise Stop(1, f"declared {row.state} by another process", record=False)
         if row.stop_requested:
             raise Stop(0, "stop requested")
-        if row.pause_requested and not self._pause_requested:
-            self._pause()
-        elif self._pause_requested and not row.pause_requested:
-            self._resume()
-        self._pause_requested = row.pause_requested
+        self.killswitch = (switch.reason or "on") if switch.active else None
+        if row.pause_requested != self.paused:  # a request, or the other kind of resume
+            self.paused, self._unrecorded = row.pause_requested, row.pause_requested
+            log.info("worker %s: %s", self.id, "paused" if self.paused else "resumed")
+            self._record_pause()
         return True
 
-    def _pause(self) -> None:
-        if not self.paused:
-            try:
+    def _record_pause(self) -> None:
+        """Record a pause or resume decided here (by signal or request) not recorded yet."""
+        if self._unrecorded is None:
+            return
+        try:
+            if self._unrecorded:
                 self.services.paused(self.id)
-            except IllegalTransition:  # stopping: the stop request is read next
-                return
-            self.paused = True
-            log.info("worker %s: paused", self.id)
-
-    def _resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            self.services.resumed(self.id)
-            log.info("worker %s: resumed", self.id)
+            else:
+                self.services.resumed(self.id)
+        except IllegalTransition:  # stopping: the stop request is read next
+            pass
+        self._unrecorded = None
 
     # --- one task ----------------------------------------------------------------------
 
@@ -211,8 +334,11 @@ class Worker:
         in the same transaction."""
         self.tasks_run += 1
         more = self.options.max_tasks is None or self.tasks_run < self.options.max_tasks
-        task = self.services.submitted(claim.task_id)
+        history = self._steady(lambda: self.services.history(claim.task_id))
         log.info("worker %s: claimed %s (attempt %d)", self.id, claim.task_id, claim.attempt)
+        for start in history.started:  # whatever is left of earlier attempts on this host
+            self._end_leftovers_of(start)
+        task = history.submitted
         legacy = LegacyFile.take(self.options, task, self.id) if self.options.legacy_files \
             else None
         following: Claim | None = None
@@ -220,10 +346,21 @@ class Worker:
             following = self._attempt(claim, task, claim_next=more)
         finally:
             if legacy is not None:
-                legacy.finish(self._state_of(claim.task_id))
+                state = self._last_words(lambda: self.services.task(claim.task_id).state)
+                legacy.finish(TaskState(state) if state else TaskState.QUEUED)
         if not more:
             raise Stop(0, f"ran {self.tasks_run} tasks")
         return following
+
+    def _end_leftovers(self, task_id: str) -> None:
+        for start in self.services.history(task_id).started:
+            self._end_leftovers_of(start)
+
+    def _end_leftovers_of(self, start: ev.TaskStarted) -> None:
+        if start.host == host_id() and start.pid_start_time is not None and end_leftovers(
+                start.pid, start.pid_start_time, start.key, self.grace):
+            log.warning("worker %s: ended what was left of %s attempt %d (pid %d)", self.id,
+                        start.task_id, start.attempt, start.pid)
 
     def _attempt(self, claim: Claim, task: ev.TaskSubmitted, *, claim_next: bool) -> Claim | None:
         command = (shlex.split(self.options.exec_command) if self.options.exec_command
@@ -235,26 +372,66 @@ class Worker:
         try:
             agent = self._spawn(claim, task, command)
         except OSError as e:
-            self._fail(claim, f"cannot run {command[0]}: {e.strerror or e}", retryable=False)
+            self._fail(claim, f"cannot start the agent: {e.strerror or e}", retryable=False)
             return None
         except StaleAttempt:  # the lease ran out before the agent was up: it was stopped
             return None
         ending, last_line = self._supervise(claim, agent)
-        code = agent.reap()
+        outcome = agent.outcome()
+        return self._record(claim, ending, outcome, last_line, claim_next=claim_next)
+
+    def _record(self, claim: Claim, ending: Ending, outcome: Outcome, last_line: str, *,
+                claim_next: bool) -> Claim | None:
+        """Record how the attempt ended (through store outages: it must not be lost)."""
+        code = outcome.code
+        if ending is Ending.EXITED and outcome.why == "failed":
+            self._fail(claim, capped(f"cannot start the agent: {outcome.detail}"),
+                       retryable=False)
+            return None
+        if ending is Ending.EXITED and outcome.lost:
+            ending = Ending.LOST
+        elif ending is Ending.EXITED and outcome.why in ("terminated", "killed"):
+            # Its process group was signalled from outside: the watchdog's escalation, if
+            # the kill switch is on (a stop, not a failure), else a failure like any kill.
+            self._seen_head = -1
+            with contextlib.suppress(TransientStoreError):
+                self._follow()
+            if self.killswitch:
+                ending = Ending.KILL_SWITCH
         if ending is Ending.TIMEOUT:
             self._fail(claim, "timeout", exit_code=code)
         elif ending is Ending.BUDGET:
             log.info("worker %s: %s spent $%s > max_budget_usd $%s", self.id, claim.task_id,
                      self._attempt_spend, self._attempt_cap)
             self._fail(claim, "budget", retryable=False, exit_code=code)
-        elif ending is Ending.EXITED and code == 0:
-            with contextlib.suppress(StaleAttempt):
-                log.info("worker %s: completed %s", self.id, claim.task_id)
-                return self.services.complete(claim.task_id, self.id, claim.attempt,
-                                              claim_next=claim_next and not self.paused)
-        elif ending is Ending.EXITED:
-            status = f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
-            self._fail(claim, f"{status}: {last_line}" if last_line else status, exit_code=code)
+        elif ending is Ending.EXITED and outcome.why == "exited" and code == 0:
+            try:
+                following = self._must(lambda: self.services.complete(
+                    claim.task_id, self.id, claim.attempt,
+                    claim_next=claim_next and not self.paused and not self.killswitch))
+            except StaleAttempt:
+                log.warning("worker %s: %s attempt %d: lost its lease before it could "
+                            "complete; not completed", self.id, claim.task_id, claim.attempt)
+                return None
+            log.info("worker %s: completed %s", self.id, claim.task_id)
+            self._fault_wait = 0.0
+            return following
+        elif ending is Ending.EXITED and outcome.why in ("exited", "terminated", "killed"):
+            status = "exit ?" if code is None else (
+                f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}")
+            self._fail(claim, capped(f"{status}: {last_line}" if last_line else status),
+                       exit_code=code)
+        elif ending in (Ending.KILL_SWITCH, Ending.LOST, Ending.STORE_FAULT, Ending.EXITED):
+            reason = {Ending.KILL_SWITCH: ev.RequeueReason.KILL_SWITCH,
+                      Ending.STORE_FAULT: ev.RequeueReason.STORE_FAULT}.get(
+                ending, ev.RequeueReason.LEASE_LOST)
+            log.info("worker %s: %s attempt %d %s: agent stopped", self.id, claim.task_id,
+                     claim.attempt, ending.value)
+            self._requeue(claim, reason)
+            if ending is Ending.STORE_FAULT:  # e.g. a full disk: no new attempt for a while
+                self._fault_wait = min(max(self._fault_wait * 2, 1.0), 60.0)
+                self._no_claims_until = time.monotonic() + self._fault_wait
+                return None
         else:
             log.info("worker %s: %s %s: agent stopped", self.id, ending.value, claim.task_id)
         return None
@@ -264,15 +441,18 @@ class Worker:
         text = (task.body or f"# {task.title}\n").encode()
         task_file = paths.task_input(claim.task_id)
         write_private(task_file, text)
+        key = secrets.token_hex(8)
         env = os.environ | {
             "TRI24ES_TASK_ID": claim.task_id, "TRI24ES_WORKER_ID": self.id,
             "TRI24ES_ATTEMPT": str(claim.attempt), "TRI24ES_DB": self.options.db_url,
-            "TRI24ES_TASK_FILE": str(task_file),
+            "TRI24ES_TASK_FILE": str(task_file), ATTEMPT_KEY: key,
         }
-        agent = Agent(command, stdin=text, env=env,
+        agent = Agent(command, stdin=text, env=env, guard=self.guard, grace=self.grace,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt))
         try:
-            self.services.started(claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid)
+            self._steady(lambda: self.services.started(
+                claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid, agent.start_time,
+                key))
         except BaseException:
             agent.terminate()
             raise
@@ -291,38 +471,76 @@ class Worker:
         try:
             while ending is None:
                 wait = min(SLICE, renew_at - now, deadline - now)
-                for line in agent.read(max(wait, 0)):
-                    self._spend(claim, parser.feed(line))
+                lines = agent.read(max(wait, 0), limit=LINES_PER_TURN)
+                for line in lines:
+                    self._take_spend(claim, parser.feed(line))
                     last_line = line.decode(errors="replace").strip() or last_line
+                if agent.log_error is not None:
+                    log.warning("worker %s: %s: %s", self.id, claim.task_id, agent.log_error)
+                    ending = Ending.STORE_FAULT
+                    break
                 if agent.exited():
                     ending = Ending.EXITED
                     break
-                if self._follow():
-                    ending = self._check_task(claim)
+                ending = self._check(claim)
                 if ending is None and self._over_budget():
                     ending = Ending.BUDGET
                 now = time.monotonic()
                 if ending is None and now >= renew_at:
-                    ending = self._renew(claim)
-                    renew_at = now + self.beat_every
+                    ending, renewed = self._renew(claim)
+                    if renewed:
+                        agent.beat()
+                        renew_at = now + self.beat_every
+                    else:  # the store is out: try again soon (the keeper guards the lease)
+                        renew_at = now + SLICE
                 if ending is None and now >= deadline:
                     ending = Ending.TIMEOUT
             if ending is not Ending.EXITED:
                 agent.terminate()
         except Stop:
             agent.terminate()
+            reason = (ev.RequeueReason.KILL_SWITCH if self._killswitch_on()
+                      else ev.RequeueReason.WORKER_STOPPED)
             with contextlib.suppress(StaleAttempt, IllegalTransition):
-                self.services.requeue(claim.task_id, ev.RequeueReason.WORKER_STOPPED,
-                                      by=self.id, attempt=claim.attempt)
+                self._last_words(lambda: self.services.requeue(
+                    claim.task_id, reason, by=self.id, attempt=claim.attempt))
+            raise
+        except BaseException:  # a fault that cannot heal: nothing of the attempt runs on
+            agent.terminate()
             raise
         finally:
-            agent.reap()
+            agent.outcome()
             for line in agent.read(0):
-                self._spend(claim, parser.feed(line))
+                self._take_spend(claim, parser.feed(line))
                 last_line = line.decode(errors="replace").strip() or last_line
-            self._spend(claim, parser.finish())
-        assert ending is not None
+            self._take_spend(claim, parser.finish())
+            self._flush_spend(steady=True)
         return ending, last_line
+
+    def _check(self, claim: Claim) -> Ending | None:
+        """Signals, spend, and, if the log moved, control and the task: how the attempt must
+        end now, if it must. A store fault is left for the next turn."""
+        self._take_signals()
+        try:
+            self._flush_spend()
+            if self._follow():
+                if self.killswitch:
+                    log.warning("worker %s: kill switch on (%s): stopping %s", self.id,
+                                self.killswitch, claim.task_id)
+                    return Ending.KILL_SWITCH
+                return self._check_task(claim)
+        except TransientStoreError as e:
+            self.outage.failed(e)
+        return None
+
+    def _killswitch_on(self) -> bool:
+        """Whether the kill switch is on, looked up now (a stop signal may be the watchdog's
+        escalation, arriving before this worker read the switch from the log)."""
+        if self.killswitch:
+            return True
+        with contextlib.suppress(EventLogError, NotFound):
+            return self.services.control(self.id)[1].active
+        return False
 
     def _check_task(self, claim: Claim) -> Ending | None:
         """Whether the task was cancelled or taken away from this attempt."""
@@ -333,35 +551,81 @@ class Worker:
             return Ending.LOST
         return None
 
-    def _renew(self, claim: Claim) -> Ending | None:
+    def _renew(self, claim: Claim) -> tuple[Ending | None, bool]:
+        """(how the attempt must end, whether the lease was renewed)."""
         try:
             self.services.renew_lease(claim.task_id, self.id, claim.attempt)
         except StaleAttempt:
-            return Ending.LOST
-        return None
+            log.warning("worker %s: %s attempt %d: the lease is gone: stopping its agent",
+                        self.id, claim.task_id, claim.attempt)
+            return Ending.LOST, False
+        except TransientStoreError as e:
+            self.outage.failed(e)
+            return None, False
+        self.outage.ok()
+        return None, True
 
     def _over_budget(self) -> bool:
         cap = self._attempt_cap
         return cap is not None and self._attempt_spend > cap
 
-    def _spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
+    def _take_spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
         for usage in usages:
             self._attempt_spend += usage.amount
-            self.services.record_spend(ev.SpendRecorded(
+            self._spend.append(ev.SpendRecorded(
                 amount=usage.amount, model=usage.model, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, task=claim.task_id, worker=self.id,
                 source="worker", occurred_at=from_us(now_us()), flagged=usage.flagged,
             ))
 
+    def _flush_spend(self, *, steady: bool = False) -> None:
+        """Record the spend read so far, in one transaction; kept for later if the store is
+        out (``steady``: through the outage, while stopping only for a while)."""
+        if not self._spend:
+            return
+        batch = self._spend
+        if steady:
+            done = self._last_words(lambda: self.services.record_spends(batch))
+            if done is None and self._spend:
+                return  # kept: written to the spend file at exit
+        else:
+            self.services.record_spends(batch)
+        self._spend = []
+
+    def _keep_spend(self) -> None:
+        """At exit: spend the store did not take goes to the spend file (the watchdog and
+        `spend import` record each line once), so not a dollar is lost."""
+        if not self._spend:
+            return
+        path = self.options.paths.spend_file
+        lines = b"".join(orjson.dumps({
+            "timestamp_epoch": int(s.occurred_at.timestamp()), "amount": str(s.amount),
+            "model": s.model, "task_id": s.task, "worker": s.worker, "event": "worker",
+        }) + b"\n" for s in self._spend)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            with open(fd, "ab") as f:
+                f.write(lines)
+            log.warning("worker %s: the store took no spend at exit: %d records kept in %s",
+                        self.id, len(self._spend), path)
+            self._spend = []
+        except OSError as e:
+            log.error("worker %s: %d spend records could not be kept (%s): %s", self.id,
+                      len(self._spend), e, lines.decode())
+
     def _fail(self, claim: Claim, error: str, *, retryable: bool = True,
               exit_code: int | None = None) -> None:
         log.info("worker %s: %s failed: %s", self.id, claim.task_id, error)
         with contextlib.suppress(StaleAttempt):
-            self.services.fail(claim.task_id, self.id, claim.attempt, error,
-                               retryable=retryable, exit_code=exit_code)
+            self._must(lambda: self.services.fail(
+                claim.task_id, self.id, claim.attempt, capped(error), retryable=retryable,
+                exit_code=exit_code))
 
-    def _state_of(self, task_id: str) -> TaskState:
-        return TaskState(self.services.task(task_id).state)
+    def _requeue(self, claim: Claim, reason: ev.RequeueReason) -> None:
+        with contextlib.suppress(StaleAttempt, IllegalTransition):
+            self._must(lambda: self.services.requeue(claim.task_id, reason, by=self.id,
+                                                     attempt=claim.attempt))
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,13 @@ from tri24es.procinfo import host_id
 from tri24es.projections import (
     QUEUE,
     WORKERS,
+    KillSwitchView,
     TaskRow,
     WorkerRow,
     apply_inline,
     connection_of,
     install,
+    read_killswitch,
 )
 from tri24es.projections.sql import Db, ViewsConnection
 
@@ -67,6 +69,12 @@ class TaskSpec:
     command: list[str] | None = None
     source: str | None = None
     body_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskHistory:
+    submitted: ev.TaskSubmitted
+    started: list[ev.TaskStarted]  # each attempt's process, oldest first
 
 
 @dataclass(frozen=True)
@@ -170,12 +178,30 @@ class ServiceBase:
         with self.store.snapshot() as tx:
             return self._worker(connection_of(tx), worker_id)
 
+    def control(self, worker_id: str) -> tuple[WorkerRow, KillSwitchView]:
+        """What steers a worker, read in one snapshot: its row (requests, state) and the
+        kill switch."""
+        with self.store.snapshot() as tx:
+            conn = connection_of(tx)
+            return self._worker(conn, worker_id), read_killswitch(conn)
+
     def submitted(self, task_id: str) -> ev.TaskSubmitted:
         """The task as submitted: title, body, command, filters, limits."""
+        return self.history(task_id).submitted
+
+    def history(self, task_id: str) -> TaskHistory:
+        """The task as submitted, and where each attempt of it ran (from its stream)."""
+        submitted, started = None, []
         for recorded in self.store.read_stream(ev.task_stream(task_id)):
-            if recorded.type == ev.TaskSubmitted.topic:
+            if recorded.type == ev.TaskSubmitted.topic and submitted is None:
                 event = ev.decode_event(recorded)
                 assert isinstance(event, ev.TaskSubmitted)
-                return event
-        raise NotFound(f"no task {task_id!r}")
+                submitted = event
+            elif recorded.type == ev.TaskStarted.topic:
+                start = ev.decode_event(recorded)
+                assert isinstance(start, ev.TaskStarted)
+                started.append(start)
+        if submitted is None:
+            raise NotFound(f"no task {task_id!r}")
+        return TaskHistory(submitted, started)
 

@@ -46,6 +46,17 @@ class BudgetCommands(ServiceBase):
                                          r.recorded_at, r.metadata)])
             return True
 
+    def record_spends(self, spends: Sequence[ev.SpendRecorded]) -> None:
+        """Record many spends in one transaction (an agent's output streams them fast)."""
+        if not spends:
+            return
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            recorded = tx.append(ev.SPEND_STREAM, [encode(s, self._metadata) for s in spends])
+            apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
+                                         r.recorded_at, r.metadata)
+                                for r, spend in zip(recorded, spends, strict=True)])
+
     def record_spend_by_hand(
         self, *, usd: str | None, model: str | None, input_tokens: int | None,
         output_tokens: int | None, task: str | None, worker: str | None, max_usd: Decimal,

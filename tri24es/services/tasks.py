@@ -97,12 +97,16 @@ class TaskCommands(ServiceBase):
             return Claim(row.task_id, event.attempt, lease, row)
 
     @retry_on_conflict
-    def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int) -> None:
+    def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int,
+                pid_start_time: int | None = None, key: str | None = None) -> None:
+        """Record the attempt's process: its keeper's pid, group, start time and host, so
+        that what is left of it can be found and ended on that host later."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._held(conn, task_id, worker, attempt)
             event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=pid,
-                                   pgid=pgid)
+                                   pgid=pgid, pid_start_time=pid_start_time,
+                                   host=self.metadata.host, key=key)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
     @retry_on_conflict

@@ -8,6 +8,12 @@
     hang              wait for a signal, forever
     hang-on ATTEMPT   hang if this is attempt ATTEMPT (TRI24ES_ATTEMPT)
     exit CODE         exit with CODE
+    tree FILE         start a child that ignores SIGTERM and a grandchild that ignores it too
+                      and leaves the session (setsid); the agent, the child and the
+                      grandchild each append "ATTEMPT PID TIME" to FILE every 20 ms while
+                      alive (the agent too ignores SIGTERM from then on)
+    flood N           print N spend lines {"cost_usd": 0.0001} as fast as it can
+    long-line N       print one line of N characters (no newline until the end)
 
 Runs with the interpreter of the tests: ``sys.executable scripted.py``.
 """
@@ -19,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,8 +39,40 @@ def record(target: Path, text: str) -> None:
         "task_file_mode": task_file.stat().st_mode & 0o777,
         "pid": os.getpid(),
         "pgid": os.getpgid(0),
+        "ppid": os.getppid(),
+        "sid": os.getsid(0),
     }
     target.write_text(json.dumps(given))
+
+
+def pulse_forever(target: Path) -> None:
+    """Append "ATTEMPT PID TIME" to ``target`` every 20 ms until killed."""
+    attempt = os.environ.get("TRI24ES_ATTEMPT", "?")
+    while True:
+        with target.open("a") as f:
+            f.write(f"{attempt} {os.getpid()} {time.time():.6f}\n")
+        time.sleep(0.02)
+
+
+def start_pulse(target: Path, *, leave_session: bool, spawn_more: bool) -> None:
+    args = [sys.executable, __file__, "--pulse", str(target)]
+    if leave_session:
+        args.append("--setsid")
+    if spawn_more:
+        args.append("--spawn-more")
+    subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def pulse_main(argv: list[str]) -> int:
+    """``--pulse FILE [--setsid] [--spawn-more]``: a descendant of a ``tree`` agent."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "--setsid" in argv:
+        os.setsid()
+    target = Path(argv[1])
+    if "--spawn-more" in argv:
+        start_pulse(target, leave_session=True, spawn_more=False)
+    pulse_forever(target)
+    return 0
 
 
 def wait_for(path: Path) -> None:
@@ -63,8 +102,21 @@ def main() -> int:
                 signal.pause()
         elif command == "exit":
             return int(arg)
+        elif command == "tree":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            start_pulse(Path(arg), leave_session=False, spawn_more=True)
+            threading.Thread(target=pulse_forever, args=(Path(arg),), daemon=True).start()
+        elif command == "flood":
+            line = json.dumps({"cost_usd": 0.0001}) + "\n"
+            sys.stdout.write(line * int(arg))
+            sys.stdout.flush()
+        elif command == "long-line":
+            sys.stdout.write("x" * int(arg) + "\n")
+            sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--pulse"]:
+        sys.exit(pulse_main(sys.argv[1:]))
     sys.exit(main())
