@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.scale import claims
+from benchmarks.scale import appends, backlog, claims, herd, latency, replay
 from benchmarks.scale.launch import REPO, machine
 from benchmarks.scale.peersenv import PeersEnv, prepare, versions
 from benchmarks.scale.pg import DEFAULT_DSN, PgServer, available
@@ -54,6 +54,17 @@ def run(groups: list[str], sizes: Sizes, *, dsn: str | None, peers: PeersEnv, wo
         "claims-pg": lambda: claims.measure(
             results, backend="pg", work=work, pg=pg, peers=peers, jobs=sizes.pg_jobs,
             rounds=sizes.rounds, processes=sizes.processes),
+        "appends": lambda: appends.measure(
+            results, work=work, pg=pg, peers=peers, events=sizes.appends, rounds=sizes.rounds),
+        "backlog": lambda: backlog.measure(
+            results, work=work, tasks=sizes.backlog, small=sizes.small_backlog,
+            cycles=sizes.backlog_cycles, rounds=sizes.rounds),
+        "replay": lambda: replay.measure(
+            results, work=work, peers=peers, sizes=sizes.replay_events, rounds=sizes.rounds),
+        "latency": lambda: latency.measure(results, work=work, submits=sizes.latency_tasks),
+        "herd": lambda: herd.measure(
+            results, work=work, pg=pg, workers=sizes.herd_workers, rates=sizes.herd_rates,
+            seconds=sizes.herd_seconds),
     }
     try:
         for group in groups:

@@ -13,8 +13,8 @@ from typing import Any
 
 from benchmarks.scale.launch import GroupResult, Workload, WorkloadFailed, run_group, run_one
 from benchmarks.scale.ours import audit
-from benchmarks.scale.pg import PgServer
 from benchmarks.scale.peersenv import PeersEnv
+from benchmarks.scale.pg import PgServer
 from benchmarks.scale.raw_queues import done_count_sqlite
 from benchmarks.scale.report import Goal, Results, Row, Series
 
@@ -131,7 +131,7 @@ def measure(results: Results, *, backend: str, work: Path, pg: PgServer | None,
                 goal = Goal("ratio", ">=", 0.5 if backend == "pg" else 0.3)
             elif backend == "pg":
                 goal = Goal("ratio", ">=", 1.5)
-            results.add(Row(title, series[ours.name], series[q.name], goal, q.note))
+            results.add(Row(title, series[ours.name], series[q.name], goal, q.note, q.name))
         results.sections.setdefault("claims", {})[title] = {
             name: {"runs": s.runs, "checks": s.checks, "error": s.error}
             for name, s in series.items()}

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,17 @@ class _Child:
         self.proc.wait()
 
 
-def run_group(workloads: Sequence[Workload], timeout: float = 900.0) -> GroupResult:
-    """Start every workload, wait until all are set up, give them one common start, and
-    measure from it to the last one's end."""
+def run_group(workloads: Sequence[Workload], timeout: float = 900.0,
+              before_go: Callable[[], object] | None = None) -> GroupResult:
+    """Start every workload, wait until all are set up, (call ``before_go``,) give them one
+    common start, and measure from it to the last one's end."""
     deadline = time.monotonic() + timeout
     children = [_Child(w) for w in workloads]
     try:
         for child in children:
             child.expect("ready", deadline)
+        if before_go is not None:
+            before_go()
         start_at = time.monotonic() + 0.05
         for child in children:
             child.go(start_at)
@@ -206,11 +209,16 @@ class CommandRun:
 
 
 def run_command(command: Sequence[str], env: dict[str, str] | None = None,
-                timeout: float = 600.0) -> CommandRun:
+                timeout: float = 600.0, stdin: bytes | None = None) -> CommandRun:
     """Run a command to its end (stdout discarded): wall time and peak memory."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
     err: list[bytes] = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()  # type: ignore[union-attr]
                                                           ), daemon=True)

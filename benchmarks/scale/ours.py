@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from benchmarks.bench_claims import check_exactly_once, seed
+from benchmarks.bench_claims import check_exactly_once, seed, write_replay_log
 from benchmarks.scale.protocol import main_of, report, run_timed
 from eventlog import open_store
 from tri24es.projections import QUEUE, connection_of
@@ -39,6 +39,31 @@ def work(p: dict[str, Any]) -> None:
     services.store.close()
 
 
+def write_log(p: dict[str, Any]) -> None:
+    """The replay figure's log: per task, submit, claim, renew, complete and one spend."""
+    with open_store(p["url"]) as store:
+        write_replay_log(store, p["events"])
+        report(done=store.head())
+
+
+def read(p: dict[str, Any]) -> None:
+    """Read the whole log and decode every event to its model."""
+    from tri24es.events import decode_all
+
+    store = open_store(p["url"])
+    run_timed(lambda: [None for _ in decode_all(store.read_all())])
+    store.close()
+
+
+def read_raw(p: dict[str, Any]) -> None:
+    """The floor: every row of the events table through plain sqlite3."""
+    import sqlite3
+
+    conn = sqlite3.connect(p["url"])
+    run_timed(lambda: [None for _ in conn.execute("SELECT * FROM events")])
+    conn.close()
+
+
 def audit(url: str) -> dict[str, int]:
     """What the log and the views say after a run: tasks completed twice, claims of tasks
     already completed, tasks left running, tasks left queued."""
@@ -51,4 +76,5 @@ def audit(url: str) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main_of({"seed": seed_store, "work": work})
+    main_of({"seed": seed_store, "work": work, "write_log": write_log, "read": read,
+             "read_raw": read_raw})

@@ -53,6 +53,7 @@ class Row:
     versus: Series | None = None
     goal: Goal | None = None
     note: str = ""
+    note_on: str = ""  # what the note is about in the list under the table (default: figure)
 
     def ratios(self) -> list[float]:
         if self.versus is None:
@@ -83,7 +84,7 @@ class Row:
         ratio = ""
         if self.ratio is not None:
             r = self.ratios()
-            ratio = f"**{self.ratio:.2f}x**" + (f" ({min(r):.2f}–{max(r):.2f})" if len(r) > 1
+            ratio = f"**{self.ratio:.2f}x**" + (f" ({min(r):.2f}-{max(r):.2f})" if len(r) > 1
                                                 else "")
         elif self.versus is not None and self.versus.error:
             ratio = "n/a"
@@ -125,7 +126,9 @@ def checks_text(s: Series | None) -> str:
     if s is None or not s.checks:
         return ""
     bad = [f"{n} {k.replace('_', ' ')}" for k, n in s.checks.items() if n]
-    return f"{s.name}: " + (", ".join(bad) if bad else "exactly once")
+    if bad:
+        return f"{s.name}: " + ", ".join(bad)
+    return f"{s.name}: " + ("exactly once" if "duplicates" in s.checks else "all present")
 
 
 @dataclass
@@ -152,8 +155,12 @@ class Results:
                  f" ({'quick' if self.options.get('quick') else 'full'} run).", "",
                  MARKDOWN_HEADER]
         lines += [r.markdown() for r in self.rows]
-        notes = list(dict.fromkeys(f"- {r.versus.name}: {r.note}" for r in self.rows
-                                   if r.note and r.versus is not None))
+        seen: set[str] = set()
+        notes = []
+        for r in self.rows:
+            if r.note and r.note not in seen:
+                seen.add(r.note)
+                notes.append(f"- {r.note_on or r.figure}: {r.note}")
         peers = self.sections.get("peers", {})
         notes += [f"- {name}: {info}" for name, info in peers.items() if info != "ok"]
         if notes:
