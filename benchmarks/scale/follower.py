@@ -31,7 +31,12 @@ def follow(p: dict[str, Any]) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     seen = conn.execute("SELECT coalesce(max(id), 0) FROM q").fetchone()[0]
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     print("ready", flush=True)
     while not stop.is_set():
         if not select.select([fd], [], [], 0.2)[0]:

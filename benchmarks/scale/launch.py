@@ -3,6 +3,7 @@ the CPU time and memory of commands, the machine's load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -78,8 +79,10 @@ class _Child:
         self.name = f"{workload.module} {workload.params.get('mode', '')}"
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                        threading.Thread(target=self._read_stderr, daemon=True)]
+        for reader in self.readers:
+            reader.start()
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -120,9 +123,16 @@ class _Child:
         self.proc.stdin.flush()
 
     def kill(self) -> None:
+        """Ended (killed if it still runs), reaped, its pipes closed."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        for reader in self.readers:
+            reader.join(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # stdin of a killed process: broken pipe
+                    pipe.close()
 
 
 def run_group(workloads: Sequence[Workload], timeout: float = 900.0,
@@ -242,6 +252,8 @@ def run_command(command: Sequence[str], env: dict[str, str] | None = None,
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(5)
+    assert proc.stderr is not None
+    proc.stderr.close()
     return CommandRun(seconds, proc.returncode, usage.ru_maxrss / 1024,
                       max(peak_tree, usage.ru_maxrss / 1024),
                       b"".join(err).decode(errors="replace")[-2000:])
