@@ -27,7 +27,6 @@ from benchmarks.scale.report import Results
 from benchmarks.scale.sizes import FULL, QUICK, Sizes
 
 GROUPS = ("claims-sqlite", "claims-pg", "appends", "backlog", "replay", "latency", "herd")
-PG_GROUPS = {"claims-pg", "appends", "herd"}
 
 
 def run(groups: list[str], sizes: Sizes, *, dsn: str | None, peers: PeersEnv, work: Path,
@@ -68,7 +67,7 @@ def run(groups: list[str], sizes: Sizes, *, dsn: str | None, peers: PeersEnv, wo
     }
     try:
         for group in groups:
-            if group in PG_GROUPS and pg is None and group == "claims-pg":
+            if group == "claims-pg" and pg is None:
                 print(f"{group}: skipped (no PostgreSQL)", flush=True)
                 continue
             print(f"{group} (load {os.getloadavg()[0]:.2f}):", flush=True)

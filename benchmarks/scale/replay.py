@@ -78,7 +78,9 @@ def measure(results: Results, *, work: Path, peers: PeersEnv, sizes: tuple[int, 
                         "tri24es: `tri24es replay` rebuilding every view table (the sum over"
                         " its processes); eventsourcing: reading, decoding and folding task"
                         " states and the spend total in memory (no tables written)", "replay"))
-        results.add(Row(f"replay {label}: speed", rate["tri24es"], rate["eventsourcing"]))
+        results.add(Row(f"replay {label}: speed", rate["tri24es"], rate["eventsourcing"],
+                        note="events over the wall time of the whole command (Python's"
+                        " start-up included) for both", note_on="replay speed"))
         results.add(Row(f"read + decode {label}", reads["tri24es"], reads["raw SELECT *"]))
         results.add(Row(f"read + decode {label}", reads["tri24es"], reads["eventsourcing"]))
     smallest, largest = min(peak_by_size), max(peak_by_size)

@@ -38,21 +38,32 @@ def test_ratios_are_per_run_and_goals_are_judged_on_their_median() -> None:
 
 @pytest.mark.slow
 def test_smoke_run_measures_tri24es_and_raw_and_writes_results(tmp_path: Path) -> None:
-    results = run(["claims-sqlite"], SMOKE, dsn=None, peers=NO_PEERS, work=tmp_path,
-                  quick=True)
+    results = run(["claims-sqlite", "appends"], SMOKE, dsn=None, peers=NO_PEERS,
+                  work=tmp_path, quick=True)
     rows = [r for r in results.rows if r.figure.startswith("SQLite claim+complete")]
     assert {r.figure for r in rows} == {"SQLite claim+complete, 1 proc",
                                         "SQLite claim+complete, 2 proc"}
     for row in rows:
-        assert row.ours.error is None and row.ours.runs and row.ours.runs[0] > 0
-        assert row.ours.checks["duplicates"] == 0 and row.ours.checks["lost"] == 0
-        assert row.ours.checks["completed_twice"] == 0 and row.ours.checks["left_running"] == 0
+        assert row.ours.error is None
+        assert row.ours.runs
+        assert row.ours.runs[0] > 0
+        assert row.ours.checks["duplicates"] == 0
+        assert row.ours.checks["lost"] == 0
+        assert row.ours.checks["completed_twice"] == 0
+        assert row.ours.checks["left_running"] == 0
     raw = [r for r in rows if r.versus is not None and r.versus.name == "raw 1-commit queue"]
-    assert len(raw) == 2 and all(r.ratio is not None and r.ratio > 0 for r in raw)
+    assert len(raw) == 2
+    assert all(r.ratio is not None and r.ratio > 0 for r in raw)
     assert all(r.versus.checks == {"duplicates": 0, "lost": 0, "left_undone": 0}
                for r in raw if r.versus is not None)
+    (append,) = [r for r in results.rows if r.figure == "SQLite single append"
+                 and r.versus is not None and r.versus.name == "raw single-row INSERT"]
+    assert append.ratio is not None
+    assert append.ratio > 0
+    assert append.ours.checks == {"missing": 0}
     peers = [r for r in rows if r.versus is not None and r.versus.name == "litequeue"]
-    assert peers and all(r.versus is not None and r.versus.error for r in peers)
+    assert peers
+    assert all(r.versus is not None and r.versus.error for r in peers)
     js, md = results.write(tmp_path / "out", "smoke")
     written = json.loads(js.read_text())
     assert set(written) == {"started", "options", "machine", "sections", "rows"}
@@ -71,5 +82,7 @@ def test_smoke_run_of_a_peer_counts_its_jobs(tmp_path: Path) -> None:
     sizes = SMOKE.__class__(**(SMOKE.__dict__ | {"processes": (2,)}))
     results = run(["claims-sqlite"], sizes, dsn=None, peers=only, work=tmp_path, quick=True)
     (row,) = [r for r in results.rows if r.versus is not None and r.versus.name == "litequeue"]
-    assert row.versus is not None and row.versus.runs and row.versus.error is None
+    assert row.versus is not None
+    assert row.versus.runs
+    assert row.versus.error is None
     assert row.versus.checks == {"duplicates": 0, "lost": 0}
