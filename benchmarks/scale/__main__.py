@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,7 +74,12 @@ def run(groups: list[str], sizes: Sizes, *, dsn: str | None, peers: PeersEnv, wo
                 continue
             print(f"{group} (load {os.getloadavg()[0]:.2f}):", flush=True)
             started = time.monotonic()
-            steps[group]()
+            try:
+                steps[group]()
+            except Exception:  # one group's failure is reported; the others still run
+                error = traceback.format_exc()
+                print(f"{group} failed:\n{error}", file=sys.stderr, flush=True)
+                results.sections.setdefault("failed_groups", {})[group] = error
             loads[group] = [*os.getloadavg(), round(time.monotonic() - started, 1)]
     finally:
         if pg is not None:
@@ -97,6 +104,10 @@ def main() -> None:
                         help="log sizes for the replay figure (e.g. 100000 1000000 10000000)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
+    # Stopped by a signal, it still drops its PostgreSQL databases and ends its workloads
+    # (SIGINT too when started in the background, where a shell leaves it ignored).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sizes = QUICK if args.quick else FULL
     if args.replay_events:
         sizes = type(sizes)(**(sizes.__dict__ | {"replay_events": tuple(args.replay_events)}))

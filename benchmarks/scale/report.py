@@ -163,6 +163,8 @@ class Results:
                 notes.append(f"- {r.note_on or r.figure}: {r.note}")
         peers = self.sections.get("peers", {})
         notes += [f"- {name}: {info}" for name, info in peers.items() if info != "ok"]
+        notes += [f"- group `{g}` failed: {e.strip().splitlines()[-1]}"
+                  for g, e in self.sections.get("failed_groups", {}).items()]
         if notes:
             lines += ["", *notes]
         return "\n".join(lines) + "\n"
