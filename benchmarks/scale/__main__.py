@@ -18,12 +18,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.scale import appends, backlog, claims, herd, latency, replay
 from benchmarks.scale.launch import REPO, machine
-from benchmarks.scale.peersenv import PeersEnv, prepare, versions
+from benchmarks.scale.peersenv import PEERS, PeersEnv, prepare, versions
 from benchmarks.scale.pg import DEFAULT_DSN, PgServer, available
 from benchmarks.scale.report import Results
 from benchmarks.scale.sizes import FULL, QUICK, Sizes
@@ -100,6 +101,9 @@ def main() -> None:
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
     parser.add_argument("--no-install", action="store_true",
                         help="use the peers' venv only if it exists (no network)")
+    parser.add_argument("--skip-peers", action="store_true",
+                        help="tri24es and the raw baselines only")
+    parser.add_argument("--rounds", type=int, help="rounds of each figure (default 3, quick 1)")
     parser.add_argument("--replay-events", type=int, nargs="+",
                         help="log sizes for the replay figure (e.g. 100000 1000000 10000000)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -110,8 +114,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sizes = QUICK if args.quick else FULL
     if args.replay_events:
-        sizes = type(sizes)(**(sizes.__dict__ | {"replay_events": tuple(args.replay_events)}))
-    peers = prepare(install=not args.no_install)
+        sizes = replace(sizes, replay_events=tuple(args.replay_events))
+    if args.rounds:
+        sizes = replace(sizes, rounds=args.rounds)
+    peers = (PeersEnv(None, dict.fromkeys(PEERS, "skipped (--skip-peers)")) if args.skip_peers
+             else prepare(install=not args.no_install))
     for name, status in peers.status.items():
         if status != "ok":
             print(f"peer {name}: {status}", file=sys.stderr)

@@ -4,6 +4,7 @@ baselines always run; the peers only where their venv was made (no network here)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_smoke_run_of_a_peer_counts_its_jobs(tmp_path: Path) -> None:
     if not env.has("litequeue"):
         pytest.skip("no peers venv (python -m benchmarks.scale makes it)")
     only = PeersEnv(env.python, {"litequeue": "ok"})
-    sizes = SMOKE.__class__(**(SMOKE.__dict__ | {"processes": (2,)}))
+    sizes = replace(SMOKE, processes=(2,))
     results = run(["claims-sqlite"], sizes, dsn=None, peers=only, work=tmp_path, quick=True)
     (row,) = [r for r in results.rows if r.versus is not None and r.versus.name == "litequeue"]
     assert row.versus is not None
