@@ -10,7 +10,7 @@ from typing import Any
 from benchmarks.bench_claims import check_exactly_once, seed, write_replay_log
 from benchmarks.scale.protocol import main_of, report, run_timed
 from eventlog import open_store
-from tri24es.projections import QUEUE, connection_of
+from tri24es.projections import connection_of, reads
 from tri24es.services import Services
 
 
@@ -70,7 +70,7 @@ def audit(url: str) -> dict[str, int]:
     twice, late = check_exactly_once(url)
     with open_store(url) as store, store.snapshot() as tx:
         conn = connection_of(tx)
-        running, queued = len(QUEUE.all(conn, "running")), len(QUEUE.all(conn, "queued"))
+        running, queued = len(reads.tasks(conn, "running")), len(reads.tasks(conn, "queued"))
     return {"completed_twice": twice, "late_claims": late, "left_running": running,
             "left_queued": queued}
 
