@@ -100,6 +100,10 @@ MARKDOWN_HEADER = ("| figure | tri24es | baseline or peer (same run) | ratio, me
                    " (range) | goal | checks |\n|---|---|---|---|---|---|")
 
 
+#: How a peer that was left out on purpose (not a failure) is described.
+NOT_RUN = ("skipped", "no peers venv", "not installed (--no-install)")
+
+
 def series_dict(s: Series) -> dict[str, Any]:
     return {"name": s.name, "unit": s.unit, "median": s.median, "runs": s.runs,
             "checks": s.checks, "error": s.error}
@@ -115,7 +119,8 @@ def number(x: float) -> str:
 
 def value_text(s: Series) -> str:
     if s.error:
-        return f"failed: {s.error.splitlines()[0][:80]}"
+        first = s.error.splitlines()[0][:80]
+        return f"not run: {first}" if s.error.startswith(NOT_RUN) else f"failed: {first}"
     if s.median is None:
         return "not measured"
     return f"{number(s.median)} {s.unit}"

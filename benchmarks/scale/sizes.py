@@ -26,6 +26,6 @@ FULL = Sizes()
 QUICK = Sizes(rounds=1, sqlite_jobs=1_000, pg_jobs=300, appends=500, backlog=50_000,
               backlog_cycles=200, replay_events=(20_000, 100_000), latency_tasks=10,
               herd_seconds=5.0)
-SMOKE = replace(QUICK, sqlite_jobs=200, pg_jobs=60, processes=(1, 2), appends=100,
+SMOKE = replace(QUICK, sqlite_jobs=200, pg_jobs=60, processes=(2,), appends=100,
                 backlog=2_000, small_backlog=200, backlog_cycles=50, replay_events=(2_000,),
                 latency_tasks=3, herd_workers=3, herd_rates=(0, 10), herd_seconds=1.0)

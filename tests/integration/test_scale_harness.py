@@ -4,7 +4,6 @@ baselines always run; the peers only where their venv was made (no network here)
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from benchmarks.scale.peersenv import PeersEnv, prepare
 from benchmarks.scale.report import Goal, Row, Series
 from benchmarks.scale.sizes import SMOKE
 
-NO_PEERS = PeersEnv(None, {})
+NO_PEERS = PeersEnv(None, {"litequeue": "skipped (--skip-peers)"})
 
 
 def test_duplicates_and_lost_jobs_are_counted_across_processes() -> None:
@@ -42,8 +41,7 @@ def test_smoke_run_measures_tri24es_and_raw_and_writes_results(tmp_path: Path) -
     results = run(["claims-sqlite", "appends"], SMOKE, dsn=None, peers=NO_PEERS,
                   work=tmp_path, quick=True)
     rows = [r for r in results.rows if r.figure.startswith("SQLite claim+complete")]
-    assert {r.figure for r in rows} == {"SQLite claim+complete, 1 proc",
-                                        "SQLite claim+complete, 2 proc"}
+    assert {r.figure for r in rows} == {"SQLite claim+complete, 2 proc"}
     for row in rows:
         assert row.ours.error is None
         assert row.ours.runs
@@ -53,7 +51,7 @@ def test_smoke_run_measures_tri24es_and_raw_and_writes_results(tmp_path: Path) -
         assert row.ours.checks["completed_twice"] == 0
         assert row.ours.checks["left_running"] == 0
     raw = [r for r in rows if r.versus is not None and r.versus.name == "raw 1-commit queue"]
-    assert len(raw) == 2
+    assert len(raw) == 1
     assert all(r.ratio is not None and r.ratio > 0 for r in raw)
     assert all(r.versus.checks == {"duplicates": 0, "lost": 0, "left_undone": 0}
                for r in raw if r.versus is not None)
@@ -71,7 +69,8 @@ def test_smoke_run_measures_tri24es_and_raw_and_writes_results(tmp_path: Path) -
     assert {"loadavg", "nproc", "load_before", "load_after"} <= set(written["machine"])
     assert all({"figure", "ours", "versus", "ratio", "ratio_runs", "goal", "goal_met"}
                <= set(r) for r in written["rows"])
-    assert "| SQLite claim+complete, 1 proc |" in md.read_text()
+    assert "| SQLite claim+complete, 2 proc |" in md.read_text()
+    assert "litequeue not run: skipped (--skip-peers)" in md.read_text()
 
 
 @pytest.mark.slow
@@ -80,8 +79,7 @@ def test_smoke_run_of_a_peer_counts_its_jobs(tmp_path: Path) -> None:
     if not env.has("litequeue"):
         pytest.skip("no peers venv (python -m benchmarks.scale makes it)")
     only = PeersEnv(env.python, {"litequeue": "ok"})
-    sizes = replace(SMOKE, processes=(2,))
-    results = run(["claims-sqlite"], sizes, dsn=None, peers=only, work=tmp_path, quick=True)
+    results = run(["claims-sqlite"], SMOKE, dsn=None, peers=only, work=tmp_path, quick=True)
     (row,) = [r for r in results.rows if r.versus is not None and r.versus.name == "litequeue"]
     assert row.versus is not None
     assert row.versus.runs
