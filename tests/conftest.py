@@ -12,13 +12,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from eventlog import NO_STREAM, NewEvent
 from eventlog.sqlite import SQLiteStore
 
-# Property tests judge results, not speed: a loaded machine must not fail them by a deadline.
-settings.register_profile("tri24es", deadline=None)
+# Property tests judge results, not speed: a loaded machine must not fail them by a deadline
+# or by how slowly their examples are made.
+settings.register_profile("tri24es", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("tri24es")
 
 MILLION_BATCHES, MILLION_PER_BATCH = 100, 10_000

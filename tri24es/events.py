@@ -170,6 +170,7 @@ class TaskRequeued(Event):
     reason: RequeueReason
     worker: str | None = None  # the worker whose attempt ended, if one held the task
     by: str | None = None
+    budget_usd: Money | None = None  # a manual retry's new max_budget_usd for the whole task
 
 
 class TaskDeadLettered(Event):
@@ -198,6 +199,7 @@ class WorkerStarted(Event):
     shard: str | None = None
     model: str | None = None
     type: str | None = None
+    has_exec: bool = True  # False: it runs only tasks that carry their own command
 
 
 class WorkerHeartbeat(Event):

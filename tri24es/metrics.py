@@ -57,7 +57,7 @@ class FleetCollector(Collector):
         with self._lock:  # one scrape at a time on the store's single connection
             with self._store.snapshot() as tx:
                 g = reads.glance(self._store, connection_of(tx), self._limits, now_us(),
-                                 recent=0)
+                                 recent=0, explain=False)
             counts = self._events.counts()
         queue = GaugeMetricFamily("tri24es_queue_tasks", "Tasks by state and priority.",
                                   labels=["state", "priority"])

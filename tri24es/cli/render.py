@@ -14,6 +14,7 @@ import orjson
 from eventlog import RecordedEvent
 from tri24es.events import EventDecodeError, Priority, decode_event
 from tri24es.machines import TaskState, WorkerState
+from tri24es.projections.spend import from_units
 from tri24es.timeutil import iso_time
 
 if TYPE_CHECKING:
@@ -49,8 +50,12 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "shard": row.shard,
         "model": row.model,
         "type": row.type,
-        "attempt": row.attempt,
-        "max_retries": row.max_retries,
+        "attempt": row.attempt,  # attempts made (claims)
+        "retries_used": row.retries_used,  # of those, retries that counted against...
+        "max_retries": row.max_retries,  # ...this
+        "has_command": bool(row.has_command),
+        "max_budget_usd": None if row.budget_units is None else money(from_units(row.budget_units)),
+        "spent_usd": money(from_units(row.spent_units)),
         "worker": row.worker,
         "lease_expires_at": _iso(row.lease_expires_at),
         "pid": row.pid,

@@ -35,7 +35,8 @@ def status(
         return
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
-    print_counts(counts_dict(counts), as_json)
+        waits = reads.waiting(conn)
+    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits]}, as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
@@ -51,6 +52,8 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"spend:        ${info['spend']['total_usd']} ({info['spend']['events']} events)")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
+    for line in info.get("waiting", []):
+        typer.echo(f"waiting:      {line}")
 
 
 def _nonzero(counts: dict[str, int]) -> str:

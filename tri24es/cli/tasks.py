@@ -63,6 +63,14 @@ def submit(
     max_retries: Annotated[
         int, typer.Option("--max-retries", help="Retries after the first attempt (>= 0).")
     ] = 3,
+    command: Annotated[
+        str | None, typer.Option("--command", help="This task's agent command (split like a "
+                                 "shell, never run by one), for workers without --exec.")
+    ] = None,
+    max_budget: Annotated[
+        str | None, typer.Option("--max-budget", help="USD the task may spend over all its "
+                                 "attempts.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -70,7 +78,7 @@ def submit(
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
     from tri24es.cli.render import task_dict
-    from tri24es.inputs.taskfile import id_problem
+    from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command
     from tri24es.services import TaskSpec
 
     rank = parse_priority(priority)
@@ -92,9 +100,15 @@ def submit(
     problem = id_problem(task_id)  # the queue folder's rule: an id is also a file name
     if problem is not None:
         raise UsageError(f"{problem}: nothing submitted")
+    try:
+        argv = parse_command(command)
+        budget = None if max_budget is None else parse_budget(max_budget)
+    except ValueError as e:
+        raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
         task_id=task_id, title=title, priority=rank, body=body, shard=shard, model=model,
-        type=type_, max_retries=max_retries, source=source, body_sha256=sha,
+        type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
+        max_budget_usd=budget,
     )
     with context_of(ctx).services() as services:
         row, new = services.submit(spec)
@@ -122,14 +136,18 @@ def list_tasks(
     wanted = None if state is None else parse_task_state(state).value
     with context_of(ctx).reading() as (_, conn):
         rows = reads.tasks(conn, wanted)
+        waits = reads.waiting(conn) if wanted in (None, "queued") else []
     if as_json:
         print_json([task_dict(row) for row in rows])
         return
+    for wait in waits:  # no silent waiting: say why queued tasks are not being taken
+        typer.echo(f"tri24es: note: {wait}", err=True)
     for row in rows:
         d = task_dict(row)
         typer.echo(
             f"{row.task_id:<28} {row.state:<10} {d['priority']:<8} "
-            f"attempt {row.attempt}/{row.max_retries + 1}  {row.worker or '-':<14} {row.title}"
+            f"attempts {row.attempt}, retries {row.retries_used}/{row.max_retries}  "
+            f"{row.worker or '-':<14} {row.title}"
         )
 
 
@@ -193,15 +211,26 @@ def cancel(
 def retry(
     ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    budget: Annotated[
+        str | None, typer.Option("--budget", help="Raise the task's max_budget_usd (over all "
+                                 "its attempts, those spent included) to USD.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Send a failed (dead-lettered) task back to the queue with a fresh retry budget.
+    """Send a failed (dead-lettered) task back to the queue with a fresh retry budget; a task
+    that spent its whole max_budget_usd needs --budget USD, a higher cap.
 
-    Example: tri24es tasks retry fix-login-3f9a2c
+    Example: tri24es tasks retry fix-login-3f9a2c --budget 10
     """
+    from tri24es.inputs.taskfile import parse_budget
+
+    try:
+        cap = None if budget is None else parse_budget(budget)
+    except ValueError as e:
+        raise UsageError(f"bad --budget: {e}") from None
     context = context_of(ctx)
     with context.services() as services:
-        services.retry(task_id, by=context.actor)
+        services.retry(task_id, by=context.actor, budget_usd=cap)
     _done(task_id, "queued", as_json)
 
 

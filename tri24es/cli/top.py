@@ -112,9 +112,11 @@ def frame(g: Glance) -> RenderableType:
     from tri24es.timeutil import iso_time
 
     header = Text(f"tri24es top — {iso_time(g.now)[:19]}Z — log head {g.head}", style="bold")
+    waits = [Text(f"{w}", style="yellow") for w in g.waiting]
     return Group(
         header,
         _queue_table(g),
+        *waits,
         _workers_table(g),
         Panel(_spend(g), title="budget", title_align="left"),
         Panel(_recent(g), title=f"last {len(g.recent)} events", title_align="left"),

@@ -49,11 +49,33 @@ def up(
         bool, typer.Option("--exit-when-done", help="Stop the fleet and exit 0 once no task is "
                                                     "queued or running (for scripts and CI).")
     ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Workers take tasks for this model (and "
+                                                 "tasks that name none).")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Workers take tasks of this shard (and "
+                                                 "tasks that name none).")
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Workers take tasks of this type (and tasks "
+                                                "that name none).")
+    ] = None,
+    task_timeout: Annotated[
+        float | None, typer.Option("--task-timeout", min=0.1, help="Seconds before an agent "
+                                   "is stopped and its task fails with 'timeout'.")
+    ] = None,
+    lease_seconds: Annotated[
+        float | None, typer.Option("--lease-seconds", min=0.5, help="Lease on a claimed task "
+                                   "(env TRI24ES_LEASE_SECONDS, default 30).")
+    ] = None,
 ) -> None:
-    """Run the fleet: the queue watcher and N workers, restarted if they crash, with a live
-    summary, until Ctrl-C or SIGTERM (exit 0; running tasks go back to the queue).
+    """Run the fleet: the queue watcher, N workers and the budget watchdog, restarted if
+    they crash, with a live summary, until Ctrl-C or SIGTERM (exit 0; running tasks go back
+    to the queue). A worker stopped by `tri24es workers stop` stays down; while the kill
+    switch is on, stopped workers stay down and come back once it is reset.
 
-    Without --exec or --demo, each worker runs every task's own command.
+    Without --exec or --demo, workers take only tasks that carry their own command.
 
     Each process's output goes to logs/up/<name>.log.
 
@@ -69,7 +91,15 @@ def up(
             if exec_command is None:
                 exec_command = demo_agent_command()
             _seed_demo(services, context.settings.paths.queue, direct=no_watcher)
-        specs = fleet_specs(workers, exec_command=exec_command, watcher=not no_watcher)
+        elif exec_command is None:
+            typer.echo("up: no --exec: workers take only tasks that carry their own command "
+                       "(submit --command, or a 'command:' line in a task file)", err=True)
+        options = [*(["--model", model] if model else []),
+                   *(["--shard", shard] if shard else []), *(["--type", type_] if type_ else []),
+                   *(["--task-timeout", repr(task_timeout)] if task_timeout else []),
+                   *(["--lease-seconds", repr(lease_seconds)] if lease_seconds else [])]
+        specs = fleet_specs(workers, exec_command=exec_command, watcher=not no_watcher,
+                            worker_options=options)
         _run(services.store, context, specs, exit_when_done, no_watcher)
 
 
@@ -101,7 +131,7 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     live = Live(console=Console(), auto_refresh=False, transient=False) if interactive else None
     screen = UpScreen(store, queue_dir, live, exit_when_done)
     supervisor = Supervisor(specs, env=_child_env(context), log_dir=log_dir,
-                            report=screen.report)
+                            report=screen.report, hold=screen.hold)
     screen.children = supervisor.children
     screen.report(f"up: {len(specs)} processes, logs in {log_dir}/")
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:

@@ -10,8 +10,10 @@ Layout (kept from TRI-24): ``tasks/queue/<id>.md`` and ``tasks/queue/<PRIORITY>/
 - Field lines, outside fenced code blocks, the first of each key wins:
   ``key: value`` at the start of a line, the key in any case, the value trimmed; an empty
   value leaves the field unset. Keys: ``type`` (also ``## Type: value``), ``shard`` /
-  ``lane``, ``model`` / ``assigned_model``, ``max_retries`` (an integer 0..100) and
-  ``max_budget_usd`` (a non-negative decimal such as ``2.50`` or ``$2.50``, at most 10 places).
+  ``lane``, ``model`` / ``assigned_model``, ``max_retries`` (an integer 0..100),
+  ``max_budget_usd`` (a non-negative decimal such as ``2.50`` or ``$2.50``, at most 10 places)
+  and ``command`` (the agent command for this task, split like a shell does, never run by
+  one: for workers without ``--exec``).
 - The body is the whole text, stored with the sha256 of the file's bytes.
 
 Everything here but ``read_queue_file`` is pure: names and bytes in, a verdict out.
@@ -23,6 +25,7 @@ import enum
 import hashlib
 import os
 import re
+import shlex
 import stat
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -40,13 +43,14 @@ MAX_RETRIES_LIMIT = 100
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 PRIORITY_PREFIX = re.compile(r"^(CRITICAL|HIGH|MEDIUM|LOW)[_-]")
 _FIELD_LINE = re.compile(
-    r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd)"
+    r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command)"
     r"|##[ \t]*(?P<heading>type))[ \t]*:(?P<value>.*)$",
     re.IGNORECASE,
 )
 _FIELD_NAMES = {
     "type": "type", "shard": "shard", "lane": "shard", "model": "model",
     "assigned_model": "model", "max_retries": "max_retries", "max_budget_usd": "max_budget_usd",
+    "command": "command",
 }
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
@@ -166,6 +170,17 @@ def parse_budget(value: str) -> Decimal:
         raise ValueError(f"bad max_budget_usd {value!r}") from e
 
 
+def parse_command(text: str | None) -> list[str] | None:
+    """A task's own agent command, split as a shell would (it is never run by one)."""
+    if text is None:
+        return None
+    try:
+        argv = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f"bad command {text!r}: {e}") from None
+    return argv or None
+
+
 def parse_task_file(
     location: Location, data: bytes, *, source: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -199,6 +214,7 @@ def parse_task_file(
         budget = fields.get("max_budget_usd") or None
         max_retries = 3 if retries is None else parse_max_retries(retries)
         max_budget = None if budget is None else parse_budget(budget)
+        command = parse_command(fields.get("command") or None)
     except ValueError as e:
         return reject(str(e))
     return TaskSpec(
@@ -211,6 +227,7 @@ def parse_task_file(
         type=fields.get("type") or None,
         max_retries=max_retries,
         max_budget_usd=max_budget,
+        command=command,
         source=source,
         body_sha256=hashlib.sha256(data).hexdigest(),
     )

@@ -10,6 +10,7 @@ from tri24es.events import (
     Envelope,
     LeaseRenewed,
     Priority,
+    SpendRecorded,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -21,6 +22,7 @@ from tri24es.events import (
 )
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
+from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
 
@@ -47,7 +49,10 @@ CREATE TABLE IF NOT EXISTS queue (
     submitted_at       INTEGER NOT NULL,
     updated_at         INTEGER NOT NULL,
     version            INTEGER NOT NULL,  -- the task stream's version: the next append expects it
-    retries_from       INTEGER NOT NULL   -- attempt count when the retry budget last started
+    retries_from       INTEGER NOT NULL,  -- attempt count when the retry budget last started
+    has_command        INTEGER NOT NULL,  -- 1: the task carries its own command
+    budget_units       INTEGER,           -- max_budget_usd over all attempts (1e-10 USD)
+    spent_units        INTEGER NOT NULL   -- spend recorded for the task so far (1e-10 USD)
 );
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
     WHERE state = 'queued';
@@ -57,14 +62,14 @@ CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state 
 COLUMNS = (
     "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
     " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
-    " retries_from"
+    " retries_from, has_command, budget_units, spent_units"
 )
 
 # What changes after submission; the rest (and so the id index and the claim order) stays.
 _MUTABLE = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-            "version", "retries_from")
+            "version", "retries_from", "budget_units", "spent_units")
 SAVE = (
-    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 18)})"
+    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 21)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE)
 )
@@ -90,10 +95,23 @@ class TaskRow:
     updated_at: int = 0
     version: int = 0
     retries_from: int = 0
+    has_command: int = 0
+    budget_units: int | None = None
+    spent_units: int = 0
 
     def attempts_left(self) -> int:
         """Claims still allowed after the current one: ``max_retries`` retries per budget."""
         return self.max_retries + 1 - (self.attempt - self.retries_from)
+
+    @property
+    def retries_used(self) -> int:
+        """Attempts after the first that counted against ``max_retries`` (stopped attempts
+        and those before a manual retry do not)."""
+        return max(self.attempt - self.retries_from - 1, 0)
+
+    def budget_left(self) -> int | None:
+        """What the task may still spend over all its attempts (1e-10 USD), if it is capped."""
+        return None if self.budget_units is None else self.budget_units - self.spent_units
 
 
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
@@ -106,7 +124,10 @@ TASK_ENDS = frozenset({TaskRequeued, TaskCompleted, TaskDeadLettered, TaskCancel
 
 
 def _task_id(envelope: Envelope) -> str | None:
-    return getattr(envelope.event, "task_id", None) if envelope.stream.startswith("task-") else None
+    event = envelope.event
+    if type(event) is SpendRecorded:
+        return event.task  # spend counts against its task's budget
+    return getattr(event, "task_id", None) if envelope.stream.startswith("task-") else None
 
 
 class QueueProjection(Projection[QueueView]):
@@ -114,17 +135,24 @@ class QueueProjection(Projection[QueueView]):
     ddl = DDL
     tables = ("queue",)
     handles = frozenset({TaskSubmitted, TaskClaimed, TaskStarted, LeaseRenewed, TaskCompleted,
-                         TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled})
+                         TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled,
+                         SpendRecorded})
 
     def new_view(self) -> QueueView:
         return {}
 
     def apply(self, view: QueueView, envelope: Envelope) -> None:
         event = envelope.event
+        kind = type(event)  # exact types, compared with `is`: this runs a million times in replay
+        if kind is SpendRecorded:
+            assert isinstance(event, SpendRecorded)
+            spent_on = view.get(event.task) if event.task is not None else None
+            if spent_on is not None:
+                spent_on.spent_units += to_units(event.amount)
+            return
         task_id: str | None = getattr(event, "task_id", None)
         if task_id is None:
             return
-        kind = type(event)  # exact types, compared with `is`: this runs a million times in replay
         row = view.get(task_id)
         if row is None:
             if isinstance(event, TaskSubmitted):
@@ -132,14 +160,19 @@ class QueueProjection(Projection[QueueView]):
                 view[task_id] = TaskRow(  # positional: a third of the cost of keywords
                     task_id, _QUEUED, _RANKS[event.priority], envelope.position, event.title,
                     event.shard, event.model, event.type, event.max_retries, 0, None, None,
-                    None, None, at, at, envelope.version, 0,
+                    None, None, at, at, envelope.version, 0, int(bool(event.command)),
+                    None if event.max_budget_usd is None else to_units(event.max_budget_usd),
+                    0,
                 )
             return
         state = _MOVES.get((row.state, kind))
         if state is None:  # a retry, or a move the task machine refuses (advance_task raises)
             moved = advance_task(TASK_STATES[row.state], event)
             if moved is TaskState.QUEUED and row.state == TaskState.FAILED:
-                row.retries_from = row.attempt  # a manual retry starts a fresh budget
+                row.retries_from = row.attempt  # a manual retry starts a fresh retry budget
+                budget = event.budget_usd  # type: ignore[attr-defined]
+                if budget is not None:  # and may raise the spend cap of the whole task
+                    row.budget_units = to_units(budget)
             state = str(moved)
         row.state = state
         row.version = envelope.version
@@ -187,15 +220,20 @@ class QueueProjection(Projection[QueueView]):
         return row
 
     def first_claimable(
-        self, conn: Db, shard: str | None, model: str | None, type: str | None
+        self, conn: Db, shard: str | None, model: str | None, type: str | None,
+        has_exec: bool = True,
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
-        field that is empty matches any worker; a set one only a worker with the same value."""
+        field that is empty matches any worker; a set one only a worker with the same value.
+        A worker without ``--exec`` takes only tasks that carry their own command, and a task
+        that has spent its whole budget is taken by none."""
         found = conn.execute(
             f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
             " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
-            " AND (type IS NULL OR type = ?) ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type),
+            " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
+            " AND (budget_units IS NULL OR spent_units < budget_units)"
+            " ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type, has_exec),
         ).fetchone()
         return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
 

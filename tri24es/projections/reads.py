@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
 from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
-from tri24es.machines import LIVE_WORKER_STATES
+from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
@@ -62,6 +62,50 @@ def live_workers(conn: Db) -> list[WorkerRow]:
 
 def worker_counts(conn: Db) -> Counter[str]:
     return Counter(dict(conn.execute("SELECT state, count(*) FROM workers GROUP BY 1")))
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Queued tasks that no live worker can take now, and why: ``count`` tasks needing
+    ``needs`` (e.g. ``model=claude``), ``why`` (e.g. ``no live worker has it``)."""
+
+    count: int
+    needs: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.count} waiting for {self.needs}: {self.why}"
+
+
+def waiting(conn: Db) -> list[Waiting]:
+    """The queued tasks no live worker can claim, grouped by what they need and why."""
+    groups = conn.execute(
+        "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
+        " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC")
+    live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
+    switch = read_killswitch(conn)
+    found = []
+    for shard, model, type_, has_command, count in groups:
+        wanted = {"shard": shard, "model": model, "type": type_}
+        needs = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None) or "any worker"
+        if switch.active:
+            found.append(Waiting(count, needs, f"the kill switch is on ({switch.reason})"))
+            continue
+        fit = [w for w in live if all(v is None or getattr(w, k) == v for k, v in wanted.items())]
+        runnable = [w for w in fit if w.has_exec or has_command]
+        if not live:
+            why = "no live worker"
+        elif not fit:
+            why = "no live worker has it"
+        elif not runnable:
+            needs, why = f"{needs} and a command", (
+                "the tasks carry no command and no live worker that fits runs --exec")
+        elif all(w.pause_requested for w in runnable):
+            why = "every worker that could take them is paused"
+        else:
+            continue
+        found.append(Waiting(count, needs, why))
+    return found
 
 
 # --- spend ---------------------------------------------------------------------------------
@@ -212,6 +256,7 @@ class Glance:
     per_minute: list[Decimal]  # the last hour, oldest first
     killswitch: KillSwitchView
     recent: list[RecordedEvent] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
 
     @property
     def rate(self) -> Decimal:
@@ -223,7 +268,7 @@ class Glance:
 
 
 def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minutes: int = 60,
-           recent: int = 10) -> Glance:
+           recent: int = 10, explain: bool = True) -> Glance:
     """The fleet at ``now``: indexed lookups, the same cost at any log size."""
     head = store.head()
     lines = [WorkerLine(*row) for row in conn.execute(
@@ -233,4 +278,5 @@ def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minut
     last = store.read_page(max(head - recent, 0), recent) if recent else []
     return Glance(now, head, Counter(task_counts(conn)), lines, total,
                   window_total(conn, now - window * 1_000_000, now + 1), window,
-                  limits.rate_limit, per_minute(conn, now, minutes), read_killswitch(conn), last)
+                  limits.rate_limit, per_minute(conn, now, minutes), read_killswitch(conn), last,
+                  waiting(conn) if explain else [])

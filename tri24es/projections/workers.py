@@ -45,16 +45,18 @@ CREATE TABLE IF NOT EXISTS workers (
     stop_requested   INTEGER NOT NULL,
     started_at       INTEGER NOT NULL,  -- microseconds since the epoch
     last_seen        INTEGER NOT NULL,
-    version          INTEGER NOT NULL
+    version          INTEGER NOT NULL,
+    has_exec         INTEGER NOT NULL   -- 0: runs only tasks that carry their own command
 ) WITHOUT ROWID;
 """
 
 COLUMNS = (
     "worker_id, state, pid, pid_start_time, host, shard, model, type, current_task,"
-    " current_attempt, pause_requested, stop_requested, started_at, last_seen, version"
+    " current_attempt, pause_requested, stop_requested, started_at, last_seen, version,"
+    " has_exec"
 )
 SAVE = (
-    f"INSERT INTO workers ({COLUMNS}) VALUES ({','.join('?' * 15)})"
+    f"INSERT INTO workers ({COLUMNS}) VALUES ({','.join('?' * 16)})"
     " ON CONFLICT (worker_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS.split(", ")[1:])
 )
@@ -86,6 +88,7 @@ class WorkerRow:
     started_at: int = 0
     last_seen: int = 0
     version: int = 0
+    has_exec: bool = True
 
 
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
@@ -141,7 +144,7 @@ class WorkersProjection(Projection[WorkersView]):
                 worker_id, WorkerState.STARTING.value, event.pid, event.pid_start_time,
                 event.host, event.shard, event.model, event.type,
                 started_at=envelope.recorded_at, last_seen=envelope.recorded_at,
-                version=envelope.version,
+                version=envelope.version, has_exec=event.has_exec,
             )
             return
         if row is None:
@@ -204,7 +207,8 @@ class WorkersProjection(Projection[WorkersView]):
     @staticmethod
     def _row(worker: WorkerRow) -> Row:
         row = _as_tuple(worker)
-        return (*row[:10], int(worker.pause_requested), int(worker.stop_requested), *row[12:])
+        return (*row[:10], int(worker.pause_requested), int(worker.stop_requested), *row[12:15],
+                int(worker.has_exec))
 
     def rows(self, view: WorkersView) -> dict[str, list[Row]]:
         return {"workers": sorted(self._row(w) for w in view.values())}

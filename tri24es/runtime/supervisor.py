@@ -76,10 +76,10 @@ def worker_prefix() -> str:
 
 def fleet_specs(
     workers: int, *, exec_command: str | None, watcher: bool, prefix: str | None = None,
-    watchdog: bool = True,
+    watchdog: bool = True, worker_options: Sequence[str] = (),
 ) -> list[ChildSpec]:
-    """The children of ``tri24es up``: the queue watcher, workers ``<prefix>-1..N``, then
-    the budget watchdog."""
+    """The children of ``tri24es up``: the queue watcher, workers ``<prefix>-1..N`` (each
+    with ``worker_options``, e.g. ``--model claude``), then the budget watchdog."""
     specs: list[ChildSpec] = []
     if watcher:
         specs.append(ChildSpec("queue-watcher", ("queue-watcher",)))
@@ -87,7 +87,8 @@ def fleet_specs(
     for n in range(1, workers + 1):
         worker_id = f"{head}-{n}"
         extra = ("--exec", exec_command) if exec_command else ()
-        specs.append(ChildSpec(worker_id, ("worker", "--id", worker_id, *extra), worker_id))
+        specs.append(ChildSpec(worker_id, ("worker", "--id", worker_id, *extra,
+                                           *worker_options), worker_id))
     if watchdog:  # DESIGN.md §7: supervised like the rest
         specs.append(ChildSpec("budget-watchdog", ("budget-watchdog",)))
     return specs
@@ -106,6 +107,7 @@ class Child:
         self.restart_at: float | None = None
         self.restarts = 0
         self.last_exit: int | None = None
+        self.held: str | None = None  # why it is not restarted, while it is not
 
     @property
     def pid(self) -> int | None:
@@ -157,11 +159,16 @@ class Supervisor:
     def __init__(
         self, specs: Sequence[ChildSpec], *, env: Mapping[str, str], log_dir: Path,
         report: Callable[[str], None], grace: float = GRACE_SECONDS,
+        hold: Callable[[Child], str | None] = lambda child: None,
     ) -> None:
         self.children = [Child(spec, log_dir / f"{spec.name}.log") for spec in specs]
         self.env = env
         self.report = report
         self.grace = grace
+        #: Why a child that exited must not be started again now (None: it may be): a
+        #: worker stopped by request stays down; workers stay down while the kill switch is
+        #: on and come back once it is reset.
+        self.hold = hold
 
     def run(
         self, inbox: SignalInbox, wake: Wakeup, tick: Callable[[], bool], tick_every: float,
@@ -190,8 +197,15 @@ class Supervisor:
                 if code is not None:
                     self._schedule_restart(child, code, now)
                 elif child.restart_at is not None and now >= child.restart_at:
-                    self._start(child)
-                    child.restarts += 1
+                    held = self.hold(child)
+                    if held is None:
+                        self._start(child)
+                        child.restarts += 1
+                    else:  # looked at again a tick later: a reset lets it come back
+                        if held != child.held:
+                            self.report(f"{child.spec.name}: not restarted: {held}")
+                        child.held = held
+                        child.restart_at = now + tick_every
             if now >= next_tick:
                 if tick():
                     return "done"
@@ -203,6 +217,7 @@ class Supervisor:
                 wake.drain()
 
     def _start(self, child: Child) -> None:
+        child.held = None
         try:
             child.start(self.env)
         except OSError as e:
@@ -216,6 +231,11 @@ class Supervisor:
         child.backoff = next_backoff(child.backoff, now - child.started_at)
         child.restart_at = now + child.backoff
         status = "" if code is None else f"{describe_exit(code)}; "
+        held = self.hold(child)
+        if held is not None:
+            child.held = held
+            self.report(f"{child.spec.name}: {status}not restarted: {held}")
+            return
         self.report(f"{child.spec.name}: {status}restarting in {child.backoff:g} s "
                     f"(log: {child.log_path})")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventlog import EventStore, TransientStoreError
-from tri24es.machines import OPEN_TASK_STATES, TaskState, WorkerState
-from tri24es.projections import WORKERS, connection_of, reads
+from tri24es.machines import ENDED_WORKER_STATES, OPEN_TASK_STATES, TaskState, WorkerState
+from tri24es.projections import WORKERS, connection_of, read_killswitch, reads
 from tri24es.runtime.queue_watcher import pending_files
 from tri24es.runtime.resilience import Outage
 
@@ -45,6 +45,26 @@ class UpScreen:
         self.counts: reads.FleetCounts | None = None
         self.outage = Outage("up", self.report)
         self.rows: dict[str, tuple[str, str | None]] = {}  # child name -> (state, task)
+
+    def hold(self, child: Child) -> str | None:
+        """Why a worker that exited stays down (read from the log now): it was stopped by
+        request, or the kill switch is on (it comes back once the switch is reset). None for
+        any other child, or when the store cannot say (a crash is restarted as ever)."""
+        worker_id = child.spec.worker_id
+        if worker_id is None:
+            return None
+        try:
+            with self.store.snapshot() as tx:
+                conn = connection_of(tx)
+                row = WORKERS.load_by_id(conn, worker_id)
+                switch = read_killswitch(conn)
+        except TransientStoreError:
+            return None
+        if row is not None and row.stop_requested and row.state in ENDED_WORKER_STATES:
+            return "stopped by request (tri24es workers stop)"
+        if switch.active:
+            return f"the kill switch is on ({switch.reason}); back once it is reset"
+        return None
 
     def report(self, message: str) -> None:
         stamped = f"[{datetime.now():%H:%M:%S}] {message}"
@@ -120,7 +140,9 @@ class UpScreen:
             table.add_column(column)
         for child in self.children:
             state, task = self.rows.get(child.spec.name, (None, None))
-            if not child.running:
+            if child.held is not None:
+                state = f"down: {child.held}"
+            elif not child.running:
                 state = "restarting" if child.restart_at is not None else "stopped"
             table.add_row(child.spec.name, str(child.pid or "-"), state or "running",
                           task or "", str(child.restarts))

@@ -53,6 +53,7 @@ from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths, safe_name
 from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
+from tri24es.projections.spend import from_units
 from tri24es.runtime.agent import (
     ATTEMPT_KEY,
     GRACE_SECONDS,
@@ -64,6 +65,7 @@ from tri24es.runtime.agent import (
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Claim, NotFound, Services, StaleAttempt
+from tri24es.services.tasks import BUDGET_EXHAUSTED
 from tri24es.timeutil import from_us, now_us
 
 log = logging.getLogger("tri24es.worker")
@@ -165,10 +167,15 @@ class Worker:
             self.services.start_worker(
                 self.id, pid=pid, pid_start_time=start_time(pid), host=host,
                 shard=self.options.shard, model=self.options.model, type=self.options.type,
+                has_exec=self.options.exec_command is not None,
             )
         except IllegalTransition:  # another process registered it since we looked
             raise AlreadyRunning(f"worker {self.id} is already running") from None
         log.info("worker %s: started (pid %d)", self.id, pid)
+        if self.options.exec_command is None:
+            log.warning("worker %s: no --exec: it takes only tasks that carry their own "
+                        "command (submit --command, or a 'command:' line in a task file)",
+                        self.id)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -368,7 +375,9 @@ class Worker:
         if not command:
             self._fail(claim, "no command", retryable=False)
             return None
-        self._attempt_spend, self._attempt_cap = Decimal(0), task.max_budget_usd
+        left = claim.row.budget_left()  # the task's budget, less what earlier attempts spent
+        self._attempt_spend = Decimal(0)
+        self._attempt_cap = None if left is None else from_units(left)
         try:
             agent = self._spawn(claim, task, command)
         except OSError as e:
@@ -401,9 +410,9 @@ class Worker:
         if ending is Ending.TIMEOUT:
             self._fail(claim, "timeout", exit_code=code)
         elif ending is Ending.BUDGET:
-            log.info("worker %s: %s spent $%s > max_budget_usd $%s", self.id, claim.task_id,
-                     self._attempt_spend, self._attempt_cap)
-            self._fail(claim, "budget", retryable=False, exit_code=code)
+            log.info("worker %s: %s spent $%s, all it had left of its max_budget_usd",
+                     self.id, claim.task_id, self._attempt_spend)
+            self._fail(claim, BUDGET_EXHAUSTED, retryable=False, exit_code=code)
         elif ending is Ending.EXITED and outcome.why == "exited" and code == 0:
             try:
                 following = self._must(lambda: self.services.complete(
@@ -447,6 +456,8 @@ class Worker:
             "TRI24ES_ATTEMPT": str(claim.attempt), "TRI24ES_DB": self.options.db_url,
             "TRI24ES_TASK_FILE": str(task_file), ATTEMPT_KEY: key,
         }
+        if self._attempt_cap is not None:  # what the agent may still spend on this task
+            env["TRI24ES_BUDGET_REMAINING_USD"] = str(self._attempt_cap)
         agent = Agent(command, stdin=text, env=env, guard=self.guard, grace=self.grace,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt))
         try:
@@ -567,7 +578,7 @@ class Worker:
 
     def _over_budget(self) -> bool:
         cap = self._attempt_cap
-        return cap is not None and self._attempt_spend > cap
+        return cap is not None and self._attempt_spend >= cap
 
     def _take_spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
         for usage in usages:
@@ -585,8 +596,8 @@ class Worker:
             return
         batch = self._spend
         if steady:
-            done = self._last_words(lambda: self.services.record_spends(batch))
-            if done is None and self._spend:
+            recorded = self._last_words(lambda: self.services.record_spends(batch))
+            if recorded is None:
                 return  # kept: written to the spend file at exit
         else:
             self.services.record_spends(batch)

@@ -46,16 +46,18 @@ class BudgetCommands(ServiceBase):
                                          r.recorded_at, r.metadata)])
             return True
 
-    def record_spends(self, spends: Sequence[ev.SpendRecorded]) -> None:
-        """Record many spends in one transaction (an agent's output streams them fast)."""
+    def record_spends(self, spends: Sequence[ev.SpendRecorded]) -> int:
+        """Record many spends in one transaction (an agent's output streams them fast).
+        How many were recorded."""
         if not spends:
-            return
+            return 0
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             recorded = tx.append(ev.SPEND_STREAM, [encode(s, self._metadata) for s in spends])
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)
                                 for r, spend in zip(recorded, spends, strict=True)])
+            return len(recorded)
 
     def record_spend_by_hand(
         self, *, usd: str | None, model: str | None, input_tokens: int | None,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from tri24es import events as ev
+from tri24es.errors import UsageError
 from tri24es.events import (
     Event,
     RequeueReason,
@@ -18,6 +20,7 @@ from tri24es.projections import (
     connection_of,
     read_killswitch,
 )
+from tri24es.projections.spend import from_units, to_units
 from tri24es.services.base import (
     Claim,
     ServiceBase,
@@ -28,6 +31,18 @@ from tri24es.services.base import (
     submitted_event,
 )
 from tri24es.timeutil import from_us
+
+#: The error of a task that spent its whole max_budget_usd (over all its attempts).
+BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+class BudgetTooLow(ServiceError, UsageError):
+    """A retry would leave the task nothing to spend."""
+
+
+def _budget_spent(row: TaskRow) -> bool:
+    left = row.budget_left()
+    return left is not None and left <= 0
 
 
 class TaskCommands(ServiceBase):
@@ -84,7 +99,8 @@ class TaskCommands(ServiceBase):
             worker = self._worker(conn, worker_id)
             if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
                 return None
-            row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type)
+            row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
+                                        bool(worker.has_exec))
             if row is None:
                 return None
             lease = from_us(self.clock() + self.lease_us)
@@ -147,7 +163,11 @@ class TaskCommands(ServiceBase):
             events: list[Event] = [ev.TaskFailed(task_id=task_id, worker=worker, attempt=attempt,
                                                  error=error, retryable=retryable,
                                                  exit_code=exit_code)]
-            if retryable and row.attempts_left() > 0:
+            if _budget_spent(row):
+                error = BUDGET_EXHAUSTED
+                events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
+                                                  error=error, worker=worker))
+            elif retryable and row.attempts_left() > 0:
                 events.append(ev.TaskRequeued(task_id=task_id, attempt=attempt, worker=worker,
                                               reason=RequeueReason.RETRY))
             else:
@@ -165,8 +185,11 @@ class TaskCommands(ServiceBase):
             row = self._task(conn, task_id)
             if attempt is not None and row.attempt != attempt:
                 raise StaleAttempt(f"task {task_id!r} is at attempt {row.attempt}, not {attempt}")
-            event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt, reason=reason,
-                                    worker=row.worker, by=by)
+            event: Event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt, reason=reason,
+                                           worker=row.worker, by=by)
+            if _budget_spent(row):  # it may not run again: the end of it, not a requeue
+                event = ev.TaskDeadLettered(task_id=task_id, attempts=row.attempt,
+                                            error=BUDGET_EXHAUSTED, worker=row.worker)
             self._check_task(row, event)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
@@ -180,15 +203,26 @@ class TaskCommands(ServiceBase):
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
     @retry_on_conflict
-    def retry(self, task_id: str, *, by: str | None = None) -> None:
-        """Send a dead-lettered (failed) task back to the queue with a fresh retry budget."""
+    def retry(self, task_id: str, *, by: str | None = None,
+              budget_usd: Decimal | None = None) -> None:
+        """Send a dead-lettered (failed) task back to the queue with a fresh retry budget;
+        ``budget_usd`` raises its spend cap (over all attempts, spent ones included)."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._task(conn, task_id)
-            event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt,
-                                    reason=RequeueReason.MANUAL, by=by)
             if row.state != TaskState.FAILED:
                 raise ServiceError(f"task {task_id!r} is {row.state}: only failed tasks retry")
+            if budget_usd is not None and to_units(budget_usd) <= row.spent_units:
+                raise BudgetTooLow(
+                    f"task {task_id!r} has spent ${from_units(row.spent_units)}: a budget of "
+                    f"${budget_usd} leaves nothing to spend")
+            if budget_usd is None and _budget_spent(row):
+                raise BudgetTooLow(
+                    f"task {task_id!r} has spent its whole budget "
+                    f"(${from_units(row.spent_units)} of ${from_units(row.budget_units or 0)}): "
+                    "retry it with --budget USD, a higher cap")
+            event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt,
+                                    reason=RequeueReason.MANUAL, by=by, budget_usd=budget_usd)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
     @staticmethod
@@ -204,7 +238,10 @@ class TaskCommands(ServiceBase):
             conn = connection_of(tx)
             for row in QUEUE.leases_expired_before(conn, now):
                 events: list[Event]
-                if row.attempts_left() > 0:
+                if _budget_spent(row):
+                    events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
+                                                  error=BUDGET_EXHAUSTED, worker=row.worker)]
+                elif row.attempts_left() > 0:
                     events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
                                               worker=row.worker,
                                               reason=RequeueReason.LEASE_EXPIRED)]

@@ -30,10 +30,14 @@ class WorkerCommands(ServiceBase):
     def start_worker(
         self, worker_id: str, *, pid: int, pid_start_time: int, host: str,
         shard: str | None = None, model: str | None = None, type: str | None = None,
+        has_exec: bool = True,
     ) -> None:
-        """Register a worker (again, if it had stopped) and mark it ready to claim."""
+        """Register a worker (again, if it had stopped) and mark it ready to claim.
+        ``has_exec``: it runs every task with a command of its own (``--exec``); without,
+        only tasks that carry their own command."""
         started = ev.WorkerStarted(worker=worker_id, pid=pid, pid_start_time=pid_start_time,
-                                   host=host, shard=shard, model=model, type=type)
+                                   host=host, shard=shard, model=model, type=type,
+                                   has_exec=has_exec)
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = WORKERS.load_by_id(conn, worker_id)
