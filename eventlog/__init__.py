@@ -36,7 +36,7 @@ from eventlog.model import (
     rehash,
     system_clock_us,
 )
-from eventlog.store import EventStore, Transaction, check_chain, position_at
+from eventlog.store import Doorbell, EventStore, Transaction, check_chain, position_at
 
 __all__ = [
     "ANY",
@@ -45,6 +45,7 @@ __all__ = [
     "STREAM_EXISTS",
     "ConnectionLost",
     "CorruptLog",
+    "Doorbell",
     "DuplicateEventId",
     "EventLogError",
     "EventRow",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from eventlog.errors import DuplicateEventId, EventLogError
 from eventlog.model import EMPTY_HEAD, Head, NewEvent, RecordedEvent, stamp, system_clock_us
-from eventlog.store import EventStore, Transaction
+from eventlog.store import Chimes, CountingDoorbell, Doorbell, EventStore, Transaction
 
 
 class MemoryTransaction(Transaction):
@@ -68,6 +68,7 @@ class MemoryStore(EventStore):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._tx: MemoryTransaction | None = None
+        self._chimes = Chimes()
 
     def last_head(self) -> Head:
         if not self.events:
@@ -92,6 +93,7 @@ class MemoryStore(EventStore):
                 self.versions[event.stream] = event.version
             if tx.staged:
                 self._changed.notify_all()
+            self._chimes.ring(tx.bells())
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock:
@@ -123,6 +125,9 @@ class MemoryStore(EventStore):
                     return False
                 self._changed.wait(remaining)
             return True
+
+    def doorbell(self, bells: Iterable[str]) -> Doorbell:
+        return CountingDoorbell(self._chimes, bells)
 
     def tamper(self, position: int, event: RecordedEvent) -> None:
         """Replace a stored row (tests of the hash chain only)."""

@@ -22,7 +22,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -48,8 +48,9 @@ from eventlog.model import (
     stamp,
     system_clock_us,
 )
-from eventlog.store import EventStore, Transaction
+from eventlog.store import Chimes, CountingDoorbell, Doorbell, EventStore, Transaction
 from eventlog.threads import threads_without_signals
+from eventlog.watch import bell_file
 
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -169,6 +170,8 @@ class _Queries:
         ).encode()
         self.begin_snapshot = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         self.listen = f'LISTEN "{self.channel}"'.encode()
+        self.bells_channel = f"{schema}_bells"
+        self.listen_bells = f'LISTEN "{self.bells_channel}"'.encode()
         self.ddl = f"""
             CREATE TABLE {events} (
                 position    bigint PRIMARY KEY CHECK (position > 0),
@@ -195,9 +198,12 @@ class _Queries:
                 FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".events_are_append_only();
         """.encode()
 
-    def notify_and_commit(self, position: int) -> bytes:
-        # One round trip; the notice is delivered only if (and once) the commit is visible.
-        return f"SELECT pg_notify('{self.channel}', '{position}'); COMMIT".encode()
+    def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> bytes:
+        # One round trip; the notices are delivered only if (and once) the commit is visible.
+        # Bells travel as digests (hex): safe in a literal whatever their names hold.
+        rings = "".join(f", pg_notify('{self.bells_channel}', '{bell_file(bell)}')"
+                        for bell in bells)
+        return f"SELECT pg_notify('{self.channel}', '{position}'){rings}; COMMIT".encode()
 
 
 class PostgresTransaction(Transaction):
@@ -308,8 +314,9 @@ class _TransactionScope:
                 except BaseException:
                     store._rollback_quietly()
                     raise
-                commit = store.queries.notify_and_commit(tx.head_position) if tx.appended \
-                    else b"COMMIT"
+                bells = tx.bells()
+                commit = store.queries.notify_and_commit(tx.head_position, bells) \
+                    if tx.appended or bells else b"COMMIT"
                 tx.connection.execute(commit)
         except psycopg.Error as e:
             store._rollback_quietly()
@@ -322,13 +329,16 @@ class _TransactionScope:
 
 
 class _Listener:
-    """LISTENs on its own connection in a thread and tells waiters the newest notified head."""
+    """LISTENs on its own connection in a thread and tells waiters the newest notified head
+    (or, with ``chimes``, counts the doorbells rung)."""
 
-    def __init__(self, connection: psycopg.Connection[TupleRow], listen: bytes):
+    def __init__(self, connection: psycopg.Connection[TupleRow], listen: bytes,
+                 chimes: Chimes | None = None):
         self._connection = connection
         connection.execute(listen)
         self.latest = 0
         self.alive = True
+        self._chimes = chimes
         self._stopping = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="eventlog-listen", daemon=True)
@@ -341,14 +351,18 @@ class _Listener:
                 for note in self._connection.notifies(timeout=SAFETY_RECHECK):
                     if self._stopping:
                         break
-                    if note.payload.isdigit():
+                    if self._chimes is not None:
+                        self._chimes.ring([note.payload])
+                    elif note.payload.isdigit():
                         with self._changed:
                             self.latest = max(self.latest, int(note.payload))
                             self._changed.notify_all()
         except psycopg.Error:
             # The connection is gone: waiters fall back to the safety re-check, and the next
-            # wait_for_change starts a new listener.
+            # wait_for_change starts a new listener; every doorbell wakes to look.
             self.alive = False
+            if self._chimes is not None:
+                self._chimes.unsure()
         finally:
             self._connection.close()
 
@@ -389,6 +403,8 @@ class PostgresStore(EventStore):
         self._lock = threading.RLock()
         self._tx: PostgresTransaction | None = None
         self._listener: _Listener | None = None
+        self._bell_listener: _Listener | None = None
+        self._chimes = Chimes()
         self._db = self._connect()
         try:
             self._create_schema()
@@ -531,6 +547,22 @@ class PostgresStore(EventStore):
                     raise
             return self._listener
 
+    def doorbell(self, bells: Iterable[str]) -> Doorbell:
+        return _PostgresDoorbell(self, bells)
+
+    def _bell_listening(self) -> None:
+        """A listener for doorbells, on a connection of its own (made anew once lost)."""
+        with self._lock:
+            if self._bell_listener is None or not self._bell_listener.alive:
+                connection = self._connect()
+                try:
+                    with self._errors():
+                        self._bell_listener = _Listener(connection, self.queries.listen_bells,
+                                                        self._chimes)
+                except BaseException:
+                    connection.close()
+                    raise
+
     def wait_for_change(self, after_position: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         listener = self._listening()
@@ -550,4 +582,27 @@ class PostgresStore(EventStore):
                     lambda: self._db.execute(b"SELECT pg_notify(%s, 'stop')", (channel,))
                 )
                 self._listener = None
+            if self._bell_listener is not None:
+                bells = self.queries.bells_channel
+                self._bell_listener.stop(
+                    lambda: self._db.execute(b"SELECT pg_notify(%s, 'stop')", (bells,)))
+                self._bell_listener = None
             self._db.close()
+
+
+class _PostgresDoorbell(CountingDoorbell):
+    """Counts the notifications of its bells (by digest) on the store's bell listener; a
+    listener lost meanwhile is made anew on the next wait (and wakes every doorbell once)."""
+
+    def __init__(self, store: PostgresStore, bells: Iterable[str]) -> None:
+        self._store = store
+        store._bell_listening()
+        super().__init__(store._chimes, bells)
+
+    def listen(self, bells: Iterable[str]) -> None:
+        super().listen(bell_file(bell) for bell in bells)
+
+    def wait(self, timeout: float) -> bool:
+        with contextlib.suppress(EventLogError):  # the server away: the wait still times out
+            self._store._bell_listening()
+        return super().wait(timeout)

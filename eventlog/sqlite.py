@@ -37,7 +37,7 @@ from eventlog.model import (
     system_clock_us,
 )
 from eventlog.store import READ_BATCH, EventStore, Transaction, paged
-from eventlog.watch import FileChangeWatcher
+from eventlog.watch import FileChangeWatcher, FileDoorbell, ring_files
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -243,6 +243,7 @@ class _TransactionScope:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         store = self._store
+        rings: set[str] = set()
         try:
             if self._joined:
                 return
@@ -255,6 +256,7 @@ class _TransactionScope:
                     store._db.execute("ROLLBACK")
                     raise
                 store._db.execute("COMMIT")
+                rings = tx.bells()
                 store._checkpointer.committed(store._db)
             else:
                 store._db.execute("ROLLBACK")
@@ -265,6 +267,8 @@ class _TransactionScope:
                 raise translate_error(store, e) from e
         finally:
             store._lock.release()
+        if rings:  # once committed: a follower that wakes sees what the bell is about
+            ring_files(store.bells_dir, rings)
         if isinstance(exc, sqlite3.Error):
             raise translate_error(store, exc) from exc
 
@@ -418,6 +422,13 @@ class SQLiteStore(EventStore):
                     self.path.parent, {self.path.name, self.path.name + "-wal"}
                 )
         return self._watcher.wait_until(lambda: self.head() > after_position, timeout)
+
+    @property
+    def bells_dir(self) -> Path:
+        return self.path.with_name(self.path.name + ".bells")
+
+    def doorbell(self, bells: Iterable[str]) -> FileDoorbell:
+        return FileDoorbell(self.bells_dir, bells)
 
     def close(self) -> None:
         self._checkpointer.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from eventlog.model import (
 
 READ_BATCH = 2000
 _BEFORE_COMMIT = object()  # the key of the before-commit actions in a transaction's scratch
+_BELLS = object()  # the key of the doorbells a transaction rings when it commits
 
 R = TypeVar("R", bound=tuple[Any, ...])
 
@@ -84,6 +86,16 @@ class Transaction(abc.ABC):
         for action in self.scratch.get(_BEFORE_COMMIT, ()):
             action()
 
+    def ring(self, bells: Iterable[str]) -> None:
+        """Ring these doorbells once this transaction commits (never if it rolls back): the
+        followers waiting on one of them wake (see ``EventStore.doorbell``)."""
+        self.scratch.setdefault(_BELLS, set()).update(bells)
+
+    def bells(self) -> set[str]:
+        """The doorbells this transaction rings when it commits."""
+        found: set[str] = self.scratch.get(_BELLS, set())
+        return found
+
     def copy_in(self, events: Sequence[RecordedEvent]) -> None:
         """Store events recorded in another store exactly as they are (positions, versions,
         times, hashes): how a log moves between backends. They must continue this log: the
@@ -135,6 +147,68 @@ class Transaction(abc.ABC):
         self, stream: str, version: int, batch: list[NewEvent]
     ) -> list[RecordedEvent] | None:
         """Write the batch after ``version``; None (and nothing written) on a duplicate id."""
+
+
+class Doorbell(abc.ABC):
+    """Wakes a follower when one of its bells rang (a transaction that rang it committed)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """True as soon as one of the bells rang since this doorbell was made (or listened
+        anew) or last said True; False after ``timeout``. May say True when it cannot tell
+        (a lost connection): the follower looks, finds nothing, and waits again."""
+
+    @abc.abstractmethod
+    def listen(self, bells: Iterable[str]) -> None:
+        """Listen to these bells from now on, instead of the ones before."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Stop listening."""
+
+
+class Chimes:
+    """How often each bell rang, as one process heard it: shared by the doorbells of one
+    store (the in-memory backend counts its own commits; PostgreSQL counts notifications)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._unsure = 0  # bumped when rings may have been missed: every doorbell wakes
+        self.changed = threading.Condition()
+
+    def ring(self, bells: Iterable[str]) -> None:
+        with self.changed:
+            for bell in bells:
+                self._counts[bell] = self._counts.get(bell, 0) + 1
+            self.changed.notify_all()
+
+    def unsure(self) -> None:
+        """Rings may have been missed (e.g. with a lost connection): wake every doorbell."""
+        with self.changed:
+            self._unsure += 1
+            self.changed.notify_all()
+
+    def state(self, bells: Sequence[str]) -> tuple[int, ...]:
+        return (self._unsure, *(self._counts.get(bell, 0) for bell in bells))
+
+
+class CountingDoorbell(Doorbell):
+    def __init__(self, chimes: Chimes, bells: Iterable[str]) -> None:
+        self._chimes = chimes
+        self.listen(bells)
+
+    def listen(self, bells: Iterable[str]) -> None:
+        self._bells = sorted(set(bells))
+        with self._chimes.changed:
+            self._seen = self._chimes.state(self._bells)
+
+    def wait(self, timeout: float) -> bool:
+        chimes = self._chimes
+        with chimes.changed:
+            if not chimes.changed.wait_for(lambda: chimes.state(self._bells) != self._seen,
+                                           max(timeout, 0)):
+                return False
+            self._seen = chimes.state(self._bells)
+            return True
 
 
 class EventStore(abc.ABC):
@@ -216,6 +290,13 @@ class EventStore(abc.ABC):
     def wait_for_change(self, after_position: int, timeout: float) -> bool:
         """Block until an event after ``after_position`` is committed (True) or the timeout
         passes (False). Wakes on a commit by any process, without busy polling."""
+
+    @abc.abstractmethod
+    def doorbell(self, bells: Iterable[str]) -> Doorbell:
+        """A follower's doorbell on ``bells``: it wakes only when a transaction that rang one
+        of them commits (in any process), not on every commit. A follower that only cares
+        about some events (a worker: work to claim, its own control, the kill switch) sleeps
+        through the rest."""
 
     def verify(self) -> int:
         """Check the hash chain of the whole log; the number of events checked.

@@ -8,6 +8,7 @@ override it. Imported by the test suites only, since it needs pytest and hypothe
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -469,3 +470,56 @@ class EventStoreContract:
         assert time.monotonic() - appended_at < 2  # woken by the append, not the timeout
         follower.join()
         assert results == [True]
+
+    # --- doorbells ----------------------------------------------------------------------
+
+    def test_a_doorbell_wakes_for_its_own_bells_once_their_ring_commits(
+            self, store: EventStore) -> None:
+        door = store.doorbell(["work", "worker:w1"])
+        try:
+            assert door.wait(0.05) is False  # nothing rang yet
+            with store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.ring(["other", "worker:w2"])  # not its bells: it sleeps through
+            assert door.wait(0.2) is False
+            with store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.ring(["worker:w1"])
+            assert door.wait(30) is True
+            assert door.wait(0.05) is False  # each ring wakes it once
+            door.listen(["other"])
+            with store.transaction() as tx:
+                tx.ring(["other"])  # a ring needs no event
+            assert door.wait(30) is True
+        finally:
+            door.close()
+
+    def test_a_rolled_back_transaction_rings_nothing(self, store: EventStore) -> None:
+        door = store.doorbell(["work"])
+        try:
+            with contextlib.suppress(RuntimeError), store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.ring(["work"])
+                raise RuntimeError("rolled back")
+            assert door.wait(0.2) is False
+        finally:
+            door.close()
+
+    def test_a_doorbell_wakes_when_another_thread_rings(self, store: EventStore) -> None:
+        door = store.doorbell(["work"])
+        woke = threading.Event()
+
+        def follow() -> None:
+            if door.wait(30):
+                woke.set()
+
+        try:
+            follower = threading.Thread(target=follow, daemon=True)
+            follower.start()
+            with store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.ring(["work"])
+            assert woke.wait(30)
+            follower.join()
+        finally:
+            door.close()

@@ -405,6 +405,7 @@ def test_agents_stop_when_the_watchdog_dies_the_instant_it_activates_the_switch(
     wait_until(lambda: not any(alive(t) for t in trees), "every agent tree ended")
     took = time.time() - activated_at
     print(f"agents gone {took:.2f} s after the watchdog was killed (grace {GRACE} s)")
+    wait_until(lambda: len(site.events(ev.TaskRequeued)) == 2, "both tasks back in the queue")
     requeued = site.events(ev.TaskRequeued)
     assert sorted(r.task_id for r in requeued) == ["t0", "t1"]
     assert {r.reason for r in requeued} == {ev.RequeueReason.KILL_SWITCH}

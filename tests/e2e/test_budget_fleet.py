@@ -30,7 +30,7 @@ while True:
 BUDGET_ENV = {"BUDGET_RATE_LIMIT": "1.00", "BUDGET_WINDOW_SIZE": "60",
               "BUDGET_DAILY_LIMIT": "1000", "BUDGET_TIMEZONE": "UTC"}
 #: SIGUSR1, 2 s, SIGTERM, 1 s, SIGKILL; plus the time to notice and some slack.
-ESCALATION = 2.0 + 1.0 + 1.0 + 3.0
+ESCALATION = 2.0 + 1.0 + 10.0 + 1.0 + 20.0  # generous: a ceiling, not a measure
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ def test_the_watchdog_stops_a_worker_on_another_host_through_the_log(fleet: Flee
     assert (stop.reason, host) == ("stop requested", "host-a")
     assert fleet.services.worker("wa").state == "stopped"
     (requeued, _), = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.WORKER_STOPPED
+    assert requeued.reason == ev.RequeueReason.KILL_SWITCH  # a stop: no retry spent
     assert fleet.services.task("long").state == "queued"  # the kill switch keeps it there
 
 

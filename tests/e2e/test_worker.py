@@ -116,13 +116,15 @@ def test_completes_tasks_in_priority_order_with_each_tasks_command(fleet: Fleet)
     assert (fleet.root / "logs/tasks/high/1.log").read_text() == "running high\n"
 
 
-def test_a_task_without_a_command_fails_for_good(fleet: Fleet) -> None:
+def test_a_task_without_a_command_waits_for_a_worker_that_can_run_it(fleet: Fleet) -> None:
     fleet.submit("nocmd", "say hi")
     proc = fleet.worker("--exit-when-idle", exec_=None)
     assert fleet.exit_code(proc) == 0
-    assert fleet.state("nocmd") == "failed"
-    [failed] = fleet.events(ev.TaskFailed)
-    assert (failed.error, failed.retryable) == ("no command", False)
+    assert fleet.state("nocmd") == "queued"  # not dead-lettered: a worker with --exec runs it
+    assert not fleet.events(ev.TaskFailed)
+    proc = fleet.worker("--exit-when-idle")
+    assert fleet.exit_code(proc) == 0
+    assert fleet.state("nocmd") == "completed"
 
 
 def test_a_failing_agent_is_retried_then_dead_lettered(fleet: Fleet) -> None:

@@ -69,7 +69,7 @@ class Setup:
 
     def new_watchdog(self, services: Services) -> BudgetWatchdog:
         return BudgetWatchdog(services, LIMITS, ProjectPaths(self.root), clock=self.clock,
-                              report=self.reports.append, grace=(0.2, 0.5))
+                              report=self.reports.append, grace=(0.2, 0.5, 0.5))
 
     def spend(self, amount: str, seconds_ago: float = 0) -> None:
         self.services.record_spend(ev.SpendRecorded(

@@ -56,7 +56,11 @@ log = logging.getLogger("tri24es.budget")
 
 BY = "budget-watchdog"
 PAUSE_GRACE = 2.0
-TERM_GRACE = 1.0
+TERM_GRACE = 1.0  # for an agent's process group, after SIGTERM, before SIGKILL
+#: For a worker, after SIGTERM, before SIGKILL: it ends its agent (within its own grace),
+#: puts the task back and records its stop, which a loaded machine may take seconds to do;
+#: killed, its task would wait for its lease to run out.
+WORKER_TERM_GRACE = 10.0
 SLICE = 0.2
 
 
@@ -124,7 +128,7 @@ class BudgetWatchdog:
     def __init__(
         self, services: Services, limits: BudgetLimits, paths: ProjectPaths, *,
         clock: Callable[[], int] = now_us, report: Callable[[str], None] = log.info,
-        grace: tuple[float, float] = (PAUSE_GRACE, TERM_GRACE),
+        grace: tuple[float, float, float] = (PAUSE_GRACE, TERM_GRACE, WORKER_TERM_GRACE),
     ) -> None:
         self.services = services
         self.limits = limits
@@ -285,8 +289,10 @@ class BudgetWatchdog:
 
     def stop_fleet(self, *, remote: bool = True, started_before: int | None = None) -> None:
         """Pause request + SIGUSR1, grace, SIGTERM, grace, SIGKILL: to every verified local
-        worker and its agent's process group; requests only for workers elsewhere (none
-        with ``remote=False``: their own host's watchdog, or the winner's requests, stop them).
+        worker and its agent's process group (a worker has longer after its SIGTERM than an
+        agent: it is ending its agent and putting its task back); requests only for workers
+        elsewhere (none with ``remote=False``: their own host's watchdog, or the winner's
+        requests, stop them).
         ``started_before``: only workers registered before that time (microseconds)."""
         targets, elsewhere = [], []
         for row in self._live_workers():
@@ -305,24 +311,33 @@ class BudgetWatchdog:
         for target in targets:
             self._agent_of(target)
             self._signal(target.row, target.row.pid, signal.SIGUSR1, "worker")
-        self._await_exit(targets, self.grace[0])
-        for stage in (signal.SIGTERM, signal.SIGKILL):
-            for target in targets:
-                self._agent_of(target)
-                if target.agent_alive():
-                    assert target.agent is not None
-                    self._signal(target.row, target.agent[0], stage, "agent", group=True)
-                if target.worker_alive():
-                    self._signal(target.row, target.row.pid, stage, "worker")
-            self._await_exit(targets, self.grace[1] if stage == signal.SIGTERM else 1.0)
+        self._await_exit(targets, self.grace[0], agents_only=False)
+        for target in targets:
+            self._agent_of(target)
+            if target.agent_alive():
+                assert target.agent is not None
+                self._signal(target.row, target.agent[0], signal.SIGTERM, "agent", group=True)
+            if target.worker_alive():
+                self._signal(target.row, target.row.pid, signal.SIGTERM, "worker")
+        self._await_exit(targets, self.grace[1], agents_only=True)
+        for target in targets:  # agents first: they are what spends
+            self._agent_of(target)
+            if target.agent_alive():
+                assert target.agent is not None
+                self._signal(target.row, target.agent[0], signal.SIGKILL, "agent", group=True)
+        self._await_exit(targets, self.grace[2], agents_only=False)
+        for target in targets:
+            if target.worker_alive():
+                self._signal(target.row, target.row.pid, signal.SIGKILL, "worker")
+        self._await_exit(targets, 1.0, agents_only=False)
         for row in elsewhere:
             self.services.request_stop(row.worker_id, by=BY, reason="kill switch")
 
     @staticmethod
-    def _await_exit(targets: list[Target], grace: float) -> None:
-        """Up to ``grace`` seconds, until no target's worker or agent is left."""
+    def _await_exit(targets: list[Target], grace: float, *, agents_only: bool) -> None:
+        """Up to ``grace`` seconds, until no target's agent (and worker) is left."""
         deadline = time.monotonic() + grace
-        while any(t.worker_alive() or t.agent_alive() for t in targets):
+        while any(t.agent_alive() or (not agents_only and t.worker_alive()) for t in targets):
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.02)

@@ -44,7 +44,7 @@ from typing import TypeVar
 
 import orjson
 
-from eventlog import EventLogError, TransientStoreError
+from eventlog import Doorbell, EventLogError, TransientStoreError
 from tri24es import events as ev
 from tri24es.errors import AlreadyRunning
 from tri24es.inputs.usage import Usage, UsageParser
@@ -64,7 +64,16 @@ from tri24es.runtime.agent import (
 )
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
-from tri24es.services import Claim, NotFound, Services, StaleAttempt
+from tri24es.services import (
+    KILL_SWITCH,
+    WORK,
+    Claim,
+    NotFound,
+    Services,
+    StaleAttempt,
+    task_bell,
+    worker_bell,
+)
 from tri24es.services.tasks import BUDGET_EXHAUSTED
 from tri24es.timeutil import from_us, now_us
 
@@ -141,7 +150,8 @@ class Worker:
         self._unrecorded: bool | None = None  # a pause (True) or resume not yet recorded
         self._no_claims_until = 0.0  # after an attempt cut short by a local fault
         self._fault_wait = 0.0
-        self._seen_head = -1
+        self._look = True  # read the worker's control at the next follow, bell or not
+        self.door: Doorbell | None = None  # wakes the worker for what concerns it only
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
@@ -183,6 +193,7 @@ class Worker:
         """Register, then claim and run tasks until told to stop. The exit code."""
         try:
             self._steady(self.register)
+            self.door = self.services.store.doorbell(self._bells())
             self._loop()
         except Stop as stop:
             reason = stop.reason
@@ -193,7 +204,15 @@ class Worker:
             return stop.code
         finally:
             self._keep_spend()
+            if self.door is not None:
+                self.door.close()
         raise AssertionError("the worker loop ends only by Stop")  # pragma: no cover
+
+    def _bells(self, task_id: str | None = None) -> list[str]:
+        """What wakes this worker: work to claim, its own control, the kill switch, and the
+        fate of the task it runs; not the spend, heartbeats and claims of the rest."""
+        bells = [WORK, KILL_SWITCH, worker_bell(self.id)]
+        return bells if task_id is None else [*bells, task_bell(task_id)]
 
     def _loop(self) -> None:
         next_beat = 0.0  # start_worker has just beaten; the first turn expires leases
@@ -207,22 +226,25 @@ class Worker:
     def _turn(self, next_beat: float) -> float:
         """Look at the log, beat, claim and run what there is, or wait for a commit. When the
         next heartbeat is due."""
-        self._follow()
         if time.monotonic() >= next_beat:
             if next_beat:
                 self.services.heartbeat(self.id)
             self._expire_leases()
             next_beat = time.monotonic() + self.beat_every
-        head = self.services.store.head()  # before the claim: a later commit wakes us
+            self._look = True  # a bell missed (a lost connection) costs one beat at most
+        self._follow()
         holding = self.paused or self.killswitch or time.monotonic() < self._no_claims_until
-        claim = None if holding else self.services.claim(self.id)
+        # A read first: a worker woken with the others by one new task does not queue on
+        # the write lock unless there may be something for it.
+        claimable = not holding and self.services.claimable(self.id)
+        claim = self.services.claim(self.id) if claimable else None
         if claim is not None:
             while claim is not None:
                 claim = self._run(claim)
             return next_beat
         if self.options.exit_when_idle and not self.paused:
             raise Stop(0, "idle")
-        self._wait(head, until=min(next_beat, time.monotonic() + self.options.poll_interval))
+        self._wait(until=min(next_beat, time.monotonic() + self.options.poll_interval))
         return next_beat
 
     def _expire_leases(self) -> None:
@@ -232,11 +254,15 @@ class Worker:
         for task_id in expired:
             self._end_leftovers(task_id)
 
-    def _wait(self, head: int, until: float) -> None:
-        """Until the log moves past ``head``, a signal arrives, or ``until``."""
+    def _wait(self, until: float) -> None:
+        """Until one of this worker's bells rings, a signal arrives, or ``until``."""
+        assert self.door is not None
         while not self.inbox:
             remaining = until - time.monotonic()
-            if remaining <= 0 or self.services.store.wait_for_change(head, min(remaining, SLICE)):
+            if remaining <= 0:
+                return
+            if self.door.wait(min(remaining, SLICE)):
+                self._look = True
                 return
 
     def _pause_for(self, seconds: float) -> None:
@@ -305,11 +331,11 @@ class Worker:
         return self._follow_control()
 
     def _follow_control(self) -> bool:
-        head = self.services.store.head()
-        if head == self._seen_head:
+        if not self._look and (self.door is None or not self.door.wait(0)):
             return False
+        self._look = True  # until the control is read: a store fault leaves it to look again
         row, switch = self.services.control(self.id)
-        self._seen_head = head
+        self._look = False
         if row.state in ENDED_WORKER_STATES:
             raise Stop(1, f"declared {row.state} by another process", record=False)
         if row.stop_requested:
@@ -385,7 +411,14 @@ class Worker:
             return None
         except StaleAttempt:  # the lease ran out before the agent was up: it was stopped
             return None
-        ending, last_line = self._supervise(claim, agent)
+        if self.door is not None:
+            self.door.listen(self._bells(claim.task_id))
+            self._look = True  # a bell that rang before it listened is not missed
+        try:
+            ending, last_line = self._supervise(claim, agent)
+        finally:
+            if self.door is not None:
+                self.door.listen(self._bells())
         outcome = agent.outcome()
         return self._record(claim, ending, outcome, last_line, claim_next=claim_next)
 
@@ -402,7 +435,7 @@ class Worker:
         elif ending is Ending.EXITED and outcome.why in ("terminated", "killed"):
             # Its process group was signalled from outside: the watchdog's escalation, if
             # the kill switch is on (a stop, not a failure), else a failure like any kill.
-            self._seen_head = -1
+            self._look = True
             with contextlib.suppress(TransientStoreError):
                 self._follow()
             if self.killswitch:

@@ -9,12 +9,16 @@ server database) is retried here and nowhere else.
 from tri24es.services.base import (
     CONFLICT_RETRIES,
     DEFAULT_LEASE_SECONDS,
+    KILL_SWITCH,
+    WORK,
     Claim,
     NotFound,
     ServiceError,
     StaleAttempt,
     TaskSpec,
     retry_on_conflict,
+    task_bell,
+    worker_bell,
 )
 from tri24es.services.budget import BudgetCommands
 from tri24es.services.tasks import TaskCommands
@@ -28,6 +32,8 @@ class Services(TaskCommands, WorkerCommands, BudgetCommands):
 __all__ = [
     "CONFLICT_RETRIES",
     "DEFAULT_LEASE_SECONDS",
+    "KILL_SWITCH",
+    "WORK",
     "Claim",
     "NotFound",
     "ServiceError",
@@ -35,4 +41,6 @@ __all__ = [
     "StaleAttempt",
     "TaskSpec",
     "retry_on_conflict",
+    "task_bell",
+    "worker_bell",
 ]

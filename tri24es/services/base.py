@@ -90,6 +90,47 @@ def is_gone(row: WorkerRow) -> bool:
     return row.state in ENDED_WORKER_STATES
 
 
+#: Doorbells (``Transaction.ring``): a worker sleeps until one of its bells rings, not on
+#: every commit. WORK: a task may have become claimable; KILL_SWITCH: the switch changed.
+WORK = "work"
+KILL_SWITCH = "killswitch"
+
+
+def worker_bell(worker_id: str) -> str:
+    """Rung by a request to the worker (pause, resume, stop) or news of it (lost)."""
+    return f"worker:{worker_id}"
+
+
+def task_bell(task_id: str) -> str:
+    """Rung when the task leaves its current attempt's hands (cancelled, requeued, dead)."""
+    return f"task:{task_id}"
+
+
+_WORKER_NEWS = (ev.WorkerPauseRequested, ev.WorkerResumeRequested, ev.WorkerStopRequested,
+                ev.WorkerLost, ev.WorkerSignalled)
+_TASK_TAKEN = (ev.TaskCancelled, ev.TaskDeadLettered)
+
+
+def bells_for(events: Sequence[Event]) -> set[str]:
+    """The doorbells that ``events`` ring once committed (none for spend, heartbeats, lease
+    renewals, claims and completions: the commits most of a busy log is made of)."""
+    bells: set[str] = set()
+    for event in events:
+        if isinstance(event, ev.TaskSubmitted):
+            bells.add(WORK)
+        elif isinstance(event, ev.TaskRequeued):
+            bells.update((WORK, task_bell(event.task_id)))
+        elif isinstance(event, _TASK_TAKEN):
+            bells.add(task_bell(event.task_id))
+        elif isinstance(event, _WORKER_NEWS):
+            bells.add(worker_bell(event.worker))
+        elif isinstance(event, ev.KillSwitchActivated):
+            bells.add(KILL_SWITCH)
+        elif isinstance(event, ev.KillSwitchReset):
+            bells.update((KILL_SWITCH, WORK))
+    return bells
+
+
 def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
     return ev.TaskSubmitted(
         task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
@@ -140,6 +181,9 @@ class ServiceBase:
         expected: Expected,
     ) -> list[Envelope]:
         recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)
+        bells = bells_for(events)
+        if bells:
+            tx.ring(bells)
         envelopes = [
             Envelope(r.position, r.stream, r.version, r.event_id, e, r.recorded_at, r.metadata)
             for r, e in zip(recorded, events, strict=True)
@@ -177,6 +221,19 @@ class ServiceBase:
     def worker(self, worker_id: str) -> WorkerRow:
         with self.store.snapshot() as tx:
             return self._worker(connection_of(tx), worker_id)
+
+    def claimable(self, worker_id: str) -> bool:
+        """Whether ``claim`` would find a task for this worker now: a read that takes no
+        write lock, so that idle workers woken by new work do not queue on the lock for
+        nothing (the claim decides again, under the lock)."""
+        with self.store.snapshot() as tx:
+            conn = connection_of(tx)
+            if read_killswitch(conn).active:
+                return False
+            worker = WORKERS.load_by_id(conn, worker_id)
+            return worker is not None and QUEUE.first_claimable(
+                conn, worker.shard, worker.model, worker.type, bool(worker.has_exec)
+            ) is not None
 
     def control(self, worker_id: str) -> tuple[WorkerRow, KillSwitchView]:
         """What steers a worker, read in one snapshot: its row (requests, state) and the

@@ -21,6 +21,7 @@ from tri24es.projections import (
     read_killswitch,
 )
 from tri24es.projections.spend import from_units, to_units
+from tri24es.projections.sql import Db
 from tri24es.services.base import (
     Claim,
     ServiceBase,
@@ -38,6 +39,12 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 
 class BudgetTooLow(ServiceError, UsageError):
     """A retry would leave the task nothing to spend."""
+
+
+def _killed(conn: Db, worker_id: str | None) -> bool:
+    """Whether the worker was SIGKILLed on purpose (the watchdog's escalation, recorded)."""
+    row = None if worker_id is None else WORKERS.load_by_id(conn, worker_id)
+    return row is not None and row.state == WorkerState.KILLED
 
 
 def _budget_spent(row: TaskRow) -> bool:
@@ -241,6 +248,10 @@ class TaskCommands(ServiceBase):
                 if _budget_spent(row):
                     events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
                                                   error=BUDGET_EXHAUSTED, worker=row.worker)]
+                elif _killed(conn, row.worker):  # stopped by force, not the task's doing
+                    events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
+                                              worker=row.worker,
+                                              reason=RequeueReason.WORKER_STOPPED)]
                 elif row.attempts_left() > 0:
                     events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
                                               worker=row.worker,
