@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import select
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, TypeVar
@@ -150,20 +153,57 @@ class Transaction(abc.ABC):
 
 
 class Doorbell(abc.ABC):
-    """Wakes a follower when one of its bells rang (a transaction that rang it committed)."""
+    """Wakes a follower when one of its bells rang (a transaction that rang it committed).
 
-    @abc.abstractmethod
+    ``fileno()`` is a descriptor that turns readable when a bell may have rung: a loop can
+    wait on it in ``select`` beside other things (a signal's wake-up pipe), then ask
+    ``wait(0)`` whether one did."""
+
+    #: However quiet the bells, look again this often (a notice may be missed).
+    recheck: float = float("inf")
+
+    def __init__(self) -> None:
+        self._poke_r, self._poke_w = os.pipe()
+        os.set_blocking(self._poke_r, False)
+        os.set_blocking(self._poke_w, False)
+
+    def fileno(self) -> int:
+        return self._poke_r
+
+    def poke(self) -> None:
+        """A bell may have rung: wake whoever waits on ``fileno()`` (any thread may call)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._poke_w, b"!")
+
     def wait(self, timeout: float) -> bool:
         """True as soon as one of the bells rang since this doorbell was made (or listened
         anew) or last said True; False after ``timeout``. May say True when it cannot tell
         (a lost connection): the follower looks, finds nothing, and waits again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._poke_r, 4096):
+                    pass
+            if self._rang():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            select.select([self._poke_r], [], [], min(remaining, self.recheck))
+
+    @abc.abstractmethod
+    def _rang(self) -> bool:
+        """Whether one of the bells rang since the last look (and note that it did)."""
 
     @abc.abstractmethod
     def listen(self, bells: Iterable[str]) -> None:
         """Listen to these bells from now on, instead of the ones before."""
 
-    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+    def close(self) -> None:
         """Stop listening."""
+        for fd in (self._poke_r, self._poke_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Chimes:
@@ -173,42 +213,59 @@ class Chimes:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._unsure = 0  # bumped when rings may have been missed: every doorbell wakes
-        self.changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._doorbells: set[Doorbell] = set()
 
     def ring(self, bells: Iterable[str]) -> None:
-        with self.changed:
+        with self._lock:
             for bell in bells:
                 self._counts[bell] = self._counts.get(bell, 0) + 1
-            self.changed.notify_all()
+            doorbells = list(self._doorbells)
+        for doorbell in doorbells:
+            doorbell.poke()
 
     def unsure(self) -> None:
         """Rings may have been missed (e.g. with a lost connection): wake every doorbell."""
-        with self.changed:
+        with self._lock:
             self._unsure += 1
-            self.changed.notify_all()
+            doorbells = list(self._doorbells)
+        for doorbell in doorbells:
+            doorbell.poke()
 
     def state(self, bells: Sequence[str]) -> tuple[int, ...]:
-        return (self._unsure, *(self._counts.get(bell, 0) for bell in bells))
+        with self._lock:
+            return (self._unsure, *(self._counts.get(bell, 0) for bell in bells))
+
+    def attach(self, doorbell: Doorbell) -> None:
+        with self._lock:
+            self._doorbells.add(doorbell)
+
+    def detach(self, doorbell: Doorbell) -> None:
+        with self._lock:
+            self._doorbells.discard(doorbell)
 
 
 class CountingDoorbell(Doorbell):
     def __init__(self, chimes: Chimes, bells: Iterable[str]) -> None:
+        super().__init__()
         self._chimes = chimes
         self.listen(bells)
+        chimes.attach(self)
 
     def listen(self, bells: Iterable[str]) -> None:
         self._bells = sorted(set(bells))
-        with self._chimes.changed:
-            self._seen = self._chimes.state(self._bells)
+        self._seen = self._chimes.state(self._bells)
 
-    def wait(self, timeout: float) -> bool:
-        chimes = self._chimes
-        with chimes.changed:
-            if not chimes.changed.wait_for(lambda: chimes.state(self._bells) != self._seen,
-                                           max(timeout, 0)):
-                return False
-            self._seen = chimes.state(self._bells)
-            return True
+    def _rang(self) -> bool:
+        state = self._chimes.state(self._bells)
+        if state == self._seen:
+            return False
+        self._seen = state
+        return True
+
+    def close(self) -> None:
+        self._chimes.detach(self)
+        super().close()
 
 
 class EventStore(abc.ABC):

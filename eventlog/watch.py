@@ -24,7 +24,8 @@ SAFETY_RECHECK = 1.0
 SETTLE_RECHECKS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 
 
-def _handler(names: set[str], changed: threading.Event) -> FileSystemEventHandler:
+def _handler(names: set[str], changed: threading.Event,
+             notice: Callable[[], None] | None) -> FileSystemEventHandler:
     # watchdog is imported on use: only followers need it, and every process that opens a
     # store (each CLI command) starts ~10 ms faster without it.
     from watchdog.events import FileSystemEventHandler
@@ -34,6 +35,8 @@ def _handler(names: set[str], changed: threading.Event) -> FileSystemEventHandle
             src = event.src_path if isinstance(event.src_path, str) else event.src_path.decode()
             if Path(src).name in names:
                 changed.set()
+                if notice is not None:
+                    notice()
 
     return _Handler()
 
@@ -42,7 +45,8 @@ class FileChangeWatcher:
     """Wakes ``wait_until`` when one of ``names`` in ``directory`` changes; ``names`` may be
     changed in place (under ``lock``) to watch other files of that folder."""
 
-    def __init__(self, directory: Path, names: set[str]) -> None:
+    def __init__(self, directory: Path, names: set[str],
+                 notice: Callable[[], None] | None = None) -> None:
         from watchdog.observers import Observer
 
         self.names = names
@@ -51,7 +55,7 @@ class FileChangeWatcher:
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.schedule(
-                _handler(names, self._changed), str(directory), recursive=False
+                _handler(names, self._changed, notice), str(directory), recursive=False
             )
             self._observer.start()
 
@@ -115,14 +119,17 @@ def ring_files(directory: Path, bells: Iterable[str]) -> None:
 
 
 class FileDoorbell(Doorbell):
-    """A doorbell on bell files (see ``ring_files``): wakes when one of them changes size."""
+    """A doorbell on bell files (see ``ring_files``): rings when one of them changes size."""
+
+    recheck = SAFETY_RECHECK  # a stat of a few files: cheap enough once a second
 
     def __init__(self, directory: Path, bells: Iterable[str]) -> None:
+        super().__init__()
         with contextlib.suppress(FileExistsError):
             directory.mkdir(mode=0o700)
         self._directory = directory
         self._paths: list[Path] = []
-        self._watcher = FileChangeWatcher(directory, set())
+        self._watcher = FileChangeWatcher(directory, set(), notice=self.poke)
         self.listen(bells)
 
     def listen(self, bells: Iterable[str]) -> None:
@@ -142,11 +149,13 @@ class FileDoorbell(Doorbell):
                 found.append((st.st_ino, st.st_size))
         return tuple(found)
 
-    def wait(self, timeout: float) -> bool:
-        if not self._watcher.wait_until(lambda: self._state() != self._seen, timeout):
+    def _rang(self) -> bool:
+        state = self._state()
+        if state == self._seen:
             return False
-        self._seen = self._state()
+        self._seen = state
         return True
 
     def close(self) -> None:
         self._watcher.stop()
+        super().close()

@@ -434,12 +434,14 @@ def test_sigterm_is_acted_on_promptly_under_a_flood_of_spend_lines(site: Site) -
     took = time.monotonic() - sent
     print(f"SIGTERM took effect in {took:.2f} s under a flood of output")
     assert took < 10, took  # under 1 s on a quiet machine; generous for a loaded one
-    assert site.exit_code(worker, timeout=300) == 0, site.output(worker)
-    transactions = {r.position - r.version for r in site.services.store.read_all(
-        types=["SpendRecorded"])}
-    spends = len(site.events(ev.SpendRecorded))
-    assert spends > 0
-    assert len(transactions) < spends  # recorded in batches, not one commit per line
+    assert site.exit_code(worker, timeout=100) == 0, site.output(worker)
+    # Not a dollar dropped: every line the agent printed before it was stopped is recorded
+    # (100,000 lines of $0.0001, combined into a record per turn).
+    spent = sum(e.amount for e in site.events(ev.SpendRecorded))
+    log = (site.root / "logs" / "tasks" / "flood" / "1.log").read_text()
+    printed = log.count("}\n")  # whole lines: the agent may have died in the middle of one
+    assert spent == Decimal("0.0001") * printed
+    assert 0 < len(site.events(ev.SpendRecorded)) < printed / 100  # not an event per line
     [requeued] = site.events(ev.TaskRequeued)
     assert requeued.reason == ev.RequeueReason.WORKER_STOPPED
 

@@ -32,8 +32,9 @@ from tri24es.procinfo import is_same_process, leftovers, start_time
 LINE_LIMIT = 1 << 20
 #: Between SIGTERM and SIGKILL when the agent's process tree is stopped.
 GRACE_SECONDS = 5.0
-#: How long to wait for the last output once the agent's tree is gone.
-DRAIN_SECONDS = 5.0
+#: How long to wait for the last output once the agent's tree is gone (the keeper has ended
+#: every process that could hold the pipe open: its end comes at once but for a backlog).
+DRAIN_SECONDS = 30.0
 #: On top of the keeper's own grace, before the worker kills the keeper itself.
 KEEPER_SLACK = 2.0
 SHIM = Path(__file__).with_name("shim.py")

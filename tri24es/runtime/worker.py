@@ -31,6 +31,7 @@ import enum
 import logging
 import os
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -63,7 +64,7 @@ from tri24es.runtime.agent import (
     write_private,
 )
 from tri24es.runtime.resilience import Outage
-from tri24es.runtime.signals import SignalInbox
+from tri24es.runtime.signals import SignalInbox, Wakeup, signal_wakeup
 from tri24es.services import (
     KILL_SWITCH,
     WORK,
@@ -128,6 +129,26 @@ class Ending(enum.Enum):
     STORE_FAULT = "store fault"  # the attempt's output cannot be kept (e.g. a full disk)
 
 
+def combined(spends: list[ev.SpendRecorded]) -> list[ev.SpendRecorded]:
+    """The spend read in one turn as one record per task, model and flag: the same dollars
+    and tokens in far fewer events when an agent floods its output with usage lines."""
+    groups: dict[tuple[str | None, ...], ev.SpendRecorded] = {}
+    for spend in spends:
+        key = (spend.task, spend.worker, spend.model, spend.source, spend.flagged)
+        before = groups.get(key)
+        groups[key] = spend if before is None else before.model_copy(update={
+            "amount": before.amount + spend.amount,
+            "input_tokens": _plus(before.input_tokens, spend.input_tokens),
+            "output_tokens": _plus(before.output_tokens, spend.output_tokens),
+            "occurred_at": spend.occurred_at,
+        })
+    return list(groups.values())
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else a + b
+
+
 def capped(text: str, limit: int = ERROR_LIMIT) -> str:
     """``text`` cut to ``limit`` characters, saying so."""
     return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
@@ -152,6 +173,7 @@ class Worker:
         self._fault_wait = 0.0
         self._look = True  # read the worker's control at the next follow, bell or not
         self.door: Doorbell | None = None  # wakes the worker for what concerns it only
+        self._wake: Wakeup | None = None
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
@@ -194,7 +216,9 @@ class Worker:
         try:
             self._steady(self.register)
             self.door = self.services.store.doorbell(self._bells())
-            self._loop()
+            with signal_wakeup() as wake:  # a signal ends a wait at once
+                self._wake = wake
+                self._loop()
         except Stop as stop:
             reason = stop.reason
             log.info("worker %s: stopping: %s", self.id, reason)
@@ -255,15 +279,21 @@ class Worker:
             self._end_leftovers(task_id)
 
     def _wait(self, until: float) -> None:
-        """Until one of this worker's bells rings, a signal arrives, or ``until``."""
+        """Until one of this worker's bells rings, a signal arrives, or ``until``: asleep in
+        ``select`` meanwhile (no polling: an idle fleet costs next to nothing)."""
         assert self.door is not None
+        assert self._wake is not None
         while not self.inbox:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
-            if self.door.wait(min(remaining, SLICE)):
+            if self.door.wait(0):
                 self._look = True
                 return
+            ready, _, _ = select.select([self.door.fileno(), self._wake.fd], [], [],
+                                        min(remaining, self.door.recheck))
+            if self._wake.fd in ready:
+                self._wake.drain()
 
     def _pause_for(self, seconds: float) -> None:
         """Wait ``seconds`` (an outage's backoff), acting on signals meanwhile."""
@@ -627,7 +657,7 @@ class Worker:
         out (``steady``: through the outage, while stopping only for a while)."""
         if not self._spend:
             return
-        batch = self._spend
+        batch = combined(self._spend)
         if steady:
             recorded = self._last_words(lambda: self.services.record_spends(batch))
             if recorded is None:
