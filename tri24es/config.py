@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     )
     poll_interval: Seconds = Field(default=5.0, validation_alias=env("POLL_INTERVAL"))
     worker_id: str | None = Field(default=None, validation_alias=env("WORKER_ID"))
+    # A git repository: each attempt runs in a worktree of it (worker, up).
+    repo: Path | None = Field(default=None, validation_alias=env("TRI24ES_REPO"))
     worker_shard: str | None = Field(default=None, validation_alias=env("WORKER_SHARD"))
     worker_model: str | None = Field(default=None, validation_alias=env("WORKER_MODEL"))
     trace_id: str | None = Field(default=None, validation_alias=env("TRACE_ID"))

@@ -41,6 +41,11 @@ class Priority(enum.StrEnum):
 _PRIORITY_RANK = {p: rank for rank, p in enumerate(Priority)}
 
 
+class RetryFrom(enum.StrEnum):
+    BRANCH = "branch"  # a retry goes on from the last attempt's branch
+    BASE = "base"  # a retry starts over from the base (the last attempt's head is kept)
+
+
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"  # the worker was told to stop (signal, request, up)
@@ -115,6 +120,13 @@ class TaskSubmitted(Event):
     max_budget_usd: Money | None = None
     command: list[str] | None = None
     source: str | None = None  # the queue file it came from, if any
+    # Agent workspaces and review (used by workers given a repository):
+    agent: str | None = None  # a preset (claude, codex, gemini) when it has no command
+    base: str | None = None  # the ref its branch starts from (default: the repository's HEAD)
+    review: bool = False  # a finished attempt waits for review instead of completing
+    require_changes: bool = False  # an attempt that changed nothing fails
+    resume: bool = False  # a retry resumes the agent's session, where its agent can
+    retry_from: RetryFrom = RetryFrom.BRANCH  # a retry's workspace: the last attempt's branch
 
 
 class TaskRejected(Event):
@@ -153,6 +165,64 @@ class TaskCompleted(Event):
     worker: str
     attempt: int = Field(ge=1)
     exit_code: int | None = 0
+
+
+class AgentSessionStarted(Event):
+    """The agent's own session id (Claude's session, Codex's thread), for a later resume."""
+
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    agent: str
+    session_id: str
+
+
+class TaskResultRecorded(Event):
+    """What an attempt left in its workspace: its branch, commits and diffstat."""
+
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+    repo: str  # the repository's path on the worker's host
+    branch: str
+    base: str | None = None  # the branch it started from (what an approval merges into)
+    base_commit: str
+    head_commit: str
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    committed_leftovers: bool = False  # the agent left changes uncommitted: tri24es did
+    outcome: str = "completed"  # or why the attempt ended (its changes are kept all the same)
+
+
+class TaskAwaitingReview(Event):
+    task_id: str
+    worker: str
+    attempt: int = Field(ge=1)
+
+
+class TaskApproved(Event):
+    task_id: str
+    by: str | None = None
+    merged_into: str | None = None  # the base the branch was merged into, if it was
+    merge_commit: str | None = None
+
+
+class TaskMergeFailed(Event):
+    """An approval's merge did not go through (a conflict): the task stays in review."""
+
+    task_id: str
+    by: str | None = None
+    reason: str
+
+
+class TaskReviewRejected(Event):
+    """Sent back to the queue by its reviewer; the reason is given to the next attempt."""
+
+    task_id: str
+    attempt: int = Field(ge=0)
+    by: str | None = None
+    reason: str
 
 
 class TaskFailed(Event):

@@ -77,6 +77,14 @@ class ProjectPaths:
         """One log per process ``tri24es up`` runs."""
         return self.logs / "up"
 
+    @property
+    def workspaces(self) -> Path:
+        """Where attempts get their git worktrees (with ``--repo``)."""
+        return self.root / "workspaces"
+
+    def workspace(self, task_id: str, attempt: int) -> Path:
+        return self.workspaces / f"{safe_name(task_id)}-{attempt}"
+
     def task_input(self, task_id: str) -> Path:
         """The task's text, handed to its agent (``TRI24ES_TASK_FILE``)."""
         return self.state / "tasks" / f"{safe_name(task_id)}.md"

@@ -182,10 +182,11 @@ def test_status_json(fleet: Run, project: Path) -> None:
     ok(fleet("submit", "b", "--id", "b"))
     ok(fleet("tasks", "cancel", "b"))
     status = ok(fleet("status", "--json"))
-    assert set(status) == {"queue", "workers", "spend", "killswitch", "head"}
+    assert set(status) == {"queue", "workers", "spend", "killswitch", "head", "waiting"}
     assert status["head"] == 3
-    assert status["queue"]["by_state"] == {"queued": 1, "running": 0, "completed": 0,
-                                           "failed": 0, "cancelled": 1}
+    assert status["queue"]["by_state"] == {"queued": 1, "running": 0, "review": 0,
+                                           "completed": 0, "failed": 0, "cancelled": 1}
+    assert status["waiting"] == ["1 waiting for any worker: no live worker"]
     assert status["queue"]["by_priority"]["HIGH"] == 1
     assert status["queue"]["by_state_and_priority"]["queued"]["HIGH"] == 1
     assert status["workers"]["total"] == 0

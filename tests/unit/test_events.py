@@ -45,6 +45,16 @@ SAMPLES: list[ev.Event] = [
                            rate=Decimal("1.2"), daily=Decimal("3"), rate_limit=Decimal("1"),
                            daily_limit=Decimal("75")),
     ev.KillSwitchReset(by="alice", reason="false alarm"),
+    ev.AgentSessionStarted(task_id="t1", worker="w1", attempt=1, agent="claude",
+                           session_id="9d2b7c41"),
+    ev.TaskResultRecorded(task_id="t1", worker="w1", attempt=1, repo="/srv/app",
+                          branch="tri24es/t1", base="main", base_commit="a" * 40,
+                          head_commit="b" * 40, files_changed=2, insertions=10, deletions=3,
+                          committed_leftovers=True),
+    ev.TaskAwaitingReview(task_id="t1", worker="w1", attempt=1),
+    ev.TaskApproved(task_id="t1", by="alice", merged_into="main", merge_commit="c" * 40),
+    ev.TaskMergeFailed(task_id="t1", by="alice", reason="merging conflicts in a.py"),
+    ev.TaskReviewRejected(task_id="t1", attempt=1, by="alice", reason="keep the old API"),
 ]
 
 

@@ -67,7 +67,11 @@ TASK_SPEC: dict[tuple[T, str], T] = {
     (T.RUNNING, "dead_letter"): T.FAILED,
     (T.QUEUED, "cancel"): T.CANCELLED,
     (T.RUNNING, "cancel"): T.CANCELLED,
+    (T.REVIEW, "cancel"): T.CANCELLED,
     (T.FAILED, "retry"): T.QUEUED,
+    (T.RUNNING, "await_review"): T.REVIEW,
+    (T.REVIEW, "approve"): T.COMPLETED,
+    (T.REVIEW, "reject_review"): T.QUEUED,
 }
 WORKER_SPEC: dict[tuple[W, str], W] = {
     (W.STARTING, "ready"): W.IDLE,

@@ -29,6 +29,7 @@ from tri24es.cli.top import top
 from tri24es.cli.up import up
 from tri24es.cli.worker import worker
 from tri24es.cli.workers import workers_app
+from tri24es.cli.workspaces import workspaces_app
 from tri24es.errors import Tri24esError, UsageError
 
 # Start-up time: the command modules import the domain (pydantic models, services, views)
@@ -157,6 +158,7 @@ def events(
 app.command()(submit)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(workers_app, name="workers")
+app.add_typer(workspaces_app, name="workspaces")
 app.command()(status)
 app.command()(replay)
 app.command()(worker)

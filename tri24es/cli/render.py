@@ -15,12 +15,14 @@ from eventlog import RecordedEvent
 from tri24es.events import EventDecodeError, Priority, decode_event
 from tri24es.machines import TaskState, WorkerState
 from tri24es.projections.spend import from_units
-from tri24es.timeutil import iso_time
+from tri24es.timeutil import iso_time, now_us
 
 if TYPE_CHECKING:
     from tri24es.budget import BudgetLimits, Reading
+    from tri24es.paths import ProjectPaths
     from tri24es.projections.queue import TaskRow
     from tri24es.projections.reads import FleetCounts
+    from tri24es.projections.sql import Db
     from tri24es.projections.workers import WorkerRow
 
 TEXT_DATA_WIDTH = 120
@@ -103,6 +105,49 @@ def history_entry(recorded: RecordedEvent) -> dict[str, Any]:
         "who": who,
         "fields": fields,
     }
+
+
+_ENDINGS = {"TaskCompleted": "completed", "TaskAwaitingReview": "waiting for review",
+            "TaskFailed": "failed", "TaskRequeued": "requeued", "TaskDeadLettered": "failed",
+            "TaskCancelled": "cancelled"}
+
+
+def attempts(conn: Db, events: list[RecordedEvent], paths: ProjectPaths) -> list[dict[str, Any]]:
+    """Each attempt of a task, from its stream: who ran it, how long, what it spent, how it
+    ended, its result (branch, commit, diffstat) and where its output is."""
+    from tri24es.projections import reads
+
+    found: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for recorded in events:
+        data = orjson.loads(recorded.data)
+        if recorded.type == "TaskClaimed":
+            current = {"attempt": data["attempt"], "worker": data["worker"],
+                       "started_at": recorded.recorded_at, "ended_at": None,
+                       "outcome": None, "result": None}
+            found.append(current)
+        elif current is None:
+            continue
+        elif recorded.type == "TaskResultRecorded":
+            current["result"] = {k: data.get(k) for k in (
+                "branch", "base_commit", "head_commit", "files_changed", "insertions",
+                "deletions", "committed_leftovers")}
+        elif recorded.type in _ENDINGS and current["outcome"] is None:
+            current["outcome"] = data.get("reason") or _ENDINGS[recorded.type]
+            current["ended_at"] = recorded.recorded_at
+    shown = []
+    for a in found:
+        until = a["ended_at"] if a["ended_at"] is not None else now_us()
+        shown.append({
+            "attempt": a["attempt"], "worker": a["worker"], "outcome": a["outcome"],
+            "started_at": iso_time(a["started_at"]),
+            "seconds": round((until - a["started_at"]) / 1_000_000, 1),
+            "spent_usd": money(reads.task_spend(conn, events[0].stream[len("task-"):],
+                                                a["started_at"], until + 1)),
+            "result": a["result"],
+            "log": str(paths.attempt_log(events[0].stream[len("task-"):], a["attempt"])),
+        })
+    return shown
 
 
 def counts_dict(counts: FleetCounts) -> dict[str, Any]:

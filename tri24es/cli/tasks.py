@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,14 +72,36 @@ def submit(
         str | None, typer.Option("--max-budget", help="USD the task may spend over all its "
                                  "attempts.")
     ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="claude, codex or gemini: run it with that "
+                                 "agent's command line (workers without --exec).")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="With --repo workers: the ref its branch "
+                                 "starts from (default: the repository's HEAD).")
+    ] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="A finished attempt waits for review.")
+    ] = False,
+    require_changes: Annotated[
+        bool, typer.Option("--require-changes", help="An attempt that changed nothing fails.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="A retry resumes the agent's session (presets).")
+    ] = False,
+    retry_from: Annotated[
+        str, typer.Option("--retry-from", help="branch (go on from the last attempt's branch) "
+                          "or base (start over).")
+    ] = "branch",
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
 
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
+    from tri24es.agents import check_agent
     from tri24es.cli.render import task_dict
-    from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command
+    from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command, parse_retry_from
     from tri24es.services import TaskSpec
 
     rank = parse_priority(priority)
@@ -103,12 +126,14 @@ def submit(
     try:
         argv = parse_command(command)
         budget = None if max_budget is None else parse_budget(max_budget)
+        since = parse_retry_from(retry_from)
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
         task_id=task_id, title=title, priority=rank, body=body, shard=shard, model=model,
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
-        max_budget_usd=budget,
+        max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
+        require_changes=require_changes, resume=resume, retry_from=since,
     )
     with context_of(ctx).services() as services:
         row, new = services.submit(spec)
@@ -161,29 +186,39 @@ def show(
 
     Example: tri24es tasks show fix-login-3f9a2c
     """
-    from tri24es.cli.render import decode_problem, history_entry, task_dict
+    from tri24es.cli.render import attempts, decode_problem, history_entry, task_dict
     from tri24es.events import task_stream
     from tri24es.projections import QUEUE
     from tri24es.services import NotFound
 
-    with context_of(ctx).reading() as (store, conn):
+    context = context_of(ctx)
+    with context.reading() as (store, conn):
         row = QUEUE.load_by_id(conn, task_id)
-        history = []
+        history, events = [], []
         for event in store.read_stream(task_stream(task_id)):
             problem = decode_problem(event)
             if problem is None:
                 history.append(history_entry(event))
+                events.append(event)
             else:  # a corrupt or unknown event: reported, the rest of the history shown
                 typer.echo(f"tri24es: warning: skipped {problem}", err=True)
+        tried = attempts(conn, events, context.settings.paths)
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)
     if as_json:
-        print_json({"task": task, "history": history})
+        print_json({"task": task, "attempts": tried, "history": history})
         return
     if task is not None:
         for key, value in task.items():
             typer.echo(f"{key + ':':<20}{'' if value is None else value}")
+    for a in tried:
+        result = a["result"]
+        made = "" if result is None else (
+            f"  {result['branch']} {result['head_commit'][:12]} {result['files_changed']} files "
+            f"+{result['insertions']} -{result['deletions']}")
+        typer.echo(f"attempt {a['attempt']}: {a['outcome'] or 'running'} by {a['worker']}, "
+                   f"{a['seconds']} s, ${a['spent_usd']}{made}  log {a['log']}")
     typer.echo("history:")
     for h in history:
         fields = " ".join(f"{k}={v}" for k, v in h["fields"].items())
@@ -239,3 +274,142 @@ def _done(task_id: str, state: str, as_json: bool) -> None:
         print_json({"task_id": task_id, "state": state})
     else:
         typer.echo(f"{task_id}: {state}")
+
+
+@tasks_app.command("approve")
+def approve(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge its branch into its base first (fast-forward "
+                           "when possible, else a merge commit); a conflict leaves it in review.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a task waiting for review: it is completed.
+
+    Example: tri24es tasks approve fix-login --merge
+    """
+    from tri24es.runtime.review import approve as approve_task
+
+    context = context_of(ctx)
+    with context.services() as services:
+        done = approve_task(services, context.settings.paths, task_id, by=context.actor,
+                            merge_branch=merge)
+    if as_json:
+        print_json({"task_id": task_id, "state": "completed", "merged_into": done.merged_into,
+                    "merge_commit": done.merge_commit})
+    elif done.merged_into:
+        typer.echo(f"{task_id}: completed; merged into {done.merged_into} "
+                   f"({done.merge_commit[:12] if done.merge_commit else ''})")
+    else:
+        typer.echo(f"{task_id}: completed")
+
+
+@tasks_app.command("reject")
+def reject(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="What to change: given to the next "
+                                        "attempt's agent with the task.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Send a task waiting for review back to the queue, with the reviewer's words for the
+    next attempt (it counts as a retry).
+
+    Example: tri24es tasks reject fix-login --reason "keep the old endpoint too"
+    """
+    if not reason.strip():
+        raise UsageError("--reason must say what to change")
+    context = context_of(ctx)
+    with context.services() as services:
+        services.reject_review(task_id, by=context.actor, reason=reason.strip())
+    _done(task_id, "queued", as_json)
+
+
+@tasks_app.command("diff")
+def diff(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="That attempt's "
+                                                "result (default: the last).")] = None,
+) -> None:
+    """Print the diff of a task's result: its branch against its base.
+
+    Example: tri24es tasks diff fix-login
+    """
+    from tri24es.runtime.workspace import git
+
+    result = _result_of(ctx, task_id, attempt)
+    typer.echo(git(Path(result.repo), "diff", f"{result.base_commit}..{result.head_commit}"))
+
+
+@tasks_app.command("logs")
+def logs(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    attempt: Annotated[int | None, typer.Option("--attempt", min=1, help="That attempt's "
+                                                "output (default: the last).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing what the "
+                                         "agent writes, until the attempt ends.")] = False,
+) -> None:
+    """Print (or follow) the output of a task's agent.
+
+    Example: tri24es tasks logs fix-login -f
+    """
+    from eventlog.watch import FileChangeWatcher
+    from tri24es.projections import QUEUE
+
+    context = context_of(ctx)
+    with context.reading() as (_, conn):
+        row = QUEUE.load_by_id(conn, task_id)
+    if row is None:
+        raise UsageError(f"no task {task_id!r}")
+    number = attempt or row.attempt
+    if number < 1:
+        raise UsageError(f"task {task_id!r} has not run yet")
+    path = context.settings.paths.attempt_log(task_id, number)
+    out = sys.stdout.buffer
+    offset = 0
+
+    def grown() -> bool:
+        return path.exists() and path.stat().st_size > offset
+
+    watcher = None
+    try:
+        while True:
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                out.write(chunk)
+                out.flush()
+            if not follow:
+                return
+            with context.reading() as (_, conn):
+                now = QUEUE.load_by_id(conn, task_id)
+            running = now is not None and now.state == "running" and now.attempt == number
+            if not running and not grown():
+                return
+            if watcher is None:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                watcher = FileChangeWatcher(path.parent, {path.name})
+            watcher.wait_until(grown, timeout=1.0)  # and a look at the task once a second
+    except KeyboardInterrupt:
+        return
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _result_of(ctx: typer.Context, task_id: str, attempt: int | None) -> Any:
+    context = context_of(ctx)
+    with context.services() as services:
+        results = services.history(task_id).results
+    chosen = [r for r in results if attempt is None or r.attempt == attempt]
+    if not chosen:
+        raise UsageError(f"task {task_id!r} has no result"
+                         + (f" for attempt {attempt}" if attempt else "")
+                         + " (results are recorded by workers given --repo)")
+    return chosen[-1]

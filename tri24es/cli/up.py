@@ -69,6 +69,17 @@ def up(
         float | None, typer.Option("--lease-seconds", min=0.5, help="Lease on a claimed task "
                                    "(env TRI24ES_LEASE_SECONDS, default 30).")
     ] = None,
+    repo: Annotated[
+        Path | None, typer.Option("--repo", help="A git repository: each attempt runs in a "
+                                  "worktree of it (env TRI24ES_REPO).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="claude, codex or gemini: the command line "
+                                 "for tasks without a command of their own.")
+    ] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="Every finished attempt waits for review.")
+    ] = False,
 ) -> None:
     """Run the fleet: the queue watcher, N workers and the budget watchdog, restarted if
     they crash, with a live summary, until Ctrl-C or SIGTERM (exit 0; running tasks go back
@@ -91,10 +102,13 @@ def up(
             if exec_command is None:
                 exec_command = demo_agent_command()
             _seed_demo(services, context.settings.paths.queue, direct=no_watcher)
-        elif exec_command is None:
-            typer.echo("up: no --exec: workers take only tasks that carry their own command "
-                       "(submit --command, or a 'command:' line in a task file)", err=True)
-        options = [*(["--model", model] if model else []),
+        elif exec_command is None and agent is None:
+            typer.echo("up: no --exec or --agent: workers take only tasks that carry their own "
+                       "command or agent (submit --command/--agent, or a 'command:' or "
+                       "'agent:' line in a task file)", err=True)
+        options = [*(["--repo", str(repo.resolve())] if repo else []),
+                   *(["--agent", agent] if agent else []), *(["--review"] if review else []),
+                   *(["--model", model] if model else []),
                    *(["--shard", shard] if shard else []), *(["--type", type_] if type_ else []),
                    *(["--task-timeout", repr(task_timeout)] if task_timeout else []),
                    *(["--lease-seconds", repr(lease_seconds)] if lease_seconds else [])]

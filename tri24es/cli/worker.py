@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tri24es.cli.common import context_of
+from tri24es.errors import UsageError
 
 #: services.DEFAULT_LEASE_SECONDS (a test keeps them equal), written here so that building
 #: the command line does not import the services and the event catalog behind them.
@@ -56,6 +58,20 @@ def worker(
         typer.Option("--lease-seconds", envvar="TRI24ES_LEASE_SECONDS", min=0.5,
                      help="Lease on a claimed task; renewed (and heartbeat sent) every third."),
     ] = DEFAULT_LEASE_SECONDS,
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="A git repository: each attempt runs in a worktree of it, "
+                                    "on the branch tri24es/<task id> (env TRI24ES_REPO)."),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="claude, codex or gemini: its command line for tasks "
+                                     "without a command of their own."),
+    ] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="Every finished attempt waits for review "
+                                            "(tasks approve/reject) instead of completing.")
+    ] = False,
 ) -> None:
     """Run a worker: claim tasks and run each one's agent, until stopped.
 
@@ -67,9 +83,18 @@ def worker(
     context = context_of(ctx)
     s = context.settings
     # Imported on use: only this command needs it, and every other one starts faster.
+    from tri24es.agents import check_agent
     from tri24es.paths import ProjectPaths
     from tri24es.runtime.signals import received_signals
     from tri24es.runtime.worker import Worker, WorkerOptions
+    from tri24es.runtime.workspace import GitError, repository
+
+    preset = check_agent(agent)
+    where = repo or s.repo
+    try:
+        top = None if where is None else repository(where.resolve())
+    except GitError as e:
+        raise UsageError(f"bad --repo: {e}") from None
 
     options = WorkerOptions(
         worker_id=worker_id or s.default_worker_id(), paths=ProjectPaths(s.root.resolve()),
@@ -77,7 +102,7 @@ def worker(
         shard=shard or s.worker_shard, model=model or s.worker_model, type=type_,
         exec_command=exec_command, max_tasks=max_tasks, exit_when_idle=exit_when_idle,
         task_timeout=task_timeout, legacy_files=legacy_files, poll_interval=s.poll_interval,
-        fallback_usd_per_mtok=s.fallback_usd_per_mtok,
+        fallback_usd_per_mtok=s.fallback_usd_per_mtok, repo=top, agent=preset, review=review,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with context.services(options.worker_id, lease_seconds=lease_seconds) as services, \

@@ -12,8 +12,10 @@ Layout (kept from TRI-24): ``tasks/queue/<id>.md`` and ``tasks/queue/<PRIORITY>/
   value leaves the field unset. Keys: ``type`` (also ``## Type: value``), ``shard`` /
   ``lane``, ``model`` / ``assigned_model``, ``max_retries`` (an integer 0..100),
   ``max_budget_usd`` (a non-negative decimal such as ``2.50`` or ``$2.50``, at most 10 places)
-  and ``command`` (the agent command for this task, split like a shell does, never run by
-  one: for workers without ``--exec``).
+  ``command`` (the agent command for this task, split like a shell does, never run by one:
+  for workers without ``--exec``), ``agent`` (a preset: claude, codex, gemini), ``base``
+  (the ref its branch starts from), ``review``, ``require_changes``, ``resume`` (true or
+  false) and ``retry_from`` (branch or base).
 - The body is the whole text, stored with the sha256 of the file's bytes.
 
 Everything here but ``read_queue_file`` is pure: names and bytes in, a verdict out.
@@ -31,7 +33,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 
-from tri24es.events import Priority
+from tri24es.agents import AGENTS
+from tri24es.events import Priority, RetryFrom
 from tri24es.services import TaskSpec
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -43,15 +46,18 @@ MAX_RETRIES_LIMIT = 100
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 PRIORITY_PREFIX = re.compile(r"^(CRITICAL|HIGH|MEDIUM|LOW)[_-]")
 _FIELD_LINE = re.compile(
-    r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command)"
+    r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command|agent"
+    r"|base|review|require_changes|resume|retry_from)"
     r"|##[ \t]*(?P<heading>type))[ \t]*:(?P<value>.*)$",
     re.IGNORECASE,
 )
 _FIELD_NAMES = {
     "type": "type", "shard": "shard", "lane": "shard", "model": "model",
     "assigned_model": "model", "max_retries": "max_retries", "max_budget_usd": "max_budget_usd",
-    "command": "command",
+    "command": "command", "agent": "agent", "base": "base", "review": "review",
+    "require_changes": "require_changes", "resume": "resume", "retry_from": "retry_from",
 }
+_YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 _IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp")
@@ -170,6 +176,32 @@ def parse_budget(value: str) -> Decimal:
         raise ValueError(f"bad max_budget_usd {value!r}") from e
 
 
+def parse_flag(key: str, text: str | None) -> bool:
+    """A yes/no field line (``review: true``); absent means no."""
+    if text is None:
+        return False
+    value = text.strip().lower()
+    if value in _YES or value in _NO:
+        return value in _YES
+    raise ValueError(f"bad {key} {text!r}: expected true or false")
+
+
+def parse_agent(text: str | None) -> str | None:
+
+    if text is None:
+        return None
+    if text.strip().lower() not in AGENTS:
+        raise ValueError(f"bad agent {text!r}: expected {'|'.join(AGENTS)}")
+    return text.strip().lower()
+
+
+def parse_retry_from(text: str) -> RetryFrom:
+    try:
+        return RetryFrom(text.strip().lower())
+    except ValueError:
+        raise ValueError(f"bad retry_from {text!r}: expected branch or base") from None
+
+
 def parse_command(text: str | None) -> list[str] | None:
     """A task's own agent command, split as a shell would (it is never run by one)."""
     if text is None:
@@ -215,6 +247,10 @@ def parse_task_file(
         max_retries = 3 if retries is None else parse_max_retries(retries)
         max_budget = None if budget is None else parse_budget(budget)
         command = parse_command(fields.get("command") or None)
+        agent = parse_agent(fields.get("agent") or None)
+        flags = {key: parse_flag(key, fields.get(key) or None)
+                 for key in ("review", "require_changes", "resume")}
+        retry_from = parse_retry_from(fields.get("retry_from") or "branch")
     except ValueError as e:
         return reject(str(e))
     return TaskSpec(
@@ -230,6 +266,10 @@ def parse_task_file(
         command=command,
         source=source,
         body_sha256=hashlib.sha256(data).hexdigest(),
+        agent=agent,
+        base=fields.get("base") or None,
+        retry_from=retry_from,
+        **flags,
     )
 
 

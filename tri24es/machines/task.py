@@ -1,8 +1,10 @@
 """The task lifecycle (DESIGN.md §4): one table, read by services and by the queue fold.
 
-States: ``queued``, ``running``, ``completed``, ``failed`` (attempts exhausted: the dead
-letter) and ``cancelled``. ``completed`` and ``cancelled`` are terminal; ``failed`` only
-leaves by a manual retry.
+States: ``queued``, ``running``, ``review`` (a finished attempt's result waits for a
+person), ``completed``, ``failed`` (attempts exhausted: the dead letter) and ``cancelled``.
+``completed`` and ``cancelled`` are terminal; ``failed`` only leaves by a manual retry;
+``review`` by approval (completed), rejection (queued, the reviewer's words given to the
+next attempt) or cancellation.
 
 Events and triggers (:func:`trigger_for`):
 
@@ -26,11 +28,14 @@ import enum
 from tri24es.events import (
     Event,
     RequeueReason,
+    TaskApproved,
+    TaskAwaitingReview,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
     TaskDeadLettered,
     TaskRequeued,
+    TaskReviewRejected,
     TaskSubmitted,
 )
 from tri24es.machines.base import Move, StateTable
@@ -39,22 +44,26 @@ from tri24es.machines.base import Move, StateTable
 class TaskState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    REVIEW = "review"  # an attempt finished; its result waits for a person's approval
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-_Q, _R, _F = TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED
-#: Not done yet: waiting to be claimed, or running.
-OPEN = (_Q, _R)
+_Q, _R, _F, _V = TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED, TaskState.REVIEW
+#: Not done yet: waiting to be claimed, running, or waiting for review.
+OPEN = (_Q, _R, _V)
 
 TASK_TRANSITIONS: list[Move[TaskState]] = [
     {"trigger": "claim", "source": _Q, "dest": _R},
     {"trigger": "complete", "source": _R, "dest": TaskState.COMPLETED},
     {"trigger": "requeue", "source": _R, "dest": _Q},
     {"trigger": "dead_letter", "source": _R, "dest": _F},
-    {"trigger": "cancel", "source": [_Q, _R], "dest": TaskState.CANCELLED},
+    {"trigger": "cancel", "source": [_Q, _R, _V], "dest": TaskState.CANCELLED},
     {"trigger": "retry", "source": _F, "dest": _Q},
+    {"trigger": "await_review", "source": _R, "dest": _V},
+    {"trigger": "approve", "source": _V, "dest": TaskState.COMPLETED},
+    {"trigger": "reject_review", "source": _V, "dest": _Q},
 ]
 
 TASK = StateTable("task", TaskState, TASK_TRANSITIONS, initial=_Q)
@@ -67,6 +76,9 @@ TASK_EVENT_TRIGGERS: dict[type[Event], str] = {
     TaskRequeued: "requeue",
     TaskDeadLettered: "dead_letter",
     TaskCancelled: "cancel",
+    TaskAwaitingReview: "await_review",
+    TaskApproved: "approve",
+    TaskReviewRejected: "reject_review",
 }
 """The trigger each task event fires; events not listed leave the state alone."""
 

@@ -36,6 +36,7 @@ import enum
 
 from tri24es.events import (
     Event,
+    TaskAwaitingReview,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -101,7 +102,7 @@ WORKER_EVENT_TRIGGERS: dict[type[Event], str] = {
 """The trigger each event fires regardless of state; the rest are decided in code below."""
 
 TASK_ENDS: frozenset[type[Event]] = frozenset(
-    {TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled}
+    {TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled, TaskAwaitingReview}
 )
 
 # Hot-path aliases (see task.py): the fold calls worker_trigger_for per event.

@@ -7,16 +7,22 @@ from dataclasses import dataclass, fields
 
 from tri24es.events import (
     STOP_REASONS,
+    AgentSessionStarted,
     Envelope,
     LeaseRenewed,
     Priority,
     SpendRecorded,
+    TaskApproved,
+    TaskAwaitingReview,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
     TaskDeadLettered,
     TaskFailed,
+    TaskMergeFailed,
     TaskRequeued,
+    TaskResultRecorded,
+    TaskReviewRejected,
     TaskStarted,
     TaskSubmitted,
 )
@@ -120,7 +126,8 @@ _as_tuple = operator.attrgetter(*(f.name for f in fields(TaskRow)))
 
 QueueView = dict[str, TaskRow]
 TASK_STATES = {state.value: state for state in TaskState}  # cheaper than TaskState(value)
-TASK_ENDS = frozenset({TaskRequeued, TaskCompleted, TaskDeadLettered, TaskCancelled})
+TASK_ENDS = frozenset({TaskRequeued, TaskCompleted, TaskDeadLettered, TaskCancelled,
+                       TaskAwaitingReview})
 
 
 def _task_id(envelope: Envelope) -> str | None:
@@ -136,7 +143,9 @@ class QueueProjection(Projection[QueueView]):
     tables = ("queue",)
     handles = frozenset({TaskSubmitted, TaskClaimed, TaskStarted, LeaseRenewed, TaskCompleted,
                          TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled,
-                         SpendRecorded})
+                         SpendRecorded, TaskAwaitingReview, TaskApproved, TaskReviewRejected,
+                         # no move, but the stream's version: the next append expects it
+                         TaskResultRecorded, AgentSessionStarted, TaskMergeFailed})
 
     def new_view(self) -> QueueView:
         return {}
@@ -160,7 +169,8 @@ class QueueProjection(Projection[QueueView]):
                 view[task_id] = TaskRow(  # positional: a third of the cost of keywords
                     task_id, _QUEUED, _RANKS[event.priority], envelope.position, event.title,
                     event.shard, event.model, event.type, event.max_retries, 0, None, None,
-                    None, None, at, at, envelope.version, 0, int(bool(event.command)),
+                    None, None, at, at, envelope.version, 0,
+                    int(bool(event.command or event.agent)),
                     None if event.max_budget_usd is None else to_units(event.max_budget_usd),
                     0,
                 )

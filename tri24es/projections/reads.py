@@ -155,9 +155,13 @@ def spend_by(conn: Db, by: str, since_us: int, until_us: int) -> dict[str, Decim
     return {name: from_units(units) for name, units in found}
 
 
-def task_spend(conn: Db, task_id: str) -> Decimal:
+def task_spend(conn: Db, task_id: str, since_us: int = 0,
+               until_us: int = 2**62) -> Decimal:
+    """What was spent on a task, in [since, until) if given (e.g. during one attempt)."""
     (units,) = conn.execute(
-        "SELECT coalesce(sum(amount_units), 0) FROM spend WHERE task = ?", (task_id,)
+        "SELECT coalesce(sum(amount_units), 0) FROM spend"
+        " WHERE task = ? AND occurred_at >= ? AND occurred_at < ?",
+        (task_id, since_us, until_us),
     ).fetchone()
     return from_units(units)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from tri24es.events import (
     Envelope,
     LeaseRenewed,
+    TaskAwaitingReview,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -61,7 +62,7 @@ SAVE = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS.split(", ")[1:])
 )
 
-TASK_ENDS = (TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled)
+TASK_ENDS = (TaskCompleted, TaskRequeued, TaskDeadLettered, TaskCancelled, TaskAwaitingReview)
 TASK_PROGRESS = (TaskStarted, LeaseRenewed)
 # Events only the worker itself appends: each one updates its last_seen. (Requests from
 # others, a requeue by the lease expirer, or being declared lost are not signs of life.)

@@ -46,6 +46,7 @@ from typing import TypeVar
 import orjson
 
 from eventlog import Doorbell, EventLogError, TransientStoreError
+from tri24es import agents as presets
 from tri24es import events as ev
 from tri24es.errors import AlreadyRunning
 from tri24es.inputs.usage import Usage, UsageParser
@@ -65,6 +66,7 @@ from tri24es.runtime.agent import (
 )
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox, Wakeup, signal_wakeup
+from tri24es.runtime.workspace import GitError, Workspace, salvage
 from tri24es.services import (
     KILL_SWITCH,
     WORK,
@@ -75,6 +77,7 @@ from tri24es.services import (
     task_bell,
     worker_bell,
 )
+from tri24es.services.base import TaskHistory
 from tri24es.services.tasks import BUDGET_EXHAUSTED
 from tri24es.timeutil import from_us, now_us
 
@@ -109,6 +112,9 @@ class WorkerOptions:
     legacy_files: bool = False
     poll_interval: float = 5.0
     fallback_usd_per_mtok: Decimal = Decimal("75")  # for tokens of models with no known price
+    repo: Path | None = None  # each attempt in a worktree of this repository
+    agent: str | None = None  # a preset (runtime/presets.py) for tasks without a command
+    review: bool = False  # every finished attempt waits for review
 
 
 class Stop(Exception):
@@ -170,6 +176,7 @@ class Worker:
         self.killswitch: str | None = None  # why the kill switch is on, as last read
         self._unrecorded: bool | None = None  # a pause (True) or resume not yet recorded
         self._no_claims_until = 0.0  # after an attempt cut short by a local fault
+        self._no_changes = False  # the attempt changed nothing, and its task requires changes
         self._fault_wait = 0.0
         self._look = True  # read the worker's control at the next follow, bell or not
         self.door: Doorbell | None = None  # wakes the worker for what concerns it only
@@ -199,15 +206,15 @@ class Worker:
             self.services.start_worker(
                 self.id, pid=pid, pid_start_time=start_time(pid), host=host,
                 shard=self.options.shard, model=self.options.model, type=self.options.type,
-                has_exec=self.options.exec_command is not None,
+                has_exec=self.options.exec_command is not None or self.options.agent is not None,
             )
         except IllegalTransition:  # another process registered it since we looked
             raise AlreadyRunning(f"worker {self.id} is already running") from None
         log.info("worker %s: started (pid %d)", self.id, pid)
-        if self.options.exec_command is None:
-            log.warning("worker %s: no --exec: it takes only tasks that carry their own "
-                        "command (submit --command, or a 'command:' line in a task file)",
-                        self.id)
+        if self.options.exec_command is None and self.options.agent is None:
+            log.warning("worker %s: no --exec or --agent: it takes only tasks that carry their "
+                        "own command or agent (submit --command/--agent, or a 'command:' or "
+                        "'agent:' line in a task file)", self.id)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -406,7 +413,7 @@ class Worker:
             else None
         following: Claim | None = None
         try:
-            following = self._attempt(claim, task, claim_next=more)
+            following = self._attempt(claim, history, claim_next=more)
         finally:
             if legacy is not None:
                 state = self._last_words(lambda: self.services.task(claim.task_id).state)
@@ -420,42 +427,128 @@ class Worker:
             self._end_leftovers_of(start)
 
     def _end_leftovers_of(self, start: ev.TaskStarted) -> None:
-        if start.host == host_id() and start.pid_start_time is not None and end_leftovers(
+        if start.host != host_id():
+            return
+        if start.pid_start_time is not None and end_leftovers(
                 start.pid, start.pid_start_time, start.key, self.grace):
             log.warning("worker %s: ended what was left of %s attempt %d (pid %d)", self.id,
                         start.task_id, start.attempt, start.pid)
+        repo = self.options.repo
+        path = self.options.paths.workspace(start.task_id, start.attempt)
+        if repo is not None and path.exists():  # its worktree: changes kept on its branch
+            with contextlib.suppress(GitError):
+                kept = salvage(repo, self.options.paths.workspaces, path,
+                               f"{start.task_id} attempt {start.attempt}: left by a lost worker")
+                log.warning("worker %s: cleaned the workspace of %s attempt %d%s", self.id,
+                            start.task_id, start.attempt,
+                            " (its uncommitted changes committed to its branch)" if kept else "")
 
-    def _attempt(self, claim: Claim, task: ev.TaskSubmitted, *, claim_next: bool) -> Claim | None:
-        command = (shlex.split(self.options.exec_command) if self.options.exec_command
-                   else task.command)
-        if not command:
-            self._fail(claim, "no command", retryable=False)
-            return None
+    def _command(self, task: ev.TaskSubmitted, history: TaskHistory,
+                 ) -> tuple[list[str] | None, str | None]:
+        """The agent's command line and its preset (None for a plain command): the worker's
+        --exec, else the task's own command, else its agent preset, else the worker's."""
+        if self.options.exec_command:
+            return shlex.split(self.options.exec_command), None
+        if task.command:
+            return task.command, None
+        agent = task.agent or self.options.agent
+        if agent is None:
+            return None, None
+        sessions = [s.session_id for s in history.sessions if s.agent == agent]
+        session = sessions[-1] if task.resume and sessions else None
+        return presets.command(agent, budget_usd=self._attempt_cap, session=session), agent
+
+    def _attempt(self, claim: Claim, history: TaskHistory, *, claim_next: bool) -> Claim | None:
+        task = history.submitted
         left = claim.row.budget_left()  # the task's budget, less what earlier attempts spent
         self._attempt_spend = Decimal(0)
         self._attempt_cap = None if left is None else from_units(left)
-        try:
-            agent = self._spawn(claim, task, command)
-        except OSError as e:
-            self._fail(claim, f"cannot start the agent: {e.strerror or e}", retryable=False)
+        command, agent_name = self._command(task, history)
+        if not command:
+            self._fail(claim, "no command", retryable=False)
             return None
-        except StaleAttempt:  # the lease ran out before the agent was up: it was stopped
-            return None
-        if self.door is not None:
-            self.door.listen(self._bells(claim.task_id))
-            self._look = True  # a bell that rang before it listened is not missed
+        workspace = None
+        if self.options.repo is not None:
+            previous = history.results[-1] if history.results else None
+            try:
+                workspace = Workspace.prepare(
+                    self.options.repo, self.options.paths.workspaces, claim.task_id,
+                    claim.attempt, base=task.base,
+                    from_branch=task.retry_from is ev.RetryFrom.BRANCH,
+                    base_commit=previous.base_commit if previous else None)
+            except GitError as e:
+                self._fail(claim, f"cannot make the workspace: {e}")
+                return None
         try:
-            ending, last_line = self._supervise(claim, agent)
-        finally:
+            try:
+                agent = self._spawn(claim, history, command, workspace)
+            except OSError as e:
+                self._fail(claim, f"cannot start the agent: {e.strerror or e}", retryable=False)
+                return None
+            except StaleAttempt:  # the lease ran out before the agent was up: it was stopped
+                return None
             if self.door is not None:
-                self.door.listen(self._bells())
-        outcome = agent.outcome()
-        return self._record(claim, ending, outcome, last_line, claim_next=claim_next)
+                self.door.listen(self._bells(claim.task_id))
+                self._look = True  # a bell that rang before it listened is not missed
+            try:
+                ending, last_line, session = self._supervise(claim, agent, agent_name)
+            finally:
+                if self.door is not None:
+                    self.door.listen(self._bells())
+            outcome = agent.outcome()
+            if session is not None and agent_name is not None:
+                self._fact(ev.AgentSessionStarted(task_id=claim.task_id, worker=self.id,
+                                                  attempt=claim.attempt, agent=agent_name,
+                                                  session_id=session))
+            if workspace is not None:
+                ending = self._result(claim, task, workspace, ending, outcome)
+            return self._record(claim, ending, outcome, last_line, claim_next=claim_next,
+                                review=task.review or self.options.review)
+        finally:
+            if workspace is not None:
+                with contextlib.suppress(GitError):
+                    workspace.remove()
+
+    def _result(self, claim: Claim, task: ev.TaskSubmitted, workspace: Workspace,
+                ending: Ending, outcome: Outcome) -> Ending:
+        """Commit and record what the attempt left in its workspace; an attempt that changed
+        nothing fails when its task requires changes."""
+        done = ending is Ending.EXITED and outcome.why == "exited" and outcome.code == 0
+        how = outcome.why if ending is Ending.EXITED else ending.value
+        why = "completed" if done else f"ended ({how})"
+        try:
+            result = workspace.finish(why)
+        except GitError as e:
+            log.error("worker %s: %s attempt %d: %s", self.id, claim.task_id, claim.attempt, e)
+            return ending
+        self._fact(ev.TaskResultRecorded(
+            task_id=claim.task_id, worker=self.id, attempt=claim.attempt,
+            repo=str(workspace.repo), branch=workspace.branch, base=workspace.base_ref,
+            base_commit=workspace.base_commit, head_commit=result.head,
+            files_changed=result.files_changed, insertions=result.insertions,
+            deletions=result.deletions, committed_leftovers=result.committed_leftovers,
+            outcome=why))
+        if done and task.require_changes and not result.changed:
+            self._no_changes = True
+        return ending
+
+    def _fact(self, event: ev.TaskResultRecorded | ev.AgentSessionStarted) -> None:
+        """Record what the attempt learned, while it holds the task (else it is only logged:
+        the branch keeps the changes all the same)."""
+        try:
+            self._must(lambda: self.services.record_attempt_fact(event))
+        except StaleAttempt:
+            log.warning("worker %s: %s attempt %d no longer holds the task: %s not recorded",
+                        self.id, event.task_id, event.attempt, event.topic)
 
     def _record(self, claim: Claim, ending: Ending, outcome: Outcome, last_line: str, *,
-                claim_next: bool) -> Claim | None:
+                claim_next: bool, review: bool = False) -> Claim | None:
         """Record how the attempt ended (through store outages: it must not be lost)."""
         code = outcome.code
+        if self._no_changes:
+            self._no_changes = False
+            self._fail(claim, "no changes (the task requires changes)", exit_code=code)
+            return None
         if ending is Ending.EXITED and outcome.why == "failed":
             self._fail(claim, capped(f"cannot start the agent: {outcome.detail}"),
                        retryable=False)
@@ -479,13 +572,14 @@ class Worker:
         elif ending is Ending.EXITED and outcome.why == "exited" and code == 0:
             try:
                 following = self._must(lambda: self.services.complete(
-                    claim.task_id, self.id, claim.attempt,
+                    claim.task_id, self.id, claim.attempt, review=review,
                     claim_next=claim_next and not self.paused and not self.killswitch))
             except StaleAttempt:
                 log.warning("worker %s: %s attempt %d: lost its lease before it could "
                             "complete; not completed", self.id, claim.task_id, claim.attempt)
                 return None
-            log.info("worker %s: completed %s", self.id, claim.task_id)
+            log.info("worker %s: %s %s", self.id,
+                     "finished (waiting for review)" if review else "completed", claim.task_id)
             self._fault_wait = 0.0
             return following
         elif ending is Ending.EXITED and outcome.why in ("exited", "terminated", "killed"):
@@ -508,9 +602,14 @@ class Worker:
             log.info("worker %s: %s %s: agent stopped", self.id, ending.value, claim.task_id)
         return None
 
-    def _spawn(self, claim: Claim, task: ev.TaskSubmitted, command: list[str]) -> Agent:
+    def _spawn(self, claim: Claim, history: TaskHistory, command: list[str],
+               workspace: Workspace | None) -> Agent:
         paths = self.options.paths
-        text = (task.body or f"# {task.title}\n").encode()
+        task = history.submitted
+        text = ((task.body or f"# {task.title}\n") + "".join(
+            f"\n\n## Review of attempt {note.attempt}"
+            f"{f' by {note.by}' if note.by else ''}\n\n{note.reason}\n"
+            for note in history.feedback)).encode()  # what the reviewers asked for
         task_file = paths.task_input(claim.task_id)
         write_private(task_file, text)
         key = secrets.token_hex(8)
@@ -521,8 +620,11 @@ class Worker:
         }
         if self._attempt_cap is not None:  # what the agent may still spend on this task
             env["TRI24ES_BUDGET_REMAINING_USD"] = str(self._attempt_cap)
+        if workspace is not None:
+            env |= {"TRI24ES_WORKSPACE": str(workspace.path), "TRI24ES_BRANCH": workspace.branch}
         agent = Agent(command, stdin=text, env=env, guard=self.guard, grace=self.grace,
-                      log_path=paths.attempt_log(claim.task_id, claim.attempt))
+                      log_path=paths.attempt_log(claim.task_id, claim.attempt),
+                      cwd=None if workspace is None else workspace.path)
         try:
             self._steady(lambda: self.services.started(
                 claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid, agent.start_time,
@@ -532,11 +634,14 @@ class Worker:
             raise
         return agent
 
-    def _supervise(self, claim: Claim, agent: Agent) -> tuple[Ending, str]:
+    def _supervise(self, claim: Claim, agent: Agent,
+                   agent_name: str | None) -> tuple[Ending, str, str | None]:
         """Watch the agent until it ends, renewing the lease, recording spend as its output
-        streams, and following control. Returns how it ended and its last output line."""
+        streams, and following control. Returns how it ended, its last output line and the
+        session id its output announced (for a preset)."""
         parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok))
         last_line = ""
+        session: str | None = None
         now = time.monotonic()
         renew_at = now + self.beat_every
         timeout = self.options.task_timeout
@@ -549,6 +654,8 @@ class Worker:
                 for line in lines:
                     self._take_spend(claim, parser.feed(line))
                     last_line = line.decode(errors="replace").strip() or last_line
+                    if agent_name is not None and session is None:
+                        session = presets.session_of(agent_name, line)
                 if agent.log_error is not None:
                     log.warning("worker %s: %s: %s", self.id, claim.task_id, agent.log_error)
                     ending = Ending.STORE_FAULT
@@ -587,9 +694,11 @@ class Worker:
             for line in agent.read(0):
                 self._take_spend(claim, parser.feed(line))
                 last_line = line.decode(errors="replace").strip() or last_line
+                if agent_name is not None and session is None:
+                    session = presets.session_of(agent_name, line)
             self._take_spend(claim, parser.finish())
             self._flush_spend(steady=True)
-        return ending, last_line
+        return ending, last_line, session
 
     def _check(self, claim: Claim) -> Ending | None:
         """Signals, spend, and, if the log moved, control and the task: how the attempt must

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from eventlog import EventStore, Expected, Transaction, WrongExpectedVersion
 from eventlog.model import system_clock_us
@@ -69,12 +69,21 @@ class TaskSpec:
     command: list[str] | None = None
     source: str | None = None
     body_sha256: str | None = None
+    agent: str | None = None
+    base: str | None = None
+    review: bool = False
+    require_changes: bool = False
+    resume: bool = False
+    retry_from: ev.RetryFrom = ev.RetryFrom.BRANCH
 
 
 @dataclass(frozen=True)
 class TaskHistory:
     submitted: ev.TaskSubmitted
     started: list[ev.TaskStarted]  # each attempt's process, oldest first
+    results: list[ev.TaskResultRecorded] = field(default_factory=list)
+    sessions: list[ev.AgentSessionStarted] = field(default_factory=list)
+    feedback: list[ev.TaskReviewRejected] = field(default_factory=list)  # reviewers' words
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ def bells_for(events: Sequence[Event]) -> set[str]:
     for event in events:
         if isinstance(event, ev.TaskSubmitted):
             bells.add(WORK)
-        elif isinstance(event, ev.TaskRequeued):
+        elif isinstance(event, ev.TaskRequeued | ev.TaskReviewRejected):
             bells.update((WORK, task_bell(event.task_id)))
         elif isinstance(event, _TASK_TAKEN):
             bells.add(task_bell(event.task_id))
@@ -136,7 +145,9 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
         task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
         body_sha256=spec.body_sha256, shard=spec.shard, model=spec.model, type=spec.type,
         max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
-        command=spec.command, source=spec.source,
+        command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
+        review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
+        retry_from=spec.retry_from,
     )
 
 
@@ -248,17 +259,20 @@ class ServiceBase:
 
     def history(self, task_id: str) -> TaskHistory:
         """The task as submitted, and where each attempt of it ran (from its stream)."""
-        submitted, started = None, []
+        submitted, history = None, TaskHistory(ev.TaskSubmitted(task_id=task_id, title=""), [])
+        kept: dict[str, list[Any]] = {
+            ev.TaskStarted.topic: history.started, ev.TaskResultRecorded.topic: history.results,
+            ev.AgentSessionStarted.topic: history.sessions,
+            ev.TaskReviewRejected.topic: history.feedback,
+        }
         for recorded in self.store.read_stream(ev.task_stream(task_id)):
             if recorded.type == ev.TaskSubmitted.topic and submitted is None:
                 event = ev.decode_event(recorded)
                 assert isinstance(event, ev.TaskSubmitted)
                 submitted = event
-            elif recorded.type == ev.TaskStarted.topic:
-                start = ev.decode_event(recorded)
-                assert isinstance(start, ev.TaskStarted)
-                started.append(start)
+            elif recorded.type in kept:
+                kept[recorded.type].append(ev.decode_event(recorded))
         if submitted is None:
             raise NotFound(f"no task {task_id!r}")
-        return TaskHistory(submitted, started)
+        return replace(history, submitted=submitted)
 

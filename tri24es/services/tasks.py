@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -146,17 +146,57 @@ class TaskCommands(ServiceBase):
     @retry_on_conflict
     def complete(
         self, task_id: str, worker: str, attempt: int, exit_code: int = 0, *,
-        claim_next: bool = False,
+        claim_next: bool = False, review: bool = False,
     ) -> Claim | None:
-        """Record a successful attempt. With ``claim_next``, also claim the worker's next task
-        in the same transaction (one commit per task instead of two); returns that claim."""
+        """Record a successful attempt (with ``review``: its result now waits for a person's
+        approval). With ``claim_next``, also claim the worker's next task in the same
+        transaction (one commit per task instead of two); returns that claim."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._held(conn, task_id, worker, attempt)
-            event = ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
-                                     exit_code=exit_code)
+            event: Event = (
+                ev.TaskAwaitingReview(task_id=task_id, worker=worker, attempt=attempt) if review
+                else ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
+                                      exit_code=exit_code))
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
             return self.claim(worker) if claim_next else None  # joins this transaction
+
+    @retry_on_conflict
+    def record_attempt_fact(self, event: ev.TaskResultRecorded | ev.AgentSessionStarted) -> None:
+        """Record what the attempt holding the task learned (its workspace's result, its
+        agent's session); refused (StaleAttempt) once the attempt no longer holds it."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._held(conn, event.task_id, event.worker, event.attempt)
+            self._append(conn, tx, ev.task_stream(event.task_id), [event], row.version)
+
+    def approve(self, task_id: str, *, by: str | None, merged_into: str | None = None,
+                merge_commit: str | None = None) -> None:
+        """Approve a task waiting for review: it is completed."""
+        self._review_event(task_id, ev.TaskApproved(task_id=task_id, by=by,
+                                                     merged_into=merged_into,
+                                                     merge_commit=merge_commit))
+
+    def merge_failed(self, task_id: str, *, by: str | None, reason: str) -> None:
+        """Record why an approval's merge did not go through: the task stays in review."""
+        self._review_event(task_id, ev.TaskMergeFailed(task_id=task_id, by=by, reason=reason))
+
+    def reject_review(self, task_id: str, *, by: str | None, reason: str) -> None:
+        """Send a task waiting for review back to the queue; ``reason`` goes to the next
+        attempt's agent. The attempt counts as a failed one (it uses a retry)."""
+        self._review_event(task_id, lambda row: ev.TaskReviewRejected(
+            task_id=task_id, attempt=row.attempt, by=by, reason=reason))
+
+    @retry_on_conflict
+    def _review_event(self, task_id: str,
+                      event: Event | Callable[[TaskRow], Event]) -> None:
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, task_id)
+            if row.state != TaskState.REVIEW:
+                raise ServiceError(f"task {task_id!r} is {row.state}, not waiting for review")
+            made = event(row) if callable(event) else event
+            self._append(conn, tx, ev.task_stream(task_id), [made], row.version)
 
     @retry_on_conflict
     def fail(

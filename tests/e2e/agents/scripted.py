@@ -14,6 +14,9 @@
                       alive (the agent too ignores SIGTERM from then on)
     flood N           print N spend lines {"cost_usd": 0.0001} as fast as it can
     long-line N       print one line of N characters (no newline until the end)
+    append FILE TEXT  append TEXT and a newline to FILE (relative: in the working directory)
+    fail-on ATTEMPT   exit 1 if this is attempt ATTEMPT
+    commit MSG        git add -A and commit in the working directory
 
 Runs with the interpreter of the tests: ``sys.executable scripted.py``.
 """
@@ -113,6 +116,16 @@ def main() -> int:
         elif command == "long-line":
             sys.stdout.write("x" * int(arg) + "\n")
             sys.stdout.flush()
+        elif command == "fail-on" and os.environ.get("TRI24ES_ATTEMPT") == arg:
+            return 1
+        elif command == "append":
+            name, _, text_ = arg.partition(" ")
+            with open(name, "a") as f:
+                f.write(text_ + "\n")
+        elif command == "commit":
+            subprocess.run(["git", "add", "-A"], check=True)
+            subprocess.run(["git", "-c", "user.name=agent", "-c", "user.email=agent@example",
+                            "commit", "-q", "-m", arg], check=True)
     return 0
 
 
