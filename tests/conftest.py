@@ -98,4 +98,11 @@ def new_schema(pg_dsn: str) -> Iterator[Callable[[], str]]:
     yield new
     with closing(psycopg.connect(pg_dsn, autocommit=True)) as admin:
         for schema in made:
+            # A session a test left in a transaction on the schema (a store not closed, a
+            # process killed) would make the DROP wait for ever: end those sessions first.
+            admin.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
+                " JOIN pg_class c ON c.oid = l.relation"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND l.pid <> pg_backend_pid()", (schema,))
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())

@@ -55,10 +55,12 @@ class Views:
                 "killswitch": self.killswitch}
 
 
-def decode_skipping(rows: Sequence[EventRow]) -> list[Envelope]:
+def decode_skipping(rows: Sequence[EventRow],
+                    quiet: frozenset[str] = frozenset()) -> list[Envelope]:
     """A page decoded, passing over (with one warning line naming its position) any event
     that cannot be: corrupt, or of a type this version does not know. Such an event cannot
-    change a view, and must not stop every process that opens the store or replays it."""
+    change a view, and must not stop every process that opens the store or replays it.
+    Events of ``quiet`` types are passed over without a word (another process reports them)."""
     try:
         return decode_page(rows)
     except EventDecodeError:
@@ -67,7 +69,8 @@ def decode_skipping(rows: Sequence[EventRow]) -> list[Envelope]:
             try:
                 decoded.extend(decode_page([row]))
             except EventDecodeError as e:
-                log.warning("tri24es: warning: the views skip %s", e)
+                if row[4] not in quiet:  # row[4]: the type
+                    log.warning("tri24es: warning: the views skip %s", e)
         return decoded
 
 
@@ -82,7 +85,11 @@ def fold_log(
     helper = _Helper.start(store.url, until) if _worth_a_helper(store, until) else None
     try:
         here = [p for p in PROJECTIONS if helper is None or p not in HELPER_SHARE]
-        views = fold_projections(store, here, until, progress, report_unknown=True)
+        # Types both read (spend counts against tasks too): the helper reports what is bad.
+        quiet = frozenset() if helper is None else frozenset(
+            t.topic for p in HELPER_SHARE for t in p.handles)
+        views = fold_projections(store, here, until, progress, report_unknown=True,
+                                 quiet=quiet)
         if helper is not None:
             views.update(helper.result(store))
     finally:
@@ -97,6 +104,7 @@ def fold_projections(
     until: int,
     progress: Callable[[int], None] | None = None,
     report_unknown: bool = False,
+    quiet: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Fold the log up to ``until`` into fresh views of ``projections``, by name.
     ``progress`` hears how far each page advanced; ``report_unknown``: warn about events of
@@ -119,7 +127,7 @@ def fold_projections(
             wanted = page if types is not None else [  # r[4]: the type
                 r for r in page if r[4] in handled or r[4] not in CATALOG
             ]
-            for envelope in decode_skipping(wanted):
+            for envelope in decode_skipping(wanted, quiet):
                 for apply, view in dispatch[type(envelope.event)]:
                     apply(view, envelope)
             if progress is not None:
