@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import orjson
+
 from eventlog.threads import threads_without_signals
 from tri24es.procinfo import is_same_process, leftovers, start_time
 
@@ -81,46 +83,90 @@ def parse_outcome(line: str) -> Outcome:
     return Outcome(why, None if status < 0 else os.waitstatus_to_exitcode(status))
 
 
-class Agent:
-    """A running attempt: the keeper and, under it, the agent. Raises OSError when the keeper
-    cannot be started (a missing agent command is reported by ``outcome()`` as ``failed``).
+class Keeper:
+    """A keeper process started ahead of its attempt (a *spare*): the interpreter is up and
+    waiting when the task is claimed, so the agent starts at once. Raises OSError when it
+    cannot be started."""
 
-    ``guard``: seconds without a ``beat()`` after which the keeper ends the attempt.
-    """
-
-    def __init__(
-        self, argv: Sequence[str], *, stdin: bytes, env: dict[str, str], log_path: Path,
-        guard: float, grace: float = GRACE_SECONDS, cwd: Path | None = None,
-    ) -> None:
-        private_dirs(log_path.parent)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        log = open(log_fd, "ab", buffering=0)  # noqa: SIM115 - the reader thread closes it
+    def __init__(self, guard: float, grace: float = GRACE_SECONDS) -> None:
         beats_r, beats_w = os.pipe()
         outcome_r, outcome_w = os.pipe()
+        order_r, order_w = os.pipe()
         self.grace = grace
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(SHIM), "--beats", str(beats_r),
                  "--outcome", str(outcome_w), "--guard", repr(guard), "--grace", repr(grace),
-                 "--", *argv],
+                 "--order", str(order_r)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=env, cwd=cwd, start_new_session=True, pass_fds=(beats_r, outcome_w),
+                start_new_session=True, pass_fds=(beats_r, outcome_w, order_r),
             )
         except BaseException:
-            log.close()
-            for fd in (beats_r, beats_w, outcome_r, outcome_w):
+            for fd in (beats_r, beats_w, outcome_r, outcome_w, order_r, order_w):
                 os.close(fd)
             raise
-        os.close(beats_r)
-        os.close(outcome_w)
+        for fd in (beats_r, outcome_w, order_r):
+            os.close(fd)
         os.set_blocking(beats_w, False)
-        self._beats, self._outcome_fd = beats_w, outcome_r
-        self.pid = self.proc.pid  # the keeper: it leads the attempt's session and group
-        self.pgid = self.pid
+        self.beats, self.outcome_fd, self.order = beats_w, outcome_r, order_w
+        self.pid = self.proc.pid  # it leads the attempt's session and group
         self.start_time = start_time(self.pid)
         # Readable once the keeper has exited, before it is reaped: until then its pid (and
         # so the group id) cannot be reused, and signalling the group is safe.
-        self._pidfd = os.pidfd_open(self.pid)
+        self.pidfd = os.pidfd_open(self.pid)
+
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def start(self, argv: Sequence[str], env: dict[str, str], cwd: Path | None) -> None:
+        """Start the attempt: the agent's command line, environment and folder."""
+        order = orjson.dumps({"argv": list(argv), "env": env,
+                              "cwd": None if cwd is None else str(cwd)}) + b"\n"
+        try:
+            os.write(self.order, order)  # one write: a pipe takes 64 KB at once
+        finally:
+            os.close(self.order)
+
+    def discard(self) -> None:
+        """Let an unused spare go (it exits when its order pipe closes)."""
+        with contextlib.suppress(OSError):
+            os.close(self.order)
+        self.proc.wait()
+        for fd in (self.pidfd, self.beats, self.outcome_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+class Agent:
+    """A running attempt: the keeper and, under it, the agent. A missing agent command is
+    reported by ``outcome()`` as ``failed``.
+
+    The keeper ends the attempt once no ``beat()`` came for its guard.
+    """
+
+    def __init__(
+        self, keeper: Keeper, argv: Sequence[str], *, stdin: bytes, env: dict[str, str],
+        log_path: Path, cwd: Path | None = None,
+    ) -> None:
+        private_dirs(log_path.parent)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        log = open(log_fd, "ab", buffering=0)  # noqa: SIM115 - the reader thread closes it
+        try:
+            keeper.start(argv, env, cwd)
+        except BaseException:
+            log.close()
+            raise
+        self.keeper = keeper
+        self.proc = keeper.proc
+        self.grace = keeper.grace
+        self._beats, self._outcome_fd = keeper.beats, keeper.outcome_fd
+        self.pid = keeper.pid
+        self.pgid = self.pid
+        self.start_time = keeper.start_time
+        self._pidfd = keeper.pidfd
         self._lines: queue.Queue[bytes] = queue.Queue()
         self._outcome: Outcome | None = None
         self.log_error: str | None = None  # why the log could not be written, if so

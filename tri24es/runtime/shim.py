@@ -2,6 +2,12 @@
 an attempt starts outlives it, and an attempt whose worker stalled does not run on.
 
     python -I -S shim.py --beats FD --outcome FD --guard SECONDS --grace SECONDS -- ARGV...
+    python -I -S shim.py --beats FD --outcome FD --guard SECONDS --grace SECONDS --order FD
+
+With ``--order``, it is started ahead of its attempt (a *spare*, so that an agent starts
+without waiting for an interpreter): it waits for one JSON line on that descriptor,
+``{"argv": [...], "env": {...}, "cwd": ...}``, and exits quietly if the descriptor closes
+first (the worker died, or let the spare go).
 
 The worker starts it in a session of its own; it starts the agent (in that session and
 process group) with the same stdin, stdout and stderr, and becomes the *subreaper* of
@@ -27,11 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import select
 import signal
 import sys
 import time
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -62,19 +70,38 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def become_keeper() -> None:
+    """Subreaper of what is started below; SIGTERM when the worker dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def read_order(fd: int) -> dict[str, Any] | None:
+    """The attempt to keep, as the worker sends it; None if it closes the pipe first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        data += chunk
+    order: dict[str, Any] = json.loads(data)
+    return order
+
+
 class Keeper:
     def __init__(self, argv: list[str], beats: int, outcome: int, guard: float,
-                 grace: float) -> None:
+                 grace: float, env: dict[str, str] | None = None, cwd: str | None = None,
+                 ) -> None:
         self.argv, self.beats, self.outcome = argv, beats, outcome
         self.guard, self.grace = guard, grace
+        self.env = dict(os.environ) if env is None else env
+        self.cwd = cwd
         self.me = os.getpid()
         self.agent = 0
         self.status: int | None = None  # the agent's wait status, once reaped
 
     def run(self) -> str:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         for fd in (self.beats, self.outcome):
             os.set_inheritable(fd, False)  # the agent gets stdin, stdout and stderr only
         wake_r, wake_w = os.pipe()
@@ -85,7 +112,9 @@ class Keeper:
             signal.signal(signum, lambda *_: None)  # noted through the wake-up pipe
         os.set_blocking(self.beats, False)
         try:
-            self.agent = os.posix_spawnp(self.argv[0], self.argv, dict(os.environ))
+            if self.cwd is not None:
+                os.chdir(self.cwd)
+            self.agent = os.posix_spawnp(self.argv[0], self.argv, self.env)
         except OSError as e:
             return f"failed {e.strerror or e}: {self.argv[0]}"
         agent_fd = os.pidfd_open(self.agent)
@@ -160,8 +189,15 @@ def main(argv: list[str]) -> int:
     while argv and argv[0] != "--":
         options[argv[0]] = argv[1]
         argv = argv[2:]
-    keeper = Keeper(argv[1:], int(options["--beats"]), int(options["--outcome"]),
-                    float(options["--guard"]), float(options["--grace"]))
+    become_keeper()
+    command, env, cwd = argv[1:], None, None
+    if "--order" in options:
+        order = read_order(int(options["--order"]))
+        if order is None:
+            return 0  # let go unused
+        command, env, cwd = order["argv"], order["env"], order.get("cwd")
+    keeper = Keeper(command, int(options["--beats"]), int(options["--outcome"]),
+                    float(options["--guard"]), float(options["--grace"]), env, cwd)
     outcome = keeper.run()
     with contextlib.suppress(OSError):
         os.write(keeper.outcome, (outcome + "\n").encode())

@@ -60,6 +60,7 @@ from tri24es.runtime.agent import (
     ATTEMPT_KEY,
     GRACE_SECONDS,
     Agent,
+    Keeper,
     Outcome,
     end_leftovers,
     write_private,
@@ -181,6 +182,7 @@ class Worker:
         self._look = True  # read the worker's control at the next follow, bell or not
         self.door: Doorbell | None = None  # wakes the worker for what concerns it only
         self._wake: Wakeup | None = None
+        self._spare: Keeper | None = None  # a keeper started ahead of the next attempt
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
@@ -223,6 +225,7 @@ class Worker:
         try:
             self._steady(self.register)
             self.door = self.services.store.doorbell(self._bells())
+            self._spare_keeper()
             with signal_wakeup() as wake:  # a signal ends a wait at once
                 self._wake = wake
                 self._loop()
@@ -237,6 +240,8 @@ class Worker:
             self._keep_spend()
             if self.door is not None:
                 self.door.close()
+            if self._spare is not None:
+                self._spare.discard()
         raise AssertionError("the worker loop ends only by Stop")  # pragma: no cover
 
     def _bells(self, task_id: str | None = None) -> list[str]:
@@ -408,6 +413,7 @@ class Worker:
         log.info("worker %s: claimed %s (attempt %d)", self.id, claim.task_id, claim.attempt)
         for start in history.started:  # whatever is left of earlier attempts on this host
             self._end_leftovers_of(start)
+        self._salvage_workspaces(claim.task_id, claim.attempt - 1)
         task = history.submitted
         legacy = LegacyFile.take(self.options, task, self.id) if self.options.legacy_files \
             else None
@@ -425,6 +431,27 @@ class Worker:
     def _end_leftovers(self, task_id: str) -> None:
         for start in self.services.history(task_id).started:
             self._end_leftovers_of(start)
+        self._salvage_workspaces(task_id, self.services.task(task_id).attempt)
+
+    def _salvage_workspaces(self, task_id: str, up_to: int) -> None:
+        """Commit and remove the worktrees earlier attempts of the task left on this host
+        (a worker that died before it recorded its agent's start left one too)."""
+        repo = self.options.repo
+        if repo is None:
+            return
+        for attempt in range(1, up_to + 1):
+            path = self.options.paths.workspace(task_id, attempt)
+            if not path.exists():
+                continue
+            try:
+                kept = salvage(repo, self.options.paths.workspaces, path,
+                               f"{task_id} attempt {attempt}: left by a lost worker")
+            except GitError as e:
+                log.error("worker %s: cannot clean %s: %s", self.id, path, e)
+                continue
+            log.warning("worker %s: cleaned the workspace of %s attempt %d%s", self.id,
+                        task_id, attempt,
+                        " (its uncommitted changes committed to its branch)" if kept else "")
 
     def _end_leftovers_of(self, start: ev.TaskStarted) -> None:
         if start.host != host_id():
@@ -433,15 +460,7 @@ class Worker:
                 start.pid, start.pid_start_time, start.key, self.grace):
             log.warning("worker %s: ended what was left of %s attempt %d (pid %d)", self.id,
                         start.task_id, start.attempt, start.pid)
-        repo = self.options.repo
-        path = self.options.paths.workspace(start.task_id, start.attempt)
-        if repo is not None and path.exists():  # its worktree: changes kept on its branch
-            with contextlib.suppress(GitError):
-                kept = salvage(repo, self.options.paths.workspaces, path,
-                               f"{start.task_id} attempt {start.attempt}: left by a lost worker")
-                log.warning("worker %s: cleaned the workspace of %s attempt %d%s", self.id,
-                            start.task_id, start.attempt,
-                            " (its uncommitted changes committed to its branch)" if kept else "")
+
 
     def _command(self, task: ev.TaskSubmitted, history: TaskHistory,
                  ) -> tuple[list[str] | None, str | None]:
@@ -622,9 +641,10 @@ class Worker:
             env["TRI24ES_BUDGET_REMAINING_USD"] = str(self._attempt_cap)
         if workspace is not None:
             env |= {"TRI24ES_WORKSPACE": str(workspace.path), "TRI24ES_BRANCH": workspace.branch}
-        agent = Agent(command, stdin=text, env=env, guard=self.guard, grace=self.grace,
+        agent = Agent(self._keeper(), command, stdin=text, env=env,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt),
                       cwd=None if workspace is None else workspace.path)
+        self._spare_keeper()  # the next attempt's, starting while this one runs
         try:
             self._steady(lambda: self.services.started(
                 claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid, agent.start_time,
@@ -633,6 +653,23 @@ class Worker:
             agent.terminate()
             raise
         return agent
+
+    def _keeper(self) -> Keeper:
+        """A keeper for the next attempt: the spare one if it is there and alive."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.alive():
+            return spare
+        if spare is not None:
+            spare.discard()
+        return Keeper(self.guard, self.grace)
+
+    def _spare_keeper(self) -> None:
+        """Start a keeper ahead of the next attempt: its agent then starts at once."""
+        if self._spare is None:
+            try:
+                self._spare = Keeper(self.guard, self.grace)
+            except OSError as e:  # no processes left, say: the next attempt starts its own
+                log.warning("worker %s: cannot start a spare keeper: %s", self.id, e)
 
     def _supervise(self, claim: Claim, agent: Agent,
                    agent_name: str | None) -> tuple[Ending, str, str | None]:
