@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -114,10 +115,6 @@ class BudgetLimits:
             timezone=load_zone(s.budget_timezone), max_record_usd=s.budget_max_spend_record,
         )
 
-    @property
-    def pause_at(self) -> Decimal:
-        return self.daily_limit * self.daily_pause_pct
-
     def zone(self) -> tzinfo:
         return self.timezone if self.timezone is not None else machine_zone()
 
@@ -137,6 +134,39 @@ def rate_per_min(window_total: Decimal, window_seconds: int) -> Decimal:
     return window_total * 60 / window_seconds
 
 
+def window_start(now_us: int, window_seconds: int, switch: KillSwitchView) -> int:
+    """Where the rate window ending at ``now_us`` starts: ``window_seconds`` back, or at the
+    last forced reset if that is later (spend before it no longer counts toward the rate).
+    The rate is still the window's total over the whole window length."""
+    start = now_us - window_seconds * 1_000_000
+    return start if switch.rate_since is None else max(start, switch.rate_since)
+
+
+def allowance_at(switch: KillSwitchView, now_us: int) -> Decimal:
+    """Dollars allowed over the daily limit at ``now_us`` (``--reset --allow-today``)."""
+    if (switch.allowance is None or switch.allowance_start is None
+            or switch.allowance_end is None
+            or not switch.allowance_start <= now_us < switch.allowance_end):
+        return Decimal(0)
+    return Decimal(switch.allowance)
+
+
+def rate_clears_at(spends: Sequence[tuple[int, Decimal]], window_seconds: int,
+                   rate_limit: Decimal) -> int | None:
+    """When the rate falls below ``rate_limit`` if nothing more is spent: ``spends`` are the
+    window's (occurred_at, amount), oldest first; each leaves the window ``window_seconds``
+    after it occurred. None if the rate is below the limit already."""
+    ceiling = rate_limit * window_seconds / 60  # the window total that makes the limit
+    total = sum((amount for _, amount in spends), Decimal(0))
+    for occurred_at, amount in spends:
+        if total < ceiling:
+            break
+        total -= amount
+        if total < ceiling:
+            return occurred_at + window_seconds * 1_000_000 + 1
+    return None
+
+
 class Level(enum.StrEnum):
     OK = "ok"
     WARNING = "warning"  # rate at or over the warning
@@ -154,18 +184,25 @@ class Reading:
     rate: Decimal
     daily: Decimal
     killswitch: KillSwitchView
+    allowance: Decimal = Decimal(0)  # allowed over the daily limit today (resets)
+
+    def daily_limit(self, limits: BudgetLimits) -> Decimal:
+        """Today's limit: the configured one plus today's allowance."""
+        return limits.daily_limit + self.allowance
 
     def kill_reason(self, limits: BudgetLimits) -> str | None:
         """Why the kill switch must go on (a limit is reached: ``>=``), or None."""
         if self.rate >= limits.rate_limit:
             return (f"Rate limit exceeded: ${usd(self.rate)}/min >= "
                     f"${usd(limits.rate_limit)}/min")
-        if self.daily >= limits.daily_limit:
-            return f"Daily limit exceeded: ${usd(self.daily)} >= ${usd(limits.daily_limit)}"
+        if self.daily >= self.daily_limit(limits):
+            allowed = f" (${usd(self.allowance)} allowed today)" if self.allowance else ""
+            return (f"Daily limit exceeded: ${usd(self.daily)} >= "
+                    f"${usd(self.daily_limit(limits))}{allowed}")
         return None
 
     def should_pause(self, limits: BudgetLimits) -> bool:
-        return self.daily >= limits.pause_at
+        return self.daily >= self.daily_limit(limits) * limits.daily_pause_pct
 
     def should_warn(self, limits: BudgetLimits) -> bool:
         return self.rate >= limits.rate_warning
@@ -176,6 +213,82 @@ class Reading:
         if self.should_pause(limits):
             return Level.PAUSE
         return Level.WARNING if self.should_warn(limits) else Level.OK
+
+
+@dataclass(frozen=True)
+class ResetCheck:
+    """Would a breach still hold after a reset of the kill switch, with these options? A
+    reset that leaves one would be undone by the watchdog's next look at the same spend."""
+
+    reading: Reading
+    limits: BudgetLimits
+    fresh_window: bool  # --force
+    allow_today: Decimal  # --allow-today (0 if not given)
+    rate_clears_at: int | None  # when the rate falls below the limit if nothing more is spent
+    day_ends_at: int  # the next midnight in the budget's zone
+
+    @property
+    def rate_holds(self) -> bool:
+        return not self.fresh_window and self.reading.rate >= self.limits.rate_limit
+
+    @property
+    def daily_limit_after(self) -> Decimal:
+        return self.reading.daily_limit(self.limits) + self.allow_today
+
+    @property
+    def daily_holds(self) -> bool:
+        return self.reading.daily >= self.daily_limit_after
+
+    @property
+    def ok(self) -> bool:
+        return not (self.rate_holds or self.daily_holds)
+
+    def explain(self) -> list[str]:
+        """What still holds, when it clears, and what to do next: one sentence a line."""
+        r, limits, zone = self.reading, self.limits, self.limits.zone()
+        lines = []
+        if self.rate_holds:
+            clears = ("" if self.rate_clears_at is None else
+                      f"; it clears at {_clock(self.rate_clears_at, zone)} "
+                      f"(in {_span(self.rate_clears_at - r.now_us)}) if nothing more is spent")
+            lines.append(f"the rate still holds: ${usd(r.rate)}/min >= "
+                         f"${usd(limits.rate_limit)}/min over the last {r.window_seconds} s"
+                         f"{clears}")
+        lines.append(f"today's total: ${usd(r.daily)} of ${usd(self.daily_limit_after)}"
+                     + (f" (${usd(r.allowance + self.allow_today)} allowed today)"
+                        if r.allowance + self.allow_today else "")
+                     + f"; the day ends at {_clock(self.day_ends_at, zone)}")
+        if self.rate_holds:
+            lines.append("next: wait until the rate window clears and reset again, or reset "
+                         "with --force to start a fresh rate window now (spend before the "
+                         "reset no longer counts toward the rate)")
+        if self.daily_holds:
+            more = r.daily - r.daily_limit(limits)
+            lines.append("next: raise BUDGET_DAILY_LIMIT (for the watchdog too) above "
+                         f"${usd(r.daily)}, or reset with --allow-today USD (more than "
+                         f"${usd(more)}) to allow that much over the limit for the rest of "
+                         "today")
+        return lines
+
+
+def _clock(at_us: int, zone: tzinfo) -> str:
+    return from_us(at_us).astimezone(zone).strftime("%H:%M:%S %Z")
+
+
+def _span(us: int) -> str:
+    seconds = max(-(-us // 1_000_000), 0)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def check_reset(reading: Reading, limits: BudgetLimits,
+                window: Sequence[tuple[int, Decimal]], *, fresh_window: bool = False,
+                allow_today: Decimal = Decimal(0)) -> ResetCheck:
+    """``window``: the rate window's spend as (occurred_at, amount), oldest first."""
+    _, day_end = day_bounds(reading.now_us, limits.zone())
+    return ResetCheck(reading, limits, fresh_window, allow_today,
+                      rate_clears_at(window, reading.window_seconds, limits.rate_limit),
+                      day_end)
 
 
 def percent(part: Decimal, whole: Decimal) -> str:

@@ -355,6 +355,15 @@ class KillSwitchActivated(Event):
 class KillSwitchReset(Event):
     by: str | None = None
     reason: str
+    #: ``--force``: the rate window starts afresh at the reset: spend that occurred before it
+    #: no longer counts toward the rate (today's total still counts all of it).
+    fresh_window: bool = False
+    #: ``--allow-today``: dollars allowed over the daily limit for the rest of the day
+    #: [day_start, day_end) (the budget's calendar day at the reset), added to any allowance
+    #: given earlier for that day.
+    allow_today: Money | None = None
+    day_start: AwareDatetime | None = None
+    day_end: AwareDatetime | None = None
 
 
 def task_stream(task_id: str) -> str:

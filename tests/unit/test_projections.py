@@ -409,8 +409,35 @@ def test_killswitch_activate_then_reset() -> None:
     )
     assert (view.changed_at, view.position) == (off.recorded_at, off.position)
     assert KILLSWITCH.rows(view) == {
-        "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None)]
+        "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None,
+                        None, None, None, None)]
     }
+
+
+def test_a_forced_reset_starts_the_rate_window_and_allowances_add_up_for_their_day() -> None:
+    day = datetime(2026, 11, 30, tzinfo=EPOCH.tzinfo)
+    next_day = day + timedelta(days=1)
+
+    def allow(usd: str, start: datetime) -> ev.KillSwitchReset:
+        return ev.KillSwitchReset(reason="ok", allow_today=Decimal(usd), day_start=start,
+                                  day_end=start + timedelta(days=1))
+
+    log = Log()
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    forced = log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", fresh_window=True))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.rate_since, view.allowance) == (forced.recorded_at, None)
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    log.add(ev.KILL_SWITCH_STREAM, allow("5", day))  # not forced: the window stays
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    log.add(ev.KILL_SWITCH_STREAM, allow("2.5", day))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.rate_since, view.allowance) == (forced.recorded_at, "7.5")
+    assert (view.allowance_start, view.allowance_end) == (to_us(day), to_us(next_day))
+    log.add(ev.KILL_SWITCH_STREAM, activated())  # an activation keeps both
+    log.add(ev.KILL_SWITCH_STREAM, allow("1", next_day))  # another day: replaced
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.allowance, view.allowance_start) == ("1", to_us(next_day))
 
 
 # -- the fold's shortcuts agree with the machines -----------------------------------------

@@ -15,7 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
-from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
+from tri24es.budget import (
+    BudgetLimits,
+    Reading,
+    allowance_at,
+    day_bounds,
+    rate_per_min,
+    window_start,
+)
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
@@ -182,14 +189,27 @@ def per_minute(conn: Db, now: int, minutes: int) -> list[Decimal]:
 
 def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
                 window_seconds: int | None = None) -> Reading:
-    """Window total and rate (the last ``window_seconds``, default the limits' window),
-    today's total, and the kill switch: a handful of indexed lookups at any log size."""
+    """Window total and rate (the last ``window_seconds``, default the limits' window, which
+    starts no earlier than a forced reset), today's total, and the kill switch: a handful of
+    indexed lookups at any log size."""
+    switch = read_killswitch(conn)
     window = window_seconds or limits.window_seconds
-    total = window_total(conn, now_us - window * 1_000_000, now_us + 1)
+    since = (window_start(now_us, window, switch) if window_seconds is None
+             else now_us - window * 1_000_000)
+    total = window_total(conn, since, now_us + 1)
     start, end = day_bounds(now_us, limits.zone())
     daily = period_total(conn, start, end)
-    return Reading(now_us, window, total, rate_per_min(total, window), daily,
-                   read_killswitch(conn))
+    return Reading(now_us, window, total, rate_per_min(total, window), daily, switch,
+                   allowance_at(switch, now_us))
+
+
+def window_spends(conn: Db, limits: BudgetLimits, now_us: int) -> list[tuple[int, Decimal]]:
+    """The rate window's spend (as ``read_budget`` counts it), oldest first: when the rate
+    falls below its limit (``budget.rate_clears_at``)."""
+    since = window_start(now_us, limits.window_seconds, read_killswitch(conn))
+    return [(at, from_units(units)) for at, units in conn.execute(
+        "SELECT occurred_at, amount_units FROM spend WHERE occurred_at >= ? AND occurred_at < ?"
+        " ORDER BY occurred_at", (since, now_us + 1))]
 
 
 # --- the fleet in numbers: status, status --at, replay --until ------------------------------
@@ -278,9 +298,10 @@ def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minut
     lines = [WorkerLine(*row) for row in conn.execute(
         "SELECT worker_id, state, current_task, last_seen FROM workers ORDER BY worker_id")]
     window = limits.window_seconds
+    switch = read_killswitch(conn)
     total, _ = spend_totals(conn)
     last = store.read_page(max(head - recent, 0), recent) if recent else []
     return Glance(now, head, Counter(task_counts(conn)), lines, total,
-                  window_total(conn, now - window * 1_000_000, now + 1), window,
-                  limits.rate_limit, per_minute(conn, now, minutes), read_killswitch(conn), last,
+                  window_total(conn, window_start(now, window, switch), now + 1), window,
+                  limits.rate_limit, per_minute(conn, now, minutes), switch, last,
                   waiting(conn) if explain else [])

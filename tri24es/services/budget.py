@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tri24es import events as ev
-from tri24es.budget import parse_amount
+from tri24es.budget import BudgetLimits, ResetCheck, check_reset, day_bounds, parse_amount
 from tri24es.events import (
     Envelope,
     encode,
@@ -17,11 +17,23 @@ from tri24es.projections import (
     apply_inline,
     connection_of,
     read_killswitch,
+    reads,
 )
 from tri24es.services.base import (
     ServiceBase,
+    ServiceError,
 )
 from tri24es.timeutil import from_us
+
+DEFAULT_LIMITS = BudgetLimits()
+
+
+class ResetRefused(ServiceError):
+    """The kill switch was not reset: the breach that turned it on still holds."""
+
+    def __init__(self, check: ResetCheck) -> None:
+        super().__init__("the kill switch was not reset: " + "; ".join(check.explain()))
+        self.check = check
 
 
 @dataclass(frozen=True)
@@ -114,14 +126,35 @@ class BudgetCommands(ServiceBase):
             self._append(conn, tx, ev.KILL_SWITCH_STREAM, [event], version)
             return True
 
-    def reset_killswitch(self, *, by: str | None, reason: str) -> bool:
+    def reset_killswitch(
+        self, *, by: str | None, reason: str, limits: BudgetLimits = DEFAULT_LIMITS,
+        fresh_window: bool = False, allow_today: Decimal | None = None,
+    ) -> bool:
+        """Turn the kill switch off: False if it was not on. Raises ResetRefused, recording
+        nothing, while a breach of ``limits`` would still hold after the reset: the watchdog
+        would turn the switch on again at its next look, at spend from before the reset,
+        and workers could claim tasks in between. ``fresh_window`` (``--force``) starts the
+        rate window at the reset; ``allow_today`` allows that much over the daily limit for
+        the rest of the day. The check and the reset are one transaction, so spend recorded
+        meanwhile cannot slip between them."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             if not read_killswitch(conn).active:
                 return False
+            now = self.clock()
+            check = check_reset(
+                reads.read_budget(conn, limits, now), limits,
+                reads.window_spends(conn, limits, now), fresh_window=fresh_window,
+                allow_today=allow_today or Decimal(0))
+            if not check.ok:
+                raise ResetRefused(check)
+            day_start, day_end = day_bounds(now, limits.zone())
+            allowed = {} if not allow_today else {
+                "allow_today": allow_today, "day_start": from_us(day_start),
+                "day_end": from_us(day_end)}
             version = tx.stream_version(ev.KILL_SWITCH_STREAM)
-            self._append(conn, tx, ev.KILL_SWITCH_STREAM,
-                         [ev.KillSwitchReset(by=by, reason=reason)], version)
+            self._append(conn, tx, ev.KILL_SWITCH_STREAM, [ev.KillSwitchReset(
+                by=by, reason=reason, fresh_window=fresh_window, **allowed)], version)
             return True
 
 
