@@ -272,7 +272,9 @@ class ResetCheck:
 
 
 def _clock(at_us: int, zone: tzinfo) -> str:
-    return from_us(at_us).astimezone(zone).strftime("%H:%M:%S %Z")
+    """The time of day, to the second after ``at_us`` (when it is true)."""
+    second = -(-at_us // 1_000_000) * 1_000_000
+    return from_us(second).astimezone(zone).strftime("%H:%M:%S %Z")
 
 
 def _span(us: int) -> str:

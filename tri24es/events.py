@@ -355,9 +355,9 @@ class KillSwitchActivated(Event):
 class KillSwitchReset(Event):
     by: str | None = None
     reason: str
-    #: ``--force``: the rate window starts afresh at the reset: spend that occurred before it
-    #: no longer counts toward the rate (today's total still counts all of it).
-    fresh_window: bool = False
+    #: ``--force``: the rate window starts afresh here, at the reset: spend that occurred
+    #: before it no longer counts toward the rate (today's total still counts all of it).
+    rate_window_start: AwareDatetime | None = None
     #: ``--allow-today``: dollars allowed over the daily limit for the rest of the day
     #: [day_start, day_end) (the budget's calendar day at the reset), added to any allowance
     #: given earlier for that day.

@@ -424,15 +424,15 @@ def test_a_forced_reset_starts_the_rate_window_and_allowances_add_up_for_their_d
 
     log = Log()
     log.add(ev.KILL_SWITCH_STREAM, activated())
-    forced = log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", fresh_window=True))
+    log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", rate_window_start=day))
     view = KILLSWITCH.fold(log.envelopes)
-    assert (view.rate_since, view.allowance) == (forced.recorded_at, None)
+    assert (view.rate_since, view.allowance) == (to_us(day), None)
     log.add(ev.KILL_SWITCH_STREAM, activated())
     log.add(ev.KILL_SWITCH_STREAM, allow("5", day))  # not forced: the window stays
     log.add(ev.KILL_SWITCH_STREAM, activated())
     log.add(ev.KILL_SWITCH_STREAM, allow("2.5", day))
     view = KILLSWITCH.fold(log.envelopes)
-    assert (view.rate_since, view.allowance) == (forced.recorded_at, "7.5")
+    assert (view.rate_since, view.allowance) == (to_us(day), "7.5")
     assert (view.allowance_start, view.allowance_end) == (to_us(day), to_us(next_day))
     log.add(ev.KILL_SWITCH_STREAM, activated())  # an activation keeps both
     log.add(ev.KILL_SWITCH_STREAM, allow("1", next_day))  # another day: replaced

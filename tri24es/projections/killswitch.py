@@ -74,8 +74,8 @@ class KillSwitchProjection(Projection[KillSwitchView]):
         elif isinstance(event, KillSwitchReset):
             view.active, view.reason, view.by = False, event.reason, event.by
             view.rate = view.daily = None
-            if event.fresh_window:
-                view.rate_since = envelope.recorded_at
+            if event.rate_window_start is not None:
+                view.rate_since = to_us(event.rate_window_start)
             if event.allow_today is not None and event.day_start and event.day_end:
                 _allow(view, event.allow_today, to_us(event.day_start), to_us(event.day_end))
         else:

@@ -154,7 +154,8 @@ class BudgetCommands(ServiceBase):
                 "day_end": from_us(day_end)}
             version = tx.stream_version(ev.KILL_SWITCH_STREAM)
             self._append(conn, tx, ev.KILL_SWITCH_STREAM, [ev.KillSwitchReset(
-                by=by, reason=reason, fresh_window=fresh_window, **allowed)], version)
+                by=by, reason=reason, rate_window_start=from_us(now) if fresh_window else None,
+                **allowed)], version)
             return True
 
 
