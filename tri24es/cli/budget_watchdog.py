@@ -133,8 +133,10 @@ def _print_status(reading: Reading, limits: BudgetLimits) -> None:
     ks = reading.killswitch
     typer.echo(f"Kill Switch: {'ACTIVE' if ks.active else 'INACTIVE'}"
                + (f" ({ks.reason})" if ks.active else ""))
-    typer.echo(f"Daily Spend: ${usd(reading.daily)} / ${usd(limits.daily_limit)} "
-               f"({percent(reading.daily, limits.daily_limit)})")
+    limit = reading.daily_limit(limits)
+    typer.echo(f"Daily Spend: ${usd(reading.daily)} / ${usd(limit)} "
+               f"({percent(reading.daily, limit)})"
+               + (f" (${usd(reading.allowance)} allowed today)" if reading.allowance else ""))
     typer.echo(f"Current Rate: ${usd(reading.rate)}/min / ${usd(limits.rate_limit)}/min")
     typer.echo(f"Warning Level: {reading.level(limits).upper()}")
     typer.echo(f"Window Size: {reading.window_seconds} s")

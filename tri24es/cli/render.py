@@ -193,10 +193,11 @@ def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
         # rounded to the 1e-10 dollars the spend table keeps (a rate can recur)
         "rate_per_min_usd": str(from_units(to_units(reading.rate))),
         "daily_total_usd": str(reading.daily),
-        "daily_limit_usd": str(limits.daily_limit),
+        "daily_limit_usd": str(reading.daily_limit(limits)),  # with today's allowance
+        "daily_allowance_usd": str(reading.allowance),
         "rate_limit_usd": str(limits.rate_limit),
         "rate_warning_usd": str(limits.rate_warning),
-        "daily_used_pct": percent(reading.daily, limits.daily_limit),
+        "daily_used_pct": percent(reading.daily, reading.daily_limit(limits)),
         "rate_used_pct": percent(reading.rate, limits.rate_limit),
         "level": str(reading.level(limits)),
         "kill_switch_active": ks.active,

@@ -101,8 +101,9 @@ def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
     typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}")
     typer.echo(f"Rate:         ${usd(reading.rate)}/min of ${usd(limits.rate_limit)}/min "
                f"({percent(reading.rate, limits.rate_limit)})")
-    typer.echo(f"Today:        ${usd(reading.daily)} of ${usd(limits.daily_limit)} "
-               f"({percent(reading.daily, limits.daily_limit)})")
+    limit = reading.daily_limit(limits)  # with today's allowance
+    typer.echo(f"Today:        ${usd(reading.daily)} of ${usd(limit)} "
+               f"({percent(reading.daily, limit)})")
     state = f"ACTIVE ({ks.reason})" if ks.active else "INACTIVE"
     typer.echo(f"Kill switch:  {state}")
 
