@@ -135,11 +135,11 @@ def rate_per_min(window_total: Decimal, window_seconds: int) -> Decimal:
 
 
 def window_start(now_us: int, window_seconds: int, switch: KillSwitchView) -> int:
-    """Where the rate window ending at ``now_us`` starts: ``window_seconds`` back, or at the
-    last forced reset if that is later (spend before it no longer counts toward the rate).
-    The rate is still the window's total over the whole window length."""
+    """Where the rate window ending at ``now_us`` starts: ``window_seconds`` back, or just
+    after the last forced reset if that is later (spend up to it no longer counts toward the
+    rate). The rate is still the window's total over the whole window length."""
     start = now_us - window_seconds * 1_000_000
-    return start if switch.rate_since is None else max(start, switch.rate_since)
+    return start if switch.rate_since is None else max(start, switch.rate_since + 1)
 
 
 def allowance_at(switch: KillSwitchView, now_us: int) -> Decimal:

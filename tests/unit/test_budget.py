@@ -125,7 +125,7 @@ def test_an_allowance_raises_todays_limit_and_pause_threshold() -> None:
 
 def test_the_rate_window_starts_at_a_forced_reset_and_an_allowance_holds_for_its_day() -> None:
     assert window_start(400 * S, 300, KillSwitchView()) == 100 * S
-    assert window_start(400 * S, 300, KillSwitchView(rate_since=250 * S)) == 250 * S
+    assert window_start(400 * S, 300, KillSwitchView(rate_since=250 * S)) == 250 * S + 1
     assert window_start(400 * S, 300, KillSwitchView(rate_since=50 * S)) == 100 * S
     switch = KillSwitchView(allowance="7.5", allowance_start=100 * S, allowance_end=200 * S)
     assert [allowance_at(switch, t * S) for t in (99, 100, 199, 200)] == [
