@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
 from tri24es.projections.killswitch import KillSwitchView
-from tri24es.timeutil import from_us, to_us
+from tri24es.timeutil import from_us, iso_time, to_us
 
 if TYPE_CHECKING:
     from tri24es.config import Settings
@@ -291,6 +291,16 @@ def check_reset(reading: Reading, limits: BudgetLimits,
     return ResetCheck(reading, limits, fresh_window, allow_today,
                       rate_clears_at(window, reading.window_seconds, limits.rate_limit),
                       day_end)
+
+
+def killswitch_banner(switch: KillSwitchView) -> str | None:
+    """What every live screen (``top``, ``up``) shows first while the kill switch is on:
+    why, since when, and how it ends."""
+    if not switch.active:
+        return None
+    since = "" if switch.changed_at is None else f" (since {iso_time(switch.changed_at)[11:19]}Z)"
+    return (f"KILL SWITCH: {switch.reason}{since}; workers stay stopped until "
+            "`tri24es budget-watchdog --reset`")
 
 
 def percent(part: Decimal, whole: Decimal) -> str:

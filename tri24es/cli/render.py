@@ -18,11 +18,8 @@ from tri24es.projections.spend import from_units
 from tri24es.timeutil import iso_time, now_us
 
 if TYPE_CHECKING:
-    from rich.text import Text
-
     from tri24es.budget import BudgetLimits, Reading
     from tri24es.paths import ProjectPaths
-    from tri24es.projections.killswitch import KillSwitchView
     from tri24es.projections.queue import TaskRow
     from tri24es.projections.reads import FleetCounts
     from tri24es.projections.sql import Db
@@ -31,18 +28,6 @@ if TYPE_CHECKING:
 TEXT_DATA_WIDTH = 120
 HISTORY_TEXT_LIMIT = 80
 PRIORITIES = tuple(Priority)
-
-
-def killswitch_banner(switch: KillSwitchView) -> Text | None:
-    """The first thing every live screen (``top``, ``up``) shows while the kill switch is on:
-    why, since when, and how it ends. It wraps rather than being cut on a narrow terminal."""
-    if not switch.active:
-        return None
-    from rich.text import Text
-
-    since = "" if switch.changed_at is None else f" (since {iso_time(switch.changed_at)[11:19]}Z)"
-    return Text(f"KILL SWITCH: {switch.reason}{since}; workers stay stopped until "
-                "`tri24es budget-watchdog --reset`", style="bold white on red")
 
 
 def priority_name(rank: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventlog import EventStore, TransientStoreError
+from tri24es.budget import killswitch_banner
 from tri24es.machines import ENDED_WORKER_STATES, OPEN_TASK_STATES, TaskState, WorkerState
 from tri24es.projections import WORKERS, connection_of, read_killswitch, reads
 from tri24es.runtime.queue_watcher import pending_files
@@ -142,10 +143,8 @@ class UpScreen:
         from rich.table import Table
         from rich.text import Text
 
-        from tri24es.cli.render import killswitch_banner
-
         assert self.counts is not None
-        banner = killswitch_banner(self.counts.killswitch)  # first: on any terminal size
+        banner = killswitch_banner(self.counts.killswitch)  # first: in sight on any terminal
         table = Table(box=None, header_style="bold")
         for column in ("process", "pid", "state", "task", "restarts"):
             table.add_column(column)
@@ -157,7 +156,7 @@ class UpScreen:
                 state = "restarting" if child.restart_at is not None else "stopped"
             table.add_row(child.spec.name, str(child.pid or "-"), state or "running",
                           task or "", str(child.restarts))
-        return Group(*([banner] if banner is not None else []),
+        return Group(*([Text(banner, style="bold white on red")] if banner else []),
                      Text.assemble(("tri24es up", "bold"), "  ", self.summary()), table,
                      Text("Ctrl-C stops the fleet (running tasks go back to the queue)",
                           style="dim"))
