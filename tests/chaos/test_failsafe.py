@@ -312,8 +312,12 @@ def test_long_running_processes_ride_out_store_faults_and_work_on(
         time.sleep(0.5)  # the fault again, while they reconnect
         terminate_sessions(site)
     # Every process is still there, and does its job once the store is back.
-    wait_until(lambda: site.task_state("during") == "completed",
-               "the file submitted and its task completed", timeout=90)
+    try:
+        wait_until(lambda: site.task_state("during") == "completed",
+                   "the file submitted and its task completed", timeout=90)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: task {site.task_state('during')}; " + "\n".join(
+            site.output(p) for p in (worker, watcher))) from None
     wait_until(lambda: [s.source for s in site.events(ev.SpendRecorded)] == ["spend.jsonl"],
                "the watchdog recording the spend file")
     wait_until(lambda: "TaskCompleted" in site.output(follower), "the follower printing")

@@ -60,7 +60,9 @@ def db_of(root: Path) -> Path:
 
 
 def state_files(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((root / "state").iterdir())}
+    state = root / "state"
+    return {str(p.relative_to(state)): p.read_bytes()
+            for p in sorted(state.rglob("*")) if p.is_file()}
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -33,6 +33,7 @@ def test_status_at_a_time_shows_the_fleet_as_it_was_then(run: Run, project: Path
     now = json.loads(run("status", "--json").stdout)
     at_end = json.loads(run("status", "--at", events[-1]["recorded_at"], "--json").stdout)
     assert at_end.pop("until") == now["head"]
+    now.pop("waiting")  # why tasks wait now depends on the workers alive now, not on the log
     assert at_end == now
 
     text = run("status", "--at", completed["recorded_at"])

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.conftest import PATIENCE
 from tests.e2e.conftest import CLI, Run, clean_env
 
-DEADLINE = 30.0
+DEADLINE = PATIENCE
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

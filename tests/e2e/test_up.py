@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.conftest import PATIENCE
 from tests.e2e.conftest import CLI, Run, clean_env
 from tri24es.procinfo import is_same_process, start_time
 from tri24es.runtime.demo import DEMO_TASKS
 
 T = TypeVar("T")
-DEADLINE = 30.0
+DEADLINE = PATIENCE
 #: An agent that reads its task and then sleeps until it is stopped.
 SLEEPER = shlex.join([sys.executable, "-c",
                       "import sys, time; sys.stdin.read(); print('sleeping', flush=True); "

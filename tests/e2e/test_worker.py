@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from eventlog import open_store
+from tests.conftest import PATIENCE
 from tests.conftest import wait_until as shared_wait_until
 from tests.e2e.conftest import CLI, Run, clean_env
 from tri24es import events as ev
@@ -26,7 +27,7 @@ E = TypeVar("E", bound=ev.Event)
 
 AGENT = Path(__file__).parent / "agents" / "scripted.py"
 EXEC = f"{sys.executable} {AGENT}"
-DEADLINE = 30.0  # generous: only reached when something is wrong (or the machine is very busy)
+DEADLINE = PATIENCE
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:

@@ -314,7 +314,8 @@ MEASURE_READ_ALL = """
 """
 
 
-@pytest.mark.xdist_group("million")  # one test process builds the million-event store
+@pytest.mark.xdist_group("million")  # one test process reads the million-event store
+@pytest.mark.timeout(900)  # the first run builds the store: minutes on a loaded machine
 @pytest.mark.slow
 @pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="needs /proc to tell heap from mapped pages"

@@ -41,19 +41,30 @@ SPEND_GROUPS = ("model", "worker", "task")
 # --- tasks and workers ---------------------------------------------------------------------
 
 
-def tasks(conn: Db, state: str | None = None) -> list[TaskRow]:
-    """Tasks in claim order (priority, then submission), of one state or all."""
+def tasks(conn: Db, state: str | None = None, limit: int | None = None) -> list[TaskRow]:
+    """Tasks in claim order (priority, then submission), of one state or all; the first
+    ``limit`` of them if given (a listing reads only what it shows)."""
     where, params = ("WHERE state = ?", (state,)) if state else ("", ())
     found = conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM queue {where} ORDER BY priority, submitted_position",
+        f"SELECT {TASK_COLUMNS} FROM queue {where} ORDER BY priority, submitted_position"
+        + ("" if limit is None else f" LIMIT {int(limit)}"),
         params,
     )
     return [TaskRow(*r) for r in found]
 
 
+def task_total(conn: Db, state: str | None = None) -> int:
+    """How many tasks there are (in ``state``), from the counts: no scan of the queue."""
+    where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+    (n,) = conn.execute(f"SELECT coalesce(sum(n), 0) FROM queue_counts {where}",
+                        params).fetchone()
+    return int(n)
+
+
 def task_counts(conn: Db) -> dict[tuple[str, int], int]:
     """(state, priority rank) -> how many tasks."""
-    found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
+    found = conn.execute(
+        "SELECT state, priority, sum(n) FROM queue_counts GROUP BY 1, 2 HAVING sum(n) <> 0")
     return {(state, priority): n for state, priority, n in found}
 
 
@@ -86,9 +97,10 @@ class Waiting:
 
 def waiting(conn: Db) -> list[Waiting]:
     """The queued tasks no live worker can claim, grouped by what they need and why."""
-    groups = conn.execute(
-        "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
-        " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC")
+    groups = conn.execute(  # the counts, not the queue: the same cost at any backlog
+        "SELECT nullif(shard, ''), nullif(model, ''), nullif(type, ''), has_command, sum(n)"
+        " FROM queue_counts WHERE state = 'queued' GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0"
+        " ORDER BY 5 DESC, 1, 2, 3, 4")
     live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
     switch = read_killswitch(conn)
     found = []
