@@ -11,11 +11,13 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
@@ -117,6 +119,23 @@ class BudgetLimits:
 
     def zone(self) -> tzinfo:
         return self.timezone if self.timezone is not None else machine_zone()
+
+
+def enforced_limits(switch: KillSwitchView, own: BudgetLimits) -> tuple[BudgetLimits, str | None]:
+    """The limits the last budget watchdog started with (``own`` for the settings it does
+    not record) and who that is; ``own`` and None if no watchdog recorded any."""
+    if switch.watchdog is None:
+        return own, None
+    started = orjson.loads(switch.watchdog)
+    try:
+        zone = load_zone(started["timezone"]) if started["timezone"] else own.timezone
+    except ConfigError:  # a zone this machine does not know: its own
+        zone = own.timezone
+    limits = replace(own, rate_limit=Decimal(started["rate_limit"]),
+                     daily_limit=Decimal(started["daily_limit"]),
+                     window_seconds=started["window_seconds"], timezone=zone)
+    return limits, (f"the budget watchdog pid {started['pid']} on {started['host']}, started "
+                    f"{iso_time(started['at'])[:19]}Z")
 
 
 def day_bounds(now_us: int, zone: tzinfo) -> tuple[int, int]:
@@ -226,6 +245,7 @@ class ResetCheck:
     allow_today: Decimal  # --allow-today (0 if not given)
     rate_clears_at: int | None  # when the rate falls below the limit if nothing more is spent
     day_ends_at: int  # the next midnight in the budget's zone
+    whose: str | None = None  # whose limits these are, if a watchdog recorded them
 
     @property
     def rate_holds(self) -> bool:
@@ -246,7 +266,9 @@ class ResetCheck:
     def explain(self) -> list[str]:
         """What still holds, when it clears, and what to do next: one sentence a line."""
         r, limits, zone = self.reading, self.limits, self.limits.zone()
-        lines = []
+        lines = [] if self.whose is None else [
+            f"limits: those of {self.whose}: ${usd(limits.rate_limit)}/min over "
+            f"{limits.window_seconds} s, ${usd(limits.daily_limit)} a day"]
         if self.rate_holds:
             clears = ("" if self.rate_clears_at is None else
                       f"; it clears at {_clock(self.rate_clears_at, zone)} "
@@ -285,12 +307,13 @@ def _span(us: int) -> str:
 
 def check_reset(reading: Reading, limits: BudgetLimits,
                 window: Sequence[tuple[int, Decimal]], *, fresh_window: bool = False,
-                allow_today: Decimal = Decimal(0)) -> ResetCheck:
-    """``window``: the rate window's spend as (occurred_at, amount), oldest first."""
+                allow_today: Decimal = Decimal(0), whose: str | None = None) -> ResetCheck:
+    """``window``: the rate window's spend as (occurred_at, amount), oldest first;
+    ``whose``: whose limits ``limits`` are (see ``enforced_limits``)."""
     _, day_end = day_bounds(reading.now_us, limits.zone())
     return ResetCheck(reading, limits, fresh_window, allow_today,
                       rate_clears_at(window, reading.window_seconds, limits.rate_limit),
-                      day_end)
+                      day_end, whose)
 
 
 def killswitch_banner(switch: KillSwitchView) -> str | None:

@@ -343,6 +343,19 @@ class BudgetWarningRaised(Event):
     daily: Money | None = None
 
 
+class BudgetWatchdogStarted(Event):
+    """A budget watchdog daemon started with these limits. A reset of the kill switch is
+    checked against the last ones recorded: those of the watchdog that would trip it again,
+    not those of the shell the reset runs in."""
+
+    rate_limit: Money
+    daily_limit: Money
+    window_seconds: int
+    timezone: str | None = None  # the zone of "today"; None: the watchdog machine's zone
+    host: str
+    pid: int
+
+
 class KillSwitchActivated(Event):
     reason: str
     rate: Money

@@ -139,10 +139,12 @@ def test_a_rate_trip_is_reset_with_force_and_does_not_flap(
         assert refused.returncode == 1, refused.stderr
         lines = refused.stderr.splitlines()
         assert lines[0] == "Kill switch NOT reset: the breach that turned it on still holds"
-        assert "if nothing more is spent" in lines[1]
-        assert " it clears at " in lines[1]
-        assert lines[2].startswith(f"  today's total: ${usd(spent(fleet))} of $1000.00")
-        assert "reset with --force to start a fresh rate window now" in lines[3]
+        assert lines[1].startswith("  limits: those of the budget watchdog pid ")
+        assert lines[1].endswith(": $1.00/min over 300 s, $1000.00 a day")
+        assert "if nothing more is spent" in lines[2]
+        assert " it clears at " in lines[2]
+        assert lines[3].startswith(f"  today's total: ${usd(spent(fleet))} of $1000.00")
+        assert "reset with --force to start a fresh rate window now" in lines[4]
         assert not fleet.events(ev.KillSwitchReset)
 
         forced = fleet.run("budget-watchdog", "--reset", "--force", "--reason", "reviewed",
@@ -184,6 +186,12 @@ def test_a_daily_trip_needs_an_allowance_and_does_not_flap(
             assert refused.returncode == 1, (flags, refused.stderr)
             assert f"today's total: ${usd(today)} of $" in refused.stderr
             assert f"--allow-today USD (more than ${usd(over)})" in refused.stderr
+        # A shell without the watchdog's settings ($75 a day by default) is refused too:
+        # the check uses the limits the watchdog recorded when it started.
+        bare = fleet.run("budget-watchdog", "--reset", "--reason", "reviewed")
+        assert bare.returncode == 1, bare.stderr
+        assert "limits: those of the budget watchdog pid " in bare.stderr
+        assert f"today's total: ${usd(today)} of $5.00" in bare.stderr
         assert not fleet.events(ev.KillSwitchReset)
 
         allowed = fleet.run("budget-watchdog", "--reset", "--allow-today", "10", "--reason",

@@ -141,3 +141,27 @@ def test_spend_written_to_spend_jsonl_before_the_reset_is_judged_by_it(setup: Se
     with pytest.raises(ResetRefused, match=r"today's total: \$80.00 of \$80.00"):
         Operator(setup).reset(allow="5")
     assert [e.amount for e in setup.events(ev.SpendRecorded)] == [Decimal(75), Decimal(5)]
+
+
+def test_a_reset_is_checked_against_the_limits_the_watchdog_started_with(
+        setup: Setup) -> None:
+    """The shell that resets may lack the watchdog's settings (here: the defaults, $75 a
+    day): the limits the watchdog recorded at its start are the ones that would trip it."""
+    def started(daily: str, pid: int) -> ev.BudgetWatchdogStarted:
+        return ev.BudgetWatchdogStarted(rate_limit=Decimal(1), daily_limit=Decimal(daily),
+                                        window_seconds=300, timezone="UTC", host="h", pid=pid)
+
+    setup.services.record_watchdog_start(started("5", 41))
+    setup.spend("8.00", seconds_ago=3600)
+    setup.watchdog.limits = BudgetLimits(daily_limit=Decimal(5), timezone=LIMITS.timezone)
+    assert setup.watchdog.evaluate().activated
+    shell = BudgetLimits(timezone=LIMITS.timezone)  # $75 a day
+    with pytest.raises(ResetRefused) as refused:
+        Operator(setup).reset(limits=shell)
+    lines = refused.value.check.explain()
+    assert lines[0].startswith("limits: those of the budget watchdog pid 41 on h, started ")
+    assert lines[0].endswith(": $1.00/min over 300 s, $5.00 a day")
+    assert lines[1].startswith("today's total: $8.00 of $5.00")
+    setup.services.record_watchdog_start(started("20", 42))  # restarted with a raised limit
+    assert Operator(setup).reset(limits=shell)
+    assert verify(setup.store) == []

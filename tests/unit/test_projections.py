@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -410,8 +411,25 @@ def test_killswitch_activate_then_reset() -> None:
     assert (view.changed_at, view.position) == (off.recorded_at, off.position)
     assert KILLSWITCH.rows(view) == {
         "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None,
-                        None, None, None, None)]
+                        None, None, None, None, None)]
     }
+
+
+def test_the_last_watchdog_start_is_kept_and_makes_a_row_of_its_own() -> None:
+    log = Log()
+    first = ev.BudgetWatchdogStarted(rate_limit=Decimal(1), daily_limit=Decimal(75),
+                                     window_seconds=300, host="h", pid=7)
+    log.add(ev.BUDGET_STREAM, first)
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.active, view.position) == (False, None)
+    assert KILLSWITCH.rows(view)["killswitch"] != []  # as the inline save writes it
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    later = log.add(ev.BUDGET_STREAM, first.model_copy(update={"daily_limit": Decimal(20)}))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert view.active
+    assert json.loads(view.watchdog or "") == {
+        "rate_limit": "1", "daily_limit": "20", "window_seconds": 300, "timezone": None,
+        "host": "h", "pid": 7, "at": later.recorded_at}
 
 
 def test_a_forced_reset_starts_the_rate_window_and_allowances_add_up_for_their_day() -> None:

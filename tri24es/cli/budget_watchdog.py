@@ -202,8 +202,7 @@ def _reset(context: Context, reason: str, force: bool, allowance: Decimal | None
         typer.echo("  a fresh rate window starts now: spend before the reset no longer "
                    "counts toward the rate")
     if done.was_active and allowance:
-        typer.echo(f"  ${usd(allowance)} allowed over the daily limit (BUDGET_DAILY_LIMIT "
-                   f"${usd(limits.daily_limit)}) for the rest of today")
+        typer.echo(f"  ${usd(allowance)} allowed over the daily limit for the rest of today")
     if moved is not None:
         typer.echo(f"  {paths.kill_switch_file.relative_to(paths.root)} -> {moved.name}")
     if done.was_active:

@@ -1,5 +1,6 @@
 """The kill switch: active or not, why, when, by whom, and the event that set it; and what
-resets left behind for the budget: a fresh rate window (``--force``) and today's allowance."""
+resets left behind for the budget: a fresh rate window (``--force``) and today's allowance;
+and the limits the last budget watchdog started with (what a reset is checked against)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import operator
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
-from tri24es.events import Envelope, Event, KillSwitchActivated, KillSwitchReset
+import orjson
+
+from tri24es.events import (
+    BudgetWatchdogStarted,
+    Envelope,
+    Event,
+    KillSwitchActivated,
+    KillSwitchReset,
+)
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
@@ -25,14 +34,15 @@ CREATE TABLE IF NOT EXISTS killswitch (
     rate_since  INTEGER,   -- microseconds: spend before it does not count toward the rate
     allowance   TEXT,      -- USD allowed over the daily limit in [allowance_start, _end)
     allowance_start INTEGER,
-    allowance_end   INTEGER
+    allowance_end   INTEGER,
+    watchdog    TEXT       -- JSON: the last BudgetWatchdogStarted, with its time ("at")
 );
 """
 
 COLUMNS = ("active, reason, changed_at, changed_by, position, rate, daily, rate_since, "
-           "allowance, allowance_start, allowance_end")
+           "allowance, allowance_start, allowance_end, watchdog")
 SAVE = (
-    f"INSERT INTO killswitch (id, {COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO killswitch (id, {COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS.split(", "))
 )
@@ -51,6 +61,7 @@ class KillSwitchView:
     allowance: str | None = None  # USD, for the day below
     allowance_start: int | None = None
     allowance_end: int | None = None
+    watchdog: str | None = None  # JSON of the last BudgetWatchdogStarted, and "at"
 
 
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
@@ -61,13 +72,18 @@ class KillSwitchProjection(Projection[KillSwitchView]):
     name = "killswitch"
     ddl = DDL
     tables = ("killswitch",)
-    handles: frozenset[type[Event]] = frozenset((KillSwitchActivated, KillSwitchReset))
+    handles: frozenset[type[Event]] = frozenset(
+        (KillSwitchActivated, KillSwitchReset, BudgetWatchdogStarted))
 
     def new_view(self) -> KillSwitchView:
         return KillSwitchView()
 
     def apply(self, view: KillSwitchView, envelope: Envelope) -> None:
         event = envelope.event
+        if isinstance(event, BudgetWatchdogStarted):
+            view.watchdog = orjson.dumps(
+                {**event.model_dump(mode="json"), "at": envelope.recorded_at}).decode()
+            return
         if isinstance(event, KillSwitchActivated):
             view.active, view.reason, view.by = True, event.reason, None
             view.rate, view.daily = str(event.rate), str(event.daily)
@@ -83,7 +99,8 @@ class KillSwitchProjection(Projection[KillSwitchView]):
         view.changed_at, view.position = envelope.recorded_at, envelope.position
 
     def load(self, conn: Db, envelope: Envelope) -> KillSwitchView | None:
-        if not isinstance(envelope.event, KillSwitchActivated | KillSwitchReset):
+        if not isinstance(envelope.event,
+                          KillSwitchActivated | KillSwitchReset | BudgetWatchdogStarted):
             return None
         return read_killswitch(conn)
 
@@ -93,7 +110,7 @@ class KillSwitchProjection(Projection[KillSwitchView]):
         keep(conn, "killswitch", 1, view, saved=True)
 
     def rows(self, view: KillSwitchView) -> dict[str, list[Row]]:
-        if view.position is None:
+        if view == KillSwitchView():  # nothing recorded yet: no row
             return {"killswitch": []}
         return {"killswitch": [(1, int(view.active), *_as_tuple(view)[1:])]}
 

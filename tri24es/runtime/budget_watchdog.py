@@ -352,8 +352,16 @@ class BudgetWatchdog:
         outage = Outage("budget watchdog", self.report)
         seen = -1
         next_check = 0.0
+        announced = False
         while not inbox:
             try:
+                if not announced:  # the limits a reset is checked against from now on
+                    self.services.record_watchdog_start(ev.BudgetWatchdogStarted(
+                        rate_limit=self.limits.rate_limit, daily_limit=self.limits.daily_limit,
+                        window_seconds=self.limits.window_seconds,
+                        timezone=getattr(self.limits.timezone, "key", None),
+                        host=self.host, pid=os.getpid()))
+                    announced = True
                 head = self.services.store.head()
                 now = time.monotonic()
                 if head != seen or now >= next_check or self.spend_file.changed():

@@ -6,8 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from eventlog import ANY
 from tri24es import events as ev
-from tri24es.budget import BudgetLimits, ResetCheck, check_reset, day_bounds, parse_amount
+from tri24es.budget import (
+    BudgetLimits,
+    ResetCheck,
+    check_reset,
+    day_bounds,
+    enforced_limits,
+    parse_amount,
+)
 from tri24es.events import (
     Envelope,
     encode,
@@ -110,6 +118,10 @@ class BudgetCommands(ServiceBase):
                                 for r, spend in zip(recorded, fresh.values(), strict=True)])
             return len(recorded)
 
+    def record_watchdog_start(self, started: ev.BudgetWatchdogStarted) -> None:
+        with self.store.transaction() as tx:
+            self._append(connection_of(tx), tx, ev.BUDGET_STREAM, [started], ANY)
+
     def raise_budget_warning(self, warning: ev.BudgetWarningRaised) -> None:
         with self.store.transaction() as tx:
             tx.append(ev.BUDGET_STREAM, [encode(warning, self._metadata)])
@@ -131,7 +143,8 @@ class BudgetCommands(ServiceBase):
         fresh_window: bool = False, allow_today: Decimal | None = None,
     ) -> bool:
         """Turn the kill switch off: False if it was not on. Raises ResetRefused, recording
-        nothing, while a breach of ``limits`` would still hold after the reset: the watchdog
+        nothing, while a breach would still hold after the reset under the limits the last
+        budget watchdog started with (else ``limits``): the watchdog
         would turn the switch on again at its next look, at spend from before the reset,
         and workers could claim tasks in between. ``fresh_window`` (``--force``) starts the
         rate window at the reset; ``allow_today`` allows that much over the daily limit for
@@ -139,13 +152,15 @@ class BudgetCommands(ServiceBase):
         meanwhile cannot slip between them."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            if not read_killswitch(conn).active:
+            switch = read_killswitch(conn)
+            if not switch.active:
                 return False
+            limits, whose = enforced_limits(switch, limits)
             now = self.clock()
             check = check_reset(
                 reads.read_budget(conn, limits, now), limits,
                 reads.window_spends(conn, limits, now), fresh_window=fresh_window,
-                allow_today=allow_today or Decimal(0))
+                allow_today=allow_today or Decimal(0), whose=whose)
             if not check.ok:
                 raise ResetRefused(check)
             day_start, day_end = day_bounds(now, limits.zone())
