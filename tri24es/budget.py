@@ -286,7 +286,7 @@ class ResetCheck:
                          "reset no longer counts toward the rate)")
         if self.daily_holds:
             more = r.daily - r.daily_limit(limits)
-            lines.append("next: raise BUDGET_DAILY_LIMIT (for the watchdog too) above "
+            lines.append(f"next: restart the watchdog with BUDGET_DAILY_LIMIT above "
                          f"${usd(r.daily)}, or reset with --allow-today USD (more than "
                          f"${usd(more)}) to allow that much over the limit for the rest of "
                          "today")

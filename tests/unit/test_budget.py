@@ -165,7 +165,7 @@ def test_a_reset_is_refused_while_a_breach_holds_unless_told_how_to_go_on() -> N
         "next: wait until the rate window clears and reset again, or reset with --force to "
         "start a fresh rate window now (spend before the reset no longer counts toward the "
         "rate)",
-        "next: raise BUDGET_DAILY_LIMIT (for the watchdog too) above $8.25, or reset with "
+        "next: restart the watchdog with BUDGET_DAILY_LIMIT above $8.25, or reset with "
         "--allow-today USD (more than $3.25) to allow that much over the limit for the rest "
         "of today",
     ]

@@ -72,7 +72,6 @@ def budget_watchdog(
     if reset:
         assert reason is not None
         raise typer.Exit(_reset(context, reason.strip(), force, allowance, as_json))
-        return
     with context.services(BY) as services:
         watchdog = _watchdog(context, services)
         if once:
