@@ -55,9 +55,25 @@ def parse_window(text: str) -> int:
     return seconds
 
 
+#: The most one record can hold (Money: 20 digits, 10 after the point).
+LARGEST_RECORD_USD = Decimal("9999999999.9999999999")
+
+
+def over_cap(amount: Decimal, max_usd: Decimal) -> tuple[Decimal, str | None]:
+    """A reported amount as it is recorded, and its flag: over the per-record cap it is
+    recorded all the same (dropping it would let the spend that should stop the fleet
+    through), flagged for a person to look at; beyond what a record holds, the most it holds."""
+    if amount <= max_usd:
+        return amount, None
+    return min(amount, LARGEST_RECORD_USD), (
+        f"${amount} in one report is over the per-record cap of ${max_usd}"
+        " (BUDGET_MAX_SPEND_RECORD): recorded, check the agent")
+
+
 def parse_amount(value: str | Decimal | int, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> Decimal:
     """A spend amount in dollars, exact (finer than 1e-10 dollars: rounded up). Raises
-    BadAmount when it is negative, NaN, infinite, not a number or more than ``max_usd``."""
+    BadAmount when it is negative, NaN, infinite, not a number or more than ``max_usd``
+    (a person typing it: refused, the sources read by machine flag it with ``over_cap``)."""
     if isinstance(value, bool):
         raise BadAmount(f"amount {value!r} is not a number")
     try:

@@ -336,6 +336,18 @@ class SpendRecorded(Event):
     flagged: str | None = None  # why the amount is an estimate (e.g. an unpriced model)
 
 
+class SpendLinesSkipped(Event):
+    """Lines that looked like spend reports but could not be read: counted, never dropped
+    in silence (``spend`` and ``status`` show how many)."""
+
+    source: str  # "worker" (an agent's output) or "spend.jsonl"
+    count: int = Field(ge=1)
+    reason: str  # why the first of them was refused
+    sample: str  # the first of them, cut to 200 characters
+    task: str | None = None
+    worker: str | None = None
+
+
 class BudgetWarningRaised(Event):
     rate: Money
     rate_warning: Money

@@ -23,7 +23,7 @@ from tri24es.budget import (
     usd,
     window_start,
 )
-from tri24es.inputs.spendfile import BadLine, line_event_id, parse_line
+from tri24es.inputs.spendfile import BadLine, at_arrival, line_event_id, parse_line
 from tri24es.projections import KillSwitchView
 from tri24es.timeutil import to_us
 
@@ -197,13 +197,34 @@ def test_spend_line_is_parsed_exactly_with_white_space() -> None:
     assert parse_line(b'{"amount":9.0,"timestamp":"2026-11-24T10:00:00+00:00"}').amount == 9
 
 
+def test_a_spend_line_over_the_cap_or_as_a_string_is_recorded_exactly() -> None:
+    over = parse_line(b'{"amount": 1e9, "timestamp_epoch": 1795000000}')
+    assert over.amount == Decimal("1e9")
+    assert over.flagged is not None
+    assert "over the per-record cap of $1000" in over.flagged
+    assert parse_line(b'{"amount": "0.50", "timestamp_epoch": 1795000000}').amount == Decimal(
+        "0.50")
+
+
+@pytest.mark.parametrize("stamp", [0, 4_070_908_800, 1795000000 - 86_400])  # 1970, 2099, a day
+def test_a_spend_line_stamped_outside_the_window_counts_at_arrival_flagged(stamp: int) -> None:
+    now = datetime.fromtimestamp(1795000000, UTC)
+    moved = at_arrival(parse_line(b'{"amount": 1, "timestamp_epoch": %d}' % stamp), now, 300)
+    assert moved.occurred_at == now
+    assert moved.flagged is not None
+    assert "counted at arrival" in moved.flagged
+    kept = parse_line(b'{"amount": 1, "timestamp_epoch": 1794999990}')
+    assert at_arrival(kept, now, 300) == kept  # inside the window: as stamped
+
+
 @pytest.mark.parametrize(("line", "message"), [
     (b"not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"timestamp_epoch": 1}',
                                                                "no amount"),
-    (b'{"amount": "0.4", "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": "lots", "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": true, "timestamp_epoch": 1}', "not a number"),
     (b'{"amount": -1, "timestamp_epoch": 1}', "negative"),
     (b'{"amount": NaN, "timestamp_epoch": 1}', "not a number"),
-    (b'{"amount": 1e9, "timestamp_epoch": 1}', "more than"),
+    (b'{"amount": 1e11, "timestamp_epoch": 1}', "more than"),  # more than a record holds
     (b'{"amount": 1}', "no timestamp"), (b'{"amount": 1, "timestamp": "yesterday"}', "ISO"),
 ])
 def test_bad_spend_lines(line: bytes, message: str) -> None:

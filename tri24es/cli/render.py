@@ -169,7 +169,8 @@ def counts_dict(counts: FleetCounts) -> dict[str, Any]:
             "by_state_and_priority": matrix,
         },
         "workers": {"total": sum(counts.workers.values()), "by_state": worker_states},
-        "spend": {"total_usd": money(counts.spend_total), "events": counts.spend_events},
+        "spend": {"total_usd": money(counts.spend_total), "events": counts.spend_events,
+                  "lines_skipped": counts.spend_lines_skipped},
         "killswitch": {
             "active": ks.active,
             "reason": ks.reason,

@@ -238,13 +238,20 @@ class FleetCounts:
     spend_events: int
     killswitch: KillSwitchView
     head: int
+    spend_lines_skipped: int = 0  # lines that reported spend but could not be read
+
+
+def lines_skipped(conn: Db) -> int:
+    """How many lines that reported spend could not be read (SpendLinesSkipped)."""
+    (n,) = conn.execute("SELECT coalesce(sum(lines), 0) FROM spend_skipped").fetchone()
+    return int(n)
 
 
 def fleet_counts(conn: Db, head: int) -> FleetCounts:
     """The counts as the view tables hold them now."""
     total, events = spend_totals(conn)
     return FleetCounts(Counter(task_counts(conn)), worker_counts(conn), total, events,
-                       read_killswitch(conn), head)
+                       read_killswitch(conn), head, lines_skipped(conn))
 
 
 def folded_counts(views: Views) -> FleetCounts:
@@ -256,7 +263,8 @@ def folded_counts(views: Views) -> FleetCounts:
     return FleetCounts(
         Counter((row.state, row.priority) for row in views.queue.values()),
         Counter(row.state for row in views.workers.values()),
-        from_units(units), events, views.killswitch, views.position)
+        from_units(units), events, views.killswitch, views.position,
+        sum(views.spend.skipped.values()))
 
 
 def counts_at(store: EventStore, point: int | datetime) -> FleetCounts:

@@ -138,7 +138,8 @@ class BudgetWatchdog:
         self.report = report
         self.grace = grace
         self.host = host_id()
-        self.spend_file = SpendFileBridge(paths.spend_file, limits.max_record_usd, report)
+        self.spend_file = SpendFileBridge(paths.spend_file, limits.max_record_usd, report,
+                                          limits.window_seconds, clock)
         self.warning_armed = True
         self.paused_by_me: set[str] = set()
         self.enforced: int | None = None  # the activation (its position) this one acted on

@@ -66,7 +66,7 @@ class BudgetCommands(ServiceBase):
                                          r.recorded_at, r.metadata)])
             return True
 
-    def record_spends(self, spends: Sequence[ev.SpendRecorded]) -> int:
+    def record_spends(self, spends: Sequence[ev.SpendRecorded | ev.SpendLinesSkipped]) -> int:
         """Record many spends in one transaction (an agent's output streams them fast).
         How many were recorded."""
         if not spends:
@@ -100,9 +100,11 @@ class BudgetCommands(ServiceBase):
         ))
         return Spent(amount, flagged)
 
-    def record_spend_many(self, spends: Sequence[tuple[ev.SpendRecorded, str]]) -> int:
-        """Record many spends, each with its event id, in one transaction; ids recorded
-        before are skipped. Returns how many were new."""
+    def record_spend_many(
+        self, spends: Sequence[tuple[ev.SpendRecorded | ev.SpendLinesSkipped, str]],
+    ) -> int:
+        """Record many spends (and lines skipped), each with its event id, in one
+        transaction; ids recorded before are skipped. Returns how many spends were new."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             ids = [eid for _, eid in spends]
@@ -116,7 +118,7 @@ class BudgetCommands(ServiceBase):
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)
                                 for r, spend in zip(recorded, fresh.values(), strict=True)])
-            return len(recorded)
+            return sum(isinstance(spend, ev.SpendRecorded) for spend in fresh.values())
 
     def record_watchdog_start(self, started: ev.BudgetWatchdogStarted) -> None:
         with self.store.transaction() as tx:
