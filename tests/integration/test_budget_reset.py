@@ -136,11 +136,11 @@ def test_spend_written_to_spend_jsonl_before_the_reset_is_judged_by_it(setup: Se
     assert setup.watchdog.evaluate().activated
     path = ProjectPaths(setup.root).spend_file
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'{{"timestamp_epoch": {setup.clock.now // SECOND - 3600}, '
-                    '"amount": 5}\n')
-    with pytest.raises(ResetRefused, match=r"today's total: \$80.00 of \$80.00"):
-        Operator(setup).reset(allow="5")
-    assert [e.amount for e in setup.events(ev.SpendRecorded)] == [Decimal(75), Decimal(5)]
+    path.write_text(f'{{"timestamp_epoch": {setup.clock.now // SECOND - 60}, '
+                    '"amount": 4}\n')  # $0.80/min over 300 s: under the rate limit
+    with pytest.raises(ResetRefused, match=r"today's total: \$79.00 of \$79.00"):
+        Operator(setup).reset(allow="4")
+    assert [e.amount for e in setup.events(ev.SpendRecorded)] == [Decimal(75), Decimal(4)]
 
 
 def test_a_reset_is_checked_against_the_limits_the_watchdog_started_with(

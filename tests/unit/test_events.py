@@ -41,6 +41,7 @@ SAMPLES: list[ev.Event] = [
     ev.WorkerLost(worker="w1", last_seen=NOW),
     ev.SpendRecorded(amount=Decimal("0.42"), model="gpt-5", occurred_at=NOW),
     ev.BudgetWarningRaised(rate=Decimal("0.6"), rate_warning=Decimal("0.5"), window_seconds=300),
+    ev.SpendLinesSkipped(source="worker", count=2, reason="not a number", sample="{}"),
     ev.BudgetWatchdogStarted(rate_limit=Decimal("1"), daily_limit=Decimal("75"),
                              window_seconds=300, timezone="UTC", host="h", pid=7),
     ev.KillSwitchActivated(reason="Rate limit exceeded: $1.20/min >= $1.00/min",

@@ -394,7 +394,8 @@ def reset(services: Services, paths: ProjectPaths, limits: BudgetLimits, *, by: 
     ``kill_switch.active.<epoch>``, as TRI-24's reset did. Raises ResetRefused while the
     breach still holds (see ``Services.reset_killswitch``). ``spend.jsonl`` is bridged
     first: spend written there before the reset is judged now, not after it."""
-    SpendFileBridge(paths.spend_file, limits.max_record_usd, report).bridge(services)
+    SpendFileBridge(paths.spend_file, limits.max_record_usd, report, limits.window_seconds,
+                    services.clock).bridge(services)
     was_active = services.reset_killswitch(by=by, reason=reason, limits=limits,
                                            fresh_window=fresh_window, allow_today=allow_today)
     path = paths.kill_switch_file
