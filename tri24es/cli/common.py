@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
+    from eventlog import EventStore
     from tri24es.config import Settings
     from tri24es.events import Priority
     from tri24es.machines import TaskState
@@ -38,6 +38,8 @@ class Context:
         self.settings = settings
 
     def _open(self, *, create: bool = False) -> EventStore:
+        from eventlog import StoreUnavailable, open_store, sqlite_path
+
         s = self.settings
         path = sqlite_path(s.db_url)
         if path is not None and not create and not Path(path).exists():
