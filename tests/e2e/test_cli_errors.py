@@ -95,3 +95,40 @@ def test_ctrl_c_while_starting_prints_no_traceback(run: Run, project: Path) -> N
         assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, rest)
         codes.add(proc.returncode)
     assert codes - {0}, "every run finished before the signal: nothing was tried"
+
+
+@pytest.mark.parametrize(("args", "suggestion"), [
+    (["events", "--type", "TaskClaim"], "did you mean TaskClaimed?"),
+    (["audit", "export", "--type", "TaskCompleet"], "did you mean TaskCompleted?"),
+    (["tasks", "list", "--state", "queud"], "did you mean queued?"),
+    (["submit", "t", "--priority", "hihg"], "did you mean HIGH?"),
+    (["spend", "--by", "modle"], "did you mean model?"),
+])
+def test_unknown_values_suggest_the_closest(run: Run, args: list[str], suggestion: str) -> None:
+    run("init")
+    result = run(*args)
+    assert result.returncode == 2
+    assert one_line_error(result).endswith(f"({suggestion})")
+    assert result.stdout == ""
+    assert run("events").stdout == ""  # nothing was written
+
+
+def test_positions_past_the_end_are_said(run: Run, project: Path) -> None:
+    run("init")
+    run("submit", "one")
+    at = run("status", "--at", "99")
+    assert at.returncode == 2
+    assert one_line_error(at) == "tri24es: error: --at 99 is past the end of the log (head 1)"
+    after = run("events", "--after", "99")
+    assert after.returncode == 0
+    assert after.stderr == "tri24es: note: --after 99 is past the end of the log (head 1)\n"
+    with subprocess.Popen([*CLI, "events", "--follow", "--after", "99"], cwd=project,
+                          env=clean_env(project), stderr=subprocess.PIPE, text=True) as follower:
+        assert follower.stderr is not None
+        try:
+            line = follower.stderr.readline()
+        finally:
+            follower.send_signal(signal.SIGINT)
+            follower.wait(timeout=60)
+    assert line == ("tri24es: note: --after 99 is past the end of the log (head 1): waiting "
+                    "for position 100\n")

@@ -16,7 +16,7 @@ import typer
 from tri24es import __version__
 from tri24es.cli.audit import audit_app
 from tri24es.cli.budget_watchdog import budget_watchdog
-from tri24es.cli.common import Context, watch_for_changes
+from tri24es.cli.common import Context, check_event_types, watch_for_changes
 from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
 from tri24es.cli.queue_watcher import queue_watcher
@@ -131,12 +131,18 @@ def events(
     from tri24es.cli.render import decode_problem, event_json_line, event_text_line
     from tri24es.runtime.resilience import Outage
 
+    check_event_types(type_)
     context: Context = ctx.obj
     line = event_json_line if as_json else event_text_line
     position = after
     out = sys.stdout
     outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
     with context.store(views=False) as store:
+        head = store.head()
+        if after > head:  # a position from another store, or a typo: never silent
+            typer.echo(f"tri24es: note: --after {after} is past the end of the log (head "
+                       f"{head})" + (f": waiting for position {after + 1}" if follow else ""),
+                       err=True)
         try:
             if follow:
                 watch_for_changes(store)

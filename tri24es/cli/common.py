@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -89,25 +89,52 @@ class Context:
             yield store, connection_of(tx)
 
 
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """``" (did you mean TaskClaimed?)"`` when ``value`` is close to one of ``choices``, else
+    the choices themselves, for the end of an error message."""
+    import difflib
+
+    options = list(choices)
+    folded = {c.lower(): c for c in options}
+    close = difflib.get_close_matches(value.lower(), folded, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {folded[close[0]]}?)"
+    return f": expected one of {', '.join(options)}"
+
+
+def parse_choice(text: str, choices: Iterable[str], what: str) -> str:
+    """``text`` if it is one of ``choices`` (any case), else a usage error that suggests the
+    closest."""
+    options = list(choices)
+    for choice in options:
+        if choice.lower() == text.strip().lower():
+            return choice
+    raise UsageError(f"bad {what} {text!r}{did_you_mean(text.strip(), options)}")
+
+
 def parse_priority(text: str) -> Priority:
     """``"high"`` -> ``Priority.HIGH``; anything else is a usage error naming the choices."""
     from tri24es.events import Priority
 
-    try:
-        return Priority(text.strip().upper())
-    except ValueError:
-        choices = "|".join(p.value for p in Priority)
-        raise UsageError(f"bad priority {text!r}: expected {choices}") from None
+    return Priority(parse_choice(text, (p.value for p in Priority), "priority"))
 
 
 def parse_task_state(text: str) -> TaskState:
     from tri24es.machines import TaskState
 
-    try:
-        return TaskState(text.strip().lower())
-    except ValueError:
-        choices = "|".join(s.value for s in TaskState)
-        raise UsageError(f"bad state {text!r}: expected {choices}") from None
+    return TaskState(parse_choice(text, (s.value for s in TaskState), "state"))
+
+
+def check_event_types(types: list[str] | None) -> None:
+    """Every name in ``types`` is an event type of the catalog: a typo would otherwise select
+    nothing, silently."""
+    if not types:
+        return
+    from tri24es.events import CATALOG
+
+    for name in types:
+        if name not in CATALOG:
+            raise UsageError(f"unknown event type {name!r}{did_you_mean(name, sorted(CATALOG))}")
 
 
 def parse_point(text: str, option: str) -> int | datetime:

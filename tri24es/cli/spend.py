@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli.common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import Context, JsonOption, context_of, parse_choice, print_json
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
@@ -64,8 +64,8 @@ def spend(
         seconds = parse_window(window) if window is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if by is not None and by not in GROUPS:
-        raise UsageError(f"bad --by {by!r}: expected {'|'.join(GROUPS)}")
+    if by is not None:
+        by = parse_choice(by, GROUPS, "--by")
     context = context_of(ctx)
     limits = _limits(context)
     now = now_us()

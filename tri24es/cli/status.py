@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from tri24es.cli.common import JsonOption, context_of, parse_point, print_json
+from tri24es.errors import UsageError
 
 
 def status(
@@ -28,6 +29,9 @@ def status(
     if at is not None:
         point = parse_point(at, "--at")
         with context.store(views=False) as store:
+            head = store.head()
+            if isinstance(point, int) and point > head:
+                raise UsageError(f"--at {point} is past the end of the log (head {head})")
             counts = reads.counts_at(store, point)
         if not as_json:
             typer.echo(f"as of {at} (position {counts.head}):")
