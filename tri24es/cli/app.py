@@ -1,49 +1,133 @@
 """The ``tri24es`` command: thin commands that parse, call a service, and print.
 
-Every error a user can cause ends as one line on stderr and a non-zero exit
-(2 for usage errors), never a traceback.
+Commands are found by their module, in one table (``COMMANDS``), and only the one being run is
+imported and built: every invocation pays for its own command, not for thirty (``--help``
+lists them from the table's summaries, importing none).
+
+Every error a user can cause ends as one line on stderr and a non-zero exit (2 for usage
+errors), never a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from tri24es import __version__
-from tri24es.cli.audit import audit_app
-from tri24es.cli.budget_watchdog import budget_watchdog
-from tri24es.cli.common import Context, check_event_types, watch_for_changes
-from tri24es.cli.metrics import metrics
-from tri24es.cli.migrate import migrate
-from tri24es.cli.queue_watcher import queue_watcher
-from tri24es.cli.replay import replay
-from tri24es.cli.spend import spend_app
-from tri24es.cli.status import status
-from tri24es.cli.tasks import submit, tasks_app
-from tri24es.cli.top import top
-from tri24es.cli.up import up
-from tri24es.cli.worker import worker
-from tri24es.cli.workers import workers_app
-from tri24es.cli.workspaces import workspaces_app
+from tri24es.cli.common import Context
 from tri24es.errors import Tri24esError, UsageError
 
-# Start-up time: the command modules import the domain (pydantic models, services, views)
-# and anything heavy (rich, prometheus-client, watchdog, the runtime) inside the commands
-# that use them, so `--version`, `--help` and each command load only what they need.
+#: name -> (module, attribute: a command function or a sub-app, one-line summary). The
+#: summaries are whole sentences that fit 80 columns (click would cut a docstring's first
+#: sentence mid-word).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("tri24es.cli.init", "init", "Create the project folders and the store."),
+    "events": ("tri24es.cli.events", "events", "Print (or follow) the event log."),
+    "submit": ("tri24es.cli.tasks", "submit", "Submit a task to the queue."),
+    "status": ("tri24es.cli.status", "status", "The fleet in numbers, now or as it was."),
+    "tasks": ("tri24es.cli.tasks", "tasks_app", "List, show, cancel, retry, review tasks."),
+    "workers": ("tri24es.cli.workers", "workers_app", "List workers; pause, resume, stop."),
+    "workspaces": ("tri24es.cli.workspaces", "workspaces_app",
+                   "List and prune the worktrees of attempts."),
+    "spend": ("tri24es.cli.spend", "spend_app", "The spend: window, rate, today, limits."),
+    "top": ("tri24es.cli.top", "top", "A live dashboard of the fleet."),
+    "up": ("tri24es.cli.up", "up", "Run the fleet: watcher, workers, budget watchdog."),
+    "worker": ("tri24es.cli.worker", "worker", "Run a worker: claim tasks, run their agents."),
+    "queue-watcher": ("tri24es.cli.queue_watcher", "queue_watcher",
+                      "Submit the task files put in tasks/queue/."),
+    "budget-watchdog": ("tri24es.cli.budget_watchdog", "budget_watchdog",
+                        "Enforce the budget: warn, pause, kill switch."),
+    "audit": ("tri24es.cli.audit", "audit_app", "Export and verify the hash-chained log."),
+    "replay": ("tri24es.cli.replay", "replay", "Rebuild or verify the views from the log."),
+    "metrics": ("tri24es.cli.metrics", "metrics", "Serve Prometheus metrics over HTTP."),
+    "migrate": ("tri24es.cli.migrate", "migrate", "Copy the store to another backend."),
+}
+
+#: The summaries of sub-commands, by path.
+SUB_COMMANDS = {
+    "tasks list": "List tasks in claim order.",
+    "tasks show": "A task's row, attempts and history.",
+    "tasks cancel": "Cancel a queued or running task.",
+    "tasks retry": "Send a failed task back to the queue.",
+    "tasks approve": "Approve a task waiting for review.",
+    "tasks reject": "Send a task in review back, with feedback.",
+    "tasks diff": "Print the diff of a task's result.",
+    "tasks logs": "Print (or follow) an agent's output.",
+    "workers list": "List workers: state, process, task.",
+    "workers pause": "Ask a worker (or all) to pause.",
+    "workers resume": "Ask a paused worker (or all) to resume.",
+    "workers stop": "Ask a worker (or all) to stop.",
+    "workspaces list": "List the worktrees under workspaces/.",
+    "workspaces prune": "Remove the worktrees no attempt runs in.",
+    "spend record": "Record spend by hand.",
+    "spend import": "Record new lines of state/budget/spend.jsonl.",
+    "audit export": "Stream the log with each event's hash.",
+    "audit verify": "Check the hash chain of the store or an export.",
+}
+
+GLOBAL_OPTIONS = ("--db", "--root", "--version")
+
+
+def load(name: str) -> Any:
+    """The command function or sub-app named ``name``."""
+    module, attribute, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def build(name: str) -> Any:
+    """The click command of ``name``: plain help and errors (rich's boxes cost 40 ms of
+    imports and turn a usage error into five lines), and whole-sentence summaries."""
+    target = load(name)
+    summary = COMMANDS[name][2]
+    if isinstance(target, typer.Typer):
+        target.rich_markup_mode = None
+        for info in target.registered_commands:
+            assert info.callback is not None
+            sub = info.name or info.callback.__name__.replace("_", "-")
+            info.short_help = info.short_help or SUB_COMMANDS.get(f"{name} {sub}")
+        group = typer.main.get_group(target)
+        group.name, group.short_help = name, summary
+        return group
+    return typer.main.get_command_from_info(
+        typer.models.CommandInfo(name=name, callback=target, short_help=summary),
+        pretty_exceptions_short=True, rich_markup_mode=None)
+
+
+class LazyGroup(TyperGroup):
+    """The root command: sub-commands from ``COMMANDS``, each imported when it is run."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        if cmd_name not in COMMANDS:
+            from typer._click.exceptions import UsageError as BadCommand
+
+            from tri24es.cli.common import did_you_mean
+
+            raise BadCommand(f"no command {cmd_name!r}{did_you_mean(cmd_name, COMMANDS)}", ctx)
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = build(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="tri24es",
+    cls=LazyGroup,
     help="An event-sourced control plane for fleets of autonomous AI coding agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    # Plain help and errors: rich's boxes cost 40 ms of imports and turn a usage error into
-    # five lines (each sub-app is set the same way below, where they are added).
     rich_markup_mode=None,
 )
 
@@ -76,185 +160,18 @@ def main_options(
         typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
     ] = False,
 ) -> None:
-    """An event-sourced control plane for fleets of autonomous AI coding agents."""
+    """An event-sourced control plane for fleets of autonomous AI coding agents.
+
+    TRI-24 is the team's earlier fleet of shell scripts; tri24es keeps its settings' names.
+    """
     from tri24es.config import load_settings
 
     ctx.obj = Context(load_settings(db=db, root=root))
 
 
-@app.command()
-def init(ctx: typer.Context) -> None:
-    """Create state/, tasks/{queue,running,completed,failed,rejected}/ and the store.
-
-    Example: tri24es --root ~/fleet init
-    """
-    from eventlog import redact_url
-    from tri24es.paths import TASK_FOLDERS
-
-    context: Context = ctx.obj
-    s = context.settings
-    paths = s.paths
-    try:
-        paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
-            (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise Tri24esError(f"cannot create the project in {s.root}: {e.strerror}: "
-                           f"{e.filename}") from e
-    with context.store(create=True) as store:
-        head = store.head()
-    typer.echo(f"initialised {s.root}")
-    typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
-    typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
-
-
-@app.command()
-def events(
-    ctx: typer.Context,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events as they commit.")
-    ] = False,
-    stream: Annotated[str | None, typer.Option("--stream", help="Only this stream.")] = None,
-    type_: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="Only events of this type (repeatable)."),
-    ] = None,
-    after: Annotated[int, typer.Option("--after", min=0, help="Start after this position.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """Print the event log, oldest first.
-
-    Example: tri24es events --follow --type TaskClaimed --json
-    """
-    from eventlog import TransientStoreError
-    from tri24es.cli.render import decode_problem, event_json_line, event_text_line
-    from tri24es.runtime.resilience import Outage
-
-    check_event_types(type_)
-    context: Context = ctx.obj
-    line = event_json_line if as_json else event_text_line
-    position = after
-    out = sys.stdout
-    outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
-    with context.store(views=False) as store:
-        head = store.head()
-        if after > head:  # a position from another store, or a typo: never silent
-            typer.echo(f"tri24es: note: --after {after} is past the end of the log (head "
-                       f"{head})" + (f": waiting for position {after + 1}" if follow else ""),
-                       err=True)
-        try:
-            if follow:
-                watch_for_changes(store)
-            while True:
-                try:
-                    for event in store.read_all(position, types=type_):
-                        position = event.position
-                        if stream is None or event.stream == stream:
-                            problem = decode_problem(event)
-                            if problem is None:
-                                out.write(line(event))
-                            else:  # corrupt or unknown: reported, never fatal to a follower
-                                out.flush()
-                                typer.echo(f"tri24es: warning: skipped {problem}", err=True)
-                    out.flush()
-                    if not follow:
-                        return
-                    store.wait_for_change(position, timeout=1.0)
-                    outage.ok()
-                except TransientStoreError as e:
-                    if not follow:
-                        raise
-                    time.sleep(outage.failed(e))  # then on from the last event printed
-        except KeyboardInterrupt:
-            return
-
-
-app.command()(submit)
-app.add_typer(tasks_app, name="tasks")
-app.add_typer(workers_app, name="workers")
-app.add_typer(workspaces_app, name="workspaces")
-app.command()(status)
-app.command()(replay)
-app.command()(worker)
-app.command("queue-watcher")(queue_watcher)
-app.command()(up)
-app.add_typer(spend_app, name="spend")
-app.command("budget-watchdog")(budget_watchdog)
-app.add_typer(audit_app, name="audit")
-app.command()(top)
-app.command()(metrics)
-app.command()(migrate)
-for group in app.registered_groups:
-    assert group.typer_instance is not None
-    group.typer_instance.rich_markup_mode = None
-
-# The one-line summaries in the command lists, whole sentences that fit 80 columns (click
-# would cut a docstring's first sentence mid-word).
-SHORT_HELP = {
-    "init": "Create the project folders and the store.",
-    "events": "Print (or follow) the event log.",
-    "submit": "Submit a task to the queue.",
-    "status": "The fleet in numbers, now or as it was.",
-    "replay": "Rebuild or verify the views from the log.",
-    "worker": "Run a worker: claim tasks, run their agents.",
-    "queue-watcher": "Submit the task files put in tasks/queue/.",
-    "up": "Run the fleet: watcher, workers, budget watchdog.",
-    "budget-watchdog": "Enforce the budget: warn, pause, kill switch.",
-    "top": "A live dashboard of the fleet.",
-    "metrics": "Serve Prometheus metrics over HTTP.",
-    "migrate": "Copy the store to another backend.",
-    "doctor": "Check the store, processes and clock.",
-    "config": "Show the settings and where each comes from.",
-    "tasks": "List, show, cancel, retry and review tasks.",
-    "tasks list": "List tasks in claim order.",
-    "tasks show": "A task's row, attempts and history.",
-    "tasks cancel": "Cancel a queued or running task.",
-    "tasks retry": "Send a failed task back to the queue.",
-    "tasks approve": "Approve a task waiting for review.",
-    "tasks reject": "Send a task in review back, with feedback.",
-    "tasks diff": "Print the diff of a task's result.",
-    "tasks logs": "Print (or follow) an agent's output.",
-    "workers": "List workers; pause, resume or stop them.",
-    "workers list": "List workers: state, process, task.",
-    "workers pause": "Ask a worker (or all) to pause.",
-    "workers resume": "Ask a paused worker (or all) to resume.",
-    "workers stop": "Ask a worker (or all) to stop.",
-    "workspaces": "List and prune the worktrees of attempts.",
-    "workspaces list": "List the worktrees under workspaces/.",
-    "workspaces prune": "Remove the worktrees no attempt runs in.",
-    "spend": "The spend: window, rate, today, limits.",
-    "spend record": "Record spend by hand.",
-    "spend import": "Record new lines of state/budget/spend.jsonl.",
-    "audit": "Export and verify the hash-chained log.",
-    "audit export": "Stream the log with each event's hash.",
-    "audit verify": "Check the hash chain of the store or an export.",
-}
-
-
-def _set_short_help(typer_app: typer.Typer, prefix: str = "") -> None:
-    for command in typer_app.registered_commands:
-        assert command.callback is not None
-        name = command.name or command.callback.__name__.replace("_", "-")
-        command.short_help = command.short_help or SHORT_HELP.get(prefix + name)
-    for group in typer_app.registered_groups:
-        assert group.typer_instance is not None
-        assert group.name is not None
-        group.short_help = group.short_help or SHORT_HELP.get(prefix + group.name)
-        _set_short_help(group.typer_instance, f"{prefix}{group.name} ")
-
-
-_set_short_help(app)
-
-
-GLOBAL_OPTIONS = ("--db", "--root", "--version")
-
-
 def run(args: list[str] | None = None) -> None:
     """Run the app, turning every error a user can cause into one line on stderr."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
-
-    from eventlog import EventLogError
 
     try:
         code = app(args=args, prog_name="tri24es", standalone_mode=False)
@@ -270,7 +187,7 @@ def run(args: list[str] | None = None) -> None:
         fail(e.format_message(), e.exit_code)
     except UsageError as e:
         fail(str(e), 2)
-    except (Tri24esError, EventLogError) as e:
+    except Tri24esError as e:
         fail(str(e), 1)
     except BrokenPipeError:
         # The reader went away (`tri24es events | head`): not an error of ours.
@@ -278,6 +195,12 @@ def run(args: list[str] | None = None) -> None:
         sys.exit(0)
     except OSError as e:  # the machine said no (permissions, a full disk): not a bug of ours
         fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
+    except Exception as e:
+        from eventlog import EventLogError  # on this path only: `--help` needs no store
+
+        if isinstance(e, EventLogError):
+            fail(str(e), 1)
+        raise
     sys.exit(code if isinstance(code, int) else 0)
 
 
