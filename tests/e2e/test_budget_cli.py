@@ -61,7 +61,7 @@ def test_spend_report_json_and_breakdown(run: Run) -> None:
     assert Decimal(out["window_total_usd"]) == Decimal("1.575")
     assert Decimal(out["rate_per_min_usd"]) == Decimal("0.02625")
     assert Decimal(out["daily_total_usd"]) == Decimal("1.575")
-    assert (out["daily_limit_usd"], out["rate_limit_usd"]) == ("75.00", "1.00")
+    assert (out["daily_limit_usd"], out["rate_limit_usd"]) == ("75", "1")  # exact, plain
     assert out["kill_switch_active"] is False
     by_task = run("spend", "--by", "task").stdout
     assert "t1" in by_task

@@ -86,8 +86,8 @@ def test_a_frame_shows_the_queue_workers_spend_and_kill_switch(db: Path) -> None
     assert any("w1" in line and "busy" in line and " a " in line for line in lines)
     assert any("w2" in line and "idle" in line for line in lines)
     # $0.50 in the last 300 s is $0.10/min, a quarter of the $0.40/min limit
-    assert "spend rate  $0.1000/min of $0.4000/min limit (25%, window 300s)" in text
-    assert "spend total $2.7500" in text
+    assert "spend rate  $0.10/min of $0.40/min limit (25%, window 5m)" in text
+    assert "spend total $2.75" in text
     spark = next(line for line in lines if "▁" in line).strip("│ ")
     assert spark == "▁" * 49 + "▅" + "▁" * 9 + "█"
     assert "kill switch ACTIVE since" in text
@@ -110,7 +110,7 @@ def test_top_once_prints_one_frame_and_exits(run: Run, project: Path) -> None:
     result = run("top", "--once", env={"BUDGET_RATE_LIMIT": "2", "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("tri24es top") == 1
-    assert "of $2.0000/min limit" in result.stdout
+    assert "of $2.00/min limit" in result.stdout
     assert "kill switch ACTIVE" in result.stdout
 
 

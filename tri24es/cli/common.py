@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -175,6 +175,39 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
 
     yield count
     print(file=sys.stderr)
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
+                squeeze: str | None = None) -> None:
+    """Rows under a header, in columns that fit the terminal (80 columns when piped): a value
+    too long for its column ends in an ellipsis. ``squeeze`` names the column that gives up
+    its room first (a title), so that ids keep theirs. Cells are text, never markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=False)
+    cells = [[Text("-" if cell is None else str(cell)) for cell in row] for row in rows]
+    widths = [max([len(h), *(c.cell_len for c in column)])
+              for h, column in zip(headers, zip(*cells, strict=True) if cells else
+                                   [()] * len(headers), strict=True)]
+    # too wide: the squeezed column gives up its room first, then the widest ones in turn
+    excess = sum(widths) + 2 * (len(widths) - 1) - console.width
+    if excess > 0 and squeeze in headers:
+        i = headers.index(squeeze)
+        cut = min(excess, max(widths[i] - 12, 0))
+        widths[i] -= cut
+        excess -= cut
+    while excess > 0 and max(widths) > 8:
+        i = widths.index(max(widths))
+        widths[i] -= 1
+        excess -= 1
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=width)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_json(value: Any) -> None:

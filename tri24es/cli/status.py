@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -45,6 +46,8 @@ def status(
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
     """``status`` as people and programs read it (``replay --until`` prints the same)."""
+    from tri24es.budget import dollars
+
     if as_json:
         print_json(info)
         return
@@ -53,7 +56,8 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"tasks:        {queue['total']} ({_nonzero(queue['by_state'])})")
     typer.echo(f"  queued by priority: {_nonzero(queue['by_state_and_priority']['queued'])}")
     typer.echo(f"workers:      {workers['total']} ({_nonzero(workers['by_state'])})")
-    typer.echo(f"spend:        ${info['spend']['total_usd']} ({info['spend']['events']} events)")
+    typer.echo(f"spend:        {dollars(Decimal(info['spend']['total_usd']))} "
+               f"({info['spend']['events']} records)")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
     for line in info.get("waiting", []):

@@ -33,7 +33,9 @@ def sparkline(values: Sequence[Decimal]) -> str:
 
 
 def _money(value: Decimal) -> str:
-    return f"${value.quantize(Decimal('0.0001'))}"
+    from tri24es.budget import dollars
+
+    return dollars(value)
 
 
 def _queue_table(g: Glance) -> Table:
@@ -68,6 +70,7 @@ def _workers_table(g: Glance) -> Table:
 def _spend(g: Glance) -> Text:
     from rich.text import Text
 
+    from tri24es.budget import window_text
     from tri24es.timeutil import iso_time
 
     over = g.rate >= g.rate_limit
@@ -75,7 +78,7 @@ def _spend(g: Glance) -> Text:
     text.append("spend rate  ")
     text.append(f"{_money(g.rate)}/min", style="bold red" if over else "bold")
     text.append(f" of {_money(g.rate_limit)}/min limit "
-                f"({g.rate / g.rate_limit:.0%}, window {g.window_seconds}s)\n")
+                f"({g.rate / g.rate_limit:.0%}, window {window_text(g.window_seconds)})\n")
     peak = max(g.per_minute, default=Decimal(0))
     text.append(f"spend total {_money(g.spend_total)}; last hour, per minute "
                 f"(peak {_money(peak)}):\n")
