@@ -93,7 +93,7 @@ def spend(
         print_json(info)
         return
     _print_reading(reading, limits)
-    if groups is not None:
+    if by is not None and groups is not None:
         typer.echo()
         if groups:
             print_table((by.upper(), "SPEND"),
