@@ -38,10 +38,15 @@ def status(
             typer.echo(f"as of {at} (position {counts.head}):")
         print_counts({"until": counts.head, **counts_dict(counts)}, as_json)
         return
+    from tri24es.inputs.queue_folder import ignored_entries
+
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
         waits = reads.waiting(conn)
-    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits]}, as_json)
+    ignored = [{"source": i.source, "reason": i.reason}
+               for i in ignored_entries(context.settings.paths.queue)]
+    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits],
+                  "ignored_in_queue": ignored}, as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
@@ -62,6 +67,8 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
     for line in info.get("waiting", []):
         typer.echo(f"waiting:      {line}")
+    for entry in info.get("ignored_in_queue", []):  # what the queue watcher leaves alone
+        typer.echo(f"ignored:      {entry['source']}: {entry['reason']}")
 
 
 def _nonzero(counts: dict[str, int]) -> str:
