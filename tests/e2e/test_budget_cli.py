@@ -90,6 +90,12 @@ def test_spend_file_is_bridged_once_and_bad_lines_reported(project_ready: Path,
     assert "recorded 2 lines, 0 already recorded, 1 bad" in first.stdout
     assert "spend.jsonl:2: skipped: not JSON" in first.stderr
     assert json.loads(second.stdout) == {"recorded": 0, "known": 2, "bad": 1}
+    assert second.stderr == ""  # told once, by whichever process read it first
+    with path.open("a") as more:
+        more.write("again oops\n")
+    third = run("spend", "import")
+    assert third.stderr.splitlines() == [f"{path}:4: skipped: not JSON: Expecting value: line 1 "
+                                         "column 1 (char 0)"]
     after = run("spend", "--json")
     assert json.loads(after.stdout)["window_total_usd"] == "9.1"
     assert "not recorded yet" not in after.stderr

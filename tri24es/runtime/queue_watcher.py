@@ -31,6 +31,7 @@ from watchdog.observers import Observer
 
 from eventlog import TransientStoreError
 from eventlog.threads import threads_without_signals
+from eventlog.watch import quiet_stop_race
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
 from tri24es.inputs.queue_folder import IgnoredEntry, ignored_entries
@@ -370,6 +371,7 @@ def serve(
     # The signal's number lands in the wake-up pipe too, so select() returns at once.
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
         with threads_without_signals():  # watchdog starts threads in all three
+            quiet_stop_race()
             observer = Observer()
             observer.daemon = True
             observer.schedule(_Wake(wake), str(watcher.queue_dir), recursive=True)
