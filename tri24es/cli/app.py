@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("tri24es.cli.replay", "replay", "Rebuild or verify the views from the log."),
     "metrics": ("tri24es.cli.metrics", "metrics", "Serve Prometheus metrics over HTTP."),
     "migrate": ("tri24es.cli.migrate", "migrate", "Copy the store to another backend."),
+    "doctor": ("tri24es.cli.doctor", "doctor", "Check the store, processes and clock."),
+    "config": ("tri24es.cli.config", "config_app", "The settings and where each comes from."),
 }
 
 #: The summaries of sub-commands, by path.
@@ -68,6 +70,7 @@ SUB_COMMANDS = {
     "spend import": "Record new lines of state/budget/spend.jsonl.",
     "audit export": "Stream the log with each event's hash.",
     "audit verify": "Check the hash chain of the store or an export.",
+    "config show": "Each setting, its value and where it was set.",
 }
 
 GLOBAL_OPTIONS = ("--db", "--root", "--version")
@@ -145,14 +148,15 @@ def main_options(
         str | None,
         typer.Option(
             "--db",
-            envvar="TRI24ES_DB",
-            help="Store URL or path (sqlite:///PATH or PATH). Default: state/tri24es.db in --root.",
+            help="Store URL or path (sqlite:///PATH or PATH; env TRI24ES_DB). Default: "
+                 "state/tri24es.db in --root.",
         ),
     ] = None,
     root: Annotated[
         Path | None,
         typer.Option(
-            "--root", envvar="TRI24ES_ROOT", help="Project folder holding state/ and tasks/."
+            "--root", help="Project folder holding state/, tasks/ and tri24es.toml (env "
+                           "TRI24ES_ROOT). Default: the current folder."
         ),
     ] = None,
     version: Annotated[
