@@ -106,6 +106,9 @@ def up(
                        "command or agent (submit --command/--agent, or a 'command:' or "
                        "'agent:' line in a task file)", err=True)
         options = [*(["--repo", str(repo.resolve())] if repo else []),
+                   # the demo's files follow their tasks to tasks/completed/ or failed/, so
+                   # that the next run's queue does not look like a backlog
+                   *(["--legacy-files"] if demo else []),
                    *(["--agent", agent] if agent else []), *(["--review"] if review else []),
                    *(["--model", model] if model else []),
                    *(["--shard", shard] if shard else []), *(["--type", type_] if type_ else []),
