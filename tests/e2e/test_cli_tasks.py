@@ -140,7 +140,7 @@ def test_usage_errors_exit_2_with_one_line(fleet: Run, args: tuple[str, ...]) ->
 
 def test_bad_priority_names_the_choices(fleet: Run) -> None:
     line = one_line_error(fleet("submit", "x", "--priority", "URGENT"), 2)
-    assert "CRITICAL|HIGH|MEDIUM|LOW" in line
+    assert "expected one of CRITICAL, HIGH, MEDIUM, LOW" in line
     assert ok(fleet("tasks", "list", "--json")) == []
 
 
