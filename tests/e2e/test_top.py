@@ -90,8 +90,7 @@ def test_a_frame_shows_the_queue_workers_spend_and_kill_switch(db: Path) -> None
             in lines)
     spark = next(line for line in lines if "▁" in line).split()[2]
     assert spark == "▁" * 49 + "▅" + "▁" * 9 + "█"
-    assert lines[1].startswith("KILL SWITCH ACTIVE since")
-    assert "rate over limit" in lines[1]
+    assert lines[0].startswith("KILL SWITCH: rate over limit (since ")  # first, before all
     events = [line for line in lines if "KillSwitchActivated" in line or "SpendRecorded" in line]
     assert len(events) == 4
     assert "last 16 events, heartbeats hidden" in text  # all but 2 heartbeats: no height
@@ -113,10 +112,12 @@ def test_at_80_by_24_the_kill_switch_and_what_needs_you_come_first(tmp_path: Pat
     lines = text.splitlines()
     assert len(lines) <= 24, text
     assert all(len(line) <= 80 for line in lines), text
-    assert lines[0].startswith("tri24es top")
-    assert lines[1].startswith("KILL SWITCH ACTIVE since")
-    assert lines[2].startswith("needs you: ")
-    assert any("waiting for model=gpu" in line for line in lines[2:6]), text
+    assert lines[0].startswith("KILL SWITCH: rate over limit")  # wrapped, never cut
+    header = next(n for n, line in enumerate(lines) if line.startswith("tri24es top"))
+    assert header <= 3, text
+    assert "budget-watchdog" in " ".join(lines[:header])
+    assert lines[header + 1].startswith("needs you: ")
+    assert any("waiting for model=gpu" in line for line in lines[header + 1:header + 5]), text
     assert any(line.startswith("… ") and "more" in line for line in lines), text
     assert "spend rate" in text
     assert "heartbeats hidden" in text
@@ -139,7 +140,7 @@ def test_top_once_prints_one_frame_and_exits(run: Run, project: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("tri24es top") == 1
     assert "of $2.00/min (" in result.stdout
-    assert "KILL SWITCH ACTIVE" in result.stdout
+    assert result.stdout.startswith("KILL SWITCH: rate over limit")
 
 
 def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> None:
