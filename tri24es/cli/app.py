@@ -109,6 +109,8 @@ class LazyGroup(TyperGroup):
 
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
         if cmd_name not in COMMANDS:
+            if ctx.resilient_parsing:  # completing a word: nothing to say
+                return None
             from typer._click.exceptions import UsageError as BadCommand
 
             from tri24es.cli.common import did_you_mean
