@@ -47,11 +47,13 @@ def test_global_options_after_the_command_get_a_hint(run: Run) -> None:
 
 
 def test_dash_h_is_help_and_help_has_no_type_placeholders(run: Run) -> None:
-    for args in (["-h"], ["events", "-h"], ["tasks", "list", "-h"], ["up", "-h"]):
+    for args in (["-h"], ["events", "-h"], ["tasks", "list", "-h"], ["up", "-h"],
+                 ["spend", "-h"], ["submit", "-h"]):
         result = run(*args)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("Usage: tri24es"), result.stdout
         assert "<bool>" not in result.stdout
+        assert not re.search(r"--[a-z-]+ <", result.stdout), result.stdout  # --after AFTER
         assert "..." not in result.stdout.split("Commands:")[-1].replace("[ARGS]...", "")
     assert "budget watchdog" in run("up", "-h").stdout
 

@@ -95,10 +95,21 @@ def build(name: str) -> Any:
             info.short_help = info.short_help or SUB_COMMANDS.get(f"{name} {sub}")
         group = typer.main.get_group(target)
         group.name, group.short_help = name, summary
-        return group
-    return typer.main.get_command_from_info(
+        for command in group.commands.values():
+            _upper_metavars(command)
+        return _upper_metavars(group)
+    return _upper_metavars(typer.main.get_command_from_info(
         typer.models.CommandInfo(name=name, callback=target, short_help=summary),
-        pretty_exceptions_short=True, rich_markup_mode=None)
+        pretty_exceptions_short=True, rich_markup_mode=None))
+
+
+def _upper_metavars(command: Any) -> Any:
+    """``--window WINDOW`` and ``TASK_ID`` in help and errors, as argparse writes them, not
+    typer's type names (``--window <str>``, ``{task_id}``)."""
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False) and param.name:
+            param.metavar = param.name.removesuffix("_").upper()
+    return command
 
 
 class LazyGroup(TyperGroup):
