@@ -160,7 +160,7 @@ def main_options(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db",
+            "--db", metavar="URL|PATH",
             help="Store URL or path (sqlite:///PATH or PATH; env TRI24ES_DB). Default: "
                  "state/tri24es.db in --root.",
         ),
@@ -168,8 +168,9 @@ def main_options(
     root: Annotated[
         Path | None,
         typer.Option(
-            "--root", help="Project folder holding state/, tasks/ and tri24es.toml (env "
-                           "TRI24ES_ROOT). Default: the current folder."
+            "--root", metavar="DIR",
+            help="Project folder holding state/, tasks/ and tri24es.toml (env TRI24ES_ROOT). "
+                 "Default: the current folder.",
         ),
     ] = None,
     version: Annotated[
