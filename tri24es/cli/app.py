@@ -95,10 +95,21 @@ def build(name: str) -> Any:
             info.short_help = info.short_help or SUB_COMMANDS.get(f"{name} {sub}")
         group = typer.main.get_group(target)
         group.name, group.short_help = name, summary
-        return group
-    return typer.main.get_command_from_info(
+        for command in group.commands.values():
+            _upper_metavars(command)
+        return _upper_metavars(group)
+    return _upper_metavars(typer.main.get_command_from_info(
         typer.models.CommandInfo(name=name, callback=target, short_help=summary),
-        pretty_exceptions_short=True, rich_markup_mode=None)
+        pretty_exceptions_short=True, rich_markup_mode=None))
+
+
+def _upper_metavars(command: Any) -> Any:
+    """``--window WINDOW`` and ``TASK_ID`` in help and errors, as argparse writes them, not
+    typer's type names (``--window <str>``, ``{task_id}``)."""
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False) and param.name:
+            param.metavar = param.name.removesuffix("_").upper()
+    return command
 
 
 class LazyGroup(TyperGroup):
@@ -109,6 +120,8 @@ class LazyGroup(TyperGroup):
 
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
         if cmd_name not in COMMANDS:
+            if ctx.resilient_parsing:  # completing a word: nothing to say
+                return None
             from typer._click.exceptions import UsageError as BadCommand
 
             from tri24es.cli.common import did_you_mean
@@ -147,7 +160,7 @@ def main_options(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db",
+            "--db", metavar="URL|PATH",
             help="Store URL or path (sqlite:///PATH or PATH; env TRI24ES_DB). Default: "
                  "state/tri24es.db in --root.",
         ),
@@ -155,8 +168,9 @@ def main_options(
     root: Annotated[
         Path | None,
         typer.Option(
-            "--root", help="Project folder holding state/, tasks/ and tri24es.toml (env "
-                           "TRI24ES_ROOT). Default: the current folder."
+            "--root", metavar="DIR",
+            help="Project folder holding state/, tasks/ and tri24es.toml (env TRI24ES_ROOT). "
+                 "Default: the current folder.",
         ),
     ] = None,
     version: Annotated[
