@@ -151,6 +151,10 @@ def test_a_rate_trip_is_reset_with_force_and_does_not_flap(
                            env=env)
         assert forced.returncode == 0, forced.stderr
         assert forced.stdout.startswith("Kill switch reset\n  a fresh rate window starts now")
+        status = fleet.run("budget-watchdog", "--status", env=env).stdout
+        assert "Window Size: 300 s (counting from the forced reset at " in status
+        as_json = json.loads(fleet.run("spend", "--json", env=env).stdout)
+        assert as_json["window_after_reset"] is not None
         looked_after_the_reset(fleet)
         assert len(fleet.events(ev.KillSwitchActivated)) == 1, "the switch went on again"
         wait_until(lambda: all(fleet.state(f"hot-{n}") == "completed" for n in range(HOT)),

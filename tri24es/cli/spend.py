@@ -101,9 +101,12 @@ def spend(
 
 def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
     from tri24es.budget import percent, usd
+    from tri24es.timeutil import iso_time
 
     ks = reading.killswitch
-    typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}")
+    typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}" + (
+        "" if reading.reset_at is None else
+        f" (counting from the forced reset at {iso_time(reading.reset_at)[:19]}Z)"))
     typer.echo(f"Rate:         ${usd(reading.rate)}/min of ${usd(limits.rate_limit)}/min "
                f"({percent(reading.rate, limits.rate_limit)})")
     limit = reading.daily_limit(limits)  # with today's allowance
