@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CLI, Run, clean_env
-from tests.e2e.test_budget_fleet import ESCALATION
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.budget import usd
@@ -75,7 +74,7 @@ def trip(fleet: Fleet, go: Path) -> None:
     go.touch()
     wait_until(lambda: fleet.events(ev.KillSwitchActivated), "the kill switch")
     for proc in workers:
-        fleet.exit_code(proc, timeout=ESCALATION)
+        fleet.exit_code(proc)
     wait_until(lambda: all(fleet.state(f"hot-{n}") == "queued" for n in range(HOT)),
                "the stopped tasks back in the queue")
 
@@ -242,7 +241,7 @@ def test_under_up_workers_come_back_after_a_forced_reset_and_nothing_flaps(
         go.touch()
         wait_until(lambda: fleet.events(ev.KillSwitchActivated), "the kill switch")
         wait_until(lambda: out.read_text().count("not restarted: the kill switch is on") >= HOT,
-                   "up to hold its workers down", timeout=ESCALATION)
+                   "up to hold its workers down")
         wait_until(lambda: "] KILL SWITCH: Rate limit exceeded: $" in out.read_text(),
                    "up's summary line to start with the kill switch")  # one each 5 s at most
         refused = fleet.run("budget-watchdog", "--reset", "--reason", "reviewed", env=env)
@@ -253,7 +252,7 @@ def test_under_up_workers_come_back_after_a_forced_reset_and_nothing_flaps(
         assert forced.returncode == 0, forced.stderr
         wait_until(lambda: len(fleet.events(ev.KillSwitchActivated)) > 1 or all(
             fleet.state(f"hot-{n}") == "completed" for n in range(HOT)),
-                   "the stopped tasks to run after the reset", timeout=ESCALATION)
+                   "the stopped tasks to run after the reset")
         assert len(fleet.events(ev.KillSwitchActivated)) == 1, "the switch went on again"
         looked_after_the_reset(fleet)
         assert_no_flap(fleet)
