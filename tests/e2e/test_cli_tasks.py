@@ -191,7 +191,7 @@ def test_status_json(fleet: Run, project: Path) -> None:
     assert status["queue"]["by_priority"]["HIGH"] == 1
     assert status["queue"]["by_state_and_priority"]["queued"]["HIGH"] == 1
     assert status["workers"]["total"] == 0
-    assert status["spend"] == {"total_usd": "0", "events": 0}
+    assert status["spend"] == {"total_usd": "0", "events": 0, "lines_skipped": 0}
     assert status["killswitch"]["active"] is False
     assert "log head:     3" in ok_text(fleet("status"))
 

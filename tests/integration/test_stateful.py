@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -237,6 +238,8 @@ class ServicesMachine(RuleBasedStateMachine):
         assert completed == set(done)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 25 stores of 30 steps, each checked against a replay: a ceiling
 def test_random_command_sequences_keep_the_views_equal_to_a_replay(
     new_url: Callable[[], str],
 ) -> None:
