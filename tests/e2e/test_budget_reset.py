@@ -256,7 +256,8 @@ def test_under_up_workers_come_back_after_a_forced_reset_and_nothing_flaps(
         assert len(fleet.events(ev.KillSwitchActivated)) == 1, "the switch went on again"
         looked_after_the_reset(fleet)
         assert_no_flap(fleet)
-        assert len(fleet.events(ev.WorkerStarted)) == 2 * HOT  # each came back once
+        wait_until(lambda: len(fleet.events(ev.WorkerStarted)) == 2 * HOT,
+                   "every worker up came back once")
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0, out.read_text()
