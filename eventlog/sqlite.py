@@ -295,6 +295,9 @@ class SQLiteStore(EventStore):
         self._tx: SQLiteTransaction | None = None
         self._watcher: FileChangeWatcher | None = None
         prepare_path(self.path)
+        # A file this user may not write (an auditor's copy, another account's store) is
+        # opened read-only: reads work, an append fails with SQLite's "readonly" error.
+        self.read_only = not os.access(self.path, os.W_OK)
         # The file as opened, held open: once it is deleted or replaced (renamed over), it has
         # no link left, and this process must not go on writing where no one reads.
         try:
@@ -316,12 +319,15 @@ class SQLiteStore(EventStore):
                 if self.path.is_symlink():
                     raise UnsafePath(f"refusing to open {self.path}: it is a symbolic link") from e
                 raise
-            self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            if not self.read_only:
+                self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                self._db.execute("PRAGMA journal_mode = WAL")
             for pragma in TUNING:
                 self._db.execute(f"PRAGMA {pragma}")
             if self._has_schema():
                 return  # opening to read must not wait for the write lock
+            if self.read_only:
+                raise StoreUnavailable(f"{self.path} is read-only and holds no event log")
             try:
                 self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
             except BaseException:
@@ -342,6 +348,13 @@ class SQLiteStore(EventStore):
         """A connection to the file (the checkpointer opens its own), at the store's
         synchronous setting: a checkpoint syncs as that setting says."""
         uri = "file:" + urllib.parse.quote(str(self.path)) + "?nofollow=1"
+        if self.read_only:
+            uri += "&mode=ro"
+            # WAL readers share a -shm file: without one, and no right to create it, the
+            # file is read as it stands (no writer can be at work: it would have made one).
+            shm = self.path.with_name(self.path.name + "-shm")
+            if not shm.exists() and not os.access(self.path.parent, os.W_OK):
+                uri += "&immutable=1"
         db = sqlite3.connect(
             uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
             check_same_thread=False,

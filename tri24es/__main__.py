@@ -1,3 +1,3 @@
-from tri24es.cli.app import main
+from tri24es.cli import main
 
 main()

@@ -10,7 +10,7 @@ from typing import IO, Annotated
 
 import typer
 
-from tri24es.cli.common import context_of, parse_point, progress_bar
+from tri24es.cli.common import check_event_types, context_of, parse_point, progress_bar
 from tri24es.errors import UsageError
 
 audit_app = typer.Typer(
@@ -64,6 +64,7 @@ def export(
     """
     if format_ not in FORMATS:
         raise UsageError(f"bad --format {format_!r}: expected jsonl or csv")
+    check_event_types(type_)
     from tri24es import audit  # imported on use: every other command starts faster
 
     first = None if since is None else parse_point(since, "--since")

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from eventlog import EventStore
-from eventlog.threads import threads_without_signals
 from tri24es.cli.common import Context, context_of
 
 if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
+    from eventlog import EventStore
     from tri24es.runtime.supervisor import ChildSpec
     from tri24es.services import Services
 
@@ -107,6 +106,9 @@ def up(
                        "command or agent (submit --command/--agent, or a 'command:' or "
                        "'agent:' line in a task file)", err=True)
         options = [*(["--repo", str(repo.resolve())] if repo else []),
+                   # the demo's files follow their tasks to tasks/completed/ or failed/, so
+                   # that the next run's queue does not look like a backlog
+                   *(["--legacy-files"] if demo else []),
                    *(["--agent", agent] if agent else []), *(["--review"] if review else []),
                    *(["--model", model] if model else []),
                    *(["--shard", shard] if shard else []), *(["--type", type_] if type_ else []),
@@ -134,6 +136,7 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     from rich.console import Console
     from rich.live import Live
 
+    from eventlog.threads import threads_without_signals
     from tri24es.runtime.signals import received_signals, signal_wakeup
     from tri24es.runtime.supervisor import Supervisor
     from tri24es.runtime.up_screen import TICK_SECONDS, UpScreen

@@ -31,8 +31,10 @@ from watchdog.observers import Observer
 
 from eventlog import TransientStoreError
 from eventlog.threads import threads_without_signals
+from eventlog.watch import quiet_stop_race
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
+from tri24es.inputs.queue_folder import IgnoredEntry, ignored_entries
 from tri24es.inputs.taskfile import (
     DEFAULT_MAX_BYTES,
     Location,
@@ -88,12 +90,14 @@ class ScanReport:
     rejected: list[RejectedFile] = field(default_factory=list)
     changed: list[ChangedFile] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # still changing: looked at later
+    ignored: list[IgnoredEntry] = field(default_factory=list)  # new since the last scan
 
     def extend(self, other: ScanReport) -> None:
         self.submitted += other.submitted
         self.known += other.known
         self.rejected += other.rejected
         self.changed += other.changed
+        self.ignored += other.ignored
 
 
 class _Candidate(NamedTuple):
@@ -132,6 +136,7 @@ class QueueWatcher:
         self._seen: dict[Path, tuple[Signature, float]] = {}  # changing files: since when
         self._known: dict[str, str | None] = {}  # submitted ids -> their body_sha256
         self._warned: set[tuple[Path, str]] = set()
+        self._told_ignored: set[IgnoredEntry] = set()  # said once each, while it stays
 
     # --- finding files ------------------------------------------------------------------
 
@@ -241,6 +246,9 @@ class QueueWatcher:
             del self._handled[stale]
         for stale in set(self._seen) - present:
             del self._seen[stale]
+        ignored = ignored_entries(self.queue_dir)
+        report.ignored = [entry for entry in ignored if entry not in self._told_ignored]
+        self._told_ignored = set(ignored)
         return report, recheck
 
     def _is_known(self, task_id: str) -> bool:
@@ -376,6 +384,7 @@ def serve(
     # The signal's number lands in the wake-up pipe too, so select() returns at once.
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
         with threads_without_signals():  # watchdog starts threads in all three
+            quiet_stop_race()
             observer = Observer()
             observer.daemon = True
             observer.schedule(_Wake(wake), str(watcher.queue_dir), recursive=True)

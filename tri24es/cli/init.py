@@ -1,0 +1,34 @@
+"""``tri24es init``: the project folders and the store."""
+
+from __future__ import annotations
+
+import typer
+
+from tri24es.cli.common import context_of
+from tri24es.errors import Tri24esError
+
+
+def init(ctx: typer.Context) -> None:
+    """Create state/, tasks/{queue,running,completed,failed,rejected}/ and the store.
+
+    Example: tri24es --root ~/fleet init
+    """
+    from eventlog import redact_url
+    from tri24es.paths import TASK_FOLDERS
+
+    context = context_of(ctx)
+    s = context.settings
+    paths = s.paths
+    try:
+        paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
+            (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise Tri24esError(f"cannot create the project in {s.root}: {e.strerror}: "
+                           f"{e.filename}") from e
+    with context.store(create=True) as store:
+        head = store.head()
+    typer.echo(f"initialised {s.root}")
+    typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
+    typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
