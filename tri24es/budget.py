@@ -242,6 +242,7 @@ class Reading:
     daily: Decimal
     killswitch: KillSwitchView
     allowance: Decimal = Decimal(0)  # allowed over the daily limit today (resets)
+    reset_at: int | None = None  # a forced reset the window starts after, while it is recent
 
     def daily_limit(self, limits: BudgetLimits) -> Decimal:
         """Today's limit: the configured one plus today's allowance."""

@@ -128,6 +128,7 @@ def _status(context: Context, as_json: bool) -> None:
 
 def _print_status(reading: Reading, limits: BudgetLimits) -> None:
     from tri24es.budget import percent, usd
+    from tri24es.timeutil import iso_time
 
     ks = reading.killswitch
     typer.echo(f"Kill Switch: {'ACTIVE' if ks.active else 'INACTIVE'}"
@@ -138,7 +139,9 @@ def _print_status(reading: Reading, limits: BudgetLimits) -> None:
                + (f" (${usd(reading.allowance)} allowed today)" if reading.allowance else ""))
     typer.echo(f"Current Rate: ${usd(reading.rate)}/min / ${usd(limits.rate_limit)}/min")
     typer.echo(f"Warning Level: {reading.level(limits).upper()}")
-    typer.echo(f"Window Size: {reading.window_seconds} s")
+    typer.echo(f"Window Size: {reading.window_seconds} s" + (
+        "" if reading.reset_at is None else
+        f" (counting from the forced reset at {iso_time(reading.reset_at)[:19]}Z)"))
     typer.echo("Limits:")
     typer.echo(f"  Daily Limit: ${usd(limits.daily_limit)}")
     typer.echo(f"  Rate Limit: ${usd(limits.rate_limit)}/min")

@@ -197,6 +197,8 @@ def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
         "daily_total_usd": money(reading.daily),
         "daily_limit_usd": money(reading.daily_limit(limits)),  # with today's allowance
         "daily_allowance_usd": money(reading.allowance),
+        # the window starts after a forced reset this recent (null: a whole window)
+        "window_after_reset": None if reading.reset_at is None else iso_time(reading.reset_at),
         "rate_limit_usd": money(limits.rate_limit),
         "rate_warning_usd": money(limits.rate_warning),
         "daily_used_pct": percent(reading.daily, reading.daily_limit(limits)),

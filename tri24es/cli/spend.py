@@ -109,10 +109,13 @@ def spend(
 
 def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
     from tri24es.budget import dollars, percent, window_text
+    from tri24es.timeutil import iso_time
 
     ks = reading.killswitch
     typer.echo(f"Window:       {window_text(reading.window_seconds)}: "
-               f"{dollars(reading.window_total)}")
+               f"{dollars(reading.window_total)}" + (
+                   "" if reading.reset_at is None else
+                   f" (counting from the forced reset at {iso_time(reading.reset_at)[:19]}Z)"))
     typer.echo(f"Rate:         {dollars(reading.rate)}/min of {dollars(limits.rate_limit)}/min "
                f"({percent(reading.rate, limits.rate_limit)})")
     limit = reading.daily_limit(limits)  # with today's allowance
