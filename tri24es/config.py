@@ -6,13 +6,16 @@ import os
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from tri24es.witness import Witness
 
 PositiveMoney = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -69,6 +72,21 @@ class Settings(BaseSettings):
     fallback_usd_per_mtok: PositiveMoney = Field(
         default=Decimal("75"), validation_alias=env("TRI24ES_FALLBACK_USD_PER_MTOK")
     )
+    # The witness (tri24es.witness): its key and checkpoints, kept where the database's
+    # writers cannot reach them; default under state/witness/.
+    witness_key: Path | None = Field(default=None, validation_alias=env("TRI24ES_WITNESS_KEY"))
+    witness_file: Path | None = Field(default=None,
+                                      validation_alias=env("TRI24ES_WITNESS_FILE"))
+    witness_interval: Seconds = Field(default=60.0,
+                                      validation_alias=env("TRI24ES_WITNESS_INTERVAL"))
+
+    @property
+    def witness(self) -> Witness:
+        from tri24es.witness import Witness
+
+        paths = self.paths
+        return Witness(self.witness_key or paths.witness_key,
+                       self.witness_file or paths.witness_file, paths.root)
 
     @property
     def paths(self) -> ProjectPaths:

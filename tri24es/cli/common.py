@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
+from eventlog import EventStore, StoreUnavailable, open_store, redact_url, sqlite_path
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
@@ -42,9 +42,13 @@ class Context:
         path = sqlite_path(s.db_url)
         if path is not None and not create and not Path(path).exists():
             raise StoreUnavailable(f"no store at {path}: run `tri24es init` first")
-        return open_store(
+        store = open_store(
             s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
         )
+        if store.guards_restored is not None:  # evidence: said once, and kept in the log
+            where = path or redact_url(s.db_url)
+            typer.echo(f"tri24es: warning: {store.guards_restored.describe(where)}", err=True)
+        return store
 
     @contextmanager
     def store(self, *, create: bool = False, views: bool = True) -> Iterator[EventStore]:
