@@ -8,7 +8,9 @@ events and re-hash the whole chain, turn the kill switch's view off."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -20,8 +22,8 @@ import pytest
 from eventlog import open_store
 from eventlog.model import GENESIS_HASH, chain_hash
 from eventlog.sqlite import GUARDS
-from tests.conftest import with_schema
-from tests.e2e.conftest import Run
+from tests.conftest import wait_until, with_schema
+from tests.e2e.conftest import CLI, Run, clean_env
 from tri24es import events as ev
 from tri24es.services import Services
 
@@ -94,13 +96,15 @@ def test_drop_the_guard_and_delete_the_tail(cli: Run, store_url: str) -> None:
     first = cli("replay")  # the next command to open the store says so, once
     assert first.returncode == 0, first.stderr
     warning = [line for line in first.stderr.splitlines() if "append-only guard" in line]
-    assert len(warning) == 1 and "recorded at position 4" in warning[0], first.stderr
+    assert len(warning) == 1, first.stderr
+    assert "recorded at position 4" in warning[0]
     assert "append-only guard" not in ok(cli("status")).stderr  # restored: said once
     restored = [e for e in events_of(cli) if e["type"] == "AppendOnlyGuardRestored"]
     assert [(e["position"], e["stream"]) for e in restored] == [(4, "eventlog")]
     with open_store(store_url) as store:  # the catalog knows what eventlog wrote
         restored_event = ev.decode_event(store.read_page(3, 1)[0])
-    assert isinstance(restored_event, ev.AppendOnlyGuardRestored) and restored_event.missing
+    assert isinstance(restored_event, ev.AppendOnlyGuardRestored)
+    assert restored_event.missing
     with attacker(store_url) as sql, pytest.raises(Exception, match="append-only"):
         sql("DELETE FROM events WHERE position = 4")  # the guard is back
 
@@ -179,7 +183,8 @@ def test_a_kill_switch_view_turned_off_with_sql_stays_on(cli: Run, store_url: st
     ok(cli("submit", "work", "--id", "work"))
     ok(cli("spend", "record", "--usd", "12"))
     tripped = cli("budget-watchdog", "--once", env=limits)
-    assert tripped.returncode == 1 and "kill switch activated" in tripped.stdout
+    assert tripped.returncode == 1
+    assert "kill switch activated" in tripped.stdout
     with attacker(store_url) as sql:
         sql("UPDATE killswitch SET active = 0")
         sql("DELETE FROM spend")
@@ -234,10 +239,54 @@ def test_replay_refuses_a_broken_chain_unless_told(run: Run, project: Path) -> N
     assert "rebuilding from a broken chain (position 3: changed" in accepted.stderr
     recorded = [orjson.loads(line) for line in run("events", "--json").stdout.splitlines()]
     assert recorded[-1]["type"] == "BrokenChainAccepted"
-    assert recorded[-1]["data"]["position"] == 3 and recorded[-1]["data"]["by"].startswith("cli:")
+    assert recorded[-1]["data"]["position"] == 3
+    assert recorded[-1]["data"]["by"].startswith("cli:")
     verify = run("audit", "verify")
     assert verify.returncode == 1
     assert "found: position 3: changed" in verify.stdout
     assert "the views were rebuilt from a broken chain" in verify.stdout
     usage = run("replay", "--verify", "--accept-broken-chain")
     assert usage.returncode == 2
+
+
+def test_the_watchdog_keeps_the_witness(run: Run, project: Path) -> None:
+    ok(run("init"))
+    ok(run("submit", "first", "--id", "first"))
+    witness = project / "state" / "witness" / "checkpoints.jsonl"
+
+    def signed() -> list[int]:
+        text = witness.read_text() if witness.exists() else ""
+        return [orjson.loads(line)["position"] for line in text.splitlines()]
+
+    env = clean_env(project) | {"TRI24ES_WITNESS_INTERVAL": "0.2"}
+    log = project / "watchdog.log"
+    with log.open("w") as out:
+        daemon = subprocess.Popen([*CLI, "budget-watchdog"], cwd=project, env=env,
+                                  stdout=out, stderr=out)
+    try:
+        wait_until(lambda: signed()[-1:] == [1], "the first checkpoint", timeout=60)
+        ok(run("submit", "second", "--id", "second"))
+        wait_until(lambda: signed()[-1:] == [2], "a checkpoint of the new head", timeout=60)
+        with closing(sqlite3.connect(project / "state" / "tri24es.db")) as conn:
+            conn.execute("DROP TRIGGER events_are_append_only_delete")
+            conn.execute("DELETE FROM events WHERE position = 2")
+            conn.commit()
+        ok(run("submit", "third", "--id", "third"))  # position 2 again, another event
+        ok(run("submit", "fourth", "--id", "fourth"))
+        wait_until(lambda: "witness:" in log.read_text(), "the refusal", timeout=60)
+        head = ok(run("status", "--json")).stdout
+        assert orjson.loads(head)["head"] == 4
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert daemon.returncode == 0, log.read_text()
+    refusals = [line for line in log.read_text().splitlines() if "witness:" in line]
+    # Cut at 1, or rewritten at 2, as the daemon happened to look: said once each, however
+    # many times it looked, and never signed.
+    assert refusals
+    assert all("not signing" in line for line in refusals)
+    assert len(refusals) == len(set(refusals)) <= 2
+    assert os.stat(witness).st_mode & 0o777 == 0o600
+    assert os.stat(witness.parent).st_mode & 0o777 == 0o700
+    assert os.stat(project / "state" / "witness" / "key.pem").st_mode & 0o777 == 0o600
+    assert signed() == [1, 2]

@@ -33,13 +33,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
-from tri24es.errors import AlreadyRunning
+from tri24es.errors import AlreadyRunning, Tri24esError
 from tri24es.inputs.spendfile import SpendFileBridge
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
@@ -51,6 +52,9 @@ from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
 from tri24es.timeutil import iso_time, now_us
+
+if TYPE_CHECKING:
+    from tri24es.witness import Witness
 
 log = logging.getLogger("tri24es.budget")
 
@@ -129,8 +133,13 @@ class BudgetWatchdog:
         self, services: Services, limits: BudgetLimits, paths: ProjectPaths, *,
         clock: Callable[[], int] = now_us, report: Callable[[str], None] = log.info,
         grace: tuple[float, float, float] = (PAUSE_GRACE, TERM_GRACE, WORKER_TERM_GRACE),
+        witness: Witness | None = None, witness_interval: float = 60.0,
     ) -> None:
         self.services = services
+        self.witness = witness
+        self.witness_interval = witness_interval
+        self._next_checkpoint = 0.0
+        self._witness_trouble: str | None = None
         self.limits = limits
         self.paths = paths
         self.clock = clock
@@ -344,6 +353,22 @@ class BudgetWatchdog:
 
     # --- the daemon ---------------------------------------------------------------------
 
+    def checkpoint(self, witness: Witness) -> None:
+        """Sign the log's head for the witness (every ``witness_interval`` seconds, if it
+        grew). A log that does not follow from the last checkpoint is not signed, and said
+        once (it is evidence for ``audit verify``, not a reason to stop guarding the budget)."""
+        self._next_checkpoint = time.monotonic() + self.witness_interval
+        try:
+            witness.sign(self.services.store)
+        except Tri24esError as e:
+            if str(e) != self._witness_trouble:
+                self.report(f"budget watchdog: witness: {e}")
+            self._witness_trouble = str(e)
+            return
+        if self._witness_trouble is not None:
+            self.report("budget watchdog: witness: signing again")
+        self._witness_trouble = None
+
     def run(self, inbox: SignalInbox) -> int:
         """Evaluate on every change to the log or the spend file and every check interval,
         until SIGTERM or SIGINT (exit code 0). Store faults that heal are ridden out: an
@@ -359,6 +384,8 @@ class BudgetWatchdog:
                     self.evaluate()
                     seen = head
                     next_check = time.monotonic() + self.limits.check_interval
+                if self.witness is not None and time.monotonic() >= self._next_checkpoint:
+                    self.checkpoint(self.witness)
                 wait = max(0.0, min(SLICE, next_check - time.monotonic()))
                 self.services.store.wait_for_change(seen, wait)
                 outage.ok()
