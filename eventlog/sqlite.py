@@ -127,12 +127,16 @@ def prepare_path(path: Path) -> None:
     """Create the database file 0600 in a 0700 directory; refuse a symlinked path."""
     if path.is_symlink():
         raise UnsafePath(f"refusing to open {path}: it is a symbolic link")
-    if not path.parent.exists():
-        try:
-            path.parent.mkdir(mode=0o700, parents=True)
+    for folder in reversed([path.parent, *path.parent.parents]):
+        if folder.exists():
+            continue
+        try:  # each missing folder 0700: mkdir(parents=True) makes the parents by the umask
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
         except OSError as e:
-            raise StoreUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
-        path.parent.chmod(0o700)  # mkdir's mode is masked by the umask
+            raise StoreUnavailable(f"cannot create {folder}: {e.strerror}") from e
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

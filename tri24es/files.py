@@ -64,12 +64,14 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
     return folder
 
 
-def open_private(path: Path, flags: int, root: Path | None = None) -> IO[Any]:
-    """Open ``path`` (binary) inside a checked private folder (see ``private_folder``),
-    without following a link, created 0600; UnsafeFolder if the file belongs to someone
-    else. ``flags``: os.O_RDONLY, or os.O_WRONLY with O_CREAT/O_APPEND/O_TRUNC/O_EXCL."""
+def private_fd(path: Path, flags: int, root: Path | None = None, *,
+               folder: bool = True) -> int:
+    """Open ``path`` inside a checked private folder (see ``private_folder``; ``folder=False``
+    for a path the user named, anywhere: then only the file is checked), without following
+    a link, created 0600; UnsafeFolder if the file belongs to someone else. ``flags``:
+    os.O_RDONLY, os.O_RDWR, or os.O_WRONLY, with O_CREAT/O_APPEND/O_TRUNC/O_EXCL."""
     path = Path(path)
-    if flags & os.O_CREAT or path.parent.exists():
+    if folder and (flags & os.O_CREAT or path.parent.exists()):
         private_folder(path.parent, root)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -83,10 +85,23 @@ def open_private(path: Path, flags: int, root: Path | None = None) -> IO[Any]:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeFolder(f"refusing to open {path}: not a regular file")
         if stat.S_IMODE(st.st_mode) != 0o600 and flags & (os.O_WRONLY | os.O_RDWR):
-            os.fchmod(fd, 0o600)  # made by the umask, or by an older version: ours alone
+            os.fchmod(fd, 0o600)  # made by an older version or by hand: ours alone now
     except BaseException:
         os.close(fd)
         raise
-    mode = "rb" if not flags & (os.O_WRONLY | os.O_RDWR) else (
-        "ab" if flags & os.O_APPEND else "wb")
-    return os.fdopen(fd, mode)
+    return fd
+
+
+def open_private(path: Path, flags: int, root: Path | None = None, *,
+                 folder: bool = True, buffering: int = -1) -> IO[Any]:
+    """``private_fd`` as a binary file object."""
+    fd = private_fd(path, flags, root, folder=folder)
+    writing = flags & (os.O_WRONLY | os.O_RDWR)
+    mode = "ab" if flags & os.O_APPEND else ("wb" if writing else "rb")
+    return os.fdopen(fd, mode, buffering=buffering)
+
+
+def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
+    """Write ``data`` to ``path`` (replacing what it held), 0600 in a checked 0700 folder."""
+    with open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, root) as f:
+        f.write(data)

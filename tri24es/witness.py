@@ -160,8 +160,6 @@ class Witness:
         last = self._last_own(public)
         after, prev = (0, GENESIS_HASH) if last is None else (last.position, last.head_hash)
         head = store.head()
-        if head == after:
-            return None
         if head < after:
             raise WitnessError(f"the log ends at position {head}, before position {after} "
                                "which the witness saw: not signing (run `tri24es audit verify`)")
@@ -170,6 +168,8 @@ class Witness:
             if not page or page[0].hash != prev:
                 raise WitnessError(f"the log at position {after} is not the one the witness "
                                    "signed: not signing (run `tri24es audit verify`)")
+        if head == after:
+            return None
         try:
             count, head_hash = _check_from(store, after, prev, head)
         except CorruptLog as e:

@@ -85,15 +85,16 @@ def init(ctx: typer.Context) -> None:
 
     Example: tri24es --root ~/fleet init
     """
+    from tri24es.files import private_folder
     from tri24es.paths import TASK_FOLDERS
 
     context: Context = ctx.obj
     s = context.settings
     paths = s.paths
-    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.root.mkdir(parents=True, exist_ok=True)  # the user's own folder, by their umask
+    private_folder(paths.state, paths.root)
     for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
-        (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
+        private_folder(paths.tasks / folder, paths.root)
     with context.store(create=True) as store:
         head = store.head()
     typer.echo(f"initialised {s.root}")

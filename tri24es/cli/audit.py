@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,16 @@ def _output(path: Path | None, binary: bool) -> Iterator[IO[bytes] | IO[str]]:
         yield out
         out.flush()
         return
+    from tri24es.files import private_fd
+
+    # The export holds every task's text: 0600 whatever the umask, never through a link or
+    # into someone else's file (the folder is the user's choice, e.g. /tmp).
     try:
-        handle = path.open("wb") if binary else path.open("w", newline="", encoding="utf-8")
+        fd = private_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, folder=False)
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror}") from e
+    handle = (os.fdopen(fd, "wb") if binary
+              else os.fdopen(fd, "w", newline="", encoding="utf-8"))
     with handle:
         yield handle
 

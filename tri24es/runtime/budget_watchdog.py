@@ -41,13 +41,13 @@ from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
 from tri24es.errors import AlreadyRunning, Tri24esError
+from tri24es.files import private_fd, write_private
 from tri24es.inputs.spendfile import SpendFileBridge
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
 from tri24es.pricing import to_money
 from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
 from tri24es.projections import QUEUE, WorkerRow, connection_of, reads
-from tri24es.runtime.agent import write_private
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
@@ -72,8 +72,7 @@ SLICE = 0.2
 def single_daemon(paths: ProjectPaths) -> Iterator[None]:
     """Hold ``state/budget-watchdog.lock`` (fcntl) and write ``state/budget-watchdog.pid``
     for the daemon's life; a second daemon raises AlreadyRunning."""
-    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(paths.watchdog_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = private_fd(paths.watchdog_lock, os.O_RDWR | os.O_CREAT, paths.root)
     pid_file = paths.watchdog_pid
     try:
         try:
@@ -82,7 +81,7 @@ def single_daemon(paths: ProjectPaths) -> Iterator[None]:
             holder = pid_file.read_text().strip() if pid_file.exists() else "?"
             raise AlreadyRunning(
                 f"a budget watchdog is already running on this store (pid {holder})") from None
-        write_private(pid_file, f"{os.getpid()}\n".encode())
+        write_private(pid_file, f"{os.getpid()}\n".encode(), paths.root)
         try:
             yield
         finally:
@@ -230,7 +229,7 @@ class BudgetWatchdog:
             "trace_id": self.services.metadata.trace_id,
         }, option=orjson.OPT_INDENT_2)
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write_private(temp, body + b"\n")
+        write_private(temp, body + b"\n", self.paths.root)
         os.replace(temp, path)
 
     # --- pause and resume ---------------------------------------------------------------
