@@ -84,7 +84,8 @@ def test_nothing_tri24es_creates_is_open_to_other_users(root: Path) -> None:
     (root / "tasks" / "queue" / "bad.md").write_bytes(b"")
     ok(cli(root, "queue-watcher", "--once"))
     ok(cli(root, "submit", "by hand", "--id", "by-hand"))
-    agent = f'{sys.executable} -c "import sys; sys.stdin.read(); print(\'{{\\"cost_usd\\": 0.3}}\')"'
+    agent = (f'{sys.executable} -c "import sys; sys.stdin.read(); '
+             'print(\'{\\"cost_usd\\": 0.3}\')"')
     ok(cli(root, "worker", "--exit-when-idle", "--legacy-files", "--exec", agent))
     watchdog = subprocess.run([*CLI, "budget-watchdog", "--once"], cwd=root, timeout=60,
                               env=clean_env(root) | {"BUDGET_DAILY_LIMIT": "0.5"},
