@@ -18,11 +18,12 @@ cannot reach them (``TRI24ES_WITNESS_KEY``, ``TRI24ES_WITNESS_FILE``).
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -112,11 +113,20 @@ class Witness:
         self.file_path = file_path
         self.root = root  # the project root: folders below it are checked down from it
 
+    def _open(self, path: Path, flags: int) -> IO[bytes]:
+        """``open_private``; WitnessError for anything but a missing (or existing) file."""
+        try:
+            return open_private(path, flags, self.root)
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as e:
+            raise WitnessError(f"cannot open {path}: {e.strerror or e}") from e
+
     # --- the key --------------------------------------------------------------------------
 
     def _private_key(self, create: bool) -> Ed25519PrivateKey | None:
         try:
-            with open_private(self.key_path, os.O_RDONLY, self.root) as f:
+            with self._open(self.key_path, os.O_RDONLY) as f:
                 raw = f.read()
         except FileNotFoundError:
             if not create:
@@ -134,14 +144,22 @@ class Witness:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
+        # Written whole under a name of its own, then linked into place: a process that
+        # loses the race reads the winner's whole key, never a half-written one.
+        temp = self.key_path.with_name(f".{self.key_path.name}.{secrets.token_hex(8)}.tmp")
         try:
-            with open_private(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.root) as f:
+            with self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as f:
                 f.write(pem)
                 os.fsync(f.fileno())
+            os.link(temp, self.key_path)
         except FileExistsError:  # another process made it first: use theirs
             found = self._private_key(create=False)
             assert found is not None
             return found
+        except OSError as e:
+            raise WitnessError(f"cannot write {self.key_path}: {e.strerror or e}") from e
+        finally:
+            temp.unlink(missing_ok=True)
         return key
 
     def public_key(self) -> bytes | None:
@@ -181,8 +199,7 @@ class Witness:
         checkpoint = Checkpoint(position, head_hash, signed_at, public, signature)
         line = orjson.dumps(checkpoint.as_dict()) + b"\n"
         try:
-            with open_private(self.file_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                              self.root) as f:
+            with self._open(self.file_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as f:
                 f.write(line)
                 os.fsync(f.fileno())
         except OSError as e:
@@ -205,7 +222,7 @@ class Witness:
 
     def _lines(self) -> Iterator[tuple[int, Checkpoint | None]]:
         try:
-            f = open_private(self.file_path, os.O_RDONLY, self.root)
+            f = self._open(self.file_path, os.O_RDONLY)
         except FileNotFoundError:
             return
         with f:

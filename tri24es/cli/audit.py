@@ -103,11 +103,12 @@ def export(
 def _checkpoint(witness: Witness, store: EventStore) -> Checkpoint | None:
     """Sign the store's head for the witness (if it grew): the checkpoint to embed. A log
     that does not follow from the witness's last checkpoint is exported without one."""
+    from tri24es.files import UnsafeFolder
     from tri24es.witness import WitnessError
 
     try:
         return witness.sign(store) or witness.last()
-    except WitnessError as e:
+    except (WitnessError, UnsafeFolder) as e:
         typer.echo(f"tri24es: warning: {e}; exporting without a checkpoint", err=True)
         return None
 
