@@ -447,7 +447,7 @@ class PostgresStore(EventStore):
             raise
         self.store_id: str = found[0] if found else ""
         try:
-            self._check_guards()
+            self.check_guards()
         except BaseException:
             self._db.close()
             raise
@@ -464,19 +464,20 @@ class PostgresStore(EventStore):
         }
         return tuple(name for name in expected if not found.get(name))
 
-    def _check_guards(self) -> None:
+    def check_guards(self) -> GuardsRestored | None:
         """Restore missing guards and record it, in one transaction (under the write lock:
         another process may have done it meanwhile)."""
-        with self._errors():
+        with self._lock, self._errors():
             if not self._broken_guards():
-                return
+                return None
         with self.transaction() as tx:
             missing = self._broken_guards()
             if not missing:
-                return
+                return None
             self._db.execute(self.queries.guards_ddl)
             (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
         self.guards_restored = GuardsRestored(missing, recorded.position)
+        return self.guards_restored
 
     def check_identity(self, row: tuple[object, ...] | None) -> None:
         """StoreReplaced unless ``row`` (lock, store id) names the store this one opened."""

@@ -349,18 +349,25 @@ class SQLiteStore(EventStore):
                 return
         self._restore_guards()
 
-    def _restore_guards(self) -> None:
+    def check_guards(self) -> GuardsRestored | None:
+        with self._lock, self._errors():
+            if not self._broken_guards():
+                return None
+        return self._restore_guards()
+
+    def _restore_guards(self) -> GuardsRestored | None:
         """A log whose guards are gone: restore them and record it, in one transaction
         (another process may have done so meanwhile: then nothing is left to do)."""
         with self.transaction() as tx:
             missing = self._broken_guards()
             if not missing:
-                return
+                return None
             for name in missing:
                 tx.connection.execute(f"DROP TRIGGER IF EXISTS {name}")
                 tx.connection.execute(GUARDS[name])
             (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
         self.guards_restored = GuardsRestored(missing, recorded.position)
+        return self.guards_restored
 
     def check_identity(self) -> None:
         """StoreReplaced if the file this store opened was deleted or replaced since."""

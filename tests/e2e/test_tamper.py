@@ -271,16 +271,22 @@ def test_the_watchdog_keeps_the_witness(run: Run, project: Path) -> None:
             conn.execute("DROP TRIGGER events_are_append_only_delete")
             conn.execute("DELETE FROM events WHERE position = 2")
             conn.commit()
-        ok(run("submit", "third", "--id", "third"))  # position 2 again, another event
+        # The running watchdog looks at the guards with each checkpoint, not only at start.
+        wait_until(lambda: "append-only guard" in log.read_text(), "the guard noticed",
+                   timeout=60)
+        ok(run("submit", "third", "--id", "third"))  # another event at position 3
         ok(run("submit", "fourth", "--id", "fourth"))
         wait_until(lambda: "witness:" in log.read_text(), "the refusal", timeout=60)
         head = ok(run("status", "--json")).stdout
-        assert orjson.loads(head)["head"] == 4
+        assert orjson.loads(head)["head"] == 4  # first, the restoration, third, fourth
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
     assert daemon.returncode == 0, log.read_text()
     refusals = [line for line in log.read_text().splitlines() if "witness:" in line]
+    restored = [line for line in log.read_text().splitlines() if "append-only guard" in line]
+    assert len(restored) == 1
+    assert "recorded at position 2" in restored[0]
     # Cut at 1, or rewritten at 2, as the daemon happened to look: said once each, however
     # many times it looked, and never signed.
     assert refusals

@@ -357,6 +357,9 @@ class BudgetWatchdog:
         grew). A log that does not follow from the last checkpoint is not signed, and said
         once (it is evidence for ``audit verify``, not a reason to stop guarding the budget)."""
         self._next_checkpoint = time.monotonic() + self.witness_interval
+        restored = self.services.store.check_guards()  # dropped while the fleet runs
+        if restored is not None:
+            self.report(f"budget watchdog: {restored.describe('the store')}")
         try:
             witness.sign(self.services.store)
         except Tri24esError as e:
