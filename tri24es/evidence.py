@@ -11,8 +11,8 @@ So the store is also checked for:
 - the kill switch and spend views, compared with a fold of the log (the views safety
   depends on, and small);
 - the witness: signed checkpoints of (position, head hash) kept outside the database
-  (``tri24es.witness``): a position it saw that the log no longer reaches, or holds with
-  another hash.
+  (``tri24es.witness``): the latest one's position no longer reached by the log, or held
+  with another hash (the chain from genesis ties every earlier position to it).
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ class Report:
 def inspect(store: EventStore, witness: Witness | None = None,
             progress: Callable[[int], None] | None = None) -> Report:
     report = Report()
-    checkpoints = witness.read(report.findings) if witness is not None else []
+    latest = witness.read(report.findings) if witness is not None else None
     try:
         report.verified = audit.verify_store(
-            store, progress, hashes_at={c.position for c in checkpoints}, noting=NOTED_TYPES)
+            store, progress, hashes_at=() if latest is None else (latest.position,),
+            noting=NOTED_TYPES)
     except audit.ChainBroken as e:
         report.findings.append(str(e.problem))
     noted = report.verified.noted if report.verified else _noted(store)
@@ -57,7 +58,7 @@ def inspect(store: EventStore, witness: Witness | None = None,
         report.notes.append("views: the kill switch and spend match the log")
     if witness is not None:
         hashes = report.verified.hashes if report.verified else {}
-        witness.compare(store, checkpoints, hashes, report)
+        witness.compare(store, latest, hashes, report)
     return report
 
 

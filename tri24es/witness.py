@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tri24es.evidence import Report
 
 _DOMAIN = b"tri24es checkpoint v1"
+TAIL_BLOCK = 64 * 1024
 
 
 class WitnessError(Tri24esError):
@@ -175,7 +176,7 @@ class Witness:
         key = self._private_key(create=True)
         assert key is not None
         public = _raw_public(key)
-        last = self._last_own(public)
+        last = self._latest(key.public_key())
         after, prev = (0, GENESIS_HASH) if last is None else (last.position, last.head_hash)
         head = store.head()
         if head < after:
@@ -208,96 +209,89 @@ class Witness:
 
     def last(self) -> Checkpoint | None:
         """The last checkpoint signed by this witness's key (None without a key)."""
-        public = self.public_key()
-        return None if public is None else self._last_own(public)
-
-    def _last_own(self, public: bytes) -> Checkpoint | None:
-        last = None
-        for _, checkpoint in self._lines():
-            if checkpoint is not None and checkpoint.public_key == public:
-                last = checkpoint
-        return last
+        key = self._private_key(create=False)
+        return None if key is None else self._latest(key.public_key())
 
     # --- reading and checking -------------------------------------------------------------
 
-    def _lines(self) -> Iterator[tuple[int, Checkpoint | None]]:
+    def _lines_from_the_end(self) -> Iterator[bytes]:
+        """The witness file's lines, last first, read backwards a block at a time: the
+        latest checkpoint is found without reading a year of them."""
         try:
             f = self._open(self.file_path, os.O_RDONLY)
         except FileNotFoundError:
             return
         with f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, Checkpoint.from_dict(orjson.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    yield number, None
+            end = f.seek(0, os.SEEK_END)
+            rest = b""
+            while end > 0:
+                start = max(0, end - TAIL_BLOCK)
+                f.seek(start)
+                lines = (f.read(end - start) + rest).split(b"\n")
+                rest = lines.pop(0) if start else b""  # cut by the block: read with the next
+                yield from (line for line in reversed(lines) if line.strip())
+                end = start
 
-    def read(self, findings: list[str]) -> list[Checkpoint]:
-        """Every checkpoint signed by the key; what is wrong with the file goes to
-        ``findings`` (a key without a witness file, lines not signed by the key, positions
-        going back)."""
+    def _latest(self, public: Ed25519PublicKey,
+                findings: list[str] | None = None) -> Checkpoint | None:
+        """The last checkpoint signed by the key. The lines after it (not JSON, another
+        key's, a forgery) go to ``findings``. Earlier checkpoints need no check: the chain
+        from genesis ties every position below the latest one to it."""
+        for back, line in enumerate(self._lines_from_the_end(), 1):
+            try:
+                checkpoint: Checkpoint | None = Checkpoint.from_dict(orjson.loads(line))
+            except (ValueError, KeyError, TypeError):
+                checkpoint = None
+            if checkpoint is not None and checkpoint.signed_by(public):
+                return checkpoint
+            if findings is not None:
+                what = "not a checkpoint" if checkpoint is None else "not signed by the key"
+                findings.append(f"{self.file_path}, line {back} from the end: {what}")
+        return None
+
+    def read(self, findings: list[str]) -> Checkpoint | None:
+        """The latest checkpoint signed by the key; what is wrong with the witness goes to
+        ``findings`` (a key without checkpoints, checkpoints without a key, lines after the
+        latest that it did not sign)."""
         key = self._private_key(create=False)
-        lines = list(self._lines())
         if key is None:
-            if lines:
+            if next(self._lines_from_the_end(), None) is not None:
                 findings.append(f"the witness key {self.key_path} is missing, but "
                                 f"{self.file_path} holds checkpoints")
-            return []
-        if not lines:
-            findings.append(f"the witness file {self.file_path} is missing or empty, but "
-                            f"the key {self.key_path} exists")
-            return []
-        public = key.public_key()
-        checkpoints: list[Checkpoint] = []
-        for number, checkpoint in lines:
-            where = f"{self.file_path}, line {number}"
-            if checkpoint is None:
-                findings.append(f"{where}: not a checkpoint")
-            elif not checkpoint.signed_by(public):
-                findings.append(f"{where}: not signed by the witness key")
-            elif checkpoints and checkpoint.position < checkpoints[-1].position:
-                findings.append(f"{where}: position {checkpoint.position} after "
-                                f"{checkpoints[-1].position}")
-            else:
-                checkpoints.append(checkpoint)
-        return checkpoints
+            return None
+        latest = self._latest(key.public_key(), findings)
+        if latest is None:
+            findings.append(f"the witness file {self.file_path} holds no checkpoint signed by "
+                            f"the key {self.key_path}")
+        return latest
 
-    def compare(self, store: EventStore, checkpoints: list[Checkpoint],
+    def compare(self, store: EventStore, latest: Checkpoint | None,
                 hashes: dict[int, bytes], report: Report) -> None:
-        """The log against each checkpoint: truncated below one, or holding another hash."""
-        if not checkpoints:
-            if not report.findings:
+        """The log against the latest checkpoint: cut short below it, or holding another
+        hash at it (``hashes``: what the chain's pass found at its position)."""
+        if latest is None:
+            if self.public_key() is None:
                 report.notes.append(
                     f"witness: none at {self.file_path} (truncation or a re-hashed chain "
                     "would not be seen: see `tri24es audit checkpoint`)")
             return
         head = store.head()
-        bad = 0
-        for checkpoint in checkpoints:
-            when = _iso(checkpoint.signed_at)
-            if checkpoint.position > head:
-                report.findings.append(
-                    f"position {checkpoint.position}: truncated (the witness saw it at {when}; "
-                    f"the log ends at {head})")
-                bad += 1
-                break  # every later checkpoint says the same
-            found = hashes.get(checkpoint.position)
-            if found is None:
-                page = store.read_page(checkpoint.position - 1, 1)
-                found = page[0].hash if page else None
-            if found != checkpoint.head_hash:
-                report.findings.append(
-                    f"position {checkpoint.position}: rewritten (its hash is not the one the "
-                    f"witness signed at {when})")
-                bad += 1
-                break
-        if not bad:
-            last = checkpoints[-1]
-            report.notes.append(
-                f"witness: {len(checkpoints)} checkpoints match the log, the last at position "
-                f"{last.position} ({_iso(last.signed_at)}); key {fingerprint(last.public_key)}")
+        when = _iso(latest.signed_at)
+        if latest.position > head:
+            report.findings.append(f"position {latest.position}: truncated (the witness saw "
+                                   f"it at {when}; the log ends at {head})")
+            return
+        found = hashes.get(latest.position)
+        if found is None:
+            page = store.read_page(latest.position - 1, 1)
+            found = page[0].hash if page else None
+        if found != latest.head_hash:
+            report.findings.append(f"position {latest.position}: rewritten (its hash is not "
+                                   f"the one the witness signed at {when})")
+            return
+        report.notes.append(
+            f"witness: the log matches its latest checkpoint (position {latest.position}, "
+            f"{when}); key {fingerprint(latest.public_key)}")
 
 
 def _check_from(store: EventStore, after: int, prev: bytes, until: int) -> tuple[int, bytes]:

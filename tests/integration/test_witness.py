@@ -44,7 +44,7 @@ def test_it_signs_each_growth_once_and_the_signature_holds(store: SQLiteStore,
     assert second is not None
     assert second.position == 5
     findings: list[str] = []
-    assert witness.read(findings) == [first, second]
+    assert witness.read(findings) == second == witness.last()
     assert findings == []
     assert check_embedded(second.as_dict(), witness.public_key()) == second
     forged = second.as_dict() | {"position": 6}
@@ -66,15 +66,31 @@ def test_what_is_wrong_with_the_witness_file_is_found(store: SQLiteStore,
     witness.file_path.write_bytes(lines + orjson.dumps(foreign.as_dict()) + b"\n"
                                   + orjson.dumps(edited) + b"\nnot json\n")
     findings: list[str] = []
-    assert [c.position for c in witness.read(findings)] == [2]
-    assert [f.split(": ", 1)[1] for f in findings] == [
-        "not signed by the witness key", "not signed by the witness key", "not a checkpoint"]
+    latest = witness.read(findings)
+    assert latest is not None
+    assert latest.position == 2  # the forgery and the other key's line are passed over
+    assert [f.split(", ", 1)[1] for f in findings] == [
+        "line 1 from the end: not a checkpoint", "line 2 from the end: not signed by the key",
+        "line 3 from the end: not signed by the key"]
+    assert witness.last() == latest  # and the next checkpoint builds on the real one
 
     witness.file_path.unlink()
     findings = []
-    assert witness.read(findings) == []
-    assert findings == [f"the witness file {witness.file_path} is missing or empty, but the "
-                        f"key {witness.key_path} exists"]
+    assert witness.read(findings) is None
+    assert findings == [f"the witness file {witness.file_path} holds no checkpoint signed by "
+                        f"the key {witness.key_path}"]
+
+
+def test_the_latest_checkpoint_is_found_from_the_end(store: SQLiteStore, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tri24es.witness.TAIL_BLOCK", 100)  # lines cut across blocks
+    witness = witness_in(tmp_path)
+    signed = []
+    for _ in range(5):
+        grow(store, 1)
+        signed.append(witness.sign(store))
+    assert witness.last() == signed[-1]
+    assert witness.read([]) == signed[-1]
 
 
 def test_racing_processes_share_one_key(store: SQLiteStore, tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ def export(
     with context.store(views=False) as store:
         checkpoint = None
         if format_ == "jsonl":  # signed first: the export reaches at least that far
+            audit.stream_without_mmap(store)  # signing may read the whole log
             checkpoint = _checkpoint(context.settings.witness, store)
         selection = audit.selection_for(store, first, last, stream, type_)
         end = store.head() if selection.until is None else min(selection.until, store.head())
