@@ -5,8 +5,9 @@ A checkpoint says "the log held position P with head hash H", signed with an Ed2
 is appended to the witness file (0600); the budget watchdog writes one every
 ``TRI24ES_WITNESS_INTERVAL`` seconds while the log grows, ``audit checkpoint`` and ``audit
 export`` one each (an export also carries its own). ``audit verify`` then checks the log
-against every checkpoint: a position the witness saw that the log no longer reaches is a
-truncation, one it holds with another hash a rewrite, however well the chain was re-hashed.
+against the latest one: a position the witness saw that the log no longer reaches is a
+truncation, one it holds with another hash a rewrite, however well the chain was re-hashed
+(and the chain from genesis ties every earlier position to that one).
 
 A checkpoint is signed only after the events since the previous one are checked to follow
 from it, so a rewrite is never signed over. What remains open: a rewrite of the events after
