@@ -10,6 +10,7 @@ user's own choice (a shared team folder may well be group-writable) and is not c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -47,8 +48,9 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
                  for n in range(1, len(folder.relative_to(root).parts) + 1)]
     else:
         chain = [folder]
-    if not chain[0].parent.exists():
-        chain[0].parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for missing in reversed([p for p in chain[0].parents if not p.exists()]):
+        with contextlib.suppress(FileExistsError):  # above what is checked, yet not by umask
+            missing.mkdir(mode=0o700)
     for part in chain:
         try:
             part.mkdir(mode=0o700)
@@ -73,8 +75,8 @@ def private_fd(path: Path, flags: int, root: Path | None = None, *,
     path = Path(path)
     if folder and (flags & os.O_CREAT or path.parent.exists()):
         private_folder(path.parent, root)
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:  # truncated only once it is known to be ours
+        fd = os.open(path, flags & ~os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
         if e.errno == errno.ELOOP:  # the name is a symbolic link
             raise UnsafeFolder(f"refusing to open {path}: it is a symbolic link") from e
@@ -86,6 +88,8 @@ def private_fd(path: Path, flags: int, root: Path | None = None, *,
             raise UnsafeFolder(f"refusing to open {path}: not a regular file")
         if stat.S_IMODE(st.st_mode) != 0o600 and flags & (os.O_WRONLY | os.O_RDWR):
             os.fchmod(fd, 0o600)  # made by an older version or by hand: ours alone now
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
     except BaseException:
         os.close(fd)
         raise

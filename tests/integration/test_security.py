@@ -266,6 +266,18 @@ def test_another_users_folder_or_file_is_never_written(root: Path, other_user: i
     assert f"refusing to use {root / 'logs' / 'up'}: the folder belongs to user id" in line
     assert list((root / "logs" / "up").iterdir()) == []
 
+    # An export named onto their file (e.g. in /tmp): refused, and their file left whole.
+    shared = root.parent / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    their_file = shared / "audit.jsonl"
+    their_file.write_bytes(b"theirs\n")
+    their_file.chmod(0o666)
+    os.chown(their_file, other_user, other_user)
+    line = one_error(cli(root, "audit", "export", "-o", str(their_file)))
+    assert f"refusing to use {their_file}: the file belongs to user id {other_user}" in line
+    assert their_file.read_bytes() == b"theirs\n"
+
     # Put right, the same worker runs the task, and its log is ours alone.
     shutil.rmtree(root / "logs")
     ok(cli(root, *worker))
