@@ -17,10 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from tri24es.witness import Witness
 
 CONFIG_FILE = "tri24es.toml"
 
@@ -129,12 +132,27 @@ class Settings:
     # Tokens of a model genai-prices cannot price are charged at this rate, never at $0.
     fallback_usd_per_mtok: Decimal = field(
         default=Decimal("75"), metadata=_from("TRI24ES_FALLBACK_USD_PER_MTOK", _money))
+    # The witness (tri24es.witness): its key and checkpoints, kept where the database's
+    # writers cannot reach them; default under state/witness/.
+    witness_key: Path | None = field(default=None, metadata=_from("TRI24ES_WITNESS_KEY", _path))
+    witness_file: Path | None = field(
+        default=None, metadata=_from("TRI24ES_WITNESS_FILE", _path))
+    witness_interval: float = field(
+        default=60.0, metadata=_from("TRI24ES_WITNESS_INTERVAL", _seconds))
 
     sources: dict[str, Source] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def paths(self) -> ProjectPaths:
         return ProjectPaths(self.root)
+
+    @property
+    def witness(self) -> Witness:
+        from tri24es.witness import Witness
+
+        paths = self.paths
+        return Witness(self.witness_key or paths.witness_key,
+                       self.witness_file or paths.witness_file, paths.root)
 
     @property
     def db_url(self) -> str:

@@ -23,9 +23,10 @@ def _watchdog(context: Context, services: Services) -> BudgetWatchdog:
     from tri24es.budget import BudgetLimits
     from tri24es.runtime.budget_watchdog import BudgetWatchdog
 
-    return BudgetWatchdog(services, BudgetLimits.from_settings(context.settings),
-                          context.settings.paths,
-                          report=lambda line: typer.echo(line, err=True))
+    settings = context.settings
+    return BudgetWatchdog(services, BudgetLimits.from_settings(settings), settings.paths,
+                          report=lambda line: typer.echo(line, err=True),
+                          witness=settings.witness, witness_interval=settings.witness_interval)
 
 
 def budget_watchdog(

@@ -38,15 +38,19 @@ class Context:
         self.settings = settings
 
     def _open(self, *, create: bool = False) -> EventStore:
-        from eventlog import StoreUnavailable, open_store, sqlite_path
+        from eventlog import StoreUnavailable, open_store, redact_url, sqlite_path
 
         s = self.settings
         path = sqlite_path(s.db_url)
         if path is not None and not create and not Path(path).exists():
             raise StoreUnavailable(f"no store at {path}: run `tri24es init` first")
-        return open_store(
+        store = open_store(
             s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
         )
+        if store.guards_restored is not None:  # evidence: said once, and kept in the log
+            where = path or redact_url(s.db_url)
+            typer.echo(f"tri24es: warning: {store.guards_restored.describe(where)}", err=True)
+        return store
 
     @contextmanager
     def store(self, *, create: bool = False, views: bool = True) -> Iterator[EventStore]:

@@ -14,16 +14,17 @@ def init(ctx: typer.Context) -> None:
     Example: tri24es --root ~/fleet init
     """
     from eventlog import redact_url
+    from tri24es.files import private_folder
     from tri24es.paths import TASK_FOLDERS
 
     context = context_of(ctx)
     s = context.settings
     paths = s.paths
     try:
-        paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.root.mkdir(parents=True, exist_ok=True)  # the user's own folder, by their umask
+        private_folder(paths.state, paths.root)
         for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
-            (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
+            private_folder(paths.tasks / folder, paths.root)
     except OSError as e:
         raise Tri24esError(f"cannot create the project in {s.root}: {e.strerror}: "
                            f"{e.filename}") from e

@@ -417,7 +417,9 @@ def logs(
             if not running and not grown():
                 return
             if watcher is None:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                from tri24es.files import private_folder
+
+                private_folder(path.parent, context.settings.paths.root)
                 watcher = FileChangeWatcher(path.parent, {path.name})
             watcher.wait_until(grown, timeout=1.0)  # and a look at the task once a second
     except KeyboardInterrupt:

@@ -137,6 +137,7 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     from rich.live import Live
 
     from eventlog.threads import threads_without_signals
+    from tri24es.files import private_folder
     from tri24es.runtime.signals import received_signals, signal_wakeup
     from tri24es.runtime.supervisor import Supervisor
     from tri24es.runtime.up_screen import TICK_SECONDS, UpScreen
@@ -147,8 +148,9 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     interactive = sys.stdout.isatty()
     live = Live(console=Console(), auto_refresh=False, transient=False) if interactive else None
     screen = UpScreen(store, queue_dir, live, exit_when_done)
+    private_folder(log_dir, paths.root)  # refused before anything starts, not at a restart
     supervisor = Supervisor(specs, env=_child_env(context), log_dir=log_dir,
-                            report=screen.report, hold=screen.hold)
+                            report=screen.report, hold=screen.hold, root=paths.root)
     screen.children = supervisor.children
     screen.report(f"up: {len(specs)} processes, logs in {log_dir}/")
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:

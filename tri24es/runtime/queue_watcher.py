@@ -34,6 +34,7 @@ from eventlog.threads import threads_without_signals
 from eventlog.watch import quiet_stop_race
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
+from tri24es.files import private_folder, write_private
 from tri24es.inputs.queue_folder import IgnoredEntry, ignored_entries
 from tri24es.inputs.taskfile import (
     DEFAULT_MAX_BYTES,
@@ -49,7 +50,6 @@ from tri24es.inputs.taskfile import (
 from tri24es.paths import ProjectPaths
 from tri24es.projections import QUEUE
 from tri24es.projections.sql import Db
-from tri24es.runtime.agent import private_dirs, write_private
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
@@ -130,6 +130,7 @@ class QueueWatcher:
         self.services = services
         self.queue_dir = paths.queue
         self.rejected_dir = paths.rejected
+        self.root = paths.root
         self.max_bytes = max_bytes
         self.settle = settle
         self._handled: dict[Path, Signature] = {}  # files dealt with, as they were then
@@ -307,7 +308,7 @@ class QueueWatcher:
         write_private(moved.with_name(moved.name + ".reason"), (
             f"{rejection.reason}\nsource: {candidate.source}\n"
             f"rejected_at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-        ).encode())
+        ).encode(), self.root)
         recorded = True
         try:
             self.services.reject(rejection.task_id, rejection.reason, candidate.source)
@@ -320,7 +321,7 @@ class QueueWatcher:
         """Move ``path`` into tasks/rejected/ under its name (``x.1.md``... if taken).
 
         The first rename is the claim: of several watchers, exactly one gets the file."""
-        private_dirs(self.rejected_dir)
+        private_folder(self.rejected_dir, self.root)
         claim = self.rejected_dir / f".claim-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             os.rename(path, claim)
