@@ -210,7 +210,7 @@ def test_a_daily_trip_needs_an_allowance_and_does_not_flap(
         [reset] = fleet.events(ev.KillSwitchReset)
         assert (reset.allow_today, reset.rate_window_start) == (Decimal(10), None)
         status = json.loads(fleet.run("budget-watchdog", "--status", "--json", env=env).stdout)
-        assert status["daily_limit_usd"] == "15.00"
+        assert status["daily_limit_usd"] == "15"  # an exact plain decimal
         for proc in fresh:
             proc.send_signal(signal.SIGTERM)
             assert fleet.exit_code(proc) == 0
