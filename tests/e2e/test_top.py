@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 import eventlog
+from tests.conftest import PATIENCE
 from tests.e2e.conftest import Run
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
@@ -159,13 +160,13 @@ def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> 
     head = 18
     main, child_tty = pty.openpty()
     proc = subprocess.Popen(
-        [*CLI, "top", "--interval", "30"], env=clean_env(root) | {"COLUMNS": "120"},
+        [*CLI, "top", "--interval", "3600"], env=clean_env(root) | {"COLUMNS": "120"},
         stdin=child_tty, stdout=child_tty, stderr=child_tty, start_new_session=True,
     )
     os.close(child_tty)
     seen = bytearray()
 
-    def await_text(text: bytes, deadline_s: float = 20) -> None:
+    def await_text(text: bytes, deadline_s: float = PATIENCE) -> None:
         deadline = time.monotonic() + deadline_s
         while text not in seen:
             left = deadline - time.monotonic()
@@ -177,9 +178,9 @@ def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> 
         await_text(f"log head {head}".encode())
         with eventlog.open_store(str(db)) as store:
             Services(store, actor="test").submit(TaskSpec("e", "task e", Priority.HIGH))
-        await_text(f"log head {head + 1}".encode(), deadline_s=10)  # long before --interval
+        await_text(f"log head {head + 1}".encode())  # long before --interval: the log woke it
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=PATIENCE) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
