@@ -22,6 +22,7 @@ from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
 from tri24es.cli.queue_watcher import queue_watcher
 from tri24es.cli.replay import replay
+from tri24es.cli.serve import serve
 from tri24es.cli.spend import spend_app
 from tri24es.cli.status import status
 from tri24es.cli.tasks import submit, tasks_app
@@ -86,6 +87,7 @@ def init(ctx: typer.Context) -> None:
     Example: tri24es --root ~/fleet init
     """
     from tri24es.paths import TASK_FOLDERS
+    from tri24es.web.token import ensure_token_file
 
     context: Context = ctx.obj
     s = context.settings
@@ -96,9 +98,11 @@ def init(ctx: typer.Context) -> None:
         (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
     with context.store(create=True) as store:
         head = store.head()
+    made = ensure_token_file(paths.web_token)  # the dashboard's actions ask for it
     typer.echo(f"initialised {s.root}")
     typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
     typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
+    typer.echo(f"  web token: {paths.web_token}{' (new)' if made else ''}")
 
 
 @app.command()
@@ -170,6 +174,7 @@ app.add_typer(audit_app, name="audit")
 app.command()(top)
 app.command()(metrics)
 app.command()(migrate)
+app.command()(serve)
 
 
 def main() -> None:

@@ -1,0 +1,202 @@
+"""What each page and ``/api/...`` answer shows: plain dicts read in one snapshot, in the
+CLI's ``--json`` shapes (``cli/render.py``) wherever the CLI has one.
+
+Reads only: the views through ``projections.reads``, the log through the store, a task's
+output from its log file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from eventlog import EventStore, RecordedEvent
+from tri24es.budget import BudgetLimits, day_bounds
+from tri24es.cli.render import (
+    attempts,
+    counts_dict,
+    decode_problem,
+    event_json,
+    history_entry,
+    reading_dict,
+    task_dict,
+    worker_dict,
+)
+from tri24es.events import Priority, task_stream
+from tri24es.machines import TaskState
+from tri24es.paths import ProjectPaths
+from tri24es.projections import QUEUE, reads
+from tri24es.projections.sql import Db
+from tri24es.timeutil import iso_time
+
+PAGE_SIZE = 50
+EVENTS_PAGE = 200
+LOG_TAIL_BYTES = 16_384
+MAX_PAGE = 500
+
+
+class BadFilter(ValueError):
+    """A filter or a page option that means nothing (shown to the user, status 400)."""
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    state: str | None = None
+    priority: str | None = None
+    model: str | None = None
+    text: str | None = None
+    before: int | None = None
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> TaskFilter:
+        def given(name: str) -> str | None:
+            value = query.get(name, "").strip()
+            return value or None
+
+        state, priority = given("state"), given("priority")
+        if state is not None and state not in {s.value for s in TaskState}:
+            raise BadFilter(f"bad state {state!r}: expected "
+                            + "|".join(s.value for s in TaskState))
+        if priority is not None:
+            priority = priority.upper()
+            if priority not in {p.value for p in Priority}:
+                raise BadFilter(f"bad priority {priority!r}: expected "
+                                + "|".join(p.value for p in Priority))
+        return cls(state, priority, given("model"), given("q"),
+                   number(given("before"), "before"),
+                   number(given("limit"), "limit", PAGE_SIZE, MAX_PAGE) or PAGE_SIZE)
+
+    def query(self, **changes: object) -> dict[str, str]:
+        """These filters as query parameters (for the next page's link)."""
+        found = {"state": self.state, "priority": self.priority, "model": self.model,
+                 "q": self.text, "before": self.before} | changes
+        return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def number(text: str | None, name: str, default: int | None = None,
+            most: int = 2**62) -> int | None:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadFilter(f"bad {name} {text!r}: expected a whole number") from None
+    if not 0 <= value <= most:
+        raise BadFilter(f"bad {name} {value}: expected 0..{most}")
+    return value
+
+
+# --- the fleet at a glance ------------------------------------------------------------------
+
+
+def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int) -> dict[str, Any]:
+    """``status --json`` and ``spend --json`` in one, the workers with their heartbeat age, the
+    spend of the last hour per minute and today's by model, and the last events."""
+    counts = reads.fleet_counts(conn, store.head())
+    reading = reads.read_budget(conn, limits, now)
+    start, _ = day_bounds(now, limits.zone())
+    per_minute = reads.per_minute(conn, now, 60)
+    return {
+        "status": {**counts_dict(counts), "waiting": [str(w) for w in reads.waiting(conn)]},
+        "spend": reading_dict(reading, limits),
+        "spend_per_minute_usd": [str(m) for m in per_minute],
+        "spend_today_by_model_usd": {
+            k: str(v) for k, v in reads.spend_by(conn, "model", start, now + 1).items()},
+        "workers": workers(conn, now),
+        "recent_events": [event_dict(e) for e in store.read_page(max(counts.head - 10, 0), 10)],
+        "now": iso_time(now),
+    }
+
+
+def workers(conn: Db, now: int) -> list[dict[str, Any]]:
+    """``workers list --json``, each with the seconds since its last sign of life."""
+    return [worker_dict(row) | {"heartbeat_age_s": max(now - row.last_seen, 0) // 1_000_000}
+            for row in reads.workers(conn)]
+
+
+def bars(values: list[Decimal], height: int = 40) -> list[int]:
+    """Bar heights for a chart, scaled to the largest value (at least 1 for any spend)."""
+    peak = max(values, default=Decimal(0))
+    return [0 if peak <= 0 or v <= 0 else max(1, round(v / peak * height)) for v in values]
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def task_list(conn: Db, f: TaskFilter) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of ``tasks list --json`` rows, newest first, and the cursor of the next page."""
+    rank = None if f.priority is None else Priority(f.priority).rank
+    rows = reads.task_page(conn, state=f.state, priority=rank, model=f.model, text=f.text,
+                           before=f.before, limit=f.limit + 1)
+    more = len(rows) > f.limit
+    rows = rows[: f.limit]
+    return [task_dict(r) for r in rows], rows[-1].submitted_position if more else None
+
+
+def task(store: EventStore, conn: Db, paths: ProjectPaths, task_id: str) -> dict[str, Any] | None:
+    """``tasks show --json`` (None if there is no such task), plus the tail of the last
+    attempt's output."""
+    row = QUEUE.load_by_id(conn, task_id)
+    events = [e for e in store.read_stream(task_stream(task_id)) if decode_problem(e) is None]
+    if row is None and not events:
+        return None
+    tried = attempts(conn, events, paths)
+    last = row.attempt if row is not None else 0
+    return {
+        "task": None if row is None else task_dict(row),
+        "attempts": tried,
+        "history": [history_entry(e) for e in events],
+        "log": log_tail(paths, task_id, last) if last else None,
+    }
+
+
+def log_tail(paths: ProjectPaths, task_id: str, attempt: int,
+             limit: int = LOG_TAIL_BYTES) -> dict[str, Any]:
+    """The last ``limit`` bytes of an attempt's output (cut at a line start when it is
+    cut), and whether there was more before."""
+    path = paths.attempt_log(task_id, attempt)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return {"attempt": attempt, "path": str(path), "text": "", "truncated": False,
+                "size": 0}
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(size - limit, 0))
+        chunk = f.read(limit)
+    cut = size > limit
+    if cut and b"\n" in chunk:
+        chunk = chunk[chunk.index(b"\n") + 1:]
+    return {"attempt": attempt, "path": str(path), "text": chunk.decode(errors="replace"),
+            "truncated": cut, "size": size}
+
+
+# --- the log --------------------------------------------------------------------------------
+
+
+def event_dict(event: RecordedEvent) -> dict[str, Any]:
+    """``events --json``, with the actor pulled out of the metadata for the pages."""
+    found: dict[str, Any] = orjson.loads(event_json(event))
+    meta = found.get("metadata")
+    found["actor"] = meta.get("actor") if isinstance(meta, dict) else None
+    return found
+
+
+def events(store: EventStore, after: int | None, types: list[str], stream: str | None,
+           limit: int = EVENTS_PAGE) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``limit`` events after position ``after`` (default: the last ``limit``), oldest
+    first, of the given types and stream; and the position to go on from."""
+    head = store.head()
+    start = max(head - limit, 0) if after is None else after
+    if stream is not None:
+        found = [e for e in store.read_stream(stream)
+                 if e.position > start and (not types or e.type in types)][:limit]
+    else:
+        found = store.read_page(start, limit, types or None)
+    shown = [event_dict(e) for e in found]
+    return shown, found[-1].position if found else start

@@ -1,0 +1,53 @@
+// Live updates: the server says when the log head moves (server-sent events); the page then
+// fetches its live part again (the same page with ?fragment=1, rendered and escaped by the
+// server) and swaps it in. At most one fetch at a time; a move during a fetch means one more.
+"use strict";
+
+(function () {
+  const live = document.getElementById("live");
+  const dot = document.getElementById("live-state");
+  if (!window.EventSource) return;
+
+  let busy = false;
+  let again = false;
+  let shownHead = null;
+
+  function fragmentUrl() {
+    const url = new URL(window.location.href);
+    url.searchParams.set("fragment", "1");
+    return url.toString();
+  }
+
+  async function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      do {
+        again = false;
+        const response = await fetch(fragmentUrl(), {credentials: "same-origin"});
+        if (response.ok) {
+          live.innerHTML = await response.text();
+          const banner = document.querySelector("#killswitch.banner");
+          const reset = document.getElementById("reset-panel");
+          if (reset) reset.hidden = !banner;
+        }
+      } while (again);
+    } finally {
+      busy = false;
+    }
+  }
+
+  const source = new EventSource("/live");
+  source.addEventListener("open", function () {
+    if (dot) { dot.textContent = "●"; dot.title = "live"; }
+  });
+  source.addEventListener("error", function () {
+    if (dot) { dot.textContent = "○"; dot.title = "reconnecting"; }
+  });
+  source.addEventListener("head", function (event) {
+    const head = event.data;
+    if (head === shownHead) return;  // the first one too: the page may be older than it
+    shownHead = head;
+    if (live) refresh();
+  });
+})();
