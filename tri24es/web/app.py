@@ -364,7 +364,8 @@ class Dashboard:
 
     def refused(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refused)
-        if exc.status == 401 and request.method == "GET" and not _is_api(request):
+        if exc.status == 401 and request.method == "GET" and "text/html" in request.headers.get(
+                "accept", ""):
             return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
         return self._bad(request, exc.reason, exc.status)
 

@@ -12,7 +12,6 @@ import uvicorn
 from eventlog import EventStore
 from tri24es.config import Settings
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.runtime.signals import received_signals
 from tri24es.web.app import build
 from tri24es.web.guard import Guard, is_loopback
 from tri24es.web.token import ENV, load_token
@@ -45,20 +44,29 @@ def serve(store: EventStore, settings: Settings, host: str, port: int,
         raise Tri24esError(f"cannot read the web token: {e}") from None
     guard = Guard(token, is_loopback(host))
     sock = bind(host, port)
-    shown = sock.getsockname()
-    where = f"[{shown[0]}]" if ":" in shown[0] else shown[0]
-    report(f"serve: the dashboard is on http://{where}:{shown[1]}/")
-    if guard.loopback:
-        report(f"serve: reading needs no token on loopback; actions need the token in "
-               f"{token_file} (or {ENV})")
-    else:
-        report(f"serve: bound beyond loopback ({host}): reading needs the token too, as "
-               f"actions do ({token_file} or {ENV}); use a TLS proxy in front of it")
     config = uvicorn.Config(build(store, settings, guard), log_level="warning",
                             access_log=False, proxy_headers=False, server_header=False,
                             timeout_graceful_shutdown=2, lifespan="on")
-    # uvicorn stops on SIGINT/SIGTERM, then raises the signal again for the handlers it
-    # found: ours take it, so the command ends with exit 0 as the other daemons do.
-    with received_signals((signal.SIGTERM, signal.SIGINT)):
-        uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True  # uvicorn looks before it starts serving, and while
+
+    # Ours until uvicorn takes the signals over, and again once it gives them back (it then
+    # raises the signal it stopped on once more): a stop is a flag, and the exit is 0.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if guard.loopback:
+            report(f"serve: reading needs no token on loopback; actions need the token in "
+                   f"{token_file} (or {ENV})")
+        else:
+            report(f"serve: bound beyond loopback ({host}): reading needs the token too, as "
+                   f"actions do ({token_file} or {ENV}); put a TLS proxy in front of it")
+        shown = sock.getsockname()
+        where = f"[{shown[0]}]" if ":" in shown[0] else shown[0]
+        report(f"serve: the dashboard is on http://{where}:{shown[1]}/")
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     report("serve: stopped")

@@ -1,6 +1,7 @@
 // Live updates: the server says when the log head moves (server-sent events); the page then
 // fetches its live part again (the same page with ?fragment=1, rendered and escaped by the
 // server) and swaps it in. At most one fetch at a time; a move during a fetch means one more.
+// A running task's output grows without events: its page looks again every two seconds.
 "use strict";
 
 (function () {
@@ -34,8 +35,17 @@
       } while (again);
     } finally {
       busy = false;
+      pollWhileRunning();
     }
   }
+
+  let polling = null;
+  function pollWhileRunning() {
+    if (polling === null && document.getElementById("still-running")) {
+      polling = setTimeout(function () { polling = null; refresh(); }, 2000);
+    }
+  }
+  pollWhileRunning();
 
   const source = new EventSource("/live");
   source.addEventListener("open", function () {

@@ -1,0 +1,80 @@
+"""The JSON API against a real server: the CLI's shapes, filters, pages, a task's output."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.web.conftest import Server
+
+
+def _cli_json(server: Server, *args: str) -> object:
+    done = server.cli(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_status_and_tasks_have_the_cli_shapes(server: Server) -> None:
+    for n in range(3):
+        assert server.cli("submit", f"Shape task {n}", "--id", f"shape-{n}",
+                          "--model", "claude").returncode == 0
+    status = server.get("/api/status").json()
+    cli = _cli_json(server, "status")
+    assert status == cli
+    listed = {t["task_id"]: t for t in server.get("/api/tasks?model=claude").json()}
+    assert {t["task_id"]: t for t in _cli_json(server, "tasks", "list")  # type: ignore[union-attr]
+            if t["model"] == "claude"} == listed
+    shown = server.get("/api/tasks/shape-1").json()
+    from_cli = _cli_json(server, "tasks", "show", "shape-1")
+    assert {k: shown[k] for k in ("task", "attempts", "history")} == from_cli
+    assert server.get("/api/workers").json() == _cli_json(server, "workers", "list")
+
+
+def test_filters_and_pages(server: Server) -> None:
+    for n in range(7):
+        priority = "HIGH" if n % 2 else "LOW"
+        assert server.cli("submit", f"Page {n} {'needle' if n in (2, 5) else 'hay'}",
+                          "--id", f"page-{n}", "--priority", priority).returncode == 0
+    found = server.get("/api/tasks?q=NEEDLE").json()
+    assert [t["task_id"] for t in found] == ["page-5", "page-2"]  # newest first
+    assert [t["task_id"] for t in server.get("/api/tasks?q=page-&priority=high").json()] == [
+        "page-5", "page-3", "page-1"]
+    seen, path = [], "/api/tasks?q=page-&limit=3"
+    while path:
+        answer = server.get(path)
+        seen += [t["task_id"] for t in answer.json()]
+        link = answer.headers.get("link")
+        path = re.match(r"<([^>]+)>", link).group(1) if link else ""  # type: ignore[union-attr]
+    assert seen == [f"page-{n}" for n in reversed(range(7))]
+    bad = server.get("/api/tasks?state=sleeping")
+    assert bad.status == 400
+    assert "bad state 'sleeping'" in bad.json()["error"]
+    assert server.get("/api/tasks?limit=-1").status == 400
+    assert server.get("/api/tasks/no-such-task").status == 404
+
+
+def test_a_task_page_shows_its_output_and_history(server: Server) -> None:
+    # CRITICAL: claimed before the other tests' tasks in this project
+    assert server.cli("submit", "Say hello", "--id", "hello",
+                      "--priority", "CRITICAL").returncode == 0
+    worker = server.cli("worker", "--id", "api-worker", "--exec", "echo hello-from-the-agent",
+                        "--max-tasks", "1")
+    assert worker.returncode == 0, worker.stderr
+    assert server.get("/api/tasks/hello/log").text == "hello-from-the-agent\n"
+    shown = server.get("/api/tasks/hello").json()
+    assert shown["task"]["state"] == "completed"
+    assert shown["log"]["text"] == "hello-from-the-agent\n"
+    assert [h["type"] for h in shown["history"]][:2] == ["TaskSubmitted", "TaskClaimed"]
+    page = server.get("/tasks/hello").text
+    assert "hello-from-the-agent" in page
+    assert "TaskCompleted" in page
+
+
+def test_events_filter(server: Server) -> None:
+    assert server.cli("submit", "Event filter", "--id", "evf").returncode == 0
+    found = server.get("/api/events?after=0&type=TaskSubmitted").json()
+    assert found
+    assert {e["type"] for e in found} == {"TaskSubmitted"}
+    stream = server.get("/api/events?after=0&stream=task-evf").json()
+    assert [e["type"] for e in stream] == ["TaskSubmitted"]
+    assert stream[0]["data"]["title"] == "Event filter"
