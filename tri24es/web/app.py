@@ -131,7 +131,8 @@ class Dashboard:
         return self._page(request, page, fragment=fragment, **values)
 
     def _bad(self, request: Request, message: str, status: int = 400) -> Response:
-        if _is_api(request):
+        """The error as JSON for programs, as a page for a browser (a form's post too)."""
+        if _is_api(request) and "text/html" not in request.headers.get("accept", ""):
             return _json({"error": message}, status)
         return self._page(request, "error.html", status, message=message)
 

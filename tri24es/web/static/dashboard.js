@@ -47,17 +47,30 @@
   }
   pollWhileRunning();
 
-  const source = new EventSource("/live");
-  source.addEventListener("open", function () {
-    if (dot) { dot.textContent = "●"; dot.title = "live"; }
+  // A browser keeps at most six connections to a host: a page it leaves (or keeps in its
+  // back-forward cache) closes its stream, and opens a new one if it is shown again.
+  let source = null;
+  function listen() {
+    source = new EventSource("/live");
+    source.addEventListener("open", function () {
+      if (dot) { dot.textContent = "●"; dot.title = "live"; }
+    });
+    source.addEventListener("error", function () {
+      if (dot) { dot.textContent = "○"; dot.title = "reconnecting"; }
+    });
+    source.addEventListener("head", function (event) {
+      const head = event.data;
+      if (head === shownHead) return;  // the first one too: the page may be older than it
+      shownHead = head;
+      if (live) refresh();
+    });
+  }
+  window.addEventListener("pagehide", function () {
+    if (source) { source.close(); source = null; }
+    if (dot) { dot.textContent = "○"; }
   });
-  source.addEventListener("error", function () {
-    if (dot) { dot.textContent = "○"; dot.title = "reconnecting"; }
+  window.addEventListener("pageshow", function () {
+    if (!source) listen();
   });
-  source.addEventListener("head", function (event) {
-    const head = event.data;
-    if (head === shownHead) return;  // the first one too: the page may be older than it
-    shownHead = head;
-    if (live) refresh();
-  });
+  listen();
 })();
