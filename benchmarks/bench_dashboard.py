@@ -1,6 +1,7 @@
 """Dashboard response times on a large store: the overview and the task list.
 
     python -m benchmarks.bench_dashboard [--tasks N] [--spend N] [--rounds N] [--db PATH]
+                                         [--live-seconds S]
 
 Builds a SQLite store of ``--tasks`` submitted tasks (default 100,000; through
 ``Services.submit_many``, 5,000 per transaction), 1% of them run to completion by ten workers,
@@ -8,6 +9,11 @@ and ``--spend`` spend records (default 0) spread over the last day; then starts 
 ``tri24es serve`` on it and times each page over one kept-alive HTTP connection: the median
 and 95th percentile of ``--rounds`` requests after five warm-up ones. Goal: overview and task
 list under 50 ms. ``--db`` keeps (or reuses) the store at PATH.
+
+Then the cost of live updates: the server's CPU (user + system, from /proc) over
+``--live-seconds`` (default 30) with ten open live streams, first with the log idle, then
+beside a writer committing about 50 events a second (each stream hears of the moves, at most
+four a second).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -108,12 +115,53 @@ def timed(conn: http.client.HTTPConnection, path: str, rounds: int) -> list[floa
     return times
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_cost(proc: subprocess.Popen[str], port: int, db: Path, seconds: float) -> None:
+    streams = []
+    for _ in range(10):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request("GET", "/live")
+        response = conn.getresponse()
+        response.fp.readline()  # the first event: the stream is open
+        streams.append(conn)
+    for label, writing in (("idle log", False), ("~50 commits/s", True)):
+        stop = threading.Event()
+        writer = threading.Thread(target=_write, args=(db, stop), daemon=True)
+        if writing:
+            writer.start()
+        before, started = cpu_seconds(proc.pid), time.monotonic()
+        stop.wait(seconds)
+        used = cpu_seconds(proc.pid) - before
+        elapsed = time.monotonic() - started
+        stop.set()
+        if writing:
+            writer.join()
+        print(f"live, 10 streams, {label:<14} {used / elapsed:.4f} cores")
+    for conn in streams:
+        conn.close()
+
+
+def _write(db: Path, stop: threading.Event) -> None:
+    """About 50 commits a second: one submitted task each."""
+    with open_store(str(db)) as store:
+        services = Services(store, actor="bench-writer")
+        n = 0
+        while not stop.wait(0.02):
+            services.submit(TaskSpec(task_id=f"live-{os.getpid()}-{n}", title="live load"))
+            n += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--spend", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--db", type=Path)
+    parser.add_argument("--live-seconds", type=float, default=30.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as scratch:
         root = Path(scratch)
@@ -134,6 +182,9 @@ def main() -> None:
                               args.rounds)
                 p95 = statistics.quantiles(times, n=20)[-1]
                 print(f"{name:<24} {statistics.median(times):>10.1f} {p95:>8.1f}")
+            conn.close()
+            if args.live_seconds > 0:
+                live_cost(proc, port, db, args.live_seconds)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait()
