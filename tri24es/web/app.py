@@ -104,6 +104,7 @@ class Dashboard:
         self.limits = BudgetLimits.from_settings(settings)
         self.guard = guard
         self.watcher = HeadWatcher(store)
+        self.shared = data.Shared()
         self.templates = Environment(loader=PackageLoader("tri24es.web", "templates"),
                                      autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["age"] = _age
@@ -138,10 +139,20 @@ class Dashboard:
 
     # --- pages ---------------------------------------------------------------------------
 
+    def _overview(self) -> dict[str, Any]:
+        """The overview as of now, read once per log position and second."""
+        now = now_us()
+
+        def read() -> dict[str, Any]:
+            with self._reading() as conn:
+                return data.overview(self.store, conn, self.limits, now)
+
+        found: dict[str, Any] = self.shared.get((self.store.head(), now // 1_000_000), read)
+        return found
+
     def overview(self, request: Request) -> Response:
         self.guard.check_read(request)
-        with self._reading() as conn:
-            found = data.overview(self.store, conn, self.limits, now_us())
+        found = self._overview()
         if _is_api(request):
             return _json(found)
         per_minute = [Decimal(v) for v in found["spend_per_minute_usd"]]
@@ -150,13 +161,11 @@ class Dashboard:
 
     def status(self, request: Request) -> Response:
         self.guard.check_read(request)
-        with self._reading() as conn:
-            return _json(data.overview(self.store, conn, self.limits, now_us())["status"])
+        return _json(self._overview()["status"])
 
     def spend(self, request: Request) -> Response:
         self.guard.check_read(request)
-        with self._reading() as conn:
-            return _json(data.overview(self.store, conn, self.limits, now_us())["spend"])
+        return _json(self._overview()["spend"])
 
     def tasks(self, request: Request) -> Response:
         self.guard.check_read(request)

@@ -8,6 +8,8 @@ output from its log file.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 
 from eventlog import EventStore, RecordedEvent
-from tri24es.budget import BudgetLimits, day_bounds
+from tri24es.budget import BudgetLimits
 from tri24es.cli.render import (
     attempts,
     counts_dict,
@@ -33,6 +35,7 @@ from tri24es.projections import QUEUE, reads
 from tri24es.projections.sql import Db
 from tri24es.timeutil import iso_time
 
+HOUR_US = 3_600_000_000
 PAGE_SIZE = 50
 EVENTS_PAGE = 200
 LOG_TAIL_BYTES = 16_384
@@ -96,21 +99,40 @@ def number(text: str | None, name: str, default: int | None = None,
 
 def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int) -> dict[str, Any]:
     """``status --json`` and ``spend --json`` in one, the workers with their heartbeat age, the
-    spend of the last hour per minute and today's by model, and the last events."""
+    spend of the last hour per minute and by model, and the last events.
+
+    By model over the last hour, not today: that sum reads every spend row of its period,
+    and a busy day holds hundreds of thousands (today's total comes from the quarter-hour
+    buckets)."""
     counts = reads.fleet_counts(conn, store.head())
     reading = reads.read_budget(conn, limits, now)
-    start, _ = day_bounds(now, limits.zone())
     per_minute = reads.per_minute(conn, now, 60)
     return {
         "status": {**counts_dict(counts), "waiting": [str(w) for w in reads.waiting(conn)]},
         "spend": reading_dict(reading, limits),
         "spend_per_minute_usd": [str(m) for m in per_minute],
-        "spend_today_by_model_usd": {
-            k: str(v) for k, v in reads.spend_by(conn, "model", start, now + 1).items()},
+        "spend_last_hour_by_model_usd": {
+            k: str(v) for k, v in reads.spend_by(conn, "model", now - HOUR_US, now + 1).items()},
         "workers": workers(conn, now),
         "recent_events": [event_dict(e) for e in store.read_page(max(counts.head - 10, 0), 10)],
         "now": iso_time(now),
     }
+
+
+class Shared:
+    """One reading for everyone who asks with the same key (the log head and the second):
+    when the head moves, every open overview asks at once, and one of them reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: object = None
+        self._value: Any = None
+
+    def get(self, key: object, read: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key != self._key:
+                self._value, self._key = read(), key
+            return self._value
 
 
 def workers(conn: Db, now: int) -> list[dict[str, Any]]:
