@@ -78,3 +78,44 @@ def test_events_filter(server: Server) -> None:
     stream = server.get("/api/events?after=0&stream=task-evf").json()
     assert [e["type"] for e in stream] == ["TaskSubmitted"]
     assert stream[0]["data"]["title"] == "Event filter"
+
+
+def test_review_retry_and_the_fleet_through_the_api(server: Server) -> None:
+    bearer = {"authorization": f"Bearer {server.token}"}
+    for task_id in ("reviewed", "rejected"):
+        assert server.cli("submit", f"Look at {task_id}", "--id", task_id, "--review",
+                          "--priority", "CRITICAL").returncode == 0
+    assert server.cli("submit", "Fails", "--id", "fails", "--max-retries", "0", "--priority",
+                      "CRITICAL", "--command", "false").returncode == 0
+    worker = server.cli("worker", "--id", "review-worker", "--exec", "echo looked",
+                        "--max-tasks", "2")  # the two CRITICAL ones first submitted
+    assert worker.returncode == 0, worker.stderr
+    worker = server.cli("worker", "--id", "command-worker", "--max-tasks", "1")  # its own command
+    assert worker.returncode == 0, worker.stderr
+    states = {t: server.get(f"/api/tasks/{t}").json()["task"]["state"]
+              for t in ("reviewed", "rejected", "fails")}
+    assert states == {"reviewed": "review", "rejected": "review", "fails": "failed"}
+
+    assert server.post_json("/api/tasks/reviewed/approve", {}, **bearer).json() == {
+        "task_id": "reviewed", "state": "completed", "merged_into": None, "merge_commit": None}
+    no_reason = server.post_json("/api/tasks/rejected/reject", {"reason": " "}, **bearer)
+    assert no_reason.status == 400
+    assert server.post_json("/api/tasks/rejected/reject", {"reason": "say more"},
+                            **bearer).json() == {"task_id": "rejected", "state": "queued"}
+    assert server.post_json("/api/tasks/fails/retry", {"budget": "lots"}, **bearer).status == 400
+    assert server.post_json("/api/tasks/fails/retry", {}, **bearer).json() == {
+        "task_id": "fails", "state": "queued"}
+    assert server.post_json("/api/tasks/fails/retry", {}, **bearer).status == 409  # queued now
+    assert server.post_json("/api/tasks/fails/launch", {}, **bearer).status == 404
+    assert [server.get(f"/api/tasks/{t}").json()["task"]["state"]
+            for t in ("reviewed", "rejected", "fails")] == ["completed", "queued", "queued"]
+    feedback = server.get("/api/events?after=0&type=TaskReviewRejected").json()
+    assert [(e["data"]["reason"], e["actor"]) for e in feedback] == [
+        ("say more", "web:127.0.0.1")]
+
+    assert server.cli("submit", "Cancel me from the API", "--id", "api-cancel").returncode == 0
+    # the worker above stopped (it ran its tasks): pausing the fleet reaches no one
+    assert server.post_json("/api/fleet/pause", {}, **bearer).json() == {
+        "action": "pause", "workers": []}
+    assert server.post_json("/api/workers/review-worker/dance", {}, **bearer).status == 404
+    assert server.post_json("/api/workers/nobody/pause", {}, **bearer).status == 404

@@ -222,7 +222,7 @@ class Dashboard:
     def events(self, request: Request) -> Response:
         self.guard.check_read(request)
         q = request.query_params
-        types = [t for t in q.getlist("type") if t.strip()]
+        types = [t for given in q.getlist("type") for t in given.replace(",", " ").split()]
         stream = q.get("stream", "").strip() or None
         try:
             after = data.number(q.get("after", "").strip() or None, "after")
