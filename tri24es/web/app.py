@@ -43,7 +43,7 @@ from tri24es.projections.sql import Db
 from tri24es.services import NotFound, Services
 from tri24es.timeutil import now_us
 from tri24es.web import data
-from tri24es.web.guard import COOKIE, CSRF_FIELD, LOOPBACK_HOSTS, Guard, Refused, actor
+from tri24es.web.guard import COOKIE, CSRF_FIELD, Guard, Refused, actor
 from tri24es.web.live import HeadWatcher
 from tri24es.web.token import same
 
@@ -246,9 +246,8 @@ class Dashboard:
     # --- signing in ----------------------------------------------------------------------
 
     def login_form(self, request: Request) -> Response:
-        return self._page(request, "login.html", next=_back(request, dict(request.query_params)
-                                                             | {"back": request.query_params.get(
-                                                                 "next", "/")}))
+        back = _back(request, {"back": request.query_params.get("next", "/")})
+        return self._page(request, "login.html", next=back)
 
     async def login(self, request: Request) -> Response:
         self.guard.check_same_site(request)
@@ -419,11 +418,10 @@ class Dashboard:
             Route("/api/events", self.events),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
-        hosts = list(LOOPBACK_HOSTS) if self.guard.loopback else ["*"]
         return Starlette(
             routes=routes, lifespan=lifespan,
             middleware=[Middleware(SecurityHeaders),
-                        Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+                        Middleware(TrustedHostMiddleware, allowed_hosts=self.guard.allowed_hosts)],
             exception_handlers={Refused: self.refused, HTTPException: self.http_error},
         )
 

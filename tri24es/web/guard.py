@@ -51,6 +51,12 @@ class Refused(Exception):
 class Guard:
     token: str
     loopback: bool
+    host: str = "127.0.0.1"  # as bound
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """Host headers served: on loopback, only the loopback's names (DNS rebinding)."""
+        return [*LOOPBACK_HOSTS, self.host] if self.loopback else ["*"]
 
     @property
     def session(self) -> str:

@@ -42,7 +42,7 @@ def serve(store: EventStore, settings: Settings, host: str, port: int,
         token = load_token(token_file)
     except (OSError, ValueError) as e:
         raise Tri24esError(f"cannot read the web token: {e}") from None
-    guard = Guard(token, is_loopback(host))
+    guard = Guard(token, is_loopback(host), host)
     sock = bind(host, port)
     config = uvicorn.Config(build(store, settings, guard), log_level="warning",
                             access_log=False, proxy_headers=False, server_header=False,
