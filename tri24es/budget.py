@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
 from tri24es.projections.killswitch import KillSwitchView
-from tri24es.timeutil import from_us, to_us
+from tri24es.timeutil import from_us, iso_time, to_us
 
 if TYPE_CHECKING:
     from tri24es.config import Settings
@@ -52,9 +55,25 @@ def parse_window(text: str) -> int:
     return seconds
 
 
+#: The most one record can hold (Money: 20 digits, 10 after the point).
+LARGEST_RECORD_USD = Decimal("9999999999.9999999999")
+
+
+def over_cap(amount: Decimal, max_usd: Decimal) -> tuple[Decimal, str | None]:
+    """A reported amount as it is recorded, and its flag: over the per-record cap it is
+    recorded all the same (dropping it would let the spend that should stop the fleet
+    through), flagged for a person to look at; beyond what a record holds, the most it holds."""
+    if amount <= max_usd:
+        return amount, None
+    return min(amount, LARGEST_RECORD_USD), (
+        f"${amount} in one report is over the per-record cap of ${max_usd}"
+        " (BUDGET_MAX_SPEND_RECORD): recorded, check the agent")
+
+
 def parse_amount(value: str | Decimal | int, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> Decimal:
     """A spend amount in dollars, exact (finer than 1e-10 dollars: rounded up). Raises
-    BadAmount when it is negative, NaN, infinite, not a number or more than ``max_usd``."""
+    BadAmount when it is negative, NaN, infinite, not a number or more than ``max_usd``
+    (a person typing it: refused, the sources read by machine flag it with ``over_cap``)."""
     if isinstance(value, bool):
         raise BadAmount(f"amount {value!r} is not a number")
     try:
@@ -114,12 +133,25 @@ class BudgetLimits:
             timezone=load_zone(s.budget_timezone), max_record_usd=s.budget_max_spend_record,
         )
 
-    @property
-    def pause_at(self) -> Decimal:
-        return self.daily_limit * self.daily_pause_pct
-
     def zone(self) -> tzinfo:
         return self.timezone if self.timezone is not None else machine_zone()
+
+
+def enforced_limits(switch: KillSwitchView, own: BudgetLimits) -> tuple[BudgetLimits, str | None]:
+    """The limits the last budget watchdog started with (``own`` for the settings it does
+    not record) and who that is; ``own`` and None if no watchdog recorded any."""
+    if switch.watchdog is None:
+        return own, None
+    started = orjson.loads(switch.watchdog)
+    try:
+        zone = load_zone(started["timezone"]) if started["timezone"] else own.timezone
+    except ConfigError:  # a zone this machine does not know: its own
+        zone = own.timezone
+    limits = replace(own, rate_limit=Decimal(started["rate_limit"]),
+                     daily_limit=Decimal(started["daily_limit"]),
+                     window_seconds=started["window_seconds"], timezone=zone)
+    return limits, (f"the budget watchdog pid {started['pid']} on {started['host']}, started "
+                    f"{iso_time(started['at'])[:19]}Z")
 
 
 def day_bounds(now_us: int, zone: tzinfo) -> tuple[int, int]:
@@ -135,6 +167,39 @@ def day_bounds(now_us: int, zone: tzinfo) -> tuple[int, int]:
 def rate_per_min(window_total: Decimal, window_seconds: int) -> Decimal:
     """Dollars per minute: the window's total / (window / 60)."""
     return window_total * 60 / window_seconds
+
+
+def window_start(now_us: int, window_seconds: int, switch: KillSwitchView) -> int:
+    """Where the rate window ending at ``now_us`` starts: ``window_seconds`` back, or just
+    after the last forced reset if that is later (spend up to it no longer counts toward the
+    rate). The rate is still the window's total over the whole window length."""
+    start = now_us - window_seconds * 1_000_000
+    return start if switch.rate_since is None else max(start, switch.rate_since + 1)
+
+
+def allowance_at(switch: KillSwitchView, now_us: int) -> Decimal:
+    """Dollars allowed over the daily limit at ``now_us`` (``--reset --allow-today``)."""
+    if (switch.allowance is None or switch.allowance_start is None
+            or switch.allowance_end is None
+            or not switch.allowance_start <= now_us < switch.allowance_end):
+        return Decimal(0)
+    return Decimal(switch.allowance)
+
+
+def rate_clears_at(spends: Sequence[tuple[int, Decimal]], window_seconds: int,
+                   rate_limit: Decimal) -> int | None:
+    """When the rate falls below ``rate_limit`` if nothing more is spent: ``spends`` are the
+    window's (occurred_at, amount), oldest first; each leaves the window ``window_seconds``
+    after it occurred. None if the rate is below the limit already."""
+    ceiling = rate_limit * window_seconds / 60  # the window total that makes the limit
+    total = sum((amount for _, amount in spends), Decimal(0))
+    for occurred_at, amount in spends:
+        if total < ceiling:
+            break
+        total -= amount
+        if total < ceiling:
+            return occurred_at + window_seconds * 1_000_000 + 1
+    return None
 
 
 class Level(enum.StrEnum):
@@ -154,18 +219,25 @@ class Reading:
     rate: Decimal
     daily: Decimal
     killswitch: KillSwitchView
+    allowance: Decimal = Decimal(0)  # allowed over the daily limit today (resets)
+
+    def daily_limit(self, limits: BudgetLimits) -> Decimal:
+        """Today's limit: the configured one plus today's allowance."""
+        return limits.daily_limit + self.allowance
 
     def kill_reason(self, limits: BudgetLimits) -> str | None:
         """Why the kill switch must go on (a limit is reached: ``>=``), or None."""
         if self.rate >= limits.rate_limit:
             return (f"Rate limit exceeded: ${usd(self.rate)}/min >= "
                     f"${usd(limits.rate_limit)}/min")
-        if self.daily >= limits.daily_limit:
-            return f"Daily limit exceeded: ${usd(self.daily)} >= ${usd(limits.daily_limit)}"
+        if self.daily >= self.daily_limit(limits):
+            allowed = f" (${usd(self.allowance)} allowed today)" if self.allowance else ""
+            return (f"Daily limit exceeded: ${usd(self.daily)} >= "
+                    f"${usd(self.daily_limit(limits))}{allowed}")
         return None
 
     def should_pause(self, limits: BudgetLimits) -> bool:
-        return self.daily >= limits.pause_at
+        return self.daily >= self.daily_limit(limits) * limits.daily_pause_pct
 
     def should_warn(self, limits: BudgetLimits) -> bool:
         return self.rate >= limits.rate_warning
@@ -176,6 +248,98 @@ class Reading:
         if self.should_pause(limits):
             return Level.PAUSE
         return Level.WARNING if self.should_warn(limits) else Level.OK
+
+
+@dataclass(frozen=True)
+class ResetCheck:
+    """Would a breach still hold after a reset of the kill switch, with these options? A
+    reset that leaves one would be undone by the watchdog's next look at the same spend."""
+
+    reading: Reading
+    limits: BudgetLimits
+    fresh_window: bool  # --force
+    allow_today: Decimal  # --allow-today (0 if not given)
+    rate_clears_at: int | None  # when the rate falls below the limit if nothing more is spent
+    day_ends_at: int  # the next midnight in the budget's zone
+    whose: str | None = None  # whose limits these are, if a watchdog recorded them
+
+    @property
+    def rate_holds(self) -> bool:
+        return not self.fresh_window and self.reading.rate >= self.limits.rate_limit
+
+    @property
+    def daily_limit_after(self) -> Decimal:
+        return self.reading.daily_limit(self.limits) + self.allow_today
+
+    @property
+    def daily_holds(self) -> bool:
+        return self.reading.daily >= self.daily_limit_after
+
+    @property
+    def ok(self) -> bool:
+        return not (self.rate_holds or self.daily_holds)
+
+    def explain(self) -> list[str]:
+        """What still holds, when it clears, and what to do next: one sentence a line."""
+        r, limits, zone = self.reading, self.limits, self.limits.zone()
+        lines = [] if self.whose is None else [
+            f"limits: those of {self.whose}: ${usd(limits.rate_limit)}/min over "
+            f"{limits.window_seconds} s, ${usd(limits.daily_limit)} a day"]
+        if self.rate_holds:
+            clears = ("" if self.rate_clears_at is None else
+                      f"; it clears at {_clock(self.rate_clears_at, zone)} "
+                      f"(in {_span(self.rate_clears_at - r.now_us)}) if nothing more is spent")
+            lines.append(f"the rate still holds: ${usd(r.rate)}/min >= "
+                         f"${usd(limits.rate_limit)}/min over the last {r.window_seconds} s"
+                         f"{clears}")
+        lines.append(f"today's total: ${usd(r.daily)} of ${usd(self.daily_limit_after)}"
+                     + (f" (${usd(r.allowance + self.allow_today)} allowed today)"
+                        if r.allowance + self.allow_today else "")
+                     + f"; the day ends at {_clock(self.day_ends_at, zone)}")
+        if self.rate_holds:
+            lines.append("next: wait until the rate window clears and reset again, or reset "
+                         "with --force to start a fresh rate window now (spend before the "
+                         "reset no longer counts toward the rate)")
+        if self.daily_holds:
+            more = r.daily - r.daily_limit(limits)
+            lines.append(f"next: restart the watchdog with BUDGET_DAILY_LIMIT above "
+                         f"${usd(r.daily)}, or reset with --allow-today USD (more than "
+                         f"${usd(more)}) to allow that much over the limit for the rest of "
+                         "today")
+        return lines
+
+
+def _clock(at_us: int, zone: tzinfo) -> str:
+    """The time of day, to the second after ``at_us`` (when it is true)."""
+    second = -(-at_us // 1_000_000) * 1_000_000
+    return from_us(second).astimezone(zone).strftime("%H:%M:%S %Z")
+
+
+def _span(us: int) -> str:
+    seconds = max(-(-us // 1_000_000), 0)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def check_reset(reading: Reading, limits: BudgetLimits,
+                window: Sequence[tuple[int, Decimal]], *, fresh_window: bool = False,
+                allow_today: Decimal = Decimal(0), whose: str | None = None) -> ResetCheck:
+    """``window``: the rate window's spend as (occurred_at, amount), oldest first;
+    ``whose``: whose limits ``limits`` are (see ``enforced_limits``)."""
+    _, day_end = day_bounds(reading.now_us, limits.zone())
+    return ResetCheck(reading, limits, fresh_window, allow_today,
+                      rate_clears_at(window, reading.window_seconds, limits.rate_limit),
+                      day_end, whose)
+
+
+def killswitch_banner(switch: KillSwitchView) -> str | None:
+    """What every live screen (``top``, ``up``) shows first while the kill switch is on:
+    why, since when, and how it ends."""
+    if not switch.active:
+        return None
+    since = "" if switch.changed_at is None else f" (since {iso_time(switch.changed_at)[11:19]}Z)"
+    return (f"KILL SWITCH: {switch.reason}{since}; workers stay stopped until "
+            "`tri24es budget-watchdog --reset`")
 
 
 def percent(part: Decimal, whole: Decimal) -> str:

@@ -336,11 +336,36 @@ class SpendRecorded(Event):
     flagged: str | None = None  # why the amount is an estimate (e.g. an unpriced model)
 
 
+class SpendLinesSkipped(Event):
+    """Lines that looked like spend reports but could not be read: counted, never dropped
+    in silence (``spend`` and ``status`` show how many)."""
+
+    source: str  # "worker" (an agent's output) or "spend.jsonl"
+    count: int = Field(ge=1)
+    reason: str  # why the first of them was refused
+    sample: str  # the first of them, cut to 200 characters
+    task: str | None = None
+    worker: str | None = None
+
+
 class BudgetWarningRaised(Event):
     rate: Money
     rate_warning: Money
     window_seconds: int
     daily: Money | None = None
+
+
+class BudgetWatchdogStarted(Event):
+    """A budget watchdog daemon started with these limits. A reset of the kill switch is
+    checked against the last ones recorded: those of the watchdog that would trip it again,
+    not those of the shell the reset runs in."""
+
+    rate_limit: Money
+    daily_limit: Money
+    window_seconds: int
+    timezone: str | None = None  # the zone of "today"; None: the watchdog machine's zone
+    host: str
+    pid: int
 
 
 class KillSwitchActivated(Event):
@@ -355,6 +380,15 @@ class KillSwitchActivated(Event):
 class KillSwitchReset(Event):
     by: str | None = None
     reason: str
+    #: ``--force``: the rate window starts afresh here, at the reset: spend that occurred
+    #: before it no longer counts toward the rate (today's total still counts all of it).
+    rate_window_start: AwareDatetime | None = None
+    #: ``--allow-today``: dollars allowed over the daily limit for the rest of the day
+    #: [day_start, day_end) (the budget's calendar day at the reset), added to any allowance
+    #: given earlier for that day.
+    allow_today: Money | None = None
+    day_start: AwareDatetime | None = None
+    day_end: AwareDatetime | None = None
 
 
 def task_stream(task_id: str) -> str:

@@ -117,13 +117,34 @@ def test_once_status_and_reset(project_ready: Path, run: Run) -> None:
     assert run("budget-watchdog", "--once", env=LOW_LIMITS).returncode == 1
     assert run("budget-watchdog", "--status").stdout.startswith("Kill Switch: ACTIVE")
     assert run("budget-watchdog", "--reset").returncode == 2
-    reset = run("budget-watchdog", "--reset", "--reason", "raised the limit")
-    assert reset.returncode == 0
+    for flags in (["--force"], ["--allow-today", "5"]):
+        alone = run("budget-watchdog", *flags)
+        assert alone.returncode == 2
+        assert alone.stderr == f"tri24es: error: {flags[0]} goes with --reset\n"
+    for bad in ("0", "-1", "lots"):
+        wrong = run("budget-watchdog", "--reset", "--reason", "r", "--allow-today", bad)
+        assert wrong.returncode == 2
+        assert wrong.stderr.startswith("tri24es: error: bad --allow-today: ")
+        assert wrong.stderr.count("\n") == 1
+    refused = run("budget-watchdog", "--reset", "--reason", "reviewed", env=LOW_LIMITS)
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines()[:2] == [
+        "Kill switch NOT reset: the breach that turned it on still holds",
+        "  today's total: $10.00 of $10.00; the day ends at 00:00:00 UTC"]
+    assert "--allow-today USD (more than $0.00)" in refused.stderr
+    as_json = json.loads(run("budget-watchdog", "--reset", "--reason", "reviewed", "--json",
+                             env=LOW_LIMITS).stdout)
+    assert (as_json["reset"], as_json["daily_holds"], as_json["rate_holds"]) == (
+        False, True, False)
+    assert switch.exists()
+    raised = LOW_LIMITS | {"BUDGET_DAILY_LIMIT": "20"}
+    reset = run("budget-watchdog", "--reset", "--reason", "raised the limit", env=raised)
+    assert reset.returncode == 0, reset.stderr
     assert "Kill switch reset" in reset.stdout
     assert not switch.exists()
     assert len(list(switch.parent.glob("kill_switch.active.*"))) == 1
     assert run("budget-watchdog", "--status").stdout.startswith("Kill Switch: INACTIVE")
-    raised = LOW_LIMITS | {"BUDGET_DAILY_LIMIT": "20"}
     assert run("budget-watchdog", "--once", env=raised).returncode == 0
     assert count(project_ready, ev.KillSwitchActivated) == 1
     assert count(project_ready, ev.KillSwitchReset) == 1

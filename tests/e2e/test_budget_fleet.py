@@ -111,3 +111,42 @@ def test_a_task_over_its_own_budget_is_stopped_and_not_retried(fleet: Fleet) -> 
     assert fleet.services.task("capped").state == "failed"
     spent = sum(e.amount for e in fleet.events(ev.SpendRecorded))
     assert spent == Decimal("1.2")
+
+
+def test_spend_that_should_stop_the_fleet_is_never_dropped(fleet: Fleet, run: Run) -> None:
+    """An agent reporting more than the per-record cap, a cost as a numeric string, a cost
+    that cannot be read; spend.jsonl lines stamped in 1970 and 2099: every dollar counts
+    toward the limits now, and what could not be read is counted, not silently passed."""
+    script = "\n".join([
+        'say {"cost_usd": 5000}',  # over the $1000 cap: recorded, flagged
+        'say {"cost_usd": "0.50"}',  # a numeric string: exact
+        'say {"cost_usd": "lots"}',  # not a number: counted as skipped
+    ])
+    fleet.submit("spender", script)
+    worker = fleet.worker("--exit-when-idle", exec_=EXEC, env=BUDGET_ENV)
+    assert fleet.exit_code(worker) == 0
+    spends = fleet.events(ev.SpendRecorded)
+    assert sorted(s.amount for s in spends) == [Decimal("0.50"), Decimal("5000")]
+    (over,) = [s for s in spends if s.amount == 5000]
+    assert over.flagged is not None
+    assert "over the per-record cap of $1000" in over.flagged
+    (skipped,) = fleet.events(ev.SpendLinesSkipped)
+    assert (skipped.count, skipped.task, skipped.source) == (1, "spender", "worker")
+    assert skipped.sample == '{"cost_usd": "lots"}'
+    spend_file = fleet.root / "state" / "budget" / "spend.jsonl"
+    spend_file.parent.mkdir(parents=True, exist_ok=True)
+    spend_file.write_text('{"timestamp_epoch": 0, "amount": 1}\n'
+                          '{"timestamp_epoch": 4070908800, "amount": "2"}\n'
+                          '{"timestamp_epoch": 1, "amount": [3]}\n')
+    once = run("budget-watchdog", "--once", env=BUDGET_ENV)
+    assert once.returncode == 1, once.stdout + once.stderr  # the switch tripped
+    (switch,) = fleet.events(ev.KillSwitchActivated)
+    assert switch.rate >= Decimal("5003.5") / 1  # everything counted in the window
+    legacy = [s for s in fleet.events(ev.SpendRecorded) if s.source == "spend.jsonl"]
+    assert sorted(s.amount for s in legacy) == [1, 2]
+    assert all(s.flagged is not None and "counted at arrival" in s.flagged for s in legacy)
+    status = run("status", "--json")
+    assert '"lines_skipped": 2' in status.stdout
+    spend = run("spend", env=BUDGET_ENV)
+    assert "2 lines that reported spend could not be read" in spend.stderr
+    assert run("replay", "--verify").returncode == 0

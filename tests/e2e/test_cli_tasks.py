@@ -13,7 +13,8 @@ import pytest
 
 from eventlog import open_store
 from tests.e2e.conftest import Run
-from tri24es.services import Services
+from tri24es.events import Priority
+from tri24es.services import Services, TaskSpec
 
 
 def db_of(project: Path) -> Path:
@@ -246,3 +247,26 @@ def test_replay_until_shows_the_earlier_state(fleet: Run) -> None:
     assert ok(fleet("status", "--json"))["queue"]["by_state"]["cancelled"] == 1
     assert "as of position 1:" in ok_text(fleet("replay", "--until", "1"))
     ok(fleet("replay", "--verify"))  # --until touched no table
+
+
+def test_a_listing_reads_only_what_it_shows_and_counts_come_from_the_counts(
+        fleet: Run, project: Path) -> None:
+    with open_store(str(db_of(project))) as store:
+        services = Services(store, actor="test")
+        services.submit_many([
+            TaskSpec(f"t{n:02}", f"task {n}", Priority.HIGH if n % 3 == 0 else Priority.LOW)
+            for n in range(30)])
+        services.cancel("t01")
+    shown = fleet("tasks", "list", "--limit", "5", "--json")
+    assert [t["task_id"] for t in ok(shown)] == ["t00", "t03", "t06", "t09", "t12"]
+    assert "25 more not shown" in shown.stderr
+    assert len(ok(fleet("tasks", "list", "--limit", "0", "--json"))) == 30
+    queued = fleet("tasks", "list", "--state", "queued", "--limit", "28", "--json")
+    assert len(ok(queued)) == 28
+    assert "1 more not shown" in queued.stderr
+    status = ok(fleet("status", "--json"))
+    assert status["queue"]["by_state"]["queued"] == 29
+    assert status["queue"]["by_state"]["cancelled"] == 1
+    assert status["queue"]["by_state_and_priority"]["queued"]["HIGH"] == 10
+    # The counts are a view like the others: a replay rebuilds them exactly.
+    assert fleet("replay", "--verify").returncode == 0

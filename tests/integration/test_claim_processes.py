@@ -27,9 +27,13 @@ WORKER = """
 import json, os, sys
 import eventlog
 from tri24es.projections import connection_of, reads
+from tri24es.runtime.resilience import Outage, ride_out
 from tri24es.services import Services
 
 path, worker_id = sys.argv[1], sys.argv[2]
+# As a real worker does: a lock held past the busy timeout (a loaded machine descheduling
+# the holder) is waited out, not fatal.
+outage = Outage(worker_id, report=lambda line: None)
 store = eventlog.open_store(path)
 svc = Services(store, actor=worker_id)
 svc.start_worker(worker_id, pid=os.getpid(), pid_start_time=0, host="test")
@@ -38,13 +42,15 @@ sys.stdout.flush()
 sys.stdin.readline()  # the go signal: every worker starts claiming at once
 done = []
 while True:
-    claim = svc.claim(worker_id)
+    claim = ride_out(lambda: svc.claim(worker_id), outage)
     if claim is None:
-        with store.transaction() as tx:
-            if not reads.tasks(connection_of(tx), "queued"):
-                break
+        def queued():
+            with store.transaction() as tx:
+                return reads.tasks(connection_of(tx), "queued", 1)
+        if not ride_out(queued, outage):
+            break
         continue
-    svc.complete(claim.task_id, worker_id, claim.attempt)
+    ride_out(lambda: svc.complete(claim.task_id, worker_id, claim.attempt), outage)
     done.append(claim.task_id)
 store.close()
 print(json.dumps(done))
@@ -52,6 +58,7 @@ print(json.dumps(done))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a ceiling for a loaded machine; a second or two when quiet
 def test_four_worker_processes_complete_every_task_exactly_once(
     new_url: Callable[[], str],
 ) -> None:
@@ -80,7 +87,7 @@ def test_four_worker_processes_complete_every_task_exactly_once(
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    outputs = [proc.communicate(timeout=90)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     elapsed = time.perf_counter() - began
     assert [proc.returncode for proc in procs] == [0] * WORKERS
     by_worker = [json.loads(out) for out in outputs]

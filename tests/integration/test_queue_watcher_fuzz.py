@@ -172,3 +172,25 @@ def test_random_queue_files_are_each_submitted_once_or_rejected_with_a_reason(
         # A file is rejected, or submitted, or left alone: never two of these.
         sources = Counter(r.source for r in report.rejected)
         assert all(count == 1 for count in sources.values())
+
+
+def test_what_is_refused_whatever_it_holds_is_refused_by_the_first_scan(tmp_path: Path) -> None:
+    """Files just written (not settled): a symlink out of the queue and a name that is no
+    safe id are refused at once; a good file waits until it has settled."""
+    root = tmp_path / "fleet"
+    queue = root / "tasks" / "queue"
+    queue.mkdir(parents=True)
+    (root / "tasks" / "rejected").mkdir()
+    outside = tmp_path / "secret.md"
+    outside.write_text("# a secret\n")
+    (queue / "out.md").symlink_to(outside)
+    (queue / "-bad name.md").write_text("# bad\n")
+    (queue / "good.md").write_text("# good\n")
+    with open_store(str(root / "events.db")) as store:
+        watcher = QueueWatcher(Services(store, actor="fuzz"), ProjectPaths(root), settle=3600)
+        report, recheck = watcher.scan()
+    assert sorted(r.source for r in report.rejected) == ["tasks/queue/-bad name.md",
+                                                         "tasks/queue/out.md"]
+    assert report.submitted == []
+    assert report.waiting == ["tasks/queue/good.md"]
+    assert recheck is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,12 +11,20 @@ import pytest
 import eventlog
 from eventlog import EventStore
 from tri24es import events as ev
+from tri24es.budget import BudgetLimits
 from tri24es.events import Priority
 from tri24es.machines import IllegalTransition
-from tri24es.projections import QUEUE, WORKERS, connection_of, read_killswitch, verify
+from tri24es.projections import QUEUE, WORKERS, connection_of, read_killswitch, reads, verify
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.workers import WorkerRow
-from tri24es.services import NotFound, ServiceError, Services, StaleAttempt, TaskSpec
+from tri24es.services import (
+    NotFound,
+    ResetRefused,
+    ServiceError,
+    Services,
+    StaleAttempt,
+    TaskSpec,
+)
 from tri24es.timeutil import from_us
 
 T0 = 1_800_000_000_000_000
@@ -165,6 +173,25 @@ def test_an_unfiltered_task_goes_to_a_filtered_worker(svc: Services) -> None:
     claim = svc.claim("w")
     assert claim is not None
     assert claim.task_id == "a"
+
+
+def test_a_reset_is_refused_while_the_breach_holds_and_recorded_with_its_terms(
+        svc: Services, store: EventStore, clock: Clock) -> None:
+    limits = BudgetLimits(daily_limit=Decimal(10), rate_limit=Decimal(1), timezone=UTC)
+    for amount in ("2.75", "2.75", "6"):
+        svc.record_spend(ev.SpendRecorded(amount=Decimal(amount),
+                                          occurred_at=from_us(clock.now)))
+    assert svc.activate_killswitch(activation())
+    for terms in ({}, {"fresh_window": True}, {"allow_today": Decimal("1.5")}):
+        with pytest.raises(ResetRefused):
+            svc.reset_killswitch(by="me", reason="r", limits=limits, **terms)  # type: ignore[arg-type]
+    assert len(store.read_stream(ev.KILL_SWITCH_STREAM)) == 1  # nothing recorded
+    assert svc.reset_killswitch(by="me", reason="r", limits=limits, fresh_window=True,
+                                allow_today=Decimal(2))
+    with store.snapshot() as tx:
+        reading = reads.read_budget(connection_of(tx), limits, clock.now)
+    assert (reading.rate, reading.daily, reading.allowance) == (0, Decimal("11.5"), 2)
+    assert reading.killswitch.rate_since == clock.now
 
 
 def test_claim_refused_while_the_kill_switch_is_active(svc: Services, store: EventStore) -> None:

@@ -13,13 +13,17 @@ from tri24es.budget import (
     BudgetLimits,
     Level,
     Reading,
+    allowance_at,
+    check_reset,
     day_bounds,
     parse_amount,
     parse_window,
+    rate_clears_at,
     rate_per_min,
     usd,
+    window_start,
 )
-from tri24es.inputs.spendfile import BadLine, line_event_id, parse_line
+from tri24es.inputs.spendfile import BadLine, at_arrival, line_event_id, parse_line
 from tri24es.projections import KillSwitchView
 from tri24es.timeutil import to_us
 
@@ -107,6 +111,75 @@ def test_an_active_switch_is_exceeded_whatever_the_spend() -> None:
     assert reading("0", "0", active=True).level(LIMITS) == Level.EXCEEDED
 
 
+def test_an_allowance_raises_todays_limit_and_pause_threshold() -> None:
+    r = Reading(0, 300, Decimal(0), Decimal(0), Decimal("80"), KillSwitchView(),
+                allowance=Decimal("10"))
+    assert r.daily_limit(LIMITS) == Decimal("85")
+    assert r.kill_reason(LIMITS) is None
+    assert r.level(LIMITS) == Level.PAUSE  # 80 >= 90% of 85
+    over = Reading(0, 300, Decimal(0), Decimal(0), Decimal("85"), KillSwitchView(),
+                   allowance=Decimal("10"))
+    assert over.kill_reason(LIMITS) == ("Daily limit exceeded: $85.00 >= $85.00 "
+                                        "($10.00 allowed today)")
+
+
+def test_the_rate_window_starts_at_a_forced_reset_and_an_allowance_holds_for_its_day() -> None:
+    assert window_start(400 * S, 300, KillSwitchView()) == 100 * S
+    assert window_start(400 * S, 300, KillSwitchView(rate_since=250 * S)) == 250 * S + 1
+    assert window_start(400 * S, 300, KillSwitchView(rate_since=50 * S)) == 100 * S
+    switch = KillSwitchView(allowance="7.5", allowance_start=100 * S, allowance_end=200 * S)
+    assert [allowance_at(switch, t * S) for t in (99, 100, 199, 200)] == [
+        0, Decimal("7.5"), Decimal("7.5"), 0]
+    assert allowance_at(KillSwitchView(), 150 * S) == 0
+
+
+S = 1_000_000
+
+
+def test_when_the_rate_clears() -> None:
+    # $1/min over 300 s: the window must hold less than $5.
+    spends = [(10 * S, Decimal("2.75")), (20 * S, Decimal("2.75")), (30 * S, Decimal("2.75"))]
+    # $8.25 now; without the first $5.50 left, $2.75 < $5: after the second one leaves.
+    assert rate_clears_at(spends, 300, Decimal(1)) == 320 * S + 1
+    assert rate_clears_at(spends, 300, Decimal("0.5")) == 330 * S + 1  # under $2.50: all gone
+    assert rate_clears_at(spends, 300, Decimal(2)) is None  # $8.25 < $10: clear now
+    assert rate_clears_at(spends[:1], 300, Decimal(1)) is None  # $2.75 < $5: clear now
+    same_time = [(10 * S, Decimal(3)), (10 * S, Decimal(3))]
+    assert rate_clears_at(same_time, 300, Decimal(1)) == 310 * S + 1
+    assert rate_clears_at([], 300, Decimal(1)) is None
+
+
+def test_a_reset_is_refused_while_a_breach_holds_unless_told_how_to_go_on() -> None:
+    utc = BudgetLimits(daily_limit=Decimal("5"), rate_limit=Decimal("1"), timezone=UTC)
+    now = to_us(datetime(2026, 11, 30, 19, 0, 30, tzinfo=UTC))
+    window = [(now - 20 * S, Decimal("2.75")), (now - 10 * S, Decimal("2.75")),
+              (now, Decimal("2.75"))]
+    r = Reading(now, 300, Decimal("8.25"), Decimal("1.65"), Decimal("8.25"), KillSwitchView())
+    plain = check_reset(r, utc, window)
+    assert (plain.ok, plain.rate_holds, plain.daily_holds) == (False, True, True)
+    assert plain.rate_clears_at == now - 10 * S + 300 * S + 1
+    assert plain.explain() == [
+        "the rate still holds: $1.65/min >= $1.00/min over the last 300 s; it clears at "
+        "19:05:21 UTC (in 4 min 51 s) if nothing more is spent",
+        "today's total: $8.25 of $5.00; the day ends at 00:00:00 UTC",
+        "next: wait until the rate window clears and reset again, or reset with --force to "
+        "start a fresh rate window now (spend before the reset no longer counts toward the "
+        "rate)",
+        "next: restart the watchdog with BUDGET_DAILY_LIMIT above $8.25, or reset with "
+        "--allow-today USD (more than $3.25) to allow that much over the limit for the rest "
+        "of today",
+    ]
+    forced = check_reset(r, utc, window, fresh_window=True)
+    assert (forced.ok, forced.rate_holds, forced.daily_holds) == (False, False, True)
+    short = check_reset(r, utc, window, fresh_window=True, allow_today=Decimal("3.25"))
+    assert not short.ok  # $8.25 >= $5 + $3.25
+    assert "today's total: $8.25 of $8.25 ($3.25 allowed today)" in short.explain()[0]
+    enough = check_reset(r, utc, window, fresh_window=True, allow_today=Decimal("3.26"))
+    assert enough.ok
+    raised = BudgetLimits(daily_limit=Decimal("20"), rate_limit=Decimal("1"), timezone=UTC)
+    assert check_reset(r, raised, window, fresh_window=True).ok
+
+
 def test_rate_and_money_format() -> None:
     assert rate_per_min(Decimal(5), 300) == Decimal(1)
     assert rate_per_min(Decimal("1.5"), 90) == Decimal(1)
@@ -124,13 +197,34 @@ def test_spend_line_is_parsed_exactly_with_white_space() -> None:
     assert parse_line(b'{"amount":9.0,"timestamp":"2026-11-24T10:00:00+00:00"}').amount == 9
 
 
+def test_a_spend_line_over_the_cap_or_as_a_string_is_recorded_exactly() -> None:
+    over = parse_line(b'{"amount": 1e9, "timestamp_epoch": 1795000000}')
+    assert over.amount == Decimal("1e9")
+    assert over.flagged is not None
+    assert "over the per-record cap of $1000" in over.flagged
+    assert parse_line(b'{"amount": "0.50", "timestamp_epoch": 1795000000}').amount == Decimal(
+        "0.50")
+
+
+@pytest.mark.parametrize("stamp", [0, 4_070_908_800, 1795000000 - 86_400])  # 1970, 2099, a day
+def test_a_spend_line_stamped_outside_the_window_counts_at_arrival_flagged(stamp: int) -> None:
+    now = datetime.fromtimestamp(1795000000, UTC)
+    moved = at_arrival(parse_line(b'{"amount": 1, "timestamp_epoch": %d}' % stamp), now, 300)
+    assert moved.occurred_at == now
+    assert moved.flagged is not None
+    assert "counted at arrival" in moved.flagged
+    kept = parse_line(b'{"amount": 1, "timestamp_epoch": 1794999990}')
+    assert at_arrival(kept, now, 300) == kept  # inside the window: as stamped
+
+
 @pytest.mark.parametrize(("line", "message"), [
     (b"not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"timestamp_epoch": 1}',
                                                                "no amount"),
-    (b'{"amount": "0.4", "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": "lots", "timestamp_epoch": 1}', "not a number"),
+    (b'{"amount": true, "timestamp_epoch": 1}', "not a number"),
     (b'{"amount": -1, "timestamp_epoch": 1}', "negative"),
     (b'{"amount": NaN, "timestamp_epoch": 1}', "not a number"),
-    (b'{"amount": 1e9, "timestamp_epoch": 1}', "more than"),
+    (b'{"amount": 1e11, "timestamp_epoch": 1}', "more than"),  # more than a record holds
     (b'{"amount": 1}', "no timestamp"), (b'{"amount": 1, "timestamp": "yesterday"}', "ISO"),
 ])
 def test_bad_spend_lines(line: bytes, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -409,8 +410,52 @@ def test_killswitch_activate_then_reset() -> None:
     )
     assert (view.changed_at, view.position) == (off.recorded_at, off.position)
     assert KILLSWITCH.rows(view) == {
-        "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None)]
+        "killswitch": [(1, 0, "ok now", off.recorded_at, "me", off.position, None, None,
+                        None, None, None, None, None)]
     }
+
+
+def test_the_last_watchdog_start_is_kept_and_makes_a_row_of_its_own() -> None:
+    log = Log()
+    first = ev.BudgetWatchdogStarted(rate_limit=Decimal(1), daily_limit=Decimal(75),
+                                     window_seconds=300, host="h", pid=7)
+    log.add(ev.BUDGET_STREAM, first)
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.active, view.position) == (False, None)
+    assert KILLSWITCH.rows(view)["killswitch"] != []  # as the inline save writes it
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    later = log.add(ev.BUDGET_STREAM, first.model_copy(update={"daily_limit": Decimal(20)}))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert view.active
+    assert json.loads(view.watchdog or "") == {
+        "rate_limit": "1", "daily_limit": "20", "window_seconds": 300, "timezone": None,
+        "host": "h", "pid": 7, "at": later.recorded_at}
+
+
+def test_a_forced_reset_starts_the_rate_window_and_allowances_add_up_for_their_day() -> None:
+    day = datetime(2026, 11, 30, tzinfo=EPOCH.tzinfo)
+    next_day = day + timedelta(days=1)
+
+    def allow(usd: str, start: datetime) -> ev.KillSwitchReset:
+        return ev.KillSwitchReset(reason="ok", allow_today=Decimal(usd), day_start=start,
+                                  day_end=start + timedelta(days=1))
+
+    log = Log()
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", rate_window_start=day))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.rate_since, view.allowance) == (to_us(day), None)
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    log.add(ev.KILL_SWITCH_STREAM, allow("5", day))  # not forced: the window stays
+    log.add(ev.KILL_SWITCH_STREAM, activated())
+    log.add(ev.KILL_SWITCH_STREAM, allow("2.5", day))
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.rate_since, view.allowance) == (to_us(day), "7.5")
+    assert (view.allowance_start, view.allowance_end) == (to_us(day), to_us(next_day))
+    log.add(ev.KILL_SWITCH_STREAM, activated())  # an activation keeps both
+    log.add(ev.KILL_SWITCH_STREAM, allow("1", next_day))  # another day: replaced
+    view = KILLSWITCH.fold(log.envelopes)
+    assert (view.allowance, view.allowance_start) == ("1", to_us(next_day))
 
 
 # -- the fold's shortcuts agree with the machines -----------------------------------------

@@ -146,8 +146,8 @@ def test_claude_result_after_stream_is_not_double_counted() -> None:
     reported = total(live) + Decimal("0.01")
     result = {"type": "result", "total_cost_usd": str(reported)}
     lines = [claude_assistant("msg_a", 100), claude_assistant("msg_b", 100)]
-    # A string is no number: the result is ignored, never guessed at.
-    assert total(parse([*lines, line(result)])) == total(live)
+    # A numeric string is read exactly, as a number is.
+    assert total(parse([*lines, line(result)])) == reported
     result["total_cost_usd"] = float(reported)  # type: ignore[assignment]
     assert total(parse([*lines, line(result)])) == reported
 
@@ -250,15 +250,11 @@ def test_to_money_has_no_float_artefacts() -> None:
         '{"cost_usd": -1}\n',
         '{"cost_usd": NaN}\n',
         '{"cost_usd": Infinity}\n',
-        '{"cost_usd": 1000.01}\n',
-        '{"cost_usd": "0.5"}\n',
         '{"cost_usd": true}\n',
         '{"cost_usd": 0}\n',
         '{"model": "gpt-4.1", "input_tokens": -5, "output_tokens": 1}\n',
         '{"model": "gpt-4.1", "input_tokens": 1.5, "output_tokens": 1}\n',
         '{"input_tokens": 10000000000000, "output_tokens": 1}\n',
-        '{"input_tokens": 9000000000, "output_tokens": 9000000000}\n',
-        '{"type": "result", "total_cost_usd": 5000}\n',
         '{"type": "turn.completed"}\n',
         '{"type": "assistant", "message": {"usage": "lots"}}\n',
         '{"msg": "hello", "level": "info"}\n',
@@ -268,6 +264,54 @@ def test_to_money_has_no_float_artefacts() -> None:
 )
 def test_lines_without_a_believable_spend_produce_nothing(text: str) -> None:
     assert parse([text]) == []
+
+
+@pytest.mark.parametrize(("text", "amount"), [
+    ('{"cost_usd": 1000.01}\n', Decimal("1000.01")),
+    ('{"type": "result", "total_cost_usd": 5000}\n', Decimal("5000")),
+    ('{"cost_usd": 1e30}\n', Decimal("9999999999.9999999999")),  # the most a record holds
+])
+def test_a_spend_over_the_per_record_cap_is_recorded_flagged_never_dropped(
+        text: str, amount: Decimal) -> None:
+    [usage] = parse([text])
+    assert usage.amount == amount
+    assert usage.flagged is not None
+    assert "over the per-record cap of $1000" in usage.flagged
+
+
+def test_huge_token_counts_are_priced_and_flagged_over_the_cap() -> None:
+    [usage] = parse(['{"input_tokens": 9000000000, "output_tokens": 9000000000}\n'])
+    assert usage.amount > 1000
+    assert usage.flagged is not None
+    assert "over the per-record cap" in usage.flagged
+
+
+def test_a_numeric_string_is_read_exactly() -> None:
+    assert parse(['{"cost_usd": "0.50"}\n']) == [Usage(Decimal("0.50"), None, None, None, None)]
+
+
+@pytest.mark.parametrize("text", ['{"cost_usd": "lots"}\n', '{"cost_usd": true}\n',
+                                  '{"type": "result", "total_cost_usd": null}\n'])
+def test_a_cost_that_cannot_be_read_is_counted_as_skipped(text: str) -> None:
+    parser = UsageParser()
+    assert parser.feed(text) == []
+    [(why, sample)] = parser.skipped
+    assert "is not a number" in why
+    assert sample == text.strip()
+
+
+def test_a_codex_counter_that_goes_back_is_a_new_baseline_not_counted_again() -> None:
+    parser = UsageParser()
+
+    def turn(i: int, o: int) -> str:
+        return json.dumps({"type": "turn.completed", "usage": {
+            "input_tokens": i, "output_tokens": o}})
+    first = total(parser.feed(turn(1000, 100)))
+    assert first > 0
+    assert parser.feed(turn(999, 100)) == []  # one token back: nothing counted twice
+    grown = parser.feed(turn(1999, 100))  # and what grows from there counts
+    assert total(grown) > 0
+    assert total(grown) < first * 2
 
 
 def test_generic_cost_with_model_is_recorded_as_reported() -> None:
@@ -355,7 +399,9 @@ def test_objects_with_odd_usage_values_never_raise(obj: dict[str, object]) -> No
     for kind in (None, "result", "assistant", "turn.completed"):
         payload = obj if kind is None else {**obj, "type": kind}
         for usage in parser.feed(json.dumps(payload)):
-            assert Decimal(0) < usage.amount <= Decimal(1000)
+            assert Decimal(0) < usage.amount
+            assert usage.amount <= Decimal(1000) or "over the per-record cap" in str(
+                usage.flagged)
 
 
 # Noise an agent prints between its JSON lines: prose, code, stack traces, partial JSON.

@@ -119,3 +119,26 @@ def test_review_retry_and_the_fleet_through_the_api(server: Server) -> None:
         "action": "pause", "workers": []}
     assert server.post_json("/api/workers/review-worker/dance", {}, **bearer).status == 404
     assert server.post_json("/api/workers/nobody/pause", {}, **bearer).status == 404
+
+
+def test_a_kill_switch_reset_is_refused_while_the_breach_holds(server: Server) -> None:
+    """Last in this module: the switch is on while it runs."""
+    bearer = {"authorization": f"Bearer {server.token}"}
+    assert server.cli("spend", "record", "--usd", "50").returncode == 0  # $10/min over 5 min
+    check = server.cli("budget-watchdog", "--once")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert server.get("/api/status").json()["killswitch"]["active"] is True
+    refused = server.post_json("/api/killswitch/reset", {"reason": "try"}, **bearer)
+    assert refused.status == 409
+    assert "rate" in refused.json()["error"]
+    assert server.get("/api/status").json()["killswitch"]["active"] is True
+    assert server.post_json("/api/killswitch/reset", {"reason": "x", "allow_today": "-3"},
+                            **bearer).status == 400
+    done = server.post_json("/api/killswitch/reset", {"reason": "agent fixed", "force": "1"},
+                            **bearer)
+    assert done.status == 200, done.text
+    assert done.json()["reset"] is True
+    assert done.json()["fresh_window"] is True
+    assert server.get("/api/status").json()["killswitch"]["active"] is False
+    (reset,) = server.get("/api/events?after=0&type=KillSwitchReset").json()
+    assert (reset["actor"], reset["data"]["by"]) == ("web:127.0.0.1", "web:127.0.0.1")

@@ -169,7 +169,8 @@ def counts_dict(counts: FleetCounts) -> dict[str, Any]:
             "by_state_and_priority": matrix,
         },
         "workers": {"total": sum(counts.workers.values()), "by_state": worker_states},
-        "spend": {"total_usd": money(counts.spend_total), "events": counts.spend_events},
+        "spend": {"total_usd": money(counts.spend_total), "events": counts.spend_events,
+                  "lines_skipped": counts.spend_lines_skipped},
         "killswitch": {
             "active": ks.active,
             "reason": ks.reason,
@@ -193,10 +194,11 @@ def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
         # rounded to the 1e-10 dollars the spend table keeps (a rate can recur)
         "rate_per_min_usd": str(from_units(to_units(reading.rate))),
         "daily_total_usd": str(reading.daily),
-        "daily_limit_usd": str(limits.daily_limit),
+        "daily_limit_usd": str(reading.daily_limit(limits)),  # with today's allowance
+        "daily_allowance_usd": str(reading.allowance),
         "rate_limit_usd": str(limits.rate_limit),
         "rate_warning_usd": str(limits.rate_warning),
-        "daily_used_pct": percent(reading.daily, limits.daily_limit),
+        "daily_used_pct": percent(reading.daily, reading.daily_limit(limits)),
         "rate_used_pct": percent(reading.rate, limits.rate_limit),
         "level": str(reading.level(limits)),
         "kill_switch_active": ks.active,

@@ -75,11 +75,16 @@ def spend(
             conn, by, now - reading.window_seconds * 1_000_000, now + 1)
         waiting = unrecorded_lines(context.settings.paths.spend_file, store,
                                    limits.max_record_usd)
+        skipped = reads.lines_skipped(conn)
     if waiting:  # `spend` only reads: the watchdog, or `spend import`, records them
         _stderr(f"tri24es: note: {waiting} lines of {context.settings.paths.spend_file} are "
                 "not recorded yet (run `tri24es spend import`, or the budget watchdog)")
+    if skipped:  # never silent: a cost that could not be read may be spend not counted
+        _stderr(f"tri24es: warning: {skipped} lines that reported spend could not be read "
+                "(tri24es events --type SpendLinesSkipped shows them)")
     if as_json:
         info = reading_dict(reading, limits)
+        info["lines_skipped"] = skipped
         if by is not None and groups is not None:
             info["by"] = by
             info[by] = {name: money(amount) for name, amount in groups.items()}
@@ -101,8 +106,9 @@ def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
     typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}")
     typer.echo(f"Rate:         ${usd(reading.rate)}/min of ${usd(limits.rate_limit)}/min "
                f"({percent(reading.rate, limits.rate_limit)})")
-    typer.echo(f"Today:        ${usd(reading.daily)} of ${usd(limits.daily_limit)} "
-               f"({percent(reading.daily, limits.daily_limit)})")
+    limit = reading.daily_limit(limits)  # with today's allowance
+    typer.echo(f"Today:        ${usd(reading.daily)} of ${usd(limit)} "
+               f"({percent(reading.daily, limit)})")
     state = f"ACTIVE ({ks.reason})" if ks.active else "INACTIVE"
     typer.echo(f"Kill switch:  {state}")
 
@@ -169,7 +175,9 @@ def import_file(ctx: typer.Context, as_json: JsonOption = False) -> None:
     context = context_of(ctx)
     path = context.settings.paths.spend_file
     with context.services() as services:
-        result = SpendFileBridge(path, _limits(context).max_record_usd, _stderr).bridge(services)
+        limits = _limits(context)
+        result = SpendFileBridge(path, limits.max_record_usd, _stderr,
+                                 limits.window_seconds).bridge(services)
     if as_json:
         print_json({"recorded": result.recorded, "known": result.known, "bad": result.bad})
         return

@@ -49,7 +49,10 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"tasks:        {queue['total']} ({_nonzero(queue['by_state'])})")
     typer.echo(f"  queued by priority: {_nonzero(queue['by_state_and_priority']['queued'])}")
     typer.echo(f"workers:      {workers['total']} ({_nonzero(workers['by_state'])})")
-    typer.echo(f"spend:        ${info['spend']['total_usd']} ({info['spend']['events']} events)")
+    spend = info["spend"]
+    skipped = (f"; {spend['lines_skipped']} unreadable spend lines skipped"
+               if spend.get("lines_skipped") else "")
+    typer.echo(f"spend:        ${spend['total_usd']} ({spend['events']} events{skipped})")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
     for line in info.get("waiting", []):

@@ -149,19 +149,24 @@ def submit(
 def list_tasks(
     ctx: typer.Context,
     state: Annotated[str | None, typer.Option("--state", help="Only tasks in this state.")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", min=0, help="Show at most this many (0: all).")] = 200,
     as_json: JsonOption = False,
 ) -> None:
     """List tasks in claim order: CRITICAL first, then oldest first.
 
-    Example: tri24es tasks list --state queued --json
+    Example: tri24es tasks list --state queued --limit 20 --json
     """
     from tri24es.cli.render import task_dict
     from tri24es.projections import reads
 
     wanted = None if state is None else parse_task_state(state).value
     with context_of(ctx).reading() as (_, conn):
-        rows = reads.tasks(conn, wanted)
+        rows = reads.tasks(conn, wanted, limit or None)
+        more = reads.task_total(conn, wanted) - len(rows) if limit else 0
         waits = reads.waiting(conn) if wanted in (None, "queued") else []
+    if more > 0:  # said on stderr: the JSON and the lines stay what they are
+        typer.echo(f"tri24es: note: {more} more not shown (--limit 0 shows all)", err=True)
     if as_json:
         print_json([task_dict(row) for row in rows])
         return

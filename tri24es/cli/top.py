@@ -109,11 +109,14 @@ def frame(g: Glance) -> RenderableType:
     from rich.panel import Panel
     from rich.text import Text
 
+    from tri24es.budget import killswitch_banner
     from tri24es.timeutil import iso_time
 
+    banner = killswitch_banner(g.killswitch)  # first: it stays in sight on any terminal
     header = Text(f"tri24es top — {iso_time(g.now)[:19]}Z — log head {g.head}", style="bold")
     waits = [Text(f"{w}", style="yellow") for w in g.waiting]
     return Group(
+        *([Text(banner, style="bold white on red")] if banner else []),
         header,
         _queue_table(g),
         *waits,

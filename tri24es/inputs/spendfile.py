@@ -23,19 +23,28 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventlog import EventStore
 from tri24es import events as ev
-from tri24es.budget import DEFAULT_MAX_RECORD_USD, BadAmount, parse_amount
+from tri24es.budget import (
+    DEFAULT_MAX_RECORD_USD,
+    LARGEST_RECORD_USD,
+    BadAmount,
+    over_cap,
+    parse_amount,
+)
+from tri24es.timeutil import from_us, now_us
 
 if TYPE_CHECKING:
     from tri24es.services import Services
 
 NAMESPACE = uuid.UUID("5f0c7a52-8f7e-4f53-9d0b-6d1f2b1f4c11")
+#: How far ahead of this machine's clock a line's stamp may be and still count at its stamp.
+CLOCK_SKEW = timedelta(seconds=60)
 
 
 class BadLine(ValueError):
@@ -46,10 +55,11 @@ def _reject_constant(name: str) -> Any:
     raise BadLine(f"{name} is not a number")
 
 
-def line_event_id(line: bytes, occurrence: int) -> str:
-    """The event id of the ``occurrence``-th (from 0) line with these bytes in the file."""
+def line_event_id(line: bytes, occurrence: int, kind: str = "spend.jsonl") -> str:
+    """The event id of the ``occurrence``-th (from 0) line with these bytes in the file
+    (``kind`` "skipped": of the event that counts it as unreadable)."""
     digest = hashlib.sha256(line).hexdigest()
-    return str(uuid.uuid5(NAMESPACE, f"spend.jsonl:{digest}:{occurrence}"))
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{digest}:{occurrence}"))
 
 
 def _occurred_at(obj: dict[str, Any]) -> datetime:
@@ -85,17 +95,30 @@ def parse_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> ev.Spe
     if "amount" not in obj:
         raise BadLine("no amount")
     amount = obj["amount"]
-    if not isinstance(amount, int | Decimal) or isinstance(amount, bool):
+    if not isinstance(amount, int | Decimal | str) or isinstance(amount, bool):
         raise BadLine(f"amount {amount!r} is not a number")
-    try:
-        amount = parse_amount(amount, max_usd)
+    try:  # a numeric string ("0.50") is read exactly, as a JSON number is
+        amount = parse_amount(amount, LARGEST_RECORD_USD)
     except BadAmount as e:
         raise BadLine(str(e)) from None
+    amount, flagged = over_cap(amount, max_usd)
     return ev.SpendRecorded(
         amount=amount, model=_text(obj, "model"), task=_text(obj, "task_id"),
         worker=_text(obj, "worker_id") or _text(obj, "worker"), source="spend.jsonl",
-        occurred_at=_occurred_at(obj),
+        occurred_at=_occurred_at(obj), flagged=flagged,
     )
+
+
+def at_arrival(spend: ev.SpendRecorded, now: datetime, window_seconds: int) -> ev.SpendRecorded:
+    """A line stamped outside the rate window (older, or later than a small clock skew)
+    counts when it arrives, flagged: stamped yesterday or in 2099 it would count toward no
+    limit at all."""
+    stamped = spend.occurred_at
+    if now - timedelta(seconds=window_seconds) <= stamped <= now + CLOCK_SKEW:
+        return spend
+    why = f"stamped {stamped.isoformat()}, outside the rate window: counted at arrival"
+    return spend.model_copy(update={
+        "occurred_at": now, "flagged": f"{spend.flagged}; {why}" if spend.flagged else why})
 
 
 @dataclass
@@ -105,13 +128,19 @@ class BridgeResult:
     bad: int = 0
 
 
+Bridged = tuple[ev.SpendRecorded | ev.SpendLinesSkipped, str]  # an event and its id
+
+
 @dataclass
 class SpendFileBridge:
-    """Bridges one spend.jsonl into the log; keep one per process to read only new lines."""
+    """Bridges one spend.jsonl into the log; keep one per process to read only new lines.
+    A bad line is recorded too, as SpendLinesSkipped (once: its id comes from the line)."""
 
     path: Path
     max_usd: Decimal = DEFAULT_MAX_RECORD_USD
     report: Callable[[str], None] = print
+    window_seconds: int = 300  # the rate window: lines stamped before it count at arrival
+    clock: Callable[[], int] = now_us  # microseconds since the epoch
     _identity: tuple[int, int] | None = None  # (device, inode) of the file read so far
     _offset: int = 0
     _seen: Counter[bytes] = field(default_factory=Counter)
@@ -141,10 +170,11 @@ class SpendFileBridge:
             except BaseException:  # not recorded (e.g. the store is locked): read them again
                 self._identity, self._offset, self._seen, self._stat, self._lines = before
                 raise
-            result.recorded, result.known = recorded, len(batch) - recorded
+            spends = sum(isinstance(event, ev.SpendRecorded) for event, _ in batch)
+            result.recorded, result.known = recorded, spends - recorded
         return result
 
-    def _read_new(self, result: BridgeResult) -> list[tuple[ev.SpendRecorded, str]]:
+    def _read_new(self, result: BridgeResult) -> list[Bridged]:
         """The complete lines added since the last read, as events with their ids (bad ones
         counted in ``result`` and reported once)."""
         stat = self._file_stat()
@@ -158,7 +188,8 @@ class SpendFileBridge:
                 self._identity, self._offset, self._seen = identity, 0, Counter()
             f.seek(self._offset)
             data = f.read()
-        batch: list[tuple[ev.SpendRecorded, str]] = []
+        batch: list[Bridged] = []
+        now = from_us(self.clock())
         consumed = 0
         line_number = self._line_count()
         for raw in data.splitlines(keepends=True):
@@ -175,9 +206,14 @@ class SpendFileBridge:
                     break  # perhaps still being written: read it again next time
                 self._report_once(line_number + 1, line, str(e))
                 result.bad += 1
+                skipped = ev.SpendLinesSkipped(
+                    source="spend.jsonl", count=1, reason=f"line {line_number + 1}: {e}",
+                    sample=line[:200].decode(errors="replace"))
+                batch.append((skipped, line_event_id(line, self._seen[line], "skipped")))
             else:
-                batch.append((event, line_event_id(line, self._seen[line])))
-                self._seen[line] += 1
+                batch.append((at_arrival(event, now, self.window_seconds),
+                              line_event_id(line, self._seen[line])))
+            self._seen[line] += 1
             consumed += len(raw)
             line_number += 1
         self._offset += consumed
@@ -199,7 +235,7 @@ def unrecorded_lines(path: Path, store: EventStore, max_usd: Decimal) -> int:
     batch = SpendFileBridge(path, max_usd, report=lambda line: None)._read_new(BridgeResult())
     if not batch:
         return 0
-    ids = [event_id for _, event_id in batch]
+    ids = [event_id for event, event_id in batch if isinstance(event, ev.SpendRecorded)]
     with store.snapshot() as tx:
         known = sum(len(tx.events_by_id(ids[i:i + 500])) for i in range(0, len(ids), 500))
     return len(ids) - known

@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tri24es.budget import DEFAULT_MAX_RECORD_USD, LARGEST_RECORD_USD, over_cap
 from tri24es.pricing import Pricer, to_money
 
 log = logging.getLogger(__name__)
 
-ABSURD_USD = Decimal("1000")
-"""More than this in one output line is taken to be a broken report and dropped."""
 
 MAX_TOKENS = 10**12
 """Token counts above this are not believed."""
@@ -96,8 +95,14 @@ class _State:
 class UsageParser:
     """Turns agent output lines into spends; keeps the state that streams need."""
 
-    def __init__(self, pricer: Pricer | None = None) -> None:
+    def __init__(self, pricer: Pricer | None = None,
+                 max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> None:
         self._pricer = pricer or Pricer()
+        self._max_usd = max_usd
+        #: (why, the line) of each line that reported a cost that could not be read: the
+        #: worker counts them in the log (SpendLinesSkipped), never drops them in silence.
+        self.skipped: list[tuple[str, str]] = []
+        self._document = ""
         self._state = _State()
         self._pending: list[str] = []
         self._pending_chars = 0
@@ -165,6 +170,7 @@ class UsageParser:
         self._pending_chars = 0
 
     def _parse_document(self, text: str) -> list[Usage]:
+        self._document = text
         try:
             value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
@@ -177,11 +183,21 @@ class UsageParser:
         return found
 
     def _accept(self, usages: list[Usage]) -> list[Usage]:
-        total = sum((u.amount for u in usages), Decimal(0))
-        if total > ABSURD_USD:
-            log.warning("dropped an absurd spend of $%s reported in one output line", total)
-            return []
-        return [u for u in usages if u.amount > 0]
+        accepted = []
+        for usage in usages:
+            if usage.amount <= 0:
+                continue
+            amount, flagged = over_cap(usage.amount, self._max_usd)
+            if flagged is not None:  # recorded all the same: it may be what must stop the fleet
+                log.warning("an agent reported %s", flagged)
+                usage = Usage(amount, usage.model, usage.input_tokens, usage.output_tokens,
+                              flagged)
+            accepted.append(usage)
+        return accepted
+
+    def _unreadable(self, key: str, value: object) -> list[Usage]:
+        self.skipped.append((f"{key} {value!r} is not a number", self._document[:200]))
+        return []
 
     # --- formats ------------------------------------------------------------------------
 
@@ -234,10 +250,13 @@ class UsageParser:
         return accepted
 
     def _claude_result(self, obj: dict[str, Any]) -> list[Usage]:
-        reported = _amount(obj.get("total_cost_usd", obj.get("cost_usd")))
+        key = "total_cost_usd" if "total_cost_usd" in obj else "cost_usd"
+        reported = _amount(obj.get(key))
         already = self._state.claude_since_result
         self._state.claude_since_result = Decimal(0)
-        if reported is None or reported <= already:
+        if reported is None:
+            return self._unreadable(key, obj.get(key))
+        if reported <= already:
             return []
         model = _top_model(obj.get("modelUsage"))
         tokens = _claude_tokens(obj.get("usage")) if already == 0 else None
@@ -273,10 +292,13 @@ class UsageParser:
         )
         previous = self._state.codex_total
         self._state.codex_total = total
-        # The first report, or counters that restarted, count in full.
-        fresh = previous is None or _shrank(total, previous)
-        delta = total if fresh or previous is None else total.minus(previous)
-        return [self._priced(self._state.codex_model, delta)]
+        if previous is None:  # the session's first report counts in full
+            return [self._priced(self._state.codex_model, total)]
+        if _shrank(total, previous):
+            # A counter that went back is a new baseline, not a new session (that starts
+            # with thread.started): counting it in full would count it all twice.
+            return []
+        return [self._priced(self._state.codex_model, total.minus(previous))]
 
     def _gemini_json(self, models: dict[str, Any]) -> list[Usage]:
         found = []
@@ -309,7 +331,7 @@ class UsageParser:
     def _generic_cost(self, obj: dict[str, Any]) -> list[Usage]:
         amount = _amount(obj.get("cost_usd"))
         if amount is None:
-            return []
+            return self._unreadable("cost_usd", obj.get("cost_usd"))
         counts = _counts(obj, ("input_tokens", "output_tokens"), ())
         model = _text(obj.get("model"))
         if counts is None:
@@ -358,17 +380,16 @@ def _text(value: object) -> str | None:
 
 
 def _amount(value: object) -> Decimal | None:
-    """A reported dollar figure, or ``None`` unless it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+    """A reported dollar figure (a JSON number or a numeric string, read exactly), or
+    ``None`` unless it is a finite number >= 0. Over the per-record cap it is still an
+    amount: ``_accept`` flags it."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         return None
     try:
-        amount = Decimal(value)
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
         if not amount.is_finite() or amount < 0:
             return None
-        if amount > ABSURD_USD:
-            log.warning("dropped an absurd reported cost of $%s", amount)
-            return None
-        return to_money(amount)
+        return amount if amount > LARGEST_RECORD_USD else to_money(amount)  # _accept caps it
     except (InvalidOperation, ValueError):
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -63,6 +64,16 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
     WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS queue_counts (
+    state       TEXT    NOT NULL,
+    priority    INTEGER NOT NULL,
+    shard       TEXT    NOT NULL,  -- '' for none (a key column cannot be NULL)
+    model       TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    has_command INTEGER NOT NULL,
+    n           INTEGER NOT NULL,  -- tasks of this kind in this state (rows at 0 are kept)
+    PRIMARY KEY (state, priority, shard, model, type, has_command)
+) WITHOUT ROWID;
 """
 
 COLUMNS = (
@@ -120,6 +131,31 @@ class TaskRow:
         return None if self.budget_units is None else self.budget_units - self.spent_units
 
 
+# Counts kept beside the rows, by state and by what a task needs of a worker: ``status`` and
+# the waiting reasons read a few rows instead of counting the queue, the same cost at a
+# thousand tasks or a million.
+COUNT = ("INSERT INTO queue_counts VALUES (?, ?, ?, ?, ?, ?, ?)"
+         " ON CONFLICT (state, priority, shard, model, type, has_command)"
+         " DO UPDATE SET n = queue_counts.n + excluded.n")
+CountKey = tuple[str, int, str, str, str, int]
+
+
+def count_key(row: TaskRow) -> CountKey:
+    return (row.state, row.priority, row.shard or "", row.model or "", row.type or "",
+            row.has_command)
+
+
+class Touched(dict[str, TaskRow]):
+    """The rows an event touches, with each one's count key when it was loaded: what
+    ``save`` moves in the counts."""
+
+    __slots__ = ("before",)
+
+    def __init__(self, rows: dict[str, TaskRow]) -> None:
+        super().__init__(rows)
+        self.before = {task_id: count_key(row) for task_id, row in rows.items()}
+
+
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
 _as_tuple = operator.attrgetter(*(f.name for f in fields(TaskRow)))
 
@@ -140,7 +176,7 @@ def _task_id(envelope: Envelope) -> str | None:
 class QueueProjection(Projection[QueueView]):
     name = "queue"
     ddl = DDL
-    tables = ("queue",)
+    tables = ("queue", "queue_counts")
     handles = frozenset({TaskSubmitted, TaskClaimed, TaskStarted, LeaseRenewed, TaskCompleted,
                          TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled,
                          SpendRecorded, TaskAwaitingReview, TaskApproved, TaskReviewRejected,
@@ -214,12 +250,21 @@ class QueueProjection(Projection[QueueView]):
         if task_id is None:
             return None
         row = self.load_by_id(conn, task_id)
-        return {} if row is None else {task_id: row}
+        return Touched({} if row is None else {task_id: row})
 
     def save(self, conn: Db, view: QueueView) -> None:
         conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
+        before = view.before if isinstance(view, Touched) else {}
+        moves = []
         for task_id, row in view.items():
             keep(conn, "queue", task_id, row, saved=True)
+            was, now = before.get(task_id), count_key(row)
+            if was != now:
+                if was is not None:
+                    moves.append((*was, -1))
+                moves.append((*now, 1))
+        if moves:
+            conn.executemany(COUNT, moves)
 
     def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
         row: TaskRow | None = kept(conn, "queue", task_id)
@@ -256,7 +301,14 @@ class QueueProjection(Projection[QueueView]):
         return [TaskRow(*r) for r in found]
 
     def rows(self, view: QueueView) -> dict[str, list[Row]]:
-        return {"queue": sorted(_as_tuple(row) for row in view.values())}
+        counts = Counter(count_key(row) for row in view.values())
+        return {"queue": sorted(_as_tuple(row) for row in view.values()),
+                "queue_counts": sorted((*key, n) for key, n in counts.items())}
+
+    def read_rows(self, conn: Db) -> dict[str, list[Row]]:
+        rows = super().read_rows(conn)
+        rows["queue_counts"] = [r for r in rows["queue_counts"] if r[-1]]  # 0: none left
+        return rows
 
 
 # A failed task's requeue is a retry or not by its reason: the machine decides that one.

@@ -15,7 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
-from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
+from tri24es.budget import (
+    BudgetLimits,
+    Reading,
+    allowance_at,
+    day_bounds,
+    rate_per_min,
+    window_start,
+)
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
@@ -34,11 +41,13 @@ SPEND_GROUPS = ("model", "worker", "task")
 # --- tasks and workers ---------------------------------------------------------------------
 
 
-def tasks(conn: Db, state: str | None = None) -> list[TaskRow]:
-    """Tasks in claim order (priority, then submission), of one state or all."""
+def tasks(conn: Db, state: str | None = None, limit: int | None = None) -> list[TaskRow]:
+    """Tasks in claim order (priority, then submission), of one state or all; the first
+    ``limit`` of them if given (a listing reads only what it shows)."""
     where, params = ("WHERE state = ?", (state,)) if state else ("", ())
     found = conn.execute(
-        f"SELECT {TASK_COLUMNS} FROM queue {where} ORDER BY priority, submitted_position",
+        f"SELECT {TASK_COLUMNS} FROM queue {where} ORDER BY priority, submitted_position"
+        + ("" if limit is None else f" LIMIT {int(limit)}"),
         params,
     )
     return [TaskRow(*r) for r in found]
@@ -70,9 +79,18 @@ def task_page(conn: Db, *, state: str | None = None, priority: int | None = None
     return [TaskRow(*r) for r in found]
 
 
+def task_total(conn: Db, state: str | None = None) -> int:
+    """How many tasks there are (in ``state``), from the counts: no scan of the queue."""
+    where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+    (n,) = conn.execute(f"SELECT coalesce(sum(n), 0) FROM queue_counts {where}",
+                        params).fetchone()
+    return int(n)
+
+
 def task_counts(conn: Db) -> dict[tuple[str, int], int]:
     """(state, priority rank) -> how many tasks."""
-    found = conn.execute("SELECT state, priority, count(*) FROM queue GROUP BY 1, 2")
+    found = conn.execute(
+        "SELECT state, priority, sum(n) FROM queue_counts GROUP BY 1, 2 HAVING sum(n) <> 0")
     return {(state, priority): n for state, priority, n in found}
 
 
@@ -105,9 +123,10 @@ class Waiting:
 
 def waiting(conn: Db) -> list[Waiting]:
     """The queued tasks no live worker can claim, grouped by what they need and why."""
-    groups = conn.execute(
-        "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
-        " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC")
+    groups = conn.execute(  # the counts, not the queue: the same cost at any backlog
+        "SELECT nullif(shard, ''), nullif(model, ''), nullif(type, ''), has_command, sum(n)"
+        " FROM queue_counts WHERE state = 'queued' GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0"
+        " ORDER BY 5 DESC, 1, 2, 3, 4")
     live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
     switch = read_killswitch(conn)
     found = []
@@ -208,14 +227,27 @@ def per_minute(conn: Db, now: int, minutes: int) -> list[Decimal]:
 
 def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
                 window_seconds: int | None = None) -> Reading:
-    """Window total and rate (the last ``window_seconds``, default the limits' window),
-    today's total, and the kill switch: a handful of indexed lookups at any log size."""
+    """Window total and rate (the last ``window_seconds``, default the limits' window, which
+    starts no earlier than a forced reset), today's total, and the kill switch: a handful of
+    indexed lookups at any log size."""
+    switch = read_killswitch(conn)
     window = window_seconds or limits.window_seconds
-    total = window_total(conn, now_us - window * 1_000_000, now_us + 1)
+    since = (window_start(now_us, window, switch) if window_seconds is None
+             else now_us - window * 1_000_000)
+    total = window_total(conn, since, now_us + 1)
     start, end = day_bounds(now_us, limits.zone())
     daily = period_total(conn, start, end)
-    return Reading(now_us, window, total, rate_per_min(total, window), daily,
-                   read_killswitch(conn))
+    return Reading(now_us, window, total, rate_per_min(total, window), daily, switch,
+                   allowance_at(switch, now_us))
+
+
+def window_spends(conn: Db, limits: BudgetLimits, now_us: int) -> list[tuple[int, Decimal]]:
+    """The rate window's spend (as ``read_budget`` counts it), oldest first: when the rate
+    falls below its limit (``budget.rate_clears_at``)."""
+    since = window_start(now_us, limits.window_seconds, read_killswitch(conn))
+    return [(at, from_units(units)) for at, units in conn.execute(
+        "SELECT occurred_at, amount_units FROM spend WHERE occurred_at >= ? AND occurred_at < ?"
+        " ORDER BY occurred_at", (since, now_us + 1))]
 
 
 # --- the fleet in numbers: status, status --at, replay --until ------------------------------
@@ -232,13 +264,20 @@ class FleetCounts:
     spend_events: int
     killswitch: KillSwitchView
     head: int
+    spend_lines_skipped: int = 0  # lines that reported spend but could not be read
+
+
+def lines_skipped(conn: Db) -> int:
+    """How many lines that reported spend could not be read (SpendLinesSkipped)."""
+    (n,) = conn.execute("SELECT coalesce(sum(lines), 0) FROM spend_skipped").fetchone()
+    return int(n)
 
 
 def fleet_counts(conn: Db, head: int) -> FleetCounts:
     """The counts as the view tables hold them now."""
     total, events = spend_totals(conn)
     return FleetCounts(Counter(task_counts(conn)), worker_counts(conn), total, events,
-                       read_killswitch(conn), head)
+                       read_killswitch(conn), head, lines_skipped(conn))
 
 
 def folded_counts(views: Views) -> FleetCounts:
@@ -250,7 +289,8 @@ def folded_counts(views: Views) -> FleetCounts:
     return FleetCounts(
         Counter((row.state, row.priority) for row in views.queue.values()),
         Counter(row.state for row in views.workers.values()),
-        from_units(units), events, views.killswitch, views.position)
+        from_units(units), events, views.killswitch, views.position,
+        sum(views.spend.skipped.values()))
 
 
 def counts_at(store: EventStore, point: int | datetime) -> FleetCounts:
@@ -304,9 +344,10 @@ def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minut
     lines = [WorkerLine(*row) for row in conn.execute(
         "SELECT worker_id, state, current_task, last_seen FROM workers ORDER BY worker_id")]
     window = limits.window_seconds
+    switch = read_killswitch(conn)
     total, _ = spend_totals(conn)
     last = store.read_page(max(head - recent, 0), recent) if recent else []
     return Glance(now, head, Counter(task_counts(conn)), lines, total,
-                  window_total(conn, now - window * 1_000_000, now + 1), window,
-                  limits.rate_limit, per_minute(conn, now, minutes), read_killswitch(conn), last,
+                  window_total(conn, window_start(now, window, switch), now + 1), window,
+                  limits.rate_limit, per_minute(conn, now, minutes), switch, last,
                   waiting(conn) if explain else [])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from tri24es.events import Envelope, SpendRecorded
+from tri24es.events import Envelope, SpendLinesSkipped, SpendRecorded
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.sql import Db
 from tri24es.timeutil import to_us
@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS spend_buckets (
     bucket_start  INTEGER PRIMARY KEY,  -- microseconds, a multiple of 15 minutes
     amount_units  INTEGER NOT NULL,
     events        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spend_skipped (
+    source        TEXT PRIMARY KEY,     -- "worker" (agent output), "spend.jsonl"
+    lines         INTEGER NOT NULL      -- lines that looked like spend but could not be read
 );
 """
 
@@ -68,13 +72,14 @@ _as_tuple = operator.attrgetter(*(f.name for f in fields(SpendRow)))
 class SpendView:
     rows: dict[int, SpendRow] = field(default_factory=dict)
     buckets: dict[int, list[int]] = field(default_factory=dict)  # start -> [units, events]
+    skipped: dict[str, int] = field(default_factory=dict)  # source -> unreadable lines
 
 
 class SpendProjection(Projection[SpendView]):
     name = "spend"
     ddl = DDL
-    tables = ("spend", "spend_buckets")
-    handles = frozenset({SpendRecorded})
+    tables = ("spend", "spend_buckets", "spend_skipped")
+    handles = frozenset({SpendRecorded, SpendLinesSkipped})
 
     def new_view(self) -> SpendView:
         return SpendView()
@@ -82,6 +87,8 @@ class SpendProjection(Projection[SpendView]):
     def apply(self, view: SpendView, envelope: Envelope) -> None:
         event = envelope.event
         if not isinstance(event, SpendRecorded):
+            if isinstance(event, SpendLinesSkipped):
+                view.skipped[event.source] = view.skipped.get(event.source, 0) + event.count
             return
         occurred = to_us(event.occurred_at)
         units = int(event.amount * UNITS_PER_USD)  # to_units, inlined: a replay calls it a lot
@@ -100,14 +107,18 @@ class SpendProjection(Projection[SpendView]):
 
     def pack(self, view: SpendView) -> Any:
         # Pickling a row object costs three times as much as its tuple.
-        return [_as_tuple(row) for row in view.rows.values()], view.buckets
+        return [_as_tuple(row) for row in view.rows.values()], view.buckets, view.skipped
 
     def unpack(self, packed: Any) -> SpendView:
-        rows, buckets = packed
-        return SpendView({row[0]: SpendRow(*row) for row in rows}, buckets)
+        rows, buckets, skipped = packed
+        return SpendView({row[0]: SpendRow(*row) for row in rows}, buckets, skipped)
 
     def load(self, conn: Db, envelope: Envelope) -> SpendView | None:
         event = envelope.event
+        if isinstance(event, SpendLinesSkipped):
+            found = conn.execute("SELECT lines FROM spend_skipped WHERE source = ?",
+                                 (event.source,)).fetchone()
+            return SpendView(skipped={event.source: found[0]} if found else {})
         if not isinstance(event, SpendRecorded):
             return None
         occurred = to_us(event.occurred_at)
@@ -127,11 +138,16 @@ class SpendProjection(Projection[SpendView]):
             " SET amount_units = excluded.amount_units, events = excluded.events",
             [(start, units, count) for start, (units, count) in view.buckets.items()],
         )
+        if view.skipped:
+            conn.executemany(
+                "INSERT INTO spend_skipped VALUES (?, ?) ON CONFLICT (source) DO UPDATE"
+                " SET lines = excluded.lines", list(view.skipped.items()))
 
     def rows(self, view: SpendView) -> dict[str, list[Row]]:
         return {
             "spend": sorted(_as_tuple(r) for r in view.rows.values()),
             "spend_buckets": sorted((s, u, n) for s, (u, n) in view.buckets.items()),
+            "spend_skipped": sorted(view.skipped.items()),
         }
 
 

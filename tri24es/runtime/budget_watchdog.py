@@ -32,6 +32,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -137,7 +138,8 @@ class BudgetWatchdog:
         self.report = report
         self.grace = grace
         self.host = host_id()
-        self.spend_file = SpendFileBridge(paths.spend_file, limits.max_record_usd, report)
+        self.spend_file = SpendFileBridge(paths.spend_file, limits.max_record_usd, report,
+                                          limits.window_seconds, clock)
         self.warning_armed = True
         self.paused_by_me: set[str] = set()
         self.enforced: int | None = None  # the activation (its position) this one acted on
@@ -201,7 +203,7 @@ class BudgetWatchdog:
         """Turn the kill switch on; if this call won, write the file and stop the fleet."""
         event = ev.KillSwitchActivated(
             reason=reason, rate=to_money(reading.rate), daily=reading.daily,
-            rate_limit=self.limits.rate_limit, daily_limit=self.limits.daily_limit,
+            rate_limit=self.limits.rate_limit, daily_limit=reading.daily_limit(self.limits),
             trace_id=self.services.metadata.trace_id)
         if not self.services.activate_killswitch(event):
             return False
@@ -244,7 +246,7 @@ class BudgetWatchdog:
 
     def pause_fleet(self, reading: Reading) -> list[str]:
         reason = (f"daily spend ${usd(reading.daily)} >= {self.limits.daily_pause_pct:.0%} of "
-                  f"${usd(self.limits.daily_limit)}")
+                  f"${usd(reading.daily_limit(self.limits))}")
         paused = []
         for row in self._live_workers():
             if row.pause_requested or not self.services.request_pause(
@@ -351,8 +353,16 @@ class BudgetWatchdog:
         outage = Outage("budget watchdog", self.report)
         seen = -1
         next_check = 0.0
+        announced = False
         while not inbox:
             try:
+                if not announced:  # the limits a reset is checked against from now on
+                    self.services.record_watchdog_start(ev.BudgetWatchdogStarted(
+                        rate_limit=self.limits.rate_limit, daily_limit=self.limits.daily_limit,
+                        window_seconds=self.limits.window_seconds,
+                        timezone=getattr(self.limits.timezone, "key", None),
+                        host=self.host, pid=os.getpid()))
+                    announced = True
                 head = self.services.store.head()
                 now = time.monotonic()
                 if head != seen or now >= next_check or self.spend_file.changed():
@@ -377,10 +387,17 @@ class Reset:
     moved_file: Path | None  # where ``kill_switch.active`` was renamed to, if it existed
 
 
-def reset(services: Services, paths: ProjectPaths, *, by: str, reason: str) -> Reset:
+def reset(services: Services, paths: ProjectPaths, limits: BudgetLimits, *, by: str,
+          reason: str, fresh_window: bool = False, allow_today: Decimal | None = None,
+          report: Callable[[str], None] = log.info) -> Reset:
     """Turn the kill switch off (KillSwitchReset) and rename ``kill_switch.active`` to
-    ``kill_switch.active.<epoch>``, as TRI-24's reset did."""
-    was_active = services.reset_killswitch(by=by, reason=reason)
+    ``kill_switch.active.<epoch>``, as TRI-24's reset did. Raises ResetRefused while the
+    breach still holds (see ``Services.reset_killswitch``). ``spend.jsonl`` is bridged
+    first: spend written there before the reset is judged now, not after it."""
+    SpendFileBridge(paths.spend_file, limits.max_record_usd, report, limits.window_seconds,
+                    services.clock).bridge(services)
+    was_active = services.reset_killswitch(by=by, reason=reason, limits=limits,
+                                           fresh_window=fresh_window, allow_today=allow_today)
     path = paths.kill_switch_file
     moved = None
     if path.exists():

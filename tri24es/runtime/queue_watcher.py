@@ -168,6 +168,15 @@ class QueueWatcher:
         quiet = max(now - seen[1], age if age >= 0 else 0.0)
         return 0.0 if quiet >= self.settle else self.settle - quiet
 
+    def _leads_outside(self, path: Path) -> bool:
+        """Whether ``path`` is a symlink to somewhere outside the queue folder (or nowhere)."""
+        if not path.is_symlink():
+            return False
+        try:
+            return not path.resolve(strict=True).is_relative_to(self.queue_dir.resolve())
+        except (OSError, RuntimeError):  # dangling, or a loop
+            return True
+
     # --- one scan -----------------------------------------------------------------------
 
     def scan(self) -> tuple[ScanReport, float | None]:
@@ -186,7 +195,12 @@ class QueueWatcher:
             sig = _signature(path)
             if sig is None or self._handled.get(path) == sig:
                 continue
-            wait = self._stable(path, sig)
+            problem = id_problem(location.task_id)
+            # A name that is no safe id, or a symlink out of the queue, is refused whatever
+            # the file holds: at once, not once it has settled (under load, a scan taking
+            # longer than the settle time would otherwise reject it only on the next one).
+            refused = problem is not None or self._leads_outside(path)
+            wait = 0.0 if refused else self._stable(path, sig)
             source = printable(f"tasks/queue/{relative.as_posix()}")
             if wait > 0:
                 report.waiting.append(source)
@@ -195,7 +209,6 @@ class QueueWatcher:
             candidate = _Candidate(path, location, source, sig)
             data: bytes | None = None
             verdict: TaskSpec | Rejection
-            problem = id_problem(location.task_id)
             if problem is not None:
                 verdict = Rejection(printable(location.task_id), problem, source)
             else:

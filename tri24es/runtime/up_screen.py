@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventlog import EventStore, TransientStoreError
+from tri24es.budget import killswitch_banner
 from tri24es.machines import ENDED_WORKER_STATES, OPEN_TASK_STATES, TaskState, WorkerState
 from tri24es.projections import WORKERS, connection_of, read_killswitch, reads
 from tri24es.runtime.queue_watcher import pending_files
@@ -112,6 +113,12 @@ class UpScreen:
             return [] if self.queue_dir is None else pending_files(self.queue_dir, conn)
 
     def line(self) -> str:
+        """The summary as one line, the kill switch first while it is on."""
+        assert self.counts is not None
+        switch = self.counts.killswitch
+        return (f"KILL SWITCH: {switch.reason} | " if switch.active else "") + self.summary()
+
+    def summary(self) -> str:
         counts = self.counts
         assert counts is not None
         tasks = {state.value: 0 for state in TaskState}
@@ -123,18 +130,21 @@ class UpScreen:
 
     def _show(self, force: bool = False) -> None:
         if self.live is not None:
-            self.live.update(self._table(), refresh=True)
+            self.live.update(self.frame(), refresh=True)
             return
         line, now = self.line(), time.monotonic()
         if force or (line != self.last_line and now - self.last_printed >= PLAIN_EVERY):
             self.report(line)
             self.last_line, self.last_printed = line, now
 
-    def _table(self) -> Group:
+    def frame(self) -> Group:
+        """The live screen: the kill switch banner first, the summary, the processes."""
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
+        assert self.counts is not None
+        banner = killswitch_banner(self.counts.killswitch)  # first: in sight on any terminal
         table = Table(box=None, header_style="bold")
         for column in ("process", "pid", "state", "task", "restarts"):
             table.add_column(column)
@@ -146,6 +156,7 @@ class UpScreen:
                 state = "restarting" if child.restart_at is not None else "stopped"
             table.add_row(child.spec.name, str(child.pid or "-"), state or "running",
                           task or "", str(child.restarts))
-        return Group(Text.assemble(("tri24es up", "bold"), "  ", self.line()), table,
+        return Group(*([Text(banner, style="bold white on red")] if banner else []),
+                     Text.assemble(("tri24es up", "bold"), "  ", self.summary()), table,
                      Text("Ctrl-C stops the fleet (running tasks go back to the queue)",
                           style="dim"))

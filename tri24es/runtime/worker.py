@@ -48,6 +48,7 @@ import orjson
 from eventlog import Doorbell, EventLogError, TransientStoreError
 from tri24es import agents as presets
 from tri24es import events as ev
+from tri24es.budget import DEFAULT_MAX_RECORD_USD
 from tri24es.errors import AlreadyRunning
 from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
@@ -116,6 +117,7 @@ class WorkerOptions:
     repo: Path | None = None  # each attempt in a worktree of this repository
     agent: str | None = None  # a preset (runtime/presets.py) for tasks without a command
     review: bool = False  # every finished attempt waits for review
+    max_record_usd: Decimal = DEFAULT_MAX_RECORD_USD  # over it, a report is recorded flagged
 
 
 class Stop(Exception):
@@ -184,6 +186,8 @@ class Worker:
         self._wake: Wakeup | None = None
         self._spare: Keeper | None = None  # a keeper started ahead of the next attempt
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
+        self._parser: UsageParser | None = None  # the running attempt's
+        self._skipped: list[ev.SpendLinesSkipped] = []  # unreadable cost lines, to record
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
 
@@ -676,7 +680,8 @@ class Worker:
         """Watch the agent until it ends, renewing the lease, recording spend as its output
         streams, and following control. Returns how it ended, its last output line and the
         session id its output announced (for a preset)."""
-        parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok))
+        parser = self._parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok),
+                                            self.options.max_record_usd)
         last_line = ""
         session: str | None = None
         now = time.monotonic()
@@ -790,6 +795,15 @@ class Worker:
         return cap is not None and self._attempt_spend >= cap
 
     def _take_spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
+        skipped = self._parser.skipped if self._parser is not None else []
+        if skipped:  # cost reports that could not be read: counted, with the first of them
+            reason, sample = skipped[0]
+            log.warning("worker %s: %s: %d spend line(s) not readable: %s", self.id,
+                        claim.task_id, len(skipped), reason)
+            self._skipped.append(ev.SpendLinesSkipped(
+                source="worker", count=len(skipped), reason=reason, sample=sample,
+                task=claim.task_id, worker=self.id))
+            skipped.clear()
         for usage in usages:
             self._attempt_spend += usage.amount
             self._spend.append(ev.SpendRecorded(
@@ -801,16 +815,17 @@ class Worker:
     def _flush_spend(self, *, steady: bool = False) -> None:
         """Record the spend read so far, in one transaction; kept for later if the store is
         out (``steady``: through the outage, while stopping only for a while)."""
-        if not self._spend:
+        if not self._spend and not self._skipped:
             return
-        batch = combined(self._spend)
+        batch: list[ev.SpendRecorded | ev.SpendLinesSkipped] = [
+            *combined(self._spend), *self._skipped]
         if steady:
             recorded = self._last_words(lambda: self.services.record_spends(batch))
             if recorded is None:
                 return  # kept: written to the spend file at exit
         else:
             self.services.record_spends(batch)
-        self._spend = []
+        self._spend, self._skipped = [], []
 
     def _keep_spend(self) -> None:
         """At exit: spend the store did not take goes to the spend file (the watchdog and

@@ -20,7 +20,7 @@ from tri24es.services.base import (
     task_bell,
     worker_bell,
 )
-from tri24es.services.budget import BudgetCommands
+from tri24es.services.budget import BudgetCommands, ResetRefused
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
@@ -36,6 +36,7 @@ __all__ = [
     "WORK",
     "Claim",
     "NotFound",
+    "ResetRefused",
     "ServiceError",
     "Services",
     "StaleAttempt",

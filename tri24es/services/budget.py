@@ -6,8 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from eventlog import ANY
 from tri24es import events as ev
-from tri24es.budget import parse_amount
+from tri24es.budget import (
+    BudgetLimits,
+    ResetCheck,
+    check_reset,
+    day_bounds,
+    enforced_limits,
+    parse_amount,
+)
 from tri24es.events import (
     Envelope,
     encode,
@@ -17,11 +25,23 @@ from tri24es.projections import (
     apply_inline,
     connection_of,
     read_killswitch,
+    reads,
 )
 from tri24es.services.base import (
     ServiceBase,
+    ServiceError,
 )
 from tri24es.timeutil import from_us
+
+DEFAULT_LIMITS = BudgetLimits()
+
+
+class ResetRefused(ServiceError):
+    """The kill switch was not reset: the breach that turned it on still holds."""
+
+    def __init__(self, check: ResetCheck) -> None:
+        super().__init__("the kill switch was not reset: " + "; ".join(check.explain()))
+        self.check = check
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,7 @@ class BudgetCommands(ServiceBase):
                                          r.recorded_at, r.metadata)])
             return True
 
-    def record_spends(self, spends: Sequence[ev.SpendRecorded]) -> int:
+    def record_spends(self, spends: Sequence[ev.SpendRecorded | ev.SpendLinesSkipped]) -> int:
         """Record many spends in one transaction (an agent's output streams them fast).
         How many were recorded."""
         if not spends:
@@ -80,9 +100,11 @@ class BudgetCommands(ServiceBase):
         ))
         return Spent(amount, flagged)
 
-    def record_spend_many(self, spends: Sequence[tuple[ev.SpendRecorded, str]]) -> int:
-        """Record many spends, each with its event id, in one transaction; ids recorded
-        before are skipped. Returns how many were new."""
+    def record_spend_many(
+        self, spends: Sequence[tuple[ev.SpendRecorded | ev.SpendLinesSkipped, str]],
+    ) -> int:
+        """Record many spends (and lines skipped), each with its event id, in one
+        transaction; ids recorded before are skipped. Returns how many spends were new."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             ids = [eid for _, eid in spends]
@@ -96,7 +118,11 @@ class BudgetCommands(ServiceBase):
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)
                                 for r, spend in zip(recorded, fresh.values(), strict=True)])
-            return len(recorded)
+            return sum(isinstance(spend, ev.SpendRecorded) for spend in fresh.values())
+
+    def record_watchdog_start(self, started: ev.BudgetWatchdogStarted) -> None:
+        with self.store.transaction() as tx:
+            self._append(connection_of(tx), tx, ev.BUDGET_STREAM, [started], ANY)
 
     def raise_budget_warning(self, warning: ev.BudgetWarningRaised) -> None:
         with self.store.transaction() as tx:
@@ -114,14 +140,39 @@ class BudgetCommands(ServiceBase):
             self._append(conn, tx, ev.KILL_SWITCH_STREAM, [event], version)
             return True
 
-    def reset_killswitch(self, *, by: str | None, reason: str) -> bool:
+    def reset_killswitch(
+        self, *, by: str | None, reason: str, limits: BudgetLimits = DEFAULT_LIMITS,
+        fresh_window: bool = False, allow_today: Decimal | None = None,
+    ) -> bool:
+        """Turn the kill switch off: False if it was not on. Raises ResetRefused, recording
+        nothing, while a breach would still hold after the reset under the limits the last
+        budget watchdog started with (else ``limits``): the watchdog
+        would turn the switch on again at its next look, at spend from before the reset,
+        and workers could claim tasks in between. ``fresh_window`` (``--force``) starts the
+        rate window at the reset; ``allow_today`` allows that much over the daily limit for
+        the rest of the day. The check and the reset are one transaction, so spend recorded
+        meanwhile cannot slip between them."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            if not read_killswitch(conn).active:
+            switch = read_killswitch(conn)
+            if not switch.active:
                 return False
+            limits, whose = enforced_limits(switch, limits)
+            now = self.clock()
+            check = check_reset(
+                reads.read_budget(conn, limits, now), limits,
+                reads.window_spends(conn, limits, now), fresh_window=fresh_window,
+                allow_today=allow_today or Decimal(0), whose=whose)
+            if not check.ok:
+                raise ResetRefused(check)
+            day_start, day_end = day_bounds(now, limits.zone())
+            allowed = {} if not allow_today else {
+                "allow_today": allow_today, "day_start": from_us(day_start),
+                "day_end": from_us(day_end)}
             version = tx.stream_version(ev.KILL_SWITCH_STREAM)
-            self._append(conn, tx, ev.KILL_SWITCH_STREAM,
-                         [ev.KillSwitchReset(by=by, reason=reason)], version)
+            self._append(conn, tx, ev.KILL_SWITCH_STREAM, [ev.KillSwitchReset(
+                by=by, reason=reason, rate_window_start=from_us(now) if fresh_window else None,
+                **allowed)], version)
             return True
 
 

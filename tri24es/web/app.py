@@ -40,7 +40,7 @@ from tri24es.events import Priority
 from tri24es.machines import TaskState
 from tri24es.projections import QUEUE, connection_of, reads
 from tri24es.projections.sql import Db
-from tri24es.services import NotFound, Services
+from tri24es.services import NotFound, ResetRefused, Services
 from tri24es.timeutil import now_us
 from tri24es.web import data
 from tri24es.web.guard import COOKIE, CSRF_FIELD, Guard, Refused, actor
@@ -297,6 +297,8 @@ class Dashboard:
             result = await run_in_threadpool(run)
         except NotFound as e:
             return self._bad(request, str(e), 404)
+        except ResetRefused as e:  # the breach holds: say why, as the CLI does
+            return self._bad(request, " ".join(e.check.explain()), 409)
         except UsageError as e:
             return self._bad(request, str(e), 400)
         except (Tri24esError, EventLogError) as e:
@@ -357,15 +359,32 @@ class Dashboard:
         return await self._act(request, act)
 
     async def reset_killswitch(self, request: Request) -> Response:
+        """``budget-watchdog --reset --reason TEXT [--force] [--allow-today USD]``: refused
+        (409, with the CLI's explanation) while the breach that turned the switch on holds."""
+
         def reset(s: Services, f: dict[str, str], who: str) -> dict[str, Any]:
+            from tri24es.budget import BadAmount, parse_amount
             from tri24es.runtime.budget_watchdog import reset
 
             reason = f.get("reason", "").strip()
             if not reason:
                 raise UsageError("a reset needs a reason")
-            done = reset(s, self.paths, by=who, reason=reason)
+            force = f.get("force", "") in ("1", "true", "on")
+            allowance = None
+            if f.get("allow_today", "").strip():
+                try:
+                    allowance = parse_amount(f["allow_today"].strip(), Decimal("1e9"))
+                except BadAmount as e:
+                    raise UsageError(f"bad allow_today: {e}") from None
+                if not allowance:
+                    raise UsageError("bad allow_today: it must be more than 0")
+            done = reset(s, self.paths, self.limits, by=who, reason=reason, fresh_window=force,
+                         allow_today=allowance)
             return {"reset": done.was_active,
-                    "file": None if done.moved_file is None else str(done.moved_file)}
+                    "file": None if done.moved_file is None else str(done.moved_file),
+                    "fresh_window": force and done.was_active,
+                    "allow_today_usd": str(allowance) if allowance and done.was_active
+                    else None}
 
         return await self._act(request, reset)
 

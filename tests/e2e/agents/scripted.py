@@ -2,6 +2,7 @@
 
     say TEXT          print TEXT
     spend USD         print a generic spend line {"cost_usd": USD}
+    spend-on ATTEMPT USD  spend USD if this is attempt ATTEMPT
     record FILE       write what it was given (stdin, TRI24ES_* env, task file) to FILE as JSON
     spawn FILE        start a child (in the agent's process group); write its pid to FILE
     wait FILE         wait until FILE exists
@@ -91,6 +92,8 @@ def main() -> int:
             print(arg, flush=True)
         elif command == "spend":
             print(json.dumps({"cost_usd": float(arg)}), flush=True)
+        elif command == "spend-on" and os.environ.get("TRI24ES_ATTEMPT") == arg.split()[0]:
+            print(json.dumps({"cost_usd": float(arg.split()[1])}), flush=True)
         elif command == "record":
             record(Path(arg), text)
         elif command == "spawn":
