@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
 
+from eventlog import open_store
 from tests.web.conftest import Server
+from tri24es.events import SpendRecorded
+from tri24es.services import Services
 
 
 def _cli_json(server: Server, *args: str) -> object:
@@ -78,6 +83,19 @@ def test_events_filter(server: Server) -> None:
     stream = server.get("/api/events?after=0&stream=task-evf").json()
     assert [e["type"] for e in stream] == ["TaskSubmitted"]
     assert stream[0]["data"]["title"] == "Event filter"
+
+    # Without a position: the last matching events, however far back they are.
+    with open_store(str(server.root / "state" / "tri24es.db")) as store:
+        Services(store, actor="test").record_spends([
+            SpendRecorded(amount=Decimal("0.001"), task=f"spend-{n}", source="test",
+                          occurred_at=datetime.now(UTC)) for n in range(300)])
+    last = server.get("/api/events?type=TaskSubmitted&limit=2").json()
+    assert [e["data"]["task_id"] for e in last][-1] == "evf"
+    assert len(last) == 2
+    assert len(server.get("/api/events").json()) == 200
+    page = server.get("/events?type=TaskSubmitted,TaskCancelled").text
+    assert "followed live" in page
+    assert "task-evf" in page
 
 
 def test_review_retry_and_the_fleet_through_the_api(server: Server) -> None:

@@ -235,8 +235,12 @@ class Dashboard:
             return _json(found)
         following = urlencode([("type", t) for t in types] + (
             [("stream", stream)] if stream else []) + [("after", last)])
-        return self._page(request, "events.html", events=found, types=" ".join(types),
-                          stream=stream or "", next_page=f"/events?{following}")
+        values: dict[str, Any] = {
+            "events": found, "types": " ".join(types), "stream": stream or "",
+            "next_page": f"/events?{following}", "following": after is None}
+        if after is None:  # the last events: followed live
+            return self._live(request, "events.html", "_event_table.html", **values)
+        return self._page(request, "events.html", fragment="_event_table.html", **values)
 
     async def live(self, request: Request) -> Response:
         self.guard.check_read(request)

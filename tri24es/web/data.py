@@ -211,14 +211,21 @@ def event_dict(event: RecordedEvent) -> dict[str, Any]:
 
 def events(store: EventStore, after: int | None, types: list[str], stream: str | None,
            limit: int = EVENTS_PAGE) -> tuple[list[dict[str, Any]], int]:
-    """Up to ``limit`` events after position ``after`` (default: the last ``limit``), oldest
-    first, of the given types and stream; and the position to go on from."""
+    """Up to ``limit`` events of the given types and stream, oldest first: the first ones
+    after position ``after``, or without it the last ones; and the position to go on from."""
     head = store.head()
-    start = max(head - limit, 0) if after is None else after
     if stream is not None:
-        found = [e for e in store.read_stream(stream)
-                 if e.position > start and (not types or e.type in types)][:limit]
-    else:
-        found = store.read_page(start, limit, types or None)
-    shown = [event_dict(e) for e in found]
-    return shown, found[-1].position if found else start
+        found = [e for e in store.read_stream(stream) if not types or e.type in types]
+        found = [e for e in found if e.position > after] if after is not None else found
+    elif after is not None:
+        found = store.read_page(after, limit, types or None)
+    else:  # the last ones: look back further until enough match (or the log's start)
+        window = limit
+        while True:
+            start = max(head - window, 0)
+            found = store.read_page(start, head - start, types or None)
+            if len(found) >= limit or start == 0:
+                break
+            window *= 8
+    found = found[:limit] if after is not None else found[-limit:]
+    return [event_dict(e) for e in found], found[-1].position if found else (after or head)
