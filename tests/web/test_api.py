@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from eventlog import open_store
 from tests.web.conftest import Server
@@ -140,7 +142,7 @@ def test_review_retry_and_the_fleet_through_the_api(server: Server) -> None:
 
 
 def test_a_kill_switch_reset_is_refused_while_the_breach_holds(server: Server) -> None:
-    """Last in this module: the switch is on while it runs."""
+    """The switch is on while this runs, and off again at its end."""
     bearer = {"authorization": f"Bearer {server.token}"}
     assert server.cli("spend", "record", "--usd", "50").returncode == 0  # $10/min over 5 min
     check = server.cli("budget-watchdog", "--once")
@@ -160,3 +162,26 @@ def test_a_kill_switch_reset_is_refused_while_the_breach_holds(server: Server) -
     assert server.get("/api/status").json()["killswitch"]["active"] is False
     (reset,) = server.get("/api/events?after=0&type=KillSwitchReset").json()
     assert (reset["actor"], reset["data"]["by"]) == ("web:127.0.0.1", "web:127.0.0.1")
+
+
+def test_the_diff_of_a_result(server: Server, tmp_path: Path) -> None:
+    repo = tmp_path / "app"
+    repo.mkdir()
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"),
+                 ("-c", "user.name=op", "-c", "user.email=op@example", "commit", "-q",
+                  "--allow-empty", "-m", "init")):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    assert server.cli("submit", "Write <b>hello</b>", "--id", "differ",
+                      "--priority", "CRITICAL").returncode == 0
+    agent = "sh -c 'echo \"<b>hello</b>\" > hello.html'"
+    worker = server.cli("worker", "--id", "diff-worker", "--exec", agent, "--repo", str(repo),
+                        "--max-tasks", "1")
+    assert worker.returncode == 0, worker.stderr
+    text = server.get("/api/tasks/differ/diff").text
+    assert "+<b>hello</b>" in text
+    assert "hello.html" in text
+    page = server.get("/tasks/differ").text
+    assert "+&lt;b&gt;hello&lt;/b&gt;" in page  # shown, escaped
+    assert "diff --git" not in server.get("/tasks/differ?fragment=1").text  # not per refresh
+    assert server.get("/api/tasks/differ/diff?attempt=9").status == 404
+    assert server.get("/api/tasks/hello/diff").status == 404  # ran without --repo

@@ -36,7 +36,7 @@ from eventlog import EventLogError, EventStore
 from tri24es.budget import BudgetLimits
 from tri24es.config import Settings
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.events import Priority
+from tri24es.events import Priority, task_stream
 from tri24es.machines import TaskState
 from tri24es.projections import QUEUE, connection_of, reads
 from tri24es.projections.sql import Db
@@ -191,9 +191,30 @@ class Dashboard:
             found = data.task(self.store, conn, self.paths, task_id)
         if found is None:
             return self._bad(request, f"no task {task_id!r}", 404)
+        events = found.pop("events")
         if _is_api(request):
             return _json(found)
-        return self._live(request, "task.html", "_task.html", t=found, task_id=task_id)
+        if request.query_params.get("fragment"):
+            return self._page(request, "_task.html", t=found, task_id=task_id)
+        # The diff runs git: on the page's load, not on each live refresh.
+        return self._page(request, "task.html", fragment="_task.html", t=found,
+                          task_id=task_id, diff=data.diff(events))
+
+    def task_diff(self, request: Request) -> Response:
+        """``tasks diff``: the diff of an attempt's result (default: the last), as text."""
+        self.guard.check_read(request)
+        task_id = request.path_params["task_id"]
+        try:
+            attempt = data.number(request.query_params.get("attempt"), "attempt")
+        except data.BadFilter as e:
+            return self._bad(request, str(e))
+        found = data.diff(self.store.read_stream(task_stream(task_id)), attempt)
+        if found is None:
+            return self._bad(request, f"task {task_id!r} has no result"
+                             + (f" for attempt {attempt}" if attempt else ""), 404)
+        if found["error"]:
+            return self._bad(request, found["error"], 409)
+        return PlainTextResponse(found["text"])
 
     def task_log(self, request: Request) -> Response:
         self.guard.check_read(request)
@@ -431,6 +452,7 @@ class Dashboard:
             Route("/api/spend", self.spend),
             Route("/api/tasks", self.tasks),
             Route("/api/tasks/{task_id:path}/log", self.task_log),
+            Route("/api/tasks/{task_id:path}/diff", self.task_diff),
             Route("/api/tasks/{task_id:path}/{action:str}", self.task_action, methods=post),
             Route("/api" + task, self.task),
             Route("/api/workers", self.workers),

@@ -8,10 +8,12 @@ output from its log file.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,7 +30,7 @@ from tri24es.cli.render import (
     task_dict,
     worker_dict,
 )
-from tri24es.events import Priority, task_stream
+from tri24es.events import Priority, TaskResultRecorded, decode_event, task_stream
 from tri24es.machines import TaskState
 from tri24es.paths import ProjectPaths
 from tri24es.projections import QUEUE, reads
@@ -39,6 +41,8 @@ HOUR_US = 3_600_000_000
 PAGE_SIZE = 50
 EVENTS_PAGE = 200
 LOG_TAIL_BYTES = 16_384
+DIFF_BYTES = 65_536
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
 MAX_PAGE = 500
 
 
@@ -174,7 +178,34 @@ def task(store: EventStore, conn: Db, paths: ProjectPaths, task_id: str) -> dict
         "attempts": tried,
         "history": [history_entry(e) for e in events],
         "log": log_tail(paths, task_id, last) if last else None,
+        "events": events,  # for the diff; not shown as such
     }
+
+
+def diff(events: list[RecordedEvent], attempt: int | None = None,
+         limit: int = DIFF_BYTES) -> dict[str, Any] | None:
+    """The diff of an attempt's result (the last one recorded if ``attempt`` is None), as
+    ``tasks diff`` prints it, cut at ``limit`` bytes; None if there is no such result."""
+    from tri24es.runtime.workspace import GitError, git
+
+    results = [decode_event(e) for e in events if e.type == TaskResultRecorded.topic]
+    chosen = [r for r in results if isinstance(r, TaskResultRecorded)
+              and (attempt is None or r.attempt == attempt)]
+    if not chosen:
+        return None
+    result = chosen[-1]
+    commits = (result.base_commit, result.head_commit)
+    if not all(_COMMIT.fullmatch(c) for c in commits):  # never an option to git
+        return {"attempt": result.attempt, "text": "", "error": "not a commit id"}
+    try:
+        text = git(Path(result.repo), "diff", f"{commits[0]}..{commits[1]}", "--")
+    except (GitError, OSError) as e:  # the repository moved, or this host is not its own
+        return {"attempt": result.attempt, "text": "", "error": str(e)}
+    cut = len(text.encode()) > limit
+    if cut:
+        text = text.encode()[:limit].decode(errors="ignore")
+    return {"attempt": result.attempt, "branch": result.branch, "text": text,
+            "truncated": cut, "error": None}
 
 
 def log_tail(paths: ProjectPaths, task_id: str, attempt: int,
