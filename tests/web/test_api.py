@@ -35,6 +35,16 @@ def test_status_and_tasks_have_the_cli_shapes(server: Server) -> None:
     from_cli = _cli_json(server, "tasks", "show", "shape-1")
     assert {k: shown[k] for k in ("task", "attempts", "history")} == from_cli
     assert server.get("/api/workers").json() == _cli_json(server, "workers", "list")
+    assert server.cli("spend", "record", "--usd", "0.25", "--model", "m1", "--task",
+                      "shape-1").returncode == 0
+    spend = server.get("/api/spend?window=1d&by=task").json()
+    assert spend == _cli_json(server, "spend", "--window", "1d", "--by", "task")
+    assert spend["task"] == {"shape-1": "0.25"}
+    page = server.get("/spend?window=1d").text
+    assert "shape-1" in page
+    assert "$0.25" in page
+    assert server.get("/api/spend?window=soon").status == 400
+    assert server.get("/api/spend?by=colour").status == 400
 
 
 def test_filters_and_pages(server: Server) -> None:

@@ -164,8 +164,24 @@ class Dashboard:
         return _json(self._overview()["status"])
 
     def spend(self, request: Request) -> Response:
+        """``spend --json`` (``?window=1h&by=model``), or the spend page (by model, worker
+        and task over the window, the last hour per minute)."""
         self.guard.check_read(request)
-        return _json(self._overview()["spend"])
+        q = request.query_params
+        window = q.get("window", "").strip() or None
+        by = q.get("by", "").strip() or None
+        now = now_us()
+        try:
+            with self._reading() as conn:
+                if _is_api(request):
+                    return _json(data.spend(conn, self.limits, now, window, by))
+                groups = {group: data.spend(conn, self.limits, now, window, group)
+                          for group in reads.SPEND_GROUPS}
+                per_minute = reads.per_minute(conn, now, 60)
+        except data.BadFilter as e:
+            return self._bad(request, str(e))
+        return self._page(request, "spend.html", groups=groups, window=window or "",
+                          s=groups["model"], bars=data.bars(per_minute))
 
     def tasks(self, request: Request) -> Response:
         self.guard.check_read(request)
@@ -442,6 +458,7 @@ class Dashboard:
             Route("/tasks", self.tasks),
             Route(task, self.task),
             Route("/workers", self.workers),
+            Route("/spend", self.spend),
             Route("/events", self.events),
             Route("/live", self.live),
             Route("/login", self.login_form),

@@ -123,6 +123,26 @@ def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int) -> dic
     }
 
 
+def spend(conn: Db, limits: BudgetLimits, now: int, window: str | None,
+          by: str | None) -> dict[str, Any]:
+    """``spend [--window W] [--by model|worker|task] --json``."""
+    from tri24es.budget import parse_window
+    from tri24es.cli.render import money
+
+    try:
+        seconds = parse_window(window) if window else None
+    except ValueError as e:
+        raise BadFilter(str(e)) from None
+    if by is not None and by not in reads.SPEND_GROUPS:
+        raise BadFilter(f"bad by {by!r}: expected {'|'.join(reads.SPEND_GROUPS)}")
+    reading = reads.read_budget(conn, limits, now, seconds)
+    info = reading_dict(reading, limits) | {"lines_skipped": reads.lines_skipped(conn)}
+    if by is not None:
+        groups = reads.spend_by(conn, by, now - reading.window_seconds * 1_000_000, now + 1)
+        info |= {"by": by, by: {name: money(amount) for name, amount in groups.items()}}
+    return info
+
+
 class Shared:
     """One reading for everyone who asks with the same key (the log head and the second):
     when the head moves, every open overview asks at once, and one of them reads."""
