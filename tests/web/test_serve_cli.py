@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import PATIENCE
 from tests.e2e.conftest import CLI, Run, clean_env
+from tests.web.conftest import start_server, stop_server
 
 
 @pytest.fixture
@@ -45,3 +46,18 @@ def test_serve_needs_a_store(run: Run) -> None:
     done = run("serve")
     assert done.returncode == 1
     assert "run `tri24es init` first" in done.stderr
+
+
+def test_a_replaced_store_is_one_line_not_a_crash(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = start_server(tmp_path_factory.mktemp("gone") / "fleet")
+    try:
+        assert server.get("/api/status").status == 200
+        (server.root / "state" / "tri24es.db").unlink()
+        gone = server.get("/api/status")
+        assert gone.status == 503
+        assert "deleted or replaced" in gone.json()["error"]
+        assert server.get("/tasks").status == 503
+    finally:
+        stop_server(server)
+    assert "Traceback" not in "".join(server.output)

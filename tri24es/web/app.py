@@ -438,6 +438,10 @@ class Dashboard:
             return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
         return self._bad(request, exc.reason, exc.status)
 
+    def store_error(self, request: Request, exc: Exception) -> Response:
+        """The store failed (locked past the busy timeout, gone, replaced): 503, one line."""
+        return self._bad(request, f"the store failed: {exc}", 503)
+
     def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return self._bad(request, str(exc.detail), exc.status_code)
@@ -484,7 +488,8 @@ class Dashboard:
             routes=routes, lifespan=lifespan,
             middleware=[Middleware(SecurityHeaders),
                         Middleware(TrustedHostMiddleware, allowed_hosts=self.guard.allowed_hosts)],
-            exception_handlers={Refused: self.refused, HTTPException: self.http_error},
+            exception_handlers={Refused: self.refused, HTTPException: self.http_error,
+                                EventLogError: self.store_error},
         )
 
 

@@ -10,10 +10,11 @@ and at 100,000 queued tasks the overview's counts take ~0.1-0.4 s to read).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 
-from eventlog import EventStore, TransientStoreError
+from eventlog import EventLogError, EventStore, TransientStoreError
 from eventlog.threads import threads_without_signals
 
 #: At least this long (seconds) between two moves the pages hear of.
@@ -53,6 +54,9 @@ class HeadWatcher:
             except TransientStoreError:  # the pages keep their last numbers meanwhile
                 self._stop.wait(1.0)
                 continue
+            except EventLogError as e:  # replaced or gone: the pages say so when they read
+                print(f"serve: live updates stopped: {e}", file=sys.stderr, flush=True)
+                return
             if now != head:
                 head = now
                 assert self._loop is not None
