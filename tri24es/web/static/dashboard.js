@@ -53,10 +53,10 @@
   function listen() {
     source = new EventSource("/live");
     source.addEventListener("open", function () {
-      if (dot) { dot.textContent = "●"; dot.title = "live"; }
+      if (dot) { dot.textContent = "●"; dot.title = "live"; dot.className = "on"; }
     });
     source.addEventListener("error", function () {
-      if (dot) { dot.textContent = "○"; dot.title = "reconnecting"; }
+      if (dot) { dot.textContent = "○"; dot.title = "reconnecting"; dot.className = "muted"; }
     });
     source.addEventListener("head", function (event) {
       const head = event.data;
