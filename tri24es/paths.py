@@ -102,3 +102,8 @@ class ProjectPaths:
     def attempt_log(self, task_id: str, attempt: int) -> Path:
         """The output of one attempt's agent."""
         return self.logs / "tasks" / safe_name(task_id) / f"{attempt}.log"
+
+    @property
+    def web_token(self) -> Path:
+        """The secret the web dashboard asks for before an action (0600, made by ``init``)."""
+        return self.state / "web-token"

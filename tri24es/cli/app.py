@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("tri24es.cli.replay", "replay", "Rebuild or verify the views from the log."),
     "metrics": ("tri24es.cli.metrics", "metrics", "Serve Prometheus metrics over HTTP."),
     "migrate": ("tri24es.cli.migrate", "migrate", "Copy the store to another backend."),
+    "serve": ("tri24es.cli.serve", "serve", "Serve the web dashboard and its JSON API."),
     "doctor": ("tri24es.cli.doctor", "doctor", "Check the store, processes and clock."),
     "config": ("tri24es.cli.config", "config_app", "The settings and where each comes from."),
 }

@@ -16,6 +16,7 @@ def init(ctx: typer.Context) -> None:
     from eventlog import redact_url
     from tri24es.files import private_folder
     from tri24es.paths import TASK_FOLDERS
+    from tri24es.web.token import ensure_token_file
 
     context = context_of(ctx)
     s = context.settings
@@ -30,6 +31,8 @@ def init(ctx: typer.Context) -> None:
                            f"{e.filename}") from e
     with context.store(create=True) as store:
         head = store.head()
+    made = ensure_token_file(paths.web_token)  # the dashboard's actions ask for it
     typer.echo(f"initialised {s.root}")
     typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
     typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
+    typer.echo(f"  web token: {paths.web_token}{' (new)' if made else ''}")

@@ -79,6 +79,14 @@ def up(
     review: Annotated[
         bool, typer.Option("--review", help="Every finished attempt waits for review.")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Run the web dashboard too (tri24es serve, on "
+                           "127.0.0.1).")
+    ] = False,
+    serve_port: Annotated[
+        int, typer.Option("--serve-port", min=0, max=65535, help="The dashboard's port "
+                          "(with --serve).")
+    ] = 8024,
 ) -> None:
     """Run the fleet: the queue watcher, N workers and the budget watchdog, restarted if
     they crash, with a live summary, until Ctrl-C or SIGTERM (exit 0; running tasks go back
@@ -93,7 +101,7 @@ def up(
     """
     # Imported on use: only this command needs them, and every other one starts faster.
     from tri24es.runtime.demo import demo_agent_command
-    from tri24es.runtime.supervisor import fleet_specs
+    from tri24es.runtime.supervisor import ChildSpec, fleet_specs
 
     context = context_of(ctx)
     with context.services() as services:
@@ -116,6 +124,10 @@ def up(
                    *(["--lease-seconds", repr(lease_seconds)] if lease_seconds else [])]
         specs = fleet_specs(workers, exec_command=exec_command, watcher=not no_watcher,
                             worker_options=options)
+        if serve:  # supervised like the rest: restarted if it crashes
+            specs.append(ChildSpec("serve", ("serve", "--port", str(serve_port))))
+            where = f"http://127.0.0.1:{serve_port}/" if serve_port else "a free port"
+            typer.echo(f"up: the dashboard is on {where} (logs/up/serve.log)")
         _run(services.store, context, specs, exit_when_done, no_watcher)
 
 

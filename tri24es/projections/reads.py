@@ -53,6 +53,32 @@ def tasks(conn: Db, state: str | None = None, limit: int | None = None) -> list[
     return [TaskRow(*r) for r in found]
 
 
+def task_page(conn: Db, *, state: str | None = None, priority: int | None = None,
+              model: str | None = None, text: str | None = None, before: int | None = None,
+              limit: int = 50) -> list[TaskRow]:
+    """Tasks newest first, filtered, for people paging through them (the dashboard): keyed
+    by submission position (``before``: the last position of the previous page), so a page
+    deep in 100,000 tasks costs what the first one does. ``text`` is a case-insensitive
+    substring of the id or the title."""
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (("state", state), ("priority", priority), ("model", model)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if text:
+        like = "%" + "".join("\\" + c if c in "\\%_" else c for c in text.lower()) + "%"
+        where.append("(lower(task_id) LIKE ? ESCAPE '\\' OR lower(title) LIKE ? ESCAPE '\\')")
+        params += [like, like]
+    if before is not None:
+        where.append("submitted_position < ?")
+        params.append(before)
+    found = conn.execute(
+        f"SELECT {TASK_COLUMNS} FROM queue {'WHERE ' + ' AND '.join(where) if where else ''}"
+        " ORDER BY submitted_position DESC LIMIT ?", (*params, limit))
+    return [TaskRow(*r) for r in found]
+
+
 def task_total(conn: Db, state: str | None = None) -> int:
     """How many tasks there are (in ``state``), from the counts: no scan of the queue."""
     where, params = ("WHERE state = ?", (state,)) if state else ("", ())
