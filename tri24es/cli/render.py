@@ -7,6 +7,7 @@ that shows the fleet (a command, a web page) shows it in the same shape.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -148,6 +149,16 @@ def attempts(conn: Db, events: list[RecordedEvent], paths: ProjectPaths) -> list
             "log": str(paths.attempt_log(events[0].stream[len("task-"):], a["attempt"])),
         })
     return shown
+
+
+def status_now(counts: FleetCounts, waiting: list[Any], queue_dir: Path) -> dict[str, Any]:
+    """``status --json`` now (the web's ``/api/status`` too): the counts, why queued tasks
+    wait, and what the queue watcher ignores in ``queue_dir``."""
+    from tri24es.inputs.queue_folder import ignored_entries
+
+    ignored = [{"source": i.source, "reason": i.reason} for i in ignored_entries(queue_dir)]
+    return {**counts_dict(counts), "waiting": [str(w) for w in waiting],
+            "ignored_in_queue": ignored}
 
 
 def counts_dict(counts: FleetCounts) -> dict[str, Any]:

@@ -38,15 +38,12 @@ def status(
             typer.echo(f"as of {at} (position {counts.head}):")
         print_counts({"until": counts.head, **counts_dict(counts)}, as_json)
         return
-    from tri24es.inputs.queue_folder import ignored_entries
+    from tri24es.cli.render import status_now
 
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
         waits = reads.waiting(conn)
-    ignored = [{"source": i.source, "reason": i.reason}
-               for i in ignored_entries(context.settings.paths.queue)]
-    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits],
-                  "ignored_in_queue": ignored}, as_json)
+    print_counts(status_now(counts, waits, context.settings.paths.queue), as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
