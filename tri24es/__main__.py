@@ -1,8 +1,11 @@
-import sys
+import os
 
-try:  # a Ctrl-C between the import and the call: see tri24es.cli.main
-    from tri24es.cli import main
+try:  # a Ctrl-C before tri24es.cli.main holds it: see there
+    from tri24es.cli import interrupted, main
 except KeyboardInterrupt:
-    sys.exit(130)
+    os._exit(130)
 
-main()
+try:
+    main()
+except KeyboardInterrupt:
+    interrupted()

@@ -1,17 +1,54 @@
 """The ``tri24es`` command line: ``app.py`` holds the typer app; each command has its module.
 
-``main`` is the console script. It lives here, in a module that imports nothing, so that a
-Ctrl-C while the rest of the command line loads ends the process quietly (exit 130) instead
-of printing a traceback from the middle of an import.
+``main`` is the console script. It lives here, in a module that imports nothing heavy, so
+that a Ctrl-C while the rest of the command line loads ends the process quietly (exit 130)
+instead of printing a traceback from the middle of an import.
 """
 
+import contextlib
+import os
+import signal
 import sys
+from types import FrameType
+
+_held: list[int] = []
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    _held.append(signum)
+
+
+def hold_interrupts() -> None:
+    """Until ``release_interrupts``, a Ctrl-C is noted, not raised: raised inside an
+    extension module's import (orjson's, say) it can crash the interpreter (SIGSEGV seen,
+    one time in a few at the worst moment) before any handler of ours runs."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note)
+
+
+def release_interrupts() -> None:
+    """The command is loaded: Ctrl-C raises again, and one pressed meanwhile ends it now."""
+    if signal.getsignal(signal.SIGINT) is _note:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _held:
+        interrupted()
+
+
+def interrupted() -> None:
+    """Exit 130 at once, output flushed (what the command was doing has unwound already)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, KeyboardInterrupt):
+            stream.flush()
+    os._exit(130)
 
 
 def main() -> None:
+    hold_interrupts()
     try:
         from tri24es.cli.app import run
 
-        run()
+        run()  # its root callback releases the interrupts once the command is loaded
     except KeyboardInterrupt:
-        sys.exit(130)
+        interrupted()
+    finally:
+        release_interrupts()

@@ -183,6 +183,9 @@ def main_options(
 
     TRI-24 is the team's earlier fleet of shell scripts; tri24es keeps its settings' names.
     """
+    from tri24es.cli import release_interrupts
+
+    release_interrupts()  # the command is imported: Ctrl-C may raise again
     from tri24es.config import load_settings
 
     ctx.obj = Context(load_settings(db=db, root=root))
