@@ -206,7 +206,10 @@ def test_nothing_of_a_lost_attempt_outlives_it_and_attempts_never_overlap(
     assert max(pulses(beats)["1"].values()) < first_pulse(beats, "2")
     if fault == "SIGSTOP":
         first.send_signal(signal.SIGCONT)
-        wait_until(lambda: "lost" in site.output(first), "the stalled worker to notice")
+        try:
+            wait_until(lambda: "lost" in site.output(first), "the stalled worker to notice")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; its output: {site.output(first)}") from None
         with contextlib.suppress(ProcessLookupError):  # it may be exiting already: declared
             first.send_signal(signal.SIGTERM)          # lost by the other while it stalled
         assert site.exit_code(first) in (0, 1, -signal.SIGTERM), site.output(first)
