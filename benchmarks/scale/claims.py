@@ -72,8 +72,11 @@ class Target:
         elif self.path.is_dir():
             shutil.rmtree(self.path, ignore_errors=True)
         else:
-            for p in self.path.parent.glob(self.path.name + "*"):
-                p.unlink()
+            for p in self.path.parent.glob(self.path.name + "*"):  # -wal, -shm, .bells/
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
 
 
 def drain_round(queue: Queue, python: str, target: Target, jobs: int,
