@@ -6,13 +6,16 @@ import os
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    from tri24es.events import Backoff
 
 PositiveMoney = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -69,6 +72,17 @@ class Settings(BaseSettings):
     fallback_usd_per_mtok: PositiveMoney = Field(
         default=Decimal("75"), validation_alias=env("TRI24ES_FALLBACK_USD_PER_MTOK")
     )
+    # How long a failed task waits before its next attempt (tri24es.scheduling.parse_backoff).
+    retry_backoff: str = Field(default="5s..10m", validation_alias=env("TRI24ES_RETRY_BACKOFF"))
+
+    def retry_backoff_policy(self) -> Backoff:
+        """``retry_backoff`` parsed (here, not at load: only commands that decide need it)."""
+        from tri24es.scheduling import parse_backoff
+
+        try:
+            return parse_backoff(self.retry_backoff)
+        except ValueError as e:
+            raise ConfigError(f"TRI24ES_RETRY_BACKOFF: {e}") from None
 
     @property
     def paths(self) -> ProjectPaths:

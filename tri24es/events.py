@@ -46,6 +46,26 @@ class RetryFrom(enum.StrEnum):
     BASE = "base"  # a retry starts over from the base (the last attempt's head is kept)
 
 
+class Backoff(BaseModel):
+    """How long a failed task waits before its next attempt: ``base_s`` after the first
+    failure, doubling with each failure after it, at most ``cap_s``; the wait of each is
+    drawn between half of that and all of it (jitter, so that tasks failing together do not
+    come back together). ``base_s = 0``: retried at once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_s: float = Field(ge=0, allow_inf_nan=False)
+    cap_s: float = Field(ge=0, allow_inf_nan=False)
+
+    def step_us(self, failures: int) -> int:
+        """The longest wait after the ``failures``-th failure in a row (1, 2, ...)."""
+        step = self.base_s * 2.0 ** min(max(failures - 1, 0), 60)
+        return int(min(step, max(self.cap_s, self.base_s)) * 1_000_000)
+
+
+NO_BACKOFF = Backoff(base_s=0, cap_s=0)
+
+
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"  # the worker was told to stop (signal, request, up)
@@ -127,6 +147,9 @@ class TaskSubmitted(Event):
     require_changes: bool = False  # an attempt that changed nothing fails
     resume: bool = False  # a retry resumes the agent's session, where its agent can
     retry_from: RetryFrom = RetryFrom.BRANCH  # a retry's workspace: the last attempt's branch
+    # Scheduling:
+    not_before: AwareDatetime | None = None  # not claimed before this time (submit --at/--in)
+    retry_backoff: Backoff | None = None  # this task's retry backoff (default: the fleet's)
 
 
 class TaskRejected(Event):
@@ -241,6 +264,7 @@ class TaskRequeued(Event):
     worker: str | None = None  # the worker whose attempt ended, if one held the task
     by: str | None = None
     budget_usd: Money | None = None  # a manual retry's new max_budget_usd for the whole task
+    not_before: AwareDatetime | None = None  # a failed attempt's backoff: no claim before it
 
 
 class TaskDeadLettered(Event):

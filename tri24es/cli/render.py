@@ -60,6 +60,8 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "spent_usd": money(from_units(row.spent_units)),
         "worker": row.worker,
         "lease_expires_at": _iso(row.lease_expires_at),
+        "not_before": _iso(row.not_before),  # a delay or a retry's backoff: no claim before
+        "retry_backoff": None if (b := row.backoff()) is None else f"{b.base_s:g}s..{b.cap_s:g}s",
         "pid": row.pid,
         "last_error": row.last_error,
         "submitted_position": row.submitted_position,

@@ -93,6 +93,11 @@ def submit(
         str, typer.Option("--retry-from", help="branch (go on from the last attempt's branch) "
                           "or base (start over).")
     ] = "branch",
+    retry_backoff: Annotated[
+        str | None, typer.Option("--retry-backoff", help="Wait before a retry: BASE..CAP "
+                                 "(e.g. 10s..5m, doubling per failure, jittered), BASE, or 0 "
+                                 "(default TRI24ES_RETRY_BACKOFF).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -102,6 +107,7 @@ def submit(
     from tri24es.agents import check_agent
     from tri24es.cli.render import task_dict
     from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command, parse_retry_from
+    from tri24es.scheduling import parse_backoff
     from tri24es.services import TaskSpec
 
     rank = parse_priority(priority)
@@ -127,6 +133,7 @@ def submit(
         argv = parse_command(command)
         budget = None if max_budget is None else parse_budget(max_budget)
         since = parse_retry_from(retry_from)
+        backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
@@ -134,6 +141,7 @@ def submit(
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
         max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
         require_changes=require_changes, resume=resume, retry_from=since,
+        retry_backoff=backoff,
     )
     with context_of(ctx).services() as services:
         row, new = services.submit(spec)
@@ -169,10 +177,12 @@ def list_tasks(
         typer.echo(f"tri24es: note: {wait}", err=True)
     for row in rows:
         d = task_dict(row)
+        later = f"  not before {d['not_before']}" if d["not_before"] and row.state == "queued" \
+            else ""
         typer.echo(
             f"{row.task_id:<28} {row.state:<10} {d['priority']:<8} "
             f"attempts {row.attempt}, retries {row.retries_used}/{row.max_retries}  "
-            f"{row.worker or '-':<14} {row.title}"
+            f"{row.worker or '-':<14} {row.title}{later}"
         )
 
 

@@ -15,7 +15,8 @@ Layout (kept from TRI-24): ``tasks/queue/<id>.md`` and ``tasks/queue/<PRIORITY>/
   ``command`` (the agent command for this task, split like a shell does, never run by one:
   for workers without ``--exec``), ``agent`` (a preset: claude, codex, gemini), ``base``
   (the ref its branch starts from), ``review``, ``require_changes``, ``resume`` (true or
-  false) and ``retry_from`` (branch or base).
+  false), ``retry_from`` (branch or base) and ``retry_backoff`` (``10s..5m``, ``30s`` or
+  ``0``: see ``tri24es.scheduling.parse_backoff``).
 - The body is the whole text, stored with the sha256 of the file's bytes.
 
 Everything here but ``read_queue_file`` is pure: names and bytes in, a verdict out.
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from tri24es.agents import AGENTS
 from tri24es.events import Priority, RetryFrom
+from tri24es.scheduling import parse_backoff
 from tri24es.services import TaskSpec
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -47,7 +49,7 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 PRIORITY_PREFIX = re.compile(r"^(CRITICAL|HIGH|MEDIUM|LOW)[_-]")
 _FIELD_LINE = re.compile(
     r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command|agent"
-    r"|base|review|require_changes|resume|retry_from)"
+    r"|base|review|require_changes|resume|retry_from|retry_backoff)"
     r"|##[ \t]*(?P<heading>type))[ \t]*:(?P<value>.*)$",
     re.IGNORECASE,
 )
@@ -56,6 +58,7 @@ _FIELD_NAMES = {
     "assigned_model": "model", "max_retries": "max_retries", "max_budget_usd": "max_budget_usd",
     "command": "command", "agent": "agent", "base": "base", "review": "review",
     "require_changes": "require_changes", "resume": "resume", "retry_from": "retry_from",
+    "retry_backoff": "retry_backoff",
 }
 _YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
@@ -251,6 +254,8 @@ def parse_task_file(
         flags = {key: parse_flag(key, fields.get(key) or None)
                  for key in ("review", "require_changes", "resume")}
         retry_from = parse_retry_from(fields.get("retry_from") or "branch")
+        backoff = fields.get("retry_backoff") or None
+        retry_backoff = None if backoff is None else parse_backoff(backoff)
     except ValueError as e:
         return reject(str(e))
     return TaskSpec(
@@ -269,7 +274,9 @@ def parse_task_file(
         agent=agent,
         base=fields.get("base") or None,
         retry_from=retry_from,
-        **flags,
+        retry_backoff=retry_backoff,
+        review=flags["review"], require_changes=flags["require_changes"],
+        resume=flags["resume"],
     )
 
 

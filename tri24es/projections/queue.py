@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from tri24es.events import (
     STOP_REASONS,
     AgentSessionStarted,
+    Backoff,
     Envelope,
     LeaseRenewed,
     Priority,
@@ -58,24 +59,30 @@ CREATE TABLE IF NOT EXISTS queue (
     retries_from       INTEGER NOT NULL,  -- attempt count when the retry budget last started
     has_command        INTEGER NOT NULL,  -- 1: the task carries its own command
     budget_units       INTEGER,           -- max_budget_usd over all attempts (1e-10 USD)
-    spent_units        INTEGER NOT NULL   -- spend recorded for the task so far (1e-10 USD)
+    spent_units        INTEGER NOT NULL,  -- spend recorded for the task so far (1e-10 USD)
+    not_before         INTEGER,           -- no claim before (a delay, a retry's backoff), µs
+    backoff_base_us    INTEGER,           -- the task's own retry backoff (NULL: the fleet's)
+    backoff_cap_us     INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
     WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS queue_waiting ON queue (not_before)
+    WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
 """
 
 COLUMNS = (
     "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
     " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
-    " retries_from, has_command, budget_units, spent_units"
+    " retries_from, has_command, budget_units, spent_units, not_before, backoff_base_us,"
+    " backoff_cap_us"
 )
 
 # What changes after submission; the rest (and so the id index and the claim order) stays.
 _MUTABLE = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-            "version", "retries_from", "budget_units", "spent_units")
+            "version", "retries_from", "budget_units", "spent_units", "not_before")
 SAVE = (
-    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 21)})"
+    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 24)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE)
 )
@@ -104,6 +111,9 @@ class TaskRow:
     has_command: int = 0
     budget_units: int | None = None
     spent_units: int = 0
+    not_before: int | None = None
+    backoff_base_us: int | None = None
+    backoff_cap_us: int | None = None
 
     def attempts_left(self) -> int:
         """Claims still allowed after the current one: ``max_retries`` retries per budget."""
@@ -114,6 +124,12 @@ class TaskRow:
         """Attempts after the first that counted against ``max_retries`` (stopped attempts
         and those before a manual retry do not)."""
         return max(self.attempt - self.retries_from - 1, 0)
+
+    def backoff(self) -> Backoff | None:
+        """The task's own retry backoff, if it has one."""
+        if self.backoff_base_us is None or self.backoff_cap_us is None:
+            return None
+        return Backoff(base_s=self.backoff_base_us / 1e6, cap_s=self.backoff_cap_us / 1e6)
 
     def budget_left(self) -> int | None:
         """What the task may still spend over all its attempts (1e-10 USD), if it is capped."""
@@ -172,7 +188,8 @@ class QueueProjection(Projection[QueueView]):
                     None, None, at, at, envelope.version, 0,
                     int(bool(event.command or event.agent)),
                     None if event.max_budget_usd is None else to_units(event.max_budget_usd),
-                    0,
+                    0, None if event.not_before is None else to_us(event.not_before),
+                    *_backoff_us(event.retry_backoff),
                 )
             return
         state = _MOVES.get((row.state, kind))
@@ -206,8 +223,12 @@ class QueueProjection(Projection[QueueView]):
             row.worker = row.lease_expires_at = row.pid = None
             if isinstance(event, TaskDeadLettered):
                 row.last_error = event.error
-            elif kind is TaskRequeued and event.reason in STOP_REASONS:  # type: ignore[attr-defined]
-                row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
+            elif kind is TaskRequeued:
+                assert isinstance(event, TaskRequeued)
+                if event.reason in STOP_REASONS:
+                    row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
+                # A retry's backoff; any other requeue may be claimed at once.
+                row.not_before = None if event.not_before is None else to_us(event.not_before)
 
     def load(self, conn: Db, envelope: Envelope) -> QueueView | None:
         task_id = _task_id(envelope)
@@ -231,21 +252,30 @@ class QueueProjection(Projection[QueueView]):
 
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None,
-        has_exec: bool = True,
+        has_exec: bool = True, now_us: int = 0,
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
         field that is empty matches any worker; a set one only a worker with the same value.
-        A worker without ``--exec`` takes only tasks that carry their own command, and a task
-        that has spent its whole budget is taken by none."""
+        A worker without ``--exec`` takes only tasks that carry their own command, a task
+        that has spent its whole budget is taken by none, and one whose ``not_before`` is
+        after ``now_us`` (a delay, a retry's backoff) not yet."""
         found = conn.execute(
             f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
             " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
             " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
             " AND (budget_units IS NULL OR spent_units < budget_units)"
+            " AND (not_before IS NULL OR not_before <= ?)"
             " ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type, has_exec),
+            (shard, model, type, has_exec, now_us),
         ).fetchone()
         return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
+
+    def next_due(self, conn: Db, now_us: int) -> int | None:
+        """The earliest ``not_before`` after ``now_us`` of a queued task."""
+        (due,) = conn.execute(
+            "SELECT min(not_before) FROM queue INDEXED BY queue_waiting"
+            " WHERE state = 'queued' AND not_before > ?", (now_us,)).fetchone()
+        return None if due is None else int(due)
 
     def leases_expired_before(self, conn: Db, now_us: int) -> list[TaskRow]:
         found = conn.execute(
@@ -257,6 +287,12 @@ class QueueProjection(Projection[QueueView]):
 
     def rows(self, view: QueueView) -> dict[str, list[Row]]:
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
+
+
+def _backoff_us(backoff: Backoff | None) -> tuple[int | None, int | None]:
+    if backoff is None:
+        return None, None
+    return int(backoff.base_s * 1_000_000), int(backoff.cap_s * 1_000_000)
 
 
 # A failed task's requeue is a retry or not by its reason: the machine decides that one.

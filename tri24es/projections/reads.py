@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
+from eventlog.model import system_clock_us
 from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
@@ -25,7 +26,7 @@ from tri24es.projections.spend import BUCKET_US, from_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
 from tri24es.projections.workers import WorkerRow
-from tri24es.timeutil import to_us
+from tri24es.timeutil import iso_time, to_us
 
 MINUTE_US = 60_000_000
 #: What ``spend --by`` can group the spend by: the column of the spend table.
@@ -77,14 +78,23 @@ class Waiting:
         return f"{self.count} waiting for {self.needs}: {self.why}"
 
 
-def waiting(conn: Db) -> list[Waiting]:
-    """The queued tasks no live worker can claim, grouped by what they need and why."""
+def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
+    """The queued tasks no live worker can claim, grouped by what they need and why: first
+    those whose time has not come (a delay, a retry's backoff)."""
+    now = system_clock_us() if now_us is None else now_us
+    found = []
+    later, first = conn.execute(
+        "SELECT count(*), min(not_before) FROM queue INDEXED BY queue_waiting"
+        " WHERE state = 'queued' AND not_before > ?", (now,)).fetchone()
+    if later:
+        found.append(Waiting(later, "their time", f"a delay or a retry's backoff; the first "
+                             f"at {iso_time(first)}"))
     groups = conn.execute(
         "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
-        " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC")
+        " AND (not_before IS NULL OR not_before <= ?) GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC",
+        (now,))
     live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
     switch = read_killswitch(conn)
-    found = []
     for shard, model, type_, has_command, count in groups:
         wanted = {"shard": shard, "model": model, "type": type_}
         needs = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None) or "any worker"

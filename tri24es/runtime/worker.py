@@ -280,7 +280,11 @@ class Worker:
             return next_beat
         if self.options.exit_when_idle and not self.paused:
             raise Stop(0, "idle")
-        self._wait(until=min(next_beat, time.monotonic() + self.options.poll_interval))
+        until = min(next_beat, time.monotonic() + self.options.poll_interval)
+        due = None if holding else self.services.next_due()
+        if due is not None:  # a delayed or backed-off task: no bell rings when its time comes
+            until = min(until, time.monotonic() + (due - self.services.clock()) / 1e6)
+        self._wait(until=until)
         return next_beat
 
     def _expire_leases(self) -> None:

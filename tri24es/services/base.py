@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -75,6 +76,8 @@ class TaskSpec:
     require_changes: bool = False
     resume: bool = False
     retry_from: ev.RetryFrom = ev.RetryFrom.BRANCH
+    not_before: datetime | None = None
+    retry_backoff: ev.Backoff | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
         max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
         command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
         review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
-        retry_from=spec.retry_from,
+        retry_from=spec.retry_from, not_before=spec.not_before,
+        retry_backoff=spec.retry_backoff,
     )
 
 
@@ -175,10 +179,14 @@ class ServiceBase:
         trace_id: str | None = None,
         clock: Callable[[], int] = system_clock_us,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        retry_backoff: ev.Backoff = ev.NO_BACKOFF,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.lease_us = int(lease_seconds * 1_000_000)
+        self.retry_backoff = retry_backoff  # a task's own retry_backoff wins
+        self.rng = rng or random.Random()  # draws the jitter of retry backoffs
         self.metadata = Metadata(
             actor=actor, trace_id=trace_id, host=host_id(), pid=os.getpid()
         )
@@ -243,8 +251,15 @@ class ServiceBase:
                 return False
             worker = WORKERS.load_by_id(conn, worker_id)
             return worker is not None and QUEUE.first_claimable(
-                conn, worker.shard, worker.model, worker.type, bool(worker.has_exec)
+                conn, worker.shard, worker.model, worker.type, bool(worker.has_exec),
+                self.clock(),
             ) is not None
+
+    def next_due(self) -> int | None:
+        """When the next queued task that waits for a time (a delay, a retry's backoff) may
+        be claimed, in microseconds: an idle worker wakes then, since no bell rings for it."""
+        with self.store.snapshot() as tx:
+            return QUEUE.next_due(connection_of(tx), self.clock())
 
     def control(self, worker_id: str) -> tuple[WorkerRow, KillSwitchView]:
         """What steers a worker, read in one snapshot: its row (requests, state) and the

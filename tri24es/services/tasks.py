@@ -22,6 +22,7 @@ from tri24es.projections import (
 )
 from tri24es.projections.spend import from_units, to_units
 from tri24es.projections.sql import Db
+from tri24es.scheduling import retry_wait_us
 from tri24es.services.base import (
     Claim,
     ServiceBase,
@@ -107,7 +108,7 @@ class TaskCommands(ServiceBase):
             if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
                 return None
             row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
-                                        bool(worker.has_exec))
+                                        bool(worker.has_exec), self.clock())
             if row is None:
                 return None
             lease = from_us(self.clock() + self.lease_us)
@@ -216,7 +217,8 @@ class TaskCommands(ServiceBase):
                                                   error=error, worker=worker))
             elif retryable and row.attempts_left() > 0:
                 events.append(ev.TaskRequeued(task_id=task_id, attempt=attempt, worker=worker,
-                                              reason=RequeueReason.RETRY))
+                                              reason=RequeueReason.RETRY,
+                                              not_before=self._retry_after(row)))
             else:
                 events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                   error=error, worker=worker))
@@ -272,6 +274,14 @@ class TaskCommands(ServiceBase):
                                     reason=RequeueReason.MANUAL, by=by, budget_usd=budget_usd)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
+    def _retry_after(self, row: TaskRow) -> datetime | None:
+        """When a task whose attempt failed may run again: its backoff (its own, else the
+        fleet's) for the failures in a row that counted, drawn now and recorded in the
+        event, so that a replay gives the same time. None: at once."""
+        wait = retry_wait_us(row.backoff() or self.retry_backoff, row.attempt - row.retries_from,
+                             self.rng)
+        return from_us(self.clock() + wait) if wait > 0 else None
+
     @staticmethod
     def _check_task(row: TaskRow, event: Event) -> None:
         advance_task(TaskState(row.state), event)  # raises IllegalTransition
@@ -295,7 +305,8 @@ class TaskCommands(ServiceBase):
                 elif row.attempts_left() > 0:
                     events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
                                               worker=row.worker,
-                                              reason=RequeueReason.LEASE_EXPIRED)]
+                                              reason=RequeueReason.LEASE_EXPIRED,
+                                              not_before=self._retry_after(row))]
                 else:
                     events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
                                                   error="lease expired", worker=row.worker)]

@@ -1,0 +1,154 @@
+"""Scheduling in the claim, on a real store of each backend with a clock the test controls:
+retry backoff, delays, dependencies, changes to waiting tasks, fleet-wide caps."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import eventlog
+from eventlog import EventStore
+from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submit, task
+from tri24es import events as ev
+from tri24es.events import Backoff, RequeueReason
+from tri24es.projections import connection_of, reads, rebuild, verify
+from tri24es.services import Services
+from tri24es.timeutil import from_us, to_us
+
+FLEET = Backoff(base_s=10, cap_s=60)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(new_url: Callable[[], str], clock: Clock) -> Iterator[EventStore]:
+    s = eventlog.open_store(new_url(), clock=clock)
+    yield s
+    assert verify(s) == []  # after every scenario: the inline views equal a fresh replay
+    s.close()
+
+
+@pytest.fixture
+def svc(store: EventStore, clock: Clock) -> Services:
+    return Services(store, clock=clock, lease_seconds=LEASE_S, actor="test",
+                    retry_backoff=FLEET, rng=random.Random(7))
+
+
+def fail_once(svc: Services, task_id: str, worker: str = "w") -> ev.TaskRequeued:
+    claim = svc.claim(worker)
+    assert claim is not None
+    assert claim.task_id == task_id
+    svc.fail(task_id, worker, claim.attempt, "boom")
+    last = svc.store.read_stream(ev.task_stream(task_id))[-1]
+    requeued = ev.decode_event(last)
+    assert isinstance(requeued, ev.TaskRequeued)
+    return requeued
+
+
+def waits(store: EventStore, now: int) -> list[str]:
+    with store.snapshot() as tx:
+        return [str(w) for w in reads.waiting(connection_of(tx), now)]
+
+
+# --- backoff -----------------------------------------------------------------------------
+
+
+def test_a_failed_attempt_waits_its_backoff_doubling_up_to_the_cap(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "a", max_retries=5)
+    start(svc, "w")
+    waited = []
+    for failures in range(1, 5):
+        requeued = fail_once(svc, "a")
+        assert requeued.reason is RequeueReason.RETRY
+        assert requeued.not_before is not None
+        wait = to_us(requeued.not_before) - clock.now
+        step = min(10 * 2 ** (failures - 1), 60) * SECOND
+        assert step // 2 <= wait <= step, (failures, wait)  # jittered, never sooner than half
+        waited.append(wait)
+        assert task(svc, store, "a").not_before == to_us(requeued.not_before)
+        assert svc.claim("w") is None  # not before its time
+        assert not svc.claimable("w")
+        assert svc.next_due() == to_us(requeued.not_before)
+        assert waits(store, clock.now) == [
+            f"1 waiting for their time: a delay or a retry's backoff; the first at "
+            f"{from_us(to_us(requeued.not_before)).isoformat().replace('+00:00', 'Z')}"]
+        clock.now = to_us(requeued.not_before) - 1
+        assert svc.claim("w") is None
+        clock.now += 1
+        assert svc.claimable("w")  # the loop's next claim takes it, at its time
+    assert waited[3] <= 60 * SECOND
+
+
+def test_stops_that_are_not_failures_are_not_delayed(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "a")
+    start(svc, "w")
+    for reason in sorted(ev.STOP_REASONS):
+        claim = svc.claim("w")
+        assert claim is not None, reason
+        svc.requeue("a", reason, attempt=claim.attempt)
+        assert task(svc, store, "a").not_before is None
+    assert svc.claim("w") is not None  # at once, the same instant
+
+
+def test_a_tasks_own_backoff_wins_and_zero_retries_at_once(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "own", retry_backoff=Backoff(base_s=100, cap_s=100))
+    submit(svc, "now", retry_backoff=Backoff(base_s=0, cap_s=0))
+    start(svc, "w")
+    requeued = fail_once(svc, "own")
+    assert requeued.not_before is not None
+    assert 50 * SECOND <= to_us(requeued.not_before) - clock.now <= 100 * SECOND
+    assert task(svc, store, "own").backoff() == Backoff(base_s=100, cap_s=100)
+    assert fail_once(svc, "now").not_before is None
+    assert svc.claim("w") is not None
+
+
+def test_an_expired_lease_is_backed_off_and_a_manual_retry_is_not(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "a", max_retries=1)
+    start(svc, "w")
+    assert svc.claim("w") is not None
+    clock.advance(LEASE_S + 1)
+    svc.expire_leases()
+    row = task(svc, store, "a")
+    assert row.state == "queued"
+    assert row.not_before is not None
+    assert row.not_before > clock.now
+    clock.now = row.not_before
+    start(svc, "w2")
+    claim = svc.claim("w2")
+    assert claim is not None
+    svc.fail("a", "w2", claim.attempt, "boom")  # the last attempt: dead-lettered
+    assert task(svc, store, "a").state == "failed"
+    svc.retry("a", by="test")
+    assert task(svc, store, "a").not_before is None
+    assert svc.claimable("w")
+
+
+def test_backoff_is_in_the_log_so_a_replay_gives_the_same_time(
+    new_url: Callable[[], str], clock: Clock
+) -> None:
+    store = eventlog.open_store(new_url(), clock=clock)
+    try:
+        svc = Services(store, clock=clock, lease_seconds=LEASE_S, retry_backoff=FLEET)
+        submit(svc, "a")
+        start(svc, "w")
+        requeued = fail_once(svc, "a")
+        assert requeued.not_before is not None
+        assert verify(store) == []
+        rebuild(store)
+        assert task(svc, store, "a").not_before == to_us(requeued.not_before)
+    finally:
+        store.close()
+

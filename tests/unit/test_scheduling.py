@@ -1,0 +1,68 @@
+"""The pure helpers of scheduling: backoffs, delays, waits."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from tri24es.events import NO_BACKOFF, Backoff
+from tri24es.scheduling import parse_backoff, parse_when, retry_wait_us
+
+NOW = 1_800_000_000_000_000
+S = 1_000_000
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5s..10m", Backoff(base_s=5, cap_s=600)),
+    ("30s", Backoff(base_s=30, cap_s=30 * 64)),
+    ("1m..1h30m", Backoff(base_s=60, cap_s=5400)),
+    ("0", NO_BACKOFF),
+    ("none", NO_BACKOFF),
+    ("0..0", NO_BACKOFF),
+])
+def test_parse_backoff(text: str, expected: Backoff) -> None:
+    assert parse_backoff(text) == expected
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("5", "expected e.g. 5s..10m"),
+    ("10m..5s", "the cap is shorter than the base"),
+    ("soon", "expected e.g."),
+    ("-5s", "expected e.g."),
+    ("", "expected e.g."),
+])
+def test_parse_backoff_refuses(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_backoff(text)
+
+
+def test_the_wait_doubles_per_failure_within_half_and_all_of_the_step() -> None:
+    backoff, rng = Backoff(base_s=10, cap_s=45), random.Random(1)
+    for failures, step in [(1, 10), (2, 20), (3, 40), (4, 45), (30, 45), (500, 45)]:
+        draws = [retry_wait_us(backoff, failures, rng) for _ in range(200)]
+        assert all(step * S // 2 <= d <= step * S for d in draws)
+        assert len(set(draws)) > 100  # jittered: tasks failing together come back apart
+    assert retry_wait_us(NO_BACKOFF, 3, rng) == 0
+
+
+JAN_15 = int(datetime(2027, 1, 15, 3, tzinfo=UTC).timestamp()) * S
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("now", NOW),
+    ("10m", NOW + 600 * S),
+    ("in 1h30m", NOW + 5400 * S),
+    ("2027-01-15T03:00:00Z", JAN_15),
+    ("2027-01-15T03:00", JAN_15),  # naive: UTC
+    ("2027-01-15T04:00+01:00", JAN_15),
+])
+def test_parse_when(text: str, expected: int) -> None:
+    assert parse_when(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "in soon", "10x", "", "2027-13-01"])
+def test_parse_when_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="bad time"):
+        parse_when(text, NOW)
