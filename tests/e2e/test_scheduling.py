@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Run
-from tests.e2e.test_worker import Fleet, wait_until
+from tests.e2e.test_worker import AGENT, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.timeutil import to_us
 
@@ -66,3 +67,38 @@ def test_submit_takes_a_retry_backoff_and_refuses_a_bad_one(run: Run) -> None:
     assert env_bad.returncode == 2
     assert env_bad.stderr.count("\n") == 1
     assert "TRI24ES_RETRY_BACKOFF" in env_bad.stderr
+
+
+def test_submit_in_and_at_delay_a_task_and_a_queue_file_may_too(fleet: Fleet) -> None:
+    done = fleet.run("submit", "Later", "--id", "later", "--in", "2s", "--command",
+                     f"{sys.executable} {AGENT} say later")
+    assert done.returncode == 0, done.stderr
+    queue = fleet.root / "tasks" / "queue"
+    (queue / "filed.md").write_text("# Filed\nnot_before: 2s\ncommand: true\n")
+    assert fleet.run("queue-watcher", "--once").returncode == 0
+    listed = fleet.run("tasks", "list")
+    assert "not before" in listed.stdout
+    assert "2 waiting for their time" in listed.stderr
+    submitted = {e.task_id: e for e in fleet.events(ev.TaskSubmitted)}
+    proc = fleet.worker("--id", "w1", exec_=None, env={"POLL_INTERVAL": "60"}, lease=30.0)
+    wait_until(lambda: fleet.state("later") == fleet.state("filed") == "completed",
+               "the delayed tasks completed")
+    for task_id in ("later", "filed"):
+        due = submitted[task_id].not_before
+        assert due is not None
+        [(_, claimed)] = claims_of(fleet, task_id)
+        assert claimed >= to_us(due)
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--in", "soon"], "bad --in 'soon': expected a delay such as 10m or 1h30m"),
+    (["--at", "tomorrow"], "bad time 'tomorrow': expected an ISO-8601 time (e.g. "
+     "2026-12-01T03:00Z), a delay such as 10m or 'in 1h30m', or now"),
+    (["--at", "2027-01-01T00:00Z", "--in", "5m"], "give --at or --in, not both"),
+])
+def test_submit_refuses_a_bad_time(run: Run, args: list[str], error: str) -> None:
+    assert run("init").returncode == 0
+    done = run("submit", "x", "--id", "x", *args)
+    assert (done.returncode, done.stderr) == (2, f"tri24es: error: {error}: nothing submitted\n")
+    assert run("tasks", "show", "x").returncode == 1

@@ -152,3 +152,29 @@ def test_backoff_is_in_the_log_so_a_replay_gives_the_same_time(
     finally:
         store.close()
 
+
+
+# --- delays ------------------------------------------------------------------------------
+
+
+def test_a_delayed_task_is_claimed_at_its_time_and_others_go_first(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    later = clock.now + 60 * SECOND
+    submit(svc, "later", priority=ev.Priority.CRITICAL, not_before=from_us(later))
+    submit(svc, "now", priority=ev.Priority.LOW)
+    start(svc, "w")
+    assert task(svc, store, "later").not_before == later
+    assert svc.next_due() == later
+    claim = svc.claim("w")
+    assert claim is not None
+    assert claim.task_id == "now"  # the critical one waits for its time
+    svc.complete("now", "w", 1)
+    assert svc.claim("w") is None
+    assert waits(store, clock.now)[0].startswith("1 waiting for their time")
+    clock.now = later
+    claim = svc.claim("w")
+    assert claim is not None
+    assert claim.task_id == "later"
+    assert svc.next_due() is None
+    assert waits(store, clock.now) == []

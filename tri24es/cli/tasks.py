@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,19 @@ def _title_of(body: str, fallback: str) -> str:
         if line.startswith("# "):
             return line[2:].strip() or fallback
     return fallback
+
+
+def _not_before(at: str | None, in_: str | None) -> datetime | None:
+    """``--at`` or ``--in`` as the time a task may first be claimed."""
+    from tri24es.scheduling import parse_when
+    from tri24es.timeutil import from_us, now_us
+
+    if at is not None and in_ is not None:
+        raise ValueError("give --at or --in, not both")
+    if in_ is not None and not in_.strip()[:1].isdigit():
+        raise ValueError(f"bad --in {in_!r}: expected a delay such as 10m or 1h30m")
+    when = at if at is not None else in_
+    return None if when is None else from_us(parse_when(when, now_us()))
 
 
 def submit(
@@ -98,6 +112,14 @@ def submit(
                                  "(e.g. 10s..5m, doubling per failure, jittered), BASE, or 0 "
                                  "(default TRI24ES_RETRY_BACKOFF).")
     ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Not claimed before this time (ISO-8601, naive "
+                                 "means UTC).")
+    ] = None,
+    in_: Annotated[
+        str | None, typer.Option("--in", help="Not claimed before this delay from now (e.g. "
+                                 "10m, 1h30m).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -134,6 +156,7 @@ def submit(
         budget = None if max_budget is None else parse_budget(max_budget)
         since = parse_retry_from(retry_from)
         backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
+        not_before = _not_before(at, in_)
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
@@ -141,7 +164,7 @@ def submit(
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
         max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
         require_changes=require_changes, resume=resume, retry_from=since,
-        retry_backoff=backoff,
+        retry_backoff=backoff, not_before=not_before,
     )
     with context_of(ctx).services() as services:
         row, new = services.submit(spec)
