@@ -150,6 +150,7 @@ class TaskSubmitted(Event):
     # Scheduling:
     not_before: AwareDatetime | None = None  # not claimed before this time (submit --at/--in)
     retry_backoff: Backoff | None = None  # this task's retry backoff (default: the fleet's)
+    after: tuple[str, ...] = ()  # tasks that must complete before this one is claimed
 
 
 class TaskRejected(Event):
@@ -265,6 +266,22 @@ class TaskRequeued(Event):
     by: str | None = None
     budget_usd: Money | None = None  # a manual retry's new max_budget_usd for the whole task
     not_before: AwareDatetime | None = None  # a failed attempt's backoff: no claim before it
+
+
+class TaskBlocked(Event):
+    """A dependency failed, was cancelled or is blocked itself: the task waits for a person
+    (a ``tasks retry`` of the dependency unblocks it)."""
+
+    task_id: str
+    dependency: str
+    reason: str
+
+
+class TaskUnblocked(Event):
+    """No dependency of the task is failed, cancelled or blocked any more."""
+
+    task_id: str
+    dependency: str  # the one whose retry unblocked it
 
 
 class TaskDeadLettered(Event):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,33 @@ def test_submit_refuses_a_bad_time(run: Run, args: list[str], error: str) -> Non
     done = run("submit", "x", "--id", "x", *args)
     assert (done.returncode, done.stderr) == (2, f"tri24es: error: {error}: nothing submitted\n")
     assert run("tasks", "show", "x").returncode == 1
+
+
+def test_a_chain_of_queue_files_runs_in_dependency_order(fleet: Fleet) -> None:
+    queue = fleet.root / "tasks" / "queue"
+    (queue / "CRITICAL").mkdir()
+    (queue / "CRITICAL" / "deploy.md").write_text("# Deploy\nafter: test\n")
+    (queue / "test.md").write_text("# Test\nafter: build\n")
+    (queue / "build.md").write_text("# Build\n")
+    (queue / "typo.md").write_text("# Typo\nafter: biuld\n")
+    scanned = fleet.run("queue-watcher", "--once")
+    assert "submitted 3, already known 0, rejected 1" in scanned.stdout, scanned.stdout
+    assert (fleet.root / "tasks/rejected/typo.md.reason").read_text().startswith(
+        "unknown dependency 'biuld'")
+    proc = fleet.worker("--id", "w1", "--exit-when-idle", exec_="true")
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    assert [e.task_id for e in fleet.events(ev.TaskCompleted)] == ["build", "test", "deploy"]
+
+
+def test_submit_after_refuses_an_unknown_dependency_in_one_line(run: Run) -> None:
+    assert run("init").returncode == 0
+    assert run("submit", "Build", "--id", "build").returncode == 0
+    done = run("submit", "Deploy", "--id", "deploy", "--after", "build", "--after", "nope")
+    assert (done.returncode, done.stderr) == (
+        2, "tri24es: error: task 'deploy': unknown dependency 'nope': nothing submitted\n")
+    assert run("submit", "Deploy", "--id", "deploy", "--after", "build").returncode == 0
+    listed = run("tasks", "list")
+    assert "after build" in listed.stdout
+    assert "1 waiting for their dependencies: not completed yet" in listed.stderr
+    shown = run("tasks", "show", "deploy", "--json")
+    assert json.loads(shown.stdout)["task"]["after"] == ["build"]

@@ -14,7 +14,7 @@ from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submi
 from tri24es import events as ev
 from tri24es.events import Backoff, RequeueReason
 from tri24es.projections import connection_of, reads, rebuild, verify
-from tri24es.services import Services
+from tri24es.services import DependencyError, Services, TaskSpec
 from tri24es.timeutil import from_us, to_us
 
 FLEET = Backoff(base_s=10, cap_s=60)
@@ -178,3 +178,110 @@ def test_a_delayed_task_is_claimed_at_its_time_and_others_go_first(
     assert claim.task_id == "later"
     assert svc.next_due() is None
     assert waits(store, clock.now) == []
+
+
+# --- dependencies ------------------------------------------------------------------------
+
+
+def test_a_task_is_claimed_once_all_its_dependencies_completed(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "build")
+    submit(svc, "lint")
+    submit(svc, "deploy", priority=ev.Priority.CRITICAL, after=("build", "lint"))
+    assert task(svc, store, "deploy").deps_open == 2
+    assert task(svc, store, "build").waiting_tasks == ["deploy"]
+    start(svc, "w")
+    for expected in ("build", "lint"):
+        assert waits(store, clock.now) == ["1 waiting for their dependencies: not completed yet"]
+        claim = svc.claim("w")
+        assert claim is not None
+        assert claim.task_id == expected  # the critical one waits for them
+        svc.complete(expected, "w", 1)
+    assert task(svc, store, "deploy").deps_open == 0
+    claim = svc.claim("w")
+    assert claim is not None
+    assert claim.task_id == "deploy"
+
+
+def test_a_completed_dependency_counts_at_submit(svc: Services, store: EventStore) -> None:
+    submit(svc, "build")
+    start(svc, "w")
+    assert svc.claim("w") is not None
+    svc.complete("build", "w", 1)
+    submit(svc, "deploy", after=("build",))
+    assert task(svc, store, "deploy").deps_open == 0
+    assert svc.claimable("w")
+
+
+def test_a_failed_dependency_blocks_the_chain_and_its_retry_unblocks_it(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "build", max_retries=0)
+    submit(svc, "test", after=("build",))
+    submit(svc, "deploy", after=("test",))
+    start(svc, "w")
+    claim = svc.claim("w")
+    assert claim is not None
+    svc.fail("build", "w", 1, "boom")
+    assert task(svc, store, "build").state == "failed"
+    assert task(svc, store, "test").blocked == "dependency build failed"
+    assert task(svc, store, "deploy").blocked == "dependency test is blocked"
+    blocked = [ev.decode_event(r) for r in store.read_all(types=[ev.TaskBlocked.topic])]
+    assert [(e.task_id, e.dependency) for e in blocked] == [  # type: ignore[attr-defined]
+        ("test", "build"), ("deploy", "test")]
+    assert waits(store, clock.now) == [
+        "1 waiting for their dependencies: blocked: dependency build failed",
+        "1 waiting for their dependencies: blocked: dependency test is blocked"]
+    submit(svc, "late", after=("deploy",))  # blocked at once: its dependency is
+    assert task(svc, store, "late").blocked == "dependency deploy is blocked"
+    svc.retry("build", by="test")
+    for task_id in ("test", "deploy", "late"):
+        assert task(svc, store, task_id).blocked is None
+    assert svc.claim("w") is not None  # build again; the rest still waits for it
+    svc.complete("build", "w", 2)
+    claim = svc.claim("w")
+    assert claim is not None
+    assert claim.task_id == "test"
+
+
+def test_a_cancelled_dependency_blocks_and_another_bad_one_keeps_it_blocked(
+    svc: Services, store: EventStore
+) -> None:
+    submit(svc, "a", max_retries=0)
+    submit(svc, "b")
+    submit(svc, "c", after=("a", "b"))
+    svc.cancel("b", by="test")
+    assert task(svc, store, "c").blocked == "dependency b was cancelled"
+    start(svc, "w")
+    claim = svc.claim("w")
+    assert claim is not None
+    svc.fail("a", "w", 1, "boom")
+    svc.retry("a", by="test")
+    assert task(svc, store, "c").blocked == "dependency b was cancelled"  # b still is
+
+
+@pytest.mark.parametrize(("after", "error"), [
+    (("nope",), "task 'x': unknown dependency 'nope'"),
+    (("x",), "task 'x': a task cannot wait for itself"),
+])
+def test_unknown_and_self_dependencies_are_refused_and_nothing_is_written(
+    svc: Services, store: EventStore, after: tuple[str, ...], error: str
+) -> None:
+    head = store.head()
+    with pytest.raises(DependencyError, match=error):
+        svc.submit(TaskSpec("x", "x", after=after))
+    assert store.head() == head
+
+
+def test_a_batch_is_submitted_in_dependency_order_and_a_cycle_is_refused(
+    svc: Services, store: EventStore
+) -> None:
+    batch = [TaskSpec("deploy", "d", after=("test",)), TaskSpec("test", "t", after=("build",)),
+             TaskSpec("build", "b")]
+    assert svc.submit_many(batch) == ["build", "test", "deploy"]
+    assert task(svc, store, "deploy").deps_open == 1
+    head = store.head()
+    with pytest.raises(DependencyError, match="dependency cycle"):
+        svc.submit_many([TaskSpec("p", "p", after=("q",)), TaskSpec("q", "q", after=("p",))])
+    assert store.head() == head

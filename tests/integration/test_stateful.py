@@ -7,6 +7,7 @@ step the inline views must equal a fresh replay of the log.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -28,7 +29,14 @@ from tri24es.machines import IllegalTransition
 from tri24es.projections import connection_of, reads, verify
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.workers import WorkerRow
-from tri24es.services import NotFound, ServiceError, Services, StaleAttempt, TaskSpec
+from tri24es.services import (
+    DependencyError,
+    NotFound,
+    ServiceError,
+    Services,
+    StaleAttempt,
+    TaskSpec,
+)
 from tri24es.timeutil import from_us
 
 REFUSED = (StaleAttempt, NotFound, IllegalTransition, ServiceError)
@@ -52,7 +60,9 @@ class ServicesMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.store = eventlog.open_store(new_url(), clock=self.clock)
-        self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test")
+        self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test",
+                            retry_backoff=ev.Backoff(base_s=5, cap_s=40),
+                            rng=random.Random(0))
         self.submitted: list[str] = []
 
     def teardown(self) -> None:
@@ -63,6 +73,9 @@ class ServicesMachine(RuleBasedStateMachine):
     def tasks(self) -> list[TaskRow]:
         with self.store.transaction() as tx:
             return reads.tasks(connection_of(tx))
+
+    def tasks_by_id(self) -> dict[str, TaskRow]:
+        return {t.task_id: t for t in self.tasks()}
 
     def workers(self) -> dict[str, WorkerRow]:
         with self.store.transaction() as tx:
@@ -100,6 +113,30 @@ class ServicesMachine(RuleBasedStateMachine):
         assert new
         self.submitted.append(task_id)
 
+    @rule(data=st.data(), priority=st.sampled_from(Priority),
+          delay=st.sampled_from([None, 0, 20, 90]), backoff=st.sampled_from([None, 0, 10]))
+    def submit_scheduled(self, data: st.DataObject, priority: Priority, delay: int | None,
+                         backoff: int | None) -> None:
+        """A task waiting for others (sometimes an unknown one, or itself), a time, or with a
+        backoff of its own."""
+        task_id = f"t{len(self.submitted)}"
+        after = tuple(data.draw(st.lists(st.sampled_from([*self.submitted, "missing", task_id]),
+                                         max_size=3, unique=True), label="after"))
+        spec = TaskSpec(
+            task_id, task_id, priority=priority, max_retries=1, after=after,
+            not_before=None if delay is None else from_us(self.clock.now + delay * SECOND),
+            retry_backoff=None if backoff is None else ev.Backoff(base_s=backoff, cap_s=backoff))
+        try:
+            self.svc.submit(spec)
+        except DependencyError:
+            assert "missing" in after or task_id in after
+            return
+        self.submitted.append(task_id)
+
+    @rule(seconds=st.integers(1, 60))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.now += seconds * SECOND
+
     @rule(worker=WORKER_IDS)
     def start_worker(self, worker: str) -> None:
         with contextlib.suppress(*REFUSED):
@@ -120,6 +157,10 @@ class ServicesMachine(RuleBasedStateMachine):
         assert claim.row.state == "running"
         assert claim.row.worker == worker
         assert claim.row.shard in (None, WORKER_SHARDS[worker])
+        assert claim.row.deps_open == 0
+        assert claim.row.not_before is None or claim.row.not_before <= self.clock.now
+        for dependency in claim.row.after:  # every dependency completed
+            assert self.tasks_by_id()[dependency].state == "completed"
 
     @rule()
     def every_worker_claims(self) -> None:
@@ -217,6 +258,20 @@ class ServicesMachine(RuleBasedStateMachine):
                 held = tasks[w.current_task]
                 assert (held.state, held.worker, held.attempt) == (
                     "running", w.worker_id, w.current_attempt)
+
+    @invariant()
+    def dependencies_are_counted_and_blocked_right(self) -> None:
+        tasks = self.tasks_by_id()
+        for row in tasks.values():
+            deps = [tasks[d] for d in row.after]
+            assert row.deps_open == sum(d.state != "completed" for d in deps), row.task_id
+            if row.state != "queued":
+                continue
+            bad = [d for d in deps if d.state in ("failed", "cancelled")
+                   or (d.state == "queued" and d.blocked)]
+            # Blocked exactly while a dependency failed, was cancelled or is blocked itself.
+            assert bool(row.blocked) == bool(bad), (
+                row.task_id, row.blocked, [(d.task_id, d.state, d.blocked) for d in deps])
 
     @invariant()
     def no_task_completes_twice(self) -> None:

@@ -28,6 +28,8 @@ SAMPLES: list[ev.Event] = [
     ev.TaskFailed(task_id="t1", worker="w1", attempt=1, error="exit 3", exit_code=3),
     ev.TaskRequeued(task_id="t1", attempt=1, reason=ev.RequeueReason.LEASE_EXPIRED),
     ev.TaskDeadLettered(task_id="t1", attempts=3, error="exit 3"),
+    ev.TaskBlocked(task_id="t2", dependency="t1", reason="dependency t1 failed"),
+    ev.TaskUnblocked(task_id="t2", dependency="t1"),
     ev.TaskCancelled(task_id="t1", by="alice"),
     ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
     ev.WorkerHeartbeat(worker="w1"),

@@ -9,6 +9,8 @@ import pytest
 
 from tri24es.events import NO_BACKOFF, Backoff
 from tri24es.scheduling import parse_backoff, parse_when, retry_wait_us
+from tri24es.services import TaskSpec
+from tri24es.services.dependencies import order_by_dependencies
 
 NOW = 1_800_000_000_000_000
 S = 1_000_000
@@ -66,3 +68,30 @@ def test_parse_when(text: str, expected: int) -> None:
 def test_parse_when_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="bad time"):
         parse_when(text, NOW)
+
+
+def spec(task_id: str, *after: str) -> TaskSpec:
+    return TaskSpec(task_id, task_id, after=after)
+
+
+def test_order_by_dependencies_puts_dependencies_first() -> None:
+    ordered, problems = order_by_dependencies(
+        [spec("c", "b", "old"), spec("b", "a"), spec("a"), spec("d", "c")], {"old"}.__contains__)
+    assert [s.task_id for s in ordered] == ["a", "b", "c", "d"]
+    assert problems == {}
+
+
+def test_order_by_dependencies_refuses_cycles_unknown_ids_and_what_depends_on_them() -> None:
+    ordered, problems = order_by_dependencies(
+        [spec("p", "q"), spec("q", "r"), spec("r", "p"), spec("self", "self"),
+         spec("lost", "nowhere"), spec("after-lost", "lost"), spec("fine")],
+        lambda _: False)
+    assert [s.task_id for s in ordered] == ["fine"]
+    assert problems == {
+        "r": "dependency cycle p -> q -> r -> p",
+        "q": "dependency 'r' is refused",
+        "p": "dependency 'q' is refused",
+        "self": "a task cannot wait for itself",
+        "lost": "unknown dependency 'nowhere'",
+        "after-lost": "dependency 'lost' is refused",
+    }

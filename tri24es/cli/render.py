@@ -62,6 +62,9 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "lease_expires_at": _iso(row.lease_expires_at),
         "not_before": _iso(row.not_before),  # a delay or a retry's backoff: no claim before
         "retry_backoff": None if (b := row.backoff()) is None else f"{b.base_s:g}s..{b.cap_s:g}s",
+        "after": row.after,  # claimed only once these completed
+        "dependencies_open": row.deps_open,  # of them, not completed yet
+        "blocked": row.blocked,  # why it waits for a person (a dependency failed)
         "pid": row.pid,
         "last_error": row.last_error,
         "submitted_position": row.submitted_position,

@@ -120,6 +120,10 @@ def submit(
         str | None, typer.Option("--in", help="Not claimed before this delay from now (e.g. "
                                  "10m, 1h30m).")
     ] = None,
+    after: Annotated[
+        list[str] | None, typer.Option("--after", help="Claimed only once this task has "
+                                       "completed (repeatable).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -128,7 +132,13 @@ def submit(
     """
     from tri24es.agents import check_agent
     from tri24es.cli.render import task_dict
-    from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command, parse_retry_from
+    from tri24es.inputs.taskfile import (
+        id_problem,
+        parse_after,
+        parse_budget,
+        parse_command,
+        parse_retry_from,
+    )
     from tri24es.scheduling import parse_backoff
     from tri24es.services import TaskSpec
 
@@ -157,6 +167,7 @@ def submit(
         since = parse_retry_from(retry_from)
         backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
         not_before = _not_before(at, in_)
+        waits_for = parse_after(" ".join(after or ()))
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
@@ -164,10 +175,15 @@ def submit(
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
         max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
         require_changes=require_changes, resume=resume, retry_from=since,
-        retry_backoff=backoff, not_before=not_before,
+        retry_backoff=backoff, not_before=not_before, after=waits_for,
     )
+    from tri24es.services import DependencyError
+
     with context_of(ctx).services() as services:
-        row, new = services.submit(spec)
+        try:
+            row, new = services.submit(spec)
+        except DependencyError as e:
+            raise DependencyError(f"{e}: nothing submitted") from None
     if as_json:
         print_json({"task_id": row.task_id, "new": new, **task_dict(row)})
     elif new:
@@ -202,6 +218,9 @@ def list_tasks(
         d = task_dict(row)
         later = f"  not before {d['not_before']}" if d["not_before"] and row.state == "queued" \
             else ""
+        if row.state == "queued" and (row.blocked or row.deps_open):
+            later += f"  blocked: {row.blocked}" if row.blocked else \
+                f"  after {', '.join(row.after)}"
         typer.echo(
             f"{row.task_id:<28} {row.state:<10} {d['priority']:<8} "
             f"attempts {row.attempt}, retries {row.retries_used}/{row.max_retries}  "

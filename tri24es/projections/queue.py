@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -15,6 +16,7 @@ from tri24es.events import (
     SpendRecorded,
     TaskApproved,
     TaskAwaitingReview,
+    TaskBlocked,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -26,6 +28,7 @@ from tri24es.events import (
     TaskReviewRejected,
     TaskStarted,
     TaskSubmitted,
+    TaskUnblocked,
 )
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
@@ -62,10 +65,14 @@ CREATE TABLE IF NOT EXISTS queue (
     spent_units        INTEGER NOT NULL,  -- spend recorded for the task so far (1e-10 USD)
     not_before         INTEGER,           -- no claim before (a delay, a retry's backoff), µs
     backoff_base_us    INTEGER,           -- the task's own retry backoff (NULL: the fleet's)
-    backoff_cap_us     INTEGER
+    backoff_cap_us     INTEGER,
+    after_ids          TEXT,              -- its dependencies, space-separated (ids hold none)
+    dependants         TEXT,              -- the tasks that wait for it, space-separated
+    deps_open          INTEGER NOT NULL,  -- dependencies not completed yet: claimable at 0
+    blocked            TEXT               -- why it waits for a person (a dependency failed)
 );
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
-    WHERE state = 'queued';
+    WHERE state = 'queued' AND deps_open = 0;
 CREATE INDEX IF NOT EXISTS queue_waiting ON queue (not_before)
     WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
@@ -75,14 +82,15 @@ COLUMNS = (
     "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
     " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
     " retries_from, has_command, budget_units, spent_units, not_before, backoff_base_us,"
-    " backoff_cap_us"
+    " backoff_cap_us, after_ids, dependants, deps_open, blocked"
 )
 
 # What changes after submission; the rest (and so the id index and the claim order) stays.
 _MUTABLE = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-            "version", "retries_from", "budget_units", "spent_units", "not_before")
+            "version", "retries_from", "budget_units", "spent_units", "not_before",
+            "dependants", "deps_open", "blocked")
 SAVE = (
-    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 24)})"
+    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 28)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE)
 )
@@ -114,6 +122,20 @@ class TaskRow:
     not_before: int | None = None
     backoff_base_us: int | None = None
     backoff_cap_us: int | None = None
+    after_ids: str | None = None
+    dependants: str | None = None
+    deps_open: int = 0
+    blocked: str | None = None
+
+    @property
+    def after(self) -> list[str]:
+        """The tasks this one waits for."""
+        return self.after_ids.split() if self.after_ids else []
+
+    @property
+    def waiting_tasks(self) -> list[str]:
+        """The tasks that wait for this one."""
+        return self.dependants.split() if self.dependants else []
 
     def attempts_left(self) -> int:
         """Claims still allowed after the current one: ``max_retries`` retries per budget."""
@@ -161,7 +183,8 @@ class QueueProjection(Projection[QueueView]):
                          TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled,
                          SpendRecorded, TaskAwaitingReview, TaskApproved, TaskReviewRejected,
                          # no move, but the stream's version: the next append expects it
-                         TaskResultRecorded, AgentSessionStarted, TaskMergeFailed})
+                         TaskResultRecorded, AgentSessionStarted, TaskMergeFailed,
+                         TaskBlocked, TaskUnblocked})
 
     def new_view(self) -> QueueView:
         return {}
@@ -191,6 +214,8 @@ class QueueProjection(Projection[QueueView]):
                     0, None if event.not_before is None else to_us(event.not_before),
                     *_backoff_us(event.retry_backoff),
                 )
+                if event.after:
+                    _depend(view, view[task_id], event.after)
             return
         state = _MOVES.get((row.state, kind))
         if state is None:  # a retry, or a move the task machine refuses (advance_task raises)
@@ -201,6 +226,10 @@ class QueueProjection(Projection[QueueView]):
                 if budget is not None:  # and may raise the spend cap of the whole task
                     row.budget_units = to_units(budget)
             state = str(moved)
+        if state == _COMPLETED and row.dependants and row.state != _COMPLETED:
+            for waiting in row.dependants.split():  # one dependency fewer to wait for
+                if (dependant := view.get(waiting)) is not None:
+                    dependant.deps_open -= 1
         row.state = state
         row.version = envelope.version
         row.updated_at = envelope.recorded_at
@@ -219,6 +248,11 @@ class QueueProjection(Projection[QueueView]):
         elif kind is TaskFailed:
             assert isinstance(event, TaskFailed)
             row.last_error = event.error
+        elif kind is TaskBlocked:
+            assert isinstance(event, TaskBlocked)
+            row.blocked = event.reason
+        elif kind is TaskUnblocked:
+            row.blocked = None
         elif kind in TASK_ENDS:
             row.worker = row.lease_expires_at = row.pid = None
             if isinstance(event, TaskDeadLettered):
@@ -235,7 +269,19 @@ class QueueProjection(Projection[QueueView]):
         if task_id is None:
             return None
         row = self.load_by_id(conn, task_id)
-        return {} if row is None else {task_id: row}
+        view = {} if row is None else {task_id: row}
+        event = envelope.event
+        # Rows the fold changes beside the event's own: a new task's dependencies, and the
+        # dependants of a task that completes.
+        related: Iterable[str] = ()
+        if isinstance(event, TaskSubmitted) and row is None:
+            related = event.after
+        elif row is not None and row.dependants and type(event) in _COMPLETING:
+            related = row.waiting_tasks
+        for other in related:
+            if (found := self.load_by_id(conn, other)) is not None:
+                view[other] = found
+        return view
 
     def save(self, conn: Db, view: QueueView) -> None:
         conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
@@ -258,13 +304,14 @@ class QueueProjection(Projection[QueueView]):
         field that is empty matches any worker; a set one only a worker with the same value.
         A worker without ``--exec`` takes only tasks that carry their own command, a task
         that has spent its whole budget is taken by none, and one whose ``not_before`` is
-        after ``now_us`` (a delay, a retry's backoff) not yet."""
+        after ``now_us`` (a delay, a retry's backoff) or that waits for dependencies not
+        yet (the index holds no such task)."""
         found = conn.execute(
             f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
             " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
             " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
             " AND (budget_units IS NULL OR spent_units < budget_units)"
-            " AND (not_before IS NULL OR not_before <= ?)"
+            " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
             " ORDER BY priority, submitted_position LIMIT 1",
             (shard, model, type, has_exec, now_us),
         ).fetchone()
@@ -289,6 +336,18 @@ class QueueProjection(Projection[QueueView]):
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
 
 
+def _depend(view: QueueView, row: TaskRow, after: tuple[str, ...]) -> None:
+    """A new task waits for ``after``: it counts those not completed, and each of them
+    lists it among the tasks waiting for it."""
+    row.after_ids = " ".join(after)
+    for dependency_id in after:
+        dependency = view.get(dependency_id)
+        if dependency is None or dependency.state != _COMPLETED:
+            row.deps_open += 1  # an unknown one (refused at submit) is never completed
+        if dependency is not None:
+            dependency.dependants = " ".join((*dependency.waiting_tasks, row.task_id))
+
+
 def _backoff_us(backoff: Backoff | None) -> tuple[int | None, int | None]:
     if backoff is None:
         return None, None
@@ -301,6 +360,8 @@ _MOVES = fixed_moves(
     lambda state, kind: state is TaskState.FAILED and kind is TaskRequeued,
 )
 _QUEUED = TaskState.QUEUED.value
+_COMPLETED = TaskState.COMPLETED.value
+_COMPLETING = (TaskCompleted, TaskApproved)
 _RANKS = {priority: priority.rank for priority in Priority}
 
 

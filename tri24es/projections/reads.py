@@ -85,14 +85,19 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
     found = []
     later, first = conn.execute(
         "SELECT count(*), min(not_before) FROM queue INDEXED BY queue_waiting"
-        " WHERE state = 'queued' AND not_before > ?", (now,)).fetchone()
+        " WHERE state = 'queued' AND not_before > ? AND deps_open = 0", (now,)).fetchone()
     if later:
         found.append(Waiting(later, "their time", f"a delay or a retry's backoff; the first "
                              f"at {iso_time(first)}"))
+    for blocked, count in conn.execute(
+            "SELECT blocked, count(*) FROM queue WHERE state = 'queued' AND deps_open > 0"
+            " GROUP BY 1 ORDER BY 2 DESC, 1"):
+        found.append(Waiting(count, "their dependencies", f"blocked: {blocked}" if blocked
+                             else "not completed yet"))
     groups = conn.execute(
         "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
-        " AND (not_before IS NULL OR not_before <= ?) GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC",
-        (now,))
+        " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
+        " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC", (now,))
     live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
     switch = read_killswitch(conn)
     for shard, model, type_, has_command, count in groups:

@@ -51,6 +51,7 @@ from tri24es.runtime.agent import private_dirs, write_private
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
+from tri24es.services.dependencies import order_by_dependencies
 
 DEFAULT_SETTLE = 0.2
 BATCH_SIZE = 500
@@ -218,7 +219,13 @@ class QueueWatcher:
                 recheck = self.settle if recheck is None else min(recheck, self.settle)
             else:
                 batch[verdict.task_id] = (candidate, verdict)
-        self._submit(list(batch.values()), report)
+        ordered, problems = order_by_dependencies([spec for _, spec in batch.values()],
+                                                  self._is_known)
+        for task_id, problem in problems.items():  # an unknown dependency, a cycle
+            candidate, spec = batch.pop(task_id)
+            rejections.append((candidate, Rejection(task_id, problem, candidate.source),
+                               spec.body.encode()))
+        self._submit([batch[spec.task_id] for spec in ordered], report)
         for candidate, rejection, data in rejections:
             if rejection.task_id in self._known and id_problem(candidate.location.task_id) is None:
                 self._compare(candidate, data, rejection, report)

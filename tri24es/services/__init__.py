@@ -21,6 +21,7 @@ from tri24es.services.base import (
     worker_bell,
 )
 from tri24es.services.budget import BudgetCommands
+from tri24es.services.dependencies import DependencyError
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
@@ -35,6 +36,7 @@ __all__ = [
     "KILL_SWITCH",
     "WORK",
     "Claim",
+    "DependencyError",
     "NotFound",
     "ServiceError",
     "Services",

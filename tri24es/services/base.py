@@ -78,6 +78,7 @@ class TaskSpec:
     retry_from: ev.RetryFrom = ev.RetryFrom.BRANCH
     not_before: datetime | None = None
     retry_backoff: ev.Backoff | None = None
+    after: tuple[str, ...] = ()  # tasks that must complete first
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
         command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
         review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
         retry_from=spec.retry_from, not_before=spec.not_before,
-        retry_backoff=spec.retry_backoff,
+        retry_backoff=spec.retry_backoff, after=spec.after,
     )
 
 

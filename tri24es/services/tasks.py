@@ -25,13 +25,13 @@ from tri24es.projections.sql import Db
 from tri24es.scheduling import retry_wait_us
 from tri24es.services.base import (
     Claim,
-    ServiceBase,
     ServiceError,
     StaleAttempt,
     TaskSpec,
     retry_on_conflict,
     submitted_event,
 )
+from tri24es.services.dependencies import DependencyRules
 from tri24es.timeutil import from_us
 
 #: The error of a task that spent its whole max_budget_usd (over all its attempts).
@@ -53,7 +53,7 @@ def _budget_spent(row: TaskRow) -> bool:
     return left is not None and left <= 0
 
 
-class TaskCommands(ServiceBase):
+class TaskCommands(DependencyRules):
     # --- tasks -------------------------------------------------------------------------
 
     @retry_on_conflict
@@ -65,6 +65,7 @@ class TaskCommands(ServiceBase):
             existing = QUEUE.load_by_id(conn, spec.task_id)
             if existing is not None:
                 return existing, False
+            self._check_after(conn, [spec])
             stream = ev.task_stream(spec.task_id)
             # 0 unless an earlier file with this id was rejected: then it follows those events.
             self._append(conn, tx, stream, [event], tx.stream_version(stream))
@@ -89,7 +90,8 @@ class TaskCommands(ServiceBase):
         new: list[str] = []
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            for spec in specs:
+            fresh = [spec for spec in specs if QUEUE.load_by_id(conn, spec.task_id) is None]
+            for spec in self._check_after(conn, fresh):
                 if QUEUE.load_by_id(conn, spec.task_id) is None:
                     stream = ev.task_stream(spec.task_id)
                     version = tx.stream_version(stream)
