@@ -268,6 +268,22 @@ class TaskRequeued(Event):
     not_before: AwareDatetime | None = None  # a failed attempt's backoff: no claim before it
 
 
+class TaskUpdated(Event):
+    """A queued task changed by a person: each field given replaces the task's (None leaves
+    it; an empty shard, model or type clears it)."""
+
+    task_id: str
+    by: str | None = None
+    priority: Priority | None = None
+    title: str | None = None
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int | None = Field(default=None, ge=0)
+    max_budget_usd: Money | None = None
+    not_before: AwareDatetime | None = None
+
+
 class TaskBlocked(Event):
     """A dependency failed, was cancelled or is blocked itself: the task waits for a person
     (a ``tasks retry`` of the dependency unblocks it)."""

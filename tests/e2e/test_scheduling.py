@@ -133,3 +133,24 @@ def test_submit_after_refuses_an_unknown_dependency_in_one_line(run: Run) -> Non
     assert "1 waiting for their dependencies: not completed yet" in listed.stderr
     shown = run("tasks", "show", "deploy", "--json")
     assert json.loads(shown.stdout)["task"]["after"] == ["build"]
+
+
+def test_tasks_update_changes_a_queued_task_and_refuses_the_rest(run: Run) -> None:
+    assert run("init").returncode == 0
+    assert run("submit", "Later", "--id", "t", "--in", "1h").returncode == 0
+    done = run("tasks", "update", "t", "--priority", "critical", "--at", "now", "--model",
+               "claude", "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert (row["priority"], row["model"]) == ("CRITICAL", "claude")
+    assert "TaskUpdated" in run("tasks", "show", "t").stdout
+    nothing = run("tasks", "update", "t")
+    assert (nothing.returncode, nothing.stderr) == (
+        2, "tri24es: error: say what to change (e.g. --priority HIGH): nothing changed\n")
+    bad = run("tasks", "update", "t", "--priority", "urgent")
+    assert (bad.returncode, bad.stderr) == (
+        2, "tri24es: error: bad priority 'urgent': expected CRITICAL|HIGH|MEDIUM|LOW\n")
+    assert run("tasks", "cancel", "t").returncode == 0
+    late = run("tasks", "update", "t", "--priority", "LOW")
+    assert (late.returncode, late.stderr) == (
+        1, "tri24es: error: task 't' is cancelled: only a queued task can be changed\n")

@@ -15,6 +15,7 @@ from tri24es import events as ev
 from tri24es.events import Backoff, RequeueReason
 from tri24es.projections import connection_of, reads, rebuild, verify
 from tri24es.services import DependencyError, Services, TaskSpec
+from tri24es.services.tasks import NotQueued
 from tri24es.timeutil import from_us, to_us
 
 FLEET = Backoff(base_s=10, cap_s=60)
@@ -285,3 +286,31 @@ def test_a_batch_is_submitted_in_dependency_order_and_a_cycle_is_refused(
     with pytest.raises(DependencyError, match="dependency cycle"):
         svc.submit_many([TaskSpec("p", "p", after=("q",)), TaskSpec("q", "q", after=("p",))])
     assert store.head() == head
+
+
+# --- changing a waiting task -------------------------------------------------------------
+
+
+def test_a_queued_task_is_changed_by_an_event_and_claimed_by_its_new_place(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "first")
+    submit(svc, "second", not_before=from_us(clock.now + 3600 * SECOND))
+    submit(svc, "gpu", shard="gpu")
+    row = svc.update(ev.TaskUpdated(task_id="second", by="test", priority=ev.Priority.CRITICAL,
+                                    not_before=from_us(clock.now), title="Second, sooner",
+                                    max_retries=7))
+    assert (row.priority, row.not_before, row.title, row.max_retries) == (
+        0, clock.now, "Second, sooner", 7)
+    svc.update(ev.TaskUpdated(task_id="gpu", shard=""))  # any shard now
+    assert task(svc, store, "gpu").shard is None
+    start(svc, "w")
+    order = []
+    while (claim := svc.claim("w")) is not None:
+        order.append(claim.task_id)
+        svc.complete(claim.task_id, "w", claim.attempt)
+    assert order == ["second", "first", "gpu"]
+    with pytest.raises(NotQueued, match="task 'first' is completed: only a queued task"):
+        svc.update(ev.TaskUpdated(task_id="first", priority=ev.Priority.LOW))
+    updates = [r for r in store.read_all(types=[ev.TaskUpdated.topic])]
+    assert len(updates) == 2

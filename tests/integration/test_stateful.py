@@ -133,6 +133,15 @@ class ServicesMachine(RuleBasedStateMachine):
             return
         self.submitted.append(task_id)
 
+    @rule(data=st.data(), priority=st.sampled_from([None, *Priority]),
+          shard=st.sampled_from([None, "", "a", "b"]), delay=st.sampled_from([None, 0, 30]))
+    def update(self, data: st.DataObject, priority: Priority | None, shard: str | None,
+               delay: int | None) -> None:
+        with contextlib.suppress(*REFUSED):
+            self.svc.update(ev.TaskUpdated(
+                task_id=self.task_id(data), by="test", priority=priority, shard=shard,
+                not_before=None if delay is None else from_us(self.clock.now + delay * SECOND)))
+
     @rule(seconds=st.integers(1, 60))
     def time_passes(self, seconds: int) -> None:
         self.clock.now += seconds * SECOND

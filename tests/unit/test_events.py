@@ -30,6 +30,7 @@ SAMPLES: list[ev.Event] = [
     ev.TaskDeadLettered(task_id="t1", attempts=3, error="exit 3"),
     ev.TaskBlocked(task_id="t2", dependency="t1", reason="dependency t1 failed"),
     ev.TaskUnblocked(task_id="t2", dependency="t1"),
+    ev.TaskUpdated(task_id="t2", by="alice", priority=ev.Priority.HIGH, shard=""),
     ev.TaskCancelled(task_id="t1", by="alice"),
     ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
     ev.WorkerHeartbeat(worker="w1"),

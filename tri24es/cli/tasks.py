@@ -277,6 +277,62 @@ def show(
         typer.echo(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  {fields}")
 
 
+@tasks_app.command("update")
+def update(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    priority: Annotated[str | None, typer.Option("--priority", help="CRITICAL, HIGH, MEDIUM "
+                                                 "or LOW.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="A new title.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="Only for this shard ('' for "
+                                              "any).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only for this model ('' for "
+                                              "any).")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only for this type ('' for "
+                                              "any).")] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries "
+                                                    "after the first attempt.")] = None,
+    max_budget: Annotated[str | None, typer.Option("--max-budget", help="USD it may spend "
+                                                   "over all its attempts.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Not claimed before this time ("
+                                           "'now': at once).")] = None,
+    in_: Annotated[str | None, typer.Option("--in", help="Not claimed before this delay from "
+                                            "now.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a queued task: its priority, title, filters, retries, budget or time (recorded
+    as TaskUpdated).
+
+    Example: tri24es tasks update fix-login --priority CRITICAL --at now
+    """
+    from tri24es.cli.render import task_dict
+    from tri24es.events import TaskUpdated
+    from tri24es.inputs.taskfile import parse_budget
+
+    try:
+        budget = None if max_budget is None else parse_budget(max_budget)
+        not_before = _not_before(at, in_)
+    except ValueError as e:
+        raise UsageError(f"{e}: nothing changed") from None
+    if title is not None and not title.strip():
+        raise UsageError("--title must not be empty: nothing changed")
+    changes = (priority, title, shard, model, type_, max_retries, budget, not_before)
+    if all(change is None for change in changes):
+        raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
+    context = context_of(ctx)
+    event = TaskUpdated(
+        task_id=task_id, by=context.actor,
+        priority=None if priority is None else parse_priority(priority), title=title,
+        shard=shard, model=model, type=type_, max_retries=max_retries, max_budget_usd=budget,
+        not_before=not_before)
+    with context.services() as services:
+        row = services.update(event)
+    if as_json:
+        print_json(task_dict(row))
+    else:
+        typer.echo(f"{task_id}: updated")
+
+
 @tasks_app.command("cancel")
 def cancel(
     ctx: typer.Context,

@@ -29,6 +29,7 @@ from tri24es.events import (
     TaskStarted,
     TaskSubmitted,
     TaskUnblocked,
+    TaskUpdated,
 )
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
@@ -86,7 +87,7 @@ COLUMNS = (
 )
 
 # What changes after submission; the rest (and so the id index and the claim order) stays.
-_MUTABLE = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
+_MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
             "version", "retries_from", "budget_units", "spent_units", "not_before",
             "dependants", "deps_open", "blocked")
 SAVE = (
@@ -184,7 +185,7 @@ class QueueProjection(Projection[QueueView]):
                          SpendRecorded, TaskAwaitingReview, TaskApproved, TaskReviewRejected,
                          # no move, but the stream's version: the next append expects it
                          TaskResultRecorded, AgentSessionStarted, TaskMergeFailed,
-                         TaskBlocked, TaskUnblocked})
+                         TaskBlocked, TaskUnblocked, TaskUpdated})
 
     def new_view(self) -> QueueView:
         return {}
@@ -253,6 +254,9 @@ class QueueProjection(Projection[QueueView]):
             row.blocked = event.reason
         elif kind is TaskUnblocked:
             row.blocked = None
+        elif kind is TaskUpdated:
+            assert isinstance(event, TaskUpdated)
+            _update(row, event)
         elif kind in TASK_ENDS:
             row.worker = row.lease_expires_at = row.pid = None
             if isinstance(event, TaskDeadLettered):
@@ -334,6 +338,25 @@ class QueueProjection(Projection[QueueView]):
 
     def rows(self, view: QueueView) -> dict[str, list[Row]]:
         return {"queue": sorted(_as_tuple(row) for row in view.values())}
+
+
+def _update(row: TaskRow, event: TaskUpdated) -> None:
+    if event.priority is not None:
+        row.priority = event.priority.rank
+    if event.title is not None:
+        row.title = event.title
+    if event.shard is not None:
+        row.shard = event.shard or None
+    if event.model is not None:
+        row.model = event.model or None
+    if event.type is not None:
+        row.type = event.type or None
+    if event.max_retries is not None:
+        row.max_retries = event.max_retries
+    if event.max_budget_usd is not None:
+        row.budget_units = to_units(event.max_budget_usd)
+    if event.not_before is not None:
+        row.not_before = to_us(event.not_before)
 
 
 def _depend(view: QueueView, row: TaskRow, after: tuple[str, ...]) -> None:

@@ -129,8 +129,8 @@ def bells_for(events: Sequence[Event]) -> set[str]:
     renewals, claims and completions: the commits most of a busy log is made of)."""
     bells: set[str] = set()
     for event in events:
-        if isinstance(event, ev.TaskSubmitted):
-            bells.add(WORK)
+        if isinstance(event, ev.TaskSubmitted | ev.TaskUpdated):
+            bells.add(WORK)  # a task may have become claimable (or claimable by others)
         elif isinstance(event, ev.TaskRequeued | ev.TaskReviewRejected):
             bells.update((WORK, task_bell(event.task_id)))
         elif isinstance(event, _TASK_TAKEN):

@@ -19,11 +19,11 @@ from tri24es.events import Envelope, Event
 from tri24es.machines import TaskState
 from tri24es.projections import QUEUE, TaskRow
 from tri24es.projections.sql import Db, ViewsConnection
-from tri24es.services.base import ServiceBase, ServiceError, TaskSpec
+from tri24es.services.base import WORK, ServiceBase, ServiceError, TaskSpec
 
 _ENDED_BADLY = {TaskState.FAILED.value: "failed", TaskState.CANCELLED.value: "was cancelled"}
 _SPREADS = (ev.TaskSubmitted, ev.TaskDeadLettered, ev.TaskCancelled, ev.TaskBlocked,
-            ev.TaskRequeued, ev.TaskUnblocked)
+            ev.TaskRequeued, ev.TaskUnblocked, ev.TaskCompleted, ev.TaskApproved)
 
 
 class DependencyError(ServiceError, UsageError):
@@ -103,6 +103,9 @@ class DependencyRules(ServiceBase):
             return
         if not row.dependants or (isinstance(event, ev.TaskRequeued) and (
                 event.reason is not ev.RequeueReason.MANUAL)):
+            return
+        if isinstance(event, ev.TaskCompleted | ev.TaskApproved):
+            tx.ring([WORK])  # its dependants may be claimable now: wake the idle workers
             return
         if isinstance(event, ev.TaskRequeued | ev.TaskUnblocked):
             for waiting in self._queued(conn, row.waiting_tasks):

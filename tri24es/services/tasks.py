@@ -42,6 +42,10 @@ class BudgetTooLow(ServiceError, UsageError):
     """A retry would leave the task nothing to spend."""
 
 
+class NotQueued(ServiceError):
+    """Only a queued task can be changed."""
+
+
 def _killed(conn: Db, worker_id: str | None) -> bool:
     """Whether the worker was SIGKILLed on purpose (the watchdog's escalation, recorded)."""
     row = None if worker_id is None else WORKERS.load_by_id(conn, worker_id)
@@ -283,6 +287,22 @@ class TaskCommands(DependencyRules):
         wait = retry_wait_us(row.backoff() or self.retry_backoff, row.attempt - row.retries_from,
                              self.rng)
         return from_us(self.clock() + wait) if wait > 0 else None
+
+    @retry_on_conflict
+    def update(self, event: ev.TaskUpdated) -> TaskRow:
+        """Change a queued task (priority, title, filters, retries, budget, its time)."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, event.task_id)
+            if row.state != TaskState.QUEUED:
+                raise NotQueued(f"task {event.task_id!r} is {row.state}: only a queued task "
+                                "can be changed")
+            if event.max_budget_usd is not None and to_units(event.max_budget_usd) <= row.spent_units:
+                raise BudgetTooLow(
+                    f"task {event.task_id!r} has spent ${from_units(row.spent_units)}: a budget "
+                    f"of ${event.max_budget_usd} leaves nothing to spend")
+            self._append(conn, tx, ev.task_stream(event.task_id), [event], row.version)
+            return self._task(conn, event.task_id)
 
     @staticmethod
     def _check_task(row: TaskRow, event: Event) -> None:
