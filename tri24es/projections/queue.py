@@ -86,10 +86,12 @@ COLUMNS = (
     " backoff_cap_us, after_ids, dependants, deps_open, blocked"
 )
 
-# What changes after submission; the rest (and so the id index and the claim order) stays.
-_MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-            "version", "retries_from", "budget_units", "spent_units", "not_before",
-            "dependants", "deps_open", "blocked")
+# What changes after submission (TaskUpdated changes the priority: the claim order); the
+# rest, and so the id index, stays.
+_MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt",
+            "worker", "lease_expires_at", "pid", "last_error", "updated_at", "version",
+            "retries_from", "budget_units", "spent_units", "not_before", "dependants",
+            "deps_open", "blocked")
 SAVE = (
     f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 28)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "

@@ -297,7 +297,8 @@ class TaskCommands(DependencyRules):
             if row.state != TaskState.QUEUED:
                 raise NotQueued(f"task {event.task_id!r} is {row.state}: only a queued task "
                                 "can be changed")
-            if event.max_budget_usd is not None and to_units(event.max_budget_usd) <= row.spent_units:
+            budget = event.max_budget_usd
+            if budget is not None and to_units(budget) <= row.spent_units:
                 raise BudgetTooLow(
                     f"task {event.task_id!r} has spent ${from_units(row.spent_units)}: a budget "
                     f"of ${event.max_budget_usd} leaves nothing to spend")
