@@ -414,6 +414,33 @@ class KillSwitchReset(Event):
     reason: str
 
 
+# --- fleet-wide caps: the limits stream ---------------------------------------------------
+
+
+class LimitKey(enum.StrEnum):
+    """What a cap counts running tasks by: the task's field, or its worker's when the task
+    leaves it open."""
+
+    MODEL = "model"
+    SHARD = "shard"
+    TYPE = "type"
+
+
+class LimitSet(Event):
+    """At most ``cap`` tasks with ``key=value`` run at once, across the fleet."""
+
+    key: LimitKey
+    value: str
+    cap: int = Field(ge=0)
+    by: str | None = None
+
+
+class LimitRemoved(Event):
+    key: LimitKey
+    value: str
+    by: str | None = None
+
+
 def task_stream(task_id: str) -> str:
     return f"task-{task_id}"
 
@@ -425,6 +452,7 @@ def worker_stream(worker_id: str) -> str:
 SPEND_STREAM = "spend"
 BUDGET_STREAM = "budget"
 KILL_SWITCH_STREAM = "killswitch"
+LIMITS_STREAM = "limits"
 
 
 # --- metadata ---------------------------------------------------------------------------

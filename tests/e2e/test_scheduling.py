@@ -154,3 +154,30 @@ def test_tasks_update_changes_a_queued_task_and_refuses_the_rest(run: Run) -> No
     late = run("tasks", "update", "t", "--priority", "LOW")
     assert (late.returncode, late.stderr) == (
         1, "tri24es: error: task 't' is cancelled: only a queued task can be changed\n")
+
+
+def test_limits_set_list_unset_and_status_shows_them_in_use(run: Run) -> None:
+    assert run("init").returncode == 0
+    done = run("limits", "set", "model=claude", "3")
+    assert (done.returncode, done.stdout) == (0, "model=claude: at most 3 running\n")
+    assert run("limits", "set", "shard=gpu", "0").returncode == 0
+    listed = run("limits", "list", "--json")
+    assert json.loads(listed.stdout) == [
+        {"key": "model", "value": "claude", "cap": 3, "running": 0},
+        {"key": "shard", "value": "gpu", "cap": 0, "running": 0}]
+    assert run("submit", "Train", "--shard", "gpu").returncode == 0
+    status = run("status")
+    assert "limit:        model=claude: 0 of 3 running" in status.stdout
+    assert "waiting:      1 waiting for shard=gpu: its fleet-wide cap of 0 is in use " \
+        "(0 running)" in status.stdout
+    assert json.loads(run("status", "--json").stdout)["limits"][1]["value"] == "gpu"
+    assert run("limits", "unset", "shard=gpu").stdout == "shard=gpu: no cap\n"
+    gone = run("limits", "unset", "shard=gpu")
+    assert (gone.returncode, gone.stderr) == (2, "tri24es: error: no limit on shard=gpu\n")
+    for bad in (["set", "colour=red", "1"], ["set", "model=", "1"], ["unset", "claude"]):
+        refused = run("limits", *bad)
+        assert refused.returncode == 2, bad
+        assert refused.stderr.count("\n") == 1, refused.stderr
+    events = run("events", "--stream", "limits").stdout
+    assert events.count("LimitSet") == 2
+    assert events.count("LimitRemoved") == 1

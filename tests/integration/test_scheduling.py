@@ -314,3 +314,51 @@ def test_a_queued_task_is_changed_by_an_event_and_claimed_by_its_new_place(
         svc.update(ev.TaskUpdated(task_id="first", priority=ev.Priority.LOW))
     updates = [r for r in store.read_all(types=[ev.TaskUpdated.topic])]
     assert len(updates) == 2
+
+
+# --- fleet-wide caps ---------------------------------------------------------------------
+
+
+def test_a_cap_counts_a_tasks_field_or_else_its_workers(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    assert svc.set_limit(ev.LimitKey.MODEL, "claude", 2, by="test")
+    assert not svc.set_limit(ev.LimitKey.MODEL, "claude", 2, by="test")  # no second event
+    submit(svc, "named", model="claude")
+    submit(svc, "open")
+    submit(svc, "also-named", model="claude")
+    submit(svc, "other", model="codex")
+    start(svc, "c1", model="claude")
+    start(svc, "c2", model="claude")
+    start(svc, "c3", model="claude")
+    start(svc, "any")
+    first, second = svc.claim("c1"), svc.claim("c2")
+    assert first is not None
+    assert second is not None
+    assert (first.task_id, second.task_id) == ("named", "open")  # open: counts as claude
+    assert svc.claim("c3") is None  # the cap is reached
+    assert svc.claim("any") is None  # "other" is for codex workers, "also-named" capped
+    with store.snapshot() as tx:
+        assert reads.limits_in_use(connection_of(tx)) == [("model", "claude", 2, 2)]
+    assert waits(store, clock.now)[0] == (
+        "1 waiting for model=claude: its fleet-wide cap of 2 is in use (2 running)")
+    svc.complete("open", "c2", 1)
+    claim = svc.claim("c3")
+    assert claim is not None
+    assert claim.task_id == "also-named"
+    assert svc.remove_limit(ev.LimitKey.MODEL, "claude", by="test")
+    assert not svc.remove_limit(ev.LimitKey.MODEL, "claude", by="test")
+
+
+def test_a_cap_of_zero_holds_every_such_task_until_raised(
+    svc: Services, store: EventStore
+) -> None:
+    svc.set_limit(ev.LimitKey.SHARD, "gpu", 0, by="test")
+    submit(svc, "train", shard="gpu")
+    submit(svc, "web", shard="web")
+    start(svc, "g", shard="gpu")
+    assert svc.claim("g") is None
+    svc.set_limit(ev.LimitKey.SHARD, "gpu", 1, by="test")
+    claim = svc.claim("g")
+    assert claim is not None
+    assert claim.task_id == "train"

@@ -142,6 +142,13 @@ class ServicesMachine(RuleBasedStateMachine):
                 task_id=self.task_id(data), by="test", priority=priority, shard=shard,
                 not_before=None if delay is None else from_us(self.clock.now + delay * SECOND)))
 
+    @rule(shard=st.sampled_from(["a", "b"]), cap=st.sampled_from([None, 0, 1, 2]))
+    def limit(self, shard: str, cap: int | None) -> None:
+        if cap is None:
+            self.svc.remove_limit(ev.LimitKey.SHARD, shard, by="test")
+        else:
+            self.svc.set_limit(ev.LimitKey.SHARD, shard, cap, by="test")
+
     @rule(seconds=st.integers(1, 60))
     def time_passes(self, seconds: int) -> None:
         self.clock.now += seconds * SECOND
@@ -167,6 +174,10 @@ class ServicesMachine(RuleBasedStateMachine):
         assert claim.row.worker == worker
         assert claim.row.shard in (None, WORKER_SHARDS[worker])
         assert claim.row.deps_open == 0
+        with self.store.snapshot() as tx:  # the claim passed no cap its task counts under
+            for key, value, cap, running in reads.limits_in_use(connection_of(tx)):
+                if key == "shard" and (claim.row.shard or WORKER_SHARDS[worker]) == value:
+                    assert running <= cap, (value, running, cap)
         assert claim.row.not_before is None or claim.row.not_before <= self.clock.now
         for dependency in claim.row.after:  # every dependency completed
             assert self.tasks_by_id()[dependency].state == "completed"

@@ -31,6 +31,8 @@ SAMPLES: list[ev.Event] = [
     ev.TaskBlocked(task_id="t2", dependency="t1", reason="dependency t1 failed"),
     ev.TaskUnblocked(task_id="t2", dependency="t1"),
     ev.TaskUpdated(task_id="t2", by="alice", priority=ev.Priority.HIGH, shard=""),
+    ev.LimitSet(key=ev.LimitKey.MODEL, value="claude", cap=3, by="alice"),
+    ev.LimitRemoved(key=ev.LimitKey.SHARD, value="gpu"),
     ev.TaskCancelled(task_id="t1", by="alice"),
     ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
     ev.WorkerHeartbeat(worker="w1"),

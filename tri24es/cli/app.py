@@ -18,6 +18,7 @@ from tri24es import __version__
 from tri24es.cli.audit import audit_app
 from tri24es.cli.budget_watchdog import budget_watchdog
 from tri24es.cli.common import Context, watch_for_changes
+from tri24es.cli.limits import limits_app
 from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
 from tri24es.cli.queue_watcher import queue_watcher
@@ -159,6 +160,7 @@ app.command()(submit)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(workers_app, name="workers")
 app.add_typer(workspaces_app, name="workspaces")
+app.add_typer(limits_app, name="limits")
 app.command()(status)
 app.command()(replay)
 app.command()(worker)

@@ -36,7 +36,10 @@ def status(
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
         waits = reads.waiting(conn)
-    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits]}, as_json)
+        limits = reads.limits_in_use(conn)
+    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits],
+                  "limits": [{"key": key, "value": value, "cap": cap, "running": running}
+                             for key, value, cap, running in limits]}, as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
@@ -52,6 +55,9 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"spend:        ${info['spend']['total_usd']} ({info['spend']['events']} events)")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
+    for limit in info.get("limits", []):
+        typer.echo(f"limit:        {limit['key']}={limit['value']}: {limit['running']} of "
+                   f"{limit['cap']} running")
     for line in info.get("waiting", []):
         typer.echo(f"waiting:      {line}")
 

@@ -33,6 +33,7 @@ from tri24es.events import (
 )
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
+from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
 from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
@@ -311,15 +312,18 @@ class QueueProjection(Projection[QueueView]):
         A worker without ``--exec`` takes only tasks that carry their own command, a task
         that has spent its whole budget is taken by none, and one whose ``not_before`` is
         after ``now_us`` (a delay, a retry's backoff) or that waits for dependencies not
-        yet (the index holds no such task)."""
+        yet (the index holds no such task), nor one that would exceed a fleet-wide cap
+        (``limits``: counted in this transaction, so no two claims pass one cap).
+        """
         found = conn.execute(
-            f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
+            f"WITH {FULL_LIMITS} SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable"
+            " WHERE state = 'queued'"
             " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
             " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
             " AND (budget_units IS NULL OR spent_units < budget_units)"
             " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
-            " ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type, has_exec, now_us),
+            f"{UNDER_LIMITS} ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type, has_exec, now_us, model, shard, type),
         ).fetchone()
         return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
 

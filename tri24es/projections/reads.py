@@ -20,6 +20,7 @@ from tri24es.budget import BudgetLimits, Reading, day_bounds, rate_per_min
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
+from tri24es.projections.limits import RUNNING_VALUE
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.spend import BUCKET_US, from_units
@@ -29,6 +30,7 @@ from tri24es.projections.workers import WorkerRow
 from tri24es.timeutil import iso_time, to_us
 
 MINUTE_US = 60_000_000
+LIMIT_KEYS = ("model", "shard", "type")  # queue columns a fleet-wide cap may count by
 #: What ``spend --by`` can group the spend by: the column of the spend table.
 SPEND_GROUPS = ("model", "worker", "task")
 
@@ -65,6 +67,14 @@ def worker_counts(conn: Db) -> Counter[str]:
     return Counter(dict(conn.execute("SELECT state, count(*) FROM workers GROUP BY 1")))
 
 
+def limits_in_use(conn: Db) -> list[tuple[str, str, int, int]]:
+    """Every fleet-wide cap with the tasks running under it now: (key, value, cap, running)."""
+    return [(key, value, cap, running) for key, value, cap, running in conn.execute(
+        "SELECT l.key, l.value, l.cap, (SELECT count(*) FROM queue r LEFT JOIN workers w"
+        f" ON w.worker_id = r.worker WHERE r.state = 'running' AND l.value = {RUNNING_VALUE})"
+        " FROM limits l ORDER BY 1, 2")]
+
+
 @dataclass(frozen=True)
 class Waiting:
     """Queued tasks that no live worker can take now, and why: ``count`` tasks needing
@@ -94,6 +104,15 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
             " GROUP BY 1 ORDER BY 2 DESC, 1"):
         found.append(Waiting(count, "their dependencies", f"blocked: {blocked}" if blocked
                              else "not completed yet"))
+    for key, value, cap, running in limits_in_use(conn):
+        if running < cap or key not in LIMIT_KEYS:
+            continue
+        (held,) = conn.execute(  # tasks naming the value; open ones depend on the worker
+            f"SELECT count(*) FROM queue WHERE state = 'queued' AND deps_open = 0 AND {key} = ?"
+            " AND (not_before IS NULL OR not_before <= ?)", (value, now)).fetchone()
+        if held:
+            found.append(Waiting(held, f"{key}={value}", f"its fleet-wide cap of {cap} is in "
+                                 f"use ({running} running)"))
     groups = conn.execute(
         "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
         " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"

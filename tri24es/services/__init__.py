@@ -22,11 +22,12 @@ from tri24es.services.base import (
 )
 from tri24es.services.budget import BudgetCommands
 from tri24es.services.dependencies import DependencyError
+from tri24es.services.limits import LimitCommands
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
-class Services(TaskCommands, WorkerCommands, BudgetCommands):
+class Services(TaskCommands, WorkerCommands, BudgetCommands, LimitCommands):
     """Every command of tri24es, on one store."""
 
 

@@ -141,6 +141,8 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.add(KILL_SWITCH)
         elif isinstance(event, ev.KillSwitchReset):
             bells.update((KILL_SWITCH, WORK))
+        elif isinstance(event, ev.LimitSet | ev.LimitRemoved):
+            bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
     return bells
 
 
