@@ -441,6 +441,38 @@ class LimitRemoved(Event):
     by: str | None = None
 
 
+# --- recurring tasks: schedule-<name> ------------------------------------------------------
+
+
+class ScheduleAdded(Event):
+    """A recurring task: at each time ``cron`` names (in ``timezone``), a task made from the
+    fields below, whose id is ``<name>-<the slot's UTC time>``."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    by: str | None = None
+    title: str
+    body: str = ""
+    priority: Priority = Priority.MEDIUM
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int = Field(default=3, ge=0)
+    max_budget_usd: Money | None = None
+    command: list[str] | None = None
+    agent: str | None = None
+
+
+class ScheduleRemoved(Event):
+    name: str
+    by: str | None = None
+
+
+def schedule_stream(name: str) -> str:
+    return f"schedule-{name}"
+
+
 def task_stream(task_id: str) -> str:
     return f"task-{task_id}"
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Run
+from tests.e2e.conftest import CLI, Run, clean_env
 from tests.e2e.test_worker import AGENT, Fleet, wait_until
 from tri24es import events as ev
+from tri24es.scheduling import slot_task_id
 from tri24es.timeutil import to_us
 
 SECOND = 1_000_000
@@ -181,3 +185,47 @@ def test_limits_set_list_unset_and_status_shows_them_in_use(run: Run) -> None:
     events = run("events", "--stream", "limits").stdout
     assert events.count("LimitSet") == 2
     assert events.count("LimitRemoved") == 1
+
+
+def test_two_queue_watchers_fire_a_schedules_slot_once(fleet: Fleet) -> None:
+    added = fleet.run("schedule", "add", "tick", "--cron", "* * * * *", "--title", "Tick",
+                      "--command", "true")
+    assert (added.returncode, added.stdout) == (0, "schedule tick: * * * * * (UTC)\n")
+    # Both watchers' clocks 2 s before a minute: they fire that minute's slot at once.
+    real = time.time()
+    ahead = 60 - real % 60 - 2
+    offset = int((ahead if ahead > 0 else ahead + 60) * SECOND)
+    env = clean_env(fleet.root) | {"TRI24ES_CLOCK_OFFSET_US": str(offset), "POLL_INTERVAL": "60"}
+    watchers = [subprocess.Popen([*CLI, "queue-watcher"], cwd=fleet.root, env=env,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        wait_until(lambda: fleet.events(ev.TaskSubmitted), "the slot's task submitted")
+        slot = (real * SECOND + offset) // (60 * SECOND) * 60 * SECOND + 60 * SECOND
+        task_id = slot_task_id("tick", slot)
+        [submitted] = fleet.events(ev.TaskSubmitted)
+        assert (submitted.task_id, submitted.source) == (task_id, "schedule:tick")
+        listed = json.loads(fleet.run("schedule", "list", "--json").stdout)
+        assert [(s["name"], s["cron"]) for s in listed] == [("tick", "* * * * *")]
+    finally:
+        for proc in watchers:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=30)[0] for proc in watchers]
+    assert sum(f"submitted {task_id} (MEDIUM) from schedule:tick" in out
+               for out in outputs) == 1, outputs
+    assert len(fleet.services.store.read_stream(ev.task_stream(task_id))) == 1
+    assert fleet.run("schedule", "remove", "tick").stdout == "schedule tick: removed\n"
+    assert fleet.run("schedule", "list").stdout == "no schedules\n"
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--cron", "0 25 * * *"], "bad cron expression '0 25 * * *': expected 5 fields such as "
+     "'0 3 * * *' (minute hour day month weekday) or @daily: nothing added"),
+    (["--cron", "@daily", "--tz", "Mars/Olympus"],
+     "unknown time zone 'Mars/Olympus': expected e.g. UTC or Europe/Paris: nothing added"),
+])
+def test_schedule_add_refuses_bad_input_in_one_line(run: Run, args: list[str],
+                                                    error: str) -> None:
+    assert run("init").returncode == 0
+    done = run("schedule", "add", "n", "--title", "T", *args)
+    assert (done.returncode, done.stderr) == (2, f"tri24es: error: {error}\n")
+    assert run("schedule", "list").stdout == "no schedules\n"

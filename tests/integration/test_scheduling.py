@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submi
 from tri24es import events as ev
 from tri24es.events import Backoff, RequeueReason
 from tri24es.projections import connection_of, reads, rebuild, verify
-from tri24es.services import DependencyError, Services, TaskSpec
+from tri24es.services import DependencyError, NotFound, ScheduleExists, Services, TaskSpec
 from tri24es.services.tasks import NotQueued
 from tri24es.timeutil import from_us, to_us
 
@@ -362,3 +363,50 @@ def test_a_cap_of_zero_holds_every_such_task_until_raised(
     claim = svc.claim("g")
     assert claim is not None
     assert claim.task_id == "train"
+
+
+# --- recurring tasks ---------------------------------------------------------------------
+
+
+def nightly(**fields: object) -> ev.ScheduleAdded:
+    return ev.ScheduleAdded(name="nightly", cron="0 3 * * *", title="Bump dependencies",
+                            by="test", model="claude", **fields)  # type: ignore[arg-type]
+
+
+def test_a_schedule_submits_its_latest_slot_once_with_an_id_of_the_slot(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    clock.now = to_us(datetime(2026, 12, 1, 2, 0, tzinfo=UTC))
+    svc.add_schedule(nightly(priority=ev.Priority.HIGH))
+    assert svc.fire_schedules() == ([], to_us(datetime(2026, 12, 1, 3, tzinfo=UTC)))
+    clock.now = to_us(datetime(2026, 12, 1, 3, 0, 30, tzinfo=UTC))
+    fired, coming = svc.fire_schedules()
+    assert [s.task_id for s in fired] == ["nightly-20261201T0300Z"]
+    assert coming == to_us(datetime(2026, 12, 2, 3, tzinfo=UTC))
+    row = task(svc, store, "nightly-20261201T0300Z")
+    assert (row.title, row.model, row.priority) == ("Bump dependencies", "claude", 1)
+    assert svc.fire_schedules()[0] == []  # the same slot: nothing new
+    other = Services(store, clock=clock, actor="other")  # a second scheduler
+    assert other.fire_schedules()[0] == []
+    clock.now = to_us(datetime(2026, 12, 4, 9, 0, tzinfo=UTC))  # down for three nights
+    assert [s.task_id for s in other.fire_schedules()[0]] == ["nightly-20261204T0300Z"]
+    svc.remove_schedule("nightly", by="test")
+    clock.now = to_us(datetime(2026, 12, 5, 9, 0, tzinfo=UTC))
+    assert svc.fire_schedules() == ([], None)
+    assert svc.schedules() == []
+
+
+def test_a_schedule_name_is_taken_once_and_bad_ones_are_refused(
+    svc: Services, store: EventStore
+) -> None:
+    svc.add_schedule(nightly())
+    with pytest.raises(ScheduleExists, match="schedule 'nightly' exists: remove it first"):
+        svc.add_schedule(nightly())
+    head = store.head()
+    with pytest.raises(ValueError, match="bad cron expression"):
+        svc.add_schedule(ev.ScheduleAdded(name="x", cron="0 99 * * *", title="x"))
+    with pytest.raises(NotFound, match="no schedule 'y'"):
+        svc.remove_schedule("y", by="test")
+    assert store.head() == head
+    [(row, added)] = svc.schedules()
+    assert (row.name, row.cron, added.title) == ("nightly", "0 3 * * *", "Bump dependencies")

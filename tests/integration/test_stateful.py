@@ -149,6 +149,24 @@ class ServicesMachine(RuleBasedStateMachine):
         else:
             self.svc.set_limit(ev.LimitKey.SHARD, shard, cap, by="test")
 
+    @rule(name=st.sampled_from(["s1", "s2"]), cron=st.sampled_from(["* * * * *", "*/2 * * * *"]),
+          add=st.booleans())
+    def schedule(self, name: str, cron: str, add: bool) -> None:
+        with contextlib.suppress(*REFUSED):
+            if add:
+                self.svc.add_schedule(ev.ScheduleAdded(name=name, cron=cron, title=name,
+                                                       max_retries=0))
+            else:
+                self.svc.remove_schedule(name, by="test")
+
+    @rule()
+    def fire_schedules(self) -> None:
+        fired, _ = self.svc.fire_schedules()
+        for spec in fired:
+            assert spec.task_id not in self.submitted
+            self.submitted.append(spec.task_id)
+        assert self.svc.fire_schedules()[0] == []  # a slot once
+
     @rule(seconds=st.integers(1, 60))
     def time_passes(self, seconds: int) -> None:
         self.clock.now += seconds * SECOND

@@ -33,6 +33,8 @@ SAMPLES: list[ev.Event] = [
     ev.TaskUpdated(task_id="t2", by="alice", priority=ev.Priority.HIGH, shard=""),
     ev.LimitSet(key=ev.LimitKey.MODEL, value="claude", cap=3, by="alice"),
     ev.LimitRemoved(key=ev.LimitKey.SHARD, value="gpu"),
+    ev.ScheduleAdded(name="nightly", cron="0 3 * * *", title="Bump", model="claude"),
+    ev.ScheduleRemoved(name="nightly", by="alice"),
     ev.TaskCancelled(task_id="t1", by="alice"),
     ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
     ev.WorkerHeartbeat(worker="w1"),

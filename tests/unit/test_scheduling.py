@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime
 
 import pytest
 
 from tri24es.events import NO_BACKOFF, Backoff
-from tri24es.scheduling import parse_backoff, parse_when, retry_wait_us
+from tri24es.scheduling import (
+    check_cron,
+    last_slot,
+    next_slot,
+    parse_backoff,
+    parse_when,
+    retry_wait_us,
+    slot_task_id,
+)
 from tri24es.services import TaskSpec
 from tri24es.services.dependencies import order_by_dependencies
 
@@ -95,3 +104,38 @@ def test_order_by_dependencies_refuses_cycles_unknown_ids_and_what_depends_on_th
         "lost": "unknown dependency 'nowhere'",
         "after-lost": "dependency 'lost' is refused",
     }
+
+
+def at(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * S)
+
+
+@pytest.mark.parametrize(("cron", "zone", "now", "last", "following"), [
+    ("0 3 * * *", "UTC", "2026-12-01T03:00:00+00:00", "2026-12-01T03:00:00+00:00",
+     "2026-12-02T03:00:00+00:00"),  # a slot at now counts as the last one
+    ("0 3 * * *", "UTC", "2026-12-01T02:59:59+00:00", "2026-11-30T03:00:00+00:00",
+     "2026-12-01T03:00:00+00:00"),
+    ("0 3 * * *", "Europe/Paris", "2026-12-01T02:30:00+00:00", "2026-12-01T02:00:00+00:00",
+     "2026-12-02T02:00:00+00:00"),  # 03:00 in Paris is 02:00 UTC in winter
+    ("*/15 * * * *", "UTC", "2026-12-01T10:07:00+00:00", "2026-12-01T10:00:00+00:00",
+     "2026-12-01T10:15:00+00:00"),
+    ("@daily", "UTC", "2026-12-01T10:07:00+00:00", "2026-12-01T00:00:00+00:00",
+     "2026-12-02T00:00:00+00:00"),
+])
+def test_slots(cron: str, zone: str, now: str, last: str, following: str) -> None:
+    assert last_slot(cron, zone, at(now)) == at(last)
+    assert next_slot(cron, zone, at(now)) == at(following)
+
+
+def test_a_slots_task_id_names_the_schedule_and_the_utc_minute() -> None:
+    assert slot_task_id("nightly", at("2026-12-01T04:00:00+01:00")) == "nightly-20261201T0300Z"
+
+
+@pytest.mark.parametrize(("cron", "zone", "problem"), [
+    ("0 25 * * *", "UTC", "bad cron expression '0 25 * * *'"),
+    ("every night", "UTC", "bad cron expression"),
+    ("0 3 * * *", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+])
+def test_check_cron_refuses(cron: str, zone: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        check_cron(cron, zone)

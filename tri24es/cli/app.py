@@ -23,6 +23,7 @@ from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
 from tri24es.cli.queue_watcher import queue_watcher
 from tri24es.cli.replay import replay
+from tri24es.cli.schedule import schedule_app
 from tri24es.cli.spend import spend_app
 from tri24es.cli.status import status
 from tri24es.cli.tasks import submit, tasks_app
@@ -161,6 +162,7 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(workers_app, name="workers")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(limits_app, name="limits")
+app.add_typer(schedule_app, name="schedule")
 app.command()(status)
 app.command()(replay)
 app.command()(worker)

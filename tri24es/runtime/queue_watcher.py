@@ -133,6 +133,7 @@ class QueueWatcher:
         self._seen: dict[Path, tuple[Signature, float]] = {}  # changing files: since when
         self._known: dict[str, str | None] = {}  # submitted ids -> their body_sha256
         self._warned: set[tuple[Path, str]] = set()
+        self.next_slot_us: int | None = None  # when a schedule's next slot comes
 
     # --- finding files ------------------------------------------------------------------
 
@@ -175,6 +176,8 @@ class QueueWatcher:
         """Look at every queue file once. Returns what happened and, if some files are still
         changing, how many seconds until they are worth another look."""
         report = ScanReport()
+        fired, self.next_slot_us = self.services.fire_schedules()  # recurring tasks first
+        report.submitted += fired
         recheck: float | None = None
         present: set[Path] = set()
         batch: dict[str, tuple[_Candidate, TaskSpec]] = {}
@@ -383,6 +386,9 @@ def serve(
                     on_report(report)
                     if recheck is not None:
                         timeout = min(timeout, recheck)
+                    if watcher.next_slot_us is not None:  # a schedule's next slot
+                        until = (watcher.next_slot_us - watcher.services.clock()) / 1e6
+                        timeout = max(min(timeout, until), 0.0)
                 except TransientStoreError as e:
                     timeout = min(timeout, outage.failed(e))
                 except (Tri24esError, OSError) as e:  # e.g. a file vanished mid-move

@@ -23,11 +23,12 @@ from tri24es.services.base import (
 from tri24es.services.budget import BudgetCommands
 from tri24es.services.dependencies import DependencyError
 from tri24es.services.limits import LimitCommands
+from tri24es.services.schedules import ScheduleCommands, ScheduleExists
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
-class Services(TaskCommands, WorkerCommands, BudgetCommands, LimitCommands):
+class Services(ScheduleCommands, TaskCommands, WorkerCommands, BudgetCommands, LimitCommands):
     """Every command of tri24es, on one store."""
 
 
@@ -39,6 +40,7 @@ __all__ = [
     "Claim",
     "DependencyError",
     "NotFound",
+    "ScheduleExists",
     "ServiceError",
     "Services",
     "StaleAttempt",
