@@ -1,9 +1,9 @@
 """Dependencies between tasks: who may wait for whom, and what follows when one ends badly.
 
 A task submitted ``after`` others is claimable once they all completed (the queue view
-counts them: ``deps_open``). When a dependency fails for good, is cancelled or is blocked
-itself, every queued task waiting for it is blocked with the reason (``TaskBlocked``, in the
-same transaction); a ``tasks retry`` of it unblocks them (``TaskUnblocked``) once none of
+counts them: ``deps_open``; the completion rings the work bell). When a dependency fails for
+good, is cancelled or is blocked itself, every queued task waiting for it is blocked with
+the reason (``TaskBlocked``, in the same transaction); a ``tasks retry`` of it unblocks them (``TaskUnblocked``) once none of
 their dependencies is failed, cancelled or blocked. Both spread along the chain, because
 each appended event is looked at again here.
 """
@@ -22,8 +22,8 @@ from tri24es.projections.sql import Db, ViewsConnection
 from tri24es.services.base import WORK, ServiceBase, ServiceError, TaskSpec
 
 _ENDED_BADLY = {TaskState.FAILED.value: "failed", TaskState.CANCELLED.value: "was cancelled"}
-_SPREADS = (ev.TaskSubmitted, ev.TaskDeadLettered, ev.TaskCancelled, ev.TaskBlocked,
-            ev.TaskRequeued, ev.TaskUnblocked, ev.TaskCompleted, ev.TaskApproved)
+_SPREADS = frozenset({ev.TaskSubmitted, ev.TaskDeadLettered, ev.TaskCancelled, ev.TaskBlocked,
+                      ev.TaskRequeued, ev.TaskUnblocked})
 
 
 class DependencyError(ServiceError, UsageError):
@@ -74,6 +74,13 @@ def order_by_dependencies(
 class DependencyRules(ServiceBase):
     """Blocks and unblocks the tasks waiting for a task as its events are appended."""
 
+    @staticmethod
+    def _completed(tx: Transaction, row: TaskRow) -> None:
+        """A task completed: wake the idle workers if tasks waited for it (they may be
+        claimable now; a completion rings no bell otherwise)."""
+        if row.dependants:
+            tx.ring([WORK])
+
     def _check_after(self, conn: Db, specs: Sequence[TaskSpec]) -> list[TaskSpec]:
         """``specs`` ordered so that dependencies come first; DependencyError if one cannot
         be submitted."""
@@ -88,7 +95,7 @@ class DependencyRules(ServiceBase):
                 events: Sequence[Event], expected: Expected) -> list[Envelope]:
         envelopes = super()._append(conn, tx, stream, events, expected)
         for event in events:
-            if isinstance(event, _SPREADS):
+            if type(event) in _SPREADS:  # not claims, leases, completions: the hot path
                 self._spread(conn, tx, event)
         return envelopes
 
@@ -103,9 +110,6 @@ class DependencyRules(ServiceBase):
             return
         if not row.dependants or (isinstance(event, ev.TaskRequeued) and (
                 event.reason is not ev.RequeueReason.MANUAL)):
-            return
-        if isinstance(event, ev.TaskCompleted | ev.TaskApproved):
-            tx.ring([WORK])  # its dependants may be claimable now: wake the idle workers
             return
         if isinstance(event, ev.TaskRequeued | ev.TaskUnblocked):
             for waiting in self._queued(conn, row.waiting_tasks):

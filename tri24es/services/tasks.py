@@ -166,6 +166,8 @@ class TaskCommands(DependencyRules):
                 else ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
                                       exit_code=exit_code))
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            if not review:
+                self._completed(tx, row)
             return self.claim(worker) if claim_next else None  # joins this transaction
 
     @retry_on_conflict
@@ -204,6 +206,8 @@ class TaskCommands(DependencyRules):
                 raise ServiceError(f"task {task_id!r} is {row.state}, not waiting for review")
             made = event(row) if callable(event) else event
             self._append(conn, tx, ev.task_stream(task_id), [made], row.version)
+            if isinstance(made, ev.TaskApproved):
+                self._completed(tx, row)
 
     @retry_on_conflict
     def fail(
