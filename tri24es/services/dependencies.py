@@ -3,9 +3,9 @@
 A task submitted ``after`` others is claimable once they all completed (the queue view
 counts them: ``deps_open``; the completion rings the work bell). When a dependency fails for
 good, is cancelled or is blocked itself, every queued task waiting for it is blocked with
-the reason (``TaskBlocked``, in the same transaction); a ``tasks retry`` of it unblocks them (``TaskUnblocked``) once none of
-their dependencies is failed, cancelled or blocked. Both spread along the chain, because
-each appended event is looked at again here.
+the reason (``TaskBlocked``, in the same transaction); a ``tasks retry`` of it unblocks them
+(``TaskUnblocked``) once none of their dependencies is failed, cancelled or blocked. Both
+spread along the chain, because each appended event is looked at again here.
 """
 
 from __future__ import annotations
