@@ -441,6 +441,20 @@ class LimitRemoved(Event):
     by: str | None = None
 
 
+class ModelPaused(Event):
+    """No task for ``model`` is claimed until ``until`` (None: until resumed)."""
+
+    model: str
+    until: AwareDatetime | None = None
+    by: str | None = None
+    reason: str | None = None
+
+
+class ModelResumed(Event):
+    model: str
+    by: str | None = None
+
+
 # --- recurring tasks: schedule-<name> ------------------------------------------------------
 
 
@@ -485,6 +499,7 @@ SPEND_STREAM = "spend"
 BUDGET_STREAM = "budget"
 KILL_SWITCH_STREAM = "killswitch"
 LIMITS_STREAM = "limits"
+MODELS_STREAM = "models"
 
 
 # --- metadata ---------------------------------------------------------------------------

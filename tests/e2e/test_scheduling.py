@@ -75,11 +75,12 @@ def test_submit_takes_a_retry_backoff_and_refuses_a_bad_one(run: Run) -> None:
 
 
 def test_submit_in_and_at_delay_a_task_and_a_queue_file_may_too(fleet: Fleet) -> None:
-    done = fleet.run("submit", "Later", "--id", "later", "--in", "2s", "--command",
+    # Long enough to still wait when `tasks list` looks, on a loaded machine.
+    done = fleet.run("submit", "Later", "--id", "later", "--in", "15s", "--command",
                      f"{sys.executable} {AGENT} say later")
     assert done.returncode == 0, done.stderr
     queue = fleet.root / "tasks" / "queue"
-    (queue / "filed.md").write_text("# Filed\nnot_before: 2s\ncommand: true\n")
+    (queue / "filed.md").write_text("# Filed\nnot_before: 15s\ncommand: true\n")
     assert fleet.run("queue-watcher", "--once").returncode == 0
     listed = fleet.run("tasks", "list")
     assert "not before" in listed.stdout
@@ -87,7 +88,7 @@ def test_submit_in_and_at_delay_a_task_and_a_queue_file_may_too(fleet: Fleet) ->
     submitted = {e.task_id: e for e in fleet.events(ev.TaskSubmitted)}
     proc = fleet.worker("--id", "w1", exec_=None, env={"POLL_INTERVAL": "60"}, lease=30.0)
     wait_until(lambda: fleet.state("later") == fleet.state("filed") == "completed",
-               "the delayed tasks completed")
+               "the delayed tasks completed", timeout=60)
     for task_id in ("later", "filed"):
         due = submitted[task_id].not_before
         assert due is not None
@@ -229,3 +230,22 @@ def test_schedule_add_refuses_bad_input_in_one_line(run: Run, args: list[str],
     done = run("schedule", "add", "n", "--title", "T", *args)
     assert (done.returncode, done.stderr) == (2, f"tri24es: error: {error}\n")
     assert run("schedule", "list").stdout == "no schedules\n"
+
+
+def test_models_pause_list_and_resume(run: Run) -> None:
+    assert run("init").returncode == 0
+    paused = run("models", "pause", "claude", "--until", "2h", "--reason", "usage limit")
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.startswith("model claude: paused until ")
+    listed = json.loads(run("models", "list", "--json").stdout)
+    assert [(m["model"], m["reason"]) for m in listed] == [("claude", "usage limit")]
+    assert run("submit", "Fix", "--model", "claude").returncode == 0
+    assert "1 waiting for model=claude: the model is paused until" in run("status").stdout
+    bad = run("models", "pause", "claude", "--until", "someday")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("tri24es: error: bad --until: bad time 'someday'")
+    assert run("models", "resume", "claude").stdout == "model claude: resumed\n"
+    assert run("models", "list").stdout == "no paused models\n"
+    again = run("models", "resume", "claude")
+    assert (again.returncode, again.stderr) == (
+        1, "tri24es: error: model 'claude' is not paused\n")

@@ -410,3 +410,38 @@ def test_a_schedule_name_is_taken_once_and_bad_ones_are_refused(
     assert store.head() == head
     [(row, added)] = svc.schedules()
     assert (row.name, row.cron, added.title) == ("nightly", "0 3 * * *", "Bump dependencies")
+
+
+# --- models paused -----------------------------------------------------------------------
+
+
+def test_a_paused_model_is_not_claimed_until_its_pause_ends_or_is_lifted(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "named", model="claude")
+    submit(svc, "open")
+    submit(svc, "codex", model="codex")
+    start(svc, "c", model="claude")
+    start(svc, "x", model="codex")
+    end = clock.now + 600 * SECOND
+    svc.pause_model("claude", until=from_us(end), by="test", reason="usage limit")
+    assert svc.claim("c") is None  # "open" counts under its worker's model too
+    claim = svc.claim("x")
+    assert claim is not None
+    assert claim.task_id == "open"  # other models keep running; under codex, open runs
+    assert svc.next_due() == end
+    assert waits(store, clock.now)[0] == (
+        f"1 waiting for model=claude: the model is paused until "
+        f"{from_us(end).isoformat().replace('+00:00', 'Z')} (usage limit)")
+    clock.now = end  # the pause ends by itself
+    claim = svc.claim("c")
+    assert claim is not None
+    assert claim.task_id == "named"
+    svc.complete("named", "c", 1)
+    svc.pause_model("claude", until=None, by="test")
+    submit(svc, "later", model="claude")
+    assert svc.claim("c") is None
+    svc.resume_model("claude", by="test")
+    assert svc.claim("c") is not None
+    with pytest.raises(NotFound, match="model 'claude' is not paused"):
+        svc.resume_model("claude", by="test")

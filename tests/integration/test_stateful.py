@@ -44,6 +44,7 @@ SECOND = 1_000_000
 LEASE_S = 30
 SILENT_S = 120
 WORKER_SHARDS = {"w0": None, "w1": "a", "w2": "b"}
+WORKER_MODELS = {"w0": None, "w1": "m1", "w2": None}
 WORKER_IDS = st.sampled_from(sorted(WORKER_SHARDS))
 
 
@@ -100,7 +101,8 @@ class ServicesMachine(RuleBasedStateMachine):
     @initialize(shards=st.lists(st.sampled_from([None, "a", "b"]), min_size=1, max_size=4))
     def some_workers_and_tasks(self, shards: list[str | None]) -> None:
         for worker, shard in WORKER_SHARDS.items():
-            self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test", shard=shard)
+            self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test", shard=shard,
+                                  model=WORKER_MODELS[worker])
         for shard in shards:
             self.submit(Priority.MEDIUM, shard, 1)
 
@@ -124,6 +126,7 @@ class ServicesMachine(RuleBasedStateMachine):
                                          max_size=3, unique=True), label="after"))
         spec = TaskSpec(
             task_id, task_id, priority=priority, max_retries=1, after=after,
+            model=data.draw(st.sampled_from([None, "m1", "m2"]), label="model"),
             not_before=None if delay is None else from_us(self.clock.now + delay * SECOND),
             retry_backoff=None if backoff is None else ev.Backoff(base_s=backoff, cap_s=backoff))
         try:
@@ -167,6 +170,16 @@ class ServicesMachine(RuleBasedStateMachine):
             self.submitted.append(spec.task_id)
         assert self.svc.fire_schedules()[0] == []  # a slot once
 
+    @rule(model=st.sampled_from(["m1", "m2"]), minutes=st.sampled_from([None, 0, 1, 5]))
+    def pause_model(self, model: str, minutes: int | None) -> None:
+        with contextlib.suppress(*REFUSED):
+            if minutes == 0:
+                self.svc.resume_model(model, by="test")
+            else:
+                until = None if minutes is None else from_us(self.clock.now + minutes * 60
+                                                             * SECOND)
+                self.svc.pause_model(model, until=until, by="test")
+
     @rule(seconds=st.integers(1, 60))
     def time_passes(self, seconds: int) -> None:
         self.clock.now += seconds * SECOND
@@ -175,7 +188,7 @@ class ServicesMachine(RuleBasedStateMachine):
     def start_worker(self, worker: str) -> None:
         with contextlib.suppress(*REFUSED):
             self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test",
-                                  shard=WORKER_SHARDS[worker])
+                                  shard=WORKER_SHARDS[worker], model=WORKER_MODELS[worker])
 
     @rule(worker=WORKER_IDS)
     def claim(self, worker: str) -> None:
@@ -193,6 +206,10 @@ class ServicesMachine(RuleBasedStateMachine):
         assert claim.row.shard in (None, WORKER_SHARDS[worker])
         assert claim.row.deps_open == 0
         with self.store.snapshot() as tx:  # the claim passed no cap its task counts under
+            model = claim.row.model or WORKER_MODELS[worker]
+            for pause in reads.paused_models(connection_of(tx)):  # nor a paused model
+                assert pause.model != model or (
+                    pause.until is not None and pause.until <= self.clock.now), pause
             for key, value, cap, running in reads.limits_in_use(connection_of(tx)):
                 if key == "shard" and (claim.row.shard or WORKER_SHARDS[worker]) == value:
                     assert running <= cap, (value, running, cap)

@@ -35,6 +35,8 @@ SAMPLES: list[ev.Event] = [
     ev.LimitRemoved(key=ev.LimitKey.SHARD, value="gpu"),
     ev.ScheduleAdded(name="nightly", cron="0 3 * * *", title="Bump", model="claude"),
     ev.ScheduleRemoved(name="nightly", by="alice"),
+    ev.ModelPaused(model="claude", until=datetime(2026, 12, 1, 15, tzinfo=UTC), reason="limit"),
+    ev.ModelResumed(model="claude", by="alice"),
     ev.TaskCancelled(task_id="t1", by="alice"),
     ev.WorkerStarted(worker="w1", pid=10, pid_start_time=1234, host="h1"),
     ev.WorkerHeartbeat(worker="w1"),

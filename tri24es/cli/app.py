@@ -21,6 +21,7 @@ from tri24es.cli.common import Context, watch_for_changes
 from tri24es.cli.limits import limits_app
 from tri24es.cli.metrics import metrics
 from tri24es.cli.migrate import migrate
+from tri24es.cli.models import models_app
 from tri24es.cli.queue_watcher import queue_watcher
 from tri24es.cli.replay import replay
 from tri24es.cli.schedule import schedule_app
@@ -163,6 +164,7 @@ app.add_typer(workers_app, name="workers")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(limits_app, name="limits")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(models_app, name="models")
 app.command()(status)
 app.command()(replay)
 app.command()(worker)

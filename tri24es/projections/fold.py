@@ -28,6 +28,7 @@ from tri24es.events import CATALOG, Envelope, Event, EventDecodeError, decode_pa
 from tri24es.projections.base import Projection
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView
 from tri24es.projections.limits import LIMITS, LimitsView
+from tri24es.projections.models import MODELS, ModelsView
 from tri24es.projections.queue import QUEUE, QueueView
 from tri24es.projections.schedules import SCHEDULES, SchedulesView
 from tri24es.projections.spend import SPEND, SpendView
@@ -36,7 +37,7 @@ from tri24es.projections.workers import WORKERS, WorkersView
 log = logging.getLogger("tri24es.projections")
 
 PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH, LIMITS,
-                                             SCHEDULES)
+                                             SCHEDULES, MODELS)
 #: What the helper process folds: about a third of the work of a realistic log.
 HELPER_SHARE: tuple[Projection[Any], ...] = (SPEND, KILLSWITCH)
 #: Below this many events, starting a Python process (~0.3 s) costs more than it saves.
@@ -53,12 +54,13 @@ class Views:
     killswitch: KillSwitchView
     limits: LimitsView
     schedules: SchedulesView
+    models: ModelsView
     position: int
 
     def by_projection(self) -> dict[str, Any]:
         return {"queue": self.queue, "workers": self.workers, "spend": self.spend,
                 "killswitch": self.killswitch, "limits": self.limits,
-                "schedules": self.schedules}
+                "schedules": self.schedules, "models": self.models}
 
 
 def decode_skipping(rows: Sequence[EventRow],

@@ -34,6 +34,7 @@ from tri24es.events import (
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
+from tri24es.projections.models import NOT_PAUSED
 from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
@@ -340,8 +341,8 @@ class QueueProjection(Projection[QueueView]):
             " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
             " AND (budget_units IS NULL OR spent_units < budget_units)"
             " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
-            f"{UNDER_LIMITS} ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type, has_exec, now_us, model, shard, type),
+            f"{UNDER_LIMITS}{NOT_PAUSED} ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type, has_exec, now_us, model, shard, type, model, now_us),
         ).fetchone()
         return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
 

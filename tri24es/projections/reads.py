@@ -21,6 +21,7 @@ from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
 from tri24es.projections.limits import RUNNING_VALUE
+from tri24es.projections.models import ModelPause, model_pauses
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.spend import BUCKET_US, from_units
@@ -67,6 +68,11 @@ def worker_counts(conn: Db) -> Counter[str]:
     return Counter(dict(conn.execute("SELECT state, count(*) FROM workers GROUP BY 1")))
 
 
+def paused_models(conn: Db) -> list[ModelPause]:
+    """Every model paused by hand (a pause whose time ended is listed until resumed)."""
+    return model_pauses(conn)
+
+
 def limits_in_use(conn: Db) -> list[tuple[str, str, int, int]]:
     """Every fleet-wide cap with the tasks running under it now: (key, value, cap, running)."""
     return [(key, value, cap, running) for key, value, cap, running in conn.execute(
@@ -104,6 +110,17 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
             " GROUP BY 1 ORDER BY 2 DESC, 1"):
         found.append(Waiting(count, "their dependencies", f"blocked: {blocked}" if blocked
                              else "not completed yet"))
+    for pause in model_pauses(conn):
+        if pause.until is not None and pause.until <= now:
+            continue
+        (held,) = conn.execute(
+            "SELECT count(*) FROM queue WHERE state = 'queued' AND deps_open = 0 AND model = ?"
+            " AND (not_before IS NULL OR not_before <= ?)", (pause.model, now)).fetchone()
+        if held:
+            until = "until resumed" if pause.until is None else f"until {iso_time(pause.until)}"
+            why = f" ({pause.reason})" if pause.reason else ""
+            found.append(Waiting(held, f"model={pause.model}", f"the model is paused {until}"
+                                 f"{why}"))
     for key, value, cap, running in limits_in_use(conn):
         if running < cap or key not in LIMIT_KEYS:
             continue

@@ -23,12 +23,14 @@ from tri24es.services.base import (
 from tri24es.services.budget import BudgetCommands
 from tri24es.services.dependencies import DependencyError
 from tri24es.services.limits import LimitCommands
+from tri24es.services.models import ModelCommands
 from tri24es.services.schedules import ScheduleCommands, ScheduleExists
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
-class Services(ScheduleCommands, TaskCommands, WorkerCommands, BudgetCommands, LimitCommands):
+class Services(ScheduleCommands, TaskCommands, WorkerCommands, BudgetCommands, LimitCommands,
+               ModelCommands):
     """Every command of tri24es, on one store."""
 
 

@@ -35,6 +35,7 @@ from tri24es.projections import (
     install,
     read_killswitch,
 )
+from tri24es.projections.models import next_pause_end
 from tri24es.projections.sql import Db, ViewsConnection
 
 P = ParamSpec("P")
@@ -141,7 +142,7 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.add(KILL_SWITCH)
         elif isinstance(event, ev.KillSwitchReset):
             bells.update((KILL_SWITCH, WORK))
-        elif isinstance(event, ev.LimitSet | ev.LimitRemoved):
+        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed):
             bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
     return bells
 
@@ -259,10 +260,15 @@ class ServiceBase:
             ) is not None
 
     def next_due(self) -> int | None:
-        """When the next queued task that waits for a time (a delay, a retry's backoff) may
-        be claimed, in microseconds: an idle worker wakes then, since no bell rings for it."""
+        """When the next queued task that waits for a time (a delay, a retry's backoff, a
+        model's pause) may be claimed, in microseconds: an idle worker wakes then, since no
+        bell rings for it."""
+        now = self.clock()
         with self.store.snapshot() as tx:
-            return QUEUE.next_due(connection_of(tx), self.clock())
+            conn = connection_of(tx)
+            due = [t for t in (QUEUE.next_due(conn, now), next_pause_end(conn, now))
+                   if t is not None]
+        return min(due, default=None)
 
     def control(self, worker_id: str) -> tuple[WorkerRow, KillSwitchView]:
         """What steers a worker, read in one snapshot: its row (requests, state) and the
