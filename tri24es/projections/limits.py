@@ -34,12 +34,12 @@ FULL_LIMITS = (
     f" WHERE r.state = 'running' AND l.value = {RUNNING_VALUE}))")
 
 #: The claim's test that a queued task would exceed no cap if the worker took it (the three
-#: parameters: the worker's model, shard and type). Without caps (the common case) the first
-#: test, computed once per statement, decides, and the caps in use are never counted.
+#: parameters: the worker's model, shard and type). The claim runs it only when some cap or
+#: pause exists.
 UNDER_LIMITS = (
-    " AND (NOT EXISTS (SELECT 1 FROM limits) OR NOT EXISTS (SELECT 1 FROM full_limits f"
+    " AND NOT EXISTS (SELECT 1 FROM full_limits f"
     " WHERE f.value = CASE f.key WHEN 'model' THEN coalesce(queue.model, ?)"
-    " WHEN 'shard' THEN coalesce(queue.shard, ?) ELSE coalesce(queue.type, ?) END))")
+    " WHEN 'shard' THEN coalesce(queue.shard, ?) ELSE coalesce(queue.type, ?) END)")
 
 
 class LimitsProjection(Projection[LimitsView]):

@@ -34,10 +34,10 @@ class ModelPause:
 ModelsView = dict[str, ModelPause | None]  # None: resumed (kept to be deleted inline)
 
 #: The claim's test that the task's model (its own, else the worker's: the first parameter)
-#: is not paused at the time given as the second. Without pauses, the first test decides.
+#: is not paused at the time given as the second (run only when some cap or pause exists).
 NOT_PAUSED = (
-    " AND (NOT EXISTS (SELECT 1 FROM model_pauses) OR NOT EXISTS (SELECT 1 FROM model_pauses p"
-    " WHERE p.model = coalesce(queue.model, ?) AND (p.until IS NULL OR p.until > ?)))")
+    " AND NOT EXISTS (SELECT 1 FROM model_pauses p"
+    " WHERE p.model = coalesce(queue.model, ?) AND (p.until IS NULL OR p.until > ?))")
 
 
 class ModelsProjection(Projection[ModelsView]):

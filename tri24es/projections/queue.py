@@ -295,7 +295,7 @@ class QueueProjection(Projection[QueueView]):
         # Rows the fold changes beside the event's own: a new task's dependencies, and the
         # dependants of a task that completes.
         related: Iterable[str] = ()
-        if isinstance(event, TaskSubmitted) and row is None:
+        if type(event) is TaskSubmitted and row is None:
             related = event.after
         elif row is not None and row.dependants and type(event) in _COMPLETING:
             related = row.waiting_tasks
@@ -334,17 +334,24 @@ class QueueProjection(Projection[QueueView]):
         yet (the index holds no such task), nor one that would exceed a fleet-wide cap
         (``limits``: counted in this transaction, so no two claims pass one cap).
         """
+        # Caps and model pauses are rare: the plain query says whether any exist (computed
+        # once per statement), and only then is the query that checks them run. On
+        # PostgreSQL, which plans each claim anew, that query costs ~0.15 ms more to plan.
         found = conn.execute(
-            f"WITH {FULL_LIMITS} SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable"
-            " WHERE state = 'queued'"
-            " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
-            " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
-            " AND (budget_units IS NULL OR spent_units < budget_units)"
-            " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
-            f"{UNDER_LIMITS}{NOT_PAUSED} ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type, has_exec, now_us, model, shard, type, model, now_us),
+            f"SELECT {COLUMNS}, {_ANY_HOLDS} FROM queue INDEXED BY queue_claimable"
+            f" WHERE {_CLAIMABLE} ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type, has_exec, now_us),
         ).fetchone()
-        return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
+        if found is not None and found[-1]:
+            found = conn.execute(
+                f"WITH {FULL_LIMITS} SELECT {COLUMNS}, 1 FROM queue INDEXED BY queue_claimable"
+                f" WHERE {_CLAIMABLE}{UNDER_LIMITS}{NOT_PAUSED}"
+                " ORDER BY priority, submitted_position LIMIT 1",
+                (shard, model, type, has_exec, now_us, model, shard, type, model, now_us),
+            ).fetchone()
+        if found is None:
+            return None
+        return keep(conn, "queue", found[0], TaskRow(*found[:-1]))
 
     def next_due(self, conn: Db, now_us: int) -> int | None:
         """The earliest ``not_before`` after ``now_us`` of a queued task."""
@@ -400,6 +407,14 @@ def _backoff_us(backoff: Backoff | None) -> tuple[int | None, int | None]:
     if backoff is None:
         return None, None
     return int(backoff.base_s * 1_000_000), int(backoff.cap_s * 1_000_000)
+
+
+_CLAIMABLE = (
+    "state = 'queued' AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
+    " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
+    " AND (budget_units IS NULL OR spent_units < budget_units)"
+    " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)")
+_ANY_HOLDS = "(EXISTS (SELECT 1 FROM limits) OR EXISTS (SELECT 1 FROM model_pauses))"
 
 
 # A failed task's requeue is a retry or not by its reason: the machine decides that one.
