@@ -72,6 +72,7 @@ class RequeueReason(enum.StrEnum):
     KILL_SWITCH = "kill_switch"  # the kill switch stopped the attempt
     LEASE_LOST = "lease_lost"  # the worker stalled past its lease; its agent was ended
     STORE_FAULT = "store_fault"  # the attempt could not go on (e.g. its log's disk is full)
+    MODEL_PAUSED = "model_paused"  # its model was paused fleet-wide (tri24es models pause)
     RETRY = "retry"
     MANUAL = "manual"
 
@@ -79,7 +80,8 @@ class RequeueReason(enum.StrEnum):
 #: Requeues that end an attempt that did not fail: the task is not to blame, so the attempt
 #: costs none of its retries.
 STOP_REASONS = frozenset({RequeueReason.WORKER_STOPPED, RequeueReason.KILL_SWITCH,
-                          RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT})
+                          RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT,
+                          RequeueReason.MODEL_PAUSED})
 
 
 class EventDecodeError(Tri24esError):

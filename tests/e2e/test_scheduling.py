@@ -249,3 +249,20 @@ def test_models_pause_list_and_resume(run: Run) -> None:
     again = run("models", "resume", "claude")
     assert (again.returncode, again.stderr) == (
         1, "tri24es: error: model 'claude' is not paused\n")
+
+
+def test_pausing_a_model_stops_its_running_attempt_at_no_retry_cost(fleet: Fleet) -> None:
+    fleet.submit("long", "hang-on 1\nsay done", model="claude", max_retries=0)
+    proc = fleet.worker("--id", "w1", "--model", "claude")
+    fleet.started("long")
+    assert fleet.run("models", "pause", "claude", "--reason", "usage limit").returncode == 0
+    wait_until(lambda: fleet.events(ev.TaskRequeued), "the attempt stopped and requeued")
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.MODEL_PAUSED
+    row = fleet.services.task("long")
+    assert (row.state, row.retries_used) == ("queued", 0)  # max_retries=0, still it may run
+    assert len(claims_of(fleet, "long")) == 1  # not claimed again while paused
+    assert fleet.run("models", "resume", "claude").returncode == 0
+    wait_until(lambda: fleet.state("long") == "completed", "the task completed after resume")
+    assert [attempt for attempt, _ in claims_of(fleet, "long")] == [1, 2]
+    assert proc.poll() is None

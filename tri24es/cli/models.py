@@ -23,8 +23,8 @@ def pause(
     = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the log.")] = None,
 ) -> None:
-    """Claim no task for MODEL until the time given (or until resumed); running attempts
-    go on.
+    """Claim no task for MODEL until the time given (or until resumed); its running
+    attempts go back to the queue at no retry cost.
 
     Example: tri24es models pause claude --until 2026-12-01T15:00Z --reason "usage limit"
     """

@@ -35,7 +35,7 @@ from tri24es.projections import (
     install,
     read_killswitch,
 )
-from tri24es.projections.models import next_pause_end
+from tri24es.projections.models import model_pauses, next_pause_end
 from tri24es.projections.sql import Db, ViewsConnection
 
 P = ParamSpec("P")
@@ -108,6 +108,7 @@ def is_gone(row: WorkerRow) -> bool:
 #: every commit. WORK: a task may have become claimable; KILL_SWITCH: the switch changed.
 WORK = "work"
 KILL_SWITCH = "killswitch"
+MODELS = "models"  # a model was paused: running attempts of it stop
 
 
 def worker_bell(worker_id: str) -> str:
@@ -142,6 +143,8 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.add(KILL_SWITCH)
         elif isinstance(event, ev.KillSwitchReset):
             bells.update((KILL_SWITCH, WORK))
+        elif isinstance(event, ev.ModelPaused):
+            bells.add(MODELS)
         elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed):
             bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
     return bells
@@ -258,6 +261,15 @@ class ServiceBase:
                 conn, worker.shard, worker.model, worker.type, bool(worker.has_exec),
                 self.clock(),
             ) is not None
+
+    def model_paused(self, model: str | None) -> bool:
+        """Whether ``model`` is paused now (``tri24es models pause``)."""
+        if model is None:
+            return False
+        now = self.clock()
+        with self.store.snapshot() as tx:
+            return any(p.model == model and (p.until is None or p.until > now)
+                       for p in model_pauses(connection_of(tx)))
 
     def next_due(self) -> int | None:
         """When the next queued task that waits for a time (a delay, a retry's backoff, a
