@@ -266,3 +266,23 @@ def test_pausing_a_model_stops_its_running_attempt_at_no_retry_cost(fleet: Fleet
     wait_until(lambda: fleet.state("long") == "completed", "the task completed after resume")
     assert [attempt for attempt, _ in claims_of(fleet, "long")] == [1, 2]
     assert proc.poll() is None
+
+
+def test_replay_rebuilds_every_scheduling_view_exactly(run: Run) -> None:
+    assert run("init").returncode == 0
+    for args in (["submit", "Build", "--id", "build", "--retry-backoff", "10s..1m"],
+                 ["submit", "Deploy", "--id", "deploy", "--after", "build", "--in", "1h"],
+                 ["tasks", "update", "deploy", "--priority", "HIGH"],
+                 ["tasks", "cancel", "build"],  # blocks deploy
+                 ["limits", "set", "model=claude", "2"],
+                 ["models", "pause", "codex", "--until", "2h"],
+                 ["schedule", "add", "nightly", "--cron", "@daily", "--title", "Nightly"]):
+        done = run(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    before = run("tasks", "list", "--json").stdout
+    tasks = {t["task_id"]: t for t in json.loads(before)}
+    assert tasks["deploy"]["blocked"] == "dependency build was cancelled"
+    assert run("replay", "--verify").returncode == 0
+    assert run("replay").returncode == 0
+    assert run("tasks", "list", "--json").stdout == before
+    assert run("replay", "--verify").returncode == 0
