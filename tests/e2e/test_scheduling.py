@@ -286,3 +286,19 @@ def test_replay_rebuilds_every_scheduling_view_exactly(run: Run) -> None:
     assert run("replay").returncode == 0
     assert run("tasks", "list", "--json").stdout == before
     assert run("replay", "--verify").returncode == 0
+
+
+def test_an_idle_worker_wakes_when_its_tasks_dependency_completes(fleet: Fleet) -> None:
+    fleet.submit("build", "say built", model="a")
+    fleet.submit("deploy", "say deployed", model="b", after=("build",))
+    slow = {"POLL_INTERVAL": "60"}  # and a 30 s lease: a beat every 10 s
+    waiting = fleet.worker("--id", "wb", "--model", "b", lease=30.0, env=slow)
+    wait_until(lambda: fleet.worker_state("wb") == "idle", "the deploy worker idle")
+    builder = fleet.worker("--id", "wa", "--model", "a", lease=30.0, env=slow)
+    wait_until(lambda: fleet.state("deploy") == "completed", "deploy completed")
+    [built] = [r for r in fleet.services.store.read_stream("task-build")
+               if r.type == ev.TaskCompleted.topic]
+    [(_, claimed)] = claims_of(fleet, "deploy")
+    assert claimed - built.recorded_at < 5 * SECOND, "the idle worker was not woken"
+    assert waiting.poll() is None
+    assert builder.poll() is None
