@@ -23,6 +23,7 @@ from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
 
 if TYPE_CHECKING:
+    from tri24es.events import Backoff
     from tri24es.witness import Witness
 
 CONFIG_FILE = "tri24es.toml"
@@ -139,12 +140,23 @@ class Settings:
         default=None, metadata=_from("TRI24ES_WITNESS_FILE", _path))
     witness_interval: float = field(
         default=60.0, metadata=_from("TRI24ES_WITNESS_INTERVAL", _seconds))
+    # How long a failed task waits before its next attempt (tri24es.scheduling.parse_backoff).
+    retry_backoff: str = field(default="5s..10m", metadata=_from("TRI24ES_RETRY_BACKOFF", _text))
 
     sources: dict[str, Source] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def paths(self) -> ProjectPaths:
         return ProjectPaths(self.root)
+
+    def retry_backoff_policy(self) -> Backoff:
+        """``retry_backoff`` parsed (here, not at load: only commands that decide need it)."""
+        from tri24es.scheduling import parse_backoff
+
+        try:
+            return parse_backoff(self.retry_backoff)
+        except ValueError as e:
+            raise ConfigError(f"TRI24ES_RETRY_BACKOFF: {e}") from None
 
     @property
     def witness(self) -> Witness:

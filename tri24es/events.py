@@ -46,12 +46,33 @@ class RetryFrom(enum.StrEnum):
     BASE = "base"  # a retry starts over from the base (the last attempt's head is kept)
 
 
+class Backoff(BaseModel):
+    """How long a failed task waits before its next attempt: ``base_s`` after the first
+    failure, doubling with each failure after it, at most ``cap_s``; the wait of each is
+    drawn between half of that and all of it (jitter, so that tasks failing together do not
+    come back together). ``base_s = 0``: retried at once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_s: float = Field(ge=0, allow_inf_nan=False)
+    cap_s: float = Field(ge=0, allow_inf_nan=False)
+
+    def step_us(self, failures: int) -> int:
+        """The longest wait after the ``failures``-th failure in a row (1, 2, ...)."""
+        step = self.base_s * 2.0 ** min(max(failures - 1, 0), 60)
+        return int(min(step, max(self.cap_s, self.base_s)) * 1_000_000)
+
+
+NO_BACKOFF = Backoff(base_s=0, cap_s=0)
+
+
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"  # the worker was told to stop (signal, request, up)
     KILL_SWITCH = "kill_switch"  # the kill switch stopped the attempt
     LEASE_LOST = "lease_lost"  # the worker stalled past its lease; its agent was ended
     STORE_FAULT = "store_fault"  # the attempt could not go on (e.g. its log's disk is full)
+    MODEL_PAUSED = "model_paused"  # its model was paused fleet-wide (tri24es models pause)
     RETRY = "retry"
     MANUAL = "manual"
 
@@ -59,7 +80,8 @@ class RequeueReason(enum.StrEnum):
 #: Requeues that end an attempt that did not fail: the task is not to blame, so the attempt
 #: costs none of its retries.
 STOP_REASONS = frozenset({RequeueReason.WORKER_STOPPED, RequeueReason.KILL_SWITCH,
-                          RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT})
+                          RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT,
+                          RequeueReason.MODEL_PAUSED})
 
 
 class EventDecodeError(Tri24esError):
@@ -127,6 +149,10 @@ class TaskSubmitted(Event):
     require_changes: bool = False  # an attempt that changed nothing fails
     resume: bool = False  # a retry resumes the agent's session, where its agent can
     retry_from: RetryFrom = RetryFrom.BRANCH  # a retry's workspace: the last attempt's branch
+    # Scheduling:
+    not_before: AwareDatetime | None = None  # not claimed before this time (submit --at/--in)
+    retry_backoff: Backoff | None = None  # this task's retry backoff (default: the fleet's)
+    after: tuple[str, ...] = ()  # tasks that must complete before this one is claimed
 
 
 class TaskRejected(Event):
@@ -241,6 +267,39 @@ class TaskRequeued(Event):
     worker: str | None = None  # the worker whose attempt ended, if one held the task
     by: str | None = None
     budget_usd: Money | None = None  # a manual retry's new max_budget_usd for the whole task
+    not_before: AwareDatetime | None = None  # a failed attempt's backoff: no claim before it
+
+
+class TaskUpdated(Event):
+    """A queued task changed by a person: each field given replaces the task's (None leaves
+    it; an empty shard, model or type clears it)."""
+
+    task_id: str
+    by: str | None = None
+    priority: Priority | None = None
+    title: str | None = None
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int | None = Field(default=None, ge=0)
+    max_budget_usd: Money | None = None
+    not_before: AwareDatetime | None = None
+
+
+class TaskBlocked(Event):
+    """A dependency failed, was cancelled or is blocked itself: the task waits for a person
+    (a ``tasks retry`` of the dependency unblocks it)."""
+
+    task_id: str
+    dependency: str
+    reason: str
+
+
+class TaskUnblocked(Event):
+    """No dependency of the task is failed, cancelled or blocked any more."""
+
+    task_id: str
+    dependency: str  # the one whose retry unblocked it
 
 
 class TaskDeadLettered(Event):
@@ -412,6 +471,79 @@ class BrokenChainAccepted(Event):
     by: str | None = None
 
 
+# --- fleet-wide caps: the limits stream ---------------------------------------------------
+
+
+class LimitKey(enum.StrEnum):
+    """What a cap counts running tasks by: the task's field, or its worker's when the task
+    leaves it open."""
+
+    MODEL = "model"
+    SHARD = "shard"
+    TYPE = "type"
+
+
+class LimitSet(Event):
+    """At most ``cap`` tasks with ``key=value`` run at once, across the fleet."""
+
+    key: LimitKey
+    value: str
+    cap: int = Field(ge=0)
+    by: str | None = None
+
+
+class LimitRemoved(Event):
+    key: LimitKey
+    value: str
+    by: str | None = None
+
+
+class ModelPaused(Event):
+    """No task for ``model`` is claimed until ``until`` (None: until resumed)."""
+
+    model: str
+    until: AwareDatetime | None = None
+    by: str | None = None
+    reason: str | None = None
+
+
+class ModelResumed(Event):
+    model: str
+    by: str | None = None
+
+
+# --- recurring tasks: schedule-<name> ------------------------------------------------------
+
+
+class ScheduleAdded(Event):
+    """A recurring task: at each time ``cron`` names (in ``timezone``), a task made from the
+    fields below, whose id is ``<name>-<the slot's UTC time>``."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    by: str | None = None
+    title: str
+    body: str = ""
+    priority: Priority = Priority.MEDIUM
+    shard: str | None = None
+    model: str | None = None
+    type: str | None = None
+    max_retries: int = Field(default=3, ge=0)
+    max_budget_usd: Money | None = None
+    command: list[str] | None = None
+    agent: str | None = None
+
+
+class ScheduleRemoved(Event):
+    name: str
+    by: str | None = None
+
+
+def schedule_stream(name: str) -> str:
+    return f"schedule-{name}"
+
+
 def task_stream(task_id: str) -> str:
     return f"task-{task_id}"
 
@@ -424,6 +556,8 @@ SPEND_STREAM = "spend"
 BUDGET_STREAM = "budget"
 KILL_SWITCH_STREAM = "killswitch"
 AUDIT_STREAM = "audit"
+LIMITS_STREAM = "limits"
+MODELS_STREAM = "models"
 
 
 # --- metadata ---------------------------------------------------------------------------

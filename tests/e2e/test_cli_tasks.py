@@ -184,7 +184,8 @@ def test_status_json(fleet: Run, project: Path) -> None:
     ok(fleet("tasks", "cancel", "b"))
     status = ok(fleet("status", "--json"))
     assert set(status) == {"queue", "workers", "spend", "killswitch", "head", "waiting",
-                           "ignored_in_queue"}
+                           "limits", "ignored_in_queue"}
+    assert status["limits"] == []
     assert status["head"] == 3
     assert status["queue"]["by_state"] == {"queued": 1, "running": 0, "review": 0,
                                            "completed": 0, "failed": 0, "cancelled": 1}

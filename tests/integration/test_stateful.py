@@ -7,6 +7,7 @@ step the inline views must equal a fresh replay of the log.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -29,7 +30,14 @@ from tri24es.machines import IllegalTransition
 from tri24es.projections import connection_of, reads, verify
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.workers import WorkerRow
-from tri24es.services import NotFound, ServiceError, Services, StaleAttempt, TaskSpec
+from tri24es.services import (
+    DependencyError,
+    NotFound,
+    ServiceError,
+    Services,
+    StaleAttempt,
+    TaskSpec,
+)
 from tri24es.timeutil import from_us
 
 REFUSED = (StaleAttempt, NotFound, IllegalTransition, ServiceError)
@@ -37,6 +45,7 @@ SECOND = 1_000_000
 LEASE_S = 30
 SILENT_S = 120
 WORKER_SHARDS = {"w0": None, "w1": "a", "w2": "b"}
+WORKER_MODELS = {"w0": None, "w1": "m1", "w2": None}
 WORKER_IDS = st.sampled_from(sorted(WORKER_SHARDS))
 
 
@@ -53,7 +62,9 @@ class ServicesMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.store = eventlog.open_store(new_url(), clock=self.clock)
-        self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test")
+        self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test",
+                            retry_backoff=ev.Backoff(base_s=5, cap_s=40),
+                            rng=random.Random(0))
         self.submitted: list[str] = []
 
     def teardown(self) -> None:
@@ -64,6 +75,9 @@ class ServicesMachine(RuleBasedStateMachine):
     def tasks(self) -> list[TaskRow]:
         with self.store.transaction() as tx:
             return reads.tasks(connection_of(tx))
+
+    def tasks_by_id(self) -> dict[str, TaskRow]:
+        return {t.task_id: t for t in self.tasks()}
 
     def workers(self) -> dict[str, WorkerRow]:
         with self.store.transaction() as tx:
@@ -88,7 +102,8 @@ class ServicesMachine(RuleBasedStateMachine):
     @initialize(shards=st.lists(st.sampled_from([None, "a", "b"]), min_size=1, max_size=4))
     def some_workers_and_tasks(self, shards: list[str | None]) -> None:
         for worker, shard in WORKER_SHARDS.items():
-            self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test", shard=shard)
+            self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test", shard=shard,
+                                  model=WORKER_MODELS[worker])
         for shard in shards:
             self.submit(Priority.MEDIUM, shard, 1)
 
@@ -101,11 +116,80 @@ class ServicesMachine(RuleBasedStateMachine):
         assert new
         self.submitted.append(task_id)
 
+    @rule(data=st.data(), priority=st.sampled_from(Priority),
+          delay=st.sampled_from([None, 0, 20, 90]), backoff=st.sampled_from([None, 0, 10]))
+    def submit_scheduled(self, data: st.DataObject, priority: Priority, delay: int | None,
+                         backoff: int | None) -> None:
+        """A task waiting for others (sometimes an unknown one, or itself), a time, or with a
+        backoff of its own."""
+        task_id = f"t{len(self.submitted)}"
+        after = tuple(data.draw(st.lists(st.sampled_from([*self.submitted, "missing", task_id]),
+                                         max_size=3, unique=True), label="after"))
+        spec = TaskSpec(
+            task_id, task_id, priority=priority, max_retries=1, after=after,
+            model=data.draw(st.sampled_from([None, "m1", "m2"]), label="model"),
+            not_before=None if delay is None else from_us(self.clock.now + delay * SECOND),
+            retry_backoff=None if backoff is None else ev.Backoff(base_s=backoff, cap_s=backoff))
+        try:
+            self.svc.submit(spec)
+        except DependencyError:
+            assert "missing" in after or task_id in after
+            return
+        self.submitted.append(task_id)
+
+    @rule(data=st.data(), priority=st.sampled_from([None, *Priority]),
+          shard=st.sampled_from([None, "", "a", "b"]), delay=st.sampled_from([None, 0, 30]))
+    def update(self, data: st.DataObject, priority: Priority | None, shard: str | None,
+               delay: int | None) -> None:
+        with contextlib.suppress(*REFUSED):
+            self.svc.update(ev.TaskUpdated(
+                task_id=self.task_id(data), by="test", priority=priority, shard=shard,
+                not_before=None if delay is None else from_us(self.clock.now + delay * SECOND)))
+
+    @rule(shard=st.sampled_from(["a", "b"]), cap=st.sampled_from([None, 0, 1, 2]))
+    def limit(self, shard: str, cap: int | None) -> None:
+        if cap is None:
+            self.svc.remove_limit(ev.LimitKey.SHARD, shard, by="test")
+        else:
+            self.svc.set_limit(ev.LimitKey.SHARD, shard, cap, by="test")
+
+    @rule(name=st.sampled_from(["s1", "s2"]), cron=st.sampled_from(["* * * * *", "*/2 * * * *"]),
+          add=st.booleans())
+    def schedule(self, name: str, cron: str, add: bool) -> None:
+        with contextlib.suppress(*REFUSED):
+            if add:
+                self.svc.add_schedule(ev.ScheduleAdded(name=name, cron=cron, title=name,
+                                                       max_retries=0))
+            else:
+                self.svc.remove_schedule(name, by="test")
+
+    @rule()
+    def fire_schedules(self) -> None:
+        fired, _ = self.svc.fire_schedules()
+        for spec in fired:
+            assert spec.task_id not in self.submitted
+            self.submitted.append(spec.task_id)
+        assert self.svc.fire_schedules()[0] == []  # a slot once
+
+    @rule(model=st.sampled_from(["m1", "m2"]), minutes=st.sampled_from([None, 0, 1, 5]))
+    def pause_model(self, model: str, minutes: int | None) -> None:
+        with contextlib.suppress(*REFUSED):
+            if minutes == 0:
+                self.svc.resume_model(model, by="test")
+            else:
+                until = None if minutes is None else from_us(self.clock.now + minutes * 60
+                                                             * SECOND)
+                self.svc.pause_model(model, until=until, by="test")
+
+    @rule(seconds=st.integers(1, 60))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.now += seconds * SECOND
+
     @rule(worker=WORKER_IDS)
     def start_worker(self, worker: str) -> None:
         with contextlib.suppress(*REFUSED):
             self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test",
-                                  shard=WORKER_SHARDS[worker])
+                                  shard=WORKER_SHARDS[worker], model=WORKER_MODELS[worker])
 
     @rule(worker=WORKER_IDS)
     def claim(self, worker: str) -> None:
@@ -121,6 +205,18 @@ class ServicesMachine(RuleBasedStateMachine):
         assert claim.row.state == "running"
         assert claim.row.worker == worker
         assert claim.row.shard in (None, WORKER_SHARDS[worker])
+        assert claim.row.deps_open == 0
+        with self.store.snapshot() as tx:  # the claim passed no cap its task counts under
+            model = claim.row.model or WORKER_MODELS[worker]
+            for pause in reads.paused_models(connection_of(tx)):  # nor a paused model
+                assert pause.model != model or (
+                    pause.until is not None and pause.until <= self.clock.now), pause
+            for key, value, cap, running in reads.limits_in_use(connection_of(tx)):
+                if key == "shard" and (claim.row.shard or WORKER_SHARDS[worker]) == value:
+                    assert running <= cap, (value, running, cap)
+        assert claim.row.not_before is None or claim.row.not_before <= self.clock.now
+        for dependency in claim.row.after:  # every dependency completed
+            assert self.tasks_by_id()[dependency].state == "completed"
 
     @rule()
     def every_worker_claims(self) -> None:
@@ -226,6 +322,20 @@ class ServicesMachine(RuleBasedStateMachine):
                 held = tasks[w.current_task]
                 assert (held.state, held.worker, held.attempt) == (
                     "running", w.worker_id, w.current_attempt)
+
+    @invariant()
+    def dependencies_are_counted_and_blocked_right(self) -> None:
+        tasks = self.tasks_by_id()
+        for row in tasks.values():
+            deps = [tasks[d] for d in row.after]
+            assert row.deps_open == sum(d.state != "completed" for d in deps), row.task_id
+            if row.state != "queued":
+                continue
+            bad = [d for d in deps if d.state in ("failed", "cancelled")
+                   or (d.state == "queued" and d.blocked)]
+            # Blocked exactly while a dependency failed, was cancelled or is blocked itself.
+            assert bool(row.blocked) == bool(bad), (
+                row.task_id, row.blocked, [(d.task_id, d.state, d.blocked) for d in deps])
 
     @invariant()
     def no_task_completes_twice(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tri24es.events import Priority
+from tri24es.events import Backoff, Priority
 from tri24es.inputs.taskfile import (
     Ignored,
     Location,
@@ -139,6 +139,9 @@ def test_title_is_the_first_heading_else_the_id(text: str, title: str) -> None:
         ("# T\nmax_budget_usd: $10\n", {"max_budget_usd": Decimal("10")}),
         ("# T\nmax_budget_usd: 0\n", {"max_budget_usd": Decimal("0")}),
         ("# T\nmax_budget_usd:\n", {"max_budget_usd": None}),
+        ("# T\nretry_backoff: 10s..5m\n", {"retry_backoff": Backoff(base_s=10, cap_s=300)}),
+        ("# T\nretry_backoff: 0\n", {"retry_backoff": Backoff(base_s=0, cap_s=0)}),
+        ("# T\n", {"retry_backoff": None}),
     ],
 )
 def test_field_lines(text: str, fields: dict[str, object]) -> None:
@@ -180,6 +183,8 @@ def test_body_and_sha256_are_the_whole_file() -> None:
         ("fix.md", b"# T\nmax_budget_usd: 0.12345678901\n",
          "bad max_budget_usd '0.12345678901': a non-negative amount such as 2.50 or $2.50 "
          "(at most 10 digits before and 10 after the point)"),
+        ("fix.md", b"# T\nretry_backoff: soon\n",
+         "bad retry backoff 'soon': expected e.g. 5s..10m, 30s or 0"),
         ("fix.md", b"# T\nmodel: " + b"m" * 201 + b"\n", "model is longer than 200 characters"),
     ],
 )

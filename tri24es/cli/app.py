@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("tri24es.cli.metrics", "metrics", "Serve Prometheus metrics over HTTP."),
     "migrate": ("tri24es.cli.migrate", "migrate", "Copy the store to another backend."),
     "serve": ("tri24es.cli.serve", "serve", "Serve the web dashboard and its JSON API."),
+    "limits": ("tri24es.cli.limits", "limits_app",
+               "Fleet-wide caps on running tasks by model, shard, type."),
+    "schedule": ("tri24es.cli.schedule", "schedule_app", "Recurring tasks on a cron schedule."),
+    "models": ("tri24es.cli.models", "models_app", "Pause and resume claims for a model."),
     "doctor": ("tri24es.cli.doctor", "doctor", "Check the store, processes and clock."),
     "config": ("tri24es.cli.config", "config_app", "The settings and where each comes from."),
 }

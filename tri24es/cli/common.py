@@ -80,6 +80,7 @@ class Context:
         from tri24es.services import Services
 
         with self.store() as store:
+            options.setdefault("retry_backoff", self.settings.retry_backoff_policy())
             yield Services(store, actor=actor or self.actor, trace_id=self.settings.trace_id,
                            **options)
 

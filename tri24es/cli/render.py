@@ -61,6 +61,11 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "spent_usd": money(from_units(row.spent_units)),
         "worker": row.worker,
         "lease_expires_at": _iso(row.lease_expires_at),
+        "not_before": _iso(row.not_before),  # a delay or a retry's backoff: no claim before
+        "retry_backoff": None if (b := row.backoff()) is None else f"{b.base_s:g}s..{b.cap_s:g}s",
+        "after": row.after,  # claimed only once these completed
+        "dependencies_open": row.deps_open,  # of them, not completed yet
+        "blocked": row.blocked,  # why it waits for a person (a dependency failed)
         "pid": row.pid,
         "last_error": row.last_error,
         "submitted_position": row.submitted_position,
@@ -151,13 +156,16 @@ def attempts(conn: Db, events: list[RecordedEvent], paths: ProjectPaths) -> list
     return shown
 
 
-def status_now(counts: FleetCounts, waiting: list[Any], queue_dir: Path) -> dict[str, Any]:
+def status_now(counts: FleetCounts, waiting: list[Any], queue_dir: Path,
+               limits: list[tuple[str, str, int, int]]) -> dict[str, Any]:
     """``status --json`` now (the web's ``/api/status`` too): the counts, why queued tasks
-    wait, and what the queue watcher ignores in ``queue_dir``."""
+    wait, the fleet-wide caps in use, and what the queue watcher ignores in ``queue_dir``."""
     from tri24es.inputs.queue_folder import ignored_entries
 
     ignored = [{"source": i.source, "reason": i.reason} for i in ignored_entries(queue_dir)]
     return {**counts_dict(counts), "waiting": [str(w) for w in waiting],
+            "limits": [{"key": key, "value": value, "cap": cap, "running": running}
+                       for key, value, cap, running in limits],
             "ignored_in_queue": ignored}
 
 

@@ -43,7 +43,8 @@ def status(
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
         waits = reads.waiting(conn)
-    print_counts(status_now(counts, waits, context.settings.paths.queue), as_json)
+        limits = reads.limits_in_use(conn)
+    print_counts(status_now(counts, waits, context.settings.paths.queue, limits), as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
@@ -65,6 +66,9 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
                f"({spend['events']} records{skipped})")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
+    for limit in info.get("limits", []):
+        typer.echo(f"limit:        {limit['key']}={limit['value']}: {limit['running']} of "
+                   f"{limit['cap']} running")
     for line in info.get("waiting", []):
         typer.echo(f"waiting:      {line}")
     for entry in info.get("ignored_in_queue", []):  # what the queue watcher leaves alone

@@ -6,9 +6,10 @@ import hashlib
 import re
 import secrets
 import sys
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +22,9 @@ from tri24es.cli.common import (
     print_table,
 )
 from tri24es.errors import UsageError
+
+if TYPE_CHECKING:
+    from tri24es.projections.queue import TaskRow
 
 tasks_app = typer.Typer(
     help="List, show, cancel and retry tasks.", no_args_is_help=True
@@ -44,6 +48,19 @@ def _title_of(body: str, fallback: str) -> str:
         if line.startswith("# "):
             return line[2:].strip() or fallback
     return fallback
+
+
+def _not_before(at: str | None, in_: str | None) -> datetime | None:
+    """``--at`` or ``--in`` as the time a task may first be claimed."""
+    from tri24es.scheduling import parse_when
+    from tri24es.timeutil import from_us, now_us
+
+    if at is not None and in_ is not None:
+        raise ValueError("give --at or --in, not both")
+    if in_ is not None and not in_.strip()[:1].isdigit():
+        raise ValueError(f"bad --in {in_!r}: expected a delay such as 10m or 1h30m")
+    when = at if at is not None else in_
+    return None if when is None else from_us(parse_when(when, now_us()))
 
 
 def submit(
@@ -95,6 +112,23 @@ def submit(
         str, typer.Option("--retry-from", help="branch (go on from the last attempt's branch) "
                           "or base (start over).")
     ] = "branch",
+    retry_backoff: Annotated[
+        str | None, typer.Option("--retry-backoff", help="Wait before a retry: BASE..CAP "
+                                 "(e.g. 10s..5m, doubling per failure, jittered), BASE, or 0 "
+                                 "(default TRI24ES_RETRY_BACKOFF).")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Not claimed before this time (ISO-8601, naive "
+                                 "means UTC).")
+    ] = None,
+    in_: Annotated[
+        str | None, typer.Option("--in", help="Not claimed before this delay from now (e.g. "
+                                 "10m, 1h30m).")
+    ] = None,
+    after: Annotated[
+        list[str] | None, typer.Option("--after", help="Claimed only once this task has "
+                                       "completed (repeatable).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -103,7 +137,14 @@ def submit(
     """
     from tri24es.agents import check_agent
     from tri24es.cli.render import task_dict
-    from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command, parse_retry_from
+    from tri24es.inputs.taskfile import (
+        id_problem,
+        parse_after,
+        parse_budget,
+        parse_command,
+        parse_retry_from,
+    )
+    from tri24es.scheduling import parse_backoff
     from tri24es.services import TaskSpec
 
     rank = parse_priority(priority)
@@ -129,6 +170,9 @@ def submit(
         argv = parse_command(command)
         budget = None if max_budget is None else parse_budget(max_budget)
         since = parse_retry_from(retry_from)
+        backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
+        not_before = _not_before(at, in_)
+        waits_for = parse_after(" ".join(after or ()))
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
@@ -136,9 +180,15 @@ def submit(
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
         max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
         require_changes=require_changes, resume=resume, retry_from=since,
+        retry_backoff=backoff, not_before=not_before, after=waits_for,
     )
+    from tri24es.services import DependencyError
+
     with context_of(ctx).services() as services:
-        row, new = services.submit(spec)
+        try:
+            row, new = services.submit(spec)
+        except DependencyError as e:
+            raise DependencyError(f"{e}: nothing submitted") from None
     if as_json:
         print_json({"task_id": row.task_id, "new": new, **task_dict(row)})
     elif new:
@@ -176,11 +226,22 @@ def list_tasks(
         return
     for wait in waits:  # no silent waiting: say why queued tasks are not being taken
         typer.echo(f"tri24es: note: {wait}", err=True)
+    def also(row: TaskRow) -> str:
+        """What a queued task waits for beside a worker: its time, its dependencies."""
+        if row.state != "queued":
+            return ""
+        d = task_dict(row)
+        later = f" (not before {d['not_before']})" if d["not_before"] else ""
+        if row.blocked or row.deps_open:
+            later += f" (blocked: {row.blocked})" if row.blocked else \
+                f" (after {', '.join(row.after)})"
+        return later
+
     print_table(
         ("TASK", "STATE", "PRIORITY", "TRIES", "RETRIES", "SPENT", "WORKER", "TITLE"),
         ((row.task_id, row.state, priority_name(row.priority), row.attempt,
           f"{row.retries_used}/{row.max_retries}", dollars(from_units(row.spent_units)),
-          row.worker, row.title) for row in rows),
+          row.worker, row.title + also(row)) for row in rows),
         squeeze="TITLE")
 
 
@@ -247,6 +308,62 @@ def show(
 def _one_line(value: object) -> str:
     """A field's value on one line: a newline shown as ``\\n``, as in the JSON."""
     return str(value).replace("\r", "\\r").replace("\n", "\\n")
+
+
+@tasks_app.command("update")
+def update(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.")],
+    priority: Annotated[str | None, typer.Option("--priority", help="CRITICAL, HIGH, MEDIUM "
+                                                 "or LOW.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="A new title.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="Only for this shard ('' for "
+                                              "any).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only for this model ('' for "
+                                              "any).")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only for this type ('' for "
+                                              "any).")] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Retries "
+                                                    "after the first attempt.")] = None,
+    max_budget: Annotated[str | None, typer.Option("--max-budget", help="USD it may spend "
+                                                   "over all its attempts.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Not claimed before this time ("
+                                           "'now': at once).")] = None,
+    in_: Annotated[str | None, typer.Option("--in", help="Not claimed before this delay from "
+                                            "now.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a queued task: its priority, title, filters, retries, budget or time (recorded
+    as TaskUpdated).
+
+    Example: tri24es tasks update fix-login --priority CRITICAL --at now
+    """
+    from tri24es.cli.render import task_dict
+    from tri24es.events import TaskUpdated
+    from tri24es.inputs.taskfile import parse_budget
+
+    try:
+        budget = None if max_budget is None else parse_budget(max_budget)
+        not_before = _not_before(at, in_)
+    except ValueError as e:
+        raise UsageError(f"{e}: nothing changed") from None
+    if title is not None and not title.strip():
+        raise UsageError("--title must not be empty: nothing changed")
+    changes = (priority, title, shard, model, type_, max_retries, budget, not_before)
+    if all(change is None for change in changes):
+        raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
+    context = context_of(ctx)
+    event = TaskUpdated(
+        task_id=task_id, by=context.actor,
+        priority=None if priority is None else parse_priority(priority), title=title,
+        shard=shard, model=model, type=type_, max_retries=max_retries, max_budget_usd=budget,
+        not_before=not_before)
+    with context.services() as services:
+        row = services.update(event)
+    if as_json:
+        print_json(task_dict(row))
+    else:
+        typer.echo(f"{task_id}: updated")
 
 
 @tasks_app.command("cancel")

@@ -15,10 +15,14 @@ Layout (kept from TRI-24): ``tasks/queue/<id>.md`` and ``tasks/queue/<PRIORITY>/
   ``command`` (the agent command for this task, split like a shell does, never run by one:
   for workers without ``--exec``), ``agent`` (a preset: claude, codex, gemini), ``base``
   (the ref its branch starts from), ``review``, ``require_changes``, ``resume`` (true or
-  false) and ``retry_from`` (branch or base).
+  false), ``retry_from`` (branch or base) and ``retry_backoff`` (``10s..5m``, ``30s`` or
+  ``0``: see ``tri24es.scheduling.parse_backoff``) and ``not_before`` (an ISO-8601 time,
+  or a delay such as ``10m`` from when the file is read) and ``after`` (the ids of tasks
+  that must complete first, separated by commas or spaces).
 - The body is the whole text, stored with the sha256 of the file's bytes.
 
-Everything here but ``read_queue_file`` is pure: names and bytes in, a verdict out.
+Everything here but ``read_queue_file`` (and a relative ``not_before``, read against the
+clock) is pure: names and bytes in, a verdict out.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from tri24es.agents import AGENTS
 from tri24es.events import Priority, RetryFrom
 from tri24es.inputs.queue_folder import Ignored as Ignored  # the names taken from here before
 from tri24es.inputs.queue_folder import is_ignored_name as is_ignored_name
+from tri24es.scheduling import parse_backoff, parse_when
 from tri24es.services import TaskSpec
+from tri24es.timeutil import from_us, now_us
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 MAX_ID_LENGTH = 200
@@ -48,7 +54,7 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 PRIORITY_PREFIX = re.compile(r"^(CRITICAL|HIGH|MEDIUM|LOW)[_-]")
 _FIELD_LINE = re.compile(
     r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command|agent"
-    r"|base|review|require_changes|resume|retry_from)"
+    r"|base|review|require_changes|resume|retry_from|retry_backoff|not_before|after)"
     r"|##[ \t]*(?P<heading>type))[ \t]*:(?P<value>.*)$",
     re.IGNORECASE,
 )
@@ -57,6 +63,7 @@ _FIELD_NAMES = {
     "assigned_model": "model", "max_retries": "max_retries", "max_budget_usd": "max_budget_usd",
     "command": "command", "agent": "agent", "base": "base", "review": "review",
     "require_changes": "require_changes", "resume": "resume", "retry_from": "retry_from",
+    "retry_backoff": "retry_backoff", "not_before": "not_before", "after": "after",
 }
 _YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
@@ -183,6 +190,16 @@ def parse_retry_from(text: str) -> RetryFrom:
         raise ValueError(f"bad retry_from {text!r}: expected branch or base") from None
 
 
+def parse_after(text: str) -> tuple[str, ...]:
+    """``"build, lint"`` (commas or spaces) -> the ids of the tasks to wait for."""
+    ids = tuple(dict.fromkeys(text.replace(",", " ").split()))
+    for task_id in ids:
+        problem = id_problem(task_id)
+        if problem is not None:
+            raise ValueError(f"bad after: {problem}")
+    return ids
+
+
 def parse_command(text: str | None) -> list[str] | None:
     """A task's own agent command, split as a shell would (it is never run by one)."""
     if text is None:
@@ -232,6 +249,11 @@ def parse_task_file(
         flags = {key: parse_flag(key, fields.get(key) or None)
                  for key in ("review", "require_changes", "resume")}
         retry_from = parse_retry_from(fields.get("retry_from") or "branch")
+        backoff = fields.get("retry_backoff") or None
+        retry_backoff = None if backoff is None else parse_backoff(backoff)
+        when = fields.get("not_before") or None
+        not_before = None if when is None else from_us(parse_when(when, now_us()))
+        after = parse_after(fields.get("after") or "")
     except ValueError as e:
         return reject(str(e))
     return TaskSpec(
@@ -250,7 +272,9 @@ def parse_task_file(
         agent=agent,
         base=fields.get("base") or None,
         retry_from=retry_from,
-        **flags,
+        retry_backoff=retry_backoff, not_before=not_before, after=after,
+        review=flags["review"], require_changes=flags["require_changes"],
+        resume=flags["resume"],
     )
 
 

@@ -27,13 +27,17 @@ from eventlog.model import EventRow
 from tri24es.events import CATALOG, Envelope, Event, EventDecodeError, decode_page
 from tri24es.projections.base import Projection
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView
+from tri24es.projections.limits import LIMITS, LimitsView
+from tri24es.projections.models import MODELS, ModelsView
 from tri24es.projections.queue import QUEUE, QueueView
+from tri24es.projections.schedules import SCHEDULES, SchedulesView
 from tri24es.projections.spend import SPEND, SpendView
 from tri24es.projections.workers import WORKERS, WorkersView
 
 log = logging.getLogger("tri24es.projections")
 
-PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH)
+PROJECTIONS: tuple[Projection[Any], ...] = (QUEUE, WORKERS, SPEND, KILLSWITCH, LIMITS,
+                                             SCHEDULES, MODELS)
 #: What the helper process folds: about a third of the work of a realistic log.
 HELPER_SHARE: tuple[Projection[Any], ...] = (SPEND, KILLSWITCH)
 #: Below this many events, starting a Python process (~0.3 s) costs more than it saves.
@@ -48,11 +52,15 @@ class Views:
     workers: WorkersView
     spend: SpendView
     killswitch: KillSwitchView
+    limits: LimitsView
+    schedules: SchedulesView
+    models: ModelsView
     position: int
 
     def by_projection(self) -> dict[str, Any]:
         return {"queue": self.queue, "workers": self.workers, "spend": self.spend,
-                "killswitch": self.killswitch}
+                "killswitch": self.killswitch, "limits": self.limits,
+                "schedules": self.schedules, "models": self.models}
 
 
 def decode_skipping(rows: Sequence[EventRow],

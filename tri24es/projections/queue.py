@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
     STOP_REASONS,
     AgentSessionStarted,
+    Backoff,
     Envelope,
     LeaseRenewed,
     Priority,
     SpendRecorded,
     TaskApproved,
     TaskAwaitingReview,
+    TaskBlocked,
     TaskCancelled,
     TaskClaimed,
     TaskCompleted,
@@ -26,9 +29,13 @@ from tri24es.events import (
     TaskReviewRejected,
     TaskStarted,
     TaskSubmitted,
+    TaskUnblocked,
+    TaskUpdated,
 )
 from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
+from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
+from tri24es.projections.models import NOT_PAUSED
 from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
@@ -59,10 +66,21 @@ CREATE TABLE IF NOT EXISTS queue (
     retries_from       INTEGER NOT NULL,  -- attempt count when the retry budget last started
     has_command        INTEGER NOT NULL,  -- 1: the task carries its own command
     budget_units       INTEGER,           -- max_budget_usd over all attempts (1e-10 USD)
-    spent_units        INTEGER NOT NULL   -- spend recorded for the task so far (1e-10 USD)
+    spent_units        INTEGER NOT NULL,  -- spend recorded for the task so far (1e-10 USD)
+    not_before         INTEGER,           -- no claim before (a delay, a retry's backoff), µs
+    backoff_base_us    INTEGER,           -- the task's own retry backoff (NULL: the fleet's)
+    backoff_cap_us     INTEGER,
+    after_ids          TEXT,              -- its dependencies, space-separated (ids hold none)
+    dependants         TEXT,              -- the tasks that wait for it, space-separated
+    deps_open          INTEGER NOT NULL,  -- dependencies not completed yet: claimable at 0
+    blocked            TEXT               -- why it waits for a person (a dependency failed)
 );
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
-    WHERE state = 'queued';
+    WHERE state = 'queued' AND deps_open = 0;
+CREATE INDEX IF NOT EXISTS queue_blocked ON queue (blocked)
+    WHERE state = 'queued' AND deps_open > 0;
+CREATE INDEX IF NOT EXISTS queue_waiting ON queue (not_before)
+    WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS queue_counts (
     state       TEXT    NOT NULL,
@@ -79,17 +97,28 @@ CREATE TABLE IF NOT EXISTS queue_counts (
 COLUMNS = (
     "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
     " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
-    " retries_from, has_command, budget_units, spent_units"
+    " retries_from, has_command, budget_units, spent_units, not_before, backoff_base_us,"
+    " backoff_cap_us, after_ids, dependants, deps_open, blocked"
 )
 
-# What changes after submission; the rest (and so the id index and the claim order) stays.
-_MUTABLE = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-            "version", "retries_from", "budget_units", "spent_units")
+# What changes after submission: every such column on the rare events (a submission, a
+# requeue, a change, a block); the id index stays.
+_MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt",
+            "worker", "lease_expires_at", "pid", "last_error", "updated_at", "version",
+            "retries_from", "budget_units", "spent_units", "not_before", "dependants",
+            "deps_open", "blocked")
 SAVE = (
-    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 21)})"
+    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 28)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE)
 )
+# What the events of claims, leases, completions and spend change: saved by an UPDATE of
+# these columns alone (binding a third of the values; the hot path of every worker).
+_HOT = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
+        "version", "retries_from", "budget_units", "spent_units")
+SAVE_HOT = (f"UPDATE queue SET {', '.join(f'{c} = ?' for c in _HOT)}"
+            " WHERE submitted_position = ?")
+_hot_tuple = operator.attrgetter(*_HOT, "submitted_position")
 
 
 @dataclass(slots=True)
@@ -115,6 +144,23 @@ class TaskRow:
     has_command: int = 0
     budget_units: int | None = None
     spent_units: int = 0
+    not_before: int | None = None
+    backoff_base_us: int | None = None
+    backoff_cap_us: int | None = None
+    after_ids: str | None = None
+    dependants: str | None = None
+    deps_open: int = 0
+    blocked: str | None = None
+
+    @property
+    def after(self) -> list[str]:
+        """The tasks this one waits for."""
+        return self.after_ids.split() if self.after_ids else []
+
+    @property
+    def waiting_tasks(self) -> list[str]:
+        """The tasks that wait for this one."""
+        return self.dependants.split() if self.dependants else []
 
     def attempts_left(self) -> int:
         """Claims still allowed after the current one: ``max_retries`` retries per budget."""
@@ -125,6 +171,12 @@ class TaskRow:
         """Attempts after the first that counted against ``max_retries`` (stopped attempts
         and those before a manual retry do not)."""
         return max(self.attempt - self.retries_from - 1, 0)
+
+    def backoff(self) -> Backoff | None:
+        """The task's own retry backoff, if it has one."""
+        if self.backoff_base_us is None or self.backoff_cap_us is None:
+            return None
+        return Backoff(base_s=self.backoff_base_us / 1e6, cap_s=self.backoff_cap_us / 1e6)
 
     def budget_left(self) -> int | None:
         """What the task may still spend over all its attempts (1e-10 USD), if it is capped."""
@@ -146,14 +198,19 @@ def count_key(row: TaskRow) -> CountKey:
 
 
 class Touched(dict[str, TaskRow]):
-    """The rows an event touches, with each one's count key when it was loaded: what
-    ``save`` moves in the counts."""
+    """The rows an event touches, as ``load`` found them: each one's count key then (what
+    ``save`` moves in the counts), and whether they change beyond the hot columns (or are
+    new: ``wide``, saved whole)."""
 
-    __slots__ = ("before",)
+    __slots__ = ("before", "wide")
 
-    def __init__(self, rows: dict[str, TaskRow]) -> None:
-        super().__init__(rows)
-        self.before = {task_id: count_key(row) for task_id, row in rows.items()}
+    def __init__(self, rows: dict[str, TaskRow] | None = None, *, wide: bool = False) -> None:
+        super().__init__(rows or {})
+        self.wide = wide
+        self.before: dict[str, CountKey] = {}
+
+    def remember(self) -> None:
+        self.before = {task_id: count_key(row) for task_id, row in self.items()}
 
 
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
@@ -181,7 +238,8 @@ class QueueProjection(Projection[QueueView]):
                          TaskFailed, TaskRequeued, TaskDeadLettered, TaskCancelled,
                          SpendRecorded, TaskAwaitingReview, TaskApproved, TaskReviewRejected,
                          # no move, but the stream's version: the next append expects it
-                         TaskResultRecorded, AgentSessionStarted, TaskMergeFailed})
+                         TaskResultRecorded, AgentSessionStarted, TaskMergeFailed,
+                         TaskBlocked, TaskUnblocked, TaskUpdated})
 
     def new_view(self) -> QueueView:
         return {}
@@ -208,8 +266,11 @@ class QueueProjection(Projection[QueueView]):
                     None, None, at, at, envelope.version, 0,
                     int(bool(event.command or event.agent)),
                     None if event.max_budget_usd is None else to_units(event.max_budget_usd),
-                    0,
+                    0, None if event.not_before is None else to_us(event.not_before),
+                    *_backoff_us(event.retry_backoff),
                 )
+                if event.after:
+                    _depend(view, view[task_id], event.after)
             return
         state = _MOVES.get((row.state, kind))
         if state is None:  # a retry, or a move the task machine refuses (advance_task raises)
@@ -220,6 +281,10 @@ class QueueProjection(Projection[QueueView]):
                 if budget is not None:  # and may raise the spend cap of the whole task
                     row.budget_units = to_units(budget)
             state = str(moved)
+        if state == _COMPLETED and row.dependants and row.state != _COMPLETED:
+            for waiting in row.dependants.split():  # one dependency fewer to wait for
+                if (dependant := view.get(waiting)) is not None:
+                    dependant.deps_open -= 1
         row.state = state
         row.version = envelope.version
         row.updated_at = envelope.recorded_at
@@ -238,23 +303,55 @@ class QueueProjection(Projection[QueueView]):
         elif kind is TaskFailed:
             assert isinstance(event, TaskFailed)
             row.last_error = event.error
+        elif kind is TaskBlocked:
+            assert isinstance(event, TaskBlocked)
+            row.blocked = event.reason
+        elif kind is TaskUnblocked:
+            row.blocked = None
+        elif kind is TaskUpdated:
+            assert isinstance(event, TaskUpdated)
+            _update(row, event)
         elif kind in TASK_ENDS:
             row.worker = row.lease_expires_at = row.pid = None
             if isinstance(event, TaskDeadLettered):
                 row.last_error = event.error
-            elif kind is TaskRequeued and event.reason in STOP_REASONS:  # type: ignore[attr-defined]
-                row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
+            elif kind is TaskRequeued:
+                assert isinstance(event, TaskRequeued)
+                if event.reason in STOP_REASONS:
+                    row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
+                # A retry's backoff; any other requeue may be claimed at once.
+                row.not_before = None if event.not_before is None else to_us(event.not_before)
 
     def load(self, conn: Db, envelope: Envelope) -> QueueView | None:
         task_id = _task_id(envelope)
         if task_id is None:
             return None
         row = self.load_by_id(conn, task_id)
-        return Touched({} if row is None else {task_id: row})
+        event = envelope.event
+        wide = type(event) in _WIDE_EVENTS
+        view = Touched({} if row is None else {task_id: row}, wide=wide)
+        # Rows the fold changes beside the event's own: a new task's dependencies, and the
+        # dependants of a task that completes.
+        related: Iterable[str] = ()
+        if type(event) is TaskSubmitted and row is None:
+            related = event.after
+        elif row is not None and row.dependants and type(event) in _COMPLETING:
+            related = row.waiting_tasks
+        if related:
+            view.wide = True  # their counts and lists change
+            for other in related:
+                if (found := self.load_by_id(conn, other)) is not None:
+                    view[other] = found
+        view.remember()
+        return view
 
     def save(self, conn: Db, view: QueueView) -> None:
-        conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
-        before = view.before if isinstance(view, Touched) else {}
+        touched = view if isinstance(view, Touched) else Touched(view, wide=True)
+        if touched.wide:
+            conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
+        else:
+            conn.executemany(SAVE_HOT, [_hot_tuple(row) for row in view.values()])
+        before = touched.before
         moves = []
         for task_id, row in view.items():
             keep(conn, "queue", task_id, row, saved=True)
@@ -276,21 +373,41 @@ class QueueProjection(Projection[QueueView]):
 
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None,
-        has_exec: bool = True,
+        has_exec: bool = True, now_us: int = 0,
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
         field that is empty matches any worker; a set one only a worker with the same value.
-        A worker without ``--exec`` takes only tasks that carry their own command, and a task
-        that has spent its whole budget is taken by none."""
+        A worker without ``--exec`` takes only tasks that carry their own command, a task
+        that has spent its whole budget is taken by none, and one whose ``not_before`` is
+        after ``now_us`` (a delay, a retry's backoff) or that waits for dependencies not
+        yet (the index holds no such task), nor one that would exceed a fleet-wide cap
+        (``limits``: counted in this transaction, so no two claims pass one cap).
+        """
+        # Caps and model pauses are rare: the plain query says whether any exist (computed
+        # once per statement), and only then is the query that checks them run. On
+        # PostgreSQL, which plans each claim anew, that query costs ~0.15 ms more to plan.
         found = conn.execute(
-            f"SELECT {COLUMNS} FROM queue INDEXED BY queue_claimable WHERE state = 'queued'"
-            " AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
-            " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
-            " AND (budget_units IS NULL OR spent_units < budget_units)"
-            " ORDER BY priority, submitted_position LIMIT 1",
-            (shard, model, type, has_exec),
+            f"SELECT {COLUMNS}, {_ANY_HOLDS} FROM queue INDEXED BY queue_claimable"
+            f" WHERE {_CLAIMABLE} ORDER BY priority, submitted_position LIMIT 1",
+            (shard, model, type, has_exec, now_us),
         ).fetchone()
-        return None if found is None else keep(conn, "queue", found[0], TaskRow(*found))
+        if found is not None and found[-1]:
+            found = conn.execute(
+                f"WITH {FULL_LIMITS} SELECT {COLUMNS}, 1 FROM queue INDEXED BY queue_claimable"
+                f" WHERE {_CLAIMABLE}{UNDER_LIMITS}{NOT_PAUSED}"
+                " ORDER BY priority, submitted_position LIMIT 1",
+                (shard, model, type, has_exec, now_us, model, shard, type, model, now_us),
+            ).fetchone()
+        if found is None:
+            return None
+        return keep(conn, "queue", found[0], TaskRow(*found[:-1]))
+
+    def next_due(self, conn: Db, now_us: int) -> int | None:
+        """The earliest ``not_before`` after ``now_us`` of a queued task."""
+        (due,) = conn.execute(
+            "SELECT min(not_before) FROM queue INDEXED BY queue_waiting"
+            " WHERE state = 'queued' AND not_before > ?", (now_us,)).fetchone()
+        return None if due is None else int(due)
 
     def leases_expired_before(self, conn: Db, now_us: int) -> list[TaskRow]:
         found = conn.execute(
@@ -311,12 +428,60 @@ class QueueProjection(Projection[QueueView]):
         return rows
 
 
+def _update(row: TaskRow, event: TaskUpdated) -> None:
+    if event.priority is not None:
+        row.priority = event.priority.rank
+    if event.title is not None:
+        row.title = event.title
+    if event.shard is not None:
+        row.shard = event.shard or None
+    if event.model is not None:
+        row.model = event.model or None
+    if event.type is not None:
+        row.type = event.type or None
+    if event.max_retries is not None:
+        row.max_retries = event.max_retries
+    if event.max_budget_usd is not None:
+        row.budget_units = to_units(event.max_budget_usd)
+    if event.not_before is not None:
+        row.not_before = to_us(event.not_before)
+
+
+def _depend(view: QueueView, row: TaskRow, after: tuple[str, ...]) -> None:
+    """A new task waits for ``after``: it counts those not completed, and each of them
+    lists it among the tasks waiting for it."""
+    row.after_ids = " ".join(after)
+    for dependency_id in after:
+        dependency = view.get(dependency_id)
+        if dependency is None or dependency.state != _COMPLETED:
+            row.deps_open += 1  # an unknown one (refused at submit) is never completed
+        if dependency is not None:
+            dependency.dependants = " ".join((*dependency.waiting_tasks, row.task_id))
+
+
+def _backoff_us(backoff: Backoff | None) -> tuple[int | None, int | None]:
+    if backoff is None:
+        return None, None
+    return int(backoff.base_s * 1_000_000), int(backoff.cap_s * 1_000_000)
+
+
+_CLAIMABLE = (
+    "state = 'queued' AND (shard IS NULL OR shard = ?) AND (model IS NULL OR model = ?)"
+    " AND (type IS NULL OR type = ?) AND (? OR has_command = 1)"
+    " AND (budget_units IS NULL OR spent_units < budget_units)"
+    " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)")
+_ANY_HOLDS = "(EXISTS (SELECT 1 FROM limits) OR EXISTS (SELECT 1 FROM model_pauses))"
+
+
 # A failed task's requeue is a retry or not by its reason: the machine decides that one.
 _MOVES = fixed_moves(
     TaskState, QueueProjection.handles, advance_task,
     lambda state, kind: state is TaskState.FAILED and kind is TaskRequeued,
 )
 _QUEUED = TaskState.QUEUED.value
+_COMPLETED = TaskState.COMPLETED.value
+_COMPLETING = (TaskCompleted, TaskApproved)
+_WIDE_EVENTS = frozenset({TaskSubmitted, TaskRequeued, TaskUpdated, TaskBlocked, TaskUnblocked})
 _RANKS = {priority: priority.rank for priority in Priority}
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
+from eventlog.model import system_clock_us
 from tri24es.budget import (
     BudgetLimits,
     Reading,
@@ -26,15 +27,18 @@ from tri24es.budget import (
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
 from tri24es.projections.fold import Views, fold_log
 from tri24es.projections.killswitch import KillSwitchView, read_killswitch
+from tri24es.projections.limits import RUNNING_VALUE
+from tri24es.projections.models import ModelPause, model_pauses
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
 from tri24es.projections.queue import TaskRow
 from tri24es.projections.spend import BUCKET_US, from_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
 from tri24es.projections.workers import WorkerRow
-from tri24es.timeutil import to_us
+from tri24es.timeutil import iso_time, to_us
 
 MINUTE_US = 60_000_000
+LIMIT_KEYS = ("model", "shard", "type")  # queue columns a fleet-wide cap may count by
 #: What ``spend --by`` can group the spend by: the column of the spend table.
 SPEND_GROUPS = ("model", "worker", "task")
 
@@ -108,6 +112,19 @@ def worker_counts(conn: Db) -> Counter[str]:
     return Counter(dict(conn.execute("SELECT state, count(*) FROM workers GROUP BY 1")))
 
 
+def paused_models(conn: Db) -> list[ModelPause]:
+    """Every model paused by hand (a pause whose time ended is listed until resumed)."""
+    return model_pauses(conn)
+
+
+def limits_in_use(conn: Db) -> list[tuple[str, str, int, int]]:
+    """Every fleet-wide cap with the tasks running under it now: (key, value, cap, running)."""
+    return [(key, value, cap, running) for key, value, cap, running in conn.execute(
+        "SELECT l.key, l.value, l.cap, (SELECT count(*) FROM queue r LEFT JOIN workers w"
+        f" ON w.worker_id = r.worker WHERE r.state = 'running' AND l.value = {RUNNING_VALUE})"
+        " FROM limits l ORDER BY 1, 2")]
+
+
 @dataclass(frozen=True)
 class Waiting:
     """Queued tasks that no live worker can take now, and why: ``count`` tasks needing
@@ -121,15 +138,55 @@ class Waiting:
         return f"{self.count} waiting for {self.needs}: {self.why}"
 
 
-def waiting(conn: Db) -> list[Waiting]:
-    """The queued tasks no live worker can claim, grouped by what they need and why."""
-    groups = conn.execute(  # the counts, not the queue: the same cost at any backlog
-        "SELECT nullif(shard, ''), nullif(model, ''), nullif(type, ''), has_command, sum(n)"
-        " FROM queue_counts WHERE state = 'queued' GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0"
-        " ORDER BY 5 DESC, 1, 2, 3, 4")
+def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
+    """The queued tasks no live worker can claim, grouped by what they need and why: first
+    those whose time has not come (a delay, a retry's backoff)."""
+    now = system_clock_us() if now_us is None else now_us
+    found = []
+    later, first = conn.execute(
+        "SELECT count(*), min(not_before) FROM queue INDEXED BY queue_waiting"
+        " WHERE state = 'queued' AND not_before > ? AND deps_open = 0", (now,)).fetchone()
+    if later:
+        found.append(Waiting(later, "their time", f"a delay or a retry's backoff; the first "
+                             f"at {iso_time(first)}"))
+    for blocked, count in conn.execute(
+            "SELECT blocked, count(*) FROM queue WHERE state = 'queued' AND deps_open > 0"
+            " GROUP BY 1 ORDER BY 2 DESC, 1"):
+        found.append(Waiting(count, "their dependencies", f"blocked: {blocked}" if blocked
+                             else "not completed yet"))
+    for pause in model_pauses(conn):
+        if pause.until is not None and pause.until <= now:
+            continue
+        (held,) = conn.execute(
+            "SELECT count(*) FROM queue WHERE state = 'queued' AND deps_open = 0 AND model = ?"
+            " AND (not_before IS NULL OR not_before <= ?)", (pause.model, now)).fetchone()
+        if held:
+            until = "until resumed" if pause.until is None else f"until {iso_time(pause.until)}"
+            why = f" ({pause.reason})" if pause.reason else ""
+            found.append(Waiting(held, f"model={pause.model}", f"the model is paused {until}"
+                                 f"{why}"))
+    for key, value, cap, running in limits_in_use(conn):
+        if running < cap or key not in LIMIT_KEYS:
+            continue
+        (held,) = conn.execute(  # tasks naming the value; open ones depend on the worker
+            f"SELECT count(*) FROM queue WHERE state = 'queued' AND deps_open = 0 AND {key} = ?"
+            " AND (not_before IS NULL OR not_before <= ?)", (value, now)).fetchone()
+        if held:
+            found.append(Waiting(held, f"{key}={value}", f"its fleet-wide cap of {cap} is in "
+                                 f"use ({running} running)"))
+    if later or any(w.needs == "their dependencies" for w in found):
+        # some wait for their time or their dependencies: count the others in the queue
+        groups = conn.execute(
+            "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
+            " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
+            " GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC", (now,))
+    else:  # every queued task may run now: the counts, the same cost at any backlog
+        groups = conn.execute(
+            "SELECT nullif(shard, ''), nullif(model, ''), nullif(type, ''), has_command, sum(n)"
+            " FROM queue_counts WHERE state = 'queued' GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0"
+            " ORDER BY 5 DESC, 1, 2, 3, 4")
     live = [w for w in workers(conn) if w.state in ACTIVE_WORKER_STATES]
     switch = read_killswitch(conn)
-    found = []
     for shard, model, type_, has_command, count in groups:
         wanted = {"shard": shard, "model": model, "type": type_}
         needs = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None) or "any worker"

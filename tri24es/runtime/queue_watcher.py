@@ -53,6 +53,7 @@ from tri24es.projections.sql import Db
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
+from tri24es.services.dependencies import order_by_dependencies
 
 DEFAULT_SETTLE = 0.2
 BATCH_SIZE = 500
@@ -138,6 +139,7 @@ class QueueWatcher:
         self._known: dict[str, str | None] = {}  # submitted ids -> their body_sha256
         self._warned: set[tuple[Path, str]] = set()
         self._told_ignored: set[IgnoredEntry] = set()  # said once each, while it stays
+        self.next_slot_us: int | None = None  # when a schedule's next slot comes
 
     # --- finding files ------------------------------------------------------------------
 
@@ -189,6 +191,8 @@ class QueueWatcher:
         """Look at every queue file once. Returns what happened and, if some files are still
         changing, how many seconds until they are worth another look."""
         report = ScanReport()
+        fired, self.next_slot_us = self.services.fire_schedules()  # recurring tasks first
+        report.submitted += fired
         recheck: float | None = None
         present: set[Path] = set()
         batch: dict[str, tuple[_Candidate, TaskSpec]] = {}
@@ -237,7 +241,13 @@ class QueueWatcher:
                 recheck = self.settle if recheck is None else min(recheck, self.settle)
             else:
                 batch[verdict.task_id] = (candidate, verdict)
-        self._submit(list(batch.values()), report)
+        ordered, problems = order_by_dependencies([spec for _, spec in batch.values()],
+                                                  self._is_known)
+        for task_id, problem in problems.items():  # an unknown dependency, a cycle
+            candidate, spec = batch.pop(task_id)
+            rejections.append((candidate, Rejection(task_id, problem, candidate.source),
+                               spec.body.encode()))
+        self._submit([batch[spec.task_id] for spec in ordered], report)
         for candidate, rejection, data in rejections:
             if rejection.task_id in self._known and id_problem(candidate.location.task_id) is None:
                 self._compare(candidate, data, rejection, report)
@@ -399,6 +409,9 @@ def serve(
                     on_report(report)
                     if recheck is not None:
                         timeout = min(timeout, recheck)
+                    if watcher.next_slot_us is not None:  # a schedule's next slot
+                        until = (watcher.next_slot_us - watcher.services.clock()) / 1e6
+                        timeout = max(min(timeout, until), 0.0)
                 except TransientStoreError as e:
                     timeout = min(timeout, outage.failed(e))
                 except (Tri24esError, OSError) as e:  # e.g. a file vanished mid-move

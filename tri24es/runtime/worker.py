@@ -71,6 +71,7 @@ from tri24es.runtime.signals import SignalInbox, Wakeup, signal_wakeup
 from tri24es.runtime.workspace import GitError, Workspace, salvage
 from tri24es.services import (
     KILL_SWITCH,
+    MODELS,
     WORK,
     Claim,
     NotFound,
@@ -136,6 +137,7 @@ class Ending(enum.Enum):
     BUDGET = "budget"  # the attempt's spend passed the task's max_budget_usd
     KILL_SWITCH = "kill switch"  # the kill switch is on: stopped, at no cost to retries
     STORE_FAULT = "store fault"  # the attempt's output cannot be kept (e.g. a full disk)
+    MODEL_PAUSED = "model paused"  # its model was paused fleet-wide: at no cost to retries
 
 
 def combined(spends: list[ev.SpendRecorded]) -> list[ev.SpendRecorded]:
@@ -251,7 +253,7 @@ class Worker:
     def _bells(self, task_id: str | None = None) -> list[str]:
         """What wakes this worker: work to claim, its own control, the kill switch, and the
         fate of the task it runs; not the spend, heartbeats and claims of the rest."""
-        bells = [WORK, KILL_SWITCH, worker_bell(self.id)]
+        bells = [WORK, KILL_SWITCH, MODELS, worker_bell(self.id)]
         return bells if task_id is None else [*bells, task_bell(task_id)]
 
     def _loop(self) -> None:
@@ -284,7 +286,11 @@ class Worker:
             return next_beat
         if self.options.exit_when_idle and not self.paused:
             raise Stop(0, "idle")
-        self._wait(until=min(next_beat, time.monotonic() + self.options.poll_interval))
+        until = min(next_beat, time.monotonic() + self.options.poll_interval)
+        due = None if holding else self.services.next_due()
+        if due is not None:  # a delayed or backed-off task: no bell rings when its time comes
+            until = min(until, time.monotonic() + (due - self.services.clock()) / 1e6)
+        self._wait(until=until)
         return next_beat
 
     def _expire_leases(self) -> None:
@@ -613,9 +619,11 @@ class Worker:
                 f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}")
             self._fail(claim, capped(f"{status}: {last_line}" if last_line else status),
                        exit_code=code)
-        elif ending in (Ending.KILL_SWITCH, Ending.LOST, Ending.STORE_FAULT, Ending.EXITED):
+        elif ending in (Ending.KILL_SWITCH, Ending.LOST, Ending.STORE_FAULT, Ending.EXITED,
+                        Ending.MODEL_PAUSED):
             reason = {Ending.KILL_SWITCH: ev.RequeueReason.KILL_SWITCH,
-                      Ending.STORE_FAULT: ev.RequeueReason.STORE_FAULT}.get(
+                      Ending.STORE_FAULT: ev.RequeueReason.STORE_FAULT,
+                      Ending.MODEL_PAUSED: ev.RequeueReason.MODEL_PAUSED}.get(
                 ending, ev.RequeueReason.LEASE_LOST)
             log.info("worker %s: %s attempt %d %s: agent stopped", self.id, claim.task_id,
                      claim.attempt, ending.value)
@@ -756,6 +764,11 @@ class Worker:
                     log.warning("worker %s: kill switch on (%s): stopping %s", self.id,
                                 self.killswitch, claim.task_id)
                     return Ending.KILL_SWITCH
+                model = claim.row.model or self.options.model
+                if self.services.model_paused(model):
+                    log.warning("worker %s: model %s paused: stopping %s", self.id, model,
+                                claim.task_id)
+                    return Ending.MODEL_PAUSED
                 return self._check_task(claim)
         except TransientStoreError as e:
             self.outage.failed(e)

@@ -11,6 +11,7 @@ from tri24es.services.base import (
     CONFLICT_RETRIES,
     DEFAULT_LEASE_SECONDS,
     KILL_SWITCH,
+    MODELS,
     WORK,
     Claim,
     NotFound,
@@ -22,11 +23,16 @@ from tri24es.services.base import (
     worker_bell,
 )
 from tri24es.services.budget import BudgetCommands, ResetRefused
+from tri24es.services.dependencies import DependencyError
+from tri24es.services.limits import LimitCommands
+from tri24es.services.models import ModelCommands
+from tri24es.services.schedules import ScheduleCommands, ScheduleExists
 from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
-class Services(TaskCommands, WorkerCommands, BudgetCommands, AuditCommands):
+class Services(ScheduleCommands, TaskCommands, WorkerCommands, BudgetCommands, LimitCommands,
+               ModelCommands, AuditCommands):
     """Every command of tri24es, on one store."""
 
 
@@ -34,10 +40,13 @@ __all__ = [
     "CONFLICT_RETRIES",
     "DEFAULT_LEASE_SECONDS",
     "KILL_SWITCH",
+    "MODELS",
     "WORK",
     "Claim",
+    "DependencyError",
     "NotFound",
     "ResetRefused",
+    "ScheduleExists",
     "ServiceError",
     "Services",
     "StaleAttempt",

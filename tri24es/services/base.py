@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,6 +35,7 @@ from tri24es.projections import (
     install,
     read_killswitch,
 )
+from tri24es.projections.models import model_pauses, next_pause_end
 from tri24es.projections.sql import Db, ViewsConnection
 
 P = ParamSpec("P")
@@ -75,6 +77,9 @@ class TaskSpec:
     require_changes: bool = False
     resume: bool = False
     retry_from: ev.RetryFrom = ev.RetryFrom.BRANCH
+    not_before: datetime | None = None
+    retry_backoff: ev.Backoff | None = None
+    after: tuple[str, ...] = ()  # tasks that must complete first
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ def is_gone(row: WorkerRow) -> bool:
 #: every commit. WORK: a task may have become claimable; KILL_SWITCH: the switch changed.
 WORK = "work"
 KILL_SWITCH = "killswitch"
+MODELS = "models"  # a model was paused: running attempts of it stop
 
 
 def worker_bell(worker_id: str) -> str:
@@ -125,8 +131,8 @@ def bells_for(events: Sequence[Event]) -> set[str]:
     renewals, claims and completions: the commits most of a busy log is made of)."""
     bells: set[str] = set()
     for event in events:
-        if isinstance(event, ev.TaskSubmitted):
-            bells.add(WORK)
+        if isinstance(event, ev.TaskSubmitted | ev.TaskUpdated):
+            bells.add(WORK)  # a task may have become claimable (or claimable by others)
         elif isinstance(event, ev.TaskRequeued | ev.TaskReviewRejected):
             bells.update((WORK, task_bell(event.task_id)))
         elif isinstance(event, _TASK_TAKEN):
@@ -137,6 +143,10 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.add(KILL_SWITCH)
         elif isinstance(event, ev.KillSwitchReset):
             bells.update((KILL_SWITCH, WORK))
+        elif isinstance(event, ev.ModelPaused):
+            bells.add(MODELS)
+        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed):
+            bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
     return bells
 
 
@@ -147,7 +157,8 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
         max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
         command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
         review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
-        retry_from=spec.retry_from,
+        retry_from=spec.retry_from, not_before=spec.not_before,
+        retry_backoff=spec.retry_backoff, after=spec.after,
     )
 
 
@@ -175,10 +186,14 @@ class ServiceBase:
         trace_id: str | None = None,
         clock: Callable[[], int] = system_clock_us,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        retry_backoff: ev.Backoff = ev.NO_BACKOFF,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.lease_us = int(lease_seconds * 1_000_000)
+        self.retry_backoff = retry_backoff  # a task's own retry_backoff wins
+        self.rng = rng or random.Random()  # draws the jitter of retry backoffs
         self.metadata = Metadata(
             actor=actor, trace_id=trace_id, host=host_id(), pid=os.getpid()
         )
@@ -243,8 +258,29 @@ class ServiceBase:
                 return False
             worker = WORKERS.load_by_id(conn, worker_id)
             return worker is not None and QUEUE.first_claimable(
-                conn, worker.shard, worker.model, worker.type, bool(worker.has_exec)
+                conn, worker.shard, worker.model, worker.type, bool(worker.has_exec),
+                self.clock(),
             ) is not None
+
+    def model_paused(self, model: str | None) -> bool:
+        """Whether ``model`` is paused now (``tri24es models pause``)."""
+        if model is None:
+            return False
+        now = self.clock()
+        with self.store.snapshot() as tx:
+            return any(p.model == model and (p.until is None or p.until > now)
+                       for p in model_pauses(connection_of(tx)))
+
+    def next_due(self) -> int | None:
+        """When the next queued task that waits for a time (a delay, a retry's backoff, a
+        model's pause) may be claimed, in microseconds: an idle worker wakes then, since no
+        bell rings for it."""
+        now = self.clock()
+        with self.store.snapshot() as tx:
+            conn = connection_of(tx)
+            due = [t for t in (QUEUE.next_due(conn, now), next_pause_end(conn, now))
+                   if t is not None]
+        return min(due, default=None)
 
     def control(self, worker_id: str) -> tuple[WorkerRow, KillSwitchView]:
         """What steers a worker, read in one snapshot: its row (requests, state) and the

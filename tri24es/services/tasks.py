@@ -22,15 +22,16 @@ from tri24es.projections import (
 )
 from tri24es.projections.spend import from_units, to_units
 from tri24es.projections.sql import Db
+from tri24es.scheduling import retry_wait_us
 from tri24es.services.base import (
     Claim,
-    ServiceBase,
     ServiceError,
     StaleAttempt,
     TaskSpec,
     retry_on_conflict,
     submitted_event,
 )
+from tri24es.services.dependencies import DependencyRules
 from tri24es.timeutil import from_us
 
 #: The error of a task that spent its whole max_budget_usd (over all its attempts).
@@ -39,6 +40,10 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 
 class BudgetTooLow(ServiceError, UsageError):
     """A retry would leave the task nothing to spend."""
+
+
+class NotQueued(ServiceError):
+    """Only a queued task can be changed."""
 
 
 def _killed(conn: Db, worker_id: str | None) -> bool:
@@ -52,7 +57,7 @@ def _budget_spent(row: TaskRow) -> bool:
     return left is not None and left <= 0
 
 
-class TaskCommands(ServiceBase):
+class TaskCommands(DependencyRules):
     # --- tasks -------------------------------------------------------------------------
 
     @retry_on_conflict
@@ -64,6 +69,7 @@ class TaskCommands(ServiceBase):
             existing = QUEUE.load_by_id(conn, spec.task_id)
             if existing is not None:
                 return existing, False
+            self._check_after(conn, [spec])
             stream = ev.task_stream(spec.task_id)
             # 0 unless an earlier file with this id was rejected: then it follows those events.
             self._append(conn, tx, stream, [event], tx.stream_version(stream))
@@ -88,7 +94,8 @@ class TaskCommands(ServiceBase):
         new: list[str] = []
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            for spec in specs:
+            fresh = [spec for spec in specs if QUEUE.load_by_id(conn, spec.task_id) is None]
+            for spec in self._check_after(conn, fresh):
                 if QUEUE.load_by_id(conn, spec.task_id) is None:
                     stream = ev.task_stream(spec.task_id)
                     version = tx.stream_version(stream)
@@ -107,7 +114,7 @@ class TaskCommands(ServiceBase):
             if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
                 return None
             row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
-                                        bool(worker.has_exec))
+                                        bool(worker.has_exec), self.clock())
             if row is None:
                 return None
             lease = from_us(self.clock() + self.lease_us)
@@ -159,6 +166,8 @@ class TaskCommands(ServiceBase):
                 else ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
                                       exit_code=exit_code))
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            if not review:
+                self._completed(tx, row)
             return self.claim(worker) if claim_next else None  # joins this transaction
 
     @retry_on_conflict
@@ -197,6 +206,8 @@ class TaskCommands(ServiceBase):
                 raise ServiceError(f"task {task_id!r} is {row.state}, not waiting for review")
             made = event(row) if callable(event) else event
             self._append(conn, tx, ev.task_stream(task_id), [made], row.version)
+            if isinstance(made, ev.TaskApproved):
+                self._completed(tx, row)
 
     @retry_on_conflict
     def fail(
@@ -216,7 +227,8 @@ class TaskCommands(ServiceBase):
                                                   error=error, worker=worker))
             elif retryable and row.attempts_left() > 0:
                 events.append(ev.TaskRequeued(task_id=task_id, attempt=attempt, worker=worker,
-                                              reason=RequeueReason.RETRY))
+                                              reason=RequeueReason.RETRY,
+                                              not_before=self._retry_after(row)))
             else:
                 events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                   error=error, worker=worker))
@@ -272,6 +284,31 @@ class TaskCommands(ServiceBase):
                                     reason=RequeueReason.MANUAL, by=by, budget_usd=budget_usd)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
 
+    def _retry_after(self, row: TaskRow) -> datetime | None:
+        """When a task whose attempt failed may run again: its backoff (its own, else the
+        fleet's) for the failures in a row that counted, drawn now and recorded in the
+        event, so that a replay gives the same time. None: at once."""
+        wait = retry_wait_us(row.backoff() or self.retry_backoff, row.attempt - row.retries_from,
+                             self.rng)
+        return from_us(self.clock() + wait) if wait > 0 else None
+
+    @retry_on_conflict
+    def update(self, event: ev.TaskUpdated) -> TaskRow:
+        """Change a queued task (priority, title, filters, retries, budget, its time)."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            row = self._task(conn, event.task_id)
+            if row.state != TaskState.QUEUED:
+                raise NotQueued(f"task {event.task_id!r} is {row.state}: only a queued task "
+                                "can be changed")
+            budget = event.max_budget_usd
+            if budget is not None and to_units(budget) <= row.spent_units:
+                raise BudgetTooLow(
+                    f"task {event.task_id!r} has spent ${from_units(row.spent_units)}: a budget "
+                    f"of ${event.max_budget_usd} leaves nothing to spend")
+            self._append(conn, tx, ev.task_stream(event.task_id), [event], row.version)
+            return self._task(conn, event.task_id)
+
     @staticmethod
     def _check_task(row: TaskRow, event: Event) -> None:
         advance_task(TaskState(row.state), event)  # raises IllegalTransition
@@ -295,7 +332,8 @@ class TaskCommands(ServiceBase):
                 elif row.attempts_left() > 0:
                     events = [ev.TaskRequeued(task_id=row.task_id, attempt=row.attempt,
                                               worker=row.worker,
-                                              reason=RequeueReason.LEASE_EXPIRED)]
+                                              reason=RequeueReason.LEASE_EXPIRED,
+                                              not_before=self._retry_after(row))]
                 else:
                     events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
                                                   error="lease expired", worker=row.worker)]

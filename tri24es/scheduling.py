@@ -1,0 +1,113 @@
+"""Scheduling's pure helpers: retry backoffs, delays, cron slots, and when a task may run.
+
+Text in, values out (``parse_backoff("10s..5m")``, ``parse_when("in 10m", now)``), and the
+one draw of a retry's wait; the services decide with them, the CLI and queue files parse
+with them.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, tzinfo
+
+from tri24es.budget import parse_window
+from tri24es.events import NO_BACKOFF, Backoff
+from tri24es.timeutil import from_us, to_us
+
+
+def parse_duration(text: str) -> int:
+    """``"90s"``, ``"10m"``, ``"1h30m"``, ``"0"`` -> seconds (0 allowed, unlike a window)."""
+    return 0 if text.strip() in ("0", "0s") else parse_window(text)
+
+
+def parse_backoff(text: str) -> Backoff:
+    """``"5s..10m"`` (base..cap), ``"30s"`` (base; the cap 64 times it) or ``"0"`` / ``"none"``
+    (retry at once) -> a Backoff. Raises ValueError naming what is wrong."""
+    value = text.strip().lower()
+    if value in ("0", "none", "off"):
+        return NO_BACKOFF
+    base_text, dots, cap_text = value.partition("..")
+    try:
+        base = parse_duration(base_text)
+        cap = parse_duration(cap_text) if dots else base * 64
+    except ValueError:
+        raise ValueError(f"bad retry backoff {text!r}: expected e.g. 5s..10m, 30s or 0") from None
+    if cap < base:
+        raise ValueError(f"bad retry backoff {text!r}: the cap is shorter than the base")
+    return Backoff(base_s=base, cap_s=cap)
+
+
+def retry_wait_us(backoff: Backoff, failures: int, rng: random.Random) -> int:
+    """How long to wait after the ``failures``-th failure in a row: between half the step and
+    the whole step ("equal jitter": never sooner than half, never all at once)."""
+    step = backoff.step_us(failures)
+    return step - rng.randrange(step // 2 + 1) if step > 0 else 0
+
+
+def parse_when(text: str, now_us: int) -> int:
+    """A time a task may not run before, as microseconds: an ISO-8601 time (naive means UTC),
+    ``in 10m`` / ``10m`` (from ``now_us``) or ``now``. Raises ValueError."""
+    value = text.strip()
+    if value.lower() == "now":
+        return now_us
+    relative = value.lower().removeprefix("in ").strip()
+    if relative and relative[0].isdigit() and relative[-1] in "smhd":
+        try:
+            return now_us + parse_window(relative) * 1_000_000
+        except ValueError:
+            pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"bad time {text!r}: expected an ISO-8601 time (e.g. 2026-12-01T03:00Z), "
+            "a delay such as 10m or 'in 1h30m', or now") from None
+    return to_us(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+
+
+# --- recurring tasks -------------------------------------------------------------------
+
+#: A schedule's name: a task id's characters, short enough to leave room for the slot.
+MAX_SCHEDULE_NAME = 100
+
+
+def check_cron(expression: str, timezone: str) -> None:
+    """Raises ValueError unless ``expression`` is a cron expression (5 fields, or @daily and
+    the like) and ``timezone`` a zone name."""
+    from croniter import croniter
+
+    if not croniter.is_valid(expression):
+        raise ValueError(f"bad cron expression {expression!r}: expected 5 fields such as "
+                         "'0 3 * * *' (minute hour day month weekday) or @daily")
+    _zone(timezone)
+
+
+def _zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: expected e.g. UTC or Europe/Paris") from None
+
+
+def last_slot(expression: str, timezone: str, now_us: int) -> int:
+    """The latest time at or before ``now_us`` that the cron expression names, in µs."""
+    from croniter import croniter
+
+    moment = from_us(now_us + 1).astimezone(_zone(timezone))  # +1: a slot at now counts
+    return to_us(croniter(expression, moment).get_prev(datetime))
+
+
+def next_slot(expression: str, timezone: str, now_us: int) -> int:
+    """The first time after ``now_us`` that the cron expression names, in µs."""
+    from croniter import croniter
+
+    moment = from_us(now_us).astimezone(_zone(timezone))
+    return to_us(croniter(expression, moment).get_next(datetime))
+
+
+def slot_task_id(name: str, slot_us: int) -> str:
+    """The id of a schedule's task for one slot: the same for every scheduler, so a slot is
+    submitted once however many fire it (``nightly-20261201T0300Z``)."""
+    return f"{name}-{from_us(slot_us).strftime('%Y%m%dT%H%MZ')}"
