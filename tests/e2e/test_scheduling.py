@@ -154,7 +154,7 @@ def test_tasks_update_changes_a_queued_task_and_refuses_the_rest(run: Run) -> No
         2, "tri24es: error: say what to change (e.g. --priority HIGH): nothing changed\n")
     bad = run("tasks", "update", "t", "--priority", "urgent")
     assert (bad.returncode, bad.stderr) == (
-        2, "tri24es: error: bad priority 'urgent': expected CRITICAL|HIGH|MEDIUM|LOW\n")
+        2, "tri24es: error: bad priority 'urgent': expected one of CRITICAL, HIGH, MEDIUM, LOW\n")
     assert run("tasks", "cancel", "t").returncode == 0
     late = run("tasks", "update", "t", "--priority", "LOW")
     assert (late.returncode, late.stderr) == (
