@@ -124,6 +124,9 @@ def task_bell(task_id: str) -> str:
 _WORKER_NEWS = (ev.WorkerPauseRequested, ev.WorkerResumeRequested, ev.WorkerStopRequested,
                 ev.WorkerLost, ev.WorkerSignalled)
 _TASK_TAKEN = (ev.TaskCancelled, ev.TaskDeadLettered)
+#: What a worker's own turn appends: these ring nothing, and are looked at no further.
+_SILENT = frozenset({ev.TaskClaimed, ev.TaskCompleted, ev.LeaseRenewed, ev.TaskStarted,
+                     ev.WorkerHeartbeat, ev.SpendRecorded, ev.TaskFailed})
 
 
 def bells_for(events: Sequence[Event]) -> set[str]:
@@ -131,6 +134,8 @@ def bells_for(events: Sequence[Event]) -> set[str]:
     renewals, claims and completions: the commits most of a busy log is made of)."""
     bells: set[str] = set()
     for event in events:
+        if type(event) in _SILENT:
+            continue
         if isinstance(event, ev.TaskSubmitted | ev.TaskUpdated):
             bells.add(WORK)  # a task may have become claimable (or claimable by others)
         elif isinstance(event, ev.TaskRequeued | ev.TaskReviewRejected):
@@ -215,7 +220,18 @@ class ServiceBase:
             for r, e in zip(recorded, events, strict=True)
         ]
         apply_inline(conn, envelopes)
+        reacts = self._reacts_to
+        for event in events:
+            if type(event) in reacts:
+                self._react(conn, tx, event)
         return envelopes
+
+    #: Event types whose appending calls ``_react`` (in the same transaction, after the views
+    #: applied them): the dependency rules' hook. Claims and completions are not among them.
+    _reacts_to: frozenset[type[Event]] = frozenset()
+
+    def _react(self, conn: ViewsConnection, tx: Transaction, event: Event) -> None:
+        """What follows from ``event`` in the same transaction (see ``_reacts_to``)."""
 
     def _task(self, conn: Db, task_id: str) -> TaskRow:
         row = QUEUE.load_by_id(conn, task_id)

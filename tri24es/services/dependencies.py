@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from eventlog import Expected, Transaction
+from eventlog import Transaction
 from tri24es import events as ev
 from tri24es.errors import UsageError
-from tri24es.events import Envelope, Event
+from tri24es.events import Event
 from tri24es.machines import TaskState
 from tri24es.projections import QUEUE, TaskRow
 from tri24es.projections.sql import Db, ViewsConnection
 from tri24es.services.base import WORK, ServiceBase, ServiceError, TaskSpec
 
 _ENDED_BADLY = {TaskState.FAILED.value: "failed", TaskState.CANCELLED.value: "was cancelled"}
-_SPREADS = frozenset({ev.TaskSubmitted, ev.TaskDeadLettered, ev.TaskCancelled, ev.TaskBlocked,
-                      ev.TaskRequeued, ev.TaskUnblocked})
+_SPREADS: frozenset[type[Event]] = frozenset({
+    ev.TaskSubmitted, ev.TaskDeadLettered, ev.TaskCancelled, ev.TaskBlocked, ev.TaskRequeued,
+    ev.TaskUnblocked})
 
 
 class DependencyError(ServiceError, UsageError):
@@ -91,13 +92,11 @@ class DependencyRules(ServiceBase):
             raise DependencyError(f"task {task_id!r}: {problem}")
         return ordered
 
-    def _append(self, conn: ViewsConnection, tx: Transaction, stream: str,
-                events: Sequence[Event], expected: Expected) -> list[Envelope]:
-        envelopes = super()._append(conn, tx, stream, events, expected)
-        for event in events:
-            if type(event) in _SPREADS:  # not claims, leases, completions: the hot path
-                self._spread(conn, tx, event)
-        return envelopes
+    _reacts_to = _SPREADS  # not claims, leases, completions: the hot path
+
+    def _react(self, conn: ViewsConnection, tx: Transaction, event: Event) -> None:
+        """Block or unblock the tasks waiting for the task of ``event``, as it says."""
+        self._spread(conn, tx, event)
 
     def _spread(self, conn: ViewsConnection, tx: Transaction, event: Event) -> None:
         row = QUEUE.load_by_id(conn, event.task_id)  # type: ignore[attr-defined]
