@@ -21,6 +21,7 @@ from eventlog.errors import (
     UnsafePath,
     WrongExpectedVersion,
 )
+from eventlog.guards import GUARD_RESTORED, GUARD_STREAM, GuardsRestored
 from eventlog.model import (
     ANY,
     GENESIS_HASH,
@@ -41,6 +42,8 @@ from eventlog.store import Doorbell, EventStore, Transaction, check_chain, posit
 __all__ = [
     "ANY",
     "GENESIS_HASH",
+    "GUARD_RESTORED",
+    "GUARD_STREAM",
     "NO_STREAM",
     "STREAM_EXISTS",
     "ConnectionLost",
@@ -52,6 +55,7 @@ __all__ = [
     "EventStore",
     "Expected",
     "ExpectedVersion",
+    "GuardsRestored",
     "NewEvent",
     "RecordedEvent",
     "StoreFull",

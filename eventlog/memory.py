@@ -28,6 +28,10 @@ class MemoryTransaction(Transaction):
         staged = [e.version for e in self.staged if e.stream == stream]
         return staged[-1] if staged else self._store.versions.get(stream, 0)
 
+    def last_type(self, stream: str) -> str | None:
+        found = [e.type for e in self._all() if e.stream == stream]
+        return found[-1] if found else None
+
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
         wanted = set(event_ids)
         return [e for e in self._all() if e.event_id in wanted]

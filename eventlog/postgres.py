@@ -39,6 +39,7 @@ from eventlog.errors import (
     StoreReplaced,
     StoreUnavailable,
 )
+from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
     EMPTY_HEAD,
     Head,
@@ -114,6 +115,9 @@ def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
     return EventLogError(f"PostgreSQL schema {store.schema!r}: {message}")
 
 
+GUARD_BODY = "BEGIN RAISE EXCEPTION 'events are append-only: % refused', TG_OP; END"
+
+
 class _Queries:
     """The SQL of one schema, quoted once (the name is checked against SCHEMA_NAME)."""
 
@@ -124,6 +128,9 @@ class _Queries:
         self.version_and_head = (
             f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s),"
             f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        ).encode()
+        self.last_type = (
+            f"SELECT type FROM {events} WHERE stream = %s ORDER BY version DESC LIMIT 1"
         ).encode()
         self.head_row = (
             f"SELECT position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
@@ -172,6 +179,37 @@ class _Queries:
         self.listen = f'LISTEN "{self.channel}"'.encode()
         self.bells_channel = f"{schema}_bells"
         self.listen_bells = f'LISTEN "{self.bells_channel}"'.encode()
+        guard = f'"{schema}".events_are_append_only'
+        # The append-only guards, restored as a whole when one is found missing or changed.
+        self.guards_ddl = f"""
+            CREATE OR REPLACE FUNCTION {guard}() RETURNS trigger
+            LANGUAGE plpgsql AS $$ {GUARD_BODY} $$;
+            DROP TRIGGER IF EXISTS events_are_append_only ON {events};
+            CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {events}
+                FOR EACH ROW EXECUTE FUNCTION {guard}();
+            DROP TRIGGER IF EXISTS events_are_append_only_truncate ON {events};
+            CREATE TRIGGER events_are_append_only_truncate BEFORE TRUNCATE ON {events}
+                FOR EACH STATEMENT EXECUTE FUNCTION {guard}();
+        """.encode()
+        # Each guard as PostgreSQL describes it: enabled, with its definition and the body
+        # of its function (a trigger disabled, redefined or calling a rewritten function is
+        # as good as none).
+        self.guards = (
+            b"SELECT t.tgname, t.tgenabled, pg_get_triggerdef(t.oid), p.prosrc"
+            b" FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+            b" WHERE t.tgrelid = to_regclass(%s) AND NOT t.tgisinternal"
+        )
+        # (pg_get_triggerdef leaves out a schema that is on the search path: compared
+        # without schema names, see unqualified)
+        self.expected_guards = {
+            "events_are_append_only": "CREATE TRIGGER events_are_append_only BEFORE DELETE OR"
+            " UPDATE ON events FOR EACH ROW EXECUTE FUNCTION events_are_append_only()",
+            "events_are_append_only_truncate": "CREATE TRIGGER events_are_append_only_truncate"
+            " BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION"
+            " events_are_append_only()",
+        }
+        self.unqualified = functools.partial(
+            re.compile(rf'"?\b{schema}"?\.').sub, "")
         self.ddl = f"""
             CREATE TABLE {events} (
                 position    bigint PRIMARY KEY CHECK (position > 0),
@@ -186,17 +224,7 @@ class _Queries:
                 CONSTRAINT events_stream_version_key UNIQUE (stream, version),
                 CONSTRAINT events_event_id_key UNIQUE (event_id)
             );
-            CREATE FUNCTION "{schema}".events_are_append_only() RETURNS trigger
-            LANGUAGE plpgsql AS $$
-            BEGIN
-                RAISE EXCEPTION 'events are append-only: % refused', TG_OP;
-            END
-            $$;
-            CREATE TRIGGER events_are_append_only BEFORE UPDATE OR DELETE ON {events}
-                FOR EACH ROW EXECUTE FUNCTION "{schema}".events_are_append_only();
-            CREATE TRIGGER events_are_append_only_truncate BEFORE TRUNCATE ON {events}
-                FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".events_are_append_only();
-        """.encode()
+        """.encode() + self.guards_ddl
 
     def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> bytes:
         # One round trip; the notices are delivered only if (and once) the commit is visible.
@@ -230,6 +258,10 @@ class PostgresTransaction(Transaction):
             return 0
         self._head = Head(row[1], row[2], row[3])
         return int(row[0] or 0)
+
+    def last_type(self, stream: str) -> str | None:
+        row = self.connection.execute(self._q.last_type, (stream,)).fetchone()
+        return None if row is None else str(row[0])
 
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
         rows = self.connection.execute(self._q.by_ids, (event_ids,), binary=True).fetchall()
@@ -414,6 +446,38 @@ class PostgresStore(EventStore):
             self._db.close()
             raise
         self.store_id: str = found[0] if found else ""
+        try:
+            self.check_guards()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _broken_guards(self) -> tuple[str, ...]:
+        """The guards missing, disabled or not as created."""
+        expected = self.queries.expected_guards
+        found = {
+            name: (enabled in ("O", "A") and self.queries.unqualified(definition)
+                    == expected.get(name)
+                   and " ".join(body.split()) == GUARD_BODY)
+            for name, enabled, definition, body in self._db.execute(
+                self.queries.guards, (self.queries.table,)).fetchall()
+        }
+        return tuple(name for name in expected if not found.get(name))
+
+    def check_guards(self) -> GuardsRestored | None:
+        """Restore missing guards and record it, in one transaction (under the write lock:
+        another process may have done it meanwhile)."""
+        with self._lock, self._errors():
+            if not self._broken_guards():
+                return None
+        with self.transaction() as tx:
+            missing = self._broken_guards()
+            if not missing:
+                return None
+            self._db.execute(self.queries.guards_ddl)
+            (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
+        self.guards_restored = GuardsRestored(missing, recorded.position)
+        return self.guards_restored
 
     def check_identity(self, row: tuple[object, ...] | None) -> None:
         """StoreReplaced unless ``row`` (lock, store id) names the store this one opened."""

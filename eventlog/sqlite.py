@@ -27,6 +27,7 @@ from eventlog.errors import (
     StoreUnavailable,
     UnsafePath,
 )
+from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
     EMPTY_HEAD,
     EventRow,
@@ -52,11 +53,16 @@ CREATE TABLE IF NOT EXISTS events (
     hash        BLOB    NOT NULL,
     UNIQUE (stream, version)
 );
-CREATE TRIGGER IF NOT EXISTS events_are_append_only_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS events_are_append_only_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
 """
+
+#: The append-only guards, as SQLite keeps their text in sqlite_schema (checked on open).
+GUARDS = {
+    f"events_are_append_only_{op.lower()}": (
+        f"CREATE TRIGGER events_are_append_only_{op.lower()} BEFORE {op} ON events\n"
+        f"BEGIN SELECT RAISE(ABORT, 'events are append-only: {op} refused'); END"
+    )
+    for op in ("UPDATE", "DELETE")
+}
 
 COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -121,12 +127,16 @@ def prepare_path(path: Path) -> None:
     """Create the database file 0600 in a 0700 directory; refuse a symlinked path."""
     if path.is_symlink():
         raise UnsafePath(f"refusing to open {path}: it is a symbolic link")
-    if not path.parent.exists():
-        try:
-            path.parent.mkdir(mode=0o700, parents=True)
+    for folder in reversed([path.parent, *path.parent.parents]):
+        if folder.exists():
+            continue
+        try:  # each missing folder 0700: mkdir(parents=True) makes the parents by the umask
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
         except OSError as e:
-            raise StoreUnavailable(f"cannot create {path.parent}: {e.strerror}") from e
-        path.parent.chmod(0o700)  # mkdir's mode is masked by the umask
+            raise StoreUnavailable(f"cannot create {folder}: {e.strerror}") from e
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -162,6 +172,12 @@ class SQLiteTransaction(Transaction):
             return 0
         self._head = Head(row[1], row[2], row[3])
         return int(row[0] or 0)
+
+    def last_type(self, stream: str) -> str | None:
+        row = self.connection.execute(
+            "SELECT type FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
         marks = ",".join("?" * len(event_ids))
@@ -295,6 +311,9 @@ class SQLiteStore(EventStore):
         self._tx: SQLiteTransaction | None = None
         self._watcher: FileChangeWatcher | None = None
         prepare_path(self.path)
+        # A file this user may not write (an auditor's copy, another account's store) is
+        # opened read-only: reads work, an append fails with SQLite's "readonly" error.
+        self.read_only = not os.access(self.path, os.W_OK)
         # The file as opened, held open: once it is deleted or replaced (renamed over), it has
         # no link left, and this process must not go on writing where no one reads.
         try:
@@ -316,18 +335,47 @@ class SQLiteStore(EventStore):
                 if self.path.is_symlink():
                     raise UnsafePath(f"refusing to open {self.path}: it is a symbolic link") from e
                 raise
-            self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            if not self.read_only:
+                self._db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                self._db.execute("PRAGMA journal_mode = WAL")
             for pragma in TUNING:
                 self._db.execute(f"PRAGMA {pragma}")
-            if self._has_schema():
+            if not self._broken_guards():
                 return  # opening to read must not wait for the write lock
-            try:
-                self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            if self.read_only:
+                if not self._has_table():
+                    raise StoreUnavailable(f"{self.path} is read-only and holds no event log")
+                return  # a copy to read: missing guards are for audit verify to report
+            if not self._has_table():
+                try:
+                    self._db.executescript(
+                        "BEGIN IMMEDIATE;" + SCHEMA + ";".join(GUARDS.values()) + ";COMMIT;")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                return
+        self._restore_guards()
+
+    def check_guards(self) -> GuardsRestored | None:
+        with self._lock, self._errors():
+            if not self._broken_guards():
+                return None
+        return self._restore_guards()
+
+    def _restore_guards(self) -> GuardsRestored | None:
+        """A log whose guards are gone: restore them and record it, in one transaction
+        (another process may have done so meanwhile: then nothing is left to do)."""
+        with self.transaction() as tx:
+            missing = self._broken_guards()
+            if not missing:
+                return None
+            for name in missing:
+                tx.connection.execute(f"DROP TRIGGER IF EXISTS {name}")
+                tx.connection.execute(GUARDS[name])
+            (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
+        self.guards_restored = GuardsRestored(missing, recorded.position)
+        return self.guards_restored
 
     def check_identity(self) -> None:
         """StoreReplaced if the file this store opened was deleted or replaced since."""
@@ -342,6 +390,13 @@ class SQLiteStore(EventStore):
         """A connection to the file (the checkpointer opens its own), at the store's
         synchronous setting: a checkpoint syncs as that setting says."""
         uri = "file:" + urllib.parse.quote(str(self.path)) + "?nofollow=1"
+        if self.read_only:
+            uri += "&mode=ro"
+            # WAL readers share a -shm file: without one, and no right to create it, the
+            # file is read as it stands (no writer can be at work: it would have made one).
+            shm = self.path.with_name(self.path.name + "-shm")
+            if not shm.exists() and not os.access(self.path.parent, os.W_OK):
+                uri += "&immutable=1"
         db = sqlite3.connect(
             uri, uri=True, timeout=self.busy_timeout, isolation_level=None,
             check_same_thread=False,
@@ -349,12 +404,17 @@ class SQLiteStore(EventStore):
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         return db
 
-    def _has_schema(self) -> bool:
-        (found,) = self._db.execute(
-            "SELECT count(*) FROM sqlite_master WHERE name IN"
-            " ('events', 'events_are_append_only_update', 'events_are_append_only_delete')"
-        ).fetchone()
-        return bool(found == 3)
+    def _has_table(self) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'").fetchone()
+        return found is not None
+
+    def _broken_guards(self) -> tuple[str, ...]:
+        """The guards missing or not as created (all of them for a new file), in one read."""
+        found = dict(self._db.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'events'"
+        ).fetchall())
+        return tuple(name for name, sql in GUARDS.items() if found.get(name) != sql)
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self)

@@ -13,6 +13,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
+from eventlog.guards import GuardsRestored
 from eventlog.model import (
     ANY,
     GENESIS_HASH,
@@ -140,6 +141,11 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def stream_version(self, stream: str) -> int:
         """The stream's last version, 0 when it has no events."""
+
+    @abc.abstractmethod
+    def last_type(self, stream: str) -> str | None:
+        """The type of the stream's last event (None when it has none): one index step, for
+        a caller that checks a view against the log where it matters."""
 
     @abc.abstractmethod
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
@@ -272,6 +278,9 @@ class EventStore(abc.ABC):
     """An append-only, hash-chained log of events grouped in versioned streams."""
 
     url: str
+    #: Set when opening found the append-only guards missing and restored them (recorded in
+    #: the log): the opener reports it (see ``eventlog.guards``).
+    guards_restored: GuardsRestored | None = None
 
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
@@ -354,6 +363,11 @@ class EventStore(abc.ABC):
         of them commits (in any process), not on every commit. A follower that only cares
         about some events (a worker: work to claim, its own control, the kill switch) sleeps
         through the rest."""
+
+    def check_guards(self) -> GuardsRestored | None:
+        """Check the append-only guards now (a backend does it when it opens the store):
+        restore any found missing, record that in the log, and say so (None: all there)."""
+        return None
 
     def verify(self) -> int:
         """Check the hash chain of the whole log; the number of events checked.

@@ -108,6 +108,16 @@ class EventStoreContract:
         assert store.read_stream("a", from_version=4) == []
         assert store.head() == 6
 
+    def test_last_type_is_the_type_of_a_streams_last_event(self, store: EventStore) -> None:
+        store.append("switch", [event("On"), event("Off"), event("On", 1)])
+        store.append("other", [event("Off", 2)])
+        with store.transaction() as tx:
+            assert tx.last_type("switch") == "On"
+            assert tx.last_type("nothing") is None
+            tx.append("switch", [event("Off", 3)])
+            assert tx.last_type("switch") == "Off"  # this transaction's own appends count
+        assert store.guards_restored is None  # a fresh store had nothing to restore
+
     def test_an_empty_batch_is_a_no_op(self, store: EventStore) -> None:
         assert store.append("s", [], STREAM_EXISTS) == []
         assert store.head() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,22 @@ def _handler(names: set[str], changed: threading.Event,
     return _Handler()
 
 
+class _StopRace(logging.Filter):
+    """watchdog (7.x) logs an error when its inotify thread reads once more after ``stop()``:
+    a race inside it at shutdown, harmless (the thread then ends), whose line would only
+    alarm whoever reads a worker's or the watchdog's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+def quiet_stop_race() -> None:
+    """Drop watchdog's shutdown-race error line (see ``_StopRace``); other lines pass."""
+    logger = logging.getLogger("watchdog.observers.inotify")
+    if not any(isinstance(f, _StopRace) for f in logger.filters):
+        logger.addFilter(_StopRace())
+
+
 class FileChangeWatcher:
     """Wakes ``wait_until`` when one of ``names`` in ``directory`` changes; ``names`` may be
     changed in place (under ``lock``) to watch other files of that folder."""
@@ -49,6 +66,7 @@ class FileChangeWatcher:
                  notice: Callable[[], None] | None = None) -> None:
         from watchdog.observers import Observer
 
+        quiet_stop_race()
         self.names = names
         self._changed = threading.Event()
         with threads_without_signals():  # watchdog starts threads in all three

@@ -21,9 +21,10 @@ from __future__ import annotations
 import base64
 import csv
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import IO, Any
 
 import orjson
@@ -139,7 +140,12 @@ def jsonl_row(event: RecordedEvent, prev: bytes) -> bytes:
 
 
 def export_jsonl(rows: Iterable[tuple[RecordedEvent, bytes]], out: IO[bytes],
-                 selection: Selection) -> ExportSummary:
+                 selection: Selection, checkpoint: dict[str, Any] | None = None
+                 ) -> ExportSummary:
+    """The rows, then the summary; first, when given, the witness's signed checkpoint of
+    the log (``{"checkpoint": {...}}``, see tri24es.witness)."""
+    if checkpoint is not None:
+        out.write(orjson.dumps({"checkpoint": checkpoint}) + b"\n")
     summary = ExportSummary()
     last: RecordedEvent | None = None
     for event, prev in rows:
@@ -214,17 +220,48 @@ class Problem:
 class Verified:
     count: int
     head_hash: str
+    #: What the pass over the store also gathered: the hashes at the positions asked for,
+    #: and the events of the types asked for (evidence of tampering; see tri24es.evidence).
+    hashes: dict[int, bytes] = field(default_factory=dict, compare=False)
+    noted: list[RecordedEvent] = field(default_factory=list, compare=False)
 
 
-def verify_store(store: EventStore) -> Verified:
-    """The whole log, from the genesis hash; ChainBroken at the first bad position."""
+def verify_store(store: EventStore, progress: Callable[[int], None] | None = None, *,
+                 hashes_at: Collection[int] = (), noting: Collection[str] = ()) -> Verified:
+    """The whole log, from the genesis hash; ChainBroken at the first bad position. In the
+    same pass, the hashes at ``hashes_at`` and the events of the types in ``noting``."""
     stream_without_mmap(store)
+    pages: Iterable[list[RecordedEvent]] = store.read_pages()
+    if progress is not None:
+        pages = _counted(pages, progress)
+    hashes: dict[int, bytes] = {}
+    noted: list[RecordedEvent] = []
+    events: Iterable[RecordedEvent] = chain.from_iterable(pages)
+    if hashes_at or noting:
+        events = _gathering(events, set(hashes_at), set(noting), hashes, noted)
     try:
-        count, head = check_chain(store.read_all())
+        count, head = check_chain(events)
     except CorruptLog as e:
         detail = e.problem.removeprefix(e.kind).strip().removeprefix("(").removesuffix(")")
         raise ChainBroken(Problem(e.position, e.kind, detail)) from None
-    return Verified(count, head.hex())
+    return Verified(count, head.hex(), hashes, noted)
+
+
+def _gathering(events: Iterable[RecordedEvent], positions: set[int], types: set[str],
+               hashes: dict[int, bytes], noted: list[RecordedEvent]) -> Iterator[RecordedEvent]:
+    for event in events:
+        if event.position in positions:
+            hashes[event.position] = event.hash
+        if event.type in types:
+            noted.append(event)
+        yield event
+
+
+def _counted(pages: Iterable[list[RecordedEvent]],
+             progress: Callable[[int], None]) -> Iterator[list[RecordedEvent]]:
+    for page in pages:
+        yield page
+        progress(len(page))
 
 
 # --- verifying an export ----------------------------------------------------------------
@@ -245,6 +282,8 @@ class _FileChecker:
         self.prev: tuple[int, bytes] | None = None  # the previous row's position and hash
         self.summary: dict[str, Any] | None = None
         self.unparsed: int | None = None  # the line number of a line that is not JSON
+        self.checkpoint: tuple[int, bytes] | None = None  # the witness's (position, hash)
+        self.checkpoint_seen = False
 
     def line(self, number: int, text: bytes) -> None:
         if not text.strip():
@@ -263,6 +302,16 @@ class _FileChecker:
             return
         if isinstance(obj, dict) and "summary" in obj and isinstance(obj["summary"], dict):
             self.summary = obj["summary"]
+            return
+        if isinstance(obj, dict) and "checkpoint" in obj:
+            if self.count or self.checkpoint is not None:
+                self._found(after + 1, "malformed", f"line {number}: a checkpoint after line 1")
+                return
+            try:
+                self.checkpoint = (int(obj["checkpoint"]["position"]),
+                                   bytes.fromhex(obj["checkpoint"]["head_hash"]))
+            except (KeyError, TypeError, ValueError) as e:
+                self._found(after + 1, "malformed", f"line {number}: {e!r}")
             return
         try:
             self.row(*_fields(obj))
@@ -287,6 +336,10 @@ class _FileChecker:
         if self.prev is not None and position == self.prev[0] + 1 and prev_hash != self.prev[1]:
             self._found(self.prev[0], "changed",
                         f"its hash is not the prev_hash of position {position}")
+        if self.checkpoint is not None and position == self.checkpoint[0]:
+            self.checkpoint_seen = True
+            if hash_ != self.checkpoint[1]:
+                self._found(position, "changed", "its hash is not the one the witness signed")
         self.max_seen = max(self.max_seen, position)
         self.prev = (position, hash_)
 
@@ -314,7 +367,9 @@ class _FileChecker:
         found = self.problems + ([] if filtered else [g[2] for g in self.gaps]) + end
         if found:
             raise ChainBroken(min(found, key=lambda p: p.position))
-        return Verified(self.count, self.prev[1].hex() if self.prev else GENESIS_HASH.hex())
+        seen = dict([self.checkpoint]) if self.checkpoint and self.checkpoint_seen else {}
+        return Verified(self.count, self.prev[1].hex() if self.prev else GENESIS_HASH.hex(),
+                        seen)
 
 
 def _payload_bytes(obj: dict[str, Any], key: str) -> bytes:

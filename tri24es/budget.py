@@ -93,8 +93,30 @@ def parse_amount(value: str | Decimal | int, max_usd: Decimal = DEFAULT_MAX_RECO
 
 
 def usd(amount: Decimal) -> str:
-    """Two decimals, as the original watchdog printed amounts."""
+    """Two decimals, as the original watchdog printed amounts (its status lines keep them)."""
     return f"{amount.quantize(CENT):.2f}"
+
+
+def dollars(amount: Decimal) -> str:
+    """Money for people, one format everywhere: ``$0.20``, ``$1,234.50``; an amount under a
+    cent keeps two significant digits (``$0.0042``), so that it does not read as nothing."""
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if 0 < amount < CENT:
+        small = amount.quantize(Decimal(1).scaleb(amount.adjusted() - 1))
+        if small < CENT:
+            return f"{sign}${small:f}"
+    return f"{sign}${amount.quantize(CENT):,.2f}"
+
+
+def window_text(seconds: int) -> str:
+    """``2592000`` -> ``"30d"``, ``5400`` -> ``"1h30m"``: a window as ``--window`` takes it."""
+    parts = []
+    for unit, size in zip("dhms", _UNIT_SECONDS, strict=True):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 def machine_zone() -> tzinfo:
@@ -220,6 +242,7 @@ class Reading:
     daily: Decimal
     killswitch: KillSwitchView
     allowance: Decimal = Decimal(0)  # allowed over the daily limit today (resets)
+    reset_at: int | None = None  # a forced reset the window starts after, while it is recent
 
     def daily_limit(self, limits: BudgetLimits) -> Decimal:
         """Today's limit: the configured one plus today's allowance."""

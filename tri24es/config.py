@@ -1,78 +1,158 @@
-"""Settings, read from the environment (names and defaults kept from the TRI-24 scripts)."""
+"""Settings: the command-line options, the environment, ``tri24es.toml`` in the project root,
+then the defaults, in that order of precedence (names and defaults kept from the TRI-24
+scripts, the team's earlier shell fleet). Each value remembers where it came from, for
+``tri24es config show``.
+
+A plain dataclass and a table of parsers, not a pydantic model: every command loads the
+settings first, and pydantic-settings with a model class cost each of them ~50 ms of start-up
+(the budget of a whole command).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import TYPE_CHECKING, Any
 
 from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
 
-PositiveMoney = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+if TYPE_CHECKING:
+    from tri24es.witness import Witness
 
-def env(name: str) -> AliasChoices:
-    return AliasChoices(name)
+CONFIG_FILE = "tri24es.toml"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+def _text(value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("expected a string")
+    return str(value)
 
-    root: Path = Field(default_factory=Path.cwd, validation_alias=env("TRI24ES_ROOT"))
-    db: str | None = Field(default=None, validation_alias=env("TRI24ES_DB"))
-    busy_timeout: Seconds = Field(default=5.0, validation_alias=env("TRI24ES_BUSY_TIMEOUT"))
-    sqlite_synchronous: str = Field(
-        default="NORMAL", validation_alias=env("TRI24ES_SQLITE_SYNCHRONOUS")
-    )
+
+def _money(value: object) -> Decimal:
+    try:
+        amount = Decimal(_text(value).strip())
+    except InvalidOperation:
+        raise ValueError("expected an amount in dollars, e.g. 75 or 0.50") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("must be a finite amount greater than 0")
+    return amount
+
+
+def _fraction(value: object) -> Decimal:
+    amount = _money(value)
+    if amount > 1:
+        raise ValueError("must be greater than 0 and at most 1 (e.g. 0.90)")
+    return amount
+
+
+def _seconds(value: object) -> float:
+    try:
+        seconds = float(_text(value).strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a finite number of seconds greater than 0")
+    return seconds
+
+
+def _count(value: object) -> int:
+    try:
+        number = int(_text(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _path(value: object) -> Path:
+    return (value if isinstance(value, Path) else Path(_text(value))).expanduser()
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from: ``default``, ``tri24es.toml``, ``env NAME`` or
+    ``--option``."""
+
+    kind: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}".strip()
+
+
+def _from(env: str, parse: Callable[[object], Any]) -> dict[str, Any]:
+    """A field's metadata: its environment variable and the parser of its values."""
+    return {"env": env, "parse": parse}
+
+
+@dataclass
+class Settings:
+    """Every setting, by the name it has in ``tri24es.toml`` (the environment variable is in
+    each field's metadata)."""
+
+    root: Path = field(default_factory=Path.cwd, metadata=_from("TRI24ES_ROOT", _path))
+    db: str | None = field(default=None, metadata=_from("TRI24ES_DB", _text))
+    busy_timeout: float = field(default=5.0, metadata=_from("TRI24ES_BUSY_TIMEOUT", _seconds))
+    sqlite_synchronous: str = field(
+        default="NORMAL", metadata=_from("TRI24ES_SQLITE_SYNCHRONOUS", _text))
 
     # The seed's budget settings (DESIGN.md §8).
-    budget_daily_limit: PositiveMoney = Field(
-        default=Decimal("75.00"), validation_alias=env("BUDGET_DAILY_LIMIT")
-    )
-    budget_rate_limit: PositiveMoney = Field(
-        default=Decimal("1.00"), validation_alias=env("BUDGET_RATE_LIMIT")
-    )
-    budget_rate_warning: PositiveMoney = Field(
-        default=Decimal("0.50"), validation_alias=env("BUDGET_RATE_WARNING")
-    )
-    budget_daily_pause_pct: Annotated[Decimal, Field(gt=0, le=1)] = Field(
-        default=Decimal("0.90"), validation_alias=env("BUDGET_DAILY_PAUSE_PCT")
-    )
-    budget_check_interval: Seconds = Field(
-        default=30.0, validation_alias=env("BUDGET_CHECK_INTERVAL")
-    )
-    budget_window_size: Annotated[int, Field(gt=0)] = Field(
-        default=300, validation_alias=env("BUDGET_WINDOW_SIZE")
-    )
+    budget_daily_limit: Decimal = field(
+        default=Decimal("75.00"), metadata=_from("BUDGET_DAILY_LIMIT", _money))
+    budget_rate_limit: Decimal = field(
+        default=Decimal("1.00"), metadata=_from("BUDGET_RATE_LIMIT", _money))
+    budget_rate_warning: Decimal = field(
+        default=Decimal("0.50"), metadata=_from("BUDGET_RATE_WARNING", _money))
+    budget_daily_pause_pct: Decimal = field(
+        default=Decimal("0.90"), metadata=_from("BUDGET_DAILY_PAUSE_PCT", _fraction))
+    budget_check_interval: float = field(
+        default=30.0, metadata=_from("BUDGET_CHECK_INTERVAL", _seconds))
+    budget_window_size: int = field(default=300, metadata=_from("BUDGET_WINDOW_SIZE", _count))
     # The zone whose calendar day "today's spend" means; None: the machine's zone.
-    budget_timezone: str | None = Field(default=None, validation_alias=env("BUDGET_TIMEZONE"))
+    budget_timezone: str | None = field(default=None, metadata=_from("BUDGET_TIMEZONE", _text))
     # The largest amount one spend record may carry, from any source (CLI, file, agent).
-    budget_max_spend_record: PositiveMoney = Field(
-        default=Decimal("1000"), validation_alias=env("BUDGET_MAX_SPEND_RECORD")
-    )
-    poll_interval: Seconds = Field(default=5.0, validation_alias=env("POLL_INTERVAL"))
-    worker_id: str | None = Field(default=None, validation_alias=env("WORKER_ID"))
+    budget_max_spend_record: Decimal = field(
+        default=Decimal("1000"), metadata=_from("BUDGET_MAX_SPEND_RECORD", _money))
+    poll_interval: float = field(default=5.0, metadata=_from("POLL_INTERVAL", _seconds))
+    worker_id: str | None = field(default=None, metadata=_from("WORKER_ID", _text))
     # A git repository: each attempt runs in a worktree of it (worker, up).
-    repo: Path | None = Field(default=None, validation_alias=env("TRI24ES_REPO"))
-    worker_shard: str | None = Field(default=None, validation_alias=env("WORKER_SHARD"))
-    worker_model: str | None = Field(default=None, validation_alias=env("WORKER_MODEL"))
-    trace_id: str | None = Field(default=None, validation_alias=env("TRACE_ID"))
+    repo: Path | None = field(default=None, metadata=_from("TRI24ES_REPO", _path))
+    worker_shard: str | None = field(default=None, metadata=_from("WORKER_SHARD", _text))
+    worker_model: str | None = field(default=None, metadata=_from("WORKER_MODEL", _text))
+    trace_id: str | None = field(default=None, metadata=_from("TRACE_ID", _text))
     # TRI24ES_HOST_ID (this machine's identity; default the host name) is read in one place,
     # tri24es.procinfo.host_id(), since the services and runtime need it without settings.
     # Tokens of a model genai-prices cannot price are charged at this rate, never at $0.
-    fallback_usd_per_mtok: PositiveMoney = Field(
-        default=Decimal("75"), validation_alias=env("TRI24ES_FALLBACK_USD_PER_MTOK")
-    )
+    fallback_usd_per_mtok: Decimal = field(
+        default=Decimal("75"), metadata=_from("TRI24ES_FALLBACK_USD_PER_MTOK", _money))
+    # The witness (tri24es.witness): its key and checkpoints, kept where the database's
+    # writers cannot reach them; default under state/witness/.
+    witness_key: Path | None = field(default=None, metadata=_from("TRI24ES_WITNESS_KEY", _path))
+    witness_file: Path | None = field(
+        default=None, metadata=_from("TRI24ES_WITNESS_FILE", _path))
+    witness_interval: float = field(
+        default=60.0, metadata=_from("TRI24ES_WITNESS_INTERVAL", _seconds))
+
+    sources: dict[str, Source] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def paths(self) -> ProjectPaths:
         return ProjectPaths(self.root)
+
+    @property
+    def witness(self) -> Witness:
+        from tri24es.witness import Witness
+
+        paths = self.paths
+        return Witness(self.witness_key or paths.witness_key,
+                       self.witness_file or paths.witness_file, paths.root)
 
     @property
     def db_url(self) -> str:
@@ -91,19 +171,77 @@ class Settings(BaseSettings):
     def default_worker_id(self) -> str:
         return self.worker_id or f"worker-{os.getpid()}-{int(time.time())}"
 
+    def shown(self) -> list[tuple[str, str, str, str]]:
+        """Each setting as (name, environment variable, value, where it came from)."""
+        rows = []
+        for f in fields(self):
+            if "env" in f.metadata:
+                value = getattr(self, f.name)
+                rows.append((f.name, f.metadata["env"], "" if value is None else str(value),
+                             str(self.sources.get(f.name, Source("default")))))
+        return rows
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with ``overrides`` (CLI options) on top.
 
-    A bad value becomes one ConfigError naming the variable, never a traceback.
+def load_settings(environ: Mapping[str, str] | None = None, **options: object) -> Settings:
+    """Settings from ``options`` (the command line: ``db``, ``root``; None means not given),
+    the environment, ``tri24es.toml`` in the root, then the defaults.
+
+    A bad value becomes one ConfigError naming where it was set, never a traceback.
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
+    env = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings) if "env" in f.metadata}
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+
+    def take(name: str, raw: object, source: Source) -> None:
+        try:
+            values[name] = known[name].metadata["parse"](raw)
+        except ValueError as e:
+            where = f"{known[name].metadata['env']}=" if source.kind == "env" else (
+                f"{name} in {CONFIG_FILE}: " if source.kind == CONFIG_FILE else f"{source}=")
+            raise ConfigError(f"{where}{raw!r}: {e}") from None
+        sources[name] = source
+
+    def given(name: str) -> tuple[object, Source] | None:
+        option = options.get(name)
+        if option is not None:
+            return option, Source(f"--{name.replace('_', '-')}")
+        variable = known[name].metadata["env"]
+        if variable in env:
+            return env[variable], Source("env", variable)
+        return None
+
+    root = given("root")
+    if root is not None:
+        take("root", *root)
+    for name, raw in _config_file(values.get("root", Path.cwd())).items():
+        if name not in known or name == "root":
+            import difflib
+
+            close = difflib.get_close_matches(name, [n for n in known if n != "root"], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (see tri24es config show)"
+            raise ConfigError(f"{name} in {CONFIG_FILE}: unknown setting{hint}")
+        take(name, raw, Source(CONFIG_FILE))
+    for name in known:
+        found = given(name)
+        if found is not None and name != "root":
+            take(name, *found)
+    return Settings(**values, sources=sources)
+
+
+def _config_file(root: Path) -> dict[str, object]:
+    """The table of ``tri24es.toml`` in ``root`` (empty if there is none)."""
+    path = root / CONFIG_FILE
     try:
-        return Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        info = Settings.model_fields.get(field)
-        alias = info.validation_alias if info is not None else None
-        name = alias.choices[0] if isinstance(alias, AliasChoices) else field
-        raise ConfigError(f"{name}={err.get('input')!r}: {err['msg']}") from e
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    import tomllib
+
+    try:
+        table = tomllib.loads(data.decode("utf-8", errors="replace"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return table

@@ -391,6 +391,27 @@ class KillSwitchReset(Event):
     day_end: AwareDatetime | None = None
 
 
+# --- the store's own integrity: evidence of tampering and what was done about it --------
+
+
+class AppendOnlyGuardRestored(Event):
+    """The append-only triggers of the events table were found missing when a process opened
+    the store (someone with write access dropped them) and were created again. Written by
+    ``eventlog`` itself, in the transaction that restores them (see ``eventlog.guards``)."""
+
+    missing: list[str]
+
+
+class BrokenChainAccepted(Event):
+    """``replay --accept-broken-chain`` rebuilt the views from a log whose hash chain does
+    not verify: the first bad position and what was wrong, as ``audit verify`` said."""
+
+    position: int
+    kind: str
+    detail: str
+    by: str | None = None
+
+
 def task_stream(task_id: str) -> str:
     return f"task-{task_id}"
 
@@ -402,6 +423,7 @@ def worker_stream(worker_id: str) -> str:
 SPEND_STREAM = "spend"
 BUDGET_STREAM = "budget"
 KILL_SWITCH_STREAM = "killswitch"
+AUDIT_STREAM = "audit"
 
 
 # --- metadata ---------------------------------------------------------------------------
@@ -480,6 +502,8 @@ class Envelope(NamedTuple):
 
 def decode_event(recorded: RecordedEvent) -> Event:
     """The event model of a stored row, upcast to the current schema version."""
+    if not isinstance(recorded.data, bytes):  # a row rewritten behind the store's back
+        raise EventDecodeError(recorded.position, recorded.type, "corrupt payload: not bytes")
     return _decode_payload(recorded.position, recorded.type, recorded.data)
 
 

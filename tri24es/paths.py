@@ -69,6 +69,16 @@ class ProjectPaths:
         return self.state / "budget-watchdog.pid"
 
     @property
+    def witness_key(self) -> Path:
+        """The witness's signing key (see tri24es.witness); TRI24ES_WITNESS_KEY moves it."""
+        return self.state / "witness" / "key.pem"
+
+    @property
+    def witness_file(self) -> Path:
+        """The signed checkpoints of the log; TRI24ES_WITNESS_FILE moves it."""
+        return self.state / "witness" / "checkpoints.jsonl"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

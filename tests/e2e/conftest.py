@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,18 @@ def run(project: Path) -> Run:
         )
 
     return run
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder other users may enter (pytest's own is the owner's only): for commands run
+    as another user, to meet the permissions a real user meets."""
+    folder = Path(tempfile.mkdtemp(prefix="tri24es-shared-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in (folder, *folder.rglob("*")):
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        shutil.rmtree(folder)

@@ -28,11 +28,14 @@ def test_export_to_a_file_verifies_and_tampering_exits_1(run: Run, project: Path
     ok = run("audit", "verify", "audit.jsonl")
     assert ok.returncode == 0
     head = orjson.loads((project / "audit.jsonl").read_bytes().splitlines()[-1])["summary"]
-    assert ok.stdout.strip() == f"verified 4 events, head {head['head_hash']}"
-    assert run("audit", "verify").stdout == ok.stdout  # the store agrees with its export
+    verified, anchored = ok.stdout.splitlines()
+    assert verified == f"verified 4 events, head {head['head_hash']}"
+    assert anchored == "checkpoint: position 4 signed by your witness key: in the file, matching"
+    store = run("audit", "verify")
+    assert store.stdout.splitlines()[0] == verified  # the store agrees with its export
 
     lines = (project / "audit.jsonl").read_bytes().splitlines(keepends=True)
-    (project / "cut.jsonl").write_bytes(b"".join(lines[:2]))
+    (project / "cut.jsonl").write_bytes(b"".join(lines[:3]))  # the checkpoint, 2 rows
     bad = run("audit", "verify", "cut.jsonl")
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
@@ -53,7 +56,8 @@ def test_export_to_a_file_verifies_and_tampering_exits_1(run: Run, project: Path
 def test_filters_and_csv_on_stdout(run: Run) -> None:
     submit(run, 3)
     out = run("audit", "export", "--stream", "task-t1", "--type", "TaskSubmitted")
-    rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    checkpoint, *rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert checkpoint["checkpoint"]["position"] == 3  # the witness signed the head first
     assert [r.get("stream") for r in rows[:-1]] == ["task-t1"]
     assert rows[-1]["summary"]["filtered"] is True
     csv_out = run("audit", "export", "--format", "csv", "--until", "2")

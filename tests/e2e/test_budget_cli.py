@@ -61,7 +61,7 @@ def test_spend_report_json_and_breakdown(run: Run) -> None:
     assert Decimal(out["window_total_usd"]) == Decimal("1.575")
     assert Decimal(out["rate_per_min_usd"]) == Decimal("0.02625")
     assert Decimal(out["daily_total_usd"]) == Decimal("1.575")
-    assert (out["daily_limit_usd"], out["rate_limit_usd"]) == ("75.00", "1.00")
+    assert (out["daily_limit_usd"], out["rate_limit_usd"]) == ("75", "1")  # exact, plain
     assert out["kill_switch_active"] is False
     by_task = run("spend", "--by", "task").stdout
     assert "t1" in by_task
@@ -90,6 +90,12 @@ def test_spend_file_is_bridged_once_and_bad_lines_reported(project_ready: Path,
     assert "recorded 2 lines, 0 already recorded, 1 bad" in first.stdout
     assert "spend.jsonl:2: skipped: not JSON" in first.stderr
     assert json.loads(second.stdout) == {"recorded": 0, "known": 2, "bad": 1}
+    assert second.stderr == ""  # told once, by whichever process read it first
+    with path.open("a") as more:
+        more.write("again oops\n")
+    third = run("spend", "import")
+    assert third.stderr.splitlines() == [f"{path}:4: skipped: not JSON: Expecting value: line 1 "
+                                         "column 1 (char 0)"]
     after = run("spend", "--json")
     assert json.loads(after.stdout)["window_total_usd"] == "9.1"
     assert "not recorded yet" not in after.stderr

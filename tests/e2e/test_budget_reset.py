@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import CLI, Run, clean_env
-from tests.e2e.test_budget_fleet import ESCALATION
-from tests.e2e.test_worker import Fleet, wait_until
+from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.budget import usd
 
@@ -75,7 +74,7 @@ def trip(fleet: Fleet, go: Path) -> None:
     go.touch()
     wait_until(lambda: fleet.events(ev.KillSwitchActivated), "the kill switch")
     for proc in workers:
-        fleet.exit_code(proc, timeout=ESCALATION)
+        fleet.exit_code(proc)
     wait_until(lambda: all(fleet.state(f"hot-{n}") == "queued" for n in range(HOT)),
                "the stopped tasks back in the queue")
 
@@ -151,6 +150,10 @@ def test_a_rate_trip_is_reset_with_force_and_does_not_flap(
                            env=env)
         assert forced.returncode == 0, forced.stderr
         assert forced.stdout.startswith("Kill switch reset\n  a fresh rate window starts now")
+        status = fleet.run("budget-watchdog", "--status", env=env).stdout
+        assert "Window Size: 300 s (counting from the forced reset at " in status
+        as_json = json.loads(fleet.run("spend", "--json", env=env).stdout)
+        assert as_json["window_after_reset"] is not None
         looked_after_the_reset(fleet)
         assert len(fleet.events(ev.KillSwitchActivated)) == 1, "the switch went on again"
         wait_until(lambda: all(fleet.state(f"hot-{n}") == "completed" for n in range(HOT)),
@@ -207,10 +210,54 @@ def test_a_daily_trip_needs_an_allowance_and_does_not_flap(
         [reset] = fleet.events(ev.KillSwitchReset)
         assert (reset.allow_today, reset.rate_window_start) == (Decimal(10), None)
         status = json.loads(fleet.run("budget-watchdog", "--status", "--json", env=env).stdout)
-        assert status["daily_limit_usd"] == "15.00"
+        assert status["daily_limit_usd"] == "15"  # an exact plain decimal
         for proc in fresh:
             proc.send_signal(signal.SIGTERM)
             assert fleet.exit_code(proc) == 0
     finally:
         watchdog.stop()
     assert fleet.run("replay", "--verify").returncode == 0
+
+
+def test_under_up_workers_come_back_after_a_forced_reset_and_nothing_flaps(
+        fleet: Fleet, project: Path, tmp_path: Path) -> None:
+    """The issue's own setting: ``up`` runs the workers and the watchdog; its workers are
+    held down while the switch is on and restarted the moment it is reset."""
+    env = {"BUDGET_RATE_LIMIT": "1.00", "BUDGET_WINDOW_SIZE": "300",
+           "BUDGET_DAILY_LIMIT": "1000", "BUDGET_TIMEZONE": zone_far_from_midnight(),
+           "BUDGET_CHECK_INTERVAL": "0.5", "TRI24ES_LEASE_SECONDS": "3"}
+    go = tmp_path / "go"
+    for n in range(HOT):
+        fleet.submit(f"hot-{n}", f"wait {go}\nspend-on 1 2.75\nhang-on 1\nsay done",
+                     max_retries=0)
+    out = project / "up.out"
+    with out.open("wb") as log:
+        up = subprocess.Popen([*CLI, "up", "--no-watcher", "--workers", str(HOT), "--exec",
+                               EXEC], cwd=project, env=clean_env(project) | env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        for n in range(HOT):
+            fleet.started(f"hot-{n}")
+        go.touch()
+        wait_until(lambda: fleet.events(ev.KillSwitchActivated), "the kill switch")
+        wait_until(lambda: out.read_text().count("not restarted: the kill switch is on") >= HOT,
+                   "up to hold its workers down")
+        wait_until(lambda: "] KILL SWITCH: Rate limit exceeded: $" in out.read_text(),
+                   "up's summary line to start with the kill switch")  # one each 5 s at most
+        refused = fleet.run("budget-watchdog", "--reset", "--reason", "reviewed", env=env)
+        assert refused.returncode == 1, refused.stderr
+        assert "it clears at" in refused.stderr
+        forced = fleet.run("budget-watchdog", "--reset", "--force", "--reason", "reviewed",
+                           env=env)
+        assert forced.returncode == 0, forced.stderr
+        wait_until(lambda: len(fleet.events(ev.KillSwitchActivated)) > 1 or all(
+            fleet.state(f"hot-{n}") == "completed" for n in range(HOT)),
+                   "the stopped tasks to run after the reset")
+        assert len(fleet.events(ev.KillSwitchActivated)) == 1, "the switch went on again"
+        looked_after_the_reset(fleet)
+        assert_no_flap(fleet)
+        wait_until(lambda: len(fleet.events(ev.WorkerStarted)) == 2 * HOT,
+                   "every worker up came back once")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, out.read_text()

@@ -140,7 +140,7 @@ def test_usage_errors_exit_2_with_one_line(fleet: Run, args: tuple[str, ...]) ->
 
 def test_bad_priority_names_the_choices(fleet: Run) -> None:
     line = one_line_error(fleet("submit", "x", "--priority", "URGENT"), 2)
-    assert "CRITICAL|HIGH|MEDIUM|LOW" in line
+    assert "expected one of CRITICAL, HIGH, MEDIUM, LOW" in line
     assert ok(fleet("tasks", "list", "--json")) == []
 
 
@@ -183,7 +183,8 @@ def test_status_json(fleet: Run, project: Path) -> None:
     ok(fleet("submit", "b", "--id", "b"))
     ok(fleet("tasks", "cancel", "b"))
     status = ok(fleet("status", "--json"))
-    assert set(status) == {"queue", "workers", "spend", "killswitch", "head", "waiting"}
+    assert set(status) == {"queue", "workers", "spend", "killswitch", "head", "waiting",
+                           "ignored_in_queue"}
     assert status["head"] == 3
     assert status["queue"]["by_state"] == {"queued": 1, "running": 0, "review": 0,
                                            "completed": 0, "failed": 0, "cancelled": 1}
@@ -191,7 +192,7 @@ def test_status_json(fleet: Run, project: Path) -> None:
     assert status["queue"]["by_priority"]["HIGH"] == 1
     assert status["queue"]["by_state_and_priority"]["queued"]["HIGH"] == 1
     assert status["workers"]["total"] == 0
-    assert status["spend"] == {"total_usd": "0", "events": 0}
+    assert status["spend"] == {"total_usd": "0", "events": 0, "lines_skipped": 0}
     assert status["killswitch"]["active"] is False
     assert "log head:     3" in ok_text(fleet("status"))
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from eventlog import open_store
-from tests.conftest import with_schema
+from tests.conftest import PATIENCE, with_schema
 from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, gone, wait_until
 from tri24es import events as ev
@@ -25,8 +25,8 @@ from tri24es.services import Services, TaskSpec
 
 E = TypeVar("E", bound=ev.Event)
 
-#: Quick to notice, never a reason to pass: each wait below ends as soon as its event lands.
-SOON = 8.0
+#: A ceiling, never a reason to pass: each wait below ends as soon as its event lands.
+SOON = PATIENCE
 FAST = {"TRI24ES_LEASE_SECONDS": "3", "POLL_INTERVAL": "0.5", "BUDGET_CHECK_INTERVAL": "0.5"}
 BUDGET = {"BUDGET_RATE_LIMIT": "1.00", "BUDGET_WINDOW_SIZE": "60", "BUDGET_DAILY_LIMIT": "1000",
           "BUDGET_TIMEZONE": "UTC"}

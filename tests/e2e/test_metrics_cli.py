@@ -64,7 +64,7 @@ def test_metrics_are_served_from_the_views_and_sigterm_exits_0(tmp_path: Path) -
         assert sample(text, "tri24es_spend_rate_usd_per_minute") == 0.1
         assert sample(text, "tri24es_spend_rate_limit_usd_per_minute") == 1.0
         assert sample(text, "tri24es_kill_switch_active") == 1
-        assert scrape_s < 5
+        assert scrape_s < 30  # answers, not stuck behind the store
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE_S) == 0
     finally:

@@ -228,3 +228,37 @@ def test_daemon_stops_cleanly_on_sigint(fleet: Path, daemons: Callable[..., Daem
     watcher.process.send_signal(signal.SIGINT)
     assert watcher.process.wait(timeout=DEADLINE) == 0
     assert watcher.stderr.read_text() == ""
+
+
+def test_what_the_watcher_ignores_is_said_once_and_shown_by_status(
+    run: Run, fleet: Path, daemons: Callable[..., Daemon]
+) -> None:
+    queue = fleet / "queue"
+    write(queue / "UPPER.MD", "# Upper\n")
+    write(queue / "notes.txt", "notes\n")
+    write(queue / "deep" / "er" / "d.md", "# Deep\n")
+    write(queue / ".hidden.md", "# Hidden: expected, not listed\n")
+    said = [
+        "ignored tasks/queue/UPPER.MD: not a .md file: names end in .md, lower case",
+        "ignored tasks/queue/deep/: a folder: only the CRITICAL, HIGH, MEDIUM and LOW folders "
+        "are read",
+        "ignored tasks/queue/notes.txt: not a .md file: only .md files are tasks",
+    ]
+    watcher = daemons("--interval", "0.2")  # many rescans: each one must stay quiet
+    write(queue / "real.md", "# Real\n")
+    await_condition(lambda: "submitted real" in watcher.stdout.read_text(), "the submission")
+    write(queue / "later.txt", "x\n")
+    await_condition(lambda: "later.txt" in watcher.stdout.read_text(), "the later file")
+    write(queue / "after.md", "# After\n")  # a few more scans happen before this one
+    await_condition(lambda: "submitted after" in watcher.stdout.read_text(), "the last file")
+    assert watcher.stop() == 0
+    lines = watcher.stdout.read_text().splitlines()
+    assert sorted(line for line in lines if line.startswith("ignored")) == sorted([
+        *said, "ignored tasks/queue/later.txt: not a .md file: only .md files are tasks"])
+    status = ok(run("status")).splitlines()
+    shown = [line.removeprefix("ignored:      ") for line in status if line.startswith("ignored:")]
+    assert len(shown) == 4
+    assert {f"ignored {line}" for line in shown} >= set(said)
+    as_json = orjson.loads(ok(run("status", "--json")))["ignored_in_queue"]
+    assert {"source": "tasks/queue/notes.txt",
+            "reason": "not a .md file: only .md files are tasks"} in as_json

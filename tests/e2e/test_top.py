@@ -9,12 +9,13 @@ import pytest
 from rich.console import Console
 
 import eventlog
+from tests.conftest import PATIENCE
 from tests.e2e.conftest import Run
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
-from tri24es.cli.top import frame, sparkline
+from tri24es.cli.top import frame, glance, sparkline
 from tri24es.events import Priority
-from tri24es.projections import connection_of, install, reads
+from tri24es.projections import install
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us
 
@@ -64,12 +65,13 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def render(db: Path) -> str:
+def render(db: Path, width: int = 120, height: int | None = None,
+           heartbeats: bool = False) -> str:
     limits = BudgetLimits(rate_limit=Decimal("0.40"), window_seconds=300)
-    with eventlog.open_store(str(db)) as store, store.snapshot() as tx:
-        g = reads.glance(store, connection_of(tx), limits, NOW)
-    console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115
-    console.print(frame(g))
+    with eventlog.open_store(str(db)) as store:
+        g = glance(store, limits, NOW, heartbeats)
+    console = Console(record=True, width=width, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(frame(g, height, heartbeats))
     console.file.close()
     return console.export_text()
 
@@ -78,23 +80,51 @@ def test_a_frame_shows_the_queue_workers_spend_and_kill_switch(db: Path) -> None
     text = render(db)
     lines = text.splitlines()
     rows = {cells[0]: cells[1:] for line in lines
-            if len(cells := line.replace("│", " ").split()) == 6 and cells[1].isdigit()}
+            if len(cells := line.split()) == 6 and cells[1].isdigit()}
     #                 CRITICAL HIGH MEDIUM LOW total
-    assert rows["queued"] == ["0", "0", "1", "1", "2"]
-    assert rows["running"] == ["1", "0", "0", "0", "1"]
-    assert rows["completed"] == ["0", "1", "0", "0", "1"]
+    assert rows == {"queued": ["0", "0", "1", "1", "2"], "running": ["1", "0", "0", "0", "1"],
+                    "completed": ["0", "1", "0", "0", "1"]}  # empty states are left out
     assert any("w1" in line and "busy" in line and " a " in line for line in lines)
     assert any("w2" in line and "idle" in line for line in lines)
     # $0.50 in the last 300 s is $0.10/min, a quarter of the $0.40/min limit
-    assert "spend rate  $0.1000/min of $0.4000/min limit (25%, window 300s)" in text
-    assert "spend total $2.7500" in text
-    spark = next(line for line in lines if "▁" in line).strip("│ ")
+    assert ("spend rate $0.10/min of $0.40/min (25%, window 5m) · peak $0.50/min · total $2.75"
+            in lines)
+    spark = next(line for line in lines if "▁" in line).split()[2]
     assert spark == "▁" * 49 + "▅" + "▁" * 9 + "█"
-    assert "kill switch ACTIVE since" in text
-    assert "rate over limit" in text
+    assert lines[0].startswith("KILL SWITCH: rate over limit (since ")  # first, before all
     events = [line for line in lines if "KillSwitchActivated" in line or "SpendRecorded" in line]
     assert len(events) == 4
-    assert "last 10 events" in text
+    assert "last 16 events, heartbeats hidden" in text  # all but 2 heartbeats: no height
+    assert not any("WorkerHeartbeat" in line for line in lines)
+
+
+def test_at_80_by_24_the_kill_switch_and_what_needs_you_come_first(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "tri24es.db"
+    populate(db)
+    with eventlog.open_store(str(db)) as store:  # a busy fleet: many workers, heartbeats
+        svc = Services(store, actor="test")
+        for n in range(12):
+            svc.start_worker(f"worker-{n:02d}-with-a-long-name-on-host-a", pid=100,
+                             pid_start_time=1, host="h")
+        for _ in range(30):
+            svc.heartbeat("w1")
+        svc.submit(TaskSpec("needs-gpu", "needs a gpu", Priority.HIGH, model="gpu"))
+    text = render(db, width=80, height=24)
+    lines = text.splitlines()
+    assert len(lines) <= 24, text
+    assert all(len(line) <= 80 for line in lines), text
+    assert lines[0].startswith("KILL SWITCH: rate over limit")  # wrapped, never cut
+    header = next(n for n, line in enumerate(lines) if line.startswith("tri24es top"))
+    assert header <= 3, text
+    assert "budget-watchdog" in " ".join(lines[:header])
+    assert lines[header + 1].startswith("needs you: ")
+    assert any("waiting for model=gpu" in line for line in lines[header + 1:header + 5]), text
+    assert any(line.startswith("… ") and "more" in line for line in lines), text
+    assert "spend rate" in text
+    assert "heartbeats hidden" in text
+    assert not any("WorkerHeartbeat" in line for line in lines)
+    shown = render(db, width=80, height=40, heartbeats=True)
+    assert "WorkerHeartbeat" in shown
 
 
 @pytest.mark.parametrize(
@@ -110,8 +140,8 @@ def test_top_once_prints_one_frame_and_exits(run: Run, project: Path) -> None:
     result = run("top", "--once", env={"BUDGET_RATE_LIMIT": "2", "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("tri24es top") == 1
-    assert "of $2.0000/min limit" in result.stdout
-    assert "kill switch ACTIVE" in result.stdout
+    assert "of $2.00/min (" in result.stdout
+    assert result.stdout.startswith("KILL SWITCH: rate over limit")
 
 
 def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> None:
@@ -130,13 +160,13 @@ def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> 
     head = 18
     main, child_tty = pty.openpty()
     proc = subprocess.Popen(
-        [*CLI, "top", "--interval", "30"], env=clean_env(root) | {"COLUMNS": "120"},
+        [*CLI, "top", "--interval", "3600"], env=clean_env(root) | {"COLUMNS": "120"},
         stdin=child_tty, stdout=child_tty, stderr=child_tty, start_new_session=True,
     )
     os.close(child_tty)
     seen = bytearray()
 
-    def await_text(text: bytes, deadline_s: float = 20) -> None:
+    def await_text(text: bytes, deadline_s: float = PATIENCE) -> None:
         deadline = time.monotonic() + deadline_s
         while text not in seen:
             left = deadline - time.monotonic()
@@ -148,9 +178,9 @@ def test_top_redraws_when_the_log_changes_and_ctrl_c_exits_0(tmp_path: Path) -> 
         await_text(f"log head {head}".encode())
         with eventlog.open_store(str(db)) as store:
             Services(store, actor="test").submit(TaskSpec("e", "task e", Priority.HIGH))
-        await_text(f"log head {head + 1}".encode(), deadline_s=10)  # long before --interval
+        await_text(f"log head {head + 1}".encode())  # long before --interval: the log woke it
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=PATIENCE) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -106,11 +106,8 @@ def live_workers(up: Up, n: int) -> dict[str, dict[str, Any]] | None:
 @pytest.mark.slow
 def test_demo_runs_every_task_and_records_spend(run: Run) -> None:
     assert run("init").returncode == 0
-    began = time.monotonic()
-    done = run("up", "--demo", "--exit-when-done", timeout=60)
-    elapsed = time.monotonic() - began
+    done = run("up", "--demo", "--exit-when-done", timeout=4 * PATIENCE)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert elapsed < 45, f"the demo took {elapsed:.1f} s"
     assert "up: stopped (done)" in done.stdout
 
     tasks = json.loads(run("tasks", "list", "--json").stdout)

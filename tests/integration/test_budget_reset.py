@@ -62,6 +62,10 @@ def test_a_rate_breach_refuses_the_reset_until_the_window_clears_or_force(
     assert setup.events(ev.KillSwitchReset) == []
     assert ProjectPaths(setup.root).kill_switch_file.exists()  # nothing moved either
 
+    assert check.rate_clears_at is not None
+    setup.clock.now = check.rate_clears_at - 1  # a microsecond early: still refused
+    with pytest.raises(ResetRefused):
+        operator.reset()
     setup.clock.now = check.rate_clears_at  # the window cleared: a plain reset is enough
     assert operator.reset()
     assert not setup.watchdog.evaluate().exceeded

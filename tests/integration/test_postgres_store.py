@@ -138,7 +138,7 @@ def test_a_held_write_lock_raises_store_locked_then_recovers(url: str) -> None:
         started = time.monotonic()
         with pytest.raises(StoreLocked, match="locked by another writer"):
             store.append("s", [event()])
-        assert 0.15 <= time.monotonic() - started < 2
+        assert 0.15 <= time.monotonic() - started < 4  # its 0.2 s lock timeout, not for ever
         assert store.head() == 1  # readers never wait for the write lock
         holder.execute(b"SELECT pg_advisory_unlock(%s)", (store.lock_key,))
         assert store.append("s", [event()], 1)[0].position == 2

@@ -17,6 +17,9 @@ Covered elsewhere, and not repeated here:
 from __future__ import annotations
 
 import os
+import pwd
+import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -33,9 +36,9 @@ from tri24es.services import Services, TaskSpec
 GROUP_OTHER = stat.S_IRWXG | stat.S_IRWXO
 
 
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], cwd=root, env=clean_env(root), capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=timeout, check=False)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -43,9 +46,9 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def permissive_umask() -> Iterator[None]:
-    previous = os.umask(0)  # inherited by the CLI processes: the worst case
+@pytest.fixture(params=[0o000, 0o022], ids=["umask000", "umask022"])
+def permissive_umask(request: pytest.FixtureRequest) -> Iterator[None]:
+    previous = os.umask(request.param)  # inherited by the CLI processes: 000 the worst case
     try:
         yield
     finally:
@@ -81,24 +84,34 @@ def test_nothing_tri24es_creates_is_open_to_other_users(root: Path) -> None:
     (root / "tasks" / "queue" / "bad.md").write_bytes(b"")
     ok(cli(root, "queue-watcher", "--once"))
     ok(cli(root, "submit", "by hand", "--id", "by-hand"))
-    agent = f'{sys.executable} -c "import sys; sys.stdin.read(); print(\'{{\\"cost_usd\\": 3}}\')"'
+    agent = (f'{sys.executable} -c "import sys; sys.stdin.read(); '
+             'print(\'{\\"cost_usd\\": 0.3}\')"')
     ok(cli(root, "worker", "--exit-when-idle", "--legacy-files", "--exec", agent))
     watchdog = subprocess.run([*CLI, "budget-watchdog", "--once"], cwd=root, timeout=60,
-                              env=clean_env(root) | {"BUDGET_DAILY_LIMIT": "1"},
+                              env=clean_env(root) | {"BUDGET_DAILY_LIMIT": "0.5"},
                               capture_output=True, text=True, check=False)
     assert watchdog.returncode == 1, watchdog.stderr  # the limit is reached: kill switch on
+    ok(cli(root, "budget-watchdog", "--reset", "--reason", "test"))
+    ok(cli(root, "submit", "under up", "--id", "under-up"))
+    quiet = f'{sys.executable} -c "import sys; sys.stdin.read()"'  # spends nothing
+    ok(cli(root, "up", "--workers", "1", "--no-watcher", "--exit-when-done", "--exec", quiet,
+           timeout=300))
+    ok(cli(root, "audit", "export", "-o", "audit.jsonl"))
+    ok(cli(root, "audit", "export", "--format", "csv", "-o", "audit.csv"))
     with open_store(str(root / "state" / "tri24es.db")) as store:  # -wal and -shm exist now
         assert store.head() > 0
         after_run = modes(root)
-    for expected in ("state/budget/kill_switch.active", "state/tri24es.db-wal",
+    for expected in ("state/budget/kill_switch.active.", "state/tri24es.db-wal",
                      "state/tri24es.db-shm", "logs/tasks/by-hand/1.log",
                      "state/tasks/by-hand.md", "tasks/completed/from-file.md",
-                     "tasks/rejected/bad.md.reason"):
-        assert expected in after_run, sorted(after_run)
+                     "tasks/rejected/bad.md.reason", "logs/up/budget-watchdog.log",
+                     "logs/tasks/under-up/1.log", "audit.jsonl", "audit.csv",
+                     "state/witness/key.pem", "state/witness/checkpoints.jsonl"):
+        assert any(k.startswith(expected) for k in after_run), sorted(after_run)
     users_own = {"tasks/completed/from-file.md", "tasks/rejected/bad.md"}  # moved, as made
-    open_to_others = {k: oct(v) for k, v in after_run.items()
-                      if v & GROUP_OTHER and k not in users_own}
-    assert open_to_others == {}
+    not_private = {k: oct(v) for k, v in after_run.items() if k not in users_own
+                   and v != (0o700 if (root / k).is_dir() else 0o600)}
+    assert not_private == {}
 
 
 MARKERS = ("dollar", "backtick", "semicolon", "pipe", "and", "newline")
@@ -175,3 +188,114 @@ def test_ids_with_separators_from_the_api_stay_inside_the_project(root: Path,
         ["%2E.%2F..%2Fescape.md", "a%2Fb.md", "a_b.md", "%2E..md", "x%2F..%2F..%2F..%2Fy.md",
          "%2Ehidden.md"])
     assert list(queue.glob("*.md")) == []
+
+
+@pytest.fixture
+def other_user() -> Iterator[int]:
+    """A real second user on this machine (made for the test, removed after): the uid."""
+    if os.geteuid() != 0:
+        pytest.skip("making a second user takes root (useradd); run as root to play it")
+    if shutil.which("useradd") is None:
+        pytest.skip("no useradd on this machine to make a second user with")
+    name = f"t24x{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        yield pwd.getpwnam(name).pw_uid
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True, timeout=60)
+
+
+def one_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tri24es: error")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_another_users_folder_or_file_is_never_written(root: Path, other_user: int) -> None:
+    """What an attacker who shared the machine tried (issue 15): their own folder in place of
+    ``logs/tasks``, their own file where an agent's log goes, ``logs/`` left writable to all
+    by an older version, their folder in place of ``logs/up``. Each is refused with one
+    line, before a byte is written; the task goes back to the queue."""
+    ok(cli(root, "init"))
+    ok(cli(root, "submit", "deploy", "--id", "deploy"))
+    agent = f'{sys.executable} -c "import sys; print(\'secret-token\', sys.stdin.read())"'
+    worker = ("worker", "--exit-when-idle", "--max-tasks", "1", "--exec", agent)
+
+    theirs = root / "logs" / "tasks"
+    (root / "logs").mkdir(mode=0o700)
+    theirs.mkdir(mode=0o777)
+    os.chown(theirs, other_user, other_user)
+    (theirs / "deploy").mkdir(mode=0o777)
+    os.chown(theirs / "deploy", other_user, other_user)
+    planted = theirs / "deploy" / "1.log"
+    planted.write_bytes(b"")
+    planted.chmod(0o666)
+    os.chown(planted, other_user, other_user)
+    line = one_error(cli(root, *worker))
+    assert f"refusing to use {theirs}: the folder belongs to user id {other_user}" in line
+    assert planted.read_bytes() == b""
+    with open_store(str(root / "state" / "tri24es.db")) as store:
+        assert Services(store).task("deploy").state == "queued"  # not the task's fault
+
+    # Their file in a folder of ours: refused by the file's owner.
+    shutil.rmtree(theirs)
+    (theirs / "deploy").mkdir(mode=0o700, parents=True)
+    theirs.chmod(0o700)
+    planted = theirs / "deploy" / "2.log"
+    planted.write_bytes(b"")
+    os.chown(planted, other_user, other_user)
+    line = one_error(cli(root, *worker))
+    assert f"refusing to use {planted}: the file belongs to user id {other_user}" in line
+    assert planted.read_bytes() == b""
+
+    # logs/ writable by everyone (made so by an older version under umask 0): not trusted.
+    planted.unlink()
+    (root / "logs").chmod(0o777)
+    line = one_error(cli(root, *worker))
+    assert f"refusing to use {root / 'logs'}: the folder is writable by others" in line
+    assert not (theirs / "deploy" / "3.log").exists()
+
+    # up checks its own log folder before it starts anything.
+    (root / "logs").chmod(0o700)
+    (root / "logs" / "up").mkdir(mode=0o755)
+    os.chown(root / "logs" / "up", other_user, other_user)
+    line = one_error(cli(root, "up", "--workers", "1", "--exit-when-done", "--exec", agent))
+    assert f"refusing to use {root / 'logs' / 'up'}: the folder belongs to user id" in line
+    assert list((root / "logs" / "up").iterdir()) == []
+
+    # An export named onto their file (e.g. in /tmp): refused, and their file left whole.
+    shared = root.parent / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    their_file = shared / "audit.jsonl"
+    their_file.write_bytes(b"theirs\n")
+    their_file.chmod(0o666)
+    os.chown(their_file, other_user, other_user)
+    line = one_error(cli(root, "audit", "export", "-o", str(their_file)))
+    assert f"refusing to use {their_file}: the file belongs to user id {other_user}" in line
+    assert their_file.read_bytes() == b"theirs\n"
+
+    # Put right, the same worker runs the task, and its log is ours alone.
+    shutil.rmtree(root / "logs")
+    ok(cli(root, *worker))
+    written = root / "logs" / "tasks" / "deploy" / "4.log"
+    assert b"secret-token" in written.read_bytes()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_a_link_in_place_of_a_log_is_not_followed(root: Path, tmp_path: Path) -> None:
+    ok(cli(root, "init"))
+    ok(cli(root, "submit", "deploy", "--id", "deploy"))
+    elsewhere = tmp_path / "elsewhere.log"
+    elsewhere.write_bytes(b"")
+    (root / "logs" / "tasks" / "deploy").mkdir(mode=0o700, parents=True)
+    for folder in (root / "logs", root / "logs" / "tasks"):
+        folder.chmod(0o700)
+    (root / "logs" / "tasks" / "deploy" / "1.log").symlink_to(elsewhere)
+    agent = f'{sys.executable} -c "import sys; print(sys.stdin.read())"'
+    line = one_error(cli(root, "worker", "--exit-when-idle", "--max-tasks", "1", "--exec", agent))
+    assert "1.log: it is a symbolic link" in line
+    assert elsewhere.read_bytes() == b""

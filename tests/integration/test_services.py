@@ -191,7 +191,10 @@ def test_a_reset_is_refused_while_the_breach_holds_and_recorded_with_its_terms(
     with store.snapshot() as tx:
         reading = reads.read_budget(connection_of(tx), limits, clock.now)
     assert (reading.rate, reading.daily, reading.allowance) == (0, Decimal("11.5"), 2)
-    assert reading.killswitch.rate_since == clock.now
+    assert reading.killswitch.rate_since == reading.reset_at == clock.now
+    clock.advance(301)
+    with store.snapshot() as tx:  # a whole window later, the window is whole again
+        assert reads.read_budget(connection_of(tx), limits, clock.now).reset_at is None
 
 
 def test_claim_refused_while_the_kill_switch_is_active(svc: Services, store: EventStore) -> None:

@@ -188,7 +188,7 @@ def test_a_locked_database_raises_store_locked_then_recovers(tmp_path: Path) -> 
         started = time.monotonic()
         with pytest.raises(StoreLocked, match="locked"):
             store.append("s", [event()])
-        assert 0.15 <= time.monotonic() - started < 1
+        assert 0.15 <= time.monotonic() - started < 4  # its 0.2 s, well under the 5 s default
         assert store.head() == 0  # readers are not blocked by a writer (WAL)
         holder.communicate("release\n", timeout=10)
         assert holder.returncode == 0

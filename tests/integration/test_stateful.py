@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -171,14 +172,22 @@ class ServicesMachine(RuleBasedStateMachine):
         with contextlib.suppress(*REFUSED):
             getattr(self.svc, action)(worker)
 
-    @rule(active=st.booleans())
-    def killswitch(self, active: bool) -> None:
+    @rule(active=st.booleans(), force=st.booleans(),
+          allow=st.sampled_from([None, Decimal(5), Decimal(1000)]))
+    def killswitch(self, active: bool, force: bool, allow: Decimal | None) -> None:
         if active:
             self.svc.activate_killswitch(ev.KillSwitchActivated(
                 reason="test", rate=Decimal(1), daily=Decimal(2), rate_limit=Decimal(1),
                 daily_limit=Decimal(2)))
-        else:
-            self.svc.reset_killswitch(by="test", reason="test")
+        else:  # refused (ResetRefused) while the spend is still over a limit
+            with contextlib.suppress(*REFUSED):
+                self.svc.reset_killswitch(by="test", reason="test", fresh_window=force,
+                                          allow_today=allow)
+
+    @rule(daily=st.sampled_from([Decimal(1), Decimal(75)]))
+    def watchdog_started(self, daily: Decimal) -> None:
+        self.svc.record_watchdog_start(ev.BudgetWatchdogStarted(
+            rate_limit=Decimal(1), daily_limit=daily, window_seconds=300, host="h", pid=1))
 
     @rule(cents=st.integers(0, 10_000), event_id=st.sampled_from([None, "s1", "s2"]))
     def record_spend(self, cents: int, event_id: str | None) -> None:
@@ -229,6 +238,8 @@ class ServicesMachine(RuleBasedStateMachine):
         assert completed == set(done)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 25 stores of 30 steps, each checked against a replay: a ceiling
 def test_random_command_sequences_keep_the_views_equal_to_a_replay(
     new_url: Callable[[], str],
 ) -> None:

@@ -16,12 +16,14 @@ from tri24es.budget import (
     allowance_at,
     check_reset,
     day_bounds,
+    dollars,
     parse_amount,
     parse_window,
     rate_clears_at,
     rate_per_min,
     usd,
     window_start,
+    window_text,
 )
 from tri24es.inputs.spendfile import BadLine, at_arrival, line_event_id, parse_line
 from tri24es.projections import KillSwitchView
@@ -237,3 +239,20 @@ def test_line_ids_are_deterministic_and_count_repeats() -> None:
     assert line_event_id(line, 0) == line_event_id(line, 0)
     assert line_event_id(line, 0) != line_event_id(line, 1)
     assert line_event_id(line, 0) != line_event_id(line + b" ", 0)
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    ("0", "$0.00"), ("0.2", "$0.20"), ("0.2000", "$0.20"), ("0.294211", "$0.29"),
+    ("1E+2", "$100.00"), ("8E+1", "$80.00"), ("1234.5", "$1,234.50"),
+    ("0.0042", "$0.0042"), ("0.004199", "$0.0042"), ("0.000123456", "$0.00012"),
+    ("0.0099999", "$0.01"), ("-3.5", "-$3.50"),
+])
+def test_dollars_for_people(amount: str, shown: str) -> None:
+    assert dollars(Decimal(amount)) == shown
+
+
+@pytest.mark.parametrize("text", ["30d", "1h30m", "5m", "90s", "1d2h3m4s"])
+def test_window_text_reads_back_as_the_window(text: str) -> None:
+    seconds = parse_window(text)
+    assert window_text(seconds) == (text if text != "90s" else "1m30s")
+    assert parse_window(window_text(seconds)) == seconds

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from tests.e2e.conftest import clean_env
 from tri24es.cli.queue_watcher import DEFAULT_MAX_BYTES
 from tri24es.cli.worker import DEFAULT_LEASE_SECONDS
 from tri24es.inputs.taskfile import DEFAULT_MAX_BYTES as TASKFILE_MAX_BYTES
@@ -26,27 +30,44 @@ def roots(modules: set[str], names: tuple[str, ...]) -> set[str]:
 
 
 def test_building_the_command_line_loads_no_domain_and_nothing_heavy() -> None:
-    # `tri24es --version` and `tri24es --help` need only the commands' signatures.
+    # `tri24es --version` and `tri24es --help` need only the table of commands.
     loaded = loaded_after("import tri24es.cli.app")
     assert not roots(loaded, (
         "pydantic", "pydantic_settings", "rich", "prometheus_client", "watchdog", "psycopg",
-        "transitions", "asyncio", "genai_prices", "tri24es.events", "tri24es.config",
-        "tri24es.services", "tri24es.projections", "tri24es.runtime",
+        "transitions", "asyncio", "genai_prices", "eventlog", "tri24es.events",
+        "tri24es.config", "tri24es.services", "tri24es.projections", "tri24es.runtime",
+        "tri24es.cli.tasks", "tri24es.cli.status",
     ))
 
 
-def test_the_reading_and_writing_commands_load_no_runtime_or_drawing() -> None:
-    # What `status`, `submit`, `events` and `tasks` import: not the daemons, rich, prometheus,
-    # watchdog (only followers wait on the file), psycopg (only for PostgreSQL URLs).
-    loaded = loaded_after(
-        "import tri24es.cli.app, tri24es.config, tri24es.services, tri24es.cli.render\n"
-        "import tri24es.projections.reads\n"
-        "import eventlog.sqlite"
-    )
-    assert not roots(loaded, (
-        "rich", "prometheus_client", "watchdog", "psycopg", "genai_prices",
-        "transitions.extensions", "tri24es.runtime", "tri24es.audit", "tri24es.metrics",
-    ))
+def imported_by(*args: str, root: Path) -> set[str]:
+    """The modules a real run of ``tri24es ARGS`` imports (as -X importtime reports them)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tri24es", *args], cwd=root,
+        env=clean_env(root), capture_output=True, text=True, check=True, timeout=120)
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+NEVER_AT_START = ("pydantic_settings", "genai_prices", "asyncio", "markdown_it", "watchdog",
+                  "psycopg", "prometheus_client", "transitions", "tri24es.runtime.worker",
+                  "tri24es.services", "tri24es.audit")
+
+
+def test_help_imports_no_pydantic_rich_or_store(tmp_path: Path) -> None:
+    assert not roots(imported_by("--help", root=tmp_path), (
+        *NEVER_AT_START, "pydantic", "rich", "eventlog", "tri24es.events", "tri24es.config",
+        "tri24es.cli.status", "tri24es.cli.tasks"))
+
+
+@pytest.mark.parametrize("args", [("status",), ("spend",), ("tasks", "list")])
+def test_read_commands_import_only_what_they_use(tmp_path: Path, args: tuple[str, ...]) -> None:
+    subprocess.run([sys.executable, "-m", "tri24es", "init"], cwd=tmp_path,
+                   env=clean_env(tmp_path), check=True, capture_output=True)
+    loaded = imported_by(*args, root=tmp_path)
+    assert "tri24es.projections.reads" in loaded  # the command did run
+    unwanted = (*NEVER_AT_START, "tri24es.cli.top", "tri24es.cli.up", "tri24es.cli.worker")
+    assert not roots(loaded, unwanted if args == ("tasks", "list") else (*unwanted, "rich"))
 
 
 def test_defaults_written_in_the_cli_match_their_sources() -> None:

@@ -58,6 +58,9 @@ SAMPLES: list[ev.Event] = [
     ev.TaskApproved(task_id="t1", by="alice", merged_into="main", merge_commit="c" * 40),
     ev.TaskMergeFailed(task_id="t1", by="alice", reason="merging conflicts in a.py"),
     ev.TaskReviewRejected(task_id="t1", attempt=1, by="alice", reason="keep the old API"),
+    ev.AppendOnlyGuardRestored(missing=["events_are_append_only_delete"]),
+    ev.BrokenChainAccepted(position=3, kind="changed", detail="hash does not match",
+                           by="cli:alice"),
 ]
 
 

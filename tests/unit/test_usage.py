@@ -152,6 +152,18 @@ def test_claude_result_after_stream_is_not_double_counted() -> None:
     assert total(parse([*lines, line(result)])) == reported
 
 
+def test_claude_result_without_a_breakdown_is_recorded_under_the_sessions_model() -> None:
+    # The result settles the stream (here: beyond what the messages were priced at); without
+    # modelUsage, its remainder goes to the model of the session, not to no model.
+    init = {"type": "system", "subtype": "init", "model": SONNET}
+    settled = {"type": "result", "total_cost_usd": 5.0}
+    *_, remainder = parse([line(init), claude_assistant("msg_a", 100), line(settled)])
+    assert remainder.model == SONNET
+    [alone] = parse([line(init), line(settled)])
+    assert (alone.model, alone.amount) == (SONNET, Decimal(5))
+    assert parse([line(settled)])[0].model is None  # no session seen: nothing is guessed
+
+
 # --- Codex exec --json: cumulative totals, recorded as deltas -------------------------------
 
 

@@ -1,48 +1,151 @@
 """The ``tri24es`` command: thin commands that parse, call a service, and print.
 
-Every error a user can cause ends as one line on stderr and a non-zero exit
-(2 for usage errors), never a traceback.
+Commands are found by their module, in one table (``COMMANDS``), and only the one being run is
+imported and built: every invocation pays for its own command, not for thirty (``--help``
+lists them from the table's summaries, importing none).
+
+Every error a user can cause ends as one line on stderr and a non-zero exit (2 for usage
+errors), never a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-from eventlog import EventLogError, TransientStoreError, redact_url
 from tri24es import __version__
-from tri24es.cli.audit import audit_app
-from tri24es.cli.budget_watchdog import budget_watchdog
-from tri24es.cli.common import Context, watch_for_changes
-from tri24es.cli.metrics import metrics
-from tri24es.cli.migrate import migrate
-from tri24es.cli.queue_watcher import queue_watcher
-from tri24es.cli.replay import replay
-from tri24es.cli.serve import serve
-from tri24es.cli.spend import spend_app
-from tri24es.cli.status import status
-from tri24es.cli.tasks import submit, tasks_app
-from tri24es.cli.top import top
-from tri24es.cli.up import up
-from tri24es.cli.worker import worker
-from tri24es.cli.workers import workers_app
-from tri24es.cli.workspaces import workspaces_app
+from tri24es.cli.common import Context
 from tri24es.errors import Tri24esError, UsageError
 
-# Start-up time: the command modules import the domain (pydantic models, services, views)
-# and anything heavy (rich, prometheus-client, watchdog, the runtime) inside the commands
-# that use them, so `--version`, `--help` and each command load only what they need.
+#: name -> (module, attribute: a command function or a sub-app, one-line summary). The
+#: summaries are whole sentences that fit 80 columns (click would cut a docstring's first
+#: sentence mid-word).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("tri24es.cli.init", "init", "Create the project folders and the store."),
+    "events": ("tri24es.cli.events", "events", "Print (or follow) the event log."),
+    "submit": ("tri24es.cli.tasks", "submit", "Submit a task to the queue."),
+    "status": ("tri24es.cli.status", "status", "The fleet in numbers, now or as it was."),
+    "tasks": ("tri24es.cli.tasks", "tasks_app", "List, show, cancel, retry, review tasks."),
+    "workers": ("tri24es.cli.workers", "workers_app", "List workers; pause, resume, stop."),
+    "workspaces": ("tri24es.cli.workspaces", "workspaces_app",
+                   "List and prune the worktrees of attempts."),
+    "spend": ("tri24es.cli.spend", "spend_app", "The spend: window, rate, today, limits."),
+    "top": ("tri24es.cli.top", "top", "A live dashboard of the fleet."),
+    "up": ("tri24es.cli.up", "up", "Run the fleet: watcher, workers, budget watchdog."),
+    "worker": ("tri24es.cli.worker", "worker", "Run a worker: claim tasks, run their agents."),
+    "queue-watcher": ("tri24es.cli.queue_watcher", "queue_watcher",
+                      "Submit the task files put in tasks/queue/."),
+    "budget-watchdog": ("tri24es.cli.budget_watchdog", "budget_watchdog",
+                        "Enforce the budget: warn, pause, kill switch."),
+    "audit": ("tri24es.cli.audit", "audit_app", "Export and verify the hash-chained log."),
+    "replay": ("tri24es.cli.replay", "replay", "Rebuild or verify the views from the log."),
+    "metrics": ("tri24es.cli.metrics", "metrics", "Serve Prometheus metrics over HTTP."),
+    "migrate": ("tri24es.cli.migrate", "migrate", "Copy the store to another backend."),
+    "serve": ("tri24es.cli.serve", "serve", "Serve the web dashboard and its JSON API."),
+    "doctor": ("tri24es.cli.doctor", "doctor", "Check the store, processes and clock."),
+    "config": ("tri24es.cli.config", "config_app", "The settings and where each comes from."),
+}
+
+#: The summaries of sub-commands, by path.
+SUB_COMMANDS = {
+    "tasks list": "List tasks in claim order.",
+    "tasks show": "A task's row, attempts and history.",
+    "tasks cancel": "Cancel a queued or running task.",
+    "tasks retry": "Send a failed task back to the queue.",
+    "tasks approve": "Approve a task waiting for review.",
+    "tasks reject": "Send a task in review back, with feedback.",
+    "tasks diff": "Print the diff of a task's result.",
+    "tasks logs": "Print (or follow) an agent's output.",
+    "workers list": "List workers: state, process, task.",
+    "workers pause": "Ask a worker (or all) to pause.",
+    "workers resume": "Ask a paused worker (or all) to resume.",
+    "workers stop": "Ask a worker (or all) to stop.",
+    "workspaces list": "List the worktrees under workspaces/.",
+    "workspaces prune": "Remove the worktrees no attempt runs in.",
+    "spend record": "Record spend by hand.",
+    "spend import": "Record new lines of state/budget/spend.jsonl.",
+    "audit export": "Stream the log with each event's hash.",
+    "audit verify": "Check the hash chain of the store or an export.",
+    "config show": "Each setting, its value and where it was set.",
+}
+
+GLOBAL_OPTIONS = ("--db", "--root", "--version")
+
+
+def load(name: str) -> Any:
+    """The command function or sub-app named ``name``."""
+    module, attribute, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def build(name: str) -> Any:
+    """The click command of ``name``: plain help and errors (rich's boxes cost 40 ms of
+    imports and turn a usage error into five lines), and whole-sentence summaries."""
+    target = load(name)
+    summary = COMMANDS[name][2]
+    if isinstance(target, typer.Typer):
+        target.rich_markup_mode = None
+        for info in target.registered_commands:
+            assert info.callback is not None
+            sub = info.name or info.callback.__name__.replace("_", "-")
+            info.short_help = info.short_help or SUB_COMMANDS.get(f"{name} {sub}")
+        group = typer.main.get_group(target)
+        group.name, group.short_help = name, summary
+        for command in group.commands.values():
+            _upper_metavars(command)
+        return _upper_metavars(group)
+    return _upper_metavars(typer.main.get_command_from_info(
+        typer.models.CommandInfo(name=name, callback=target, short_help=summary),
+        pretty_exceptions_short=True, rich_markup_mode=None))
+
+
+def _upper_metavars(command: Any) -> Any:
+    """``--window WINDOW`` and ``TASK_ID`` in help and errors, as argparse writes them, not
+    typer's type names (``--window <str>``, ``{task_id}``)."""
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False) and param.name:
+            param.metavar = param.name.removesuffix("_").upper()
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The root command: sub-commands from ``COMMANDS``, each imported when it is run."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        if cmd_name not in COMMANDS:
+            if ctx.resilient_parsing:  # completing a word: nothing to say
+                return None
+            from typer._click.exceptions import UsageError as BadCommand
+
+            from tri24es.cli.common import did_you_mean
+
+            raise BadCommand(f"no command {cmd_name!r}{did_you_mean(cmd_name, COMMANDS)}", ctx)
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = build(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="tri24es",
+    cls=LazyGroup,
     help="An event-sourced control plane for fleets of autonomous AI coding agents.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 
 
@@ -58,15 +161,17 @@ def main_options(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db",
-            envvar="TRI24ES_DB",
-            help="Store URL or path (sqlite:///PATH or PATH). Default: state/tri24es.db in --root.",
+            "--db", metavar="URL|PATH",
+            help="Store URL or path (sqlite:///PATH or PATH; env TRI24ES_DB). Default: "
+                 "state/tri24es.db in --root.",
         ),
     ] = None,
     root: Annotated[
         Path | None,
         typer.Option(
-            "--root", envvar="TRI24ES_ROOT", help="Project folder holding state/ and tasks/."
+            "--root", metavar="DIR",
+            help="Project folder holding state/, tasks/ and tri24es.toml (env TRI24ES_ROOT). "
+                 "Default: the current folder.",
         ),
     ] = None,
     version: Annotated[
@@ -74,124 +179,59 @@ def main_options(
         typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
     ] = False,
 ) -> None:
-    """An event-sourced control plane for fleets of autonomous AI coding agents."""
+    """An event-sourced control plane for fleets of autonomous AI coding agents.
+
+    TRI-24 is the team's earlier fleet of shell scripts; tri24es keeps its settings' names.
+    """
     from tri24es.config import load_settings
 
     ctx.obj = Context(load_settings(db=db, root=root))
 
 
-@app.command()
-def init(ctx: typer.Context) -> None:
-    """Create state/, tasks/{queue,running,completed,failed,rejected}/ and the store.
+def run(args: list[str] | None = None) -> None:
+    """Run the app, turning every error a user can cause into one line on stderr."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
 
-    Example: tri24es --root ~/fleet init
-    """
-    from tri24es.paths import TASK_FOLDERS
-    from tri24es.web.token import ensure_token_file
-
-    context: Context = ctx.obj
-    s = context.settings
-    paths = s.paths
-    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths.tasks.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for folder in TASK_FOLDERS:  # the owner's only, whatever the umask: task text is input
-        (paths.tasks / folder).mkdir(mode=0o700, exist_ok=True)
-    with context.store(create=True) as store:
-        head = store.head()
-    made = ensure_token_file(paths.web_token)  # the dashboard's actions ask for it
-    typer.echo(f"initialised {s.root}")
-    typer.echo(f"  store:  {redact_url(s.db_url)} ({head} events)")
-    typer.echo(f"  tasks:  {paths.tasks}/{{{','.join(TASK_FOLDERS)}}}/")
-    typer.echo(f"  web token: {paths.web_token}{' (new)' if made else ''}")
-
-
-@app.command()
-def events(
-    ctx: typer.Context,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events as they commit.")
-    ] = False,
-    stream: Annotated[str | None, typer.Option("--stream", help="Only this stream.")] = None,
-    type_: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="Only events of this type (repeatable)."),
-    ] = None,
-    after: Annotated[int, typer.Option("--after", min=0, help="Start after this position.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """Print the event log, oldest first.
-
-    Example: tri24es events --follow --type TaskClaimed --json
-    """
-    from tri24es.cli.render import decode_problem, event_json_line, event_text_line
-    from tri24es.runtime.resilience import Outage
-
-    context: Context = ctx.obj
-    line = event_json_line if as_json else event_text_line
-    position = after
-    out = sys.stdout
-    outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
-    with context.store(views=False) as store:
-        try:
-            if follow:
-                watch_for_changes(store)
-            while True:
-                try:
-                    for event in store.read_all(position, types=type_):
-                        position = event.position
-                        if stream is None or event.stream == stream:
-                            problem = decode_problem(event)
-                            if problem is None:
-                                out.write(line(event))
-                            else:  # corrupt or unknown: reported, never fatal to a follower
-                                out.flush()
-                                typer.echo(f"tri24es: warning: skipped {problem}", err=True)
-                    out.flush()
-                    if not follow:
-                        return
-                    store.wait_for_change(position, timeout=1.0)
-                    outage.ok()
-                except TransientStoreError as e:
-                    if not follow:
-                        raise
-                    time.sleep(outage.failed(e))  # then on from the last event printed
-        except KeyboardInterrupt:
-            return
-
-
-app.command()(submit)
-app.add_typer(tasks_app, name="tasks")
-app.add_typer(workers_app, name="workers")
-app.add_typer(workspaces_app, name="workspaces")
-app.command()(status)
-app.command()(replay)
-app.command()(worker)
-app.command("queue-watcher")(queue_watcher)
-app.command()(up)
-app.add_typer(spend_app, name="spend")
-app.command("budget-watchdog")(budget_watchdog)
-app.add_typer(audit_app, name="audit")
-app.command()(top)
-app.command()(metrics)
-app.command()(migrate)
-app.command()(serve)
-
-
-def main() -> None:
-    """Console-script entry point: run the app, turning our errors into one clear line."""
     try:
-        app()
-    except UsageError as e:
-        typer.echo(f"tri24es: error: {e}", err=True)
+        code = app(args=args, prog_name="tri24es", standalone_mode=False)
+    except NoArgsIsHelpError as e:  # `tri24es` or `tri24es tasks` alone: the help
+        e.show()
         sys.exit(2)
-    except (Tri24esError, EventLogError) as e:
-        typer.echo(f"tri24es: error: {e}", err=True)
-        sys.exit(1)
+    except NoSuchOption as e:
+        hint = ""
+        if e.option_name in GLOBAL_OPTIONS:
+            hint = f" (global options go before the command: tri24es {e.option_name} ... COMMAND)"
+        fail(f"{e.format_message()}{hint}", 2)
+    except ClickException as e:
+        fail(e.format_message(), e.exit_code)
+    except UsageError as e:
+        fail(str(e), 2)
+    except Tri24esError as e:
+        fail(str(e), 1)
     except BrokenPipeError:
         # The reader went away (`tri24es events | head`): not an error of ours.
         sys.stderr.close()
         sys.exit(0)
+    except OSError as e:  # the machine said no (permissions, a full disk): not a bug of ours
+        fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
+    except Exception as e:
+        from eventlog import EventLogError  # on this path only: `--help` needs no store
+
+        if isinstance(e, EventLogError):
+            fail(str(e), 1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-if __name__ == "__main__":
-    main()
+def fail(message: str, code: int) -> NoReturn:
+    """One line on stderr (a message of several lines is joined), then exit."""
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    typer.echo(f"tri24es: error: {text}", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """The console script (kept for callers of ``tri24es.cli.app:main``)."""
+    from tri24es.cli import main as entry
+
+    entry()

@@ -23,9 +23,10 @@ def _watchdog(context: Context, services: Services) -> BudgetWatchdog:
     from tri24es.budget import BudgetLimits
     from tri24es.runtime.budget_watchdog import BudgetWatchdog
 
-    return BudgetWatchdog(services, BudgetLimits.from_settings(context.settings),
-                          context.settings.paths,
-                          report=lambda line: typer.echo(line, err=True))
+    settings = context.settings
+    return BudgetWatchdog(services, BudgetLimits.from_settings(settings), settings.paths,
+                          report=lambda line: typer.echo(line, err=True),
+                          witness=settings.witness, witness_interval=settings.witness_interval)
 
 
 def budget_watchdog(
@@ -128,6 +129,7 @@ def _status(context: Context, as_json: bool) -> None:
 
 def _print_status(reading: Reading, limits: BudgetLimits) -> None:
     from tri24es.budget import percent, usd
+    from tri24es.timeutil import iso_time
 
     ks = reading.killswitch
     typer.echo(f"Kill Switch: {'ACTIVE' if ks.active else 'INACTIVE'}"
@@ -138,7 +140,9 @@ def _print_status(reading: Reading, limits: BudgetLimits) -> None:
                + (f" (${usd(reading.allowance)} allowed today)" if reading.allowance else ""))
     typer.echo(f"Current Rate: ${usd(reading.rate)}/min / ${usd(limits.rate_limit)}/min")
     typer.echo(f"Warning Level: {reading.level(limits).upper()}")
-    typer.echo(f"Window Size: {reading.window_seconds} s")
+    typer.echo(f"Window Size: {reading.window_seconds} s" + (
+        "" if reading.reset_at is None else
+        f" (counting from the forced reset at {iso_time(reading.reset_at)[:19]}Z)"))
     typer.echo("Limits:")
     typer.echo(f"  Daily Limit: ${usd(limits.daily_limit)}")
     typer.echo(f"  Rate Limit: ${usd(limits.rate_limit)}/min")

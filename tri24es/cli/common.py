@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from eventlog import EventStore, StoreUnavailable, open_store, sqlite_path
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
+    from eventlog import EventStore
     from tri24es.config import Settings
     from tri24es.events import Priority
     from tri24es.machines import TaskState
@@ -38,13 +38,19 @@ class Context:
         self.settings = settings
 
     def _open(self, *, create: bool = False) -> EventStore:
+        from eventlog import StoreUnavailable, open_store, redact_url, sqlite_path
+
         s = self.settings
         path = sqlite_path(s.db_url)
         if path is not None and not create and not Path(path).exists():
             raise StoreUnavailable(f"no store at {path}: run `tri24es init` first")
-        return open_store(
+        store = open_store(
             s.db_url, busy_timeout=s.busy_timeout, synchronous=s.sqlite_synchronous
         )
+        if store.guards_restored is not None:  # evidence: said once, and kept in the log
+            where = path or redact_url(s.db_url)
+            typer.echo(f"tri24es: warning: {store.guards_restored.describe(where)}", err=True)
+        return store
 
     @contextmanager
     def store(self, *, create: bool = False, views: bool = True) -> Iterator[EventStore]:
@@ -87,25 +93,52 @@ class Context:
             yield store, connection_of(tx)
 
 
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """``" (did you mean TaskClaimed?)"`` when ``value`` is close to one of ``choices``, else
+    the choices themselves, for the end of an error message."""
+    import difflib
+
+    options = list(choices)
+    folded = {c.lower(): c for c in options}
+    close = difflib.get_close_matches(value.lower(), folded, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {folded[close[0]]}?)"
+    return f": expected one of {', '.join(options)}"
+
+
+def parse_choice(text: str, choices: Iterable[str], what: str) -> str:
+    """``text`` if it is one of ``choices`` (any case), else a usage error that suggests the
+    closest."""
+    options = list(choices)
+    for choice in options:
+        if choice.lower() == text.strip().lower():
+            return choice
+    raise UsageError(f"bad {what} {text!r}{did_you_mean(text.strip(), options)}")
+
+
 def parse_priority(text: str) -> Priority:
     """``"high"`` -> ``Priority.HIGH``; anything else is a usage error naming the choices."""
     from tri24es.events import Priority
 
-    try:
-        return Priority(text.strip().upper())
-    except ValueError:
-        choices = "|".join(p.value for p in Priority)
-        raise UsageError(f"bad priority {text!r}: expected {choices}") from None
+    return Priority(parse_choice(text, (p.value for p in Priority), "priority"))
 
 
 def parse_task_state(text: str) -> TaskState:
     from tri24es.machines import TaskState
 
-    try:
-        return TaskState(text.strip().lower())
-    except ValueError:
-        choices = "|".join(s.value for s in TaskState)
-        raise UsageError(f"bad state {text!r}: expected {choices}") from None
+    return TaskState(parse_choice(text, (s.value for s in TaskState), "state"))
+
+
+def check_event_types(types: list[str] | None) -> None:
+    """Every name in ``types`` is an event type of the catalog: a typo would otherwise select
+    nothing, silently."""
+    if not types:
+        return
+    from tri24es.events import CATALOG
+
+    for name in types:
+        if name not in CATALOG:
+            raise UsageError(f"unknown event type {name!r}{did_you_mean(name, sorted(CATALOG))}")
 
 
 def parse_point(text: str, option: str) -> int | datetime:
@@ -146,6 +179,39 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
 
     yield count
     print(file=sys.stderr)
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
+                squeeze: str | None = None) -> None:
+    """Rows under a header, in columns that fit the terminal (80 columns when piped): a value
+    too long for its column ends in an ellipsis. ``squeeze`` names the column that gives up
+    its room first (a title), so that ids keep theirs. Cells are text, never markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=False)
+    cells = [[Text("-" if cell is None else str(cell)) for cell in row] for row in rows]
+    widths = [max([len(h), *(c.cell_len for c in column)])
+              for h, column in zip(headers, zip(*cells, strict=True) if cells else
+                                   [()] * len(headers), strict=True)]
+    # too wide: the squeezed column gives up its room first, then the widest ones in turn
+    excess = sum(widths) + 2 * (len(widths) - 1) - console.width
+    if excess > 0 and squeeze in headers:
+        i = headers.index(squeeze)
+        cut = min(excess, max(widths[i] - 12, 0))
+        widths[i] -= cut
+        excess -= cut
+    while excess > 0 and max(widths) > 8:
+        i = widths.index(max(widths))
+        widths[i] -= 1
+        excess -= 1
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=width)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_json(value: Any) -> None:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from eventlog import open_store, sqlite_path
 from tri24es.cli.common import JsonOption, context_of, print_json, progress_bar
 from tri24es.errors import UsageError
 
@@ -28,6 +27,7 @@ def migrate(
 
     Example: tri24es migrate --to postgresql://tri24es@db.internal/fleet
     """
+    from eventlog import open_store
     from tri24es.migrate import migrate as copy_store
 
     context = context_of(ctx)
@@ -52,6 +52,8 @@ def migrate(
 
 
 def _same_store(a: str, b: str) -> bool:
+    from eventlog import sqlite_path
+
     path_a, path_b = sqlite_path(a), sqlite_path(b)
     if path_a and path_b:
         return Path(path_a).resolve() == Path(path_b).resolve()

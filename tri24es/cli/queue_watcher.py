@@ -35,6 +35,11 @@ def _print_files(report: ScanReport, as_json: bool) -> None:
             typer.echo(f"rejected {r.source}: {r.reason} (moved to {r.moved_to})")
     for c in report.changed:
         typer.echo(f"tri24es: warning: {c.source}: {c.detail}", err=True)
+    for i in report.ignored:  # once each: a file meant as a task must not wait unnoticed
+        if as_json:
+            _json_line({"action": "ignored", "source": i.source, "reason": i.reason})
+        else:
+            typer.echo(f"ignored {i.source}: {i.reason}")
     sys.stdout.flush()
 
 
@@ -84,8 +89,10 @@ def queue_watcher(
     if as_json:
         _json_line({"summary": True, "submitted": len(report.submitted),
                     "known": len(report.known), "rejected": len(report.rejected),
-                    "changed": len(report.changed), "still_changing": report.waiting})
+                    "changed": len(report.changed), "still_changing": report.waiting,
+                    "ignored": len(report.ignored)})
         return
     waiting = f", still changing {len(report.waiting)}" if report.waiting else ""
+    ignored = f", ignored {len(report.ignored)}" if report.ignored else ""
     typer.echo(f"submitted {len(report.submitted)}, already known {len(report.known)}, "
-               f"rejected {len(report.rejected)}{waiting}")
+               f"rejected {len(report.rejected)}{waiting}{ignored}")

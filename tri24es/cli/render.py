@@ -7,6 +7,7 @@ that shows the fleet (a command, a web page) shows it in the same shape.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -150,6 +151,16 @@ def attempts(conn: Db, events: list[RecordedEvent], paths: ProjectPaths) -> list
     return shown
 
 
+def status_now(counts: FleetCounts, waiting: list[Any], queue_dir: Path) -> dict[str, Any]:
+    """``status --json`` now (the web's ``/api/status`` too): the counts, why queued tasks
+    wait, and what the queue watcher ignores in ``queue_dir``."""
+    from tri24es.inputs.queue_folder import ignored_entries
+
+    ignored = [{"source": i.source, "reason": i.reason} for i in ignored_entries(queue_dir)]
+    return {**counts_dict(counts), "waiting": [str(w) for w in waiting],
+            "ignored_in_queue": ignored}
+
+
 def counts_dict(counts: FleetCounts) -> dict[str, Any]:
     """``status --json``: the fleet in numbers."""
     by_state = {s.value: 0 for s in TaskState}
@@ -184,20 +195,23 @@ def counts_dict(counts: FleetCounts) -> dict[str, Any]:
 def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
     """The spend as ``spend --json`` and ``budget-watchdog --status --json`` print it (amounts
     as strings)."""
-    from tri24es.budget import percent
+    from tri24es.budget import percent, window_text
     from tri24es.projections.spend import from_units, to_units
 
     ks = reading.killswitch
     return {
         "window_seconds": reading.window_seconds,
-        "window_total_usd": str(reading.window_total),
+        "window": window_text(reading.window_seconds),
+        "window_total_usd": money(reading.window_total),
         # rounded to the 1e-10 dollars the spend table keeps (a rate can recur)
-        "rate_per_min_usd": str(from_units(to_units(reading.rate))),
-        "daily_total_usd": str(reading.daily),
-        "daily_limit_usd": str(reading.daily_limit(limits)),  # with today's allowance
-        "daily_allowance_usd": str(reading.allowance),
-        "rate_limit_usd": str(limits.rate_limit),
-        "rate_warning_usd": str(limits.rate_warning),
+        "rate_per_min_usd": money(from_units(to_units(reading.rate))),
+        "daily_total_usd": money(reading.daily),
+        "daily_limit_usd": money(reading.daily_limit(limits)),  # with today's allowance
+        "daily_allowance_usd": money(reading.allowance),
+        # the window starts after a forced reset this recent (null: a whole window)
+        "window_after_reset": None if reading.reset_at is None else iso_time(reading.reset_at),
+        "rate_limit_usd": money(limits.rate_limit),
+        "rate_warning_usd": money(limits.rate_warning),
         "daily_used_pct": percent(reading.daily, reading.daily_limit(limits)),
         "rate_used_pct": percent(reading.rate, limits.rate_limit),
         "level": str(reading.level(limits)),

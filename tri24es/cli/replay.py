@@ -12,10 +12,15 @@ from tri24es.errors import Tri24esError, UsageError
 
 if TYPE_CHECKING:
     from eventlog import EventStore
+    from tri24es.audit import Problem
 
 
 class ViewsDiffer(Tri24esError):
     """The projection tables differ from a fresh fold of the log."""
+
+
+class ChainRefused(Tri24esError):
+    """The log's hash chain is broken: the views are not rebuilt from it unless told."""
 
 
 def replay(
@@ -27,21 +32,59 @@ def replay(
         str | None,
         typer.Option("--until", help="Show the views as they were at a position or ISO time."),
     ] = None,
+    accept_broken_chain: Annotated[
+        bool, typer.Option("--accept-broken-chain",
+                           help="Rebuild even if the hash chain does not verify (recorded "
+                                "in the log).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Rebuild every view table from the log (or --verify them, or look back --until).
+    The log's hash chain is checked first: a broken chain is refused unless
+    --accept-broken-chain, which records that decision in the log.
 
     Example: tri24es replay --verify
     """
     if verify and until is not None:
         raise UsageError("--verify and --until do not go together")
-    with context_of(ctx).store(views=False) as store:
+    if accept_broken_chain and (verify or until is not None):
+        raise UsageError("--accept-broken-chain goes with a rebuild only")
+    context = context_of(ctx)
+    with context.store(views=False) as store:
         if until is not None:
             _until(store, until, as_json)
-        elif verify:
+            return
+        broken = _broken_chain(store, as_json)
+        if broken is not None and not accept_broken_chain:
+            action = "the views were compared with nothing" if verify else "nothing was rebuilt"
+            raise ChainRefused(
+                f"the log's hash chain is broken at {broken}: {action} (`tri24es audit "
+                "verify` tells more; `tri24es replay --accept-broken-chain` rebuilds from "
+                "it anyway and records that in the log)")
+        if verify:
             _verify(store, as_json)
-        else:
-            _rebuild(store, as_json)
+            return
+        if broken is not None:
+            from tri24es.services import Services
+
+            services = Services(store, actor=context.actor, trace_id=context.settings.trace_id)
+            position = services.accept_broken_chain(
+                broken.position, broken.kind, broken.detail)
+            typer.echo(f"tri24es: warning: rebuilding from a broken chain ({broken}); "
+                       f"recorded at position {position}", err=True)
+        _rebuild(store, as_json)
+
+
+def _broken_chain(store: EventStore, as_json: bool) -> Problem | None:
+    """The first bad position of the log's hash chain, if any (the whole log is read)."""
+    from tri24es import audit
+
+    with progress_bar("checking the chain", store.head(), enabled=not as_json) as progress:
+        try:
+            audit.verify_store(store, progress)
+        except audit.ChainBroken as e:
+            return e.problem
+    return None
 
 
 def _rebuild(store: EventStore, as_json: bool) -> None:
@@ -82,8 +125,9 @@ def _verify(store: EventStore, as_json: bool) -> None:
             typer.echo(line)
     if differences:
         raise ViewsDiffer(
-            f"views differ from the log in {len(differences)} rows (first: {differences[0]}); "
-            "run `tri24es replay` to rebuild them"
+            f"views differ from the log in {len(differences)} rows (first: {differences[0]}): "
+            "they were changed outside tri24es (the log's hash chain verifies); "
+            "`tri24es replay` rebuilds them from the log"
         )
     if not as_json:
         typer.echo(f"verified: {folded[0]} events, views match")

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli.common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import (
+    Context,
+    JsonOption,
+    context_of,
+    parse_choice,
+    print_json,
+    print_table,
+)
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
@@ -54,7 +61,7 @@ def spend(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from tri24es.budget import parse_window
+    from tri24es.budget import dollars, parse_window
     from tri24es.cli.render import money, reading_dict
     from tri24es.inputs.spendfile import unrecorded_lines
     from tri24es.projections import reads
@@ -64,8 +71,8 @@ def spend(
         seconds = parse_window(window) if window is not None else None
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if by is not None and by not in GROUPS:
-        raise UsageError(f"bad --by {by!r}: expected {'|'.join(GROUPS)}")
+    if by is not None:
+        by = parse_choice(by, GROUPS, "--by")
     context = context_of(ctx)
     limits = _limits(context)
     now = now_us()
@@ -91,23 +98,28 @@ def spend(
         print_json(info)
         return
     _print_reading(reading, limits)
-    if groups is not None:
-        typer.echo(f"By {by}:")
-        for name, amount in groups.items():
-            typer.echo(f"  {name:<30} ${money(amount)}")
-        if not groups:
-            typer.echo("  (no spend in the window)")
+    if by is not None and groups is not None:
+        typer.echo()
+        if groups:
+            print_table((by.upper(), "SPEND"),
+                        ((name, dollars(amount)) for name, amount in groups.items()))
+        else:
+            typer.echo(f"by {by}: no spend in the window")
 
 
 def _print_reading(reading: Reading, limits: BudgetLimits) -> None:
-    from tri24es.budget import percent, usd
+    from tri24es.budget import dollars, percent, window_text
+    from tri24es.timeutil import iso_time
 
     ks = reading.killswitch
-    typer.echo(f"Window:       {reading.window_seconds} s: ${reading.window_total}")
-    typer.echo(f"Rate:         ${usd(reading.rate)}/min of ${usd(limits.rate_limit)}/min "
+    typer.echo(f"Window:       {window_text(reading.window_seconds)}: "
+               f"{dollars(reading.window_total)}" + (
+                   "" if reading.reset_at is None else
+                   f" (counting from the forced reset at {iso_time(reading.reset_at)[:19]}Z)"))
+    typer.echo(f"Rate:         {dollars(reading.rate)}/min of {dollars(limits.rate_limit)}/min "
                f"({percent(reading.rate, limits.rate_limit)})")
     limit = reading.daily_limit(limits)  # with today's allowance
-    typer.echo(f"Today:        ${usd(reading.daily)} of ${usd(limit)} "
+    typer.echo(f"Today:        {dollars(reading.daily)} of {dollars(limit)} "
                f"({percent(reading.daily, limit)})")
     state = f"ACTIVE ({ks.reason})" if ks.active else "INACTIVE"
     typer.echo(f"Kill switch:  {state}")
@@ -135,7 +147,7 @@ def record(
 
     Example: tri24es spend record --model claude-sonnet-4-5 --input-tokens 12000 --output-tokens 800
     """
-    from tri24es.budget import BadAmount
+    from tri24es.budget import BadAmount, dollars
     from tri24es.cli.render import money
     from tri24es.pricing import Pricer
 
@@ -160,7 +172,7 @@ def record(
                     "worker": worker, "flagged": spent.flagged})
         return
     note = f" (estimate: {spent.flagged})" if spent.flagged else ""
-    typer.echo(f"recorded ${money(spent.amount)}{note}")
+    typer.echo(f"recorded {dollars(spent.amount)}{note}")
 
 
 @spend_app.command("import")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 
 from tri24es.cli.common import JsonOption, context_of, parse_point, print_json
+from tri24es.errors import UsageError
 
 
 def status(
@@ -28,19 +30,26 @@ def status(
     if at is not None:
         point = parse_point(at, "--at")
         with context.store(views=False) as store:
+            head = store.head()
+            if isinstance(point, int) and point > head:
+                raise UsageError(f"--at {point} is past the end of the log (head {head})")
             counts = reads.counts_at(store, point)
         if not as_json:
             typer.echo(f"as of {at} (position {counts.head}):")
         print_counts({"until": counts.head, **counts_dict(counts)}, as_json)
         return
+    from tri24es.cli.render import status_now
+
     with context.reading() as (store, conn):
         counts = reads.fleet_counts(conn, store.head())
         waits = reads.waiting(conn)
-    print_counts({**counts_dict(counts), "waiting": [str(w) for w in waits]}, as_json)
+    print_counts(status_now(counts, waits, context.settings.paths.queue), as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
     """``status`` as people and programs read it (``replay --until`` prints the same)."""
+    from tri24es.budget import dollars
+
     if as_json:
         print_json(info)
         return
@@ -52,11 +61,14 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     spend = info["spend"]
     skipped = (f"; {spend['lines_skipped']} unreadable spend lines skipped"
                if spend.get("lines_skipped") else "")
-    typer.echo(f"spend:        ${spend['total_usd']} ({spend['events']} events{skipped})")
+    typer.echo(f"spend:        {dollars(Decimal(spend['total_usd']))} "
+               f"({spend['events']} records{skipped})")
     ks = info["killswitch"]
     typer.echo(f"kill switch:  {'ACTIVE: ' + str(ks['reason']) if ks['active'] else 'off'}")
     for line in info.get("waiting", []):
         typer.echo(f"waiting:      {line}")
+    for entry in info.get("ignored_in_queue", []):  # what the queue watcher leaves alone
+        typer.echo(f"ignored:      {entry['source']}: {entry['reason']}")
 
 
 def _nonzero(counts: dict[str, int]) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from tri24es.cli.common import (
     parse_priority,
     parse_task_state,
     print_json,
+    print_table,
 )
 from tri24es.errors import UsageError
 
@@ -157,8 +159,10 @@ def list_tasks(
 
     Example: tri24es tasks list --state queued --limit 20 --json
     """
-    from tri24es.cli.render import task_dict
+    from tri24es.budget import dollars
+    from tri24es.cli.render import priority_name, task_dict
     from tri24es.projections import reads
+    from tri24es.projections.spend import from_units
 
     wanted = None if state is None else parse_task_state(state).value
     with context_of(ctx).reading() as (_, conn):
@@ -172,13 +176,12 @@ def list_tasks(
         return
     for wait in waits:  # no silent waiting: say why queued tasks are not being taken
         typer.echo(f"tri24es: note: {wait}", err=True)
-    for row in rows:
-        d = task_dict(row)
-        typer.echo(
-            f"{row.task_id:<28} {row.state:<10} {d['priority']:<8} "
-            f"attempts {row.attempt}, retries {row.retries_used}/{row.max_retries}  "
-            f"{row.worker or '-':<14} {row.title}"
-        )
+    print_table(
+        ("TASK", "STATE", "PRIORITY", "TRIES", "RETRIES", "SPENT", "WORKER", "TITLE"),
+        ((row.task_id, row.state, priority_name(row.priority), row.attempt,
+          f"{row.retries_used}/{row.max_retries}", dollars(from_units(row.spent_units)),
+          row.worker, row.title) for row in rows),
+        squeeze="TITLE")
 
 
 @tasks_app.command("show")
@@ -191,6 +194,9 @@ def show(
 
     Example: tri24es tasks show fix-login-3f9a2c
     """
+    import orjson
+
+    from tri24es.budget import dollars
     from tri24es.cli.render import attempts, decode_problem, history_entry, task_dict
     from tri24es.events import task_stream
     from tri24es.projections import QUEUE
@@ -216,18 +222,31 @@ def show(
         return
     if task is not None:
         for key, value in task.items():
+            if key.endswith("_usd") and value is not None:
+                value = dollars(Decimal(value))
             typer.echo(f"{key + ':':<20}{'' if value is None else value}")
+    body = next((orjson.loads(e.data).get("body") for e in events if e.type == "TaskSubmitted"),
+                None)
+    if body:  # as written, on lines of its own: not squeezed into a history line
+        typer.echo("body:")
+        for line in body.splitlines():
+            typer.echo(f"    {line}" if line.strip() else "")
     for a in tried:
         result = a["result"]
         made = "" if result is None else (
             f"  {result['branch']} {result['head_commit'][:12]} {result['files_changed']} files "
             f"+{result['insertions']} -{result['deletions']}")
         typer.echo(f"attempt {a['attempt']}: {a['outcome'] or 'running'} by {a['worker']}, "
-                   f"{a['seconds']} s, ${a['spent_usd']}{made}  log {a['log']}")
+                   f"{a['seconds']} s, {dollars(Decimal(a['spent_usd']))}{made}  log {a['log']}")
     typer.echo("history:")
     for h in history:
-        fields = " ".join(f"{k}={v}" for k, v in h["fields"].items())
+        fields = " ".join(f"{k}={_one_line(v)}" for k, v in h["fields"].items() if k != "body")
         typer.echo(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  {fields}")
+
+
+def _one_line(value: object) -> str:
+    """A field's value on one line: a newline shown as ``\\n``, as in the JSON."""
+    return str(value).replace("\r", "\\r").replace("\n", "\\n")
 
 
 @tasks_app.command("cancel")
@@ -398,7 +417,9 @@ def logs(
             if not running and not grown():
                 return
             if watcher is None:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                from tri24es.files import private_folder
+
+                private_folder(path.parent, context.settings.paths.root)
                 watcher = FileChangeWatcher(path.parent, {path.name})
             watcher.wait_until(grown, timeout=1.0)  # and a look at the task once a second
     except KeyboardInterrupt:

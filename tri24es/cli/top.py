@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
@@ -32,70 +33,113 @@ def sparkline(values: Sequence[Decimal]) -> str:
     )
 
 
+#: What the events list leaves out unless ``--heartbeats``: a fleet's pulse, which would fill
+#: it within a minute.
+PULSE = ("WorkerHeartbeat", "LeaseRenewed")
+#: How far back the events list looks for events that are not pulse.
+EVENTS_LOOKBACK = 2000
+MAX_EVENTS = 20
+
+
 def _money(value: Decimal) -> str:
-    return f"${value.quantize(Decimal('0.0001'))}"
+    from tri24es.budget import dollars
+
+    return dollars(value)
 
 
-def _queue_table(g: Glance) -> Table:
+def _table(*headers: str) -> Table:
     from rich.table import Table
 
-    from tri24es.events import Priority
-    from tri24es.machines import TaskState
-
-    table = Table(title="queue", title_justify="left", expand=False)
-    table.add_column("state")
-    for priority in Priority:
-        table.add_column(priority.value, justify="right")
-    table.add_column("total", justify="right")
-    for state in TaskState:
-        counts = [g.queue.get((state.value, p.rank), 0) for p in Priority]
-        table.add_row(state.value, *map(str, counts), str(sum(counts)))
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ellipsis",
+                         justify="left" if header == headers[0] else "right")
     return table
 
 
-def _workers_table(g: Glance) -> Table:
-    from rich.table import Table
+def _alerts(g: Glance) -> list[Text]:
+    """What needs the operator, first: the kill switch, then tasks waiting for a person or
+    for a worker that is not there, workers lost, spend over its limit."""
+    from rich.text import Text
 
-    table = Table(title=f"workers ({len(g.workers)})", title_justify="left")
-    for name in ("worker", "state", "task", "last seen"):
-        table.add_column(name)
-    for w in g.workers:
+
+    ks = g.killswitch
+    # On, the banner above the header says so (budget.killswitch_banner), wrapped, never cut.
+    lines = [] if ks.active else [Text("kill switch off", style="green")]
+    by_state = Counter[str]()
+    for (state, _rank), n in g.queue.items():
+        by_state[state] += n
+    needs = []
+    if by_state["review"]:
+        needs.append(f"{by_state['review']} waiting for review: tri24es tasks approve|reject ID")
+    if by_state["failed"]:
+        needs.append(f"{by_state['failed']} failed: tri24es tasks list --state failed")
+    lost = sum(1 for w in g.workers if w.state == "lost")
+    if lost:
+        needs.append(f"{lost} workers lost: tri24es workers list")
+    if g.rate >= g.rate_limit:
+        needs.append(f"spend rate {_money(g.rate)}/min is over the {_money(g.rate_limit)}/min "
+                     "limit")
+    needs += [str(w) for w in g.waiting]
+    if ks.active:
+        needs.append("once the cause is dealt with: tri24es budget-watchdog --reset")
+    lines += [Text(f"needs you: {line}", style="yellow") for line in needs]
+    for line in lines:  # one row each, whatever the width: cut, never wrapped
+        line.no_wrap, line.overflow = True, "ellipsis"
+    return lines
+
+
+def _queue_table(g: Glance) -> Table:
+    from tri24es.events import Priority
+    from tri24es.machines import TaskState
+
+    table = _table("queue", *(p.value for p in Priority), "total")
+    for state in TaskState:
+        counts = [g.queue.get((state.value, p.rank), 0) for p in Priority]
+        if sum(counts):  # the states that hold tasks: the frame stays short
+            table.add_row(state.value, *map(str, counts), str(sum(counts)))
+    return table
+
+
+def _workers_table(g: Glance, rows: int | None) -> Table:
+    shown = g.workers if rows is None else g.workers[:max(rows, 0)]
+    more = len(g.workers) - len(shown)
+    table = _table(f"workers ({len(g.workers)})", "state", "task", "last seen")
+    for w in shown:
         seen = max(g.now - w.last_seen, 0) // 1_000_000
         table.add_row(w.worker_id, w.state, w.current_task or "-", f"{seen}s ago")
+    if more:
+        table.add_row(f"… {more} more", "", "", "")
     return table
 
 
 def _spend(g: Glance) -> Text:
     from rich.text import Text
 
-    from tri24es.timeutil import iso_time
+    from tri24es.budget import window_text
 
     over = g.rate >= g.rate_limit
-    text = Text()
-    text.append("spend rate  ")
-    text.append(f"{_money(g.rate)}/min", style="bold red" if over else "bold")
-    text.append(f" of {_money(g.rate_limit)}/min limit "
-                f"({g.rate / g.rate_limit:.0%}, window {g.window_seconds}s)\n")
     peak = max(g.per_minute, default=Decimal(0))
-    text.append(f"spend total {_money(g.spend_total)}; last hour, per minute "
-                f"(peak {_money(peak)}):\n")
-    text.append(f"{sparkline(g.per_minute)}\n")
-    ks = g.killswitch
-    if ks.active:
-        when = iso_time(ks.changed_at) if ks.changed_at is not None else "?"
-        text.append(f"kill switch ACTIVE since {when}: {ks.reason}", style="bold red")
-    else:
-        text.append("kill switch off", style="green")
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("spend rate ")
+    text.append(f"{_money(g.rate)}/min", style="bold red" if over else "bold")
+    text.append(f" of {_money(g.rate_limit)}/min ({g.rate / g.rate_limit:.0%}, window "
+                f"{window_text(g.window_seconds)}) · peak {_money(peak)}/min · total "
+                f"{_money(g.spend_total)}\n")
+    text.append(f"last hour {sparkline(g.per_minute)}")
     return text
 
 
-def _recent(g: Glance) -> Text:
+def _recent(g: Glance, rows: int | None, heartbeats: bool) -> Text:
     from rich.text import Text
 
     from tri24es.timeutil import iso_time
 
+    shown = g.recent if rows is None else g.recent[len(g.recent) - max(rows, 0):]
+    hidden = "" if heartbeats else ", heartbeats hidden"
     text = Text(no_wrap=True, overflow="ellipsis")
-    for e in g.recent:
+    text.append(f"last {len(shown)} events{hidden}\n", style="bold")
+    for e in shown:
         data = e.data.decode(errors="replace")[:EVENT_DATA_WIDTH]
         text.append(f"{e.position:>7} {iso_time(e.recorded_at)[11:19]} {e.type:<18} "
                     f"{e.stream}  {data}\n")
@@ -103,10 +147,11 @@ def _recent(g: Glance) -> Text:
     return text
 
 
-def frame(g: Glance) -> RenderableType:
-    """One picture of the fleet."""
+def frame(g: Glance, height: int | None = None, heartbeats: bool = False) -> RenderableType:
+    """One picture of the fleet, most urgent first: the kill switch and what needs the
+    operator, the queue, the workers, the spend, then as many recent events as ``height``
+    leaves room for (all of them, and every worker, when ``height`` is None)."""
     from rich.console import Group
-    from rich.panel import Panel
     from rich.text import Text
 
     from tri24es.budget import killswitch_banner
@@ -114,16 +159,17 @@ def frame(g: Glance) -> RenderableType:
 
     banner = killswitch_banner(g.killswitch)  # first: it stays in sight on any terminal
     header = Text(f"tri24es top — {iso_time(g.now)[:19]}Z — log head {g.head}", style="bold")
-    waits = [Text(f"{w}", style="yellow") for w in g.waiting]
-    return Group(
-        *([Text(banner, style="bold white on red")] if banner else []),
-        header,
-        _queue_table(g),
-        *waits,
-        _workers_table(g),
-        Panel(_spend(g), title="budget", title_align="left"),
-        Panel(_recent(g), title=f"last {len(g.recent)} events", title_align="left"),
-    )
+    alerts = _alerts(g)
+    # The banner wraps rather than being cut: at 80 columns it may take two rows or three.
+    shown = [Text(banner, style="bold white on red")] if banner else []
+    queue = _queue_table(g)
+    fixed = (3 * len(shown) + 1 + len(alerts) + 1 + (1 + queue.row_count) + 1 + 2 + 1)
+    workers = _workers_table(g, None if height is None else max(height - fixed - 6, 1))
+    used = fixed + 1 + workers.row_count + 2  # the events' title line, the blank before
+    events = _recent(g, None if height is None else height - used, heartbeats)
+    blank = Text("")
+    return Group(*shown, header, *alerts, blank, queue, blank, workers, blank, _spend(g),
+                 blank, events)
 
 
 def top(
@@ -134,9 +180,14 @@ def top(
     once: Annotated[
         bool, typer.Option("--once", help="Print one frame to stdout and exit.")
     ] = False,
+    heartbeats: Annotated[
+        bool, typer.Option("--heartbeats", help="List heartbeats and lease renewals too.")
+    ] = False,
 ) -> None:
-    """A live dashboard: queue by priority and state, workers, spend rate against the limit
-    with the last hour as a sparkline, the kill switch and the last 10 events.
+    """A live dashboard, most urgent first: the kill switch and what needs you (reviews,
+    failures, lost workers, tasks no worker can take), the queue by state and priority, the
+    workers, the spend rate against its limit with the last hour as a sparkline, then the
+    latest events (heartbeats hidden) in the rows that are left.
 
     Example: tri24es top --interval 2
     """
@@ -152,18 +203,23 @@ def top(
     limits = BudgetLimits.from_settings(context.settings)
     with context.store() as store:
         if once:
-            Console().print(frame(_glance(store, limits)))
+            Console().print(frame(_glance(store, limits, heartbeats), heartbeats=heartbeats))
             return
         watch_for_changes(store)
         calm = threading.Event()  # never set: paces redraws when commits come fast
-        with Live(frame(_glance(store, limits)), auto_refresh=False, screen=False) as live:
+        console = Console()
+
+        def draw() -> RenderableType:  # to the terminal's height as it is now
+            return frame(_glance(store, limits, heartbeats), console.height, heartbeats)
+
+        with Live(draw(), console=console, auto_refresh=False, screen=False) as live:
             outage = Outage("top", lambda text: live.console.print(text, markup=False))
             try:
                 while True:
                     try:
                         if store.wait_for_change(store.head(), timeout=interval):
                             calm.wait(min(interval, 0.25))
-                        live.update(frame(_glance(store, limits)), refresh=True)
+                        live.update(draw(), refresh=True)
                         outage.ok()
                     except TransientStoreError as e:  # the last frame stays meanwhile
                         calm.wait(outage.failed(e))
@@ -171,9 +227,23 @@ def top(
                 return
 
 
-def _glance(store: EventStore, limits: BudgetLimits) -> Glance:
+def glance(store: EventStore, limits: BudgetLimits, now: int,
+           heartbeats: bool = False) -> Glance:
+    """What a frame shows, read in one snapshot; the latest events without the fleet's pulse
+    unless ``heartbeats`` (looked for among the last EVENTS_LOOKBACK)."""
+    from dataclasses import replace
+
+    from tri24es.events import CATALOG
     from tri24es.projections import connection_of, reads
-    from tri24es.timeutil import now_us
 
     with store.snapshot() as tx:
-        return reads.glance(store, connection_of(tx), limits, now_us())
+        g = reads.glance(store, connection_of(tx), limits, now, recent=0)
+        types = None if heartbeats else [t for t in CATALOG if t not in PULSE]
+        found = store.read_page(max(g.head - EVENTS_LOOKBACK, 0), EVENTS_LOOKBACK, types)
+    return replace(g, recent=found[-MAX_EVENTS:])
+
+
+def _glance(store: EventStore, limits: BudgetLimits, heartbeats: bool) -> Glance:
+    from tri24es.timeutil import now_us
+
+    return glance(store, limits, now_us(), heartbeats)

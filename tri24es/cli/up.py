@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from eventlog import EventStore
-from eventlog.threads import threads_without_signals
 from tri24es.cli.common import Context, context_of
 
 if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
+    from eventlog import EventStore
     from tri24es.runtime.supervisor import ChildSpec
     from tri24es.services import Services
 
@@ -115,6 +114,9 @@ def up(
                        "command or agent (submit --command/--agent, or a 'command:' or "
                        "'agent:' line in a task file)", err=True)
         options = [*(["--repo", str(repo.resolve())] if repo else []),
+                   # the demo's files follow their tasks to tasks/completed/ or failed/, so
+                   # that the next run's queue does not look like a backlog
+                   *(["--legacy-files"] if demo else []),
                    *(["--agent", agent] if agent else []), *(["--review"] if review else []),
                    *(["--model", model] if model else []),
                    *(["--shard", shard] if shard else []), *(["--type", type_] if type_ else []),
@@ -146,6 +148,8 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     from rich.console import Console
     from rich.live import Live
 
+    from eventlog.threads import threads_without_signals
+    from tri24es.files import private_folder
     from tri24es.runtime.signals import received_signals, signal_wakeup
     from tri24es.runtime.supervisor import Supervisor
     from tri24es.runtime.up_screen import TICK_SECONDS, UpScreen
@@ -156,8 +160,9 @@ def _run(store: EventStore, context: Context, specs: list[ChildSpec], exit_when_
     interactive = sys.stdout.isatty()
     live = Live(console=Console(), auto_refresh=False, transient=False) if interactive else None
     screen = UpScreen(store, queue_dir, live, exit_when_done)
+    private_folder(log_dir, paths.root)  # refused before anything starts, not at a restart
     supervisor = Supervisor(specs, env=_child_env(context), log_dir=log_dir,
-                            report=screen.report, hold=screen.hold)
+                            report=screen.report, hold=screen.hold, root=paths.root)
     screen.children = supervisor.children
     screen.report(f"up: {len(specs)} processes, logs in {log_dir}/")
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli.common import Context, JsonOption, context_of, print_json
+from tri24es.cli.common import Context, JsonOption, context_of, print_json, print_table
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:  # the domain is imported on use: `--help` needs none of it
@@ -42,15 +42,13 @@ def list_workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([worker_dict(row) for row in rows])
         return
-    for row in rows:
-        flags = ",".join(
-            name for name, on in (("pause", row.pause_requested), ("stop", row.stop_requested))
-            if on
-        )
-        typer.echo(
-            f"{row.worker_id:<28} {row.state:<9} pid {row.pid}@{row.host}  "
-            f"task {row.current_task or '-'}  requested {flags or '-'}"
-        )
+    print_table(
+        ("WORKER", "STATE", "PID", "HOST", "TASK", "REQUESTED"),
+        ((row.worker_id, row.state, row.pid, row.host, row.current_task,
+          ",".join(name for name, on in (("pause", row.pause_requested),
+                                         ("stop", row.stop_requested)) if on) or None)
+         for row in rows),
+        squeeze="HOST")
 
 
 def _targets(context: Context, worker_id: str | None, all_: bool) -> list[str]:

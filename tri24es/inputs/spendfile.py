@@ -138,13 +138,13 @@ class SpendFileBridge:
 
     path: Path
     max_usd: Decimal = DEFAULT_MAX_RECORD_USD
-    report: Callable[[str], None] = print
+    report: Callable[[str], None] | None = print  # None: tell nothing, note nothing
     window_seconds: int = 300  # the rate window: lines stamped before it count at arrival
     clock: Callable[[], int] = now_us  # microseconds since the epoch
     _identity: tuple[int, int] | None = None  # (device, inode) of the file read so far
     _offset: int = 0
     _seen: Counter[bytes] = field(default_factory=Counter)
-    _reported: set[tuple[int, bytes]] = field(default_factory=set)
+    _reported: set[str] | None = None  # bad lines told of, by any process (see _told)
     _stat: tuple[int, int, int] | None = None
     _lines: int = 0  # lines read up to the offset (for line numbers in reports)
 
@@ -223,16 +223,34 @@ class SpendFileBridge:
     def _line_count(self) -> int:
         return self._lines if self._offset else 0
 
+    @property
+    def _told(self) -> Path:
+        """Where the bad lines already reported are noted (``spend.jsonl.reported``): the
+        watchdog, each restart and each ``spend import`` would otherwise tell them again."""
+        return self.path.with_name(self.path.name + ".reported")
+
     def _report_once(self, number: int, line: bytes, why: str) -> None:
-        key = (number, hashlib.sha256(line).digest())
+        if self.report is None:
+            return
+        if self._reported is None:
+            try:
+                self._reported = set(self._told.read_text().split())
+            except OSError:  # none yet (or unreadable: then told again, which is harmless)
+                self._reported = set()
+        key = f"{number}:{hashlib.sha256(line).hexdigest()}"
         if key not in self._reported:
             self._reported.add(key)
             self.report(f"{self.path}:{number}: skipped: {why}")
+            try:
+                with open(self._told, "a") as told:
+                    told.write(key + "\n")
+            except OSError:
+                pass  # a read-only folder: reported again next time, nothing worse
 
 
 def unrecorded_lines(path: Path, store: EventStore, max_usd: Decimal) -> int:
     """How many good lines of the spend file ``path`` are not in the log yet (read only)."""
-    batch = SpendFileBridge(path, max_usd, report=lambda line: None)._read_new(BridgeResult())
+    batch = SpendFileBridge(path, max_usd, report=None)._read_new(BridgeResult())
     if not batch:
         return 0
     ids = [event_id for event, event_id in batch if isinstance(event, ev.SpendRecorded)]

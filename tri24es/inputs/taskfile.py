@@ -23,7 +23,6 @@ Everything here but ``read_queue_file`` is pure: names and bytes in, a verdict o
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import os
 import re
@@ -35,6 +34,8 @@ from pathlib import Path, PurePosixPath
 
 from tri24es.agents import AGENTS
 from tri24es.events import Priority, RetryFrom
+from tri24es.inputs.queue_folder import Ignored as Ignored  # the names taken from here before
+from tri24es.inputs.queue_folder import is_ignored_name as is_ignored_name
 from tri24es.services import TaskSpec
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -60,16 +61,6 @@ _FIELD_NAMES = {
 _YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
-_IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp")
-
-
-class Ignored(enum.StrEnum):
-    """Why a name in the queue folder is not a queue file (it is left alone, not rejected)."""
-
-    HIDDEN = "hidden file"
-    EDITOR_TEMP = "editor temporary file"
-    NOT_MARKDOWN = "not a .md file"
-    NOT_A_QUEUE_FOLDER = "not in the queue folder or a CRITICAL/HIGH/MEDIUM/LOW folder"
 
 
 @dataclass(frozen=True)
@@ -92,16 +83,6 @@ def printable(text: str) -> str:
     """``text`` with control characters and undecodable bytes escaped (``\\n``, ``\\udcff``)."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in text)
-
-
-def is_ignored_name(name: str) -> Ignored | None:
-    if name.startswith("."):
-        return Ignored.HIDDEN
-    if name.endswith(_IGNORED_SUFFIXES) or (len(name) > 1 and name[0] == name[-1] == "#"):
-        return Ignored.EDITOR_TEMP
-    if not name.endswith(".md"):
-        return Ignored.NOT_MARKDOWN
-    return None
 
 
 def locate(relative: PurePosixPath) -> Location | Ignored:

@@ -87,6 +87,9 @@ class _ClaudeMessage:
 class _State:
     claude_messages: dict[str, _ClaudeMessage] = field(default_factory=dict)
     claude_since_result: Decimal = Decimal(0)
+    # the model of the session (its init line, its messages): a result line without a
+    # modelUsage breakdown is recorded under it, not under no model
+    claude_model: str | None = None
     codex_model: str | None = None
     codex_total: _Tokens | None = None
     gemini_model: str | None = None
@@ -209,6 +212,9 @@ class UsageParser:
             return self._claude_result(obj)
         if kind == "assistant" and isinstance(obj.get("message"), dict):
             return self._claude_assistant(obj["message"])
+        if kind == "system" and obj.get("subtype") == "init":
+            self._state.claude_model = _text(obj.get("model")) or self._state.claude_model
+            return []
         if kind == "result" and isinstance(stats, dict):
             return self._gemini_stream_result(stats)
         if kind == "init":
@@ -231,6 +237,7 @@ class UsageParser:
         if tokens is None:
             return []
         model = _text(message.get("model"))
+        self._state.claude_model = model or self._state.claude_model
         amount, flagged = self._price(model, tokens)
         message_id = _text(message.get("id"))
         seen = self._state.claude_messages.get(message_id) if message_id else None
@@ -258,7 +265,7 @@ class UsageParser:
             return self._unreadable(key, obj.get(key))
         if reported <= already:
             return []
-        model = _top_model(obj.get("modelUsage"))
+        model = _top_model(obj.get("modelUsage")) or self._state.claude_model
         tokens = _claude_tokens(obj.get("usage")) if already == 0 else None
         if tokens is None:
             return [Usage(reported - already, model, None, None, None)]

@@ -7,13 +7,19 @@ older than the log; a checkpoint per projection records the last position applie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from eventlog import EventStore, Transaction
 from tri24es.events import Envelope, Event
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.fold import PROJECTIONS, Views, decode_skipping, fold_log
+from tri24es.projections.fold import (
+    PROJECTIONS,
+    Views,
+    decode_skipping,
+    fold_log,
+    fold_projections,
+)
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView, read_killswitch
 from tri24es.projections.queue import QUEUE, QueueView, TaskRow
 from tri24es.projections.spend import SPEND, SpendView
@@ -171,15 +177,20 @@ def _refill(
     return views
 
 
-def verify(store: EventStore, progress: Callable[[int], None] | None = None) -> list[str]:
-    """Fold the log into a scratch copy and list every row where the live tables differ."""
+def verify(store: EventStore, progress: Callable[[int], None] | None = None,
+           only: Sequence[Projection[Any]] | None = None) -> list[str]:
+    """Fold the log into a scratch copy and list every row where the live tables differ
+    (of every view, or ``only`` those: a fold of just their events)."""
     install(store)
     with store.transaction() as tx:  # a consistent snapshot: no commit can land meanwhile
         conn = connection_of(tx)
-        views = fold_log(store, progress=progress)
+        if only is None:
+            folded = fold_log(store, progress=progress).by_projection()
+        else:
+            folded = fold_projections(store, only, store.head(), progress)
         differences = []
-        for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
-            expected = projection.rows(view)
+        for projection in only or PROJECTIONS:
+            expected = projection.rows(folded[projection.name])
             live = projection.read_rows(conn)
             for table, rows in expected.items():
                 differences.extend(_diff(table, rows, live[table]))

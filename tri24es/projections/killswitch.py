@@ -11,6 +11,7 @@ from decimal import Decimal
 import orjson
 
 from tri24es.events import (
+    KILL_SWITCH_STREAM,
     BudgetWatchdogStarted,
     Envelope,
     Event,
@@ -18,7 +19,7 @@ from tri24es.events import (
     KillSwitchReset,
 )
 from tri24es.projections.base import Projection, Row
-from tri24es.projections.sql import Db, keep, kept
+from tri24es.projections.sql import Db, ViewsConnection, keep, kept
 from tri24es.timeutil import to_us
 
 DDL = """
@@ -122,12 +123,28 @@ def _allow(view: KillSwitchView, amount: Decimal, start: int, end: int) -> None:
 
 
 def read_killswitch(conn: Db) -> KillSwitchView:
+    """The kill switch. A view that says off is checked against the log (the stream's last
+    event, one index step): someone who can write the database can turn the view off with
+    one UPDATE, but not the switch, which stays on until a KillSwitchReset is recorded."""
     view: KillSwitchView | None = kept(conn, "killswitch", 1)
     if view is None:
         row = conn.execute(f"SELECT {COLUMNS} FROM killswitch").fetchone()
         fresh = KillSwitchView() if row is None else KillSwitchView(bool(row[0]), *row[1:])
+        if not fresh.active and isinstance(conn, ViewsConnection):
+            fresh = _as_the_log_says(conn, fresh)
         view = keep(conn, "killswitch", 1, fresh)
     return view
+
+
+def _as_the_log_says(conn: ViewsConnection, view: KillSwitchView) -> KillSwitchView:
+    if conn.tx.last_type(KILL_SWITCH_STREAM) != KillSwitchActivated.topic:
+        return view
+    return KillSwitchView(active=True, reason=VIEW_DISAGREES)
+
+
+#: The reason a kill switch read as on shows when only the log says so.
+VIEW_DISAGREES = ("the log says the kill switch is on, its view says off (changed outside "
+                  "tri24es: see `tri24es audit verify`)")
 
 
 KILLSWITCH = KillSwitchProjection()

@@ -237,8 +237,9 @@ def read_budget(conn: Db, limits: BudgetLimits, now_us: int,
     total = window_total(conn, since, now_us + 1)
     start, end = day_bounds(now_us, limits.zone())
     daily = period_total(conn, start, end)
+    shortened = since > now_us - window * 1_000_000
     return Reading(now_us, window, total, rate_per_min(total, window), daily, switch,
-                   allowance_at(switch, now_us))
+                   allowance_at(switch, now_us), switch.rate_since if shortened else None)
 
 
 def window_spends(conn: Db, limits: BudgetLimits, now_us: int) -> list[tuple[int, Decimal]]:

@@ -28,6 +28,7 @@ from typing import IO
 import orjson
 
 from eventlog.threads import threads_without_signals
+from tri24es.files import open_private
 from tri24es.procinfo import is_same_process, leftovers, start_time
 
 #: Longest line handed over in one piece; a longer one arrives in several.
@@ -40,22 +41,6 @@ DRAIN_SECONDS = 30.0
 #: On top of the keeper's own grace, before the worker kills the keeper itself.
 KEEPER_SLACK = 2.0
 SHIM = Path(__file__).with_name("shim.py")
-
-
-def private_dirs(path: Path) -> None:
-    """Create the folder ``path`` and each missing parent 0700 (``mkdir(parents=True)`` would
-    make the parents by the umask: 0777 under ``umask 0``)."""
-    for folder in reversed([path, *path.parents]):
-        if not folder.exists():
-            folder.mkdir(mode=0o700, exist_ok=True)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only (0600), its folder 0700."""
-    private_dirs(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with open(fd, "wb") as f:
-        f.write(data)
 
 
 @dataclass(frozen=True)
@@ -149,11 +134,10 @@ class Agent:
 
     def __init__(
         self, keeper: Keeper, argv: Sequence[str], *, stdin: bytes, env: dict[str, str],
-        log_path: Path, cwd: Path | None = None,
+        log_path: Path, cwd: Path | None = None, root: Path | None = None,
     ) -> None:
-        private_dirs(log_path.parent)
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        log = open(log_fd, "ab", buffering=0)  # noqa: SIM115 - the reader thread closes it
+        # The log holds what the agent prints (tokens too): never in someone else's folder.
+        log = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, root, buffering=0)
         try:
             keeper.start(argv, env, cwd)
         except BaseException:

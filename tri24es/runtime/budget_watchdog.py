@@ -34,24 +34,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
-from tri24es.errors import AlreadyRunning
+from tri24es.errors import AlreadyRunning, Tri24esError
+from tri24es.files import private_fd, write_private
 from tri24es.inputs.spendfile import SpendFileBridge
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
 from tri24es.pricing import to_money
 from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
 from tri24es.projections import QUEUE, WorkerRow, connection_of, reads
-from tri24es.runtime.agent import write_private
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services
 from tri24es.timeutil import iso_time, now_us
+
+if TYPE_CHECKING:
+    from tri24es.witness import Witness
 
 log = logging.getLogger("tri24es.budget")
 
@@ -69,8 +73,7 @@ SLICE = 0.2
 def single_daemon(paths: ProjectPaths) -> Iterator[None]:
     """Hold ``state/budget-watchdog.lock`` (fcntl) and write ``state/budget-watchdog.pid``
     for the daemon's life; a second daemon raises AlreadyRunning."""
-    paths.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(paths.watchdog_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = private_fd(paths.watchdog_lock, os.O_RDWR | os.O_CREAT, paths.root)
     pid_file = paths.watchdog_pid
     try:
         try:
@@ -79,7 +82,7 @@ def single_daemon(paths: ProjectPaths) -> Iterator[None]:
             holder = pid_file.read_text().strip() if pid_file.exists() else "?"
             raise AlreadyRunning(
                 f"a budget watchdog is already running on this store (pid {holder})") from None
-        write_private(pid_file, f"{os.getpid()}\n".encode())
+        write_private(pid_file, f"{os.getpid()}\n".encode(), paths.root)
         try:
             yield
         finally:
@@ -130,8 +133,13 @@ class BudgetWatchdog:
         self, services: Services, limits: BudgetLimits, paths: ProjectPaths, *,
         clock: Callable[[], int] = now_us, report: Callable[[str], None] = log.info,
         grace: tuple[float, float, float] = (PAUSE_GRACE, TERM_GRACE, WORKER_TERM_GRACE),
+        witness: Witness | None = None, witness_interval: float = 60.0,
     ) -> None:
         self.services = services
+        self.witness = witness
+        self.witness_interval = witness_interval
+        self._next_checkpoint = 0.0
+        self._witness_trouble: str | None = None
         self.limits = limits
         self.paths = paths
         self.clock = clock
@@ -223,7 +231,7 @@ class BudgetWatchdog:
             "trace_id": self.services.metadata.trace_id,
         }, option=orjson.OPT_INDENT_2)
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write_private(temp, body + b"\n")
+        write_private(temp, body + b"\n", self.paths.root)
         os.replace(temp, path)
 
     # --- pause and resume ---------------------------------------------------------------
@@ -346,6 +354,25 @@ class BudgetWatchdog:
 
     # --- the daemon ---------------------------------------------------------------------
 
+    def checkpoint(self, witness: Witness) -> None:
+        """Sign the log's head for the witness (every ``witness_interval`` seconds, if it
+        grew). A log that does not follow from the last checkpoint is not signed, and said
+        once (it is evidence for ``audit verify``, not a reason to stop guarding the budget)."""
+        self._next_checkpoint = time.monotonic() + self.witness_interval
+        restored = self.services.store.check_guards()  # dropped while the fleet runs
+        if restored is not None:
+            self.report(f"budget watchdog: {restored.describe('the store')}")
+        try:
+            witness.sign(self.services.store)
+        except Tri24esError as e:
+            if str(e) != self._witness_trouble:
+                self.report(f"budget watchdog: witness: {e}")
+            self._witness_trouble = str(e)
+            return
+        if self._witness_trouble is not None:
+            self.report("budget watchdog: witness: signing again")
+        self._witness_trouble = None
+
     def run(self, inbox: SignalInbox) -> int:
         """Evaluate on every change to the log or the spend file and every check interval,
         until SIGTERM or SIGINT (exit code 0). Store faults that heal are ridden out: an
@@ -369,6 +396,8 @@ class BudgetWatchdog:
                     self.evaluate()
                     seen = head
                     next_check = time.monotonic() + self.limits.check_interval
+                if self.witness is not None and time.monotonic() >= self._next_checkpoint:
+                    self.checkpoint(self.witness)
                 wait = max(0.0, min(SLICE, next_check - time.monotonic()))
                 self.services.store.wait_for_change(seen, wait)
                 outage.ok()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tri24es.events import Priority
+from tri24es.files import write_private
 from tri24es.services import TaskSpec
 
 #: Priced by genai-prices (see ``tri24es.pricing.Pricer``), so the spend is not an estimate.
@@ -77,9 +78,8 @@ def write_queue_files(queue_dir: Path, specs: list[TaskSpec]) -> list[Path]:
     written = []
     for spec in specs:
         target = queue_dir / spec.priority.value / f"{spec.task_id}.md"
-        target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(spec.body)
+        write_private(temporary, spec.body.encode(), queue_dir.parent.parent)  # the root
         os.replace(temporary, target)
         written.append(target)
     return written

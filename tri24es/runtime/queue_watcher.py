@@ -31,8 +31,11 @@ from watchdog.observers import Observer
 
 from eventlog import TransientStoreError
 from eventlog.threads import threads_without_signals
+from eventlog.watch import quiet_stop_race
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
+from tri24es.files import private_folder, write_private
+from tri24es.inputs.queue_folder import IgnoredEntry, ignored_entries
 from tri24es.inputs.taskfile import (
     DEFAULT_MAX_BYTES,
     Location,
@@ -47,7 +50,6 @@ from tri24es.inputs.taskfile import (
 from tri24es.paths import ProjectPaths
 from tri24es.projections import QUEUE
 from tri24es.projections.sql import Db
-from tri24es.runtime.agent import private_dirs, write_private
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
 from tri24es.services import NotFound, ServiceError, Services, TaskSpec
@@ -88,12 +90,14 @@ class ScanReport:
     rejected: list[RejectedFile] = field(default_factory=list)
     changed: list[ChangedFile] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # still changing: looked at later
+    ignored: list[IgnoredEntry] = field(default_factory=list)  # new since the last scan
 
     def extend(self, other: ScanReport) -> None:
         self.submitted += other.submitted
         self.known += other.known
         self.rejected += other.rejected
         self.changed += other.changed
+        self.ignored += other.ignored
 
 
 class _Candidate(NamedTuple):
@@ -126,12 +130,14 @@ class QueueWatcher:
         self.services = services
         self.queue_dir = paths.queue
         self.rejected_dir = paths.rejected
+        self.root = paths.root
         self.max_bytes = max_bytes
         self.settle = settle
         self._handled: dict[Path, Signature] = {}  # files dealt with, as they were then
         self._seen: dict[Path, tuple[Signature, float]] = {}  # changing files: since when
         self._known: dict[str, str | None] = {}  # submitted ids -> their body_sha256
         self._warned: set[tuple[Path, str]] = set()
+        self._told_ignored: set[IgnoredEntry] = set()  # said once each, while it stays
 
     # --- finding files ------------------------------------------------------------------
 
@@ -241,6 +247,9 @@ class QueueWatcher:
             del self._handled[stale]
         for stale in set(self._seen) - present:
             del self._seen[stale]
+        ignored = ignored_entries(self.queue_dir)
+        report.ignored = [entry for entry in ignored if entry not in self._told_ignored]
+        self._told_ignored = set(ignored)
         return report, recheck
 
     def _is_known(self, task_id: str) -> bool:
@@ -299,7 +308,7 @@ class QueueWatcher:
         write_private(moved.with_name(moved.name + ".reason"), (
             f"{rejection.reason}\nsource: {candidate.source}\n"
             f"rejected_at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-        ).encode())
+        ).encode(), self.root)
         recorded = True
         try:
             self.services.reject(rejection.task_id, rejection.reason, candidate.source)
@@ -312,7 +321,7 @@ class QueueWatcher:
         """Move ``path`` into tasks/rejected/ under its name (``x.1.md``... if taken).
 
         The first rename is the claim: of several watchers, exactly one gets the file."""
-        private_dirs(self.rejected_dir)
+        private_folder(self.rejected_dir, self.root)
         claim = self.rejected_dir / f".claim-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             os.rename(path, claim)
@@ -376,6 +385,7 @@ def serve(
     # The signal's number lands in the wake-up pipe too, so select() returns at once.
     with received_signals((signal.SIGTERM, signal.SIGINT)) as inbox, signal_wakeup() as wake:
         with threads_without_signals():  # watchdog starts threads in all three
+            quiet_stop_race()
             observer = Observer()
             observer.daemon = True
             observer.schedule(_Wake(wake), str(watcher.queue_dir), recursive=True)

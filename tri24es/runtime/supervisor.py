@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tri24es.files import private_fd
 from tri24es.procinfo import host_id
 from tri24es.runtime.signals import SignalInbox, Wakeup, die_with_parent
 
@@ -97,9 +98,10 @@ def fleet_specs(
 class Child:
     """A supervised process: running, waiting to be restarted, or stopped."""
 
-    def __init__(self, spec: ChildSpec, log_path: Path) -> None:
+    def __init__(self, spec: ChildSpec, log_path: Path, root: Path | None = None) -> None:
         self.spec = spec
         self.log_path = log_path
+        self.root = root  # the project root: the log's folders are checked from there
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
         self.started_at = 0.0
@@ -118,9 +120,7 @@ class Child:
         return self.proc is not None
 
     def start(self, env: Mapping[str, str]) -> None:
-        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
-                     0o600)
+        fd = private_fd(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.root)
         try:
             self.proc = subprocess.Popen(
                 self.spec.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
@@ -159,9 +159,9 @@ class Supervisor:
     def __init__(
         self, specs: Sequence[ChildSpec], *, env: Mapping[str, str], log_dir: Path,
         report: Callable[[str], None], grace: float = GRACE_SECONDS,
-        hold: Callable[[Child], str | None] = lambda child: None,
+        hold: Callable[[Child], str | None] = lambda child: None, root: Path | None = None,
     ) -> None:
-        self.children = [Child(spec, log_dir / f"{spec.name}.log") for spec in specs]
+        self.children = [Child(spec, log_dir / f"{spec.name}.log", root) for spec in specs]
         self.env = env
         self.report = report
         self.grace = grace

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eventlog import EventStore, TransientStoreError
-from tri24es.budget import killswitch_banner
+from tri24es.budget import dollars, killswitch_banner
 from tri24es.machines import ENDED_WORKER_STATES, OPEN_TASK_STATES, TaskState, WorkerState
 from tri24es.projections import WORKERS, connection_of, read_killswitch, reads
 from tri24es.runtime.queue_watcher import pending_files
@@ -126,7 +126,7 @@ class UpScreen:
             tasks[state] = tasks.get(state, 0) + n
         workers = {state.value: counts.workers.get(state.value, 0) for state in WorkerState}
         return (f"tasks: {_nonzero(tasks)} | workers: {_nonzero(workers)} | "
-                f"spend ${counts.spend_total.normalize():f} ({counts.spend_events} records)")
+                f"spend {dollars(counts.spend_total)} ({counts.spend_events} records)")
 
     def _show(self, force: bool = False) -> None:
         if self.live is not None:

@@ -50,6 +50,7 @@ from tri24es import agents as presets
 from tri24es import events as ev
 from tri24es.budget import DEFAULT_MAX_RECORD_USD
 from tri24es.errors import AlreadyRunning
+from tri24es.files import UnsafeFolder, open_private, private_folder, write_private
 from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
@@ -64,7 +65,6 @@ from tri24es.runtime.agent import (
     Keeper,
     Outcome,
     end_leftovers,
-    write_private,
 )
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox, Wakeup, signal_wakeup
@@ -505,6 +505,9 @@ class Worker:
         try:
             try:
                 agent = self._spawn(claim, history, command, workspace)
+            except UnsafeFolder:  # not the task's fault: back to the queue, and say why
+                self._requeue(claim, ev.RequeueReason.STORE_FAULT)
+                raise
             except OSError as e:
                 self._fail(claim, f"cannot start the agent: {e.strerror or e}", retryable=False)
                 return None
@@ -634,7 +637,7 @@ class Worker:
             f"{f' by {note.by}' if note.by else ''}\n\n{note.reason}\n"
             for note in history.feedback)).encode()  # what the reviewers asked for
         task_file = paths.task_input(claim.task_id)
-        write_private(task_file, text)
+        write_private(task_file, text, paths.root)
         key = secrets.token_hex(8)
         env = os.environ | {
             "TRI24ES_TASK_ID": claim.task_id, "TRI24ES_WORKER_ID": self.id,
@@ -647,7 +650,7 @@ class Worker:
             env |= {"TRI24ES_WORKSPACE": str(workspace.path), "TRI24ES_BRANCH": workspace.branch}
         agent = Agent(self._keeper(), command, stdin=text, env=env,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt),
-                      cwd=None if workspace is None else workspace.path)
+                      cwd=None if workspace is None else workspace.path, root=paths.root)
         self._spare_keeper()  # the next attempt's, starting while this one runs
         try:
             self._steady(lambda: self.services.started(
@@ -838,14 +841,13 @@ class Worker:
             "model": s.model, "task_id": s.task, "worker": s.worker, "event": "worker",
         }) + b"\n" for s in self._spend)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            with open(fd, "ab") as f:
+            with open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                              self.options.paths.root) as f:
                 f.write(lines)
             log.warning("worker %s: the store took no spend at exit: %d records kept in %s",
                         self.id, len(self._spend), path)
             self._spend = []
-        except OSError as e:
+        except (OSError, UnsafeFolder) as e:
             log.error("worker %s: %d spend records could not be kept (%s): %s", self.id,
                       len(self._spend), e, lines.decode())
 
@@ -873,6 +875,7 @@ class LegacyFile:
     running: Path
     lock: Path
     tasks: Path
+    root: Path
 
     @classmethod
     def take(cls, options: WorkerOptions, task: ev.TaskSubmitted,
@@ -886,11 +889,12 @@ class LegacyFile:
             return None
         running = tasks / "running" / f"{safe_name(task.task_id)}.md"
         lock = running.with_name(running.name + ".lock.d")
-        lock.mkdir(mode=0o700, parents=True, exist_ok=True)  # a dead worker's lock is taken over
-        (lock / "worker_id").write_text(worker_id + "\n")
-        (lock / "claimed_at").write_text(datetime.now(UTC).isoformat() + "\n")
+        root = options.paths.root
+        private_folder(lock, root)  # a dead worker's lock is taken over
+        write_private(lock / "worker_id", (worker_id + "\n").encode(), root)
+        write_private(lock / "claimed_at", (datetime.now(UTC).isoformat() + "\n").encode(), root)
         os.replace(source, running)
-        return cls(source, running, lock, tasks)
+        return cls(source, running, lock, tasks, root)
 
     def finish(self, state: TaskState) -> None:
         """Move the file on by the task's state: completed/, failed/ (dead letter or
@@ -898,7 +902,7 @@ class LegacyFile:
         folder = {TaskState.COMPLETED: "completed", TaskState.FAILED: "failed",
                   TaskState.CANCELLED: "failed"}.get(state)
         target = self.source if folder is None else self.tasks / folder / self.running.name
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(target.parent, self.root)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.running, target)
         shutil.rmtree(self.lock, ignore_errors=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tri24es.errors import Tri24esError
+from tri24es.files import private_folder
 from tri24es.paths import safe_name
 
 BRANCH_PREFIX = "tri24es/"
@@ -100,7 +101,7 @@ class Workspace:
                 ) -> Workspace:
         """A worktree for this attempt. ``from_branch``: go on from the task's branch if it
         exists (with ``base_commit``, the base of the attempt that made it)."""
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(root, root.parent)
         path = root / f"{safe_name(task_id)}-{attempt}"
         if path.exists():  # left by a worker that died before it could clean up
             salvage(repo, root, path, f"leftovers of {task_id} attempt {attempt}")

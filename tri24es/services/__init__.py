@@ -6,6 +6,7 @@ before commit. ``WrongExpectedVersion`` (possible where writers do not serialise
 server database) is retried here and nowhere else.
 """
 
+from tri24es.services.audit import AuditCommands
 from tri24es.services.base import (
     CONFLICT_RETRIES,
     DEFAULT_LEASE_SECONDS,
@@ -25,7 +26,7 @@ from tri24es.services.tasks import TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
-class Services(TaskCommands, WorkerCommands, BudgetCommands):
+class Services(TaskCommands, WorkerCommands, BudgetCommands, AuditCommands):
     """Every command of tri24es, on one store."""
 
 

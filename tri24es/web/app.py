@@ -138,7 +138,7 @@ class Dashboard:
 
         def read() -> dict[str, Any]:
             with self._reading() as conn:
-                return data.overview(self.store, conn, self.limits, now)
+                return data.overview(self.store, conn, self.limits, now, self.paths.queue)
 
         found: dict[str, Any] = self.shared.get((self.store.head(), now // 1_000_000), read)
         return found

@@ -22,11 +22,11 @@ from eventlog import EventStore, RecordedEvent
 from tri24es.budget import BudgetLimits
 from tri24es.cli.render import (
     attempts,
-    counts_dict,
     decode_problem,
     event_json,
     history_entry,
     reading_dict,
+    status_now,
     task_dict,
     worker_dict,
 )
@@ -101,7 +101,8 @@ def number(text: str | None, name: str, default: int | None = None,
 # --- the fleet at a glance ------------------------------------------------------------------
 
 
-def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int) -> dict[str, Any]:
+def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int,
+             queue_dir: Path) -> dict[str, Any]:
     """``status --json`` and ``spend --json`` in one, the workers with their heartbeat age, the
     spend of the last hour per minute and by model, and the last events.
 
@@ -112,7 +113,7 @@ def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int) -> dic
     reading = reads.read_budget(conn, limits, now)
     per_minute = reads.per_minute(conn, now, 60)
     return {
-        "status": {**counts_dict(counts), "waiting": [str(w) for w in reads.waiting(conn)]},
+        "status": status_now(counts, reads.waiting(conn), queue_dir),
         "spend": reading_dict(reading, limits),
         "spend_per_minute_usd": [str(m) for m in per_minute],
         "spend_last_hour_by_model_usd": {

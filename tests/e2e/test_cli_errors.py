@@ -1,0 +1,137 @@
+"""What a new user hits first: usage errors are one line and exit 2, `-h` works, help reads
+as whole sentences, and neither Ctrl-C at start-up nor a folder they cannot write prints a
+traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import CLI, Run, clean_env
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tri24es: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--nope"],
+    ["events", "--after", "x"],
+    ["tasks", "show"],
+    ["no-such-command"],
+    ["submit", "t", "--priority", "urgent"],
+])
+def test_usage_errors_are_one_line_and_exit_2(run: Run, args: list[str]) -> None:
+    run("init")
+    result = run(*args)
+    assert result.returncode == 2
+    assert "╭" not in result.stderr
+    one_line_error(result)
+
+
+def test_global_options_after_the_command_get_a_hint(run: Run) -> None:
+    result = run("status", "--db", "x.db")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "global options go before the command" in line
+
+
+def test_dash_h_is_help_and_help_has_no_type_placeholders(run: Run) -> None:
+    for args in (["-h"], ["events", "-h"], ["tasks", "list", "-h"], ["up", "-h"],
+                 ["spend", "-h"], ["submit", "-h"]):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("Usage: tri24es"), result.stdout
+        assert "<bool>" not in result.stdout
+        assert not re.search(r"--[a-z-]+ <", result.stdout), result.stdout  # --after AFTER
+        assert "..." not in result.stdout.split("Commands:")[-1].replace("[ARGS]...", "")
+    assert "budget watchdog" in run("up", "-h").stdout
+
+
+def test_init_where_the_user_cannot_write_is_one_line(shared_tmp: Path) -> None:
+    locked = shared_tmp / "locked"
+    locked.mkdir(mode=0o555)
+    # root writes anywhere: run as nobody then, so that the kernel really says no
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] \
+        if os.geteuid() == 0 else []
+    result = subprocess.run([*prefix, *CLI, "init"], cwd=locked, env=clean_env(locked),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert line == ("tri24es: error: cannot create the project in "
+                    f"{locked}: Permission denied: {locked}/state")
+    assert not (locked / "state").exists()
+
+
+def test_ctrl_c_while_starting_prints_no_traceback(run: Run, project: Path) -> None:
+    run("init")
+    # -X importtime reports each import as it ends: from the line of our entry module on, the
+    # command line is ours (before it the interpreter's own start-up, out of our reach).
+    codes = set()
+    for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45):
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", *CLI[1:], "status"], cwd=project,
+            env=clean_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if re.search(r"\|\s*tri24es\.cli$", line.rstrip()):
+                break
+        else:
+            pytest.fail("the entry module was never imported")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+        assert "Traceback" not in rest, rest
+        assert "KeyboardInterrupt" not in rest, rest
+        # 130 from us; -SIGINT where CPython re-raises it on its way out (a shell shows 130);
+        # 0 when the command finished first
+        assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, rest)
+        codes.add(proc.returncode)
+    assert codes - {0}, "every run finished before the signal: nothing was tried"
+
+
+@pytest.mark.parametrize(("args", "suggestion"), [
+    (["events", "--type", "TaskClaim"], "did you mean TaskClaimed?"),
+    (["audit", "export", "--type", "TaskCompleet"], "did you mean TaskCompleted?"),
+    (["tasks", "list", "--state", "queud"], "did you mean queued?"),
+    (["submit", "t", "--priority", "hihg"], "did you mean HIGH?"),
+    (["spend", "--by", "modle"], "did you mean model?"),
+])
+def test_unknown_values_suggest_the_closest(run: Run, args: list[str], suggestion: str) -> None:
+    run("init")
+    result = run(*args)
+    assert result.returncode == 2
+    assert one_line_error(result).endswith(f"({suggestion})")
+    assert result.stdout == ""
+    assert run("events").stdout == ""  # nothing was written
+
+
+def test_positions_past_the_end_are_said(run: Run, project: Path) -> None:
+    run("init")
+    run("submit", "one")
+    at = run("status", "--at", "99")
+    assert at.returncode == 2
+    assert one_line_error(at) == "tri24es: error: --at 99 is past the end of the log (head 1)"
+    after = run("events", "--after", "99")
+    assert after.returncode == 0
+    assert after.stderr == "tri24es: note: --after 99 is past the end of the log (head 1)\n"
+    with subprocess.Popen([*CLI, "events", "--follow", "--after", "99"], cwd=project,
+                          env=clean_env(project), stderr=subprocess.PIPE, text=True) as follower:
+        assert follower.stderr is not None
+        try:
+            line = follower.stderr.readline()
+        finally:
+            follower.send_signal(signal.SIGINT)
+            follower.wait(timeout=60)
+    assert line == ("tri24es: note: --after 99 is past the end of the log (head 1): waiting "
+                    "for position 100\n")

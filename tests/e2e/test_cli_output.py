@@ -1,0 +1,71 @@
+"""How the commands read: tables with headers that fit 80 columns, one money format for
+people, exact plain decimals in JSON, a task's body on lines of its own."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.e2e.conftest import Run
+
+LONG_ID = "a-very-long-task-identifier-that-goes-on-and-on-for-ever-and-ever-1234"
+
+
+def ok(result: object) -> str:
+    assert getattr(result, "returncode", None) == 0, getattr(result, "stderr", "")
+    return str(getattr(result, "stdout", ""))
+
+
+def test_tables_have_headers_and_fit_80_columns(run: Run, project: Path) -> None:
+    run("init")
+    ok(run("submit", "Short one", "--id", "short"))
+    ok(run("submit", "A title long enough to need cutting at eighty columns, surely",
+           "--id", LONG_ID, "--priority", "high"))
+    ok(run("spend", "record", "--usd", "1234.5", "--task", LONG_ID,
+           env={"BUDGET_MAX_SPEND_RECORD": "5000"}))
+    ok(run("spend", "record", "--usd", "0.0042", "--task", "short"))
+    listed = ok(run("tasks", "list", env={"COLUMNS": "80"})).splitlines()
+    assert listed[0].split() == ["TASK", "STATE", "PRIORITY", "TRIES", "RETRIES", "SPENT",
+                                 "WORKER", "TITLE"]
+    assert all(len(line) <= 80 for line in listed), listed
+    assert listed[1].startswith(LONG_ID[:12])
+    assert "…" in listed[1]
+    assert "$1,234.50" in listed[1]
+    assert " HIGH " in listed[1]
+    assert listed[2].split()[:3] == ["short", "queued", "MEDIUM"]
+    assert "$0.0042" in listed[2]
+    by_task = ok(run("spend", "--by", "task", "--window", "30d")).splitlines()
+    assert by_task[0] == "Window:       30d: $1,234.50"
+    table = by_task[by_task.index("") + 1:]
+    assert table[0].split() == ["TASK", "SPEND"]
+    assert all(len(line) <= 80 for line in table)
+    workers = ok(run("workers", "list")).splitlines()
+    assert workers[0].split() == ["WORKER", "STATE", "PID", "HOST", "TASK", "REQUESTED"]
+
+
+def test_json_money_is_exact_and_plain(run: Run) -> None:
+    run("init")
+    ok(run("spend", "record", "--usd", "100", "--model", "m"))
+    ok(run("spend", "record", "--usd", "0.0000000001", "--model", "m"))
+    text = ok(run("spend", "--json", "--by", "model")) + ok(run("status", "--json"))
+    assert not re.search(r"\d[eE][+-]?\d", text), text
+    reading = json.loads(ok(run("spend", "--json", "--by", "model")))
+    assert reading["model"] == {"m": "100.0000000001"}
+    assert reading["daily_limit_usd"] == "75"
+    assert reading["window"] == "5m"
+    assert "spend:        $100.00 (2 records)" in ok(run("status")).splitlines()
+
+
+def test_task_show_prints_the_body_on_its_own_lines(run: Run, tmp_path: Path) -> None:
+    run("init")
+    body = tmp_path / "fix-login.md"
+    body.write_text("# Fix login\n\nThe form drops the password.\nSee issue 12.\n")
+    ok(run("submit", "--file", str(body), "--max-budget", "5"))
+    shown = ok(run("tasks", "show", "fix-login")).splitlines()
+    start = shown.index("body:")
+    assert shown[start + 1:start + 5] == ["    # Fix login", "",
+                                          "    The form drops the password.", "    See issue 12."]
+    submitted = next(line for line in shown if "TaskSubmitted" in line)
+    assert "password" not in submitted
+    assert "max_budget_usd:     $5.00" in shown

@@ -1,0 +1,111 @@
+"""Files no one else can touch: every folder tri24es makes is 0700 and every file 0600,
+whatever the umask, and it never writes through another user's folder or link.
+
+A folder is used only when it, and every folder between it and the project root, belongs to
+the user running tri24es and is writable by no one else: then no one else can swap a folder
+or plant a link in it after the check. Files are opened with ``O_NOFOLLOW`` inside such
+folders, and one found to belong to someone else is refused. The project root itself is the
+user's own choice (a shared team folder may well be group-writable) and is not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any
+
+from tri24es.errors import Tri24esError
+
+
+class UnsafeFolder(Tri24esError):
+    """A folder or file that someone else could write (or that belongs to someone else):
+    tri24es refuses to write into it."""
+
+
+def _check(path: Path, st: os.stat_result, kind: str) -> None:
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise UnsafeFolder(
+            f"refusing to use {path}: the {kind} belongs to user id {st.st_uid}, not to you "
+            f"({uid}); remove it, or chown it if it is yours")
+    if kind == "folder" and st.st_mode & 0o022:
+        raise UnsafeFolder(
+            f"refusing to use {path}: the folder is writable by others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); `chmod 700 {path}` if nothing in it was "
+            "changed by someone else")
+
+
+def private_folder(folder: Path, root: Path | None = None) -> Path:
+    """Make ``folder`` (and its missing parents) 0700, and check it: with ``root``, every
+    folder from below ``root`` down to it; else the folder itself. UnsafeFolder if one
+    belongs to someone else or others may write it."""
+    folder = Path(folder)
+    if root is not None and folder.is_relative_to(root) and folder != root:
+        chain = [root / Path(*folder.relative_to(root).parts[:n])
+                 for n in range(1, len(folder.relative_to(root).parts) + 1)]
+    else:
+        chain = [folder]
+    for missing in reversed([p for p in chain[0].parents if not p.exists()]):
+        with contextlib.suppress(FileExistsError):  # above what is checked, yet not by umask
+            missing.mkdir(mode=0o700)
+    for part in chain:
+        try:
+            part.mkdir(mode=0o700)
+            os.chmod(part, 0o700, follow_symlinks=False)  # mkdir's mode is masked by the umask
+        except FileExistsError:
+            pass
+        lst = os.lstat(part)
+        _check(part, lst, "link" if stat.S_ISLNK(lst.st_mode) else "folder")
+        st = os.stat(part)  # a link of the user's own: what it points to must pass too
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeFolder(f"refusing to use {part}: not a folder")
+        _check(part, st, "folder")
+    return folder
+
+
+def private_fd(path: Path, flags: int, root: Path | None = None, *,
+               folder: bool = True) -> int:
+    """Open ``path`` inside a checked private folder (see ``private_folder``; ``folder=False``
+    for a path the user named, anywhere: then only the file is checked), without following
+    a link, created 0600; UnsafeFolder if the file belongs to someone else. ``flags``:
+    os.O_RDONLY, os.O_RDWR, or os.O_WRONLY, with O_CREAT/O_APPEND/O_TRUNC/O_EXCL."""
+    path = Path(path)
+    if folder and (flags & os.O_CREAT or path.parent.exists()):
+        private_folder(path.parent, root)
+    try:  # truncated only once it is known to be ours
+        fd = os.open(path, flags & ~os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # the name is a symbolic link
+            raise UnsafeFolder(f"refusing to open {path}: it is a symbolic link") from e
+        raise
+    try:
+        st = os.fstat(fd)
+        _check(path, st, "file")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFolder(f"refusing to open {path}: not a regular file")
+        if stat.S_IMODE(st.st_mode) != 0o600 and flags & (os.O_WRONLY | os.O_RDWR):
+            os.fchmod(fd, 0o600)  # made by an older version or by hand: ours alone now
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_private(path: Path, flags: int, root: Path | None = None, *,
+                 folder: bool = True, buffering: int = -1) -> IO[Any]:
+    """``private_fd`` as a binary file object."""
+    fd = private_fd(path, flags, root, folder=folder)
+    writing = flags & (os.O_WRONLY | os.O_RDWR)
+    mode = "ab" if flags & os.O_APPEND else ("wb" if writing else "rb")
+    return os.fdopen(fd, mode, buffering=buffering)
+
+
+def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
+    """Write ``data`` to ``path`` (replacing what it held), 0600 in a checked 0700 folder."""
+    with open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, root) as f:
+        f.write(data)
