@@ -9,10 +9,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from eventlog import open_store
 from tests.web.conftest import Server
 from tri24es.events import SpendRecorded
 from tri24es.services import Services
+
+# One server per module and tests that build on each other's tasks: one test process.
+pytestmark = pytest.mark.xdist_group("web-api")
 
 
 def _cli_json(server: Server, *args: str) -> object:

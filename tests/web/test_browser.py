@@ -32,9 +32,12 @@ from tri24es.services import Services
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-    reason="browser tests: apt-get install chromium chromium-driver (.ci/run does)")
+pytestmark = [
+    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                       reason="browser tests: apt-get install chromium chromium-driver "
+                              "(.ci/run does)"),
+    pytest.mark.xdist_group("web-browser"),  # one browser and one server, tests in order
+]
 
 
 @pytest.fixture(scope="module")
