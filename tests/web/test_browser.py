@@ -236,3 +236,14 @@ def test_a_form_on_another_origin_cannot_act(browser: WebDriver, server: Server)
         evil.shutdown()
         evil.server_close()
     assert logged(server, "TaskCancelled", "task-victim") == []
+
+
+def test_a_hostile_title_is_shown_as_text(browser: WebDriver, server: Server) -> None:
+    title = "<img src=x onerror=\"window.owned=1\"><script>window.owned=2</script>"
+    assert server.cli("submit", title, "--id", "hostile").returncode == 0
+    for path in ("/tasks?q=hostile", "/tasks/hostile"):
+        open_page(browser, server, path, live=False)
+        wait(browser, lambda d: "window.owned" in d.find_element(By.TAG_NAME, "main").text,
+             f"the title as text on {path}")
+        assert browser.execute_script("return window.owned === undefined;")
+        assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
