@@ -206,7 +206,7 @@ def test_actions_from_the_page_land_in_the_log_with_the_actor(browser: WebDriver
 
 
 def test_a_form_on_another_origin_cannot_act(browser: WebDriver, server: Server) -> None:
-    """Signed in (the previous test), the browser visits a page of another origin on the same
+    """Signed in, the browser visits a page of another origin on the same
     host that posts a form to the dashboard: the cookie goes along (same site), the Origin
     check refuses it."""
     assert server.cli("submit", "Victim", "--id", "victim").returncode == 0

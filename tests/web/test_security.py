@@ -13,7 +13,7 @@ from tri24es.web.token import derive
 XSS = "<script>alert('owned')</script><img src=x onerror=alert(1)>"
 
 
-# One server per module and tests that build on each other's tasks: one test process.
+# One server per module, kept in one test process where xdist can (see test_api.py).
 pytestmark = pytest.mark.xdist_group("web-security")
 
 
