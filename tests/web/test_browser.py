@@ -32,9 +32,12 @@ from tri24es.services import Services
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-    reason="browser tests: apt-get install chromium chromium-driver (.ci/run does)")
+pytestmark = [
+    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                       reason="browser tests: apt-get install chromium chromium-driver "
+                              "(.ci/run does)"),
+    pytest.mark.xdist_group("web-browser"),  # one browser and one server, tests in order
+]
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +206,7 @@ def test_actions_from_the_page_land_in_the_log_with_the_actor(browser: WebDriver
 
 
 def test_a_form_on_another_origin_cannot_act(browser: WebDriver, server: Server) -> None:
-    """Signed in (the previous test), the browser visits a page of another origin on the same
+    """Signed in, the browser visits a page of another origin on the same
     host that posts a form to the dashboard: the cookie goes along (same site), the Origin
     check refuses it."""
     assert server.cli("submit", "Victim", "--id", "victim").returncode == 0
@@ -233,3 +236,14 @@ def test_a_form_on_another_origin_cannot_act(browser: WebDriver, server: Server)
         evil.shutdown()
         evil.server_close()
     assert logged(server, "TaskCancelled", "task-victim") == []
+
+
+def test_a_hostile_title_is_shown_as_text(browser: WebDriver, server: Server) -> None:
+    title = "<img src=x onerror=\"window.owned=1\"><script>window.owned=2</script>"
+    assert server.cli("submit", title, "--id", "hostile").returncode == 0
+    for path in ("/tasks?q=hostile", "/tasks/hostile"):
+        open_page(browser, server, path, live=False)
+        wait(browser, lambda d: "window.owned" in d.find_element(By.TAG_NAME, "main").text,
+             f"the title as text on {path}")
+        assert browser.execute_script("return window.owned === undefined;")
+        assert browser.find_elements(By.CSS_SELECTOR, "main img") == []

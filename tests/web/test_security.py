@@ -13,6 +13,10 @@ from tri24es.web.token import derive
 XSS = "<script>alert('owned')</script><img src=x onerror=alert(1)>"
 
 
+# One server per module, kept in one test process where xdist can (see test_api.py).
+pytestmark = pytest.mark.xdist_group("web-security")
+
+
 def _cancelled(server: Server, task_id: str) -> list[dict[str, object]]:
     return [orjson.loads(e.metadata) for e in server.events("TaskCancelled")
             if e.stream == f"task-{task_id}"]

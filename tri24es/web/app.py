@@ -37,12 +37,12 @@ from tri24es.budget import BudgetLimits
 from tri24es.config import Settings
 from tri24es.errors import Tri24esError, UsageError
 from tri24es.events import Priority, task_stream
-from tri24es.machines import TaskState
+from tri24es.machines import ACTIVE_WORKER_STATES, TaskState
 from tri24es.projections import QUEUE, connection_of, reads
 from tri24es.projections.sql import Db
 from tri24es.services import NotFound, ResetRefused, Services
 from tri24es.timeutil import now_us
-from tri24es.web import data
+from tri24es.web import actions, data
 from tri24es.web.guard import COOKIE, CSRF_FIELD, Guard, Refused, actor
 from tri24es.web.live import HeadWatcher
 from tri24es.web.token import same
@@ -57,8 +57,6 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
-WORKER_ACTIONS = ("pause", "resume", "stop")
-TASK_ACTIONS = ("cancel", "retry", "approve", "reject")
 Action = Callable[[Services, dict[str, str], str], Any]
 
 
@@ -83,11 +81,6 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
-
-
-def _from_form(request: Request) -> bool:
-    kind = request.headers.get("content-type", "")
-    return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
 
 
 def _back(request: Request, fields: dict[str, str]) -> str:
@@ -292,7 +285,7 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         self.guard.check_same_site(request)
-        fields = await self._fields(request)
+        fields = await actions.fields_of(request)
         if not same(fields.get("token", "").strip(), self.guard.token):
             return self._page(request, "login.html", 403, next=_back(request, fields),
                               message="wrong token")
@@ -309,23 +302,9 @@ class Dashboard:
 
     # --- actions -------------------------------------------------------------------------
 
-    async def _fields(self, request: Request) -> dict[str, str]:
-        if _from_form(request):
-            form = await request.form()
-            return {k: v for k, v in form.items() if isinstance(v, str)}
-        body = await request.body()
-        if not body:
-            return {}
-        try:
-            found = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise HTTPException(400, "the body is neither a form nor a JSON object") from None
-        if not isinstance(found, dict):
-            raise HTTPException(400, "the body must be a JSON object")
-        return {k: str(v) for k, v in found.items() if v is not None}
-
     async def _act(self, request: Request, action: Action) -> Response:
-        fields = await self._fields(request)
+        """Check the right to act, run ``action`` as ``web:<address>``, answer as asked."""
+        fields = await actions.fields_of(request)
         self.guard.check_action(request, fields.get(CSRF_FIELD)
                                 or request.headers.get("x-csrf-token"))
         who = actor(request)
@@ -344,90 +323,34 @@ class Dashboard:
             return self._bad(request, str(e), 400)
         except (Tri24esError, EventLogError) as e:
             return self._bad(request, str(e), 409)
-        if _from_form(request):
+        if actions.from_form(request):
             return RedirectResponse(_back(request, fields), 303)
         return _json(result)
 
     async def worker_action(self, request: Request) -> Response:
         name, worker_id = request.path_params["action"], request.path_params["worker_id"]
-        return await self._act(request, lambda s, f, who: _request(s, name, [worker_id], who))
+        return await self._act(request, lambda s, f, who: actions.workers(
+            s, name, [worker_id], who))
 
     async def fleet_action(self, request: Request) -> Response:
         name = request.path_params["action"]
 
         def everyone(s: Services, f: dict[str, str], who: str) -> dict[str, Any]:
-            from tri24es.machines import ACTIVE_WORKER_STATES
-
             with self._reading() as conn:
                 ids = [w.worker_id for w in reads.workers(conn)
                        if w.state in ACTIVE_WORKER_STATES]
-            return _request(s, name, ids, who)
+            return actions.workers(s, name, ids, who)
 
         return await self._act(request, everyone)
 
     async def task_action(self, request: Request) -> Response:
         name, task_id = request.path_params["action"], request.path_params["task_id"]
-
-        def act(s: Services, f: dict[str, str], who: str) -> dict[str, Any]:
-            if name not in TASK_ACTIONS:
-                raise NotFound(f"no action {name!r} on tasks: expected {'|'.join(TASK_ACTIONS)}")
-            if name == "cancel":
-                s.cancel(task_id, by=who, reason=f.get("reason", "").strip() or None)
-                return {"task_id": task_id, "state": "cancelled"}
-            if name == "retry":
-                from tri24es.inputs.taskfile import parse_budget
-
-                budget = f.get("budget", "").strip()
-                try:
-                    cap = parse_budget(budget) if budget else None
-                except ValueError as e:
-                    raise UsageError(f"bad budget: {e}") from None
-                s.retry(task_id, by=who, budget_usd=cap)
-                return {"task_id": task_id, "state": "queued"}
-            if name == "reject":
-                reason = f.get("reason", "").strip()
-                if not reason:
-                    raise UsageError("a rejection needs a reason: what to change")
-                s.reject_review(task_id, by=who, reason=reason)
-                return {"task_id": task_id, "state": "queued"}
-            from tri24es.runtime.review import approve
-
-            done = approve(s, self.paths, task_id, by=who,
-                           merge_branch=f.get("merge", "") in ("1", "true", "on"))
-            return {"task_id": task_id, "state": "completed", "merged_into": done.merged_into,
-                    "merge_commit": done.merge_commit}
-
-        return await self._act(request, act)
+        return await self._act(request, lambda s, f, who: actions.task(
+            s, self.paths, name, task_id, f, who))
 
     async def reset_killswitch(self, request: Request) -> Response:
-        """``budget-watchdog --reset --reason TEXT [--force] [--allow-today USD]``: refused
-        (409, with the CLI's explanation) while the breach that turned the switch on holds."""
-
-        def reset(s: Services, f: dict[str, str], who: str) -> dict[str, Any]:
-            from tri24es.budget import BadAmount, parse_amount
-            from tri24es.runtime.budget_watchdog import reset
-
-            reason = f.get("reason", "").strip()
-            if not reason:
-                raise UsageError("a reset needs a reason")
-            force = f.get("force", "") in ("1", "true", "on")
-            allowance = None
-            if f.get("allow_today", "").strip():
-                try:
-                    allowance = parse_amount(f["allow_today"].strip(), Decimal("1e9"))
-                except BadAmount as e:
-                    raise UsageError(f"bad allow_today: {e}") from None
-                if not allowance:
-                    raise UsageError("bad allow_today: it must be more than 0")
-            done = reset(s, self.paths, self.limits, by=who, reason=reason, fresh_window=force,
-                         allow_today=allowance)
-            return {"reset": done.was_active,
-                    "file": None if done.moved_file is None else str(done.moved_file),
-                    "fresh_window": force and done.was_active,
-                    "allow_today_usd": str(allowance) if allowance and done.was_active
-                    else None}
-
-        return await self._act(request, reset)
+        return await self._act(request, lambda s, f, who: actions.reset_killswitch(
+            s, self.paths, self.limits, f, who))
 
     # --- the app -------------------------------------------------------------------------
 
@@ -491,20 +414,6 @@ class Dashboard:
             exception_handlers={Refused: self.refused, HTTPException: self.http_error,
                                 EventLogError: self.store_error},
         )
-
-
-def _request(services: Services, action: str, worker_ids: list[str],
-             who: str) -> dict[str, Any]:
-    """``workers pause|resume|stop --json``."""
-    if action not in WORKER_ACTIONS:
-        raise NotFound(f"no action {action!r} on workers: expected {'|'.join(WORKER_ACTIONS)}")
-    request: Callable[[str], bool] = {
-        "pause": lambda w: services.request_pause(w, by=who),
-        "resume": lambda w: services.request_resume(w, by=who),
-        "stop": lambda w: services.request_stop(w, by=who),
-    }[action]
-    return {"action": action,
-            "workers": [{"worker_id": w, "changed": request(w)} for w in worker_ids]}
 
 
 def _age(seconds: int | None) -> str:
