@@ -149,6 +149,16 @@ def test_review_retry_and_the_fleet_through_the_api(server: Server) -> None:
     assert [(e["data"]["reason"], e["actor"]) for e in feedback] == [
         ("say more", "web:127.0.0.1")]
 
+    # Reprioritise a waiting task: `tasks update --priority`, recorded with the actor.
+    assert server.post_json("/api/tasks/fails/prioritise", {"priority": "urgent"},
+                            **bearer).status == 400
+    assert server.post_json("/api/tasks/fails/prioritise", {"priority": "low"},
+                            **bearer).json()["priority"] == "LOW"
+    assert server.post_json("/api/tasks/reviewed/prioritise", {"priority": "HIGH"},
+                            **bearer).status == 409  # completed: only a queued task changes
+    updated = server.get("/api/events?after=0&type=TaskUpdated").json()
+    assert [(e["data"]["priority"], e["actor"]) for e in updated] == [("LOW", "web:127.0.0.1")]
+
     for task_id in ("rejected", "fails"):  # CRITICAL: they would go before later tests' tasks
         assert server.post_json(f"/api/tasks/{task_id}/cancel", {}, **bearer).status == 200
     # the worker above stopped (it ran its tasks): pausing the fleet reaches no one

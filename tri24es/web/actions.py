@@ -18,7 +18,7 @@ from tri24es.paths import ProjectPaths
 from tri24es.services import NotFound, Services
 
 WORKER_ACTIONS = ("pause", "resume", "stop")
-TASK_ACTIONS = ("cancel", "retry", "approve", "reject")
+TASK_ACTIONS = ("cancel", "retry", "approve", "reject", "prioritise")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -63,9 +63,17 @@ def workers(services: Services, action: str, worker_ids: list[str],
 
 def task(services: Services, paths: ProjectPaths, action: str, task_id: str,
          fields: dict[str, str], who: str) -> dict[str, Any]:
-    """``tasks cancel|retry|approve|reject --json``."""
+    """``tasks cancel|retry|approve|reject --json``, and ``tasks update ID --priority P``."""
     if action not in TASK_ACTIONS:
         raise NotFound(f"no action {action!r} on tasks: expected {'|'.join(TASK_ACTIONS)}")
+    if action == "prioritise":
+        from tri24es.cli.common import parse_priority
+        from tri24es.cli.render import task_dict
+        from tri24es.events import TaskUpdated
+
+        priority = parse_priority(fields.get("priority", "").strip())
+        return task_dict(services.update(TaskUpdated(task_id=task_id, by=who,
+                                                     priority=priority)))
     if action == "cancel":
         services.cancel(task_id, by=who, reason=fields.get("reason", "").strip() or None)
         return {"task_id": task_id, "state": "cancelled"}
