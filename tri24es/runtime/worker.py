@@ -846,6 +846,10 @@ class Worker:
     def _keep_spend(self) -> None:
         """At exit: spend the store did not take goes to the spend file (the watchdog and
         `spend import` record each line once), so not a dollar is lost."""
+        for skipped in self._skipped:  # counts of unreadable lines: said, as they cannot be kept
+            log.error("worker %s: %s: %d unreadable spend line(s) not recorded (the store is "
+                      "gone): %s", self.id, skipped.task, skipped.count, skipped.sample)
+        self._skipped = []
         if not self._spend:
             return
         path = self.options.paths.spend_file
