@@ -202,9 +202,12 @@ def test_two_queue_watchers_fire_a_schedules_slot_once(fleet: Fleet) -> None:
     try:
         wait_until(lambda: fleet.events(ev.TaskSubmitted), "the slot's task submitted")
         slot = (real * SECOND + offset) // (60 * SECOND) * 60 * SECOND + 60 * SECOND
-        task_id = slot_task_id("tick", slot)
+        # That minute's slot; or the one before, when the schedule was added in the same
+        # minute of the watchers' clock as that slot (a loaded machine, a minute's edge).
+        slots = {slot_task_id("tick", slot), slot_task_id("tick", slot - 60 * SECOND)}
         [submitted] = fleet.events(ev.TaskSubmitted)
-        assert (submitted.task_id, submitted.source) == (task_id, "schedule:tick")
+        task_id = submitted.task_id
+        assert (task_id in slots, submitted.source) == (True, "schedule:tick"), (task_id, slots)
         listed = json.loads(fleet.run("schedule", "list", "--json").stdout)
         assert [(s["name"], s["cron"]) for s in listed] == [("tick", "* * * * *")]
     finally:
