@@ -106,6 +106,16 @@ def open_private(path: Path, flags: int, root: Path | None = None, *,
 
 
 def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
-    """Write ``data`` to ``path`` (replacing what it held), 0600 in a checked 0700 folder."""
-    with open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, root) as f:
-        f.write(data)
+    """Write ``data`` to ``path`` whole (replacing what it held), 0600 in a checked 0700
+    folder: written beside it, then renamed over it, so a reader (a second watchdog reading
+    the pid file, say) sees the old content or the new, never an empty or partial file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+    try:
+        with open_private(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root) as f:
+            f.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
