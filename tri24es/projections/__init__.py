@@ -7,6 +7,7 @@ older than the log; a checkpoint per projection records the last position applie
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -68,9 +69,13 @@ def connection_of(tx: Transaction) -> ViewsConnection:
     return found
 
 
+_COMMENT = re.compile(r"--[^\n]*")
+
+
 def _run_ddl(conn: Db, ddl: str) -> None:
     # Statement by statement: sqlite3's executescript would commit the open transaction.
-    for statement in ddl.split(";"):
+    # Comments go first, so that one may hold a ";" (the DDL has no string literals).
+    for statement in _COMMENT.sub("", ddl).split(";"):
         if statement.strip():
             conn.execute(statement)
 

@@ -83,7 +83,7 @@ CREATE INDEX IF NOT EXISTS queue_waiting ON queue (not_before)
     WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
 -- Listings in claim order read only the rows they show (tasks list --limit), not a sort of
--- the whole table (written on submission and on a change of priority only).
+-- the whole table; written on submission and on a change of priority only.
 CREATE INDEX IF NOT EXISTS queue_order ON queue (priority, submitted_position);
 CREATE TABLE IF NOT EXISTS queue_counts (
     state       TEXT    NOT NULL,
@@ -349,7 +349,8 @@ class QueueProjection(Projection[QueueView]):
         return view
 
     def save(self, conn: Db, view: QueueView) -> None:
-        touched = view if isinstance(view, Touched) else Touched(view, wide=True)
+        assert isinstance(view, Touched)  # made by load: it knows each row's count key then
+        touched = view
         if touched.wide:
             conn.executemany(SAVE, [_as_tuple(row) for row in view.values()])
         else:

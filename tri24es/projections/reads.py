@@ -149,9 +149,11 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
     if later:
         found.append(Waiting(later, "their time", f"a delay or a retry's backoff; the first "
                              f"at {iso_time(first)}"))
+    held_back = bool(later)  # some queued tasks may not run now: the counts would say more
     for blocked, count in conn.execute(
             "SELECT blocked, count(*) FROM queue WHERE state = 'queued' AND deps_open > 0"
             " GROUP BY 1 ORDER BY 2 DESC, 1"):
+        held_back = True
         found.append(Waiting(count, "their dependencies", f"blocked: {blocked}" if blocked
                              else "not completed yet"))
     for pause in model_pauses(conn):
@@ -174,8 +176,7 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
         if held:
             found.append(Waiting(held, f"{key}={value}", f"its fleet-wide cap of {cap} is in "
                                  f"use ({running} running)"))
-    if later or any(w.needs == "their dependencies" for w in found):
-        # some wait for their time or their dependencies: count the others in the queue
+    if held_back:  # some wait for their time or their dependencies: count the others
         groups = conn.execute(
             "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
             " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"

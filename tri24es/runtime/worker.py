@@ -188,7 +188,6 @@ class Worker:
         self._wake: Wakeup | None = None
         self._spare: Keeper | None = None  # a keeper started ahead of the next attempt
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
-        self._parser: UsageParser | None = None  # the running attempt's
         self._skipped: list[ev.SpendLinesSkipped] = []  # unreadable cost lines, to record
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
@@ -691,8 +690,8 @@ class Worker:
         """Watch the agent until it ends, renewing the lease, recording spend as its output
         streams, and following control. Returns how it ended, its last output line and the
         session id its output announced (for a preset)."""
-        parser = self._parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok),
-                                            self.options.max_record_usd)
+        parser = UsageParser(Pricer(self.options.fallback_usd_per_mtok),
+                             self.options.max_record_usd)
         last_line = ""
         session: str | None = None
         now = time.monotonic()
@@ -705,7 +704,7 @@ class Worker:
                 wait = min(SLICE, renew_at - now, deadline - now)
                 lines = agent.read(max(wait, 0), limit=LINES_PER_TURN)
                 for line in lines:
-                    self._take_spend(claim, parser.feed(line))
+                    self._take_spend(claim, parser, parser.feed(line))
                     last_line = line.decode(errors="replace").strip() or last_line
                     if agent_name is not None and session is None:
                         session = presets.session_of(agent_name, line)
@@ -745,11 +744,11 @@ class Worker:
         finally:
             agent.outcome()
             for line in agent.read(0):
-                self._take_spend(claim, parser.feed(line))
+                self._take_spend(claim, parser, parser.feed(line))
                 last_line = line.decode(errors="replace").strip() or last_line
                 if agent_name is not None and session is None:
                     session = presets.session_of(agent_name, line)
-            self._take_spend(claim, parser.finish())
+            self._take_spend(claim, parser, parser.finish())
             self._flush_spend(steady=True)
         return ending, last_line, session
 
@@ -810,8 +809,9 @@ class Worker:
         cap = self._attempt_cap
         return cap is not None and self._attempt_spend >= cap
 
-    def _take_spend(self, claim: Claim, usages: Iterable[Usage]) -> None:
-        skipped = self._parser.skipped if self._parser is not None else []
+    def _take_spend(self, claim: Claim, parser: UsageParser, usages: Iterable[Usage]) -> None:
+        """The spend ``parser`` just read, and the cost lines it could not read, to record."""
+        skipped = parser.skipped
         if skipped:  # cost reports that could not be read: counted, with the first of them
             reason, sample = skipped[0]
             log.warning("worker %s: %s: %d spend line(s) not readable: %s", self.id,
