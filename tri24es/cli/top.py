@@ -209,15 +209,22 @@ def top(
         calm = threading.Event()  # never set: paces redraws when commits come fast
         console = Console()
 
+        shown = 0  # the log head the frame on screen shows
+
         def draw() -> RenderableType:  # to the terminal's height as it is now
-            return frame(_glance(store, limits, heartbeats), console.height, heartbeats)
+            nonlocal shown
+            g = _glance(store, limits, heartbeats)
+            shown = g.head
+            return frame(g, console.height, heartbeats)
 
         with Live(draw(), console=console, auto_refresh=False, screen=False) as live:
             outage = Outage("top", lambda text: live.console.print(text, markup=False))
             try:
                 while True:
                     try:
-                        if store.wait_for_change(store.head(), timeout=interval):
+                        # Waits past what is shown, not the head now: a commit between the
+                        # draw and this wait would otherwise wait a whole interval unseen.
+                        if store.wait_for_change(shown, timeout=interval):
                             calm.wait(min(interval, 0.25))
                         live.update(draw(), refresh=True)
                         outage.ok()
