@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -56,8 +57,14 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait(driver: WebDriver, condition: Callable[[WebDriver], object], what: str) -> None:
-    WebDriverWait(driver, PATIENCE, poll_frequency=0.1).until(condition, f"waiting for {what}")
+T = TypeVar("T")
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], T], what: str) -> T:
+    """The condition's first truthy value (e.g. a cell's text, read in the same look)."""
+    found: T = WebDriverWait(driver, PATIENCE, poll_frequency=0.1).until(
+        condition, f"waiting for {what}")
+    return found
 
 
 def text_of(driver: WebDriver, css: str) -> str:
@@ -95,8 +102,8 @@ def test_the_overview_updates_when_a_task_completes_elsewhere(browser: WebDriver
     assert server.cli("submit", "Finish me", "--id", "live-1",
                       "--priority", "CRITICAL").returncode == 0
     open_page(browser, server, "/")
-    wait(browser, lambda d: text_of(d, "#count-queued") != "", "the queue table")
-    before = int(text_of(browser, "#count-completed"))
+    # Read in the look that found it: a live update may replace the table just after.
+    before = int(wait(browser, lambda d: text_of(d, "#count-completed"), "the queue table"))
     worker = server.cli("worker", "--id", "browser-worker-1", "--exec", "echo done",
                         "--max-tasks", "1")
     assert worker.returncode == 0, worker.stderr
