@@ -48,7 +48,8 @@ def test_each_real_form_is_recognised_with_its_reset_time(name: str, until: int 
     found = detect(name)
     assert found is not None, name
     assert found.until_us == until
-    assert found.text and len(found.text) <= 300
+    assert found.text
+    assert len(found.text) <= 300
 
 
 def test_a_date_with_its_year_is_taken_as_it_is() -> None:
@@ -59,10 +60,12 @@ def test_a_date_with_its_year_is_taken_as_it_is() -> None:
 
 def test_a_time_without_a_zone_is_in_the_given_zone_and_the_next_such_time() -> None:
     found = detect("claude_five_hour.txt", zone="America/New_York")  # 7am there
-    assert found is not None and found.until_us == at("2026-11-30T15:00-05:00")
+    assert found is not None
+    assert found.until_us == at("2026-11-30T15:00-05:00")
     evening = datetime(2026, 11, 30, 22, tzinfo=UTC)  # 5pm in New York: tomorrow's 3pm
     found = detect("claude_five_hour.txt", now=evening, zone="America/New_York")
-    assert found is not None and found.until_us == at("2026-12-01T15:00-05:00")
+    assert found is not None
+    assert found.until_us == at("2026-12-01T15:00-05:00")
 
 
 def test_the_next_day_keeps_its_wall_time_across_a_daylight_saving_change() -> None:
@@ -94,7 +97,8 @@ def test_what_only_looks_like_a_limit_is_not_one(line: str) -> None:
 def test_only_the_first_limit_counts_and_a_time_may_follow_within_a_few_lines() -> None:
     detector = UsageLimitDetector(clock=lambda: to_us(NOW), zone=UTC)
     detector.feed(b"You exceeded your current quota, please check your plan and billing details.")
-    assert detector.found is not None and detector.found.until_us is None
+    assert detector.found is not None
+    assert detector.found.until_us is None
     detector.feed(b"  (some other line)")
     detector.feed(b"Please retry in 30s.")
     assert detector.found.until_us == to_us(NOW) + 30_000_000

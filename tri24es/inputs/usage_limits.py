@@ -53,7 +53,7 @@ MAX_PLAIN_CHARS = 4096
 _LIMIT = re.compile(
     r"Claude AI usage limit reached"
     r"|Claude usage limit reached"
-    r"|You(?:'|’)ve hit your (?:(?:usage|session|weekly|daily|Opus|Sonnet) )?limit"
+    r"|You(?:'|\u2019)ve hit your (?:(?:usage|session|weekly|daily|Opus|Sonnet) )?limit"
     r"|\b\d+-hour limit reached"
     r"|\b(?:weekly|session|usage) limit reached"
     r"|Quota exceeded for (?:quota )?metric"
