@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal, InvalidOperation
 
 from tri24es.budget import parse_window
-from tri24es.events import NO_BACKOFF, Backoff
+from tri24es.events import NO_BACKOFF, NO_PROGRESS_OFF, Backoff, NoProgress
 from tri24es.timeutil import from_us, to_us
 
 
@@ -35,6 +36,32 @@ def parse_backoff(text: str) -> Backoff:
     if cap < base:
         raise ValueError(f"bad retry backoff {text!r}: the cap is shorter than the base")
     return Backoff(base_s=base, cap_s=cap)
+
+
+def parse_no_progress(text: str) -> NoProgress:
+    """``"$2 10m"`` (stop an attempt that spent $2 with no progress for 10 minutes; the
+    ``$`` optional, the time as ``90s``, ``10m``, ``1h30m``) or ``"off"`` / ``"0"`` (no
+    rule, not even the fleet's) -> a NoProgress. Raises ValueError naming what is wrong."""
+    value = text.strip().lower()
+    if value in ("0", "none", "off"):
+        return NO_PROGRESS_OFF
+    usd_text, _, after_text = value.replace(",", " ").partition(" ")
+    problem = (f"bad no-progress rule {text!r}: expected dollars and a time, e.g. '$2 10m', "
+               "or off")
+    try:
+        usd = Decimal(usd_text.removeprefix("$"))
+        after = parse_window(after_text.strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(problem) from None
+    exponent = usd.as_tuple().exponent
+    if not usd.is_finite() or usd < 0 or not isinstance(exponent, int) or exponent < -10:
+        raise ValueError(problem)
+    return NoProgress(usd=usd, after_s=after)
+
+
+def no_progress_text(rule: NoProgress) -> str:
+    """A rule as ``parse_no_progress`` reads it: ``$2 600s`` or ``off``."""
+    return "off" if rule.off else f"${rule.usd.normalize():f} {rule.after_s:g}s"
 
 
 def retry_wait_us(backoff: Backoff, failures: int, rng: random.Random) -> int:
