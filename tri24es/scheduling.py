@@ -8,8 +8,9 @@ with them.
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from tri24es.budget import parse_window
 from tri24es.events import NO_BACKOFF, NO_PROGRESS_OFF, Backoff, NoProgress
@@ -38,6 +39,10 @@ def parse_backoff(text: str) -> Backoff:
     return Backoff(base_s=base, cap_s=cap)
 
 
+#: Dollars as people write them: ``2``, ``$2.50`` (at most 10 digits each side of the point).
+_DOLLARS = re.compile(r"\$?\d{1,10}(?:\.\d{1,10})?")
+
+
 def parse_no_progress(text: str) -> NoProgress:
     """``"$2 10m"`` (stop an attempt that spent $2 with no progress for 10 minutes; the
     ``$`` optional, the time as ``90s``, ``10m``, ``1h30m``) or ``"off"`` / ``"0"`` (no
@@ -48,14 +53,13 @@ def parse_no_progress(text: str) -> NoProgress:
     usd_text, _, after_text = value.replace(",", " ").partition(" ")
     problem = (f"bad no-progress rule {text!r}: expected dollars and a time, e.g. '$2 10m', "
                "or off")
-    try:
-        usd = Decimal(usd_text.removeprefix("$"))
-        after = parse_window(after_text.strip())
-    except (InvalidOperation, ValueError):
-        raise ValueError(problem) from None
-    exponent = usd.as_tuple().exponent
-    if not usd.is_finite() or usd < 0 or not isinstance(exponent, int) or exponent < -10:
+    if _DOLLARS.fullmatch(usd_text) is None:
         raise ValueError(problem)
+    try:
+        after = parse_window(after_text.strip())
+    except ValueError:
+        raise ValueError(problem) from None
+    usd = Decimal(usd_text.removeprefix("$"))
     return NoProgress(usd=usd, after_s=after)
 
 
