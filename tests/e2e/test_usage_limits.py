@@ -7,6 +7,7 @@ fails with ``no_progress`` and the evidence.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -129,5 +130,36 @@ def test_a_tasks_own_rule_wins_and_progress_keeps_an_attempt_going(fleet: Fleet)
     time.sleep(3)
     (fleet.root / "go").touch()
     wait_until(lambda: fleet.state("cheap") == "completed", "the task completed")
+    assert not fleet.events(ev.TaskFailed)
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize(("agent", "model", "line"), [
+    # Claude Code's stream-json result: "subtype": "success", exit 0, but is_error and the
+    # limit in its text; Gemini CLI's stream-json error result with a relative reset.
+    ("claude", "claude", '{"type":"result","subtype":"success","is_error":true,'
+     '"duration_ms":412,"num_turns":1,"result":"Claude AI usage limit reached|{epoch+2}",'
+     '"session_id":"s","total_cost_usd":0}'),
+    ("gemini", "gemini", '{"type":"result","status":"error","error":{"type":'
+     '"TerminalQuotaError","message":"You have exhausted your capacity on this model. Your '
+     'quota will reset after 2s."},"stats":{"total_tokens":0}}'),
+])
+def test_a_presets_json_error_result_pauses_its_model(
+        fleet: Fleet, tmp_path: Path, agent: str, model: str, line: str) -> None:
+    from tests.e2e.test_workspaces import standins
+
+    env = {"PATH": f"{standins(tmp_path)}:{os.environ['PATH']}",
+           "STANDIN_RECORD": str(tmp_path / "record"), "POLL_INTERVAL": "60"}
+    fleet.submit("job", f"say-on 1 {line}\nsay done", agent=agent, model=model,
+                 max_retries=0)
+    proc = fleet.worker("--id", "w1", "--model", model, lease=30.0, exec_=None, env=env)
+    wait_until(lambda: fleet.state("job") == "completed", "the task ran after the reset")
+    [paused] = fleet.events(ev.ModelPaused)
+    assert paused.model == model
+    assert paused.until is not None
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    (_, _), (_, claimed_again) = claims_of(fleet, "job")
+    assert claimed_again >= to_us(paused.until)
     assert not fleet.events(ev.TaskFailed)
     assert proc.poll() is None

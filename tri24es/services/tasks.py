@@ -261,11 +261,15 @@ class TaskCommands(DependencyRules):
         other running attempts stop; claims resume by themselves then) and the task goes back
         to the queue at no retry cost (``usage_limit``). A pause already in place that lasts
         as long or longer (a person's, or another worker's) is kept, never shortened.
-        Without a model to pause, the task itself waits until ``until``. Whether a pause was
-        recorded."""
+        Without a model to pause, the task itself waits until ``until``. An attempt that no
+        longer holds the task (its lease ran out meanwhile) still pauses the model: the limit
+        is the provider's, whoever runs the task next. Whether a pause was recorded."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            row = self._held(conn, task_id, worker, attempt)
+            try:
+                row: TaskRow | None = self._held(conn, task_id, worker, attempt)
+            except StaleAttempt:
+                row = None
             paused = False
             if model is not None:
                 end = to_us(until)
@@ -275,14 +279,15 @@ class TaskCommands(DependencyRules):
                         model=model, until=until, by=worker, reason=reason)],
                         tx.stream_version(ev.MODELS_STREAM))
                     paused = True
-            event: Event = ev.TaskRequeued(
-                task_id=task_id, attempt=attempt, reason=RequeueReason.USAGE_LIMIT,
-                worker=worker, by=worker, not_before=None if model is not None else until)
-            if _budget_spent(row):  # it may not run again: the end of it, not a requeue
-                event = ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
-                                            error=BUDGET_EXHAUSTED, worker=worker)
-            self._check_task(row, event)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            if row is not None:
+                event: Event = ev.TaskRequeued(
+                    task_id=task_id, attempt=attempt, reason=RequeueReason.USAGE_LIMIT,
+                    worker=worker, by=worker, not_before=None if model is not None else until)
+                if _budget_spent(row):  # it may not run again: the end of it, not a requeue
+                    event = ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
+                                                error=BUDGET_EXHAUSTED, worker=worker)
+                self._check_task(row, event)
+                self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
             return paused
 
     @retry_on_conflict
