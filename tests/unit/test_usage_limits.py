@@ -112,3 +112,17 @@ def test_bytes_that_are_not_utf8_or_json_do_not_raise() -> None:
                  b'["limit"]', b'{"type":"error","message":42}', b"resets 99pm limit"):
         detector.feed(line)
     assert detector.found is None
+
+
+def test_claudes_verbose_json_array_is_read_by_its_result() -> None:
+    # `claude -p --output-format json --verbose`: one line, an array of every message
+    result = ('{"type":"result","subtype":"success","is_error":true,'
+              '"result":"Claude AI usage limit reached|1755615600"}')
+    quoting = ('{"type":"assistant","message":{"content":[{"type":"text","text":'
+               '"Claude AI usage limit reached|1"}]}}')
+    detector = UsageLimitDetector(clock=lambda: to_us(NOW), zone=UTC)
+    detector.feed(f"[{quoting}, {quoting}]")
+    assert detector.found is None
+    detector.feed(f"[{quoting}, {result}]")
+    assert detector.found is not None
+    assert detector.found.until_us == 1755615600 * 1_000_000

@@ -178,16 +178,22 @@ def _wall_time(at: re.Match[str], now: int, zone: tzinfo) -> int | None:
 def error_texts(line: str) -> list[str]:
     """The texts of ``line`` that may report a limit: a plain line whole; of a JSON line,
     only its error fields (a Claude ``result`` with ``is_error``, a Codex ``error`` or
-    ``turn.failed``, a Gemini ``result`` with status ``error`` or an ``error`` object)."""
+    ``turn.failed``, a Gemini ``result`` with status ``error`` or an ``error`` object); of a
+    JSON array (Claude's ``--output-format json --verbose``), those of its objects."""
     stripped = line.strip()
-    if not stripped.startswith("{"):
+    if not stripped.startswith(("{", "[")):
         return [stripped] if len(stripped) <= MAX_PLAIN_CHARS else []
     try:
-        obj = orjson.loads(stripped)
+        parsed = orjson.loads(stripped)
     except orjson.JSONDecodeError:
-        return []  # a line cut short or a document's first line: not an error report
-    if not isinstance(obj, dict):
-        return []
+        # A line cut short, or the first line of a pretty-printed document: "[{" opening
+        # Gemini's error block, say. Only a short one is read as text.
+        return [stripped] if len(stripped) <= 80 and not stripped.startswith("{") else []
+    objects = parsed if isinstance(parsed, list) else [parsed]
+    return [text for obj in objects if isinstance(obj, dict) for text in _errors_of(obj)]
+
+
+def _errors_of(obj: dict[str, object]) -> list[str]:
     kind = obj.get("type")
     found: list[object] = []
     if kind == "result" and obj.get("is_error") is True:
