@@ -7,6 +7,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tri24es.inputs.usage_limits import UsageLimit, UsageLimitDetector, reset_time
 from tri24es.timeutil import to_us
@@ -30,8 +32,6 @@ def at(text: str) -> int:
     ("claude_epoch.txt", 1755615600 * 1_000_000),
     ("claude_reset_at.txt", at("2026-11-30T09:00-06:00")),  # 6am in Chicago: today's 9am
     ("claude_hit_limit.txt", at("2026-11-30T18:20+01:00")),
-    ("claude_hit_limit_date.txt", at("2027-04-23T16:00-03:00")),  # April is past: next year's
-    ("claude_hit_limit_comma_date.txt", at("2027-02-07T11:00+09:00")),
     ("claude_session_limit.txt", at("2026-12-01T15:50+09:00")),  # 9pm in Tokyo: tomorrow's
     ("claude_five_hour.txt", at("2026-11-30T15:00Z")),  # no zone: the machine's (UTC here)
     ("claude_stream_result.jsonl", 1755615600 * 1_000_000),
@@ -50,6 +50,22 @@ def test_each_real_form_is_recognised_with_its_reset_time(name: str, until: int 
     assert found.until_us == until
     assert found.text
     assert len(found.text) <= 300
+
+
+@pytest.mark.parametrize(("name", "now", "until"), [
+    # read on the day each was reported
+    ("claude_hit_limit_date.txt", "2026-04-22T13:39Z", "2026-04-23T16:00-03:00"),
+    ("claude_hit_limit_comma_date.txt", "2026-02-04T09:00Z", "2026-02-07T11:00+09:00"),
+])
+def test_a_date_without_a_year_is_the_next_such_date(name: str, now: str, until: str) -> None:
+    found = detect(name, now=datetime.fromisoformat(now))
+    assert found is not None
+    assert found.until_us == at(until)
+
+
+def test_a_date_past_this_year_is_next_years() -> None:
+    now = to_us(datetime(2026, 12, 30, 12, tzinfo=UTC))
+    assert reset_time("resets Jan 2 at 4pm (UTC)", now, UTC) == at("2027-01-02T16:00Z")
 
 
 def test_a_date_with_its_year_is_taken_as_it_is() -> None:
@@ -126,3 +142,32 @@ def test_claudes_verbose_json_array_is_read_by_its_result() -> None:
     detector.feed(f"[{quoting}, {result}]")
     assert detector.found is not None
     assert detector.found.until_us == 1755615600 * 1_000_000
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200),
+    st.sampled_from(["You've hit your limit · resets ", "Claude AI usage limit reached|",
+                     "try again in ", "resets 13:99pm (Mars/Base)", "retry in 1e400s",
+                     "Quota exceeded for quota metric", '{"type":"error","message":',
+                     "resets Feb 30, 11am", "try again at 0:00 am"])), max_size=8))
+def test_any_output_never_raises(parts: list[str | bytes]) -> None:
+    detector = UsageLimitDetector(clock=lambda: to_us(NOW), zone=UTC)
+    line = b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
+    detector.feed(line)
+    detector.feed(line.decode(errors="replace"))
+    if detector.found is not None:
+        assert detector.found.until_us is None or detector.found.until_us > 0
+
+
+@pytest.mark.parametrize("text", [
+    "You've hit your usage limit. Try again in " + "9" * 400 + " days.",
+    "Claude AI usage limit reached|9999999999999",
+    "You've hit your usage limit. Try again at Jan 1, 9999 11:59 PM.",
+])
+def test_an_absurd_reset_is_taken_as_the_longest_believable(text: str) -> None:
+    detector = UsageLimitDetector(clock=lambda: to_us(NOW), zone=UTC)
+    detector.feed(text)
+    assert detector.found is not None
+    assert detector.found.until_us == to_us(NOW + timedelta(days=31))

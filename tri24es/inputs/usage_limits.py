@@ -31,6 +31,7 @@ its default (``TRI24ES_USAGE_PAUSE``).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,11 +42,16 @@ import orjson
 
 from tri24es.timeutil import from_us, now_us, to_us
 
+log = logging.getLogger(__name__)
+
 #: The longest message kept as the pause's reason.
 TEXT_LIMIT = 300
 #: Lines after a limit without a time that are still read for its time (Gemini prints the
 #: retry delay a few lines below the quota message).
 FOLLOW_LINES = 20
+#: The furthest reset believed: a weekly window is the longest the providers use; a reset
+#: further than this is a misread (or a broken message), taken as this far.
+MAX_RESET_US = 31 * 86_400_000_000
 #: Lines longer than this are not read as plain text (a limit message is short; a huge
 #: line is a file's content or a tool's output).
 MAX_PLAIN_CHARS = 4096
@@ -124,8 +130,13 @@ def _zone(name: str | None, default: tzinfo) -> tzinfo:
 
 
 def reset_time(text: str, now: int, zone: tzinfo) -> int | None:
-    """When the limit ``text`` describes resets, in µs, read against ``now`` (µs); None if
-    the text gives no time."""
+    """When the limit ``text`` describes resets, in µs, read against ``now`` (µs), at most
+    :data:`MAX_RESET_US` ahead; None if the text gives no time."""
+    until = _reset_time(text, now, zone)
+    return None if until is None else min(until, now + MAX_RESET_US)
+
+
+def _reset_time(text: str, now: int, zone: tzinfo) -> int | None:
     epoch = _EPOCH.search(text)
     if epoch:
         value = int(epoch.group(1))
@@ -134,7 +145,7 @@ def reset_time(text: str, now: int, zone: tzinfo) -> int | None:
     if delay:
         seconds = sum(float(number) * _UNITS[unit.lower()]
                       for number, unit in _PART.findall(delay.group("parts")))
-        return now + round(seconds * 1_000_000)
+        return now + round(min(seconds, MAX_RESET_US / 1e6) * 1_000_000)  # never inf
     for at in _AT.finditer(text):
         moment = _wall_time(at, now, _zone(at.group("zone"), zone))
         if moment is not None:
@@ -229,6 +240,12 @@ class UsageLimitDetector:
         return self._zone
 
     def feed(self, line: str | bytes) -> None:
+        try:
+            self._feed(line)
+        except Exception:  # a parser bug must never stop the worker's output pump
+            log.exception("usage-limit detector failed on an output line; it was skipped")
+
+    def _feed(self, line: str | bytes) -> None:
         if self.found is not None and self._follow <= 0:
             return
         text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
