@@ -33,7 +33,9 @@ def at(text: str) -> int:
     ("claude_reset_at.txt", at("2026-11-30T09:00-06:00")),  # 6am in Chicago: today's 9am
     ("claude_hit_limit.txt", at("2026-11-30T18:20+01:00")),
     ("claude_session_limit.txt", at("2026-12-01T15:50+09:00")),  # 9pm in Tokyo: tomorrow's
-    ("claude_five_hour.txt", at("2026-11-30T15:00Z")),  # no zone: the machine's (UTC here)
+    ("claude_five_hour.txt", at("2026-12-01T05:00Z")),  # no zone: the machine's (UTC here)
+    ("claude_five_hour_no_time.txt", None),
+    ("claude_reset_at_no_zone.txt", at("2026-12-01T00:00Z")),  # 12am: midnight
     ("claude_stream_result.jsonl", 1755615600 * 1_000_000),
     ("codex_try_again_in.txt", to_us(NOW + timedelta(days=5, hours=22, minutes=11))),
     ("codex_try_again_at_time.txt", at("2026-11-30T15:45Z")),
@@ -75,13 +77,13 @@ def test_a_date_with_its_year_is_taken_as_it_is() -> None:
 
 
 def test_a_time_without_a_zone_is_in_the_given_zone_and_the_next_such_time() -> None:
-    found = detect("claude_five_hour.txt", zone="America/New_York")  # 7am there
+    early = datetime(2026, 11, 30, 8, tzinfo=UTC)  # 3am in New York: today's 5am
+    found = detect("claude_five_hour.txt", now=early, zone="America/New_York")
     assert found is not None
-    assert found.until_us == at("2026-11-30T15:00-05:00")
-    evening = datetime(2026, 11, 30, 22, tzinfo=UTC)  # 5pm in New York: tomorrow's 3pm
-    found = detect("claude_five_hour.txt", now=evening, zone="America/New_York")
+    assert found.until_us == at("2026-11-30T05:00-05:00")
+    found = detect("claude_five_hour.txt", zone="America/New_York")  # 7am: tomorrow's 5am
     assert found is not None
-    assert found.until_us == at("2026-12-01T15:00-05:00")
+    assert found.until_us == at("2026-12-01T05:00-05:00")
 
 
 def test_the_next_day_keeps_its_wall_time_across_a_daylight_saving_change() -> None:

@@ -11,7 +11,7 @@ at no retry cost. The forms understood are the ones the CLIs really print (fixtu
   ``Claude usage limit reached. Your limit will reset at 5pm (Europe/Warsaw).``;
   ``You've hit your limit · resets 6:20pm (Europe/Berlin)`` (also ``session``/``weekly``
   limit, ``resets Apr 23 at 4pm (...)``, ``resets Feb 7, 11am (...)``);
-  ``5-hour limit reached ∙ resets 3pm``; in ``stream-json``/``json``, the same text as the
+  ``5-hour limit reached ∙ resets 5am``; in ``stream-json``/``json``, the same text as the
   ``result`` of a ``result`` line with ``"is_error": true``.
 - Codex CLI: ``You've hit your usage limit. ... try again in 5 days 22 hours 11 minutes.``
   or ``... try again at Jul 5th, 2026 8:19 PM.`` (``exec --json``: an ``error`` line's
@@ -60,7 +60,7 @@ _LIMIT = re.compile(
     r"Claude AI usage limit reached"
     r"|Claude usage limit reached"
     r"|You(?:'|\u2019)ve hit your (?:(?:usage|session|weekly|daily|Opus|Sonnet) )?limit"
-    r"|\b\d+-hour limit reached"
+    r"|\b\d+[- ]hour limit reached"
     r"|\b(?:weekly|session|usage) limit reached"
     r"|Quota exceeded for (?:quota )?metric"
     r"|You exceeded your current quota"
