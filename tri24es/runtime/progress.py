@@ -69,7 +69,8 @@ class ProgressWatch:
             return None
         line = last_line if len(last_line) <= LAST_LINE_LIMIT else \
             last_line[:LAST_LINE_LIMIT - 1] + "…"
-        return NoProgressEvidence(spent_usd=burnt, seconds=round(idle, 3), last_line=line)
+        plain = Decimal(f"{burnt.normalize():f}")  # 0.3, not 0.3000000000 (nor 1E+2)
+        return NoProgressEvidence(spent_usd=plain, seconds=round(idle, 3), last_line=line)
 
     def _progress(self, spent: Decimal) -> None:
         self._since = self._clock()
