@@ -23,7 +23,7 @@ from tri24es.errors import ConfigError
 from tri24es.paths import ProjectPaths
 
 if TYPE_CHECKING:
-    from tri24es.events import Backoff
+    from tri24es.events import Backoff, NoProgress
     from tri24es.witness import Witness
 
 CONFIG_FILE = "tri24es.toml"
@@ -142,6 +142,11 @@ class Settings:
         default=60.0, metadata=_from("TRI24ES_WITNESS_INTERVAL", _seconds))
     # How long a failed task waits before its next attempt (tri24es.scheduling.parse_backoff).
     retry_backoff: str = field(default="5s..10m", metadata=_from("TRI24ES_RETRY_BACKOFF", _text))
+    # How long a model is paused when its agent reports a usage limit without saying when
+    # it resets (tri24es.inputs.usage_limits).
+    usage_pause: str = field(default="1h", metadata=_from("TRI24ES_USAGE_PAUSE", _text))
+    # The fleet's spend-without-progress rule, for tasks without their own (e.g. "$2 10m").
+    no_progress: str = field(default="off", metadata=_from("TRI24ES_NO_PROGRESS", _text))
 
     sources: dict[str, Source] = field(default_factory=dict, repr=False, compare=False)
 
@@ -157,6 +162,24 @@ class Settings:
             return parse_backoff(self.retry_backoff)
         except ValueError as e:
             raise ConfigError(f"TRI24ES_RETRY_BACKOFF: {e}") from None
+
+    def usage_pause_seconds(self) -> int:
+        """``usage_pause`` parsed (a delay such as ``1h`` or ``90m``)."""
+        from tri24es.budget import parse_window
+
+        try:
+            return parse_window(self.usage_pause)
+        except ValueError as e:
+            raise ConfigError(f"TRI24ES_USAGE_PAUSE: {e}") from None
+
+    def no_progress_rule(self) -> NoProgress:
+        """``no_progress`` parsed (``$2 10m`` or ``off``)."""
+        from tri24es.scheduling import parse_no_progress
+
+        try:
+            return parse_no_progress(self.no_progress)
+        except ValueError as e:
+            raise ConfigError(f"TRI24ES_NO_PROGRESS: {e}") from None
 
     @property
     def witness(self) -> Witness:

@@ -66,6 +66,35 @@ class Backoff(BaseModel):
 NO_BACKOFF = Backoff(base_s=0, cap_s=0)
 
 
+class NoProgress(BaseModel):
+    """Stop an attempt that spent ``usd`` or more while showing no progress (no new output
+    line, no change in its workspace) for ``after_s`` seconds: an agent burning money in a
+    loop. ``after_s = 0`` (:data:`NO_PROGRESS_OFF`): no such rule, not even the fleet's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    usd: Decimal = Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=10)
+    after_s: float = Field(ge=0, allow_inf_nan=False)
+
+    @property
+    def off(self) -> bool:
+        return self.after_s == 0
+
+
+NO_PROGRESS_OFF = NoProgress(usd=Decimal(0), after_s=0)
+
+
+class NoProgressEvidence(BaseModel):
+    """Why an attempt failed with ``no_progress``: what it spent since its last sign of
+    progress, how long ago that was, and the last line it printed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spent_usd: Decimal = Field(ge=0, allow_inf_nan=False, max_digits=20, decimal_places=10)
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+    last_line: str = ""
+
+
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     WORKER_STOPPED = "worker_stopped"  # the worker was told to stop (signal, request, up)
@@ -73,6 +102,7 @@ class RequeueReason(enum.StrEnum):
     LEASE_LOST = "lease_lost"  # the worker stalled past its lease; its agent was ended
     STORE_FAULT = "store_fault"  # the attempt could not go on (e.g. its log's disk is full)
     MODEL_PAUSED = "model_paused"  # its model was paused fleet-wide (tri24es models pause)
+    USAGE_LIMIT = "usage_limit"  # its agent reported its provider's usage limit: model paused
     RETRY = "retry"
     MANUAL = "manual"
 
@@ -81,7 +111,7 @@ class RequeueReason(enum.StrEnum):
 #: costs none of its retries.
 STOP_REASONS = frozenset({RequeueReason.WORKER_STOPPED, RequeueReason.KILL_SWITCH,
                           RequeueReason.LEASE_LOST, RequeueReason.STORE_FAULT,
-                          RequeueReason.MODEL_PAUSED})
+                          RequeueReason.MODEL_PAUSED, RequeueReason.USAGE_LIMIT})
 
 
 class EventDecodeError(Tri24esError):
@@ -153,6 +183,7 @@ class TaskSubmitted(Event):
     not_before: AwareDatetime | None = None  # not claimed before this time (submit --at/--in)
     retry_backoff: Backoff | None = None  # this task's retry backoff (default: the fleet's)
     after: tuple[str, ...] = ()  # tasks that must complete before this one is claimed
+    no_progress: NoProgress | None = None  # spend-without-progress rule (default: the fleet's)
 
 
 class TaskRejected(Event):
@@ -258,6 +289,7 @@ class TaskFailed(Event):
     error: str
     retryable: bool = True
     exit_code: int | None = None
+    no_progress: NoProgressEvidence | None = None  # with error "no_progress": the evidence
 
 
 class TaskRequeued(Event):

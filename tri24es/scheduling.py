@@ -8,10 +8,12 @@ with them.
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 
 from tri24es.budget import parse_window
-from tri24es.events import NO_BACKOFF, Backoff
+from tri24es.events import NO_BACKOFF, NO_PROGRESS_OFF, Backoff, NoProgress
 from tri24es.timeutil import from_us, to_us
 
 
@@ -35,6 +37,35 @@ def parse_backoff(text: str) -> Backoff:
     if cap < base:
         raise ValueError(f"bad retry backoff {text!r}: the cap is shorter than the base")
     return Backoff(base_s=base, cap_s=cap)
+
+
+#: Dollars as people write them: ``2``, ``$2.50`` (at most 10 digits each side of the point).
+_DOLLARS = re.compile(r"\$?\d{1,10}(?:\.\d{1,10})?")
+
+
+def parse_no_progress(text: str) -> NoProgress:
+    """``"$2 10m"`` (stop an attempt that spent $2 with no progress for 10 minutes; the
+    ``$`` optional, the time as ``90s``, ``10m``, ``1h30m``) or ``"off"`` / ``"0"`` (no
+    rule, not even the fleet's) -> a NoProgress. Raises ValueError naming what is wrong."""
+    value = text.strip().lower()
+    if value in ("0", "none", "off"):
+        return NO_PROGRESS_OFF
+    usd_text, _, after_text = value.replace(",", " ").partition(" ")
+    problem = (f"bad no-progress rule {text!r}: expected dollars and a time, e.g. '$2 10m', "
+               "or off")
+    if _DOLLARS.fullmatch(usd_text) is None:
+        raise ValueError(problem)
+    try:
+        after = parse_window(after_text.strip())
+    except ValueError:
+        raise ValueError(problem) from None
+    usd = Decimal(usd_text.removeprefix("$"))
+    return NoProgress(usd=usd, after_s=after)
+
+
+def no_progress_text(rule: NoProgress) -> str:
+    """A rule as ``parse_no_progress`` reads it: ``$2 600s`` or ``off``."""
+    return "off" if rule.off else f"${rule.usd.normalize():f} {rule.after_s:g}s"
 
 
 def retry_wait_us(backoff: Backoff, failures: int, rng: random.Random) -> int:

@@ -445,3 +445,70 @@ def test_a_paused_model_is_not_claimed_until_its_pause_ends_or_is_lifted(
     assert svc.claim("c") is not None
     with pytest.raises(NotFound, match="model 'claude' is not paused"):
         svc.resume_model("claude", by="test")
+
+
+def test_a_usage_limit_pauses_the_model_and_requeues_the_task_in_one_step(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "fix", model="claude", max_retries=0)
+    start(svc, "c", model="claude")
+    claim = svc.claim("c")
+    assert claim is not None
+    end = clock.now + 3600 * SECOND
+    assert svc.usage_limited("fix", "c", 1, model="claude", until=from_us(end),
+                             reason="usage limit: Claude AI usage limit reached|1")
+    row = task(svc, store, "fix")
+    assert (row.state, row.retries_used, row.attempts_left()) == ("queued", 0, 1)
+    [requeued] = [e for e in map(ev.decode_event, store.read_stream("task-fix"))
+                  if isinstance(e, ev.TaskRequeued)]
+    assert (requeued.reason, requeued.not_before) == (RequeueReason.USAGE_LIMIT, None)
+    assert svc.claim("c") is None
+    assert svc.next_due() == end
+    clock.now = end  # the reset: claimed again, by itself
+    again = svc.claim("c")
+    assert again is not None
+    assert (again.task_id, again.attempt) == ("fix", 2)
+
+
+def test_a_usage_limit_never_shortens_a_longer_pause_and_pauses_even_a_lost_attempt(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "a", model="claude")
+    submit(svc, "b", model="claude")
+    start(svc, "c", model="claude")
+    claim = svc.claim("c")
+    assert claim is not None
+    svc.pause_model("claude", until=None, by="person", reason="holding it")
+    assert not svc.usage_limited("a", "c", 1, model="claude",
+                                 until=from_us(clock.now + SECOND), reason="usage limit")
+    with store.snapshot() as tx:
+        [kept] = reads.paused_models(connection_of(tx))
+    assert (kept.until, kept.by) == (None, "person")
+    assert task(svc, store, "a").state == "queued"
+    svc.resume_model("claude", by="person")
+    claim = svc.claim("c")
+    assert claim is not None
+    assert (claim.task_id, claim.attempt) == ("a", 2)  # requeued ahead of b, at no cost
+    # The attempt lost its task meanwhile: no requeue of it, but the model is paused.
+    svc.cancel("a", by="person")
+    end = clock.now + 60 * SECOND
+    assert svc.usage_limited("a", "c", 2, model="claude", until=from_us(end),
+                             reason="usage limit")
+    assert task(svc, store, "a").state == "cancelled"
+    assert svc.next_due() == end
+
+
+def test_without_a_model_the_task_itself_waits_for_the_reset(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    submit(svc, "open")
+    start(svc, "w")
+    claim = svc.claim("w")
+    assert claim is not None
+    end = clock.now + 90 * SECOND
+    assert not svc.usage_limited("open", "w", 1, model=None, until=from_us(end),
+                                 reason="usage limit")
+    assert task(svc, store, "open").not_before == end
+    assert svc.claim("w") is None
+    clock.now = end
+    assert svc.claim("w") is not None

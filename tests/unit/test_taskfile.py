@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tri24es.events import Backoff, Priority
+from tri24es.events import NO_PROGRESS_OFF, Backoff, NoProgress, Priority
 from tri24es.inputs.taskfile import (
     Ignored,
     Location,
@@ -142,6 +142,11 @@ def test_title_is_the_first_heading_else_the_id(text: str, title: str) -> None:
         ("# T\nretry_backoff: 10s..5m\n", {"retry_backoff": Backoff(base_s=10, cap_s=300)}),
         ("# T\nretry_backoff: 0\n", {"retry_backoff": Backoff(base_s=0, cap_s=0)}),
         ("# T\n", {"retry_backoff": None}),
+        ("# T\nno_progress: $2 10m\n", {"no_progress": NoProgress(usd=Decimal(2), after_s=600)}),
+        ("# T\nNO_PROGRESS: 0.5, 90s\n",
+         {"no_progress": NoProgress(usd=Decimal("0.5"), after_s=90)}),
+        ("# T\nno_progress: off\n", {"no_progress": NO_PROGRESS_OFF}),
+        ("# T\n", {"no_progress": None}),
     ],
 )
 def test_field_lines(text: str, fields: dict[str, object]) -> None:
@@ -185,6 +190,8 @@ def test_body_and_sha256_are_the_whole_file() -> None:
          "(at most 10 digits before and 10 after the point)"),
         ("fix.md", b"# T\nretry_backoff: soon\n",
          "bad retry backoff 'soon': expected e.g. 5s..10m, 30s or 0"),
+        ("fix.md", b"# T\nno_progress: $2\n",
+         "bad no-progress rule '$2': expected dollars and a time, e.g. '$2 10m', or off"),
         ("fix.md", b"# T\nmodel: " + b"m" * 201 + b"\n", "model is longer than 200 characters"),
     ],
 )

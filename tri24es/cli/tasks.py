@@ -129,6 +129,12 @@ def submit(
         list[str] | None, typer.Option("--after", help="Claimed only once this task has "
                                        "completed (repeatable).")
     ] = None,
+    no_progress: Annotated[
+        str | None, typer.Option("--no-progress", help="'USD TIME' (e.g. '$2 10m'): an "
+                                 "attempt that spent that much with no new output or file "
+                                 "change for that long fails; off: none (default "
+                                 "TRI24ES_NO_PROGRESS).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit a task to the queue; idempotent by id (a known id is left as it is).
@@ -144,7 +150,7 @@ def submit(
         parse_command,
         parse_retry_from,
     )
-    from tri24es.scheduling import parse_backoff
+    from tri24es.scheduling import parse_backoff, parse_no_progress
     from tri24es.services import TaskSpec
 
     rank = parse_priority(priority)
@@ -173,6 +179,7 @@ def submit(
         backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
         not_before = _not_before(at, in_)
         waits_for = parse_after(" ".join(after or ()))
+        rule = None if no_progress is None else parse_no_progress(no_progress)
     except ValueError as e:
         raise UsageError(f"{e}: nothing submitted") from None
     spec = TaskSpec(
@@ -180,7 +187,7 @@ def submit(
         type=type_, max_retries=max_retries, source=source, body_sha256=sha, command=argv,
         max_budget_usd=budget, agent=check_agent(agent), base=base, review=review,
         require_changes=require_changes, resume=resume, retry_from=since,
-        retry_backoff=backoff, not_before=not_before, after=waits_for,
+        retry_backoff=backoff, not_before=not_before, after=waits_for, no_progress=rule,
     )
     from tri24es.services import DependencyError
 

@@ -104,6 +104,10 @@ def up(
     from tri24es.runtime.supervisor import ChildSpec, fleet_specs
 
     context = context_of(ctx)
+    # The workers' own settings, read here first: a bad value is one line now, not workers
+    # that exit at once and are restarted for ever.
+    context.settings.usage_pause_seconds()
+    context.settings.no_progress_rule()
     with context.services() as services:
         if demo:
             if exec_command is None:

@@ -103,7 +103,8 @@ def worker(
         exec_command=exec_command, max_tasks=max_tasks, exit_when_idle=exit_when_idle,
         task_timeout=task_timeout, legacy_files=legacy_files, poll_interval=s.poll_interval,
         fallback_usd_per_mtok=s.fallback_usd_per_mtok, repo=top, agent=preset, review=review,
-        max_record_usd=s.budget_max_spend_record,
+        max_record_usd=s.budget_max_spend_record, usage_pause_s=s.usage_pause_seconds(),
+        no_progress=s.no_progress_rule(),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with context.services(options.worker_id, lease_seconds=lease_seconds) as services, \

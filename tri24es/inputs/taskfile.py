@@ -18,7 +18,9 @@ Layout (kept from TRI-24): ``tasks/queue/<id>.md`` and ``tasks/queue/<PRIORITY>/
   false), ``retry_from`` (branch or base) and ``retry_backoff`` (``10s..5m``, ``30s`` or
   ``0``: see ``tri24es.scheduling.parse_backoff``) and ``not_before`` (an ISO-8601 time,
   or a delay such as ``10m`` from when the file is read) and ``after`` (the ids of tasks
-  that must complete first, separated by commas or spaces).
+  that must complete first, separated by commas or spaces) and ``no_progress`` (``$2 10m``:
+  an attempt that spent $2 with no progress for 10 minutes fails; ``off``: no such rule,
+  not even the fleet's; see ``tri24es.scheduling.parse_no_progress``).
 - The body is the whole text, stored with the sha256 of the file's bytes.
 
 Everything here but ``read_queue_file`` (and a relative ``not_before``, read against the
@@ -40,7 +42,7 @@ from tri24es.agents import AGENTS
 from tri24es.events import Priority, RetryFrom
 from tri24es.inputs.queue_folder import Ignored as Ignored  # the names taken from here before
 from tri24es.inputs.queue_folder import is_ignored_name as is_ignored_name
-from tri24es.scheduling import parse_backoff, parse_when
+from tri24es.scheduling import parse_backoff, parse_no_progress, parse_when
 from tri24es.services import TaskSpec
 from tri24es.timeutil import from_us, now_us
 
@@ -54,7 +56,8 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 PRIORITY_PREFIX = re.compile(r"^(CRITICAL|HIGH|MEDIUM|LOW)[_-]")
 _FIELD_LINE = re.compile(
     r"^(?:(?P<key>type|shard|lane|model|assigned_model|max_retries|max_budget_usd|command|agent"
-    r"|base|review|require_changes|resume|retry_from|retry_backoff|not_before|after)"
+    r"|base|review|require_changes|resume|retry_from|retry_backoff|not_before|after"
+    r"|no_progress)"
     r"|##[ \t]*(?P<heading>type))[ \t]*:(?P<value>.*)$",
     re.IGNORECASE,
 )
@@ -64,6 +67,7 @@ _FIELD_NAMES = {
     "command": "command", "agent": "agent", "base": "base", "review": "review",
     "require_changes": "require_changes", "resume": "resume", "retry_from": "retry_from",
     "retry_backoff": "retry_backoff", "not_before": "not_before", "after": "after",
+    "no_progress": "no_progress",
 }
 _YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 _BUDGET = re.compile(r"\$?(\d{1,10})(?:\.(\d{1,10}))?")
@@ -254,6 +258,8 @@ def parse_task_file(
         when = fields.get("not_before") or None
         not_before = None if when is None else from_us(parse_when(when, now_us()))
         after = parse_after(fields.get("after") or "")
+        rule = fields.get("no_progress") or None
+        no_progress = None if rule is None else parse_no_progress(rule)
     except ValueError as e:
         return reject(str(e))
     return TaskSpec(
@@ -273,7 +279,7 @@ def parse_task_file(
         base=fields.get("base") or None,
         retry_from=retry_from,
         retry_backoff=retry_backoff, not_before=not_before, after=after,
-        review=flags["review"], require_changes=flags["require_changes"],
+        no_progress=no_progress, review=flags["review"], require_changes=flags["require_changes"],
         resume=flags["resume"],
     )
 

@@ -52,6 +52,7 @@ from tri24es.budget import DEFAULT_MAX_RECORD_USD
 from tri24es.errors import AlreadyRunning
 from tri24es.files import UnsafeFolder, open_private, private_folder, write_private
 from tri24es.inputs.usage import Usage, UsageParser
+from tri24es.inputs.usage_limits import UsageLimit, UsageLimitDetector
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths, safe_name
@@ -66,6 +67,7 @@ from tri24es.runtime.agent import (
     Outcome,
     end_leftovers,
 )
+from tri24es.runtime.progress import ProgressWatch
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox, Wakeup, signal_wakeup
 from tri24es.runtime.workspace import GitError, Workspace, salvage
@@ -82,7 +84,7 @@ from tri24es.services import (
 )
 from tri24es.services.base import TaskHistory
 from tri24es.services.tasks import BUDGET_EXHAUSTED
-from tri24es.timeutil import from_us, now_us
+from tri24es.timeutil import from_us, iso_time, now_us
 
 log = logging.getLogger("tri24es.worker")
 T = TypeVar("T")
@@ -98,6 +100,8 @@ ERROR_LIMIT = 2048
 GUARD_SHARE, GRACE_SHARE = 0.75, 0.1
 #: How long a stopping worker tries to record how its attempt ended, through an outage.
 LAST_WORDS_SECONDS = 5.0
+#: The error of an attempt that spent with no sign of progress (runtime/progress.py).
+NO_PROGRESS = "no_progress"
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class WorkerOptions:
     agent: str | None = None  # a preset (runtime/presets.py) for tasks without a command
     review: bool = False  # every finished attempt waits for review
     max_record_usd: Decimal = DEFAULT_MAX_RECORD_USD  # over it, a report is recorded flagged
+    usage_pause_s: float = 3600.0  # a usage limit that does not say when it resets
+    no_progress: ev.NoProgress = ev.NO_PROGRESS_OFF  # the fleet's rule, for tasks without one
 
 
 class Stop(Exception):
@@ -138,6 +144,8 @@ class Ending(enum.Enum):
     KILL_SWITCH = "kill switch"  # the kill switch is on: stopped, at no cost to retries
     STORE_FAULT = "store fault"  # the attempt's output cannot be kept (e.g. a full disk)
     MODEL_PAUSED = "model paused"  # its model was paused fleet-wide: at no cost to retries
+    USAGE_LIMIT = "usage limit"  # the agent reported its provider's limit: model paused
+    NO_PROGRESS = "no progress"  # it spent with no sign of progress: a failure (no_progress)
 
 
 def combined(spends: list[ev.SpendRecorded]) -> list[ev.SpendRecorded]:
@@ -191,6 +199,9 @@ class Worker:
         self._skipped: list[ev.SpendLinesSkipped] = []  # unreadable cost lines, to record
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
         self._attempt_cap: Decimal | None = None  # the task's max_budget_usd
+        self._limit: UsageLimitDetector | None = None  # a provider's usage limit, if reported
+        self._watch: ProgressWatch | None = None  # the attempt's no-progress rule, if any
+        self._stalled: ev.NoProgressEvidence | None = None  # why it broke that rule
 
     # --- registration ------------------------------------------------------------------
 
@@ -496,6 +507,7 @@ class Worker:
             self._fail(claim, "no command", retryable=False)
             return None
         workspace = None
+        self._limit, self._watch, self._stalled = UsageLimitDetector(), None, None
         if self.options.repo is not None:
             previous = history.results[-1] if history.results else None
             try:
@@ -507,6 +519,9 @@ class Worker:
             except GitError as e:
                 self._fail(claim, f"cannot make the workspace: {e}")
                 return None
+        rule = task.no_progress or self.options.no_progress
+        if not rule.off:
+            self._watch = ProgressWatch(rule, None if workspace is None else workspace.path)
         try:
             try:
                 agent = self._spawn(claim, history, command, workspace)
@@ -527,6 +542,8 @@ class Worker:
                 if self.door is not None:
                     self.door.listen(self._bells())
             outcome = agent.outcome()
+            if ending is Ending.EXITED and self._limit.found is not None:
+                ending = Ending.USAGE_LIMIT  # said in its last words: whatever its exit code
             if session is not None and agent_name is not None:
                 self._fact(ev.AgentSessionStarted(task_id=claim.task_id, worker=self.id,
                                                   attempt=claim.attempt, agent=agent_name,
@@ -594,7 +611,16 @@ class Worker:
                 self._follow()
             if self.killswitch:
                 ending = Ending.KILL_SWITCH
-        if ending is Ending.TIMEOUT:
+        if ending is Ending.USAGE_LIMIT and self._limit is not None \
+                and self._limit.found is not None:
+            self._usage_limited(claim, self._limit.found)
+        elif ending is Ending.NO_PROGRESS and self._stalled is not None:
+            stalled = self._stalled
+            log.info("worker %s: %s spent $%s with no progress for %.0f s (last output: %s)",
+                     self.id, claim.task_id, stalled.spent_usd, stalled.seconds,
+                     stalled.last_line)
+            self._fail(claim, NO_PROGRESS, exit_code=code, no_progress=stalled)
+        elif ending is Ending.TIMEOUT:
             self._fail(claim, "timeout", exit_code=code)
         elif ending is Ending.BUDGET:
             log.info("worker %s: %s spent $%s, all it had left of its max_budget_usd",
@@ -704,10 +730,13 @@ class Worker:
                 wait = min(SLICE, renew_at - now, deadline - now)
                 lines = agent.read(max(wait, 0), limit=LINES_PER_TURN)
                 for line in lines:
-                    self._take_spend(claim, parser, parser.feed(line))
+                    self._take_line(claim, parser, line)
                     last_line = line.decode(errors="replace").strip() or last_line
                     if agent_name is not None and session is None:
                         session = presets.session_of(agent_name, line)
+                if self._limit is not None and self._limit.found is not None:
+                    ending = Ending.USAGE_LIMIT  # before its exit: an exit 0 is no success
+                    break
                 if agent.log_error is not None:
                     log.warning("worker %s: %s: %s", self.id, claim.task_id, agent.log_error)
                     ending = Ending.STORE_FAULT
@@ -718,6 +747,10 @@ class Worker:
                 ending = self._check(claim)
                 if ending is None and self._over_budget():
                     ending = Ending.BUDGET
+                if ending is None and self._watch is not None:
+                    self._stalled = self._watch.check(self._attempt_spend, last_line)
+                    if self._stalled is not None:
+                        ending = Ending.NO_PROGRESS
                 now = time.monotonic()
                 if ending is None and now >= renew_at:
                     ending, renewed = self._renew(claim)
@@ -744,7 +777,7 @@ class Worker:
         finally:
             agent.outcome()
             for line in agent.read(0):
-                self._take_spend(claim, parser, parser.feed(line))
+                self._take_line(claim, parser, line)
                 last_line = line.decode(errors="replace").strip() or last_line
                 if agent_name is not None and session is None:
                     session = presets.session_of(agent_name, line)
@@ -809,6 +842,15 @@ class Worker:
         cap = self._attempt_cap
         return cap is not None and self._attempt_spend >= cap
 
+    def _take_line(self, claim: Claim, parser: UsageParser, line: bytes) -> None:
+        """One output line: its spend, a usage limit it reports, progress it shows."""
+        usages = parser.feed(line)
+        self._take_spend(claim, parser, usages)
+        if self._limit is not None:
+            self._limit.feed(line)
+        if self._watch is not None:
+            self._watch.saw(line, spend_line=bool(usages), spent=self._attempt_spend)
+
     def _take_spend(self, claim: Claim, parser: UsageParser, usages: Iterable[Usage]) -> None:
         """The spend ``parser`` just read, and the cost lines it could not read, to record."""
         skipped = parser.skipped
@@ -869,12 +911,29 @@ class Worker:
                       len(self._spend), e, lines.decode())
 
     def _fail(self, claim: Claim, error: str, *, retryable: bool = True,
-              exit_code: int | None = None) -> None:
+              exit_code: int | None = None,
+              no_progress: ev.NoProgressEvidence | None = None) -> None:
         log.info("worker %s: %s failed: %s", self.id, claim.task_id, error)
         with contextlib.suppress(StaleAttempt):
             self._must(lambda: self.services.fail(
                 claim.task_id, self.id, claim.attempt, capped(error), retryable=retryable,
-                exit_code=exit_code))
+                exit_code=exit_code, no_progress=no_progress))
+
+    def _usage_limited(self, claim: Claim, limit: UsageLimit) -> None:
+        """Pause the attempt's model until its provider's limit resets (or for the default
+        pause, when the agent did not say when, or said a time already past) and put the
+        task back at no retry cost; other models' tasks run on."""
+        now = now_us()
+        until = limit.until_us if limit.until_us is not None and limit.until_us > now \
+            else now + round(self.options.usage_pause_s * 1_000_000)
+        model = claim.row.model or self.options.model
+        log.warning("worker %s: %s attempt %d: usage limit reported (%s): %s until %s",
+                    self.id, claim.task_id, claim.attempt, limit.text,
+                    f"model {model} paused" if model else "the task waits", iso_time(until))
+        with contextlib.suppress(StaleAttempt, IllegalTransition):
+            self._must(lambda: self.services.usage_limited(
+                claim.task_id, self.id, claim.attempt, model=model, until=from_us(until),
+                reason=f"usage limit: {limit.text}"))
 
     def _requeue(self, claim: Claim, reason: ev.RequeueReason) -> None:
         with contextlib.suppress(StaleAttempt, IllegalTransition):

@@ -80,6 +80,7 @@ class TaskSpec:
     not_before: datetime | None = None
     retry_backoff: ev.Backoff | None = None
     after: tuple[str, ...] = ()  # tasks that must complete first
+    no_progress: ev.NoProgress | None = None  # None: the fleet's rule
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
         command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
         review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
         retry_from=spec.retry_from, not_before=spec.not_before,
-        retry_backoff=spec.retry_backoff, after=spec.after,
+        retry_backoff=spec.retry_backoff, after=spec.after, no_progress=spec.no_progress,
     )
 
 

@@ -20,6 +20,7 @@ from tri24es.projections import (
     connection_of,
     read_killswitch,
 )
+from tri24es.projections.models import model_pauses
 from tri24es.projections.spend import from_units, to_units
 from tri24es.projections.sql import Db
 from tri24es.scheduling import retry_wait_us
@@ -32,7 +33,7 @@ from tri24es.services.base import (
     submitted_event,
 )
 from tri24es.services.dependencies import DependencyRules
-from tri24es.timeutil import from_us
+from tri24es.timeutil import from_us, to_us
 
 #: The error of a task that spent its whole max_budget_usd (over all its attempts).
 BUDGET_EXHAUSTED = "budget_exhausted"
@@ -212,7 +213,7 @@ class TaskCommands(DependencyRules):
     @retry_on_conflict
     def fail(
         self, task_id: str, worker: str, attempt: int, error: str, *, retryable: bool = True,
-        exit_code: int | None = None,
+        exit_code: int | None = None, no_progress: ev.NoProgressEvidence | None = None,
     ) -> TaskState:
         """Record a failed attempt; requeue while attempts remain, else dead-letter."""
         with self.store.transaction() as tx:
@@ -220,7 +221,7 @@ class TaskCommands(DependencyRules):
             row = self._held(conn, task_id, worker, attempt)
             events: list[Event] = [ev.TaskFailed(task_id=task_id, worker=worker, attempt=attempt,
                                                  error=error, retryable=retryable,
-                                                 exit_code=exit_code)]
+                                                 exit_code=exit_code, no_progress=no_progress)]
             if _budget_spent(row):
                 error = BUDGET_EXHAUSTED
                 events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
@@ -251,6 +252,43 @@ class TaskCommands(DependencyRules):
                                             error=BUDGET_EXHAUSTED, worker=row.worker)
             self._check_task(row, event)
             self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+
+    @retry_on_conflict
+    def usage_limited(self, task_id: str, worker: str, attempt: int, *, model: str | None,
+                      until: datetime, reason: str) -> bool:
+        """The attempt's agent reported its provider's usage limit. In one transaction:
+        ``model`` is paused until ``until`` (fleet-wide: every claim of it waits, and its
+        other running attempts stop; claims resume by themselves then) and the task goes back
+        to the queue at no retry cost (``usage_limit``). A pause already in place that lasts
+        as long or longer (a person's, or another worker's) is kept, never shortened.
+        Without a model to pause, the task itself waits until ``until``. An attempt that no
+        longer holds the task (its lease ran out meanwhile) still pauses the model: the limit
+        is the provider's, whoever runs the task next. Whether a pause was recorded."""
+        with self.store.transaction() as tx:
+            conn = connection_of(tx)
+            try:
+                row: TaskRow | None = self._held(conn, task_id, worker, attempt)
+            except StaleAttempt:
+                row = None
+            paused = False
+            if model is not None:
+                end = to_us(until)
+                if not any(p.model == model and (p.until is None or p.until >= end)
+                           for p in model_pauses(conn)):
+                    self._append(conn, tx, ev.MODELS_STREAM, [ev.ModelPaused(
+                        model=model, until=until, by=worker, reason=reason)],
+                        tx.stream_version(ev.MODELS_STREAM))
+                    paused = True
+            if row is not None:
+                event: Event = ev.TaskRequeued(
+                    task_id=task_id, attempt=attempt, reason=RequeueReason.USAGE_LIMIT,
+                    worker=worker, by=worker, not_before=None if model is not None else until)
+                if _budget_spent(row):  # it may not run again: the end of it, not a requeue
+                    event = ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
+                                                error=BUDGET_EXHAUSTED, worker=worker)
+                self._check_task(row, event)
+                self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            return paused
 
     @retry_on_conflict
     def cancel(self, task_id: str, *, by: str | None = None, reason: str | None = None) -> None:

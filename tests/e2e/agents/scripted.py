@@ -1,6 +1,8 @@
 """A test agent that does what its task text says, one command per line:
 
     say TEXT          print TEXT
+    say-on ATTEMPT TEXT  print TEXT if this is attempt ATTEMPT; ``{epoch+N}`` in it becomes
+                      the Unix time N seconds from now (a usage limit's reset)
     spend USD         print a generic spend line {"cost_usd": USD}
     spend-on ATTEMPT USD  spend USD if this is attempt ATTEMPT
     record FILE       write what it was given (stdin, TRI24ES_* env, task file) to FILE as JSON
@@ -90,6 +92,13 @@ def main() -> int:
         command, _, arg = line.partition(" ")
         if command == "say":
             print(arg, flush=True)
+        elif command == "say-on" and os.environ.get("TRI24ES_ATTEMPT") == arg.split()[0]:
+            said = arg.split(" ", 1)[1]
+            if "{epoch+" in said:
+                head, _, rest = said.partition("{epoch+")
+                seconds, _, tail = rest.partition("}")
+                said = f"{head}{int(time.time()) + int(seconds)}{tail}"
+            print(said, flush=True)
         elif command == "spend":
             print(json.dumps({"cost_usd": float(arg)}), flush=True)
         elif command == "spend-on" and os.environ.get("TRI24ES_ATTEMPT") == arg.split()[0]:

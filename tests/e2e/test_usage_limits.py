@@ -1,0 +1,165 @@
+"""Provider usage windows and spend without progress, with real workers and stand-in agents.
+
+An agent that reports its provider's usage limit pauses its model until the reset and its
+task goes back to the queue at no retry cost; an agent that spends with no sign of progress
+fails with ``no_progress`` and the evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Run
+from tests.e2e.test_scheduling import claims_of
+from tests.e2e.test_worker import Fleet, wait_until
+from tri24es import events as ev
+from tri24es.timeutil import to_us
+
+SECOND = 1_000_000
+
+
+@pytest.fixture
+def fleet(project: Path, run: Run) -> Iterator[Fleet]:
+    assert run("init").returncode == 0
+    fleet = Fleet(project, run)
+    yield fleet
+    fleet.close()
+
+
+def test_a_usage_limit_pauses_its_model_until_the_reset_and_other_models_run_on(
+    fleet: Fleet,
+) -> None:
+    # Claude Code's older form, the reset an hour ahead; the agent keeps running after it
+    # (the worker must stop it), and has no retries to spare (the stop must cost none).
+    fleet.submit("fix", "say-on 1 Claude AI usage limit reached|{epoch+3600}\nhang-on 1\n"
+                 "say fixed", model="claude", max_retries=0)
+    claude = fleet.worker("--id", "w1", "--model", "claude", lease=30.0)
+    wait_until(lambda: fleet.events(ev.TaskRequeued), "the attempt stopped and requeued")
+    fleet.submit("more", "say more", model="claude")  # for the paused model: it waits
+    fleet.submit("other", "say other model", model="codex")
+    codex = fleet.worker("--id", "w2", "--model", "codex", lease=30.0)
+    wait_until(lambda: fleet.state("other") == "completed", "the other model's task ran")
+    printed = (fleet.root / "logs/tasks/fix/1.log").read_text()
+    reset = int(re.search(r"\|(\d+)", printed).group(1))  # type: ignore[union-attr]
+    [paused] = fleet.events(ev.ModelPaused)
+    assert paused.model == "claude"
+    assert paused.until is not None
+    assert to_us(paused.until) == reset * SECOND
+    assert paused.by == "w1"
+    assert paused.reason == f"usage limit: Claude AI usage limit reached|{reset}"
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert (requeued.task_id, requeued.reason) == ("fix", ev.RequeueReason.USAGE_LIMIT)
+    row = fleet.services.task("fix")
+    assert (row.state, row.retries_used) == ("queued", 0)  # max_retries=0: it may run again
+    assert not fleet.events(ev.TaskFailed)
+    assert len(claims_of(fleet, "fix")) == 1  # not claimed again before the reset
+    assert fleet.state("more") == "queued"
+    started = fleet.started("fix")
+    wait_until(lambda: not Path(f"/proc/{started.pid}").exists()
+               or "Z" in Path(f"/proc/{started.pid}/stat").read_text().split()[2],
+               "the agent's keeper ended")
+    status = fleet.run("status")
+    assert "2 waiting for model=claude: the model is paused until" in status.stdout
+    assert claude.poll() is None
+    assert codex.poll() is None
+
+
+def test_claims_of_a_paused_model_resume_by_themselves_at_the_reset(fleet: Fleet) -> None:
+    # Gemini CLI's quota error without a retry time: the default pause (here 3 s). The agent
+    # exits 0 after it: a success by its exit code, a usage limit by its words.
+    fleet.submit("gen", "say-on 1 Quota exceeded for quota metric 'Gemini 2.5 Pro Requests' "
+                 "and limit 'Gemini 2.5 Pro Requests per day per user per tier' of service "
+                 "'cloudcode-pa.googleapis.com'\nsay generated", model="gemini", max_retries=0)
+    # A 30 s lease beats every 10 s and a poll every 60 s: waking at the reset claims it.
+    proc = fleet.worker("--id", "w1", "--model", "gemini", lease=30.0,
+                        env={"TRI24ES_USAGE_PAUSE": "3s", "POLL_INTERVAL": "60"})
+    wait_until(lambda: fleet.state("gen") == "completed", "the task ran after the reset")
+    [paused] = fleet.events(ev.ModelPaused)
+    assert paused.until is not None
+    until = to_us(paused.until)
+    [pause_event] = [r for r in fleet.services.store.read_stream(ev.MODELS_STREAM)]
+    assert 0 < until - pause_event.recorded_at <= 3 * SECOND
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    (first, _), (second, claimed_again) = claims_of(fleet, "gen")
+    assert (first, second) == (1, 2)
+    assert claimed_again >= until  # never before the reset
+    assert not fleet.events(ev.TaskFailed)
+    assert fleet.services.task("gen").retries_used == 0
+    assert proc.poll() is None
+
+
+def test_an_agent_spending_without_progress_fails_with_the_evidence(fleet: Fleet) -> None:
+    # It works, spends, then goes silent (attempt 1); the second attempt finishes. The
+    # fleet's rule: $0.20 spent with no progress for 2 s.
+    fleet.submit("loop", "say working\nspend 0.3\nspend 0.2\nhang-on 1\nsay done",
+                 max_retries=1)
+    proc = fleet.worker("--id", "w1", env={"TRI24ES_NO_PROGRESS": "$0.20 2s"})
+    wait_until(lambda: fleet.state("loop") == "completed", "the retry completed")
+    [failed] = fleet.events(ev.TaskFailed)
+    assert (failed.attempt, failed.error) == (1, "no_progress")
+    evidence = failed.no_progress
+    assert evidence is not None
+    assert evidence.spent_usd == Decimal("0.5")
+    assert evidence.seconds >= 2
+    assert evidence.last_line == '{"cost_usd": 0.2}'
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.RETRY  # a failure: it cost a retry
+    assert fleet.services.task("loop").retries_used == 1
+    shown = fleet.run("tasks", "show", "loop")
+    assert "no_progress" in shown.stdout
+    assert proc.poll() is None
+
+
+def test_a_tasks_own_rule_wins_and_progress_keeps_an_attempt_going(fleet: Fleet) -> None:
+    # The task's rule ($1 after 1 s) is not broken by $0.50 of spend, however long it
+    # waits; the fleet's ($0.01 after 1 s) would have been.
+    fleet.submit("cheap", "say working\nspend 0.5\nwait go\nsay done",
+                 no_progress=ev.NoProgress(usd=Decimal(1), after_s=1))
+    proc = fleet.worker("--id", "w1", env={"TRI24ES_NO_PROGRESS": "$0.01 1s"})
+    fleet.started("cheap")
+    # Past the fleet's second and then some, so that the rule would have broken it (a
+    # delay for the rule to act on, not a measure: a slow machine only checks less).
+    time.sleep(3)
+    (fleet.root / "go").touch()
+    wait_until(lambda: fleet.state("cheap") == "completed", "the task completed")
+    assert not fleet.events(ev.TaskFailed)
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize(("agent", "model", "line"), [
+    # Claude Code's stream-json result: "subtype": "success", exit 0, but is_error and the
+    # limit in its text; Gemini CLI's stream-json error result with a relative reset.
+    ("claude", "claude", '{"type":"result","subtype":"success","is_error":true,'
+     '"duration_ms":412,"num_turns":1,"result":"Claude AI usage limit reached|{epoch+2}",'
+     '"session_id":"s","total_cost_usd":0}'),
+    ("gemini", "gemini", '{"type":"result","status":"error","error":{"type":'
+     '"TerminalQuotaError","message":"You have exhausted your capacity on this model. Your '
+     'quota will reset after 2s."},"stats":{"total_tokens":0}}'),
+])
+def test_a_presets_json_error_result_pauses_its_model(
+        fleet: Fleet, tmp_path: Path, agent: str, model: str, line: str) -> None:
+    from tests.e2e.test_workspaces import standins
+
+    env = {"PATH": f"{standins(tmp_path)}:{os.environ['PATH']}",
+           "STANDIN_RECORD": str(tmp_path / "record"), "POLL_INTERVAL": "60"}
+    fleet.submit("job", f"say-on 1 {line}\nsay done", agent=agent, model=model,
+                 max_retries=0)
+    proc = fleet.worker("--id", "w1", "--model", model, lease=30.0, exec_=None, env=env)
+    wait_until(lambda: fleet.state("job") == "completed", "the task ran after the reset")
+    [paused] = fleet.events(ev.ModelPaused)
+    assert paused.model == model
+    assert paused.until is not None
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    (_, _), (_, claimed_again) = claims_of(fleet, "job")
+    assert claimed_again >= to_us(paused.until)
+    assert not fleet.events(ev.TaskFailed)
+    assert proc.poll() is None
