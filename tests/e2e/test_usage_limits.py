@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -162,4 +163,46 @@ def test_a_presets_json_error_result_pauses_its_model(
     (_, _), (_, claimed_again) = claims_of(fleet, "job")
     assert claimed_again >= to_us(paused.until)
     assert not fleet.events(ev.TaskFailed)
+    assert proc.poll() is None
+
+
+def test_a_default_pause_too_long_for_a_date_is_at_most_the_longest_reset(fleet: Fleet) -> None:
+    # A limit without a reset time and TRI24ES_USAGE_PAUSE far beyond any date: the pause is
+    # the longest reset believed (31 days), not a worker dying on a date out of range with the
+    # task left running until its lease runs out.
+    fleet.submit("fix", "say-on 1 5 hour limit reached\nsay fixed", model="claude",
+                 max_retries=0)
+    proc = fleet.worker("--id", "w1", "--model", "claude",
+                        env={"TRI24ES_USAGE_PAUSE": "99999999d"})
+    wait_until(lambda: fleet.events(ev.TaskRequeued) or proc.poll() is not None,
+               "the attempt requeued (or the worker ended)")
+    assert proc.poll() is None, fleet.output(proc)
+    [requeued] = fleet.events(ev.TaskRequeued)
+    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    [paused] = fleet.events(ev.ModelPaused)
+    assert paused.until is not None
+    [pause_event] = list(fleet.services.store.read_stream(ev.MODELS_STREAM))
+    assert to_us(paused.until) - pause_event.recorded_at <= 31 * 86_400 * SECOND
+    assert fleet.services.task("fix").retries_used == 0
+
+
+def test_a_limit_quoted_in_the_tail_of_a_json_line_over_a_mebibyte_is_no_limit(
+        fleet: Fleet, tmp_path: Path) -> None:
+    # A stream-json tool result over 1 MiB reaches the worker in pieces; its last piece is
+    # no plain-text line of its own: the limit text quoted in it stops nothing.
+    agent = tmp_path / "big.py"
+    agent.write_text(
+        "import json, sys\n"
+        "quote = 'The fixture reads: Claude AI usage limit reached|1755615600'\n"
+        "content = 'x' * (1 << 20) + quote\n"
+        "sys.stdout.write(json.dumps({'type': 'user', 'message': {'content': [\n"
+        "    {'type': 'tool_result', 'content': content}]}}) + '\\n')\n"
+        "print('done')\n")
+    fleet.submit("big", "read the fixtures", model="claude", max_retries=0)
+    proc = fleet.worker("--id", "w1", "--model", "claude", exec_=f"{sys.executable} {agent}")
+    wait_until(lambda: fleet.state("big") not in ("queued", "running")
+               or fleet.events(ev.TaskRequeued), "the attempt ended")
+    assert not fleet.events(ev.ModelPaused)
+    assert not fleet.events(ev.TaskRequeued)
+    assert fleet.state("big") == "completed"
     assert proc.poll() is None

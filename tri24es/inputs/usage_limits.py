@@ -232,6 +232,7 @@ class UsageLimitDetector:
         self._zone = zone
         self.found: UsageLimit | None = None
         self._follow = 0  # lines still read for the time of a limit that gave none
+        self._cut = False  # the last piece fed was a long line's first part (cut by the reader)
 
     @property
     def zone(self) -> tzinfo:
@@ -246,6 +247,10 @@ class UsageLimitDetector:
             log.exception("usage-limit detector failed on an output line; it was skipped")
 
     def _feed(self, line: str | bytes) -> None:
+        ended = line.endswith(b"\n") if isinstance(line, bytes) else line.endswith("\n")
+        continued, self._cut = self._cut, len(line) > MAX_PLAIN_CHARS and not ended
+        if continued:
+            return  # the rest of a long line (a JSON document's, say): no line of its own
         if self.found is not None and self._follow <= 0:
             return
         text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line

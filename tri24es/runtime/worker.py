@@ -52,7 +52,7 @@ from tri24es.budget import DEFAULT_MAX_RECORD_USD
 from tri24es.errors import AlreadyRunning
 from tri24es.files import UnsafeFolder, open_private, private_folder, write_private
 from tri24es.inputs.usage import Usage, UsageParser
-from tri24es.inputs.usage_limits import UsageLimit, UsageLimitDetector
+from tri24es.inputs.usage_limits import MAX_RESET_US, UsageLimit, UsageLimitDetector
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths, safe_name
@@ -925,7 +925,7 @@ class Worker:
         task back at no retry cost; other models' tasks run on."""
         now = now_us()
         until = limit.until_us if limit.until_us is not None and limit.until_us > now \
-            else now + round(self.options.usage_pause_s * 1_000_000)
+            else now + min(round(self.options.usage_pause_s * 1_000_000), MAX_RESET_US)
         model = claim.row.model or self.options.model
         log.warning("worker %s: %s attempt %d: usage limit reported (%s): %s until %s",
                     self.id, claim.task_id, claim.attempt, limit.text,
