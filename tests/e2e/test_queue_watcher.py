@@ -325,6 +325,8 @@ def test_a_file_written_in_two_bursts_a_second_apart_is_submitted_whole(
     the watcher, at its default settle time, waits for the file to be at rest. With 0.2 s it
     submitted the first burst alone; the second then only changed a submitted file."""
     watcher = daemons("--interval", "60")
+    write(fleet / "queue" / "ready.md", "# Ready\n")  # the watcher is up and watching
+    await_condition(lambda: "ready" in tasks(run), "the first file")
     path = fleet / "queue" / "slow.md"
     first, second = "# Slow task\nmodel: claude\n", "\nThe rest of the prompt.\n"
     with path.open("w") as f:
@@ -334,10 +336,11 @@ def test_a_file_written_in_two_bursts_a_second_apart_is_submitted_whole(
         f.write(second)
     await_condition(lambda: "slow" in tasks(run), "the submission")
     assert watcher.stop() == 0
-    [submitted] = events(run, "TaskSubmitted")
+    [submitted] = [e for e in events(run, "TaskSubmitted") if e["data"]["task_id"] == "slow"]
     assert submitted["data"]["body"] == first + second
     assert events(run, "TaskUpdated") == []
-    assert watcher.said() == ["submitted slow (MEDIUM) from tasks/queue/slow.md"]
+    assert watcher.said() == ["submitted ready (MEDIUM) from tasks/queue/ready.md",
+                              "submitted slow (MEDIUM) from tasks/queue/slow.md"]
 
 
 def test_daemon_stops_cleanly_on_sigint(fleet: Path, daemons: Callable[..., Daemon]) -> None:
