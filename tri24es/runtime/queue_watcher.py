@@ -362,6 +362,8 @@ class QueueWatcher:
             self._warn(candidate, sha or "shared", (
                 f"more than one file in the queue names task {task_id}: the edit is not "
                 "applied (keep one of them)"), report)
+            # Weighed again on each scan (not handled): once the other file goes, it applies.
+            del self._handled[candidate.path]
             return True
         return self._edit(candidate, data, verdict, report)
 
@@ -378,6 +380,12 @@ class QueueWatcher:
             self._refuse_edit(candidate, key, verdict.reason, report)
             return True
         task = self.services.submitted(task_id)
+        if task.body_sha256 == verdict.body_sha256 and (
+                _priority_at(task.source) == _priority_at(candidate.source)):
+            # Recorded already (by another watcher, or before this one read it last).
+            self._known[task_id] = _Version(task.body_sha256, task.source)
+            self._handled[candidate.path] = candidate.signature
+            return True
         change = _change(task, verdict, self.services.clock())
         if isinstance(change, str):
             self._refuse_edit(candidate, key, change, report)
