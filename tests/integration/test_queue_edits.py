@@ -14,7 +14,7 @@ from eventlog import EventStore, open_store
 from tri24es import events as ev
 from tri24es.events import Priority, TaskUpdated
 from tri24es.paths import ProjectPaths
-from tri24es.projections import verify
+from tri24es.projections import TaskRow, verify
 from tri24es.runtime.queue_watcher import QueueWatcher, ScanReport
 from tri24es.services import Services
 
@@ -131,6 +131,12 @@ def test_two_watchers_record_one_edit_once(store: EventStore, root: Path) -> Non
     report = scan(second)
     assert (report.updated, report.changed, report.edit_rejected) == ([], [], [])
     assert len(updates(store)) == 1
+    # Put back as it was: the second watcher last recorded that text itself, but the task has
+    # the edit now, so it is an edit again (what counts is the log, not its memory).
+    put(root, "fix.md", "# Fix\n")
+    [update] = scan(second).updated
+    assert update.fields == ("body", "title")
+    assert Services(store).task("fix").title == "Fix"
 
 
 def test_a_change_between_the_read_and_the_update_is_weighed_again(
@@ -141,15 +147,15 @@ def test_a_change_between_the_read_and_the_update_is_weighed_again(
     w = watcher(store, root)
     scan(w)
     put(root, "fix.md", "# Fix, edited\n")
-    read = w.services.submitted
+    read = w.services.task
 
-    def read_then_someone_acts(task_id: str) -> ev.TaskSubmitted:
-        task = read(task_id)
-        monkeypatch.setattr(w.services, "submitted", read)  # once
+    def read_then_someone_acts(task_id: str) -> TaskRow:
+        row = read(task_id)
+        monkeypatch.setattr(w.services, "task", read)  # once
         services.update(TaskUpdated(task_id=task_id, priority=Priority.LOW))
-        return task
+        return row
 
-    monkeypatch.setattr(w.services, "submitted", read_then_someone_acts)
+    monkeypatch.setattr(w.services, "task", read_then_someone_acts)
     report, recheck = w.scan()
     assert report.updated == []
     assert recheck is not None

@@ -190,6 +190,7 @@ class QueueWatcher:
         self._handled: dict[Path, Signature] = {}  # files dealt with, as they were then
         self._seen: dict[Path, tuple[Signature, float]] = {}  # changing files: since when
         self._known: dict[str, _Version] = {}  # submitted ids -> their file, as recorded
+        self._read_now: set[str] = set()  # ids whose version was read from the log this scan
         self._warned: set[tuple[Path, str]] = set()
         self._shared: set[str] = set()  # ids more than one queue file names (this scan)
         self._told_ignored: set[IgnoredEntry] = set()  # said once each, while it stays
@@ -251,6 +252,7 @@ class QueueWatcher:
         present: set[Path] = set()
         batch: dict[str, tuple[_Candidate, TaskSpec]] = {}
         rejections: list[tuple[_Candidate, Rejection, bytes | None]] = []
+        self._read_now.clear()
         entries = list(self._entries())
         # Two files naming one id (x.md and HIGH/x.md) would take turns editing its task.
         names = [where.task_id for where in (locate(rel) for _, rel in entries)
@@ -328,11 +330,16 @@ class QueueWatcher:
         if task_id in self._known:
             return True
         try:
-            task = self.services.submitted(task_id)  # with every edit applied
+            self._read_version(task_id)
         except NotFound:
             return False
-        self._known[task_id] = _Version(task.body_sha256, task.source)
         return True
+
+    def _read_version(self, task_id: str) -> _Version:
+        task = self.services.submitted(task_id)  # with every edit applied
+        self._known[task_id] = _Version(task.body_sha256, task.source)
+        self._read_now.add(task_id)
+        return self._known[task_id]
 
     def _compare(self, candidate: _Candidate, data: bytes | None,
                  verdict: TaskSpec | Rejection, report: ScanReport) -> bool:
@@ -342,7 +349,11 @@ class QueueWatcher:
         changed while the edit was being weighed)."""
         task_id = candidate.location.task_id
         report.known.append(task_id)
-        sha, last = _sha(data), self._known[task_id]
+        # Read again (once a scan) rather than trusted from memory: another watcher, or
+        # `tasks update`, may have recorded a version since, and a file put back to what this
+        # watcher last recorded would then look unchanged.
+        last = self._known[task_id] if task_id in self._read_now else self._read_version(task_id)
+        sha = _sha(data)
         if sha is not None and sha == last.sha256 and (
                 _priority_at(candidate.source) == _priority_at(last.source)):
             self._handled[candidate.path] = candidate.signature
