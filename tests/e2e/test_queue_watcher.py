@@ -210,6 +210,31 @@ def test_an_edit_after_the_claim_is_only_reported(run: Run, fleet: Path) -> None
     assert events(run, "TaskUpdated") == []
 
 
+@pytest.mark.slow
+def test_an_edit_while_the_task_runs_is_only_reported(
+    run: Run, fleet: Path, project: Path, tmp_path: Path
+) -> None:
+    path = write(fleet / "queue" / "fix.md", "# Fix it\n")
+    ok(run("queue-watcher", "--once"))
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [*CLI, "worker", "--id", "w1", "--exec", "sleep 600", "--max-tasks", "1"],
+            cwd=project, env=clean_env(project), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await_condition(lambda: tasks(run)["fix"]["state"] == "running", "the claim")
+        write(path, "# Fix it differently\n")
+        result = run("queue-watcher", "--once")
+        assert ok(result).splitlines()[-1] == "submitted 0, already known 1, rejected 0"
+        assert result.stderr.splitlines() == [
+            "tri24es: warning: tasks/queue/fix.md: changed, but task fix is running: the edit "
+            "is not applied (only a task not yet claimed takes its file's changes)"]
+        assert tasks(run)["fix"]["title"] == "Fix it"
+        assert events(run, "TaskUpdated") == []
+    finally:
+        worker.send_signal(signal.SIGTERM)  # the agent's tree is ended, the task requeued
+        assert worker.wait(timeout=DEADLINE) == 0
+
+
 def test_a_file_from_another_submission_is_reported_not_resubmitted(
     run: Run, fleet: Path
 ) -> None:
