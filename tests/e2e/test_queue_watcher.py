@@ -190,8 +190,11 @@ def test_an_invalid_edit_is_refused_and_the_task_keeps_its_last_version(
     assert events(run, "TaskUpdated") == []
     assert events(run, "TaskRejected") == []
     write(path, "# Fix it\nmax_retries: 4\n")
-    assert ok(run("queue-watcher", "--once")).splitlines()[0] == (
-        "updated fix from tasks/queue/fix.md (body, max_retries)")
+    out = ok(run("queue-watcher", "--once", "--json"))
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"action": "updated", "task_id": "fix", "source": "tasks/queue/fix.md",
+                        "changed": ["body", "max_retries"]}
+    assert (lines[1]["updated"], lines[1]["edits_rejected"]) == (1, 0)
     assert show(run, "fix")["task"]["max_retries"] == 4
 
 
