@@ -122,6 +122,9 @@ class Settings:
     budget_max_spend_record: Decimal = field(
         default=Decimal("1000"), metadata=_from("BUDGET_MAX_SPEND_RECORD", _money))
     poll_interval: float = field(default=5.0, metadata=_from("POLL_INTERVAL", _seconds))
+    # How long a queue file must stay unchanged before the watcher reads it (a file still
+    # being written, in bursts, must not be submitted cut short).
+    queue_settle: float = field(default=2.0, metadata=_from("TRI24ES_QUEUE_SETTLE", _seconds))
     worker_id: str | None = field(default=None, metadata=_from("WORKER_ID", _text))
     # A git repository: each attempt runs in a worktree of it (worker, up).
     repo: Path | None = field(default=None, metadata=_from("TRI24ES_REPO", _path))

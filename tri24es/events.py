@@ -303,8 +303,9 @@ class TaskRequeued(Event):
 
 
 class TaskUpdated(Event):
-    """A queued task changed by a person: each field given replaces the task's (None leaves
-    it; an empty shard, model or type clears it)."""
+    """A queued task changed by a person (``tasks update``) or by an edit of its queue file:
+    each field given replaces the task's (None leaves it; an empty shard, model, type, agent
+    or base, or an empty command, clears it)."""
 
     task_id: str
     by: str | None = None
@@ -316,6 +317,20 @@ class TaskUpdated(Event):
     max_retries: int | None = Field(default=None, ge=0)
     max_budget_usd: Money | None = None
     not_before: AwareDatetime | None = None
+    # From an edited queue file: its whole new text (the agent's prompt), the sha256 of its
+    # bytes (what the watcher compares a file with, after a restart too), and where it is.
+    body: str | None = None
+    body_sha256: str | None = None
+    source: str | None = None
+    # Given together or not at all: whether the task carries its own command (a worker
+    # without --exec may take it) depends on both.
+    command: list[str] | None = None
+    agent: str | None = None
+    base: str | None = None
+    review: bool | None = None
+    require_changes: bool | None = None
+    resume: bool | None = None
+    retry_from: RetryFrom | None = None
 
 
 class TaskBlocked(Event):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -131,17 +132,125 @@ def test_bad_files_are_rejected_moved_aside_and_recorded(
     assert tasks(run)["empty"]["title"] == "Now with content"
 
 
-def test_a_changed_file_is_reported_not_resubmitted(run: Run, fleet: Path) -> None:
+def show(run: Run, task_id: str) -> dict[str, Any]:
+    shown: dict[str, Any] = orjson.loads(ok(run("tasks", "show", task_id, "--json")))
+    return shown
+
+
+def test_an_edit_before_the_claim_updates_the_task_once(run: Run, fleet: Path) -> None:
+    path = write(fleet / "queue" / "fix.md", "# Fix it\nmodel: claude\n\nThe old prompt.\n")
+    ok(run("queue-watcher", "--once"))
+    # Edited and moved to the HIGH folder (the same id: the same task, a new priority).
+    edited = "# Fix it differently\nmodel: gpt\nmax_retries: 5\n\nThe new prompt.\n"
+    write(fleet / "queue" / "HIGH" / "fix.md", edited)
+    path.unlink()
+    result = run("queue-watcher", "--once")
+    assert ok(result).splitlines() == [
+        "updated fix from tasks/queue/HIGH/fix.md (body, priority, title, model, max_retries)",
+        "submitted 0, already known 1, rejected 0, updated 1",
+    ]
+    assert result.stderr == ""
+    shown = show(run, "fix")
+    task = shown["task"]
+    assert (task["state"], task["priority"], task["title"], task["model"],
+            task["max_retries"]) == ("queued", "HIGH", "Fix it differently", "gpt", 5)
+    [update] = [h for h in shown["history"] if h["type"] == "TaskUpdated"]
+    assert update["fields"]["body"] == edited
+    assert update["fields"]["source"] == "tasks/queue/HIGH/fix.md"
+    text = ok(run("tasks", "show", "fix"))
+    assert "    The new prompt." in text.splitlines()
+    assert "The old prompt." not in text.split("history:")[0]
+
+    # Another process (a restart), then a touch: the file is what was recorded, so nothing.
+    assert ok(run("queue-watcher", "--once")).splitlines() == [
+        "submitted 0, already known 1, rejected 0"]
+    os.utime(fleet / "queue" / "HIGH" / "fix.md")
+    assert ok(run("queue-watcher", "--once")).splitlines() == [
+        "submitted 0, already known 1, rejected 0"]
+    assert len(events(run, "TaskUpdated")) == 1
+    assert len(events(run, "TaskSubmitted")) == 1
+    ok(run("replay", "--verify"))  # the views are the fold of the log
+
+
+def test_an_invalid_edit_is_refused_and_the_task_keeps_its_last_version(
+    run: Run, fleet: Path
+) -> None:
+    path = write(fleet / "queue" / "fix.md", "# Fix it\nmax_retries: 2\n")
+    ok(run("queue-watcher", "--once"))
+    write(path, "# Fix it\nmax_retries: lots\n")
+    result = run("queue-watcher", "--once")
+    assert ok(result).splitlines() == [
+        "rejected edit of tasks/queue/fix.md: bad max_retries 'lots': an integer from 0 to 100 "
+        "(task fix keeps its last version)",
+        "submitted 0, already known 1, rejected 0, edits rejected 1",
+    ]
+    task = show(run, "fix")["task"]
+    assert (task["state"], task["max_retries"]) == ("queued", 2)
+    assert path.is_file()  # left to be fixed in place: the next edit is applied
+    assert events(run, "TaskUpdated") == []
+    assert events(run, "TaskRejected") == []
+    write(path, "# Fix it\nmax_retries: 4\n")
+    out = ok(run("queue-watcher", "--once", "--json"))
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert lines[0] == {"action": "updated", "task_id": "fix", "source": "tasks/queue/fix.md",
+                        "changed": ["body", "max_retries"]}
+    assert (lines[1]["updated"], lines[1]["edits_rejected"]) == (1, 0)
+    assert show(run, "fix")["task"]["max_retries"] == 4
+
+
+def test_an_edit_after_the_claim_is_only_reported(run: Run, fleet: Path) -> None:
     path = write(fleet / "queue" / "fix.md", "# Fix it\n")
     ok(run("queue-watcher", "--once"))
+    ok(run("worker", "--id", "w1", "--exec", "true", "--max-tasks", "1"))  # claimed, run, done
     write(path, "# Fix it differently\n")
+    result = run("queue-watcher", "--once")
+    assert ok(result).splitlines()[-1] == "submitted 0, already known 1, rejected 0"
+    assert result.stderr.splitlines() == [
+        "tri24es: warning: tasks/queue/fix.md: changed, but task fix is completed: the edit is "
+        "not applied (only a task not yet claimed takes its file's changes)"]
+    task = show(run, "fix")["task"]
+    assert (task["state"], task["title"]) == ("completed", "Fix it")
+    assert events(run, "TaskUpdated") == []
+
+
+@pytest.mark.slow
+def test_an_edit_while_the_task_runs_is_only_reported(
+    run: Run, fleet: Path, project: Path, tmp_path: Path
+) -> None:
+    path = write(fleet / "queue" / "fix.md", "# Fix it\n")
+    ok(run("queue-watcher", "--once"))
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [*CLI, "worker", "--id", "w1", "--exec", "sleep 600", "--max-tasks", "1"],
+            cwd=project, env=clean_env(project), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await_condition(lambda: tasks(run)["fix"]["state"] == "running", "the claim")
+        write(path, "# Fix it differently\n")
+        result = run("queue-watcher", "--once")
+        assert ok(result).splitlines()[-1] == "submitted 0, already known 1, rejected 0"
+        assert result.stderr.splitlines() == [
+            "tri24es: warning: tasks/queue/fix.md: changed, but task fix is running: the edit "
+            "is not applied (only a task not yet claimed takes its file's changes)"]
+        assert tasks(run)["fix"]["title"] == "Fix it"
+        assert events(run, "TaskUpdated") == []
+    finally:
+        worker.send_signal(signal.SIGTERM)  # the agent's tree is ended, the task requeued
+        assert worker.wait(timeout=DEADLINE) == 0
+
+
+def test_a_file_from_another_submission_is_reported_not_resubmitted(
+    run: Run, fleet: Path
+) -> None:
+    ok(run("submit", "Fix it", "--id", "fix"))
+    write(fleet / "queue" / "fix.md", "# Fix it differently\n")
     result = run("queue-watcher", "--once")
     assert ok(result).splitlines()[-1] == "submitted 0, already known 1, rejected 0"
     warnings = result.stderr.splitlines()
     assert len(warnings) == 1
     assert warnings[0].startswith("tri24es: warning: tasks/queue/fix.md: content differs")
+    assert warnings[0].endswith("the task was not submitted from a queue file")
     assert tasks(run)["fix"]["title"] == "Fix it"
-    assert len(events(run, "TaskSubmitted")) == 1
+    assert events(run, "TaskUpdated") == []
 
 
 class Daemon:
@@ -153,6 +262,9 @@ class Daemon:
                 [*CLI, "queue-watcher", *args], cwd=project, env=clean_env(project),
                 stdout=out, stderr=err,
             )
+
+    def said(self) -> list[str]:
+        return self.stdout.read_text().splitlines()
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -202,23 +314,65 @@ def test_three_watchers_submit_each_file_exactly_once(
 
 
 @pytest.mark.slow
-def test_daemon_picks_up_new_files_and_warns_once_per_change(
+def test_daemon_updates_an_edited_task_and_a_restart_records_nothing_more(
     run: Run, fleet: Path, daemons: Callable[..., Daemon]
 ) -> None:
     (fleet / "queue" / "LOW").mkdir()
     watcher = daemons("--interval", "60")  # inotify, not the rescan, must find the files
     write(fleet / "queue" / "first.md", "# First\n")
     await_condition(lambda: "first" in tasks(run), "the first file")
-    (fleet / "queue" / "first.md").write_text("# First, edited\n")
-    await_condition(lambda: "content differs" in watcher.stderr.read_text(), "the warning")
+    (fleet / "queue" / "first.md").write_text("# First, edited\n")  # in place
+    await_condition(lambda: any(line.startswith("updated first") for line in watcher.said()),
+                    "the update")
+    assert tasks(run)["first"]["title"] == "First, edited"
     write(fleet / "queue" / "LOW" / "second.md", "# Second\n")
     await_condition(lambda: "second" in tasks(run), "the second file")
     assert watcher.stop() == 0
-    assert watcher.stderr.read_text().count("content differs") == 1
-    lines = watcher.stdout.read_text().splitlines()
-    assert lines == ["submitted first (MEDIUM) from tasks/queue/first.md",
-                     "submitted second (LOW) from tasks/queue/LOW/second.md"]
-    assert len(events(run, "TaskSubmitted")) == 2
+    assert watcher.stderr.read_text() == ""
+    assert watcher.said() == ["submitted first (MEDIUM) from tasks/queue/first.md",
+                              "updated first from tasks/queue/first.md (body, title)",
+                              "submitted second (LOW) from tasks/queue/LOW/second.md"]
+
+    # A restarted watcher reads both files again and finds them as recorded. Its scan of the
+    # folder is whole, so once the new file is submitted the old ones were looked at too.
+    again = daemons("--interval", "60")
+    write(fleet / "queue" / "third.md", "# Third\n")
+    await_condition(lambda: "third" in tasks(run), "the third file")
+    assert again.stop() == 0
+    assert again.said() == ["submitted third (MEDIUM) from tasks/queue/third.md"]
+    assert again.stderr.read_text() == ""
+    assert len(events(run, "TaskUpdated")) == 1
+    assert len(events(run, "TaskSubmitted")) == 3
+
+
+@pytest.mark.slow
+def test_a_file_written_in_two_bursts_a_second_apart_is_submitted_whole(
+    run: Run, fleet: Path, daemons: Callable[..., Daemon]
+) -> None:
+    """A writer that pauses (an editor's save in parts, a script's two writes, a slow copy):
+    the watcher, at its default settle time, waits for the file to be at rest. With 0.2 s it
+    submitted the first burst alone; the second then only changed a submitted file."""
+    watcher = daemons("--interval", "60")
+    write(fleet / "queue" / "ready.md", "# Ready\n")  # the watcher is up and watching
+    await_condition(lambda: "ready" in tasks(run), "the first file")
+    path = fleet / "queue" / "slow.md"
+    first, second = "# Slow task\nmodel: claude\n", "\nThe rest of the prompt.\n"
+    with path.open("w") as f:
+        f.write(first)
+    first_at = path.stat().st_mtime_ns
+    time.sleep(1.0)  # the pause between the bursts, not a wait for the watcher
+    with path.open("a") as f:
+        f.write(second)
+    gap = (path.stat().st_mtime_ns - first_at) / 1e9
+    if gap >= 2.0:  # the default settle time: then the first burst alone was a whole file
+        pytest.skip(f"the machine held the writer {gap:.1f} s between the bursts, not 1 s")
+    await_condition(lambda: "slow" in tasks(run), "the submission")
+    assert watcher.stop() == 0
+    [submitted] = [e for e in events(run, "TaskSubmitted") if e["data"]["task_id"] == "slow"]
+    assert submitted["data"]["body"] == first + second
+    assert events(run, "TaskUpdated") == []
+    assert watcher.said() == ["submitted ready (MEDIUM) from tasks/queue/ready.md",
+                              "submitted slow (MEDIUM) from tasks/queue/slow.md"]
 
 
 def test_daemon_stops_cleanly_on_sigint(fleet: Path, daemons: Callable[..., Daemon]) -> None:

@@ -508,3 +508,29 @@ def test_replay_passes_over_events_no_view_handles_without_decoding_them(
     assert views.queue["t1"].state == "running"
     assert views.position == 3
     assert "position 2" not in caplog.text  # never decoded, so never reported
+
+
+def test_an_update_with_a_command_and_an_agent_changes_who_may_run_the_task() -> None:
+    log = Log()
+    log.task(submitted())
+    assert QUEUE.fold(log.envelopes)["t1"].has_command == 0
+    log.task(ev.TaskUpdated(task_id="t1", command=["echo", "hi"], agent="", body="# t\n"))
+    assert QUEUE.fold(log.envelopes)["t1"].has_command == 1
+    log.task(ev.TaskUpdated(task_id="t1", title="other"))  # neither given: left as it was
+    assert QUEUE.fold(log.envelopes)["t1"].has_command == 1
+    log.task(ev.TaskUpdated(task_id="t1", command=[], agent=""))
+    row = QUEUE.fold(log.envelopes)["t1"]
+    assert (row.has_command, row.title) == (0, "other")
+
+
+def test_the_task_as_run_is_the_submission_with_its_updates() -> None:
+    from tri24es.services.base import updated_task
+
+    task = submitted(body="old", model="m", command=["a"], review=True)
+    changed = updated_task(task, ev.TaskUpdated(
+        task_id="t1", body="new", model="", command=[], agent="codex", review=False,
+        priority=Priority.HIGH))
+    assert (changed.body, changed.model, changed.command, changed.agent, changed.review,
+            changed.priority, changed.title) == (
+        "new", None, None, "codex", False, Priority.HIGH, "title t1")
+    assert updated_task(task, ev.TaskUpdated(task_id="t1")) is task

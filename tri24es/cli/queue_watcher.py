@@ -33,6 +33,18 @@ def _print_files(report: ScanReport, as_json: bool) -> None:
                         "reason": r.reason, "moved_to": r.moved_to, "recorded": r.recorded})
         else:
             typer.echo(f"rejected {r.source}: {r.reason} (moved to {r.moved_to})")
+    for u in report.updated:
+        if as_json:
+            _json_line({"action": "updated", "task_id": u.task_id, "source": u.source,
+                        "changed": list(u.fields)})
+        else:
+            typer.echo(f"updated {u.task_id} from {u.source} ({', '.join(u.fields)})")
+    for e in report.edit_rejected:
+        if as_json:
+            _json_line({"action": "edit_rejected", "task_id": e.task_id, "source": e.source,
+                        "reason": e.detail})
+        else:
+            typer.echo(f"rejected edit of {e.source}: {e.detail}")
     for c in report.changed:
         typer.echo(f"tri24es: warning: {c.source}: {c.detail}", err=True)
     for i in report.ignored:  # once each: a file meant as a task must not wait unnoticed
@@ -60,12 +72,18 @@ def queue_watcher(
         typer.Option("--max-task-bytes", envvar="TRI24ES_MAX_TASK_BYTES", min=1,
                      help="Larger task files are rejected."),
     ] = DEFAULT_MAX_BYTES,
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", help="Seconds a file must stay unchanged before it is read "
+                     "(env TRI24ES_QUEUE_SETTLE, default 2)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit task files from tasks/queue/ (and its CRITICAL/HIGH/MEDIUM/LOW folders).
 
-    Idempotent by task id; bad files move to tasks/rejected/ with a .reason file. Runs
-    until SIGTERM or Ctrl-C unless --once.
+    Idempotent by task id; bad files move to tasks/rejected/ with a .reason file; an edit
+    of a file whose task is not yet claimed updates the task. Runs until SIGTERM or Ctrl-C
+    unless --once.
 
     Example: tri24es queue-watcher --once
     """
@@ -73,13 +91,17 @@ def queue_watcher(
     period = context.settings.poll_interval if interval is None else interval
     if not period > 0:
         raise UsageError(f"bad --interval {interval}: must be > 0")
+    quiet = context.settings.queue_settle if settle is None else settle
+    if not 0 <= quiet < float("inf"):
+        raise UsageError(f"bad --settle {settle}: must be 0 or more seconds")
     queue_dir = context.settings.paths.queue
     if not queue_dir.is_dir():
         raise Tri24esError(f"no folder {queue_dir}: run `tri24es init` first")
     from tri24es.runtime.queue_watcher import QueueWatcher, serve
 
     with context.services() as services:
-        watcher = QueueWatcher(services, context.settings.paths, max_bytes=max_bytes)
+        watcher = QueueWatcher(services, context.settings.paths, max_bytes=max_bytes,
+                               settle=quiet)
         if not once:
             serve(watcher, period, lambda report: _print_files(report, as_json),
                   lambda line: typer.echo(f"tri24es: {line}", err=True))
@@ -89,10 +111,14 @@ def queue_watcher(
     if as_json:
         _json_line({"summary": True, "submitted": len(report.submitted),
                     "known": len(report.known), "rejected": len(report.rejected),
-                    "changed": len(report.changed), "still_changing": report.waiting,
+                    "changed": len(report.changed), "updated": len(report.updated),
+                    "edits_rejected": len(report.edit_rejected),
+                    "still_changing": report.waiting,
                     "ignored": len(report.ignored)})
         return
     waiting = f", still changing {len(report.waiting)}" if report.waiting else ""
     ignored = f", ignored {len(report.ignored)}" if report.ignored else ""
+    updated = f", updated {len(report.updated)}" if report.updated else ""
+    refused = f", edits rejected {len(report.edit_rejected)}" if report.edit_rejected else ""
     typer.echo(f"submitted {len(report.submitted)}, already known {len(report.known)}, "
-               f"rejected {len(report.rejected)}{waiting}{ignored}")
+               f"rejected {len(report.rejected)}{updated}{refused}{waiting}{ignored}")

@@ -293,8 +293,10 @@ def show(
             if key.endswith("_usd") and value is not None:
                 value = dollars(Decimal(value))
             typer.echo(f"{key + ':':<20}{'' if value is None else value}")
-    body = next((orjson.loads(e.data).get("body") for e in events if e.type == "TaskSubmitted"),
-                None)
+    # The text as it is now: the submission's, or the last edit of its queue file.
+    bodies = [orjson.loads(e.data).get("body") for e in events
+              if e.type in ("TaskSubmitted", "TaskUpdated")]
+    body = next((text for text in reversed(bodies) if text is not None), None)
     if body:  # as written, on lines of its own: not squeezed into a history line
         typer.echo("body:")
         for line in body.splitlines():

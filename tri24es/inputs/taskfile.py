@@ -149,6 +149,12 @@ def _fields(lines: list[str]) -> dict[str, str]:
     return found
 
 
+def field_values(text: str) -> dict[str, str]:
+    """The field lines of a queue file's text as written (``lane`` under ``shard``...): what
+    tells whether an edit changed a field whose value is read against the clock."""
+    return _fields(_text_lines(text.removeprefix("\ufeff")))
+
+
 def parse_max_retries(value: str) -> int:
     if not value.isascii() or not value.isdigit() or int(value) > MAX_RETRIES_LIMIT:
         raise ValueError(f"bad max_retries {value!r}: an integer from 0 to {MAX_RETRIES_LIMIT}")

@@ -108,8 +108,8 @@ COLUMNS = (
 # requeue, a change, a block); the id index stays.
 _MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt",
             "worker", "lease_expires_at", "pid", "last_error", "updated_at", "version",
-            "retries_from", "budget_units", "spent_units", "not_before", "dependants",
-            "deps_open", "blocked")
+            "retries_from", "has_command", "budget_units", "spent_units", "not_before",
+            "dependants", "deps_open", "blocked")
 SAVE = (
     f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 28)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
@@ -449,6 +449,8 @@ def _update(row: TaskRow, event: TaskUpdated) -> None:
         row.budget_units = to_units(event.max_budget_usd)
     if event.not_before is not None:
         row.not_before = to_us(event.not_before)
+    if event.command is not None and event.agent is not None:  # the service asks for both
+        row.has_command = int(bool(event.command or event.agent))
 
 
 def _depend(view: QueueView, row: TaskRow, after: tuple[str, ...]) -> None:

@@ -27,7 +27,7 @@ from tri24es.services.dependencies import DependencyError
 from tri24es.services.limits import LimitCommands
 from tri24es.services.models import ModelCommands
 from tri24es.services.schedules import ScheduleCommands, ScheduleExists
-from tri24es.services.tasks import TaskCommands
+from tri24es.services.tasks import BudgetTooLow, NotQueued, Outdated, TaskCommands
 from tri24es.services.workers import WorkerCommands
 
 
@@ -42,9 +42,12 @@ __all__ = [
     "KILL_SWITCH",
     "MODELS",
     "WORK",
+    "BudgetTooLow",
     "Claim",
     "DependencyError",
     "NotFound",
+    "NotQueued",
+    "Outdated",
     "ResetRefused",
     "ScheduleExists",
     "ServiceError",

@@ -168,6 +168,23 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
     )
 
 
+#: The TaskUpdated fields that replace the task's own; an empty value clears these.
+_CLEARED_BY_EMPTY = ("shard", "model", "type", "agent", "base", "command")
+_UPDATABLE = ("priority", "title", "body", "body_sha256", "source", "max_retries",
+              "max_budget_usd", "not_before", "review", "require_changes", "resume",
+              "retry_from", *_CLEARED_BY_EMPTY)
+
+
+def updated_task(task: ev.TaskSubmitted, change: ev.TaskUpdated) -> ev.TaskSubmitted:
+    """``task`` with ``change`` applied, as the queue view applies it to the task's row."""
+    values: dict[str, Any] = {}
+    for name in _UPDATABLE:
+        value = getattr(change, name)
+        if value is not None:
+            values[name] = (value or None) if name in _CLEARED_BY_EMPTY else value
+    return task.model_copy(update=values) if values else task
+
+
 def retry_on_conflict(fn: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         for _ in range(CONFLICT_RETRIES - 1):
@@ -307,11 +324,13 @@ class ServiceBase:
             return self._worker(conn, worker_id), read_killswitch(conn)
 
     def submitted(self, task_id: str) -> ev.TaskSubmitted:
-        """The task as submitted: title, body, command, filters, limits."""
+        """The task as submitted and changed since: title, body, command, filters, limits."""
         return self.history(task_id).submitted
 
     def history(self, task_id: str) -> TaskHistory:
-        """The task as submitted, and where each attempt of it ran (from its stream)."""
+        """The task as submitted (with every TaskUpdated applied: a worker runs the task as
+        it is now, an edited queue file's new text included), and where each attempt of it
+        ran (from its stream)."""
         submitted, history = None, TaskHistory(ev.TaskSubmitted(task_id=task_id, title=""), [])
         kept: dict[str, list[Any]] = {
             ev.TaskStarted.topic: history.started, ev.TaskResultRecorded.topic: history.results,
@@ -323,6 +342,10 @@ class ServiceBase:
                 event = ev.decode_event(recorded)
                 assert isinstance(event, ev.TaskSubmitted)
                 submitted = event
+            elif recorded.type == ev.TaskUpdated.topic and submitted is not None:
+                change = ev.decode_event(recorded)
+                assert isinstance(change, ev.TaskUpdated)
+                submitted = updated_task(submitted, change)
             elif recorded.type in kept:
                 kept[recorded.type].append(ev.decode_event(recorded))
         if submitted is None:

@@ -47,6 +47,10 @@ class NotQueued(ServiceError):
     """Only a queued task can be changed."""
 
 
+class Outdated(ServiceError):
+    """The task changed since the caller read it: read it again and decide anew."""
+
+
 def _killed(conn: Db, worker_id: str | None) -> bool:
     """Whether the worker was SIGKILLed on purpose (the watchdog's escalation, recorded)."""
     row = None if worker_id is None else WORKERS.load_by_id(conn, worker_id)
@@ -331,14 +335,22 @@ class TaskCommands(DependencyRules):
         return from_us(self.clock() + wait) if wait > 0 else None
 
     @retry_on_conflict
-    def update(self, event: ev.TaskUpdated) -> TaskRow:
-        """Change a queued task (priority, title, filters, retries, budget, its time)."""
+    def update(self, event: ev.TaskUpdated, *, version: int | None = None) -> TaskRow:
+        """Change a queued task (priority, title, filters, retries, budget, its time; from an
+        edited queue file, its text and what the file says). With ``version``, only if the
+        task's stream is still at that version: a change computed from what was read then
+        (a queue watcher's) is refused with ``Outdated`` if anything happened since."""
+        if (event.command is None) != (event.agent is None):
+            raise ServiceError("a task's command and agent are changed together")
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._task(conn, event.task_id)
             if row.state != TaskState.QUEUED:
                 raise NotQueued(f"task {event.task_id!r} is {row.state}: only a queued task "
                                 "can be changed")
+            if version is not None and row.version != version:
+                raise Outdated(f"task {event.task_id!r} changed meanwhile (version "
+                               f"{row.version}, not {version})")
             budget = event.max_budget_usd
             if budget is not None and to_units(budget) <= row.spent_units:
                 raise BudgetTooLow(
