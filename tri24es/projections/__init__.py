@@ -28,7 +28,7 @@ from tri24es.projections.sql import Db, ViewsConnection, has_table, views_db
 from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
 
 #: Bump when the shape of a view table changes: stores made before are rebuilt from the log.
-VIEWS_VERSION = 7
+VIEWS_VERSION = 8
 VIEWS_VERSION_DDL = "CREATE TABLE IF NOT EXISTS views_version (version INTEGER NOT NULL)"
 
 CHECKPOINTS_DDL = """

@@ -19,8 +19,10 @@ from eventlog.model import system_clock_us
 from tri24es.budget import (
     BudgetLimits,
     Reading,
+    TodayBudget,
     allowance_at,
     day_bounds,
+    enforced_limits,
     rate_per_min,
     window_start,
 )
@@ -30,8 +32,8 @@ from tri24es.projections.killswitch import KillSwitchView, read_killswitch
 from tri24es.projections.limits import RUNNING_VALUE
 from tri24es.projections.models import ModelPause, model_pauses
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
-from tri24es.projections.queue import TaskRow
-from tri24es.projections.spend import BUCKET_US, from_units
+from tri24es.projections.queue import RESERVATION, TaskRow, outstanding_units
+from tri24es.projections.spend import BUCKET_US, from_units, to_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
 from tri24es.projections.workers import WorkerRow
@@ -138,9 +140,12 @@ class Waiting:
         return f"{self.count} waiting for {self.needs}: {self.why}"
 
 
-def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
+def waiting(conn: Db, now_us: int | None = None,
+            budget: BudgetLimits | None = None) -> list[Waiting]:
     """The queued tasks no live worker can claim, grouped by what they need and why: first
-    those whose time has not come (a delay, a retry's backoff)."""
+    those whose time has not come (a delay, a retry's backoff). With ``budget`` (the
+    settings' limits and default reservation), also those whose reservation what is left of
+    today's budget cannot cover."""
     now = system_clock_us() if now_us is None else now_us
     found = []
     later, first = conn.execute(
@@ -176,6 +181,8 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
         if held:
             found.append(Waiting(held, f"{key}={value}", f"its fleet-wide cap of {cap} is in "
                                  f"use ({running} running)"))
+    if budget is not None:
+        found.extend(_over_budget(conn, budget, now))
     if held_back:  # some wait for their time or their dependencies: count the others
         groups = conn.execute(
             "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
@@ -211,7 +218,34 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
     return found
 
 
+def _over_budget(conn: Db, budget: BudgetLimits, now: int) -> list[Waiting]:
+    """Queued tasks (their time come, no dependency open) that today's budget left cannot
+    reserve for: a scan of the queued tasks, made only when some reservation could fail."""
+    today = today_budget(conn, budget, now)
+    default = to_units(budget.default_reservation)
+    held, least = conn.execute(
+        f"SELECT count(*), min({RESERVATION}) FROM queue INDEXED BY queue_claimable"
+        " WHERE state = 'queued' AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
+        f" AND (budget_units IS NULL OR spent_units < budget_units) AND {RESERVATION} > ?",
+        (default, now, default, max(to_units(today.left), 0))).fetchone()
+    if not held:
+        return []
+    return [Waiting(held, "today's budget", today.why_not(from_units(least), held))]
+
+
 # --- spend ---------------------------------------------------------------------------------
+
+
+def today_budget(conn: Db, own: BudgetLimits, now_us: int) -> TodayBudget:
+    """Today's limit (the last budget watchdog's, else ``own``, plus today's allowance),
+    today's spend, and what running attempts still hold of it: what a claim reserves from.
+    A few indexed lookups: the day's quarter-hour buckets and the running tasks."""
+    switch = read_killswitch(conn)
+    limits, _ = enforced_limits(switch, own)
+    start, end = day_bounds(now_us, limits.zone())
+    return TodayBudget(limits.daily_limit + allowance_at(switch, now_us),
+                       period_total(conn, start, end), from_units(outstanding_units(conn)))
+
 
 
 def window_total(conn: Db, since_us: int, until_us: int) -> Decimal:
@@ -409,4 +443,4 @@ def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minut
     return Glance(now, head, Counter(task_counts(conn)), lines, total,
                   window_total(conn, window_start(now, window, switch), now + 1), window,
                   limits.rate_limit, per_minute(conn, now, minutes), switch, last,
-                  waiting(conn) if explain else [])
+                  waiting(conn, now, limits) if explain else [])
