@@ -209,16 +209,18 @@ def list_tasks(
 
     Example: tri24es tasks list --state queued --limit 20 --json
     """
-    from tri24es.budget import dollars
+    from tri24es.budget import BudgetLimits, dollars
     from tri24es.cli.render import priority_name, task_dict
     from tri24es.projections import reads
     from tri24es.projections.spend import from_units
 
     wanted = None if state is None else parse_task_state(state).value
-    with context_of(ctx).reading() as (_, conn):
+    context = context_of(ctx)
+    with context.reading() as (_, conn):
         rows = reads.tasks(conn, wanted, limit or None)
         more = reads.task_total(conn, wanted) - len(rows) if limit else 0
-        waits = reads.waiting(conn) if wanted in (None, "queued") else []
+        waits = reads.waiting(conn, None, BudgetLimits.from_settings(context.settings)) \
+            if wanted in (None, "queued") else []
     if more > 0:  # said on stderr: the JSON and the lines stay what they are
         typer.echo(f"tri24es: note: {more} more not shown (--limit 0 shows all)", err=True)
     if as_json:

@@ -106,7 +106,12 @@ def worker(
         max_record_usd=s.budget_max_spend_record,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with context.services(options.worker_id, lease_seconds=lease_seconds) as services, \
+    from tri24es.budget import BudgetLimits
+
+    # Its claims reserve from today's daily limit (see Services.claim).
+    budget = BudgetLimits.from_settings(s)
+    with context.services(options.worker_id, lease_seconds=lease_seconds,
+                          budget=budget) as services, \
             received_signals() as inbox:
         code = Worker(services, options, inbox).run()
     raise typer.Exit(code)

@@ -113,8 +113,8 @@ def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int,
     reading = reads.read_budget(conn, limits, now)
     per_minute = reads.per_minute(conn, now, 60)
     return {
-        "status": status_now(counts, reads.waiting(conn), queue_dir,
-                             reads.limits_in_use(conn)),
+        "status": status_now(counts, reads.waiting(conn, now, limits), queue_dir,
+                             reads.limits_in_use(conn), reads.today_budget(conn, limits, now)),
         "spend": reading_dict(reading, limits),
         "spend_per_minute_usd": [str(m) for m in per_minute],
         "spend_last_hour_by_model_usd": {
