@@ -358,3 +358,34 @@ def test_a_running_attempts_reservation_is_in_status_and_its_spend_settles_it(
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         "tri24es: error: BUDGET_DEFAULT_RESERVATION='-1': must be a finite amount of 0 or more")
+
+
+def test_submit_and_tasks_show_say_what_similar_tasks_cost_and_took(
+    fleet: Fleet, run: Run,
+) -> None:
+    command = f"{sys.executable} {AGENT}"
+    for n, cost in enumerate(["0.10", "0.30", "0.20"]):
+        fleet.submit(f"fix{n}", f"spend {cost}", type="fix", model="m",
+                     command=command.split())
+        if n == 1:  # two samples: too few to say anything
+            proc = fleet.worker("--id", "w0", "--model", "m", "--type", "fix",
+                                "--exit-when-idle", exec_=None)
+            assert fleet.exit_code(proc) == 0, fleet.output(proc)
+            said = run("submit", "Another", "--id", "early", "--type", "fix", "--model", "m")
+            assert said.stdout == "submitted early\n"
+            assert run("tasks", "cancel", "early").returncode == 0
+    proc = fleet.worker("--id", "w1", "--model", "m", "--type", "fix", "--exit-when-idle",
+                        exec_=None)
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    said = run("submit", "Fix it again", "--id", "again", "--type", "fix", "--model", "m")
+    first, line = said.stdout.splitlines()
+    assert first == "submitted again"
+    assert line.startswith("similar tasks (type=fix, model=m): cost p50 $0.20, p90 $0.30; "
+                           "time p50 ")
+    assert line.endswith(" (3 completed)")
+    assert line in run("tasks", "show", "fix1").stdout.splitlines()
+    shown = json.loads(run("tasks", "show", "again", "--json").stdout)["estimate"]
+    assert (shown["samples"], shown["cost_p50_usd"], shown["cost_p90_usd"]) == (3, "0.2", "0.3")
+    assert 0 < shown["seconds_p50"] <= shown["seconds_p90"]
+    other = json.loads(run("submit", "Docs", "--type", "docs", "--json").stdout)
+    assert other["estimate"] is None

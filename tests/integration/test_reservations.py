@@ -233,3 +233,62 @@ def test_a_replay_rebuilds_the_reservations(
     before = today(store, limits(), clock())
     rebuild(store)
     assert today(store, limits(), clock()) == before == TodayBudget(D(2), D("0.20"), D("1.30"))
+
+
+# --- estimates ---------------------------------------------------------------------------
+
+
+def run_one(svc: Services, clock: Clock, task_id: str, cost: str, seconds: int,
+            **fields: object) -> None:
+    submit(svc, task_id, **fields)
+    worker = f"w-{task_id}"  # a worker that fits it
+    start(svc, worker, **fields)  # type: ignore[arg-type]
+    claim = svc.claim(worker)
+    assert claim is not None
+    assert claim.task_id == task_id
+    clock.now += seconds * SECOND
+    if cost != "0":
+        spend(svc, cost, task_id)
+    svc.complete(task_id, worker, claim.attempt)
+
+
+def test_estimates_are_the_completed_attempts_of_the_same_type_and_model(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    svc.budget = None  # estimates need no reservations
+    run_one(svc, clock, "f1", "0.10", 10, type="fix", model="m")
+    run_one(svc, clock, "f2", "0.30", 30, type="fix", model="m")
+    assert svc.estimate("fix", "m") is None  # two samples: too few to say
+    run_one(svc, clock, "f3", "0.20", 20, type="fix", model="m")
+    run_one(svc, clock, "other", "5", 500, type="docs", model="m")
+    run_one(svc, clock, "open", "7", 700)
+    found = svc.estimate("fix", "m")
+    assert found is not None
+    assert (found.samples, found.cost_p50, found.cost_p90) == (3, D("0.2"), D("0.3"))
+    assert (found.seconds_p50, found.seconds_p90) == (20.0, 30.0)
+    assert svc.estimate("docs", "m") is None
+    assert svc.estimate(None, None) is None  # one open task so far
+
+    # Only the successful attempt counts: a failed first attempt's spend and time do not,
+    # and a task not completed (failed for good, cancelled, still running) is no sample.
+    submit(svc, "f4", type="fix", model="m", max_retries=1)
+    start(svc, "w", type="fix", model="m")
+    claim = svc.claim("w")
+    assert claim is not None
+    spend(svc, "9", "f4")
+    clock.now += 900 * SECOND
+    svc.fail("f4", "w", claim.attempt, "boom")
+    clock.now += 3600 * SECOND  # its backoff
+    claim = svc.claim("w")
+    assert claim is not None
+    clock.now += 40 * SECOND
+    spend(svc, "0.40", "f4")
+    svc.complete("f4", "w", claim.attempt)
+    submit(svc, "f5", type="fix", model="m")
+    svc.cancel("f5", by="test")
+    found = svc.estimate("fix", "m")
+    assert found is not None
+    assert (found.samples, found.cost_p50, found.cost_p90) == (4, D("0.2"), D("0.4"))
+    assert (found.seconds_p50, found.seconds_p90) == (20.0, 40.0)
+    rebuild(store)
+    assert svc.estimate("fix", "m") == found

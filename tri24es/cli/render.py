@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tri24es.projections.reads import FleetCounts
     from tri24es.projections.sql import Db
     from tri24es.projections.workers import WorkerRow
+    from tri24es.scheduling import Estimate
 
 TEXT_DATA_WIDTH = 120
 HISTORY_TEXT_LIMIT = 80
@@ -72,6 +73,19 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "submitted_at": _iso(row.submitted_at),
         "updated_at": _iso(row.updated_at),
     }
+
+
+def estimate_dict(found: Estimate | None) -> dict[str, Any] | None:
+    """What similar tasks cost and took (``submit``, ``tasks show``); None: fewer than three."""
+    if found is None:
+        return None
+    return {"samples": found.samples, "cost_p50_usd": money(found.cost_p50),
+            "cost_p90_usd": money(found.cost_p90), "seconds_p50": round(found.seconds_p50, 3),
+            "seconds_p90": round(found.seconds_p90, 3)}
+
+
+def estimate_line(type_: str | None, model: str | None, found: Estimate) -> str:
+    return f"similar tasks (type={type_ or 'any'}, model={model or 'any'}): {found}"
 
 
 def worker_dict(row: WorkerRow) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
 from eventlog.model import system_clock_us
+from tri24es import scheduling
 from tri24es.budget import (
     BudgetLimits,
     Reading,
@@ -37,6 +38,7 @@ from tri24es.projections.spend import BUCKET_US, from_units, to_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
 from tri24es.projections.workers import WorkerRow
+from tri24es.scheduling import Estimate
 from tri24es.timeutil import iso_time, to_us
 
 MINUTE_US = 60_000_000
@@ -231,6 +233,23 @@ def _over_budget(conn: Db, budget: BudgetLimits, now: int) -> list[Waiting]:
     if not held:
         return []
     return [Waiting(held, "today's budget", today.why_not(from_units(least), held))]
+
+
+#: An estimate reads at most the latest this many completed tasks of a kind.
+ESTIMATE_SAMPLES = 500
+
+
+def estimate(conn: Db, type_: str | None, model: str | None) -> Estimate | None:
+    """What the latest completed tasks of this type and model (their own fields; '' or None
+    for none) cost and took in their successful attempt, or None with fewer than
+    ``MIN_SAMPLES``: one range of the completed tasks' partial index, not a scan."""
+    found = conn.execute(
+        "SELECT spent_units - claim_spent_units, ran_us FROM queue INDEXED BY queue_done"
+        " WHERE state = 'completed' AND coalesce(type, '') = ? AND coalesce(model, '') = ?"
+        " ORDER BY submitted_position DESC LIMIT ?",
+        (type_ or "", model or "", ESTIMATE_SAMPLES)).fetchall()
+    return scheduling.estimate([(from_units(units), ran / 1e6) for units, ran in found
+                                if ran is not None])
 
 
 # --- spend ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from tri24es.projections.models import model_pauses, next_pause_end
 from tri24es.projections.queue import Room
 from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.scheduling import Estimate
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -267,6 +268,11 @@ class ServiceBase:
     def task(self, task_id: str) -> TaskRow:
         with self.store.snapshot() as tx:
             return self._task(connection_of(tx), task_id)
+
+    def estimate(self, type_: str | None, model: str | None) -> Estimate | None:
+        """What completed tasks of this type and model cost and took (None: too few)."""
+        with self.store.snapshot() as tx:
+            return reads.estimate(connection_of(tx), type_, model)
 
     def worker(self, worker_id: str) -> WorkerRow:
         with self.store.snapshot() as tx:
