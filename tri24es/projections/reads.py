@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
@@ -257,13 +257,25 @@ def estimate(conn: Db, type_: str | None, model: str | None) -> Estimate | None:
 
 def today_budget(conn: Db, own: BudgetLimits, now_us: int) -> TodayBudget:
     """Today's limit (the last budget watchdog's, else ``own``, plus today's allowance),
-    today's spend, and what running attempts still hold of it: what a claim reserves from.
-    A few indexed lookups: the day's quarter-hour buckets and the running tasks."""
+    today's spend, and what running attempts still hold of it: what a claim reserves from."""
+    return TodayBudget(*(from_units(units) for units in today_units(conn, own, now_us)))
+
+
+#: The last day's bounds per zone: a claim that reserves asks for them every time.
+_DAYS: dict[tzinfo, tuple[int, int]] = {}
+
+
+def today_units(conn: Db, own: BudgetLimits, now_us: int) -> tuple[int, int, int]:
+    """``today_budget`` in 1e-10 USD, for the claim: (limit, spent, reserved). A few
+    indexed lookups: the day's quarter-hour buckets and the running tasks."""
     switch = read_killswitch(conn)
     limits, _ = enforced_limits(switch, own)
-    start, end = day_bounds(now_us, limits.zone())
-    return TodayBudget(limits.daily_limit + allowance_at(switch, now_us),
-                       period_total(conn, start, end), from_units(outstanding_units(conn)))
+    zone = limits.zone()
+    day = _DAYS.get(zone)
+    if day is None or not day[0] <= now_us < day[1]:
+        day = _DAYS[zone] = day_bounds(now_us, zone)
+    return (to_units(limits.daily_limit + allowance_at(switch, now_us)),
+            period_units(conn, *day), outstanding_units(conn))
 
 
 
@@ -280,14 +292,19 @@ def window_total(conn: Db, since_us: int, until_us: int) -> Decimal:
 def period_total(conn: Db, start_us: int, end_us: int) -> Decimal:
     """Spend in [start, end) for bounds on quarter-hours (any time zone's midnight is):
     at most 96 bucket rows a day, however many spend events there were."""
+    return from_units(period_units(conn, start_us, end_us))
+
+
+def period_units(conn: Db, start_us: int, end_us: int) -> int:
+    """``period_total`` in 1e-10 USD."""
     if start_us % BUCKET_US or end_us % BUCKET_US:
-        return window_total(conn, start_us, end_us)
+        table, column = "spend", "occurred_at"
+    else:
+        table, column = "spend_buckets", "bucket_start"
     (units,) = conn.execute(
-        "SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
-        " WHERE bucket_start >= ? AND bucket_start < ?",
-        (start_us, end_us),
-    ).fetchone()
-    return from_units(units)
+        f"SELECT coalesce(sum(amount_units), 0) FROM {table}"
+        f" WHERE {column} >= ? AND {column} < ?", (start_us, end_us)).fetchone()
+    return int(units)
 
 
 def spend_totals(conn: Db) -> tuple[Decimal, int]:

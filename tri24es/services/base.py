@@ -44,6 +44,13 @@ from tri24es.projections.sql import Db, ViewsConnection
 from tri24es.scheduling import Estimate
 
 P = ParamSpec("P")
+
+
+def _left(today: tuple[int, int, int]) -> int:
+    limit, spent, reserved = today
+    return limit - spent - reserved
+
+
 T = TypeVar("T")
 
 DEFAULT_LEASE_SECONDS = 30.0
@@ -299,7 +306,7 @@ class ServiceBase:
         if budget is None:
             return None
         return Room(to_units(budget.default_reservation),
-                    lambda: to_units(reads.today_budget(conn, budget, now).left))
+                    lambda: _left(reads.today_units(conn, budget, now)))
 
     def model_paused(self, model: str | None) -> bool:
         """Whether ``model`` is paused now (``tri24es models pause``)."""
