@@ -162,8 +162,11 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.update((KILL_SWITCH, WORK))
         elif isinstance(event, ev.ModelPaused):
             bells.add(MODELS)
-        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed):
-            bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
+        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed
+                        | ev.BudgetWatchdogStarted):
+            # A cap raised or removed, or a watchdog's daily limit (claims reserve from
+            # it): tasks held by it may be claimed.
+            bells.add(WORK)
     return bells
 
 
