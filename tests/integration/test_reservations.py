@@ -18,7 +18,8 @@ from tri24es import events as ev
 from tri24es.budget import BudgetLimits, TodayBudget
 from tri24es.events import RequeueReason
 from tri24es.projections import connection_of, reads, rebuild, verify
-from tri24es.services import Services
+from tri24es.services import WORK, Services
+from tri24es.services.base import bells_for
 from tri24es.timeutil import from_us
 
 UTC = ZoneInfo("UTC")
@@ -203,10 +204,17 @@ def test_the_watchdogs_limit_and_todays_allowance_are_what_a_claim_reserves_from
         rate_limit=D(1), daily_limit=D("0.50"), window_seconds=300, timezone="UTC", host="h",
         pid=1))
     assert svc.claim("w") is None  # the watchdog's $0.50, not the worker's own $2
-    svc.record_watchdog_start(ev.BudgetWatchdogStarted(
+    raised = ev.BudgetWatchdogStarted(
         rate_limit=D(1), daily_limit=D("1.50"), window_seconds=300, timezone="UTC", host="h",
-        pid=2))
+        pid=2)
+    assert WORK in bells_for([raised])  # idle workers look again at once
+    svc.record_watchdog_start(raised)
     assert svc.claim("w") is not None
+    spend(svc, "0.25", "a")
+    svc.activate_killswitch(ev.KillSwitchActivated(
+        reason="test", rate=D(1), daily=D(2), rate_limit=D(1), daily_limit=D(2)))
+    assert svc.reset_killswitch(by="test", reason="test", allow_today=D("0.75"))
+    assert today(store, limits(), clock()) == TodayBudget(D("2.25"), D("0.25"), D("0.75"))
 
 
 def test_a_new_day_starts_from_the_whole_limit(
