@@ -23,6 +23,7 @@ from tri24es.budget import BudgetLimits
 from tri24es.cli.render import (
     attempts,
     decode_problem,
+    estimate_dict,
     event_json,
     history_entry,
     reading_dict,
@@ -199,6 +200,8 @@ def task(store: EventStore, conn: Db, paths: ProjectPaths, task_id: str) -> dict
         "task": None if row is None else task_dict(row),
         "attempts": tried,
         "history": [history_entry(e) for e in events],
+        "estimate": None if row is None else estimate_dict(
+            reads.estimate(conn, row.type, row.model)),  # what similar tasks cost and took
         "log": log_tail(paths, task_id, last) if last else None,
         "events": events,  # for the diff; not shown as such
     }
