@@ -89,10 +89,6 @@ CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state 
 -- Listings in claim order read only the rows they show (tasks list --limit), not a sort of
 -- the whole table; written on submission and on a change of priority only.
 CREATE INDEX IF NOT EXISTS queue_order ON queue (priority, submitted_position);
--- Estimates: the latest completed tasks of a type and model (their last attempt's cost and
--- time), read without a scan of the queue or the log.
-CREATE INDEX IF NOT EXISTS queue_done ON queue
-    (coalesce(type, ''), coalesce(model, ''), submitted_position) WHERE state = 'completed';
 CREATE TABLE IF NOT EXISTS queue_counts (
     state       TEXT    NOT NULL,
     priority    INTEGER NOT NULL,
