@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -36,7 +36,7 @@ from tri24es.machines import TaskState, advance_task
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
 from tri24es.projections.models import NOT_PAUSED
-from tri24es.projections.spend import BUCKET_US, to_units
+from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, keep, kept
 from tri24es.timeutil import to_us
 
@@ -129,7 +129,6 @@ _HOT = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "
 SAVE_HOT = (f"UPDATE queue SET {', '.join(f'{c} = ?' for c in _HOT)}"
             " WHERE submitted_position = ?")
 _hot_tuple = operator.attrgetter(*_HOT, "submitted_position")
-_WIDTH = COLUMNS.count(",") + 1  # the row's columns, before what a claim's query adds
 
 
 @dataclass(slots=True)
@@ -417,26 +416,22 @@ class QueueProjection(Projection[QueueView]):
         # Caps and model pauses are rare: the plain query says whether any exist (computed
         # once per statement), and only then is the query that checks them run. On
         # PostgreSQL, which plans each claim anew, that query costs ~0.15 ms more to plan.
-        # With reservations, it also reads what today's budget has left (a round trip
-        # fewer on PostgreSQL than a statement of its own).
-        today, day = ("", ()) if room is None else (room.sql, room.day)
         found = conn.execute(
-            f"SELECT {COLUMNS}, {_ANY_HOLDS}{today} FROM queue INDEXED BY queue_claimable"
+            f"SELECT {COLUMNS}, {_ANY_HOLDS} FROM queue INDEXED BY queue_claimable"
             f" WHERE {_CLAIMABLE} ORDER BY priority, submitted_position LIMIT 1",
-            (*day, shard, model, type, has_exec, now_us),
+            (shard, model, type, has_exec, now_us),
         ).fetchone()
         if found is None:
             return None
-        row = TaskRow(*found[:_WIDTH])
-        checked = bool(found[_WIDTH])
-        if room is not None:
-            room.left = room.limit_units - int(found[-2]) - int(found[-1])
+        row = TaskRow(*found[:-1])
+        checked = bool(found[-1])
+        if room is not None and not checked:
             need = row.reservation(room.default_units)
-            checked = checked or (need > 0 and need > room.left)
+            checked = need > 0 and need > room.left()
         if checked:
             fits, bound = "", tuple[int, ...]()
             if room is not None:  # a task reserving nothing fits even an overdrawn day
-                fits, bound = _FITS, (room.default_units, max(room.left, 0))
+                fits, bound = _FITS, (room.default_units, max(room.left(), 0))
             found = conn.execute(
                 f"WITH {FULL_LIMITS} SELECT {COLUMNS}, 1 FROM queue INDEXED BY queue_claimable"
                 f" WHERE {_CLAIMABLE}{UNDER_LIMITS}{NOT_PAUSED}{fits}"
@@ -446,7 +441,7 @@ class QueueProjection(Projection[QueueView]):
             ).fetchone()
             if found is None:
                 return None
-            row = TaskRow(*found[:_WIDTH])
+            row = TaskRow(*found[:-1])
         return keep(conn, "queue", row.task_id, row)
 
     def next_due(self, conn: Db, now_us: int) -> int | None:
@@ -531,22 +526,20 @@ OUTSTANDING = (
 
 
 class Room:
-    """What a claim may reserve: the default reservation, today's limit and bounds; what is
-    left (``left``) is read by the claim's query (today's spend, what running attempts hold)."""
+    """What a claim may reserve: the default reservation, and what is left of today's
+    budget (read only when asked, and once)."""
 
-    __slots__ = ("day", "default_units", "left", "limit_units", "sql")
+    __slots__ = ("_left", "_read", "default_units")
 
-    def __init__(self, default_units: int, limit_units: int, day: tuple[int, int]) -> None:
+    def __init__(self, default_units: int, read: Callable[[], int]) -> None:
         self.default_units = default_units
-        self.limit_units = limit_units
-        self.day = day
-        self.left = 0
-        # Today's spend from the quarter-hour buckets (any zone's midnight is on one), else
-        # from the spend rows; then what running attempts hold.
-        spent = ("spend_buckets WHERE bucket_start >= ? AND bucket_start < ?"
-                 if not (day[0] % BUCKET_US or day[1] % BUCKET_US)
-                 else "spend WHERE occurred_at >= ? AND occurred_at < ?")
-        self.sql = f", (SELECT coalesce(sum(amount_units), 0) FROM {spent}), ({OUTSTANDING})"
+        self._read = read
+        self._left: int | None = None
+
+    def left(self) -> int:
+        if self._left is None:
+            self._left = self._read()
+        return self._left
 
 
 def outstanding_units(conn: Db) -> int:

@@ -33,7 +33,7 @@ from tri24es.projections.killswitch import KillSwitchView, read_killswitch
 from tri24es.projections.limits import RUNNING_VALUE
 from tri24es.projections.models import ModelPause, model_pauses
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
-from tri24es.projections.queue import RESERVATION, TaskRow, outstanding_units
+from tri24es.projections.queue import OUTSTANDING, RESERVATION, TaskRow, outstanding_units
 from tri24es.projections.spend import BUCKET_US, from_units, to_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
@@ -271,21 +271,21 @@ def today_budget(conn: Db, own: BudgetLimits, now_us: int) -> TodayBudget:
 _DAYS: dict[tzinfo | None, tuple[int, int]] = {}
 
 
-def today_limit(conn: Db, own: BudgetLimits, now_us: int) -> tuple[int, tuple[int, int]]:
-    """Today's limit in 1e-10 USD (the last budget watchdog's, else ``own``, plus today's
-    allowance) and today's bounds [start, end) in µs: what a claim reserves within."""
+def today_units(conn: Db, own: BudgetLimits, now_us: int) -> tuple[int, int, int]:
+    """``today_budget`` in 1e-10 USD, for the claim: (limit, spent, reserved). One statement
+    of two indexed lookups: the day's quarter-hour buckets and the running tasks."""
     switch = read_killswitch(conn)
     limits, _ = enforced_limits(switch, own)
     day = _DAYS.get(limits.timezone)
     if day is None or not day[0] <= now_us < day[1]:
         day = _DAYS[limits.timezone] = day_bounds(now_us, limits.zone())
-    return to_units(limits.daily_limit + allowance_at(switch, now_us)), day
-
-
-def today_units(conn: Db, own: BudgetLimits, now_us: int) -> tuple[int, int, int]:
-    """``today_budget`` in 1e-10 USD: (limit, spent, reserved)."""
-    limit, day = today_limit(conn, own, now_us)
-    return limit, period_units(conn, *day), outstanding_units(conn)
+    if day[0] % BUCKET_US or day[1] % BUCKET_US:  # a zone off the quarter-hours
+        spent, held = period_units(conn, *day), outstanding_units(conn)
+    else:
+        spent, held = conn.execute(
+            "SELECT (SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
+            f" WHERE bucket_start >= ? AND bucket_start < ?), ({OUTSTANDING})", day).fetchone()
+    return to_units(limits.daily_limit + allowance_at(switch, now_us)), int(spent), int(held)
 
 
 

@@ -46,6 +46,11 @@ from tri24es.scheduling import Estimate
 P = ParamSpec("P")
 
 
+def _left(today: tuple[int, int, int]) -> int:
+    limit, spent, reserved = today
+    return limit - spent - reserved
+
+
 T = TypeVar("T")
 
 DEFAULT_LEASE_SECONDS = 30.0
@@ -300,10 +305,11 @@ class ServiceBase:
 
     def _room(self, conn: Db, now: int) -> Room | None:
         """What a claim now may reserve of today's budget (None: reservations are off)."""
-        if self.budget is None:
+        budget = self.budget
+        if budget is None:
             return None
-        return Room(to_units(self.budget.default_reservation),
-                    *reads.today_limit(conn, self.budget, now))
+        return Room(to_units(budget.default_reservation),
+                    lambda: _left(reads.today_units(conn, budget, now)))
 
     def model_paused(self, model: str | None) -> bool:
         """Whether ``model`` is paused now (``tri24es models pause``)."""
