@@ -144,6 +144,7 @@ class BudgetLimits:
     check_interval: float = 30.0
     timezone: tzinfo | None = None  # None: the machine's local zone
     max_record_usd: Decimal = DEFAULT_MAX_RECORD_USD
+    default_reservation: Decimal = Decimal(0)  # a claim's, for a task without a budget
 
     @classmethod
     def from_settings(cls, s: Settings) -> BudgetLimits:
@@ -153,6 +154,7 @@ class BudgetLimits:
             rate_warning=s.budget_rate_warning, daily_pause_pct=s.budget_daily_pause_pct,
             window_seconds=s.budget_window_size, check_interval=s.budget_check_interval,
             timezone=load_zone(s.budget_timezone), max_record_usd=s.budget_max_spend_record,
+            default_reservation=s.budget_default_reservation,
         )
 
     def zone(self) -> tzinfo:
@@ -206,6 +208,33 @@ def allowance_at(switch: KillSwitchView, now_us: int) -> Decimal:
             or not switch.allowance_start <= now_us < switch.allowance_end):
         return Decimal(0)
     return Decimal(switch.allowance)
+
+
+@dataclass(frozen=True)
+class TodayBudget:
+    """Today's limit against what is spent today and what running attempts still hold of
+    it (their reservations less what they spent since their claim): what claims reserve
+    from."""
+
+    limit: Decimal  # today's limit: the daily limit plus today's allowance
+    spent: Decimal
+    reserved: Decimal
+
+    @property
+    def left(self) -> Decimal:
+        return self.limit - self.spent - self.reserved
+
+    def covers(self, reservation: Decimal) -> bool:
+        """Whether a claim reserving ``reservation`` may go ahead (nothing always may)."""
+        return reservation <= 0 or reservation <= self.left
+
+    def why_not(self, reservation: Decimal, count: int = 1) -> str:
+        """Why tasks reserving ``reservation`` (the least of them, for ``count`` > 1) wait."""
+        left = dollars(max(self.left, Decimal(0)))
+        if count == 1:
+            return f"today's budget left {left} cannot cover its reservation {dollars(reservation)}"
+        return (f"today's budget left {left} cannot cover their reservations "
+                f"({dollars(reservation)} or more)")
 
 
 def rate_clears_at(spends: Sequence[tuple[int, Decimal]], window_seconds: int,

@@ -45,6 +45,16 @@ def _money(value: object) -> Decimal:
     return amount
 
 
+def _money_or_none(value: object) -> Decimal:
+    try:
+        amount = Decimal(_text(value).strip())
+    except InvalidOperation:
+        raise ValueError("expected an amount in dollars, e.g. 1 or 0.50 (0: none)") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a finite amount of 0 or more")
+    return amount
+
+
 def _fraction(value: object) -> Decimal:
     amount = _money(value)
     if amount > 1:
@@ -121,6 +131,10 @@ class Settings:
     # The largest amount one spend record may carry, from any source (CLI, file, agent).
     budget_max_spend_record: Decimal = field(
         default=Decimal("1000"), metadata=_from("BUDGET_MAX_SPEND_RECORD", _money))
+    # What a claim reserves of today's daily limit for a task without max_budget_usd (one
+    # with it reserves what it may still spend); 0: such tasks reserve nothing.
+    budget_default_reservation: Decimal = field(
+        default=Decimal(0), metadata=_from("BUDGET_DEFAULT_RESERVATION", _money_or_none))
     poll_interval: float = field(default=5.0, metadata=_from("POLL_INTERVAL", _seconds))
     # How long a queue file must stay unchanged before the watcher reads it (a file still
     # being written, in bursts, must not be submitted cut short).

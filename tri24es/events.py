@@ -197,6 +197,9 @@ class TaskClaimed(Event):
     worker: str
     attempt: int = Field(ge=1)
     lease_expires_at: AwareDatetime
+    # The share of today's daily limit the attempt holds while it runs (its budget, or the
+    # default reservation), settled by its spend: recorded, so that replay counts it too.
+    reserved_usd: Money | None = None
 
 
 class TaskStarted(Event):

@@ -1,4 +1,5 @@
-"""Scheduling's pure helpers: retry backoffs, delays, cron slots, and when a task may run.
+"""Scheduling's pure helpers: retry backoffs, delays, cron slots, when a task may run, and
+what similar tasks cost and took (estimates).
 
 Text in, values out (``parse_backoff("10s..5m")``, ``parse_when("in 10m", now)``), and the
 one draw of a retry's wait; the services decide with them, the CLI and queue files parse
@@ -7,12 +8,16 @@ with them.
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
+from typing import TypeVar
 
-from tri24es.budget import parse_window
+from tri24es.budget import dollars, parse_window
 from tri24es.events import NO_BACKOFF, NO_PROGRESS_OFF, Backoff, NoProgress
 from tri24es.timeutil import from_us, to_us
 
@@ -142,3 +147,54 @@ def slot_task_id(name: str, slot_us: int) -> str:
     """The id of a schedule's task for one slot: the same for every scheduler, so a slot is
     submitted once however many fire it (``nightly-20261201T0300Z``)."""
     return f"{name}-{from_us(slot_us).strftime('%Y%m%dT%H%MZ')}"
+
+
+N = TypeVar("N", float, Decimal)
+
+#: An estimate needs this many completed attempts of the kind: fewer would be noise.
+MIN_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What similar tasks (same type and model) cost and took: p50/p90 of the successful
+    attempts of the latest completed ones."""
+
+    samples: int
+    cost_p50: Decimal
+    cost_p90: Decimal
+    seconds_p50: float
+    seconds_p90: float
+
+    def __str__(self) -> str:
+        return (f"cost p50 {dollars(self.cost_p50)}, p90 {dollars(self.cost_p90)}; time p50 "
+                f"{_span(self.seconds_p50)}, p90 {_span(self.seconds_p90)} "
+                f"({self.samples} completed)")
+
+
+def percentile(values: Sequence[N], share: float) -> N:
+    """The nearest-rank percentile of sorted ``values`` (``share`` 0.5 for p50): one of the
+    values, never an interpolation between two."""
+    return values[max(math.ceil(share * len(values)) - 1, 0)]
+
+
+def estimate(samples: list[tuple[Decimal, float]]) -> Estimate | None:
+    """An estimate from (cost, seconds) of completed attempts; None under ``MIN_SAMPLES``."""
+    if len(samples) < MIN_SAMPLES:
+        return None
+    costs = sorted(cost for cost, _ in samples)
+    times = sorted(seconds for _, seconds in samples)
+    return Estimate(len(samples), percentile(costs, 0.5), percentile(costs, 0.9),
+                    percentile(times, 0.5), percentile(times, 0.9))
+
+
+def _span(seconds: float) -> str:
+    """``42 s``, ``3 min 12 s``, ``2 h 5 min``: a duration for people."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -33,7 +33,8 @@ def test_status_at_a_time_shows_the_fleet_as_it_was_then(run: Run, project: Path
     now = json.loads(run("status", "--json").stdout)
     at_end = json.loads(run("status", "--at", events[-1]["recorded_at"], "--json").stdout)
     assert at_end.pop("until") == now["head"]
-    for present_only in ("waiting", "limits", "ignored_in_queue"):  # about now, not the fold
+    # About now, not the fold:
+    for present_only in ("waiting", "limits", "budget_today", "ignored_in_queue"):
         now.pop(present_only)
     assert at_end == now
 

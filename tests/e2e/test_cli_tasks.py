@@ -184,7 +184,9 @@ def test_status_json(fleet: Run, project: Path) -> None:
     ok(fleet("tasks", "cancel", "b"))
     status = ok(fleet("status", "--json"))
     assert set(status) == {"queue", "workers", "spend", "killswitch", "head", "waiting",
-                           "limits", "ignored_in_queue"}
+                           "limits", "budget_today", "ignored_in_queue"}
+    assert status["budget_today"] == {"daily_limit_usd": "75", "spent_usd": "0",
+                                      "reserved_usd": "0", "left_usd": "75"}
     assert status["limits"] == []
     assert status["head"] == 3
     assert status["queue"]["by_state"] == {"queued": 1, "running": 0, "review": 0,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,86 @@ def test_an_idle_worker_wakes_when_its_tasks_dependency_completes(fleet: Fleet) 
     assert claimed - built.recorded_at < 5 * SECOND, "the idle worker was not woken"
     assert waiting.poll() is None
     assert builder.poll() is None
+
+
+def test_a_task_whose_reservation_does_not_fit_waits_and_runs_once_the_limit_is_raised(
+    fleet: Fleet, run: Run,
+) -> None:
+    limit = {"BUDGET_DAILY_LIMIT": "2"}
+    assert run("submit", "Costly", "--id", "costly", "--max-budget", "1", "--command",
+               f"{sys.executable} {AGENT}").returncode == 0
+    assert run("spend", "record", "--usd", "1.60").returncode == 0
+    # The worker finds nothing it may reserve for, and so is idle.
+    proc = fleet.worker("--id", "w1", "--exit-when-idle", env=limit, exec_=None)
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    assert fleet.state("costly") == "queued"
+    assert fleet.events(ev.TaskClaimed) == []
+    status = run("status", env=limit).stdout
+    assert ("waiting:      1 waiting for today's budget: today's budget left $0.40 cannot "
+            "cover its reservation $1.00") in status
+    assert ("budget today: $1.60 spent, $0.00 reserved by running attempts, of $2.00 "
+            "($0.40 left)") in status
+    listed = run("tasks", "list", env=limit)
+    assert "today's budget left $0.40 cannot cover its reservation $1.00" in listed.stderr
+
+    # The daily limit raised (in tri24es.toml this time): the next worker claims it.
+    (fleet.root / "tri24es.toml").write_text("budget_daily_limit = 3\n")
+    proc = fleet.worker("--id", "w2", "--exit-when-idle", exec_=None)
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    assert fleet.state("costly") == "completed"
+    [claimed] = fleet.events(ev.TaskClaimed)
+    assert claimed.reserved_usd == 1
+    today = json.loads(run("status", "--json").stdout)["budget_today"]
+    assert today == {"daily_limit_usd": "3", "spent_usd": "1.6", "reserved_usd": "0",
+                     "left_usd": "1.4"}
+    assert "waiting" not in run("status").stdout
+
+
+def test_a_running_attempts_reservation_is_in_status_and_its_spend_settles_it(
+    fleet: Fleet, run: Run,
+) -> None:
+    fleet.submit("slow", "spend 0.5\nhang", max_budget_usd=Decimal("2.5"))
+    fleet.worker("--id", "w1", env={"BUDGET_DEFAULT_RESERVATION": "0.5"})
+
+    def reserved() -> str:
+        return str(json.loads(run("status", "--json").stdout)["budget_today"]["reserved_usd"])
+
+    fleet.started("slow")
+    wait_until(lambda: reserved() == "2", "the spend settled $0.50 of the $2.50 reserved")
+    assert run("tasks", "cancel", "slow").returncode == 0
+    wait_until(lambda: reserved() == "0", "the attempt's end released its reservation")
+    bad = run("status", env={"BUDGET_DEFAULT_RESERVATION": "-1"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "tri24es: error: BUDGET_DEFAULT_RESERVATION='-1': must be a finite amount of 0 or more")
+
+
+def test_submit_and_tasks_show_say_what_similar_tasks_cost_and_took(
+    fleet: Fleet, run: Run,
+) -> None:
+    command = f"{sys.executable} {AGENT}"
+    for n, cost in enumerate(["0.10", "0.30", "0.20"]):
+        fleet.submit(f"fix{n}", f"spend {cost}", type="fix", model="m",
+                     command=command.split())
+        if n == 1:  # two samples: too few to say anything
+            proc = fleet.worker("--id", "w0", "--model", "m", "--type", "fix",
+                                "--exit-when-idle", exec_=None)
+            assert fleet.exit_code(proc) == 0, fleet.output(proc)
+            said = run("submit", "Another", "--id", "early", "--type", "fix", "--model", "m")
+            assert said.stdout == "submitted early\n"
+            assert run("tasks", "cancel", "early").returncode == 0
+    proc = fleet.worker("--id", "w1", "--model", "m", "--type", "fix", "--exit-when-idle",
+                        exec_=None)
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    said = run("submit", "Fix it again", "--id", "again", "--type", "fix", "--model", "m")
+    first, line = said.stdout.splitlines()
+    assert first == "submitted again"
+    assert line.startswith("similar tasks (type=fix, model=m): cost p50 $0.20, p90 $0.30; "
+                           "time p50 ")
+    assert line.endswith(" (3 completed)")
+    assert line in run("tasks", "show", "fix1").stdout.splitlines()
+    shown = json.loads(run("tasks", "show", "again", "--json").stdout)["estimate"]
+    assert (shown["samples"], shown["cost_p50_usd"], shown["cost_p90_usd"]) == (3, "0.2", "0.3")
+    assert 0 < shown["seconds_p50"] <= shown["seconds_p90"]
+    other = json.loads(run("submit", "Docs", "--type", "docs", "--json").stdout)
+    assert other["estimate"] is None

@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import settings
@@ -25,10 +26,12 @@ from hypothesis.stateful import (
 
 import eventlog
 from tri24es import events as ev
+from tri24es.budget import BudgetLimits
 from tri24es.events import Priority, RequeueReason, decode_all
 from tri24es.machines import IllegalTransition
 from tri24es.projections import connection_of, reads, verify
 from tri24es.projections.queue import TaskRow
+from tri24es.projections.spend import to_units
 from tri24es.projections.workers import WorkerRow
 from tri24es.services import (
     DependencyError,
@@ -65,6 +68,13 @@ class ServicesMachine(RuleBasedStateMachine):
         self.svc = Services(self.store, clock=self.clock, lease_seconds=LEASE_S, actor="test",
                             retry_backoff=ev.Backoff(base_s=5, cap_s=40),
                             rng=random.Random(0))
+        # The same store through a worker's services given a daily limit: its claims
+        # reserve (a watchdog_started rule may lower the limit they reserve from).
+        self.budget = BudgetLimits(daily_limit=Decimal(5), timezone=ZoneInfo("UTC"),
+                                   default_reservation=Decimal("0.25"))
+        self.budgeted = Services(self.store, clock=self.clock, lease_seconds=LEASE_S,
+                                 actor="test", retry_backoff=ev.Backoff(base_s=5, cap_s=40),
+                                 rng=random.Random(1), budget=self.budget)
         self.submitted: list[str] = []
 
     def teardown(self) -> None:
@@ -108,11 +118,13 @@ class ServicesMachine(RuleBasedStateMachine):
             self.submit(Priority.MEDIUM, shard, 1)
 
     @rule(priority=st.sampled_from(Priority), shard=st.sampled_from([None, None, "a", "b"]),
-          max_retries=st.integers(0, 2))
-    def submit(self, priority: Priority, shard: str | None, max_retries: int) -> None:
+          max_retries=st.integers(0, 2),
+          budget=st.sampled_from([None, None, Decimal("0.5"), Decimal("3")]))
+    def submit(self, priority: Priority, shard: str | None, max_retries: int,
+               budget: Decimal | None = None) -> None:
         task_id = f"t{len(self.submitted)}"
         _, new = self.svc.submit(TaskSpec(task_id, task_id, priority=priority, shard=shard,
-                                          max_retries=max_retries))
+                                          max_retries=max_retries, max_budget_usd=budget))
         assert new
         self.submitted.append(task_id)
 
@@ -191,15 +203,20 @@ class ServicesMachine(RuleBasedStateMachine):
             self.svc.start_worker(worker, pid=1, pid_start_time=0, host="test",
                                   shard=WORKER_SHARDS[worker], model=WORKER_MODELS[worker])
 
-    @rule(worker=WORKER_IDS)
-    def claim(self, worker: str) -> None:
+    @rule(worker=WORKER_IDS, reserving=st.booleans())
+    def claim(self, worker: str, reserving: bool = False) -> None:
         before = self.workers().get(worker)
         try:
-            claim = self.svc.claim(worker)
+            claim = (self.budgeted if reserving else self.svc).claim(worker)
         except REFUSED:
             return
         if claim is None:
             return
+        if reserving:  # what it reserved was left of today's budget
+            with self.store.snapshot() as tx:
+                today = reads.today_budget(connection_of(tx), self.budget, self.clock.now)
+            reserved = claim.row.reservation(to_units(self.budget.default_reservation))
+            assert reserved == 0 or today.left >= 0, (today, reserved)
         assert before is not None
         assert before.state == "idle"
         assert claim.row.state == "running"
@@ -285,10 +302,12 @@ class ServicesMachine(RuleBasedStateMachine):
         self.svc.record_watchdog_start(ev.BudgetWatchdogStarted(
             rate_limit=Decimal(1), daily_limit=daily, window_seconds=300, host="h", pid=1))
 
-    @rule(cents=st.integers(0, 10_000), event_id=st.sampled_from([None, "s1", "s2"]))
-    def record_spend(self, cents: int, event_id: str | None) -> None:
+    @rule(data=st.data(), cents=st.integers(0, 10_000),
+          event_id=st.sampled_from([None, "s1", "s2"]))
+    def record_spend(self, data: st.DataObject, cents: int, event_id: str | None) -> None:
+        on = data.draw(st.sampled_from([None, *self.submitted]), label="task")  # settles
         spend = ev.SpendRecorded(amount=Decimal(cents) / 100, occurred_at=from_us(self.clock()),
-                                 model="m", source="worker")
+                                 model="m", source="worker", task=on)
         self.svc.record_spend(spend, event_id=event_id)
 
     # --- invariants --------------------------------------------------------------------
@@ -336,6 +355,12 @@ class ServicesMachine(RuleBasedStateMachine):
             # Blocked exactly while a dependency failed, was cancelled or is blocked itself.
             assert bool(row.blocked) == bool(bad), (
                 row.task_id, row.blocked, [(d.task_id, d.state, d.blocked) for d in deps])
+
+    @invariant()
+    def only_running_attempts_hold_a_reservation(self) -> None:
+        for row in self.tasks():
+            assert row.reserved_units is None or (row.state == "running"
+                                                  and row.reserved_units > 0), row
 
     @invariant()
     def no_task_completes_twice(self) -> None:

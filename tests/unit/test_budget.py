@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +14,7 @@ from tri24es.budget import (
     BudgetLimits,
     Level,
     Reading,
+    TodayBudget,
     allowance_at,
     check_reset,
     day_bounds,
@@ -25,6 +27,8 @@ from tri24es.budget import (
     window_start,
     window_text,
 )
+from tri24es.config import load_settings
+from tri24es.errors import ConfigError
 from tri24es.inputs.spendfile import BadLine, at_arrival, line_event_id, parse_line
 from tri24es.projections import KillSwitchView
 from tri24es.timeutil import to_us
@@ -256,3 +260,31 @@ def test_window_text_reads_back_as_the_window(text: str) -> None:
     seconds = parse_window(text)
     assert window_text(seconds) == (text if text != "90s" else "1m30s")
     assert parse_window(window_text(seconds)) == seconds
+
+
+def test_todays_budget_covers_a_reservation_it_has_left_and_always_nothing() -> None:
+    today = TodayBudget(limit=Decimal(2), spent=Decimal("1.20"), reserved=Decimal("0.40"))
+    assert today.left == Decimal("0.40")
+    assert today.covers(Decimal("0.40"))
+    assert not today.covers(Decimal("0.41"))
+    assert today.why_not(Decimal(1)) == (
+        "today's budget left $0.40 cannot cover its reservation $1.00")
+    assert today.why_not(Decimal("0.5"), 3) == (
+        "today's budget left $0.40 cannot cover their reservations ($0.50 or more)")
+    overdrawn = TodayBudget(limit=Decimal(2), spent=Decimal(3), reserved=Decimal(0))
+    assert overdrawn.covers(Decimal(0))
+    assert not overdrawn.covers(Decimal("0.01"))
+    assert overdrawn.why_not(Decimal(1)).startswith("today's budget left $0.00 cannot")
+
+
+def test_the_default_reservation_is_a_setting_like_the_other_budget_ones(tmp_path: Path) -> None:
+    (tmp_path / "tri24es.toml").write_text("budget_default_reservation = 0.5\n")
+    settings = load_settings({}, root=tmp_path)
+    assert BudgetLimits.from_settings(settings).default_reservation == Decimal("0.5")
+    assert str(settings.sources["budget_default_reservation"]) == "tri24es.toml"
+    assert load_settings({"BUDGET_DEFAULT_RESERVATION": "0"},
+                         root=tmp_path).budget_default_reservation == 0
+    assert BudgetLimits.from_settings(load_settings({}, root=tmp_path / "none")
+                                      ).default_reservation == 0
+    with pytest.raises(ConfigError, match="BUDGET_DEFAULT_RESERVATION='lots'"):
+        load_settings({"BUDGET_DEFAULT_RESERVATION": "lots"}, root=tmp_path)

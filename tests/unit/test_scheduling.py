@@ -5,16 +5,20 @@ from __future__ import annotations
 import random
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
 from tri24es.events import NO_BACKOFF, Backoff
 from tri24es.scheduling import (
+    Estimate,
     check_cron,
+    estimate,
     last_slot,
     next_slot,
     parse_backoff,
     parse_when,
+    percentile,
     retry_wait_us,
     slot_task_id,
 )
@@ -139,3 +143,16 @@ def test_a_slots_task_id_names_the_schedule_and_the_utc_minute() -> None:
 def test_check_cron_refuses(cron: str, zone: str, problem: str) -> None:
     with pytest.raises(ValueError, match=re.escape(problem)):
         check_cron(cron, zone)
+
+
+def test_an_estimate_needs_three_samples_and_takes_nearest_rank_percentiles() -> None:
+    assert estimate([]) is None
+    assert estimate([(Decimal(1), 10.0)] * 2) is None
+    found = estimate([(Decimal(n), float(60 * n)) for n in (5, 1, 3, 2, 4, 10, 6, 7, 8, 9)])
+    assert found == Estimate(10, Decimal(5), Decimal(9), 300.0, 540.0)
+    assert str(found) == "cost p50 $5.00, p90 $9.00; time p50 5 min, p90 9 min (10 completed)"
+    three = estimate([(Decimal("0.1"), 2.5), (Decimal("0.4"), 95.0), (Decimal("0.2"), 7200.0)])
+    assert three == Estimate(3, Decimal("0.2"), Decimal("0.4"), 95.0, 7200.0)
+    assert str(three) == ("cost p50 $0.20, p90 $0.40; time p50 1 min 35 s, p90 2 h "
+                          "(3 completed)")
+    assert percentile([1.0], 0.9) == 1.0

@@ -39,7 +39,7 @@ def test_status_and_tasks_have_the_cli_shapes(server: Server) -> None:
             if t["model"] == "claude"} == listed
     shown = server.get("/api/tasks/shape-1").json()
     from_cli = _cli_json(server, "tasks", "show", "shape-1")
-    assert {k: shown[k] for k in ("task", "attempts", "history")} == from_cli
+    assert {k: shown[k] for k in ("task", "attempts", "history", "estimate")} == from_cli
     assert server.get("/api/workers").json() == _cli_json(server, "workers", "list")
     assert server.cli("spend", "record", "--usd", "0.25", "--model", "m1", "--task",
                       "shape-1").returncode == 0

@@ -19,12 +19,13 @@ from tri24es.projections.spend import from_units
 from tri24es.timeutil import iso_time, now_us
 
 if TYPE_CHECKING:
-    from tri24es.budget import BudgetLimits, Reading
+    from tri24es.budget import BudgetLimits, Reading, TodayBudget
     from tri24es.paths import ProjectPaths
     from tri24es.projections.queue import TaskRow
     from tri24es.projections.reads import FleetCounts
     from tri24es.projections.sql import Db
     from tri24es.projections.workers import WorkerRow
+    from tri24es.scheduling import Estimate
 
 TEXT_DATA_WIDTH = 120
 HISTORY_TEXT_LIMIT = 80
@@ -72,6 +73,19 @@ def task_dict(row: TaskRow) -> dict[str, Any]:
         "submitted_at": _iso(row.submitted_at),
         "updated_at": _iso(row.updated_at),
     }
+
+
+def estimate_dict(found: Estimate | None) -> dict[str, Any] | None:
+    """What similar tasks cost and took (``submit``, ``tasks show``); None: fewer than three."""
+    if found is None:
+        return None
+    return {"samples": found.samples, "cost_p50_usd": money(found.cost_p50),
+            "cost_p90_usd": money(found.cost_p90), "seconds_p50": round(found.seconds_p50, 3),
+            "seconds_p90": round(found.seconds_p90, 3)}
+
+
+def estimate_line(type_: str | None, model: str | None, found: Estimate) -> str:
+    return f"similar tasks (type={type_ or 'any'}, model={model or 'any'}): {found}"
 
 
 def worker_dict(row: WorkerRow) -> dict[str, Any]:
@@ -157,16 +171,25 @@ def attempts(conn: Db, events: list[RecordedEvent], paths: ProjectPaths) -> list
 
 
 def status_now(counts: FleetCounts, waiting: list[Any], queue_dir: Path,
-               limits: list[tuple[str, str, int, int]]) -> dict[str, Any]:
+               limits: list[tuple[str, str, int, int]],
+               today: TodayBudget) -> dict[str, Any]:
     """``status --json`` now (the web's ``/api/status`` too): the counts, why queued tasks
-    wait, the fleet-wide caps in use, and what the queue watcher ignores in ``queue_dir``."""
+    wait, the fleet-wide caps in use, today's budget with what running attempts reserve of
+    it, and what the queue watcher ignores in ``queue_dir``."""
     from tri24es.inputs.queue_folder import ignored_entries
 
     ignored = [{"source": i.source, "reason": i.reason} for i in ignored_entries(queue_dir)]
     return {**counts_dict(counts), "waiting": [str(w) for w in waiting],
             "limits": [{"key": key, "value": value, "cap": cap, "running": running}
                        for key, value, cap, running in limits],
+            "budget_today": today_dict(today),
             "ignored_in_queue": ignored}
+
+
+def today_dict(today: TodayBudget) -> dict[str, str]:
+    """Today's budget: the limit, spent, reserved by running attempts, and what is left."""
+    return {"daily_limit_usd": money(today.limit), "spent_usd": money(today.spent),
+            "reserved_usd": money(today.reserved), "left_usd": money(today.left)}
 
 
 def counts_dict(counts: FleetCounts) -> dict[str, Any]:

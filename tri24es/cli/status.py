@@ -38,13 +38,19 @@ def status(
             typer.echo(f"as of {at} (position {counts.head}):")
         print_counts({"until": counts.head, **counts_dict(counts)}, as_json)
         return
+    from tri24es.budget import BudgetLimits
     from tri24es.cli.render import status_now
+    from tri24es.timeutil import now_us
 
+    budget = BudgetLimits.from_settings(context.settings)  # the default reservation, the zone
     with context.reading() as (store, conn):
+        now = now_us()
         counts = reads.fleet_counts(conn, store.head())
-        waits = reads.waiting(conn)
+        waits = reads.waiting(conn, now, budget)
         limits = reads.limits_in_use(conn)
-    print_counts(status_now(counts, waits, context.settings.paths.queue, limits), as_json)
+        today = reads.today_budget(conn, budget, now)
+    print_counts(status_now(counts, waits, context.settings.paths.queue, limits, today),
+                 as_json)
 
 
 def print_counts(info: dict[str, Any], as_json: bool) -> None:
@@ -69,6 +75,12 @@ def print_counts(info: dict[str, Any], as_json: bool) -> None:
     for limit in info.get("limits", []):
         typer.echo(f"limit:        {limit['key']}={limit['value']}: {limit['running']} of "
                    f"{limit['cap']} running")
+    today = info.get("budget_today")
+    if today is not None:
+        typer.echo(f"budget today: {dollars(Decimal(today['spent_usd']))} spent, "
+                   f"{dollars(Decimal(today['reserved_usd']))} reserved by running attempts, "
+                   f"of {dollars(Decimal(today['daily_limit_usd']))} "
+                   f"({dollars(Decimal(today['left_usd']))} left)")
     for line in info.get("waiting", []):
         typer.echo(f"waiting:      {line}")
     for entry in info.get("ignored_in_queue", []):  # what the queue watcher leaves alone

@@ -142,7 +142,7 @@ def submit(
     Example: tri24es submit "Fix the login page" --priority HIGH --model claude
     """
     from tri24es.agents import check_agent
-    from tri24es.cli.render import task_dict
+    from tri24es.cli.render import estimate_dict, estimate_line, task_dict
     from tri24es.inputs.taskfile import (
         id_problem,
         parse_after,
@@ -196,12 +196,17 @@ def submit(
             row, new = services.submit(spec)
         except DependencyError as e:
             raise DependencyError(f"{e}: nothing submitted") from None
+        found = services.estimate(row.type, row.model)  # what similar tasks cost and took
     if as_json:
-        print_json({"task_id": row.task_id, "new": new, **task_dict(row)})
-    elif new:
+        print_json({"task_id": row.task_id, "new": new, **task_dict(row),
+                    "estimate": estimate_dict(found)})
+        return
+    if new:
         typer.echo(f"submitted {row.task_id}")
     else:
         typer.echo(f"{row.task_id} already submitted ({row.state}): unchanged")
+    if found is not None:
+        typer.echo(estimate_line(row.type, row.model, found))
 
 
 @tasks_app.command("list")
@@ -216,16 +221,18 @@ def list_tasks(
 
     Example: tri24es tasks list --state queued --limit 20 --json
     """
-    from tri24es.budget import dollars
+    from tri24es.budget import BudgetLimits, dollars
     from tri24es.cli.render import priority_name, task_dict
     from tri24es.projections import reads
     from tri24es.projections.spend import from_units
 
     wanted = None if state is None else parse_task_state(state).value
-    with context_of(ctx).reading() as (_, conn):
+    context = context_of(ctx)
+    with context.reading() as (_, conn):
         rows = reads.tasks(conn, wanted, limit or None)
         more = reads.task_total(conn, wanted) - len(rows) if limit else 0
-        waits = reads.waiting(conn) if wanted in (None, "queued") else []
+        waits = reads.waiting(conn, None, BudgetLimits.from_settings(context.settings)) \
+            if wanted in (None, "queued") else []
     if more > 0:  # said on stderr: the JSON and the lines stay what they are
         typer.echo(f"tri24es: note: {more} more not shown (--limit 0 shows all)", err=True)
     if as_json:
@@ -265,9 +272,16 @@ def show(
     import orjson
 
     from tri24es.budget import dollars
-    from tri24es.cli.render import attempts, decode_problem, history_entry, task_dict
+    from tri24es.cli.render import (
+        attempts,
+        decode_problem,
+        estimate_dict,
+        estimate_line,
+        history_entry,
+        task_dict,
+    )
     from tri24es.events import task_stream
-    from tri24es.projections import QUEUE
+    from tri24es.projections import QUEUE, reads
     from tri24es.services import NotFound
 
     context = context_of(ctx)
@@ -282,11 +296,13 @@ def show(
             else:  # a corrupt or unknown event: reported, the rest of the history shown
                 typer.echo(f"tri24es: warning: skipped {problem}", err=True)
         tried = attempts(conn, events, context.settings.paths)
+        found = None if row is None else reads.estimate(conn, row.type, row.model)
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)
     if as_json:
-        print_json({"task": task, "attempts": tried, "history": history})
+        print_json({"task": task, "attempts": tried, "history": history,
+                    "estimate": estimate_dict(found)})
         return
     if task is not None:
         for key, value in task.items():
@@ -308,6 +324,8 @@ def show(
             f"+{result['insertions']} -{result['deletions']}")
         typer.echo(f"attempt {a['attempt']}: {a['outcome'] or 'running'} by {a['worker']}, "
                    f"{a['seconds']} s, {dollars(Decimal(a['spent_usd']))}{made}  log {a['log']}")
+    if row is not None and found is not None:
+        typer.echo(estimate_line(row.type, row.model, found))
     typer.echo("history:")
     for h in history:
         fields = " ".join(f"{k}={_one_line(v)}" for k, v in h["fields"].items() if k != "body")

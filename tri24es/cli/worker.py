@@ -107,7 +107,12 @@ def worker(
         no_progress=s.no_progress_rule(),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with context.services(options.worker_id, lease_seconds=lease_seconds) as services, \
+    from tri24es.budget import BudgetLimits
+
+    # Its claims reserve from today's daily limit (see Services.claim).
+    budget = BudgetLimits.from_settings(s)
+    with context.services(options.worker_id, lease_seconds=lease_seconds,
+                          budget=budget) as services, \
             received_signals() as inbox:
         code = Worker(services, options, inbox).run()
     raise typer.Exit(code)

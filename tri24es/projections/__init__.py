@@ -30,7 +30,9 @@ from tri24es.projections.workers import WORKERS, WorkerRow, WorkersView
 #: Bump when the shape of a view table changes: stores made before are rebuilt from the log.
 #: 8: the queue fold applies a TaskUpdated's command and agent (``has_command``), which an
 #: edited queue file records; views folded by an older version are not trusted with it.
-VIEWS_VERSION = 8
+#: 9: the queue keeps each claim's reservation, its spend at the claim, its time and the
+#: attempt's duration (reservations and estimates).
+VIEWS_VERSION = 9
 VIEWS_VERSION_DDL = "CREATE TABLE IF NOT EXISTS views_version (version INTEGER NOT NULL)"
 
 CHECKPOINTS_DDL = """

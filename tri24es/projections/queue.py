@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS queue (
     after_ids          TEXT,              -- its dependencies, space-separated (ids hold none)
     dependants         TEXT,              -- the tasks that wait for it, space-separated
     deps_open          INTEGER NOT NULL,  -- dependencies not completed yet: claimable at 0
-    blocked            TEXT               -- why it waits for a person (a dependency failed)
+    blocked            TEXT,              -- why it waits for a person (a dependency failed)
+    reserved_units     INTEGER,           -- today's budget the running attempt holds (1e-10 USD)
+    claim_spent_units  INTEGER NOT NULL,  -- spent_units when the attempt was claimed
+    claimed_at         INTEGER,           -- when the current (or last) attempt was claimed, µs
+    ran_us             INTEGER            -- how long the last successful attempt ran, µs
 );
 CREATE INDEX IF NOT EXISTS queue_claimable ON queue (priority, submitted_position)
     WHERE state = 'queued' AND deps_open = 0;
@@ -101,7 +105,8 @@ COLUMNS = (
     "task_id, state, priority, submitted_position, title, shard, model, type, max_retries,"
     " attempt, worker, lease_expires_at, pid, last_error, submitted_at, updated_at, version,"
     " retries_from, has_command, budget_units, spent_units, not_before, backoff_base_us,"
-    " backoff_cap_us, after_ids, dependants, deps_open, blocked"
+    " backoff_cap_us, after_ids, dependants, deps_open, blocked, reserved_units,"
+    " claim_spent_units, claimed_at, ran_us"
 )
 
 # What changes after submission: every such column on the rare events (a submission, a
@@ -109,16 +114,18 @@ COLUMNS = (
 _MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries", "attempt",
             "worker", "lease_expires_at", "pid", "last_error", "updated_at", "version",
             "retries_from", "has_command", "budget_units", "spent_units", "not_before",
-            "dependants", "deps_open", "blocked")
+            "dependants", "deps_open", "blocked", "reserved_units", "claim_spent_units",
+            "claimed_at", "ran_us")
 SAVE = (
-    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 28)})"
+    f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 32)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _MUTABLE)
 )
 # What the events of claims, leases, completions and spend change: saved by an UPDATE of
 # these columns alone (binding a third of the values; the hot path of every worker).
 _HOT = ("state", "attempt", "worker", "lease_expires_at", "pid", "last_error", "updated_at",
-        "version", "retries_from", "budget_units", "spent_units")
+        "version", "retries_from", "budget_units", "spent_units", "reserved_units",
+        "claim_spent_units", "claimed_at", "ran_us")
 SAVE_HOT = (f"UPDATE queue SET {', '.join(f'{c} = ?' for c in _HOT)}"
             " WHERE submitted_position = ?")
 _hot_tuple = operator.attrgetter(*_HOT, "submitted_position")
@@ -154,6 +161,10 @@ class TaskRow:
     dependants: str | None = None
     deps_open: int = 0
     blocked: str | None = None
+    reserved_units: int | None = None
+    claim_spent_units: int = 0
+    claimed_at: int | None = None
+    ran_us: int | None = None
 
     @property
     def after(self) -> list[str]:
@@ -184,6 +195,12 @@ class TaskRow:
     def budget_left(self) -> int | None:
         """What the task may still spend over all its attempts (1e-10 USD), if it is capped."""
         return None if self.budget_units is None else self.budget_units - self.spent_units
+
+    def reservation(self, default_units: int) -> int:
+        """What a claim of it reserves of today's budget (1e-10 USD): what it may still
+        spend (an attempt is stopped there), else the default reservation."""
+        left = self.budget_left()
+        return default_units if left is None else max(left, 0)
 
 
 # Counts kept beside the rows, by state and by what a task needs of a worker: ``status`` and
@@ -297,6 +314,10 @@ class QueueProjection(Projection[QueueView]):
             row.worker = event.worker
             row.lease_expires_at = to_us(event.lease_expires_at)
             row.pid = None
+            reserved = event.reserved_usd
+            row.reserved_units = None if reserved is None else to_units(reserved)
+            row.claim_spent_units = row.spent_units  # the attempt's spend counts from here
+            row.claimed_at = envelope.recorded_at
         elif kind is LeaseRenewed:
             assert isinstance(event, LeaseRenewed)
             row.lease_expires_at = to_us(event.lease_expires_at)
@@ -315,7 +336,10 @@ class QueueProjection(Projection[QueueView]):
             assert isinstance(event, TaskUpdated)
             _update(row, event)
         elif kind in TASK_ENDS:
-            row.worker = row.lease_expires_at = row.pid = None
+            row.worker = row.lease_expires_at = row.pid = row.reserved_units = None
+            # A successful attempt's time: a sample for estimates (with its spend).
+            if (kind is TaskCompleted or kind is TaskAwaitingReview) and row.claimed_at:
+                row.ran_us = envelope.recorded_at - row.claimed_at
             if isinstance(event, TaskDeadLettered):
                 row.last_error = event.error
             elif kind is TaskRequeued:
@@ -377,7 +401,7 @@ class QueueProjection(Projection[QueueView]):
 
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None,
-        has_exec: bool = True, now_us: int = 0,
+        has_exec: bool = True, now_us: int = 0, room: Room | None = None,
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
         field that is empty matches any worker; a set one only a worker with the same value.
@@ -385,7 +409,9 @@ class QueueProjection(Projection[QueueView]):
         that has spent its whole budget is taken by none, and one whose ``not_before`` is
         after ``now_us`` (a delay, a retry's backoff) or that waits for dependencies not
         yet (the index holds no such task), nor one that would exceed a fleet-wide cap
-        (``limits``: counted in this transaction, so no two claims pass one cap).
+        (``limits``: counted in this transaction, so no two claims pass one cap), nor, with
+        ``room``, one whose reservation today's budget cannot cover (what is left of it is
+        read in this transaction too, and only when the first task found reserves anything).
         """
         # Caps and model pauses are rare: the plain query says whether any exist (computed
         # once per statement), and only then is the query that checks them run. On
@@ -395,16 +421,28 @@ class QueueProjection(Projection[QueueView]):
             f" WHERE {_CLAIMABLE} ORDER BY priority, submitted_position LIMIT 1",
             (shard, model, type, has_exec, now_us),
         ).fetchone()
-        if found is not None and found[-1]:
-            found = conn.execute(
-                f"WITH {FULL_LIMITS} SELECT {COLUMNS}, 1 FROM queue INDEXED BY queue_claimable"
-                f" WHERE {_CLAIMABLE}{UNDER_LIMITS}{NOT_PAUSED}"
-                " ORDER BY priority, submitted_position LIMIT 1",
-                (shard, model, type, has_exec, now_us, model, shard, type, model, now_us),
-            ).fetchone()
         if found is None:
             return None
-        return keep(conn, "queue", found[0], TaskRow(*found[:-1]))
+        row = TaskRow(*found[:-1])
+        checked = bool(found[-1])
+        if room is not None and not checked:
+            need = row.reservation(room.default_units)
+            checked = need > 0 and need > room.left()
+        if checked:
+            fits, bound = "", tuple[int, ...]()
+            if room is not None:  # a task reserving nothing fits even an overdrawn day
+                fits, bound = _FITS, (room.default_units, max(room.left(), 0))
+            found = conn.execute(
+                f"WITH {FULL_LIMITS} SELECT {COLUMNS}, 1 FROM queue INDEXED BY queue_claimable"
+                f" WHERE {_CLAIMABLE}{UNDER_LIMITS}{NOT_PAUSED}{fits}"
+                " ORDER BY priority, submitted_position LIMIT 1",
+                (shard, model, type, has_exec, now_us, model, shard, type, model, now_us,
+                 *bound),
+            ).fetchone()
+            if found is None:
+                return None
+            row = TaskRow(*found[:-1])
+        return keep(conn, "queue", row.task_id, row)
 
     def next_due(self, conn: Db, now_us: int) -> int | None:
         """The earliest ``not_before`` after ``now_us`` of a queued task."""
@@ -477,6 +515,39 @@ _CLAIMABLE = (
     " AND (budget_units IS NULL OR spent_units < budget_units)"
     " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)")
 _ANY_HOLDS = "(EXISTS (SELECT 1 FROM limits) OR EXISTS (SELECT 1 FROM model_pauses))"
+#: A queued task's reservation (the parameter: the default one), as ``TaskRow.reservation``.
+RESERVATION = ("coalesce(CASE WHEN budget_units > spent_units THEN budget_units - spent_units"
+               " WHEN budget_units IS NOT NULL THEN 0 END, ?)")
+_FITS = f" AND {RESERVATION} <= ?"
+#: What running attempts still hold of today's budget: each its reservation less what it
+#: spent since its claim (never below nothing), over the running tasks' partial index.
+OUTSTANDING = (
+    "SELECT coalesce(sum(CASE WHEN reserved_units > spent_units - claim_spent_units"
+    " THEN reserved_units - spent_units + claim_spent_units ELSE 0 END), 0)"
+    " FROM queue INDEXED BY queue_leases WHERE state = 'running'")
+
+
+class Room:
+    """What a claim may reserve: the default reservation, and what is left of today's
+    budget (read only when asked, and once)."""
+
+    __slots__ = ("_left", "_read", "default_units")
+
+    def __init__(self, default_units: int, read: Callable[[], int]) -> None:
+        self.default_units = default_units
+        self._read = read
+        self._left: int | None = None
+
+    def left(self) -> int:
+        if self._left is None:
+            self._left = self._read()
+        return self._left
+
+
+def outstanding_units(conn: Db) -> int:
+    """Today's budget held by running attempts now (1e-10 USD)."""
+    (units,) = conn.execute(OUTSTANDING).fetchone()
+    return int(units)
 
 
 # A failed task's requeue is a retry or not by its reason: the machine decides that one.

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 
 from eventlog import EventStore, RecordedEvent, position_at
 from eventlog.model import system_clock_us
+from tri24es import scheduling
 from tri24es.budget import (
     BudgetLimits,
     Reading,
+    TodayBudget,
     allowance_at,
     day_bounds,
+    enforced_limits,
     rate_per_min,
     window_start,
 )
@@ -30,11 +33,12 @@ from tri24es.projections.killswitch import KillSwitchView, read_killswitch
 from tri24es.projections.limits import RUNNING_VALUE
 from tri24es.projections.models import ModelPause, model_pauses
 from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
-from tri24es.projections.queue import TaskRow
-from tri24es.projections.spend import BUCKET_US, from_units
+from tri24es.projections.queue import OUTSTANDING, RESERVATION, TaskRow, outstanding_units
+from tri24es.projections.spend import BUCKET_US, from_units, to_units
 from tri24es.projections.sql import Db
 from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
 from tri24es.projections.workers import WorkerRow
+from tri24es.scheduling import Estimate
 from tri24es.timeutil import iso_time, to_us
 
 MINUTE_US = 60_000_000
@@ -138,9 +142,12 @@ class Waiting:
         return f"{self.count} waiting for {self.needs}: {self.why}"
 
 
-def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
+def waiting(conn: Db, now_us: int | None = None,
+            budget: BudgetLimits | None = None) -> list[Waiting]:
     """The queued tasks no live worker can claim, grouped by what they need and why: first
-    those whose time has not come (a delay, a retry's backoff)."""
+    those whose time has not come (a delay, a retry's backoff). With ``budget`` (the
+    settings' limits and default reservation), also those whose reservation what is left of
+    today's budget cannot cover."""
     now = system_clock_us() if now_us is None else now_us
     found = []
     later, first = conn.execute(
@@ -176,6 +183,8 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
         if held:
             found.append(Waiting(held, f"{key}={value}", f"its fleet-wide cap of {cap} is in "
                                  f"use ({running} running)"))
+    if budget is not None:
+        found.extend(_over_budget(conn, budget, now))
     if held_back:  # some wait for their time or their dependencies: count the others
         groups = conn.execute(
             "SELECT shard, model, type, has_command, count(*) FROM queue WHERE state = 'queued'"
@@ -211,7 +220,73 @@ def waiting(conn: Db, now_us: int | None = None) -> list[Waiting]:
     return found
 
 
+def _over_budget(conn: Db, budget: BudgetLimits, now: int) -> list[Waiting]:
+    """Queued tasks (their time come, no dependency open) that today's budget left cannot
+    reserve for: a scan of the queued tasks, made only when some reservation could fail."""
+    today = today_budget(conn, budget, now)
+    default = to_units(budget.default_reservation)
+    held, least = conn.execute(
+        f"SELECT count(*), min({RESERVATION}) FROM queue INDEXED BY queue_claimable"
+        " WHERE state = 'queued' AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)"
+        f" AND (budget_units IS NULL OR spent_units < budget_units) AND {RESERVATION} > ?",
+        (default, now, default, max(to_units(today.left), 0))).fetchone()
+    if not held:
+        return []
+    return [Waiting(held, "today's budget", today.why_not(from_units(least), held))]
+
+
+#: An estimate reads at most the latest this many completed tasks of a kind, among the latest
+#: ``ESTIMATE_WINDOW`` tasks submitted.
+ESTIMATE_SAMPLES = 500
+ESTIMATE_WINDOW = 5000
+
+
+def estimate(conn: Db, type_: str | None, model: str | None) -> Estimate | None:
+    """What the latest completed tasks of this type and model (their own fields; '' or None
+    for none) cost and took in their successful attempt, or None with fewer than
+    ``MIN_SAMPLES``. A bounded read of the queue view: the latest ``ESTIMATE_WINDOW`` rows by
+    their primary key, whatever the size of the queue or the log. (An index of completed
+    tasks by kind would have cost every queue update of every claim: the claim's hot path.)"""
+    found = conn.execute(
+        "SELECT spent_units - claim_spent_units, ran_us FROM (SELECT state, type, model,"
+        " spent_units, claim_spent_units, ran_us, submitted_position FROM queue"
+        " ORDER BY submitted_position DESC LIMIT ?) latest"
+        " WHERE state = 'completed' AND coalesce(type, '') = ? AND coalesce(model, '') = ?"
+        " AND ran_us IS NOT NULL ORDER BY submitted_position DESC LIMIT ?",
+        (ESTIMATE_WINDOW, type_ or "", model or "", ESTIMATE_SAMPLES)).fetchall()
+    return scheduling.estimate([(from_units(units), ran / 1e6) for units, ran in found])
+
+
 # --- spend ---------------------------------------------------------------------------------
+
+
+def today_budget(conn: Db, own: BudgetLimits, now_us: int) -> TodayBudget:
+    """Today's limit (the last budget watchdog's, else ``own``, plus today's allowance),
+    today's spend, and what running attempts still hold of it: what a claim reserves from."""
+    return TodayBudget(*(from_units(units) for units in today_units(conn, own, now_us)))
+
+
+#: The last day's bounds per zone: a claim that reserves asks for them every time.
+#: Keyed by the zone setting (None: the machine's, looked up only when the day is over).
+_DAYS: dict[tzinfo | None, tuple[int, int]] = {}
+
+
+def today_units(conn: Db, own: BudgetLimits, now_us: int) -> tuple[int, int, int]:
+    """``today_budget`` in 1e-10 USD, for the claim: (limit, spent, reserved). One statement
+    of two indexed lookups: the day's quarter-hour buckets and the running tasks."""
+    switch = read_killswitch(conn)
+    limits, _ = enforced_limits(switch, own)
+    day = _DAYS.get(limits.timezone)
+    if day is None or not day[0] <= now_us < day[1]:
+        day = _DAYS[limits.timezone] = day_bounds(now_us, limits.zone())
+    if day[0] % BUCKET_US or day[1] % BUCKET_US:  # a zone off the quarter-hours
+        spent, held = period_units(conn, *day), outstanding_units(conn)
+    else:
+        spent, held = conn.execute(
+            "SELECT (SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
+            f" WHERE bucket_start >= ? AND bucket_start < ?), ({OUTSTANDING})", day).fetchone()
+    return to_units(limits.daily_limit + allowance_at(switch, now_us)), int(spent), int(held)
+
 
 
 def window_total(conn: Db, since_us: int, until_us: int) -> Decimal:
@@ -227,14 +302,19 @@ def window_total(conn: Db, since_us: int, until_us: int) -> Decimal:
 def period_total(conn: Db, start_us: int, end_us: int) -> Decimal:
     """Spend in [start, end) for bounds on quarter-hours (any time zone's midnight is):
     at most 96 bucket rows a day, however many spend events there were."""
+    return from_units(period_units(conn, start_us, end_us))
+
+
+def period_units(conn: Db, start_us: int, end_us: int) -> int:
+    """``period_total`` in 1e-10 USD."""
     if start_us % BUCKET_US or end_us % BUCKET_US:
-        return window_total(conn, start_us, end_us)
+        table, column = "spend", "occurred_at"
+    else:
+        table, column = "spend_buckets", "bucket_start"
     (units,) = conn.execute(
-        "SELECT coalesce(sum(amount_units), 0) FROM spend_buckets"
-        " WHERE bucket_start >= ? AND bucket_start < ?",
-        (start_us, end_us),
-    ).fetchone()
-    return from_units(units)
+        f"SELECT coalesce(sum(amount_units), 0) FROM {table}"
+        f" WHERE {column} >= ? AND {column} < ?", (start_us, end_us)).fetchone()
+    return int(units)
 
 
 def spend_totals(conn: Db) -> tuple[Decimal, int]:
@@ -409,4 +489,4 @@ def glance(store: EventStore, conn: Db, limits: BudgetLimits, now: int, *, minut
     return Glance(now, head, Counter(task_counts(conn)), lines, total,
                   window_total(conn, window_start(now, window, switch), now + 1), window,
                   limits.rate_limit, per_minute(conn, now, minutes), switch, last,
-                  waiting(conn) if explain else [])
+                  waiting(conn, now, limits) if explain else [])

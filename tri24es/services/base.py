@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from eventlog import EventStore, Expected, Transaction, WrongExpectedVersion
 from eventlog.model import system_clock_us
 from tri24es import events as ev
+from tri24es.budget import BudgetLimits
 from tri24es.errors import Tri24esError
 from tri24es.events import (
     Envelope,
@@ -34,11 +35,22 @@ from tri24es.projections import (
     connection_of,
     install,
     read_killswitch,
+    reads,
 )
 from tri24es.projections.models import model_pauses, next_pause_end
+from tri24es.projections.queue import Room
+from tri24es.projections.spend import to_units
 from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.scheduling import Estimate
 
 P = ParamSpec("P")
+
+
+def _left(today: tuple[int, int, int]) -> int:
+    limit, spent, reserved = today
+    return limit - spent - reserved
+
+
 T = TypeVar("T")
 
 DEFAULT_LEASE_SECONDS = 30.0
@@ -151,8 +163,11 @@ def bells_for(events: Sequence[Event]) -> set[str]:
             bells.update((KILL_SWITCH, WORK))
         elif isinstance(event, ev.ModelPaused):
             bells.add(MODELS)
-        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed):
-            bells.add(WORK)  # a cap raised or removed: tasks held by it may be claimed
+        elif isinstance(event, ev.LimitSet | ev.LimitRemoved | ev.ModelResumed
+                        | ev.BudgetWatchdogStarted):
+            # A cap raised or removed, or a watchdog's daily limit (claims reserve from
+            # it): tasks held by it may be claimed.
+            bells.add(WORK)
     return bells
 
 
@@ -211,12 +226,16 @@ class ServiceBase:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         retry_backoff: ev.Backoff = ev.NO_BACKOFF,
         rng: random.Random | None = None,
+        budget: BudgetLimits | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.lease_us = int(lease_seconds * 1_000_000)
         self.retry_backoff = retry_backoff  # a task's own retry_backoff wins
         self.rng = rng or random.Random()  # draws the jitter of retry backoffs
+        # Claims reserve from today's daily limit (the last watchdog's, else this one's);
+        # None: no reservation is checked or recorded (a library user that set no limit).
+        self.budget = budget
         self.metadata = Metadata(
             actor=actor, trace_id=trace_id, host=host_id(), pid=os.getpid()
         )
@@ -278,6 +297,11 @@ class ServiceBase:
         with self.store.snapshot() as tx:
             return self._task(connection_of(tx), task_id)
 
+    def estimate(self, type_: str | None, model: str | None) -> Estimate | None:
+        """What completed tasks of this type and model cost and took (None: too few)."""
+        with self.store.snapshot() as tx:
+            return reads.estimate(connection_of(tx), type_, model)
+
     def worker(self, worker_id: str) -> WorkerRow:
         with self.store.snapshot() as tx:
             return self._worker(connection_of(tx), worker_id)
@@ -291,10 +315,19 @@ class ServiceBase:
             if read_killswitch(conn).active:
                 return False
             worker = WORKERS.load_by_id(conn, worker_id)
+            now = self.clock()
             return worker is not None and QUEUE.first_claimable(
                 conn, worker.shard, worker.model, worker.type, bool(worker.has_exec),
-                self.clock(),
+                now, self._room(conn, now),
             ) is not None
+
+    def _room(self, conn: Db, now: int) -> Room | None:
+        """What a claim now may reserve of today's budget (None: reservations are off)."""
+        budget = self.budget
+        if budget is None:
+            return None
+        return Room(to_units(budget.default_reservation),
+                    lambda: _left(reads.today_units(conn, budget, now)))
 
     def model_paused(self, model: str | None) -> bool:
         """Whether ``model`` is paused now (``tri24es models pause``)."""

@@ -118,14 +118,17 @@ class TaskCommands(DependencyRules):
             worker = self._worker(conn, worker_id)
             if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
                 return None
+            now = self.clock()
+            room = self._room(conn, now)
             row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
-                                        bool(worker.has_exec), self.clock())
+                                        bool(worker.has_exec), now, room)
             if row is None:
                 return None
+            reserved = 0 if room is None else row.reservation(room.default_units)
             lease = from_us(self.clock() + self.lease_us)
             event = ev.TaskClaimed(
                 task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
-                lease_expires_at=lease,
+                lease_expires_at=lease, reserved_usd=from_units(reserved) if reserved else None,
             )
             # The views apply the claim to this same row object (the transaction keeps it).
             self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)

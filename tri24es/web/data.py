@@ -23,6 +23,7 @@ from tri24es.budget import BudgetLimits
 from tri24es.cli.render import (
     attempts,
     decode_problem,
+    estimate_dict,
     event_json,
     history_entry,
     reading_dict,
@@ -113,8 +114,8 @@ def overview(store: EventStore, conn: Db, limits: BudgetLimits, now: int,
     reading = reads.read_budget(conn, limits, now)
     per_minute = reads.per_minute(conn, now, 60)
     return {
-        "status": status_now(counts, reads.waiting(conn), queue_dir,
-                             reads.limits_in_use(conn)),
+        "status": status_now(counts, reads.waiting(conn, now, limits), queue_dir,
+                             reads.limits_in_use(conn), reads.today_budget(conn, limits, now)),
         "spend": reading_dict(reading, limits),
         "spend_per_minute_usd": [str(m) for m in per_minute],
         "spend_last_hour_by_model_usd": {
@@ -199,6 +200,8 @@ def task(store: EventStore, conn: Db, paths: ProjectPaths, task_id: str) -> dict
         "task": None if row is None else task_dict(row),
         "attempts": tried,
         "history": [history_entry(e) for e in events],
+        "estimate": None if row is None else estimate_dict(
+            reads.estimate(conn, row.type, row.model)),  # what similar tasks cost and took
         "log": log_tail(paths, task_id, last) if last else None,
         "events": events,  # for the diff; not shown as such
     }
