@@ -5,16 +5,12 @@ an attempt starts outlives it, and an attempt whose worker stalled does not run 
     python -I -S shim.py --beats FD --outcome FD --guard SECONDS --grace SECONDS --order FD
 
 With ``--order``, it is started ahead of its attempt (a *spare*, so that an agent starts
-without waiting for an interpreter): the order is one JSON line on that descriptor,
-``{"argv": [...], "env": {...}, "cwd": ...}``, and it exits quietly if the descriptor closes
+without waiting for an interpreter): it waits for one JSON line on that descriptor,
+``{"argv": [...], "env": {...}, "cwd": ...}``, and exits quietly if the descriptor closes
 first (the worker died, or let the spare go).
 
-The worker starts it in a session of its own. It forks the agent's process at once, ahead of
-the order: that child waits for the order itself and ``exec``s the agent, so that between
-the worker's write and the agent's start there is one wake-up and an ``exec``, not a second
-interpreter's work and a spawn. The agent runs in the keeper's session and process group,
-with the same stdin, stdout and stderr; a pipe that closes on ``exec`` tells the keeper it
-started (or carries why it could not). The keeper becomes the *subreaper* of
+The worker starts it in a session of its own; it starts the agent (in that session and
+process group) with the same stdin, stdout and stderr, and becomes the *subreaper* of
 everything below it: a process that leaves its parent (double forks, ``setsid``) is
 re-parented here, not to init, and stays within reach. It ends the whole tree, every
 descendant found under it (TERM, ``--grace`` seconds, then KILL until none is left):
@@ -37,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import os
 import select
@@ -82,20 +77,6 @@ def become_keeper() -> None:
     libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
-def find_program(name: str, env: dict[str, str]) -> str:
-    """Where ``name`` is, looked up on the agent's PATH as ``execvp`` would. Done here with
-    ``stat``s rather than by ``os.execvpe``, whose failed ``execve`` per folder before the
-    right one cost ~3 ms in a forked interpreter (measured: as much as the rest of the
-    start)."""
-    if "/" in name:
-        return name
-    for folder in env.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(folder or ".", name)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return path
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-
-
 def read_order(fd: int) -> dict[str, Any] | None:
     """The attempt to keep, as the worker sends it; None if it closes the pipe first."""
     data = b""
@@ -109,65 +90,20 @@ def read_order(fd: int) -> dict[str, Any] | None:
 
 
 class Keeper:
-    def __init__(self, argv: list[str] | None, beats: int, outcome: int, guard: float,
+    def __init__(self, argv: list[str], beats: int, outcome: int, guard: float,
                  grace: float, env: dict[str, str] | None = None, cwd: str | None = None,
-                 order: int | None = None) -> None:
-        """``argv`` (with ``env`` and ``cwd``) to run now, or None to wait for it on ``order``."""
+                 ) -> None:
         self.argv, self.beats, self.outcome = argv, beats, outcome
         self.guard, self.grace = guard, grace
         self.env = dict(os.environ) if env is None else env
-        self.cwd, self.order = cwd, order
+        self.cwd = cwd
         self.me = os.getpid()
         self.agent = 0
         self.status: int | None = None  # the agent's wait status, once reaped
 
-    def fork_agent(self) -> int:
-        """The agent's process, forked now: it reads its order (unless given), then execs.
-        A descriptor of a pipe that closes at the exec, or says why there was none."""
+    def run(self) -> str:
         for fd in (self.beats, self.outcome):
             os.set_inheritable(fd, False)  # the agent gets stdin, stdout and stderr only
-        said_r, said_w = os.pipe()  # not inheritable: the exec closes the child's end
-        self.agent = os.fork()
-        if self.agent == 0:  # pragma: no cover - the child, until its exec
-            os.close(said_r)
-            os._exit(self._exec(said_w))
-        os.close(said_w)
-        if self.order is not None:
-            os.close(self.order)  # the child's to read: its end closing means unused
-        return said_r
-
-    def _exec(self, said: int) -> int:
-        """In the forked child: exec the agent; if it cannot be, say why and exit."""
-        try:
-            argv, env, cwd = self.argv, self.env, self.cwd
-            if argv is None:
-                assert self.order is not None
-                order = read_order(self.order)
-                if order is None:
-                    os.write(said, b"unused")
-                    return 0
-                argv, env, cwd = order["argv"], order["env"], order.get("cwd")
-                os.close(self.order)
-            try:
-                if cwd is not None:
-                    os.chdir(cwd)
-                os.execve(find_program(argv[0], env), argv, env)
-            except OSError as e:
-                os.write(said, f"failed {e.strerror or e}: {argv[0]}".encode())
-        except BaseException as e:  # noqa: BLE001 - anything: said, never raised past the fork
-            with contextlib.suppress(OSError):
-                os.write(said, f"failed {e}".encode())
-        return 127
-
-    def run(self) -> str | None:
-        """Keep the attempt to its end: ``why`` and the agent's wait status; None if the
-        spare was let go unused."""
-        # The fork first: the child keeps the default signal dispositions and none of the
-        # keeper's wake-up pipe (a SIGTERM while it waits for its order ends it).
-        try:
-            said: int | None = self.fork_agent()
-        except OSError as e:
-            return f"failed {e.strerror or e}: cannot fork"
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -175,28 +111,19 @@ class Keeper:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: None)  # noted through the wake-up pipe
         os.set_blocking(self.beats, False)
+        try:
+            if self.cwd is not None:
+                os.chdir(self.cwd)
+            self.agent = os.posix_spawnp(self.argv[0], self.argv, self.env)
+        except OSError as e:
+            return f"failed {e.strerror or e}: {self.argv[0]}"
         agent_fd = os.pidfd_open(self.agent)
-        deadline = None  # no guard until the agent runs: the worker beats from then on
+        if os.getppid() == 1:  # the worker died before prctl took hold
+            return self.end("orphaned")
+        deadline = time.monotonic() + self.guard
         while True:
-            waiting = [agent_fd, wake_r, self.beats] if said is None else [said, wake_r,
-                                                                          self.beats]
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
-            ready, _, _ = select.select(waiting, [], [], timeout)
-            if said is not None and said in ready:
-                why = os.read(said, 4096).decode(errors="replace")
-                os.close(said)
-                said = None
-                if why == "unused":
-                    self.reap_all()
-                    return None
-                if why:
-                    self.reap_all()
-                    return why
-                # The exec happened: the agent runs.
-                if os.getppid() == 1:  # the worker died before prctl took hold
-                    return self.end("orphaned")
-                deadline = time.monotonic() + self.guard
-                continue
+            ready, _, _ = select.select([agent_fd, wake_r, self.beats], [], [],
+                                        max(deadline - time.monotonic(), 0))
             if agent_fd in ready:
                 self.reap_all()
                 return self.end("exited")  # and whatever it left running
@@ -211,9 +138,8 @@ class Keeper:
                     data = b"."
                 if not data:
                     return self.end("orphaned")
-                if deadline is not None:
-                    deadline = time.monotonic() + self.guard
-            elif deadline is not None and time.monotonic() >= deadline:
+                deadline = time.monotonic() + self.guard
+            elif time.monotonic() >= deadline:
                 return self.end("lost")
 
     def end(self, why: str) -> str:
@@ -264,13 +190,15 @@ def main(argv: list[str]) -> int:
         options[argv[0]] = argv[1]
         argv = argv[2:]
     become_keeper()
-    order = int(options["--order"]) if "--order" in options else None
-    keeper = Keeper(None if order is not None else argv[1:], int(options["--beats"]),
-                    int(options["--outcome"]), float(options["--guard"]),
-                    float(options["--grace"]), order=order)
+    command, env, cwd = argv[1:], None, None
+    if "--order" in options:
+        order = read_order(int(options["--order"]))
+        if order is None:
+            return 0  # let go unused
+        command, env, cwd = order["argv"], order["env"], order.get("cwd")
+    keeper = Keeper(command, int(options["--beats"]), int(options["--outcome"]),
+                    float(options["--guard"]), float(options["--grace"]), env, cwd)
     outcome = keeper.run()
-    if outcome is None:
-        return 0  # let go unused
     with contextlib.suppress(OSError):
         os.write(keeper.outcome, (outcome + "\n").encode())
     return 0
