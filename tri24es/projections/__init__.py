@@ -104,7 +104,8 @@ def install(store: EventStore) -> None:
     ``VIEWS_VERSION``, they are dropped and rebuilt from the log."""
     if _up_to_date(store):
         return
-    with store.transaction() as tx:
+    # Without the map: a store whose views are outdated is refilled from the whole log here.
+    with _without_mmap(store), store.transaction() as tx:
         conn = connection_of(tx)
         _run_ddl(conn, VIEWS_VERSION_DDL)
         found = conn.execute("SELECT version FROM views_version").fetchone()
