@@ -91,13 +91,13 @@ def _rebuild(store: EventStore, as_json: bool) -> None:
     from tri24es import projections
 
     with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
-        views = projections.rebuild(store, progress=progress)
+        rebuilt = projections.rebuild(store, progress=progress)
     counts = {
-        "events": views.position,
-        "tasks": len(views.queue),
-        "workers": len(views.workers),
-        "spend_events": len(views.spend.rows),
-        "killswitch_active": views.killswitch.active,
+        "events": rebuilt.position,
+        "tasks": rebuilt.tasks,
+        "workers": rebuilt.workers,
+        "spend_events": rebuilt.spend_events,
+        "killswitch_active": rebuilt.killswitch_active,
     }
     if as_json:
         print_json({"rebuilt": True, **counts})

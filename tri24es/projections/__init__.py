@@ -7,12 +7,16 @@ older than the log; a checkpoint per projection records the last position applie
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eventlog import EventStore, Transaction
 from tri24es.events import Envelope, Event
+from tri24es.projections import fold
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.fold import (
     PROJECTIONS,
@@ -50,6 +54,7 @@ __all__ = [
     "WORKERS",
     "KillSwitchView",
     "QueueView",
+    "Rebuilt",
     "SpendView",
     "TaskRow",
     "Views",
@@ -103,7 +108,8 @@ def install(store: EventStore) -> None:
     ``VIEWS_VERSION``, they are dropped and rebuilt from the log."""
     if _up_to_date(store):
         return
-    with store.transaction() as tx:
+    # Without the map: a store whose views are outdated is refilled from the whole log here.
+    with _without_mmap(store), store.transaction() as tx:
         conn = connection_of(tx)
         _run_ddl(conn, VIEWS_VERSION_DDL)
         found = conn.execute("SELECT version FROM views_version").fetchone()
@@ -165,25 +171,67 @@ def _save_checkpoint(conn: ViewsConnection) -> None:
     conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (position, position))
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a rebuild wrote: the position it folded to, and a few counts to report."""
+
+    position: int
+    tasks: int
+    workers: int
+    spend_events: int
+    killswitch_active: bool
+
+
 def rebuild(
-    store: EventStore, progress: Callable[[int], None] | None = None
-) -> Views:
-    """Replace every view table with a fresh fold of the whole log, in one transaction."""
+    store: EventStore, progress: Callable[[int], None] | None = None,
+    every: int = fold.SPILL_EVENTS,
+) -> Rebuilt:
+    """Replace every view table with a fresh fold of the whole log, in one transaction: a
+    rebuild stopped anywhere (even by SIGKILL) leaves the views as they were. The fold is
+    written a batch of ``every`` events at a time, so its memory does not grow with the log."""
     install(store)
-    with store.transaction() as tx:
-        return _refill(store, connection_of(tx), progress)
+    with _without_mmap(store), store.transaction() as tx:
+        return _refill(store, connection_of(tx), progress, every)
 
 
 def _refill(
-    store: EventStore, conn: Db, progress: Callable[[int], None] | None = None
-) -> Views:
-    """Fold the whole log in memory and write every view table from it, in bulk."""
-    views = fold_log(store, progress=progress)
-    for projection, view in zip(PROJECTIONS, views.by_projection().values(), strict=True):
-        projection.clear(conn)
-        projection.write_all(conn, view)
-    conn.execute("UPDATE checkpoints SET position = ?", (views.position,))
-    return views
+    store: EventStore, conn: Db, progress: Callable[[int], None] | None = None,
+    every: int = fold.SPILL_EVENTS,
+) -> Rebuilt:
+    """Empty every view table and fold the whole log into it, page by page."""
+    # Not the transaction's ViewsConnection: its row cache is for the live path's commands
+    # (and would keep every row a replay touched until the commit).
+    raw = conn.raw if isinstance(conn, ViewsConnection) else conn
+    for projection in PROJECTIONS:
+        projection.clear(raw)
+    until = store.head()
+    kept_whole = fold.spill_log(store, raw, until, progress, every)
+    raw.execute("UPDATE checkpoints SET position = ?", (until,))
+    (tasks,) = raw.execute("SELECT count(*) FROM queue").fetchone()
+    (spend_events,) = raw.execute("SELECT count(*) FROM spend").fetchone()
+    return Rebuilt(until, int(tasks), len(kept_whole["workers"]), int(spend_events),
+                   kept_whole["killswitch"].active)
+
+
+@contextlib.contextmanager
+def _without_mmap(store: EventStore) -> Iterator[None]:
+    """SQLite reads the log through plain reads for the while: mapped pages of the file count
+    in the resident set, so a scan of the whole log would grow it by up to the map's size
+    (256 MB) though the fold holds a batch. The map is given back afterwards."""
+    with store.snapshot() as tx:
+        db = tx.connection
+        size = None
+        if isinstance(db, sqlite3.Connection):
+            (size,) = db.execute("PRAGMA mmap_size").fetchone()
+            db.execute("PRAGMA mmap_size = 0")
+    if size is None:  # no map: PostgreSQL
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):  # a store closed or gone meanwhile
+            db.execute(f"PRAGMA mmap_size = {int(size)}")
 
 
 def verify(store: EventStore, progress: Callable[[int], None] | None = None,

@@ -5,7 +5,10 @@ changes only the view, does no I/O, and is the one piece of logic both paths sha
 
 - inline: in the transaction of the append, ``load`` the rows an event touches into a small
   view, ``apply``, ``save`` them back;
-- replay: fold the whole log into a fresh view in memory, then ``write_all`` in bulk.
+- replay: fold the log into fresh tables a batch of events at a time: ``prefetch`` the
+  stored rows a batch touches, ``apply`` the batch, ``spill`` what need not stay in memory,
+  and ``finish`` with what is left (by default the whole view, by ``write_all``);
+- ``replay --verify`` and ``--until``: fold the whole log into a view in memory.
 
 Because both paths run the same ``apply``, a replay cannot disagree with the live tables
 unless something bypassed the services.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from tri24es.events import Envelope, Event
@@ -70,6 +73,25 @@ class Projection(abc.ABC, Generic[V]):
     def unpack(self, packed: Any) -> V:
         """The view from what ``pack`` made."""
         return packed  # type: ignore[no-any-return]
+
+    # A replay page by page (``projections.rebuild``). A projection whose view grows with the
+    # log (one row per task, per spend event) keeps only the rows of the current batch in
+    # memory; the others are small (one row per worker, limit, schedule) and kept whole.
+
+    def spilling_view(self) -> V:
+        """An empty view for a replay page by page."""
+        return self.new_view()
+
+    def prefetch(self, conn: Db, view: V, envelopes: Sequence[Envelope]) -> None:
+        """Before ``envelopes`` are applied to ``view``: load into it the rows they touch that
+        an earlier ``spill`` wrote out. By default nothing: the view is kept whole."""
+
+    def spill(self, conn: Db, view: V) -> None:
+        """After a batch: write out what ``view`` need not keep, and drop it from memory."""
+
+    def finish(self, conn: Db, view: V) -> None:
+        """At the end of the log: write what ``view`` still holds."""
+        self.write_all(conn, view)
 
     def write_all(self, conn: Db, view: V) -> None:
         for table, rows in self.rows(view).items():

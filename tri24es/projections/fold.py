@@ -24,6 +24,7 @@ from typing import Any
 
 from eventlog import EventStore, open_store
 from eventlog.model import EventRow
+from eventlog.store import READ_BATCH
 from tri24es.events import CATALOG, Envelope, Event, EventDecodeError, decode_page
 from tri24es.projections.base import Projection
 from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView
@@ -32,6 +33,7 @@ from tri24es.projections.models import MODELS, ModelsView
 from tri24es.projections.queue import QUEUE, QueueView
 from tri24es.projections.schedules import SCHEDULES, SchedulesView
 from tri24es.projections.spend import SPEND, SpendView
+from tri24es.projections.sql import Db
 from tri24es.projections.workers import WORKERS, WorkersView
 
 log = logging.getLogger("tri24es.projections")
@@ -141,6 +143,54 @@ def fold_projections(
             if progress is not None:
                 progress(page[-1][0] - position)
             position = page[-1][0]
+    return views
+
+
+#: How many events a replay page by page folds between two spills: what it holds in memory
+#: is the rows these touch (and the small views), whatever the length of the log.
+SPILL_EVENTS = 10_000
+
+
+def spill_log(
+    store: EventStore,
+    conn: Db,
+    until: int,
+    progress: Callable[[int], None] | None = None,
+    every: int = SPILL_EVENTS,
+) -> dict[str, Any]:
+    """Fold the log up to ``until`` into the (empty) view tables on ``conn``, ``every``
+    events at a time: each projection loads the stored rows a page touches (``prefetch``),
+    the page is applied by the same ``apply`` as every other fold, and after ``every``
+    events each projection writes out and forgets what it need not keep (``spill``);
+    ``finish`` writes the rest. What stays in memory: the small views, by name."""
+    views = {p.name: p.spilling_view() for p in PROJECTIONS}
+    dispatch: dict[type[Event], list[tuple[Callable[[Any, Envelope], None], Any]]] = {}
+    for projection in PROJECTIONS:
+        for event_type in projection.handles:
+            dispatch.setdefault(event_type, []).append((projection.apply, views[projection.name]))
+    handled = {event_type.topic for event_type in dispatch}
+    position = since_spill = 0
+    with _no_cyclic_gc():
+        # Every event is read, so that one of an unknown type is reported (as fold_log does).
+        for page in store.read_payload_pages(0, until_position=until,
+                                             batch_size=min(every, READ_BATCH)):
+            wanted = [r for r in page if r[4] in handled or r[4] not in CATALOG]  # r[4]: type
+            envelopes = decode_skipping(wanted)
+            for projection in PROJECTIONS:
+                projection.prefetch(conn, views[projection.name], envelopes)
+            for envelope in envelopes:
+                for apply, view in dispatch[type(envelope.event)]:
+                    apply(view, envelope)
+            since_spill += len(page)
+            if since_spill >= every:
+                for projection in PROJECTIONS:
+                    projection.spill(conn, views[projection.name])
+                since_spill = 0
+            if progress is not None:
+                progress(page[-1][0] - position)
+            position = page[-1][0]
+        for projection in PROJECTIONS:
+            projection.finish(conn, views[projection.name])
     return views
 
 

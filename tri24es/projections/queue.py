@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 
 from tri24es.events import (
@@ -233,6 +233,36 @@ class Touched(dict[str, TaskRow]):
         self.before = {task_id: count_key(row) for task_id, row in self.items()}
 
 
+class Paged(dict[str, TaskRow]):
+    """The queue in a replay page by page: the rows of the current batch, each loaded row's
+    values and count key as stored (what ``spill`` compares), and the count of every kind of
+    task so far (written once, at the end)."""
+
+    __slots__ = ("counts", "loaded")
+
+    #: Task ids per SELECT: under every backend's limit on parameters.
+    CHUNK = 500
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: dict[str, tuple[Row, CountKey]] = {}
+        self.counts: Counter[CountKey] = Counter()
+
+    def load(self, conn: Db, task_ids: Iterable[str]) -> list[TaskRow]:
+        """The stored rows of those of ``task_ids`` not in memory yet, now in it."""
+        missing = [task_id for task_id in task_ids if task_id not in self]
+        found = []
+        for start in range(0, len(missing), self.CHUNK):
+            chunk = missing[start:start + self.CHUNK]
+            for values in conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id IN"
+                                       f" ({','.join('?' * len(chunk))})", chunk):
+                row = TaskRow(*values)
+                self[row.task_id] = row
+                self.loaded[row.task_id] = (_as_tuple(row), count_key(row))
+                found.append(row)
+        return found
+
+
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.
 _as_tuple = operator.attrgetter(*(f.name for f in fields(TaskRow)))
 
@@ -348,6 +378,59 @@ class QueueProjection(Projection[QueueView]):
                     row.retries_from += 1  # a stopped attempt is not a failed one: no retry spent
                 # A retry's backoff; any other requeue may be claimed at once.
                 row.not_before = None if event.not_before is None else to_us(event.not_before)
+
+    def spilling_view(self) -> QueueView:
+        return Paged()
+
+    def prefetch(self, conn: Db, view: QueueView, envelopes: Sequence[Envelope]) -> None:
+        assert isinstance(view, Paged)
+        # The rows ``apply`` looks up: the event's task (by the same attribute apply reads),
+        # the task a spend counts against, a new task's dependencies.
+        wanted: set[str] = set()
+        handles = self.handles
+        for envelope in envelopes:
+            event = envelope.event
+            kind = type(event)
+            if kind is SpendRecorded:
+                task_id = event.task  # type: ignore[attr-defined]
+            elif kind in handles:
+                task_id = getattr(event, "task_id", None)
+                if kind is TaskSubmitted:
+                    wanted.update(event.after)  # type: ignore[attr-defined]
+            else:
+                continue
+            if task_id is not None:
+                wanted.add(task_id)
+        found = view.load(conn, wanted)
+        # A completion lowers deps_open of each task waiting for it: those rows too.
+        view.load(conn, {waiting for row in found for waiting in row.waiting_tasks})
+
+    def spill(self, conn: Db, view: QueueView) -> None:
+        assert isinstance(view, Paged)
+        changed = []
+        counts, loaded = view.counts, view.loaded
+        for task_id, row in view.items():
+            values = _as_tuple(row)
+            was = loaded.get(task_id)
+            if was is not None and was[0] == values:
+                continue  # loaded as a dependant, left as it was
+            changed.append(values)
+            now = count_key(row)
+            if was is None:
+                counts[now] += 1
+            elif was[1] != now:
+                counts[was[1]] -= 1
+                counts[now] += 1
+        if changed:
+            conn.executemany(SAVE, changed)
+        view.clear()
+        loaded.clear()
+
+    def finish(self, conn: Db, view: QueueView) -> None:
+        assert isinstance(view, Paged)
+        self.spill(conn, view)
+        # Like ``rows``: only the kinds some task has (a fold has no row at 0).
+        conn.executemany(COUNT, [(*key, n) for key, n in sorted(view.counts.items()) if n])
 
     def load(self, conn: Db, envelope: Envelope) -> QueueView | None:
         task_id = _task_id(envelope)

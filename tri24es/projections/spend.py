@@ -105,6 +105,18 @@ class SpendProjection(Projection[SpendView]):
             bucket[0] += units
             bucket[1] += 1
 
+    def spill(self, conn: Db, view: SpendView) -> None:
+        # A spend row never changes once written: out it goes. The quarter-hour buckets (96 a
+        # day of spend) and the skipped lines stay until ``finish``.
+        if view.rows:
+            conn.executemany("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [_as_tuple(r) for r in view.rows.values()])
+            view.rows.clear()
+
+    def finish(self, conn: Db, view: SpendView) -> None:
+        self.spill(conn, view)
+        self.write_all(conn, view)
+
     def pack(self, view: SpendView) -> Any:
         # Pickling a row object costs three times as much as its tuple.
         return [_as_tuple(row) for row in view.rows.values()], view.buckets, view.skipped
