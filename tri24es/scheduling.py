@@ -89,9 +89,15 @@ def parse_when(text: str, now_us: int) -> int:
     relative = value.lower().removeprefix("in ").strip()
     if relative and relative[0].isdigit() and relative[-1] in "smhd":
         try:
-            return now_us + parse_window(relative) * 1_000_000
+            moment_us = now_us + parse_window(relative) * 1_000_000
         except ValueError:
             pass
+        else:
+            try:
+                from_us(moment_us)  # a delay past the calendar's end (9999) is a mistake
+            except (OverflowError, ValueError):
+                raise ValueError(f"bad time {text!r}: too far ahead") from None
+            return moment_us
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

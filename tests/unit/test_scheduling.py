@@ -156,3 +156,11 @@ def test_an_estimate_needs_three_samples_and_takes_nearest_rank_percentiles() ->
     assert str(three) == ("cost p50 $0.20, p90 $0.40; time p50 1 min 35 s, p90 2 h "
                           "(3 completed)")
     assert percentile([1.0], 0.9) == 1.0
+
+
+def test_a_delay_past_the_calendars_end_is_a_clear_error() -> None:
+    from tri24es.scheduling import parse_when
+
+    with pytest.raises(ValueError, match="too far ahead"):
+        parse_when("99999999d", 0)
+    assert parse_when("in 1h", 0) == 3_600_000_000
