@@ -28,7 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.rows import TupleRow
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.rows import RowFactory, TupleRow, tuple_row
 
 from eventlog.errors import (
     ConnectionLost,
@@ -41,13 +42,16 @@ from eventlog.errors import (
 )
 from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
+    ANY,
     EMPTY_HEAD,
+    Expected,
     Head,
     NewEvent,
     RecordedEvent,
     redact_url,
     stamp,
     system_clock_us,
+    version_matches,
 )
 from eventlog.store import Chimes, CountingDoorbell, Doorbell, EventStore, Transaction
 from eventlog.threads import threads_without_signals
@@ -115,6 +119,61 @@ def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
     return EventLogError(f"PostgreSQL schema {store.schema!r}: {message}")
 
 
+class DeferringConnection(psycopg.Connection[TupleRow]):
+    """psycopg's connection, where a transaction's writes whose results nobody reads (the
+    events' INSERT, the views' saves, the checkpoint) wait on the client and go out with the
+    next statement that returns something, or with the COMMIT, in one pipeline: one round
+    trip for all of them instead of one each. Every ``execute`` sends the writes waiting
+    before it first, so a transaction still reads its own writes, in order. A write that
+    fails raises there (at the next read or the commit) and the transaction rolls back as
+    it would have."""
+
+    def __init__(self, pgconn: pq.abc.PGconn, row_factory: RowFactory[TupleRow] = tuple_row):
+        super().__init__(pgconn, row_factory)
+        self._deferred: list[tuple[bytes | str, list[Sequence[object]]]] = []
+
+    def defer(self, sql: bytes | str, rows: list[Sequence[object]]) -> None:
+        """Run ``sql`` for each of ``rows`` before the next statement (at once outside a
+        transaction: nothing would send it)."""
+        if self.info.transaction_status == pq.TransactionStatus.IDLE:
+            with self.cursor() as cursor:
+                cursor.executemany(sql, rows)
+            return
+        self._deferred.append((sql, rows))
+
+    def discard(self) -> None:
+        """Drop the writes waiting (the transaction rolls back)."""
+        self._deferred = []
+
+    # Not the t-string overload of psycopg's execute: the store sends none.
+    def execute(  # type: ignore[override]
+        self, query: QueryNoTemplate, params: Params | None = None, *,
+        prepare: bool | None = None, binary: bool = False,
+    ) -> psycopg.Cursor[TupleRow]:
+        if not self._deferred:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        with self.pipeline():
+            self._send_deferred()
+            # (the results arrive as the block ends, before the cursor is handed back)
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def finish(self, statements: Sequence[bytes]) -> None:
+        """The writes waiting, then ``statements`` (NOTIFY, COMMIT): one round trip."""
+        if not self._deferred and len(statements) == 1:
+            super().execute(statements[0])
+            return
+        with self.pipeline():
+            self._send_deferred()
+            for statement in statements:
+                super().execute(statement)
+
+    def _send_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        with self.cursor() as cursor:
+            for sql, rows in deferred:
+                cursor.executemany(sql, rows)
+
+
 GUARD_BODY = "BEGIN RAISE EXCEPTION 'events are append-only: % refused', TG_OP; END"
 
 
@@ -148,6 +207,24 @@ class _Queries:
             " %b::bytea[], %b::bigint[], %b::bytea[])"
             " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS new (id)"
             f" JOIN {events} ON event_id = new.id)"
+        ).encode()
+        # An append's one look before it writes, under the lock: the stream's version, how
+        # many of the batch's ids are stored already, and (on the transaction's first look)
+        # the head row. Its INSERT then waits for the next round trip (DeferringConnection):
+        # nothing else inserts while the lock is held, so it cannot meet a duplicate.
+        stored = ("(SELECT count(*) FROM unnest(%s::text[]) AS new (id)"
+                  f" JOIN {events} ON event_id = new.id)")
+        self.look = (
+            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored}"
+        ).encode()
+        self.look_and_head = (
+            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored},"
+            f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        ).encode()
+        self.insert_checked = (
+            f"INSERT INTO {events} ({COLUMNS}) SELECT * FROM unnest("
+            "%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[],"
+            " %b::bytea[], %b::bigint[], %b::bytea[])"
         ).encode()
         self.read_stream = (
             f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
@@ -226,16 +303,18 @@ class _Queries:
             );
         """.encode() + self.guards_ddl
 
-    def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> bytes:
-        # One round trip; the notices are delivered only if (and once) the commit is visible.
-        # Bells travel as digests (hex): safe in a literal whatever their names hold.
+    def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> list[bytes]:
+        # Sent together with the writes still waiting (one round trip); the notices are
+        # delivered only if (and once) the commit is visible. Two statements, as a pipeline
+        # takes one per query. Bells travel as digests (hex): safe in a literal whatever
+        # their names hold.
         rings = "".join(f", pg_notify('{self.bells_channel}', '{bell_file(bell)}')"
                         for bell in bells)
-        return f"SELECT pg_notify('{self.channel}', '{position}'){rings}; COMMIT".encode()
+        return [f"SELECT pg_notify('{self.channel}', '{position}'){rings}".encode(), b"COMMIT"]
 
 
 class PostgresTransaction(Transaction):
-    def __init__(self, store: PostgresStore, connection: psycopg.Connection[TupleRow]):
+    def __init__(self, store: PostgresStore, connection: DeferringConnection):
         self.connection = connection
         self.scratch = {}
         self._store = store
@@ -258,6 +337,32 @@ class PostgresTransaction(Transaction):
             return 0
         self._head = Head(row[1], row[2], row[3])
         return int(row[0] or 0)
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        """The common case in one round trip (see ``_Queries.look``), its INSERT sent with
+        the next; a version mismatch or an id stored already takes the general path."""
+        batch = list(events)
+        ids = [e.event_id for e in batch]
+        if not batch or len(set(ids)) < len(ids):
+            return super().append(stream, batch, expected_version)
+        if self._head is None:
+            row = self.connection.execute(self._q.look_and_head, (stream, ids),
+                                          binary=True).fetchone()
+            self._head = EMPTY_HEAD if row is None else Head(row[2], row[3], row[4])
+        else:
+            row = self.connection.execute(self._q.look, (stream, ids)).fetchone()
+        actual, stored = (0, 0) if row is None else (int(row[0] or 0), int(row[1]))
+        if stored or not version_matches(expected_version, actual):
+            return super().append(stream, batch, expected_version)
+        recorded = stamp(self._head, stream, actual, batch, self._store.clock())
+        columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
+        self.connection.defer(self._q.insert_checked, [columns])
+        last = recorded[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        self.appended = True
+        return recorded
 
     def last_type(self, stream: str) -> str | None:
         row = self.connection.execute(self._q.last_type, (stream,)).fetchone()
@@ -339,6 +444,7 @@ class _TransactionScope:
             tx, store._tx = store._tx, None
             assert tx is not None
             if exc is not None:
+                tx.connection.discard()
                 tx.connection.execute(b"ROLLBACK")
             else:
                 try:
@@ -347,9 +453,8 @@ class _TransactionScope:
                     store._rollback_quietly()
                     raise
                 bells = tx.bells()
-                commit = store.queries.notify_and_commit(tx.head_position, bells) \
-                    if tx.appended or bells else b"COMMIT"
-                tx.connection.execute(commit)
+                tx.connection.finish(store.queries.notify_and_commit(tx.head_position, bells)
+                                     if tx.appended or bells else [b"COMMIT"])
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:
@@ -487,9 +592,9 @@ class PostgresStore(EventStore):
                 "this process opened (dropped and made anew): stopping rather than writing "
                 "to it")
 
-    def _connect(self) -> psycopg.Connection[TupleRow]:
+    def _connect(self) -> DeferringConnection:
         try:
-            connection = psycopg.connect(
+            connection = DeferringConnection.connect(
                 self.url, autocommit=True, connect_timeout=self.connect_timeout
             )
             # Plans that stay right when the statistics are stale, as they are after a burst
@@ -507,7 +612,7 @@ class PostgresStore(EventStore):
             raise translate_error(self, e) from e
         return connection
 
-    def _connection(self) -> psycopg.Connection[TupleRow]:
+    def _connection(self) -> DeferringConnection:
         """The store's connection; a new one if the last was lost (never inside a transaction)."""
         if self._db.closed and self._tx is None:
             self._db = self._connect()
@@ -527,6 +632,7 @@ class PostgresStore(EventStore):
             return self._connection().execute(sql, params, binary=binary)
 
     def _rollback_quietly(self) -> None:
+        self._db.discard()
         if self._db.closed or self._db.info.transaction_status == pq.TransactionStatus.IDLE:
             return
         with contextlib.suppress(psycopg.Error):
