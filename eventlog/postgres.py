@@ -9,6 +9,20 @@ visible before it releases the transaction's locks, commits become visible in po
 order: any reader sees a prefix of the log, so a follower reading by position never skips an
 event. The price is one writer at a time per schema, as with SQLite's single writer.
 
+PUBLISHED. The lock is not held through the flush of the WAL (milliseconds on a disk, most of
+a short transaction): an appending transaction commits with ``synchronous_commit = off``, so
+the lock is released once its commit is visible, and the next writer's commit can share the
+flush (group commit). Durability is waited for in a second transaction, in the same round
+trip, which publishes the head in ``eventlog_published`` and commits synchronously: its
+commit record follows the first's in the WAL, so once it is flushed (and only then visible)
+both are durable. Readers outside a write transaction read up to the published position, so
+no reader sees an event that a crash of the server could still take back (its position would
+be given again to another event after the restart); a writer's call returns only once the
+publication committed. Under the lock a writer reads the whole log: anything it chains onto
+was committed before it, so it is durable when the writer's own commit is. A writer gone
+between its commit and its publication is published by the next writer (the publication
+covers every commit visible to it) or the next process that opens the store.
+
 Followers are woken by LISTEN/NOTIFY: an append's transaction sends the new head position on
 the channel ``<schema>_events``; a listener thread per store, on its own connection, hands it
 to the waiting threads. The schema (DDL under the same advisory lock) is created on first use.
@@ -61,6 +75,8 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
 #: A re-check however quiet the channel is, in case a notice was lost with its connection.
 SAFETY_RECHECK = 1.0
+#: Rows of ``eventlog_published`` (writers' backends spread over them by pid).
+PUBLISH_SLOTS = 16
 
 # Lower case only: the name is also a NOTIFY channel (<schema>_events, at most 63 bytes).
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,55}")
@@ -226,17 +242,47 @@ class _Queries:
             "%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[],"
             " %b::bytea[], %b::bigint[], %b::bytea[])"
         ).encode()
+        # Readers outside a write transaction see the log up to the published position
+        # (see PUBLISHED): never an event that a crash of the server could still take back.
+        self.published = f'"{schema}".eventlog_published'
+        upto = f"(SELECT coalesce(max(position), 0) FROM {self.published})"
+        self.published_ddl = (
+            f"CREATE TABLE {self.published} (slot integer PRIMARY KEY,"
+            " position bigint NOT NULL)").encode()
+        # Run in a transaction of its own, committed synchronously: the events visible when
+        # it starts were committed before it, so once its own commit is flushed (and only
+        # then visible) so are theirs. One row per slot of backends, so that writers do not
+        # queue on one row (and on each other's flush, which it would hold).
+        self.publish = (
+            f"INSERT INTO {self.published} SELECT pg_backend_pid() % {PUBLISH_SLOTS},"
+            f" coalesce(max(position), 0) FROM {events} ON CONFLICT (slot) DO UPDATE"
+            f" SET position = greatest({self.published}.position, excluded.position)"
+        ).encode()
         self.read_stream = (
-            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
+            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s"
+            f" AND position <= {upto} ORDER BY version"
         ).encode()
         self.read_page = (
-            f"SELECT {COLUMNS} FROM {events} WHERE position > %s ORDER BY position LIMIT %s"
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND position <= {upto}"
+            " ORDER BY position LIMIT %s"
         ).encode()
         self.read_page_of_types = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND position <= {upto}"
+            " AND type = ANY(%s::text[]) ORDER BY position LIMIT %s"
+        ).encode()
+        self.head = f"SELECT least(max(position), {upto}) FROM {events}".encode()
+        # Under the write lock a transaction sees the whole log, published or not.
+        self.read_stream_locked = (
+            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
+        ).encode()
+        self.read_page_locked = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s ORDER BY position LIMIT %s"
+        ).encode()
+        self.read_page_of_types_locked = (
             f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND type = ANY(%s::text[])"
             " ORDER BY position LIMIT %s"
         ).encode()
-        self.head = f"SELECT max(position) FROM {events}".encode()
+        self.head_locked = f"SELECT max(position) FROM {events}".encode()
         self.channel = f"{schema}_events"
         key = lock_key(schema)
         self.lock_key = key
@@ -303,14 +349,22 @@ class _Queries:
             );
         """.encode() + self.guards_ddl
 
-    def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> list[bytes]:
-        # Sent together with the writes still waiting (one round trip); the notices are
-        # delivered only if (and once) the commit is visible. Two statements, as a pipeline
-        # takes one per query. Bells travel as digests (hex): safe in a literal whatever
-        # their names hold.
-        rings = "".join(f", pg_notify('{self.bells_channel}', '{bell_file(bell)}')"
-                        for bell in bells)
-        return [f"SELECT pg_notify('{self.channel}', '{position}'){rings}".encode(), b"COMMIT"]
+    def notify(self, position: int | None, bells: Iterable[str] = ()) -> bytes:
+        # The notices are delivered only if (and once) their transaction's commit is
+        # visible. Bells travel as digests (hex): safe in a literal whatever their names hold.
+        rings = [f"pg_notify('{self.bells_channel}', '{bell_file(bell)}')" for bell in bells]
+        if position is not None:
+            rings.insert(0, f"pg_notify('{self.channel}', '{position}')")
+        return f"SELECT {', '.join(rings)}".encode()
+
+    def commit_appended(self, position: int, bells: Iterable[str] = ()) -> list[bytes]:
+        """An appending transaction's end, sent with its waiting writes in one pipeline (one
+        round trip): its COMMIT without waiting for the flush, so that the write lock is
+        released before it (the next writer's commit may share the flush); then the
+        publication, whose synchronous commit waits for the flush of both, and the notices,
+        which wake followers once what they announce can be read (see PUBLISHED)."""
+        return [b"SET LOCAL synchronous_commit = off", b"COMMIT", b"BEGIN", self.publish,
+                self.notify(position, bells), b"COMMIT"]
 
 
 class PostgresTransaction(Transaction):
@@ -321,6 +375,7 @@ class PostgresTransaction(Transaction):
         self._q = store.queries
         self._head: Head | None = None
         self.appended = False
+        self.locked = False  # a write transaction, under the lock (not a snapshot)
 
     @property
     def head_position(self) -> int:
@@ -423,7 +478,11 @@ class _TransactionScope:
         try:
             begun = store._execute(self._begin)
             connection = store._db
-            if begun.description is not None:  # a write: the lock, and the store's identity
+            locked = self._begin is store.queries.begin_write
+            if locked:  # a write: the lock, and the store's identity
+                # (the second statement's row: psycopg stands on the BEGIN's result first,
+                # so the identity was never checked while this looked at the first)
+                begun.nextset()
                 store.check_identity(begun.fetchone())
         except psycopg.Error as e:
             store._rollback_quietly()
@@ -434,6 +493,7 @@ class _TransactionScope:
             store._lock.release()
             raise
         store._tx = PostgresTransaction(store, connection)
+        store._tx.locked = locked
         return store._tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -453,8 +513,12 @@ class _TransactionScope:
                     store._rollback_quietly()
                     raise
                 bells = tx.bells()
-                tx.connection.finish(store.queries.notify_and_commit(tx.head_position, bells)
-                                     if tx.appended or bells else [b"COMMIT"])
+                q = store.queries
+                if tx.appended:
+                    tx.connection.finish(q.commit_appended(tx.head_position, bells))
+                else:
+                    tx.connection.finish([q.notify(None, bells), b"COMMIT"] if bells
+                                         else [b"COMMIT"])
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:
@@ -547,6 +611,11 @@ class PostgresStore(EventStore):
             self._create_schema()
             with self._errors():
                 found = self._db.execute(self.queries.store_id).fetchone()
+                # What a writer committed but did not live to publish (see PUBLISHED) is
+                # published by the next process that opens the store, if not by a writer.
+                with contextlib.suppress(pg_errors.InsufficientPrivilege,
+                                         pg_errors.ReadOnlySqlTransaction):
+                    self._db.execute(self.queries.publish)
         except BaseException:
             self._db.close()
             raise
@@ -640,19 +709,18 @@ class PostgresStore(EventStore):
 
     def _create_schema(self) -> None:
         """Create the table and its triggers once, even when several processes start at once."""
-        table, meta = self.queries.table, self.queries.meta
+        table, meta, published = self.queries.table, self.queries.meta, self.queries.published
+        look = b"SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)"
         with self._errors():
-            found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
-                                     (table, meta)).fetchone()
-            if found is not None and found[0] is not None and found[1] is not None:
+            found = self._db.execute(look, (table, meta, published)).fetchone()
+            if found is not None and None not in found:
                 return
             # A session lock, taken before the transaction: a transaction that waited on an
             # advisory lock would still look names up in the catalog as it was at its start.
             self._db.execute(b"SELECT pg_advisory_lock(%s)", (self.lock_key,))
             try:
                 with self._db.transaction():
-                    found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
-                                             (table, meta)).fetchone()
+                    found = self._db.execute(look, (table, meta, published)).fetchone()
                     if found is None or found[0] is None:
                         exists = self._db.execute(
                             b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -662,6 +730,9 @@ class PostgresStore(EventStore):
                         self._db.execute(self.queries.ddl)
                     if found is None or found[1] is None:  # new, or made by an older version
                         self._db.execute(self.queries.meta_ddl)
+                    if found is None or found[2] is None:  # the same: everything published
+                        self._db.execute(self.queries.published_ddl)
+                        self._db.execute(self.queries.publish)
             finally:
                 self._db.execute(b"SELECT pg_advisory_unlock(%s)", (self.lock_key,))
 
@@ -679,28 +750,37 @@ class PostgresStore(EventStore):
         # No advisory lock: a REPEATABLE READ snapshot never waits for writers.
         return _TransactionScope(self, self.queries.begin_snapshot)
 
+    def _locked(self) -> bool:
+        """Whether this thread's reads are made under the write lock (in a transaction), where
+        the whole log is read, published or not."""
+        return self._tx is not None and self._tx.locked
+
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():
-            rows = self._execute(self.queries.read_stream, (stream, from_version),
-                                 binary=True).fetchall()
+            q = self.queries
+            rows = self._execute(q.read_stream_locked if self._locked() else q.read_stream,
+                                 (stream, from_version), binary=True).fetchall()
         return list(map(_row, rows))
 
     def read_page(
         self, after_position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[RecordedEvent]:
         with self._lock, self._errors():
+            q, locked = self.queries, self._locked()
             if types is None:
-                cursor = self._execute(self.queries.read_page, (after_position, limit),
-                                       binary=True)
+                cursor = self._execute(q.read_page_locked if locked else q.read_page,
+                                       (after_position, limit), binary=True)
             else:
-                cursor = self._execute(self.queries.read_page_of_types,
-                                       (after_position, list(types), limit), binary=True)
+                cursor = self._execute(
+                    q.read_page_of_types_locked if locked else q.read_page_of_types,
+                    (after_position, list(types), limit), binary=True)
             rows = cursor.fetchall()
         return list(map(_row, rows))
 
     def head(self) -> int:
         with self._lock, self._errors():
-            row = self._execute(self.queries.head).fetchone()
+            row = self._execute(self.queries.head_locked if self._locked()
+                                else self.queries.head).fetchone()
         return int(row[0] or 0) if row else 0
 
     def _listening(self) -> _Listener:
