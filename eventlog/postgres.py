@@ -293,6 +293,10 @@ class _Queries:
             f"BEGIN ISOLATION LEVEL READ COMMITTED;"
             f" SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"
         ).encode()
+        # The same two, as a pipeline takes them (one statement per query).
+        self.begin = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+        self.lock = f"SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"\
+            .encode()
         self.store_id = f"SELECT store_id FROM {self.meta}".encode()
         self.meta_ddl = (
             f"CREATE TABLE {self.meta} (store_id text NOT NULL);"
@@ -376,6 +380,8 @@ class PostgresTransaction(Transaction):
         self._head: Head | None = None
         self.appended = False
         self.locked = False  # a write transaction, under the lock (not a snapshot)
+        #: (stream, ids) and the row of the look sent with the BEGIN (a single append)
+        self.looked: tuple[tuple[str, list[str]], TupleRow | None] | None = None
 
     @property
     def head_position(self) -> int:
@@ -402,9 +408,13 @@ class PostgresTransaction(Transaction):
         ids = [e.event_id for e in batch]
         if not batch or len(set(ids)) < len(ids):
             return super().append(stream, batch, expected_version)
+        looked, self.looked = self.looked, None
         if self._head is None:
-            row = self.connection.execute(self._q.look_and_head, (stream, ids),
-                                          binary=True).fetchone()
+            if looked is not None and looked[0] == (stream, ids):
+                row = looked[1]
+            else:
+                row = self.connection.execute(self._q.look_and_head, (stream, ids),
+                                              binary=True).fetchone()
             self._head = EMPTY_HEAD if row is None else Head(row[2], row[3], row[4])
         else:
             row = self.connection.execute(self._q.look, (stream, ids)).fetchone()
@@ -462,12 +472,14 @@ class _TransactionScope:
     """``with store.transaction() as tx``: BEGIN + advisory lock ... NOTIFY + COMMIT, or
     ROLLBACK on error. A transaction opened while another is open on the store joins it."""
 
-    __slots__ = ("_begin", "_joined", "_store")
+    __slots__ = ("_begin", "_joined", "_look", "_store")
 
-    def __init__(self, store: PostgresStore, begin: bytes) -> None:
+    def __init__(self, store: PostgresStore, begin: bytes,
+                 look: tuple[str, list[str]] | None = None) -> None:
         self._store = store
         self._begin = begin
         self._joined = False
+        self._look = look  # an append's look, sent with the BEGIN (see PostgresStore.append)
 
     def __enter__(self) -> PostgresTransaction:
         store = self._store
@@ -475,11 +487,17 @@ class _TransactionScope:
         if store._tx is not None:
             self._joined = True
             return store._tx
+        looked = None
         try:
-            begun = store._execute(self._begin)
+            if self._look is not None:
+                begun, looked = store._begin_and_look(*self._look)
+            else:
+                begun = store._execute(self._begin)
             connection = store._db
             locked = self._begin is store.queries.begin_write
-            if locked:  # a write: the lock, and the store's identity
+            if self._look is not None:
+                store.check_identity(begun.fetchone())
+            elif locked:  # a write: the lock, and the store's identity
                 # (the second statement's row: psycopg stands on the BEGIN's result first,
                 # so the identity was never checked while this looked at the first)
                 begun.nextset()
@@ -494,6 +512,8 @@ class _TransactionScope:
             raise
         store._tx = PostgresTransaction(store, connection)
         store._tx.locked = locked
+        if self._look is not None:
+            store._tx.looked = (self._look, looked)  # (None: the log is empty)
         return store._tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -745,6 +765,40 @@ class PostgresStore(EventStore):
 
     def transaction(self) -> _TransactionScope:
         return _TransactionScope(self, self.queries.begin_write)
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        # A transaction of one append: its look goes with the BEGIN and the lock, so it is
+        # two round trips (this, then the INSERT with the COMMIT) instead of three.
+        batch = list(events)
+        look = (stream, [e.event_id for e in batch])
+        with _TransactionScope(self, self.queries.begin_write, look) as tx:
+            return tx.append(stream, batch, expected_version)
+
+    def _begin_and_look(
+        self, stream: str, ids: list[str]
+    ) -> tuple[psycopg.Cursor[TupleRow], TupleRow | None]:
+        """BEGIN, the lock (with the store's identity) and an append's look, in one pipeline;
+        once more on a new connection if the old one was lost since its last use (as
+        ``_execute``: nothing was done)."""
+        q = self.queries
+
+        def send(connection: DeferringConnection) -> tuple[psycopg.Cursor[TupleRow],
+                                                            TupleRow | None]:
+            with connection.pipeline():
+                connection.execute(q.begin)
+                lock = connection.execute(q.lock)
+                look = connection.execute(q.look_and_head, (stream, ids), binary=True)
+            return lock, look.fetchone()
+
+        connection = self._connection()
+        try:
+            return send(connection)
+        except psycopg.OperationalError:
+            if not connection.closed or self._tx is not None:
+                raise
+            return send(self._connection())
 
     def snapshot(self) -> _TransactionScope:
         # No advisory lock: a REPEATABLE READ snapshot never waits for writers.
