@@ -9,6 +9,20 @@ visible before it releases the transaction's locks, commits become visible in po
 order: any reader sees a prefix of the log, so a follower reading by position never skips an
 event. The price is one writer at a time per schema, as with SQLite's single writer.
 
+PUBLISHED. The lock is not held through the flush of the WAL (milliseconds on a disk, most of
+a short transaction): an appending transaction commits with ``synchronous_commit = off``, so
+the lock is released once its commit is visible, and the next writer's commit can share the
+flush (group commit). Durability is waited for in a second transaction, in the same round
+trip, which publishes the head in ``eventlog_published`` and commits synchronously: its
+commit record follows the first's in the WAL, so once it is flushed (and only then visible)
+both are durable. Readers outside a write transaction read up to the published position, so
+no reader sees an event that a crash of the server could still take back (its position would
+be given again to another event after the restart); a writer's call returns only once the
+publication committed. Under the lock a writer reads the whole log: anything it chains onto
+was committed before it, so it is durable when the writer's own commit is. A writer gone
+between its commit and its publication is published by the next writer (the publication
+covers every commit visible to it) or the next process that opens the store.
+
 Followers are woken by LISTEN/NOTIFY: an append's transaction sends the new head position on
 the channel ``<schema>_events``; a listener thread per store, on its own connection, hands it
 to the waiting threads. The schema (DDL under the same advisory lock) is created on first use.
@@ -28,7 +42,8 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.rows import TupleRow
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.rows import RowFactory, TupleRow, tuple_row
 
 from eventlog.errors import (
     ConnectionLost,
@@ -41,13 +56,16 @@ from eventlog.errors import (
 )
 from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
+    ANY,
     EMPTY_HEAD,
+    Expected,
     Head,
     NewEvent,
     RecordedEvent,
     redact_url,
     stamp,
     system_clock_us,
+    version_matches,
 )
 from eventlog.store import Chimes, CountingDoorbell, Doorbell, EventStore, Transaction
 from eventlog.threads import threads_without_signals
@@ -57,6 +75,8 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
 #: A re-check however quiet the channel is, in case a notice was lost with its connection.
 SAFETY_RECHECK = 1.0
+#: Rows of ``eventlog_published`` (writers' backends spread over them by pid).
+PUBLISH_SLOTS = 16
 
 # Lower case only: the name is also a NOTIFY channel (<schema>_events, at most 63 bytes).
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,55}")
@@ -115,6 +135,61 @@ def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
     return EventLogError(f"PostgreSQL schema {store.schema!r}: {message}")
 
 
+class DeferringConnection(psycopg.Connection[TupleRow]):
+    """psycopg's connection, where a transaction's writes whose results nobody reads (the
+    events' INSERT, the views' saves, the checkpoint) wait on the client and go out with the
+    next statement that returns something, or with the COMMIT, in one pipeline: one round
+    trip for all of them instead of one each. Every ``execute`` sends the writes waiting
+    before it first, so a transaction still reads its own writes, in order. A write that
+    fails raises there (at the next read or the commit) and the transaction rolls back as
+    it would have."""
+
+    def __init__(self, pgconn: pq.abc.PGconn, row_factory: RowFactory[TupleRow] = tuple_row):
+        super().__init__(pgconn, row_factory)
+        self._deferred: list[tuple[bytes | str, list[Sequence[object]]]] = []
+
+    def defer(self, sql: bytes | str, rows: list[Sequence[object]]) -> None:
+        """Run ``sql`` for each of ``rows`` before the next statement (at once outside a
+        transaction: nothing would send it)."""
+        if self.info.transaction_status == pq.TransactionStatus.IDLE:
+            with self.cursor() as cursor:
+                cursor.executemany(sql, rows)
+            return
+        self._deferred.append((sql, rows))
+
+    def discard(self) -> None:
+        """Drop the writes waiting (the transaction rolls back)."""
+        self._deferred = []
+
+    # Not the t-string overload of psycopg's execute: the store sends none.
+    def execute(  # type: ignore[override]
+        self, query: QueryNoTemplate, params: Params | None = None, *,
+        prepare: bool | None = None, binary: bool = False,
+    ) -> psycopg.Cursor[TupleRow]:
+        if not self._deferred:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        with self.pipeline():
+            self._send_deferred()
+            # (the results arrive as the block ends, before the cursor is handed back)
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def finish(self, statements: Sequence[bytes]) -> None:
+        """The writes waiting, then ``statements`` (NOTIFY, COMMIT): one round trip."""
+        if not self._deferred and len(statements) == 1:
+            super().execute(statements[0])
+            return
+        with self.pipeline():
+            self._send_deferred()
+            for statement in statements:
+                super().execute(statement)
+
+    def _send_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        with self.cursor() as cursor:
+            for sql, rows in deferred:
+                cursor.executemany(sql, rows)
+
+
 GUARD_BODY = "BEGIN RAISE EXCEPTION 'events are append-only: % refused', TG_OP; END"
 
 
@@ -149,17 +224,65 @@ class _Queries:
             " WHERE NOT EXISTS (SELECT 1 FROM unnest(%b::text[]) AS new (id)"
             f" JOIN {events} ON event_id = new.id)"
         ).encode()
+        # An append's one look before it writes, under the lock: the stream's version, how
+        # many of the batch's ids are stored already, and (on the transaction's first look)
+        # the head row. Its INSERT then waits for the next round trip (DeferringConnection):
+        # nothing else inserts while the lock is held, so it cannot meet a duplicate.
+        stored = ("(SELECT count(*) FROM unnest(%s::text[]) AS new (id)"
+                  f" JOIN {events} ON event_id = new.id)")
+        self.look = (
+            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored}"
+        ).encode()
+        self.look_and_head = (
+            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored},"
+            f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        ).encode()
+        self.insert_checked = (
+            f"INSERT INTO {events} ({COLUMNS}) SELECT * FROM unnest("
+            "%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[],"
+            " %b::bytea[], %b::bigint[], %b::bytea[])"
+        ).encode()
+        # Readers outside a write transaction see the log up to the published position
+        # (see PUBLISHED): never an event that a crash of the server could still take back.
+        self.published = f'"{schema}".eventlog_published'
+        upto = f"(SELECT coalesce(max(position), 0) FROM {self.published})"
+        self.published_ddl = (
+            f"CREATE TABLE {self.published} (slot integer PRIMARY KEY,"
+            " position bigint NOT NULL)").encode()
+        # Run in a transaction of its own, committed synchronously: the events visible when
+        # it starts were committed before it, so once its own commit is flushed (and only
+        # then visible) so are theirs. One row per slot of backends, so that writers do not
+        # queue on one row (and on each other's flush, which it would hold).
+        self.publish = (
+            f"INSERT INTO {self.published} SELECT pg_backend_pid() % {PUBLISH_SLOTS},"
+            f" coalesce(max(position), 0) FROM {events} ON CONFLICT (slot) DO UPDATE"
+            f" SET position = greatest({self.published}.position, excluded.position)"
+        ).encode()
         self.read_stream = (
-            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
+            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s"
+            f" AND position <= {upto} ORDER BY version"
         ).encode()
         self.read_page = (
-            f"SELECT {COLUMNS} FROM {events} WHERE position > %s ORDER BY position LIMIT %s"
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND position <= {upto}"
+            " ORDER BY position LIMIT %s"
         ).encode()
         self.read_page_of_types = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND position <= {upto}"
+            " AND type = ANY(%s::text[]) ORDER BY position LIMIT %s"
+        ).encode()
+        self.head = f"SELECT least(max(position), {upto}) FROM {events}".encode()
+        # Under the write lock a transaction sees the whole log, published or not.
+        self.read_stream_locked = (
+            f"SELECT {COLUMNS} FROM {events} WHERE stream = %s AND version >= %s ORDER BY version"
+        ).encode()
+        self.read_page_locked = (
+            f"SELECT {COLUMNS} FROM {events} WHERE position > %s ORDER BY position LIMIT %s"
+        ).encode()
+        self.read_page_of_types_locked = (
             f"SELECT {COLUMNS} FROM {events} WHERE position > %s AND type = ANY(%s::text[])"
             " ORDER BY position LIMIT %s"
         ).encode()
-        self.head = f"SELECT max(position) FROM {events}".encode()
+        self.head_locked = f"SELECT max(position) FROM {events}".encode()
         self.channel = f"{schema}_events"
         key = lock_key(schema)
         self.lock_key = key
@@ -170,6 +293,10 @@ class _Queries:
             f"BEGIN ISOLATION LEVEL READ COMMITTED;"
             f" SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"
         ).encode()
+        # The same two, as a pipeline takes them (one statement per query).
+        self.begin = b"BEGIN ISOLATION LEVEL READ COMMITTED"
+        self.lock = f"SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"\
+            .encode()
         self.store_id = f"SELECT store_id FROM {self.meta}".encode()
         self.meta_ddl = (
             f"CREATE TABLE {self.meta} (store_id text NOT NULL);"
@@ -226,22 +353,35 @@ class _Queries:
             );
         """.encode() + self.guards_ddl
 
-    def notify_and_commit(self, position: int, bells: Iterable[str] = ()) -> bytes:
-        # One round trip; the notices are delivered only if (and once) the commit is visible.
-        # Bells travel as digests (hex): safe in a literal whatever their names hold.
-        rings = "".join(f", pg_notify('{self.bells_channel}', '{bell_file(bell)}')"
-                        for bell in bells)
-        return f"SELECT pg_notify('{self.channel}', '{position}'){rings}; COMMIT".encode()
+    def notify(self, position: int | None, bells: Iterable[str] = ()) -> bytes:
+        # The notices are delivered only if (and once) their transaction's commit is
+        # visible. Bells travel as digests (hex): safe in a literal whatever their names hold.
+        rings = [f"pg_notify('{self.bells_channel}', '{bell_file(bell)}')" for bell in bells]
+        if position is not None:
+            rings.insert(0, f"pg_notify('{self.channel}', '{position}')")
+        return f"SELECT {', '.join(rings)}".encode()
+
+    def commit_appended(self, position: int, bells: Iterable[str] = ()) -> list[bytes]:
+        """An appending transaction's end, sent with its waiting writes in one pipeline (one
+        round trip): its COMMIT without waiting for the flush, so that the write lock is
+        released before it (the next writer's commit may share the flush); then the
+        publication, whose synchronous commit waits for the flush of both, and the notices,
+        which wake followers once what they announce can be read (see PUBLISHED)."""
+        return [b"SET LOCAL synchronous_commit = off", b"COMMIT", b"BEGIN", self.publish,
+                self.notify(position, bells), b"COMMIT"]
 
 
 class PostgresTransaction(Transaction):
-    def __init__(self, store: PostgresStore, connection: psycopg.Connection[TupleRow]):
+    def __init__(self, store: PostgresStore, connection: DeferringConnection):
         self.connection = connection
         self.scratch = {}
         self._store = store
         self._q = store.queries
         self._head: Head | None = None
         self.appended = False
+        self.locked = False  # a write transaction, under the lock (not a snapshot)
+        #: (stream, ids) and the row of the look sent with the BEGIN (a single append)
+        self.looked: tuple[tuple[str, list[str]], TupleRow | None] | None = None
 
     @property
     def head_position(self) -> int:
@@ -258,6 +398,36 @@ class PostgresTransaction(Transaction):
             return 0
         self._head = Head(row[1], row[2], row[3])
         return int(row[0] or 0)
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        """The common case in one round trip (see ``_Queries.look``), its INSERT sent with
+        the next; a version mismatch or an id stored already takes the general path."""
+        batch = list(events)
+        ids = [e.event_id for e in batch]
+        if not batch or len(set(ids)) < len(ids):
+            return super().append(stream, batch, expected_version)
+        looked, self.looked = self.looked, None
+        if self._head is None:
+            if looked is not None and looked[0] == (stream, ids):
+                row = looked[1]
+            else:
+                row = self.connection.execute(self._q.look_and_head, (stream, ids),
+                                              binary=True).fetchone()
+            self._head = EMPTY_HEAD if row is None else Head(row[2], row[3], row[4])
+        else:
+            row = self.connection.execute(self._q.look, (stream, ids)).fetchone()
+        actual, stored = (0, 0) if row is None else (int(row[0] or 0), int(row[1]))
+        if stored or not version_matches(expected_version, actual):
+            return super().append(stream, batch, expected_version)
+        recorded = stamp(self._head, stream, actual, batch, self._store.clock())
+        columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
+        self.connection.defer(self._q.insert_checked, [columns])
+        last = recorded[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        self.appended = True
+        return recorded
 
     def last_type(self, stream: str) -> str | None:
         row = self.connection.execute(self._q.last_type, (stream,)).fetchone()
@@ -302,12 +472,14 @@ class _TransactionScope:
     """``with store.transaction() as tx``: BEGIN + advisory lock ... NOTIFY + COMMIT, or
     ROLLBACK on error. A transaction opened while another is open on the store joins it."""
 
-    __slots__ = ("_begin", "_joined", "_store")
+    __slots__ = ("_begin", "_joined", "_look", "_store")
 
-    def __init__(self, store: PostgresStore, begin: bytes) -> None:
+    def __init__(self, store: PostgresStore, begin: bytes,
+                 look: tuple[str, list[str]] | None = None) -> None:
         self._store = store
         self._begin = begin
         self._joined = False
+        self._look = look  # an append's look, sent with the BEGIN (see PostgresStore.append)
 
     def __enter__(self) -> PostgresTransaction:
         store = self._store
@@ -315,10 +487,20 @@ class _TransactionScope:
         if store._tx is not None:
             self._joined = True
             return store._tx
+        looked = None
         try:
-            begun = store._execute(self._begin)
+            if self._look is not None:
+                begun, looked = store._begin_and_look(*self._look)
+            else:
+                begun = store._execute(self._begin)
             connection = store._db
-            if begun.description is not None:  # a write: the lock, and the store's identity
+            locked = self._begin is store.queries.begin_write
+            if self._look is not None:
+                store.check_identity(begun.fetchone())
+            elif locked:  # a write: the lock, and the store's identity
+                # (the second statement's row: psycopg stands on the BEGIN's result first,
+                # so the identity was never checked while this looked at the first)
+                begun.nextset()
                 store.check_identity(begun.fetchone())
         except psycopg.Error as e:
             store._rollback_quietly()
@@ -329,6 +511,9 @@ class _TransactionScope:
             store._lock.release()
             raise
         store._tx = PostgresTransaction(store, connection)
+        store._tx.locked = locked
+        if self._look is not None:
+            store._tx.looked = (self._look, looked)  # (None: the log is empty)
         return store._tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -339,6 +524,7 @@ class _TransactionScope:
             tx, store._tx = store._tx, None
             assert tx is not None
             if exc is not None:
+                tx.connection.discard()
                 tx.connection.execute(b"ROLLBACK")
             else:
                 try:
@@ -347,9 +533,12 @@ class _TransactionScope:
                     store._rollback_quietly()
                     raise
                 bells = tx.bells()
-                commit = store.queries.notify_and_commit(tx.head_position, bells) \
-                    if tx.appended or bells else b"COMMIT"
-                tx.connection.execute(commit)
+                q = store.queries
+                if tx.appended:
+                    tx.connection.finish(q.commit_appended(tx.head_position, bells))
+                else:
+                    tx.connection.finish([q.notify(None, bells), b"COMMIT"] if bells
+                                         else [b"COMMIT"])
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:
@@ -442,6 +631,11 @@ class PostgresStore(EventStore):
             self._create_schema()
             with self._errors():
                 found = self._db.execute(self.queries.store_id).fetchone()
+                # What a writer committed but did not live to publish (see PUBLISHED) is
+                # published by the next process that opens the store, if not by a writer.
+                with contextlib.suppress(pg_errors.InsufficientPrivilege,
+                                         pg_errors.ReadOnlySqlTransaction):
+                    self._db.execute(self.queries.publish)
         except BaseException:
             self._db.close()
             raise
@@ -487,9 +681,9 @@ class PostgresStore(EventStore):
                 "this process opened (dropped and made anew): stopping rather than writing "
                 "to it")
 
-    def _connect(self) -> psycopg.Connection[TupleRow]:
+    def _connect(self) -> DeferringConnection:
         try:
-            connection = psycopg.connect(
+            connection = DeferringConnection.connect(
                 self.url, autocommit=True, connect_timeout=self.connect_timeout
             )
             # Plans that stay right when the statistics are stale, as they are after a burst
@@ -507,7 +701,7 @@ class PostgresStore(EventStore):
             raise translate_error(self, e) from e
         return connection
 
-    def _connection(self) -> psycopg.Connection[TupleRow]:
+    def _connection(self) -> DeferringConnection:
         """The store's connection; a new one if the last was lost (never inside a transaction)."""
         if self._db.closed and self._tx is None:
             self._db = self._connect()
@@ -527,6 +721,7 @@ class PostgresStore(EventStore):
             return self._connection().execute(sql, params, binary=binary)
 
     def _rollback_quietly(self) -> None:
+        self._db.discard()
         if self._db.closed or self._db.info.transaction_status == pq.TransactionStatus.IDLE:
             return
         with contextlib.suppress(psycopg.Error):
@@ -534,19 +729,18 @@ class PostgresStore(EventStore):
 
     def _create_schema(self) -> None:
         """Create the table and its triggers once, even when several processes start at once."""
-        table, meta = self.queries.table, self.queries.meta
+        table, meta, published = self.queries.table, self.queries.meta, self.queries.published
+        look = b"SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)"
         with self._errors():
-            found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
-                                     (table, meta)).fetchone()
-            if found is not None and found[0] is not None and found[1] is not None:
+            found = self._db.execute(look, (table, meta, published)).fetchone()
+            if found is not None and None not in found:
                 return
             # A session lock, taken before the transaction: a transaction that waited on an
             # advisory lock would still look names up in the catalog as it was at its start.
             self._db.execute(b"SELECT pg_advisory_lock(%s)", (self.lock_key,))
             try:
                 with self._db.transaction():
-                    found = self._db.execute(b"SELECT to_regclass(%s), to_regclass(%s)",
-                                             (table, meta)).fetchone()
+                    found = self._db.execute(look, (table, meta, published)).fetchone()
                     if found is None or found[0] is None:
                         exists = self._db.execute(
                             b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -556,6 +750,9 @@ class PostgresStore(EventStore):
                         self._db.execute(self.queries.ddl)
                     if found is None or found[1] is None:  # new, or made by an older version
                         self._db.execute(self.queries.meta_ddl)
+                    if found is None or found[2] is None:  # the same: everything published
+                        self._db.execute(self.queries.published_ddl)
+                        self._db.execute(self.queries.publish)
             finally:
                 self._db.execute(b"SELECT pg_advisory_unlock(%s)", (self.lock_key,))
 
@@ -569,32 +766,75 @@ class PostgresStore(EventStore):
     def transaction(self) -> _TransactionScope:
         return _TransactionScope(self, self.queries.begin_write)
 
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        # A transaction of one append: its look goes with the BEGIN and the lock, so it is
+        # two round trips (this, then the INSERT with the COMMIT) instead of three.
+        batch = list(events)
+        look = (stream, [e.event_id for e in batch])
+        with _TransactionScope(self, self.queries.begin_write, look) as tx:
+            return tx.append(stream, batch, expected_version)
+
+    def _begin_and_look(
+        self, stream: str, ids: list[str]
+    ) -> tuple[psycopg.Cursor[TupleRow], TupleRow | None]:
+        """BEGIN, the lock (with the store's identity) and an append's look, in one pipeline;
+        once more on a new connection if the old one was lost since its last use (as
+        ``_execute``: nothing was done)."""
+        q = self.queries
+
+        def send(connection: DeferringConnection) -> tuple[psycopg.Cursor[TupleRow],
+                                                            TupleRow | None]:
+            with connection.pipeline():
+                connection.execute(q.begin)
+                lock = connection.execute(q.lock)
+                look = connection.execute(q.look_and_head, (stream, ids), binary=True)
+            return lock, look.fetchone()
+
+        connection = self._connection()
+        try:
+            return send(connection)
+        except psycopg.OperationalError:
+            if not connection.closed or self._tx is not None:
+                raise
+            return send(self._connection())
+
     def snapshot(self) -> _TransactionScope:
         # No advisory lock: a REPEATABLE READ snapshot never waits for writers.
         return _TransactionScope(self, self.queries.begin_snapshot)
 
+    def _locked(self) -> bool:
+        """Whether this thread's reads are made under the write lock (in a transaction), where
+        the whole log is read, published or not."""
+        return self._tx is not None and self._tx.locked
+
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():
-            rows = self._execute(self.queries.read_stream, (stream, from_version),
-                                 binary=True).fetchall()
+            q = self.queries
+            rows = self._execute(q.read_stream_locked if self._locked() else q.read_stream,
+                                 (stream, from_version), binary=True).fetchall()
         return list(map(_row, rows))
 
     def read_page(
         self, after_position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[RecordedEvent]:
         with self._lock, self._errors():
+            q, locked = self.queries, self._locked()
             if types is None:
-                cursor = self._execute(self.queries.read_page, (after_position, limit),
-                                       binary=True)
+                cursor = self._execute(q.read_page_locked if locked else q.read_page,
+                                       (after_position, limit), binary=True)
             else:
-                cursor = self._execute(self.queries.read_page_of_types,
-                                       (after_position, list(types), limit), binary=True)
+                cursor = self._execute(
+                    q.read_page_of_types_locked if locked else q.read_page_of_types,
+                    (after_position, list(types), limit), binary=True)
             rows = cursor.fetchall()
         return list(map(_row, rows))
 
     def head(self) -> int:
         with self._lock, self._errors():
-            row = self._execute(self.queries.head).fetchone()
+            row = self._execute(self.queries.head_locked if self._locked()
+                                else self.queries.head).fetchone()
         return int(row[0] or 0) if row else 0
 
     def _listening(self) -> _Listener:

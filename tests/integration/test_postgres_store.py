@@ -20,6 +20,7 @@ from eventlog import (
     CorruptLog,
     EventLogError,
     StoreLocked,
+    StoreReplaced,
     StoreUnavailable,
     open_store,
 )
@@ -129,6 +130,61 @@ def test_a_snapshot_is_read_only(five: PostgresStore) -> None:
         snap.append("s-0", [event()])
     assert five.head() == 5
     assert five.append("s-0", [event()], 3)[0].position == 6  # the connection recovered
+
+
+def test_writes_sent_later_are_read_back_in_their_transaction_and_fail_it(
+    store: PostgresStore,
+) -> None:
+    """The views' writes wait for the transaction's next statement (DeferringConnection):
+    that statement still sees them, and one that fails rolls the whole transaction back."""
+    with store.transaction() as tx:
+        tx.connection.execute(b"CREATE TABLE doors (name text PRIMARY KEY)")
+    with store.transaction() as tx:
+        tx.append("door-1", [event()])
+        tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-1",), ("door-2",)])
+        assert tx.connection.execute(b"SELECT count(*) FROM doors").fetchone() == (2,)
+        tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-3",)])
+
+    def a_taken_door() -> None:
+        with store.transaction() as tx:
+            tx.append("door-4", [event()])
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-1",)])
+
+    with pytest.raises(EventLogError, match="doors_pkey"):
+        a_taken_door()
+    with raw(store) as db:
+        assert db.execute(b"SELECT count(*) FROM doors").fetchone() == (3,)
+    assert [e.stream for e in store.read_all()] == ["door-1"]
+    assert store.append("door-5", [event()])[0].position == 2  # the failed one left no gap
+
+
+def test_followers_read_up_to_the_published_position(store: PostgresStore) -> None:
+    """An appending transaction commits without waiting for the flush, then publishes its
+    position in a transaction that does: readers never see what a crash could take back. A
+    writer gone between the two is published by the next writer, or the next store opened."""
+    store.append("s", [event()])
+    with raw(store) as db:  # a commit that was never published (its writer died)
+        db.execute(f'INSERT INTO "{store.schema}".events SELECT position + 1, stream,'
+                   " version + 1, event_id || 'x', type, data, metadata, recorded_at, hash"
+                   f' FROM "{store.schema}".events'.encode())
+    assert (store.head(), len(store.read_stream("s")), len(list(store.read_all()))) == (1, 1, 1)
+    with store.transaction() as tx:  # under the write lock the whole log is read
+        assert (tx.head_position, store.head()) == (0, 2)
+    with PostgresStore(store.url) as other:
+        assert other.head() == 2
+    assert store.append("s", [event()])[0].position == 3
+    assert [e.position for e in store.read_all()] == [1, 2, 3]
+
+
+def test_a_schema_made_anew_under_a_store_stops_its_writes(store: PostgresStore) -> None:
+    store.append("s", [event()])
+    with raw(store) as db:
+        db.execute(f'DROP SCHEMA "{store.schema}" CASCADE'.encode())
+    with PostgresStore(store.url) as anew:
+        anew.append("s", [event()])
+        with pytest.raises(StoreReplaced, match="made anew"):
+            store.append("s", [event()])
+        assert anew.head() == 1
 
 
 def test_a_held_write_lock_raises_store_locked_then_recovers(url: str) -> None:

@@ -168,7 +168,9 @@ def apply_inline(conn: ViewsConnection, envelopes: Iterable[Envelope]) -> None:
 
 def _save_checkpoint(conn: ViewsConnection) -> None:
     position = conn.applied_up_to
-    conn.execute("UPDATE checkpoints SET position = ? WHERE position < ?", (position, position))
+    # executemany: on PostgreSQL it goes out with the COMMIT (see PostgresViews.executemany)
+    conn.executemany("UPDATE checkpoints SET position = ? WHERE position < ?",
+                     [(position, position)])
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,12 @@ class PostgresViews:
         return rows
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        # The views' writes (nothing reads what executemany returns) wait for the store's
+        # next round trip when its connection can hold them (eventlog.postgres).
+        defer = getattr(self._conn, "defer", None)
+        if defer is not None:
+            defer(to_postgres(sql), list(parameters))
+            return None
         with self._conn.cursor() as cursor:
             cursor.executemany(to_postgres(sql), parameters)
         return None
@@ -99,7 +105,8 @@ def views_db(conn: object) -> Db:
     """The connection of a store's transaction, as the views use it."""
     if isinstance(conn, sqlite3.Connection):
         return conn
-    if type(conn).__module__.startswith("psycopg"):
+    # (the store's own connection is a subclass of psycopg's: eventlog.postgres)
+    if any(c.__module__.startswith("psycopg") for c in type(conn).__mro__):
         adapters: Any = getattr(conn, "adapters")  # noqa: B009 - psycopg is an optional extra
         if adapters.get_loader(1700, 0) is not _numeric_as_int_loader():  # 1700: numeric, text
             adapters.register_loader("numeric", _numeric_as_int_loader())
