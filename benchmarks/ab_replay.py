@@ -18,12 +18,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.scale.launch import rss_mib, tree
+from benchmarks.scale.launch import run_command
 
 REBUILD = ("import sys, time; from eventlog import open_store; from tri24es import projections;"
            "store = open_store(sys.argv[1]); projections.install(store);"
@@ -33,31 +31,10 @@ REBUILD = ("import sys, time; from eventlog import open_store; from tri24es impo
 
 def run(command: list[str], cwd: str, env: dict[str, str]) -> tuple[float, float, str]:
     """Wall seconds, peak tree RSS (MiB), stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    peak = 0.0
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        total = 0.0
-        for p in tree(proc.pid):
-            try:
-                total += rss_mib(p)
-            except OSError:
-                continue
-        peak = max(peak, total)
-        time.sleep(0.01)
-    seconds = time.perf_counter() - started
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.stdout.close()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{command} in {cwd} failed: {err[-2000:]}")
-    return seconds, max(peak, usage.ru_maxrss / 1024), out
+    done = run_command(command, env=env, cwd=cwd, capture_stdout=True)
+    if done.exit_code != 0:
+        raise SystemExit(f"{command} in {cwd} failed: {done.stderr_tail}")
+    return done.seconds, done.peak_tree_rss_mib, done.stdout
 
 
 def main() -> None:

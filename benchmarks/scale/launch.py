@@ -212,6 +212,7 @@ class CommandRun:
     peak_rss_mib: float  # the largest single process of the tree (the kernel's count)
     peak_tree_rss_mib: float  # the tree's total, sampled every 10 ms
     stderr_tail: str
+    stdout: str = ""  # only when asked for (``capture_stdout``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "exit_code": self.exit_code,
@@ -219,10 +220,13 @@ class CommandRun:
 
 
 def run_command(command: Sequence[str], env: dict[str, str] | None = None,
-                timeout: float = 600.0, stdin: bytes | None = None) -> CommandRun:
-    """Run a command to its end (stdout discarded): wall time and peak memory."""
+                timeout: float = 600.0, stdin: bytes | None = None,
+                cwd: Path | str = REPO, capture_stdout: bool = False) -> CommandRun:
+    """Run a command to its end (stdout discarded unless ``capture_stdout``): wall time and
+    peak memory."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, env=env, cwd=cwd,
+                            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
                             stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
     if stdin is not None:
@@ -230,9 +234,15 @@ def run_command(command: Sequence[str], env: dict[str, str] | None = None,
         proc.stdin.write(stdin)
         proc.stdin.close()
     err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()  # type: ignore[union-attr]
-                                                          ), daemon=True)
-    reader.start()
+    out: list[bytes] = []
+    # Read on threads: a child filling a pipe nobody drains would never end.
+    readers = [threading.Thread(target=lambda: err.append(proc.stderr.read()  # type: ignore[union-attr]
+                                                            ), daemon=True)]
+    if capture_stdout:
+        readers.append(threading.Thread(
+            target=lambda: out.append(proc.stdout.read()), daemon=True))  # type: ignore[union-attr]
+    for reader in readers:
+        reader.start()
     peak_tree = 0.0
     deadline = time.monotonic() + timeout
     while True:
@@ -251,12 +261,15 @@ def run_command(command: Sequence[str], env: dict[str, str] | None = None,
         time.sleep(0.01)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(5)
-    assert proc.stderr is not None
-    proc.stderr.close()
+    for reader in readers:
+        reader.join(5)
+    for pipe in (proc.stderr, proc.stdout):
+        if pipe is not None:
+            pipe.close()
     return CommandRun(seconds, proc.returncode, usage.ru_maxrss / 1024,
                       max(peak_tree, usage.ru_maxrss / 1024),
-                      b"".join(err).decode(errors="replace")[-2000:])
+                      b"".join(err).decode(errors="replace")[-2000:],
+                      b"".join(out).decode(errors="replace"))
 
 
 def machine() -> dict[str, Any]:
