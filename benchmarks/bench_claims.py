@@ -22,7 +22,8 @@ from pathlib import Path
 from benchmarks.common import Figure
 from eventlog import EventStore, open_store
 from tri24es import events as ev
-from tri24es.projections import fold_log
+from tri24es.names import SPEND_STREAM, Priority, task_stream
+from tri24es.projections.fold import fold_log
 from tri24es.services import Services, TaskSpec
 
 RAW_QUEUE = """
@@ -30,7 +31,7 @@ CREATE TABLE q (id INTEGER PRIMARY KEY, task TEXT UNIQUE, priority INTEGER, stat
                 worker TEXT);
 CREATE INDEX q_claimable ON q (priority, id) WHERE state = 'queued';
 """
-PRIORITIES = list(ev.Priority)
+PRIORITIES = list(Priority)
 
 
 def seed(path: str | Path, tasks: int) -> None:
@@ -197,13 +198,13 @@ def write_replay_log(store: EventStore, events: int) -> None:
         with store.transaction() as tx:
             for i in range(start, min(events // per_task, start + 1000)):
                 tid = f"t{i}"
-                tx.append(ev.task_stream(tid), [ev.encode(e) for e in (
+                tx.append(task_stream(tid), [ev.encode(e) for e in (
                     ev.TaskSubmitted(task_id=tid, title=tid, priority=PRIORITIES[i % 4]),
                     ev.TaskClaimed(task_id=tid, worker="w1", attempt=1, lease_expires_at=now),
                     ev.LeaseRenewed(task_id=tid, worker="w1", attempt=1, lease_expires_at=now),
                     ev.TaskCompleted(task_id=tid, worker="w1", attempt=1),
                 )], 0)
-                tx.append(ev.SPEND_STREAM, [ev.encode(ev.SpendRecorded(
+                tx.append(SPEND_STREAM, [ev.encode(ev.SpendRecorded(
                     amount=Decimal("0.01"), occurred_at=now, task=tid, worker="w1"))])
 
 

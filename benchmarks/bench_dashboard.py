@@ -37,7 +37,7 @@ from pathlib import Path
 
 from eventlog import open_store
 from tri24es import events as ev
-from tri24es.events import Priority
+from tri24es.names import Priority
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us, now_us
 

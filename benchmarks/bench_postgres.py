@@ -36,7 +36,8 @@ from eventlog import NO_STREAM, EventStore, NewEvent, open_store
 from eventlog.postgres import PostgresStore
 from eventlog.sqlite import SQLiteStore
 from tri24es.migrate import migrate
-from tri24es.projections import connection_of, fold_log, reads
+from tri24es.projections import connection_of, reads
+from tri24es.projections.fold import fold_log
 
 
 def contenders(store: EventStore, events: list[NewEvent], batches: int) -> dict[

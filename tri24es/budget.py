@@ -21,7 +21,7 @@ import orjson
 
 from tri24es.errors import ConfigError
 from tri24es.pricing import to_money
-from tri24es.projections.killswitch import KillSwitchView
+from tri24es.projections.tables.killswitch import KillSwitchView
 from tri24es.timeutil import from_us, iso_time, to_us
 
 if TYPE_CHECKING:

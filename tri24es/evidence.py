@@ -83,6 +83,8 @@ def _describe(event: RecordedEvent) -> str:
 
 
 def _views(store: EventStore) -> list[str]:
-    from tri24es import projections
+    from tri24es.projections.killswitch import KILLSWITCH
+    from tri24es.projections.spend import SPEND
+    from tri24es.projections.upkeep import verify
 
-    return projections.verify(store, only=(projections.SPEND, projections.KILLSWITCH))
+    return verify(store, only=(SPEND, KILLSWITCH))

@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector
 
 from eventlog import EventStore
 from tri24es.budget import BudgetLimits
-from tri24es.events import Priority
 from tri24es.machines import TaskState, WorkerState
+from tri24es.names import Priority
 from tri24es.projections import connection_of, reads
 from tri24es.timeutil import now_us
 

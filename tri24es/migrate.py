@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from eventlog import EventStore, redact_url
 from tri24es.audit import hash_at
 from tri24es.errors import Tri24esError
-from tri24es.projections import install
+from tri24es.projections.upkeep import install
 
 PAGE = 2000
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pydantic_core import SchemaValidator, core_schema
-
 from eventlog.model import system_clock_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -15,10 +13,17 @@ _ONE_US = timedelta(microseconds=1)
 
 
 # pydantic gives a UTC time its own tzinfo, one object shared by all: subtracting an epoch
-# with that very tzinfo skips two utcoffset() calls, half the cost of to_us in a replay.
-_PYDANTIC_EPOCH: datetime = SchemaValidator(core_schema.datetime_schema()).validate_python(
-    "1970-01-01T00:00:00Z"
-)
+# with that very tzinfo skips two utcoffset() calls, half the cost of to_us in a replay. Set
+# by the event catalog when it loads (``use_pydantic_utc``): a read command loads no pydantic.
+_PYDANTIC_EPOCH: datetime = EPOCH
+
+
+def use_pydantic_utc() -> None:
+    from pydantic_core import SchemaValidator, core_schema
+
+    global _PYDANTIC_EPOCH
+    _PYDANTIC_EPOCH = SchemaValidator(core_schema.datetime_schema()).validate_python(
+        "1970-01-01T00:00:00Z")
 
 
 def to_us(moment: datetime) -> int:

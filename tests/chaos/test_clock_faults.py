@@ -21,9 +21,8 @@ import pytest
 
 from eventlog import open_store
 from tri24es import events as ev
-from tri24es import projections
 from tri24es.budget import BudgetLimits
-from tri24es.projections import connection_of
+from tri24es.projections import connection_of, upkeep
 from tri24es.projections.reads import read_budget
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us
@@ -65,7 +64,7 @@ def start(services: Services, worker: str) -> None:
 def check_log(services: Services) -> list[int]:
     store = services.store
     assert store.verify() == store.head()
-    assert projections.verify(store) == []
+    assert upkeep.verify(store) == []
     times = [e.recorded_at for e in store.read_all()]
     assert times == sorted(times), "recorded_at went backwards"
     return times

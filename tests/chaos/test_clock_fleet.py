@@ -26,6 +26,7 @@ import pytest
 from eventlog import open_store
 from tests.e2e.conftest import CLI, clean_env
 from tri24es import events as ev
+from tri24es.names import RequeueReason
 from tri24es.timeutil import now_us, to_us
 
 SECOND = 1_000_000
@@ -112,7 +113,7 @@ def test_a_fleet_with_skewed_clocks(tmp_path: Path) -> None:
     task_events = [e.event for e in log if e.stream == "task-long"]
     requeues = [(e.reason, e.worker, e.by) for e in task_events
                 if isinstance(e, ev.TaskRequeued)]
-    assert requeues == [(ev.RequeueReason.LEASE_EXPIRED, "a", None)]
+    assert requeues == [(RequeueReason.LEASE_EXPIRED, "a", None)]
     completed = [(e.worker, e.attempt) for e in task_events if isinstance(e, ev.TaskCompleted)]
     assert completed == [("ahead-10s", 2)], "a's late completion of attempt 1 must be refused"
     lost = [e for e in log if isinstance(e.event, ev.WorkerLost)]

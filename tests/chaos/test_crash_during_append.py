@@ -16,7 +16,7 @@ import pytest
 from eventlog import open_store
 from tests.chaos.conftest import rounds
 from tri24es import events as ev
-from tri24es import projections
+from tri24es.projections import upkeep
 from tri24es.services import Services
 
 ROUNDS = rounds(8)
@@ -97,7 +97,7 @@ def test_a_killed_submitter_leaves_whole_batches_and_views_that_match_the_log(
     with open_store(str(db)) as store:
         store.verify()
         services = Services(store, actor="test")
-        assert projections.verify(store) == []
+        assert upkeep.verify(store) == []
         streams: dict[str, list[str]] = {}
         for e in store.read_all():
             streams.setdefault(e.stream, []).append(e.type)

@@ -38,6 +38,7 @@ from tests.conftest import with_schema
 from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, wait_until
 from tri24es import events as ev
+from tri24es.names import RequeueReason
 from tri24es.procinfo import is_same_process, start_time
 from tri24es.services import NotFound, Services, TaskSpec
 from tri24es.timeutil import from_us, now_us
@@ -216,7 +217,7 @@ def test_nothing_of_a_lost_attempt_outlives_it_and_attempts_never_overlap(
         assert "completed tree" not in site.output(first)
         assert [e.worker for e in site.events(ev.TaskCompleted)] == ["w-second"]
     requeued = site.events(ev.TaskRequeued)
-    assert [r.reason for r in requeued] == [ev.RequeueReason.LEASE_EXPIRED]
+    assert [r.reason for r in requeued] == [RequeueReason.LEASE_EXPIRED]
 
 
 def test_the_next_attempt_on_this_host_ends_what_is_left_of_the_last(
@@ -415,7 +416,7 @@ def test_agents_stop_when_the_watchdog_dies_the_instant_it_activates_the_switch(
     wait_until(lambda: len(site.events(ev.TaskRequeued)) == 2, "both tasks back in the queue")
     requeued = site.events(ev.TaskRequeued)
     assert sorted(r.task_id for r in requeued) == ["t0", "t1"]
-    assert {r.reason for r in requeued} == {ev.RequeueReason.KILL_SWITCH}
+    assert {r.reason for r in requeued} == {RequeueReason.KILL_SWITCH}
     assert not site.events(ev.TaskFailed)  # a stop, not a failure: no retry spent
     assert not site.events(ev.TaskDeadLettered)
     for n in range(2):
@@ -450,7 +451,7 @@ def test_sigterm_is_acted_on_promptly_under_a_flood_of_spend_lines(site: Site) -
     assert spent == Decimal("0.0001") * printed
     assert 0 < len(site.events(ev.SpendRecorded)) < printed / 100  # not an event per line
     [requeued] = site.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.WORKER_STOPPED
+    assert requeued.reason == RequeueReason.WORKER_STOPPED
 
 
 def test_a_failed_attempts_error_text_is_capped(site: Site) -> None:
@@ -476,7 +477,7 @@ def test_a_full_disk_under_an_agents_log_sends_its_task_back(site: Site) -> None
     worker = site.worker("--id", "w-full", preexec=small_disk)
     wait_until(lambda: site.events(ev.TaskRequeued), "the task back in the queue")
     requeued = site.events(ev.TaskRequeued)[0]
-    assert requeued.reason == ev.RequeueReason.STORE_FAULT
+    assert requeued.reason == RequeueReason.STORE_FAULT
     out = site.output(worker)
     assert "cannot write the agent's log" in out
     assert "Traceback" not in out

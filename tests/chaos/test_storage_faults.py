@@ -22,7 +22,7 @@ import pytest
 
 from eventlog import NO_STREAM, NewEvent, open_store
 from tests.e2e.conftest import CLI, clean_env
-from tri24es import projections
+from tri24es.projections import upkeep
 from tri24es.services import Services
 
 PR_CAPBSET_DROP = 24
@@ -135,7 +135,7 @@ def test_a_read_only_database_is_read_and_a_write_fails_with_one_line_and_recove
     assert verify.returncode == 0, verify.stderr
     with open_store(str(db_of(root))) as store:
         assert store.verify() == store.head() == head + 1
-        assert projections.verify(store) == []
+        assert upkeep.verify(store) == []
         assert [e.stream for e in store.read_all()][-1] == "task-during"
 
 
@@ -269,4 +269,4 @@ def test_a_worker_outlasts_a_lock_shorter_than_its_busy_timeout(root: Path) -> N
         store.verify()
         services = Services(store)
         assert [services.task(t).state for t in tasks] == ["completed"] * 3
-        assert projections.verify(store) == []
+        assert upkeep.verify(store) == []

@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.conftest import CLI, Run, clean_env
 from tests.e2e.test_worker import EXEC, Fleet, gone, wait_until
 from tri24es import events as ev
+from tri24es.names import RequeueReason
 from tri24es.procinfo import host_id, is_same_process, start_time
 
 SPENDER = """
@@ -86,7 +87,7 @@ def test_kill_switch_stops_every_worker_and_agent(fleet: Fleet, tmp_path: Path) 
         # watchdog's SIGTERM to its group; either way a stop, not a failure.
         assert not fleet.events(ev.TaskFailed)
         assert {r.reason for r in fleet.events(ev.TaskRequeued)} <= {
-            ev.RequeueReason.KILL_SWITCH, ev.RequeueReason.WORKER_STOPPED}
+            RequeueReason.KILL_SWITCH, RequeueReason.WORKER_STOPPED}
         for n in range(3):
             assert fleet.services.worker(f"w{n}").state in ("killed", "stopped")
         assert fleet.services.worker("ghost").state == "lost"

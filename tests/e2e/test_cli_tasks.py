@@ -13,7 +13,7 @@ import pytest
 
 from eventlog import open_store
 from tests.e2e.conftest import Run
-from tri24es.events import Priority
+from tri24es.names import Priority
 from tri24es.services import Services, TaskSpec
 
 

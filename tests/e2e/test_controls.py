@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import CLI, Run, clean_env
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
+from tri24es.names import RequeueReason
 from tri24es.timeutil import from_us, now_us
 
 
@@ -44,7 +45,7 @@ def test_a_kill_switch_stop_costs_no_retry_and_the_task_runs_after_the_reset(
     activate(fleet)
     wait_until(lambda: fleet.state("once") == "queued", "the task back in the queue")
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.KILL_SWITCH
+    assert requeued.reason == RequeueReason.KILL_SWITCH
     assert not fleet.events(ev.TaskFailed)
     assert fleet.services.task("once").retries_used == 0
     go.touch()
@@ -166,7 +167,7 @@ def test_up_does_not_restart_workers_stopped_by_request(fleet: Fleet, project: P
                    "up to leave the stopped worker down")
         assert fleet.state("long") == "queued"
         [requeued] = fleet.events(ev.TaskRequeued)
-        assert requeued.reason == ev.RequeueReason.WORKER_STOPPED
+        assert requeued.reason == RequeueReason.WORKER_STOPPED
         assert len(fleet.events(ev.TaskStarted)) == 1  # not run again by a restarted worker
         assert len(fleet.events(ev.WorkerStarted)) == 1
         assert up.proc.poll() is None

@@ -20,6 +20,7 @@ from tests.conftest import PATIENCE, with_schema
 from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, gone, wait_until
 from tri24es import events as ev
+from tri24es.names import RequeueReason
 from tri24es.procinfo import start_time
 from tri24es.services import Services, TaskSpec
 
@@ -147,7 +148,7 @@ def test_pause_resume_stop_from_another_host_reach_the_worker(fleet: Fleet,
     wait_until(lambda: gone(*agent), "the agent to be stopped", SOON)
     assert fleet.services.worker("wa").state == "stopped"
     (requeued, _), = fleet.events(ev.TaskRequeued)
-    assert (requeued.task_id, requeued.reason) == ("second", ev.RequeueReason.WORKER_STOPPED)
+    assert (requeued.task_id, requeued.reason) == ("second", RequeueReason.WORKER_STOPPED)
     assert fleet.services.task("second").state == "queued"
     (stop, _), = fleet.events(ev.WorkerStopped)
     assert stop.reason == "stop requested"
@@ -191,7 +192,7 @@ def test_the_watchdog_stops_a_worker_on_another_host_through_the_log(fleet: Flee
     assert (stop.reason, host) == ("stop requested", "host-a")
     assert fleet.services.worker("wa").state == "stopped"
     (requeued, _), = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.KILL_SWITCH  # a stop: no retry spent
+    assert requeued.reason == RequeueReason.KILL_SWITCH  # a stop: no retry spent
     assert fleet.services.task("long").state == "queued"  # the kill switch keeps it there
 
 

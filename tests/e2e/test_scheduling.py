@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.conftest import CLI, Run, clean_env
 from tests.e2e.test_worker import AGENT, Fleet, wait_until
 from tri24es import events as ev
+from tri24es.names import RequeueReason, task_stream
 from tri24es.scheduling import slot_task_id
 from tri24es.timeutil import to_us
 
@@ -33,7 +34,7 @@ def fleet(project: Path, run: Run) -> Iterator[Fleet]:
 def claims_of(fleet: Fleet, task_id: str) -> list[tuple[int, int]]:
     """(attempt, recorded_at) of each claim of the task."""
     return [(ev.decode_event(r).attempt, r.recorded_at)  # type: ignore[attr-defined]
-            for r in fleet.services.store.read_stream(ev.task_stream(task_id))
+            for r in fleet.services.store.read_stream(task_stream(task_id))
             if r.type == ev.TaskClaimed.topic]
 
 
@@ -46,7 +47,7 @@ def test_a_worker_retries_a_failed_task_after_its_backoff_and_wakes_for_it(
                         env={"TRI24ES_RETRY_BACKOFF": "2s..2s", "POLL_INTERVAL": "60"})
     wait_until(lambda: fleet.state("flaky") == "completed", "the retry completed")
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.RETRY
+    assert requeued.reason is RequeueReason.RETRY
     assert requeued.not_before is not None
     [failed] = [r for r in fleet.services.store.read_stream("task-flaky")
                 if r.type == ev.TaskRequeued.topic]
@@ -217,7 +218,7 @@ def test_two_queue_watchers_fire_a_schedules_slot_once(fleet: Fleet) -> None:
         outputs = [proc.communicate(timeout=30)[0] for proc in watchers]
     assert sum(f"submitted {task_id} (MEDIUM) from schedule:tick" in out
                for out in outputs) == 1, outputs
-    assert len(fleet.services.store.read_stream(ev.task_stream(task_id))) == 1
+    assert len(fleet.services.store.read_stream(task_stream(task_id))) == 1
     assert fleet.run("schedule", "remove", "tick").stdout == "schedule tick: removed\n"
     assert fleet.run("schedule", "list").stdout == "no schedules\n"
 
@@ -262,7 +263,7 @@ def test_pausing_a_model_stops_its_running_attempt_at_no_retry_cost(fleet: Fleet
     assert fleet.run("models", "pause", "claude", "--reason", "usage limit").returncode == 0
     wait_until(lambda: fleet.events(ev.TaskRequeued), "the attempt stopped and requeued")
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.MODEL_PAUSED
+    assert requeued.reason is RequeueReason.MODEL_PAUSED
     row = fleet.services.task("long")
     assert (row.state, row.retries_used) == ("queued", 0)  # max_retries=0, still it may run
     assert len(claims_of(fleet, "long")) == 1  # not claimed again while paused

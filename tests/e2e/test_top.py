@@ -14,8 +14,8 @@ from tests.e2e.conftest import Run
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
 from tri24es.cli.top import frame, glance, sparkline
-from tri24es.events import Priority
-from tri24es.projections import install
+from tri24es.names import Priority
+from tri24es.projections.upkeep import install
 from tri24es.services import Services, TaskSpec
 from tri24es.timeutil import from_us
 

@@ -21,6 +21,7 @@ from tests.e2e.conftest import Run
 from tests.e2e.test_scheduling import claims_of
 from tests.e2e.test_worker import Fleet, wait_until
 from tri24es import events as ev
+from tri24es.names import MODELS_STREAM, RequeueReason
 from tri24es.timeutil import to_us
 
 SECOND = 1_000_000
@@ -56,7 +57,7 @@ def test_a_usage_limit_pauses_its_model_until_the_reset_and_other_models_run_on(
     assert paused.by == "w1"
     assert paused.reason == f"usage limit: Claude AI usage limit reached|{reset}"
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert (requeued.task_id, requeued.reason) == ("fix", ev.RequeueReason.USAGE_LIMIT)
+    assert (requeued.task_id, requeued.reason) == ("fix", RequeueReason.USAGE_LIMIT)
     row = fleet.services.task("fix")
     assert (row.state, row.retries_used) == ("queued", 0)  # max_retries=0: it may run again
     assert not fleet.events(ev.TaskFailed)
@@ -85,10 +86,10 @@ def test_claims_of_a_paused_model_resume_by_themselves_at_the_reset(fleet: Fleet
     [paused] = fleet.events(ev.ModelPaused)
     assert paused.until is not None
     until = to_us(paused.until)
-    [pause_event] = [r for r in fleet.services.store.read_stream(ev.MODELS_STREAM)]
+    [pause_event] = [r for r in fleet.services.store.read_stream(MODELS_STREAM)]
     assert 0 < until - pause_event.recorded_at <= 3 * SECOND
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    assert requeued.reason is RequeueReason.USAGE_LIMIT
     (first, _), (second, claimed_again) = claims_of(fleet, "gen")
     assert (first, second) == (1, 2)
     assert claimed_again >= until  # never before the reset
@@ -112,7 +113,7 @@ def test_an_agent_spending_without_progress_fails_with_the_evidence(fleet: Fleet
     assert evidence.seconds >= 2
     assert evidence.last_line == '{"cost_usd": 0.2}'
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.RETRY  # a failure: it cost a retry
+    assert requeued.reason is RequeueReason.RETRY  # a failure: it cost a retry
     assert fleet.services.task("loop").retries_used == 1
     shown = fleet.run("tasks", "show", "loop")
     assert "no_progress" in shown.stdout
@@ -159,7 +160,7 @@ def test_a_presets_json_error_result_pauses_its_model(
     assert paused.model == model
     assert paused.until is not None
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    assert requeued.reason is RequeueReason.USAGE_LIMIT
     (_, _), (_, claimed_again) = claims_of(fleet, "job")
     assert claimed_again >= to_us(paused.until)
     assert not fleet.events(ev.TaskFailed)
@@ -178,10 +179,10 @@ def test_a_default_pause_too_long_for_a_date_is_at_most_the_longest_reset(fleet:
                "the attempt requeued (or the worker ended)")
     assert proc.poll() is None, fleet.output(proc)
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason is ev.RequeueReason.USAGE_LIMIT
+    assert requeued.reason is RequeueReason.USAGE_LIMIT
     [paused] = fleet.events(ev.ModelPaused)
     assert paused.until is not None
-    [pause_event] = list(fleet.services.store.read_stream(ev.MODELS_STREAM))
+    [pause_event] = list(fleet.services.store.read_stream(MODELS_STREAM))
     assert to_us(paused.until) - pause_event.recorded_at <= 31 * 86_400 * SECOND
     assert fleet.services.task("fix").retries_used == 0
 

@@ -19,7 +19,7 @@ from tests.conftest import PATIENCE
 from tests.conftest import wait_until as shared_wait_until
 from tests.e2e.conftest import CLI, Run, clean_env
 from tri24es import events as ev
-from tri24es.events import Priority
+from tri24es.names import Priority, RequeueReason
 from tri24es.procinfo import is_same_process, start_time
 from tri24es.services import NotFound, Services, TaskSpec
 
@@ -136,7 +136,7 @@ def test_a_failing_agent_is_retried_then_dead_lettered(fleet: Fleet) -> None:
     assert [(f.attempt, f.error, f.exit_code) for f in failures] == [
         (1, "exit 3: it broke", 3), (2, "exit 3: it broke", 3)]
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.RETRY
+    assert requeued.reason == RequeueReason.RETRY
     assert len(fleet.events(ev.TaskDeadLettered)) == 1
     assert fleet.state("broken") == "failed"
 
@@ -228,7 +228,7 @@ def test_a_stop_signal_ends_the_agent_group_and_requeues_the_task(
         os.kill(agent.pid, 0)  # reaped by the worker, too
     wait_until(lambda: gone(child, child_start), "the agent's child gone")
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.WORKER_STOPPED
+    assert requeued.reason == RequeueReason.WORKER_STOPPED
     assert fleet.state("long") == "queued"
     assert fleet.worker_state("w-stop") == "stopped"
 
@@ -269,7 +269,7 @@ def test_a_killed_workers_agent_dies_and_its_task_is_run_again(fleet: Fleet) -> 
     assert fleet.exit_code(second) == 0, fleet.output(second)
     assert len(fleet.events(ev.WorkerLost)) == 1
     [requeued] = fleet.events(ev.TaskRequeued)
-    assert requeued.reason == ev.RequeueReason.LEASE_EXPIRED
+    assert requeued.reason == RequeueReason.LEASE_EXPIRED
     [done] = fleet.events(ev.TaskCompleted)
     assert done.attempt == 2
 

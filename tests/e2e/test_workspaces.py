@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.conftest import Run
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
-from tri24es.events import RetryFrom
+from tri24es.names import RetryFrom
 
 STANDIN = Path(__file__).parent / "agents" / "standin.py"
 

@@ -15,7 +15,7 @@ from tests.integration.test_budget_watchdog import LIMITS, SECOND, Setup
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
 from tri24es.paths import ProjectPaths
-from tri24es.projections import verify
+from tri24es.projections.upkeep import verify
 from tri24es.runtime.budget_watchdog import reset
 from tri24es.services import ResetRefused, Services
 

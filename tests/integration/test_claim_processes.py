@@ -13,7 +13,8 @@ import pytest
 
 import eventlog
 from tri24es.events import decode_all
-from tri24es.projections import connection_of, reads, verify
+from tri24es.projections import connection_of, reads
+from tri24es.projections.upkeep import verify
 from tri24es.services import Services, TaskSpec
 
 WORKERS = 4

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 
 import eventlog
-from tri24es.events import LimitKey, decode_all
-from tri24es.projections import verify
+from tri24es.events import decode_all
+from tri24es.names import LimitKey
+from tri24es.projections.upkeep import verify
 from tri24es.services import Services, TaskSpec
 
 CAP = 2

@@ -12,9 +12,11 @@ import pytest
 
 from eventlog import EventStore, open_store
 from tri24es import events as ev
-from tri24es.events import Priority, TaskUpdated
+from tri24es.events import TaskUpdated
+from tri24es.names import Priority
 from tri24es.paths import ProjectPaths
-from tri24es.projections import TaskRow, verify
+from tri24es.projections.tables.queue import TaskRow
+from tri24es.projections.upkeep import verify
 from tri24es.runtime.queue_watcher import QueueWatcher, ScanReport
 from tri24es.services import Services
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from eventlog import open_store
 from tri24es import events as ev
+from tri24es.names import Priority
 from tri24es.paths import ProjectPaths
 from tri24es.runtime.queue_watcher import QueueWatcher
 from tri24es.services import Services
@@ -155,7 +156,7 @@ def test_random_queue_files_are_each_submitted_once_or_rejected_with_a_reason(
                 task_id = name.decode().removesuffix(".md")
                 assert task_id in ids, (relative, report)
                 expected = folder.decode().upper() or "MEDIUM"
-                assert priorities[task_id] == ev.Priority(expected)
+                assert priorities[task_id] == Priority(expected)
         # Nothing lost, nothing new outside tasks/: each entry that left the queue folder is in
         # tasks/rejected/ under a name of its own, beside a .reason file.
         rejected_dir = bytes(root / "tasks" / "rejected")

@@ -19,15 +19,10 @@ import pytest
 from eventlog import EventStore, open_store
 from tests.conftest import PATIENCE
 from tri24es import events as ev
-from tri24es.projections import (
-    PROJECTIONS,
-    QUEUE,
-    connection_of,
-    fold_log,
-    rebuild,
-    verify,
-)
-from tri24es.projections.queue import Paged
+from tri24es.projections import connection_of
+from tri24es.projections.fold import PROJECTIONS, fold_log
+from tri24es.projections.queue import QUEUE, Paged
+from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import Services, TaskSpec
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)

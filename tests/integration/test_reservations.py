@@ -16,8 +16,9 @@ from eventlog import EventStore
 from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submit, task
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, TodayBudget
-from tri24es.events import RequeueReason
-from tri24es.projections import connection_of, reads, rebuild, verify
+from tri24es.names import RequeueReason, task_stream
+from tri24es.projections import connection_of, reads
+from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import WORK, Services
 from tri24es.services.base import bells_for
 from tri24es.timeutil import from_us
@@ -69,7 +70,7 @@ def waits(store: EventStore, budget: BudgetLimits | None, now: int) -> list[str]
 
 
 def reserved_in_claim(store: EventStore, task_id: str) -> Decimal | None:
-    claims = [ev.decode_event(r) for r in store.read_stream(ev.task_stream(task_id))
+    claims = [ev.decode_event(r) for r in store.read_stream(task_stream(task_id))
               if r.type == "TaskClaimed"]
     last = claims[-1]
     assert isinstance(last, ev.TaskClaimed)

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import eventlog
 from tri24es.events import decode_all
-from tri24es.projections import verify
+from tri24es.projections.upkeep import verify
 from tri24es.services import Services, TaskSpec
 
 DAILY = Decimal("4")

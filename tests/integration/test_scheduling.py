@@ -13,8 +13,10 @@ import eventlog
 from eventlog import EventStore
 from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submit, task
 from tri24es import events as ev
-from tri24es.events import Backoff, RequeueReason
-from tri24es.projections import connection_of, reads, rebuild, verify
+from tri24es.events import Backoff
+from tri24es.names import STOP_REASONS, LimitKey, Priority, RequeueReason, task_stream
+from tri24es.projections import connection_of, reads
+from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import DependencyError, NotFound, ScheduleExists, Services, TaskSpec
 from tri24es.services.tasks import NotQueued
 from tri24es.timeutil import from_us, to_us
@@ -46,7 +48,7 @@ def fail_once(svc: Services, task_id: str, worker: str = "w") -> ev.TaskRequeued
     assert claim is not None
     assert claim.task_id == task_id
     svc.fail(task_id, worker, claim.attempt, "boom")
-    last = svc.store.read_stream(ev.task_stream(task_id))[-1]
+    last = svc.store.read_stream(task_stream(task_id))[-1]
     requeued = ev.decode_event(last)
     assert isinstance(requeued, ev.TaskRequeued)
     return requeued
@@ -93,7 +95,7 @@ def test_stops_that_are_not_failures_are_not_delayed(
 ) -> None:
     submit(svc, "a")
     start(svc, "w")
-    for reason in sorted(ev.STOP_REASONS):
+    for reason in sorted(STOP_REASONS):
         claim = svc.claim("w")
         assert claim is not None, reason
         svc.requeue("a", reason, attempt=claim.attempt)
@@ -163,8 +165,8 @@ def test_a_delayed_task_is_claimed_at_its_time_and_others_go_first(
     svc: Services, store: EventStore, clock: Clock
 ) -> None:
     later = clock.now + 60 * SECOND
-    submit(svc, "later", priority=ev.Priority.CRITICAL, not_before=from_us(later))
-    submit(svc, "now", priority=ev.Priority.LOW)
+    submit(svc, "later", priority=Priority.CRITICAL, not_before=from_us(later))
+    submit(svc, "now", priority=Priority.LOW)
     start(svc, "w")
     assert task(svc, store, "later").not_before == later
     assert svc.next_due() == later
@@ -190,7 +192,7 @@ def test_a_task_is_claimed_once_all_its_dependencies_completed(
 ) -> None:
     submit(svc, "build")
     submit(svc, "lint")
-    submit(svc, "deploy", priority=ev.Priority.CRITICAL, after=("build", "lint"))
+    submit(svc, "deploy", priority=Priority.CRITICAL, after=("build", "lint"))
     assert task(svc, store, "deploy").deps_open == 2
     assert task(svc, store, "build").waiting_tasks == ["deploy"]
     start(svc, "w")
@@ -298,7 +300,7 @@ def test_a_queued_task_is_changed_by_an_event_and_claimed_by_its_new_place(
     submit(svc, "first")
     submit(svc, "second", not_before=from_us(clock.now + 3600 * SECOND))
     submit(svc, "gpu", shard="gpu")
-    row = svc.update(ev.TaskUpdated(task_id="second", by="test", priority=ev.Priority.CRITICAL,
+    row = svc.update(ev.TaskUpdated(task_id="second", by="test", priority=Priority.CRITICAL,
                                     not_before=from_us(clock.now), title="Second, sooner",
                                     max_retries=7))
     assert (row.priority, row.not_before, row.title, row.max_retries) == (
@@ -312,7 +314,7 @@ def test_a_queued_task_is_changed_by_an_event_and_claimed_by_its_new_place(
         svc.complete(claim.task_id, "w", claim.attempt)
     assert order == ["second", "first", "gpu"]
     with pytest.raises(NotQueued, match="task 'first' is completed: only a queued task"):
-        svc.update(ev.TaskUpdated(task_id="first", priority=ev.Priority.LOW))
+        svc.update(ev.TaskUpdated(task_id="first", priority=Priority.LOW))
     updates = [r for r in store.read_all(types=[ev.TaskUpdated.topic])]
     assert len(updates) == 2
 
@@ -323,8 +325,8 @@ def test_a_queued_task_is_changed_by_an_event_and_claimed_by_its_new_place(
 def test_a_cap_counts_a_tasks_field_or_else_its_workers(
     svc: Services, store: EventStore, clock: Clock
 ) -> None:
-    assert svc.set_limit(ev.LimitKey.MODEL, "claude", 2, by="test")
-    assert not svc.set_limit(ev.LimitKey.MODEL, "claude", 2, by="test")  # no second event
+    assert svc.set_limit(LimitKey.MODEL, "claude", 2, by="test")
+    assert not svc.set_limit(LimitKey.MODEL, "claude", 2, by="test")  # no second event
     submit(svc, "named", model="claude")
     submit(svc, "open")
     submit(svc, "also-named", model="claude")
@@ -347,19 +349,19 @@ def test_a_cap_counts_a_tasks_field_or_else_its_workers(
     claim = svc.claim("c3")
     assert claim is not None
     assert claim.task_id == "also-named"
-    assert svc.remove_limit(ev.LimitKey.MODEL, "claude", by="test")
-    assert not svc.remove_limit(ev.LimitKey.MODEL, "claude", by="test")
+    assert svc.remove_limit(LimitKey.MODEL, "claude", by="test")
+    assert not svc.remove_limit(LimitKey.MODEL, "claude", by="test")
 
 
 def test_a_cap_of_zero_holds_every_such_task_until_raised(
     svc: Services, store: EventStore
 ) -> None:
-    svc.set_limit(ev.LimitKey.SHARD, "gpu", 0, by="test")
+    svc.set_limit(LimitKey.SHARD, "gpu", 0, by="test")
     submit(svc, "train", shard="gpu")
     submit(svc, "web", shard="web")
     start(svc, "g", shard="gpu")
     assert svc.claim("g") is None
-    svc.set_limit(ev.LimitKey.SHARD, "gpu", 1, by="test")
+    svc.set_limit(LimitKey.SHARD, "gpu", 1, by="test")
     claim = svc.claim("g")
     assert claim is not None
     assert claim.task_id == "train"
@@ -377,7 +379,7 @@ def test_a_schedule_submits_its_latest_slot_once_with_an_id_of_the_slot(
     svc: Services, store: EventStore, clock: Clock
 ) -> None:
     clock.now = to_us(datetime(2026, 12, 1, 2, 0, tzinfo=UTC))
-    svc.add_schedule(nightly(priority=ev.Priority.HIGH))
+    svc.add_schedule(nightly(priority=Priority.HIGH))
     assert svc.fire_schedules() == ([], to_us(datetime(2026, 12, 1, 3, tzinfo=UTC)))
     clock.now = to_us(datetime(2026, 12, 1, 3, 0, 30, tzinfo=UTC))
     fired, coming = svc.fire_schedules()

@@ -12,11 +12,15 @@ import eventlog
 from eventlog import EventStore
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
-from tri24es.events import Priority
 from tri24es.machines import IllegalTransition
-from tri24es.projections import QUEUE, WORKERS, connection_of, read_killswitch, reads, verify
-from tri24es.projections.queue import TaskRow
-from tri24es.projections.workers import WorkerRow
+from tri24es.names import KILL_SWITCH_STREAM, Priority, RequeueReason
+from tri24es.projections import connection_of, reads
+from tri24es.projections.queue import QUEUE
+from tri24es.projections.tables.killswitch import read_killswitch
+from tri24es.projections.tables.queue import TaskRow
+from tri24es.projections.tables.workers import WorkerRow
+from tri24es.projections.upkeep import verify
+from tri24es.projections.workers import WORKERS
 from tri24es.services import (
     NotFound,
     ResetRefused,
@@ -185,7 +189,7 @@ def test_a_reset_is_refused_while_the_breach_holds_and_recorded_with_its_terms(
     for terms in ({}, {"fresh_window": True}, {"allow_today": Decimal("1.5")}):
         with pytest.raises(ResetRefused):
             svc.reset_killswitch(by="me", reason="r", limits=limits, **terms)  # type: ignore[arg-type]
-    assert len(store.read_stream(ev.KILL_SWITCH_STREAM)) == 1  # nothing recorded
+    assert len(store.read_stream(KILL_SWITCH_STREAM)) == 1  # nothing recorded
     assert svc.reset_killswitch(by="me", reason="r", limits=limits, fresh_window=True,
                                 allow_today=Decimal(2))
     with store.snapshot() as tx:
@@ -202,7 +206,7 @@ def test_claim_refused_while_the_kill_switch_is_active(svc: Services, store: Eve
     start(svc, "w")
     assert svc.activate_killswitch(activation())
     assert not svc.activate_killswitch(activation())  # exactly once
-    assert len(store.read_stream(ev.KILL_SWITCH_STREAM)) == 1
+    assert len(store.read_stream(KILL_SWITCH_STREAM)) == 1
     assert svc.claim("w") is None
     assert task(svc, store, "a").state == "queued"
     assert svc.reset_killswitch(by="me", reason="raised the limit")
@@ -286,7 +290,7 @@ def test_a_stale_attempt_cannot_complete_or_renew(
     with pytest.raises(StaleAttempt):
         svc.complete("a", "w2", 1)  # the right worker, the wrong attempt
     with pytest.raises(StaleAttempt):
-        svc.requeue("a", ev.RequeueReason.MANUAL, attempt=1)
+        svc.requeue("a", RequeueReason.MANUAL, attempt=1)
 
     svc.complete("a", "w2", 2)
     assert task(svc, store, "a").state == "completed"
@@ -369,11 +373,11 @@ def test_manual_requeue_of_a_running_task(svc: Services, store: EventStore) -> N
     submit(svc, "a")
     start(svc, "w")
     assert svc.claim("w") is not None
-    svc.requeue("a", ev.RequeueReason.WORKER_STOPPED, by="me", attempt=1)
+    svc.requeue("a", RequeueReason.WORKER_STOPPED, by="me", attempt=1)
     assert task(svc, store, "a").state == "queued"
     assert worker(store, "w").state == "idle"
     with pytest.raises(IllegalTransition):
-        svc.requeue("a", ev.RequeueReason.MANUAL)  # a queued task cannot be requeued
+        svc.requeue("a", RequeueReason.MANUAL)  # a queued task cannot be requeued
 
 
 # --- leases and silent workers -----------------------------------------------------------

@@ -15,7 +15,10 @@ import pytest
 
 from eventlog import ANY, EventStore, NewEvent, open_store
 from tri24es import events as ev
-from tri24es.projections import Views, fold, fold_log, rebuild, verify
+from tri24es.names import SPEND_STREAM
+from tri24es.projections import fold
+from tri24es.projections.fold import Views, fold_log
+from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import Services, TaskSpec
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -37,7 +40,7 @@ def mixed_log(store: EventStore) -> dict[str, int]:
             services.complete(claim.task_id, "w", claim.attempt)
         services.record_spend(ev.SpendRecorded(
             amount=Decimal("0.0125") * i, occurred_at=NOW, task=claim.task_id, worker="w"))
-    bad = {"corrupt": store.append(ev.SPEND_STREAM, [NewEvent("SpendRecorded", b"{")], ANY)}
+    bad = {"corrupt": store.append(SPEND_STREAM, [NewEvent("SpendRecorded", b"{")], ANY)}
     bad["unknown"] = store.append("task-t1", [NewEvent("FromTheFuture", b"{}")], ANY)
     services.activate_killswitch(ev.KillSwitchActivated(
         reason="rate", rate=Decimal(3), daily=Decimal(40), rate_limit=Decimal(2),

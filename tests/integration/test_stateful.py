@@ -27,12 +27,14 @@ from hypothesis.stateful import (
 import eventlog
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
-from tri24es.events import Priority, RequeueReason, decode_all
+from tri24es.events import decode_all
 from tri24es.machines import IllegalTransition
-from tri24es.projections import connection_of, reads, verify
-from tri24es.projections.queue import TaskRow
-from tri24es.projections.spend import to_units
-from tri24es.projections.workers import WorkerRow
+from tri24es.names import LimitKey, Priority, RequeueReason
+from tri24es.projections import connection_of, reads
+from tri24es.projections.tables.money import to_units
+from tri24es.projections.tables.queue import TaskRow
+from tri24es.projections.tables.workers import WorkerRow
+from tri24es.projections.upkeep import verify
 from tri24es.services import (
     DependencyError,
     NotFound,
@@ -161,9 +163,9 @@ class ServicesMachine(RuleBasedStateMachine):
     @rule(shard=st.sampled_from(["a", "b"]), cap=st.sampled_from([None, 0, 1, 2]))
     def limit(self, shard: str, cap: int | None) -> None:
         if cap is None:
-            self.svc.remove_limit(ev.LimitKey.SHARD, shard, by="test")
+            self.svc.remove_limit(LimitKey.SHARD, shard, by="test")
         else:
-            self.svc.set_limit(ev.LimitKey.SHARD, shard, cap, by="test")
+            self.svc.set_limit(LimitKey.SHARD, shard, cap, by="test")
 
     @rule(name=st.sampled_from(["s1", "s2"]), cron=st.sampled_from(["* * * * *", "*/2 * * * *"]),
           add=st.booleans())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from eventlog import open_store
-from tri24es.events import Priority
+from tri24es.names import Priority
 from tri24es.projections import connection_of, reads
 from tri24es.services import Services, TaskSpec
 

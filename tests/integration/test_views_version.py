@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable
 
 from eventlog import EventStore, open_store
-from tri24es.projections import VIEWS_VERSION, connection_of, rebuild, verify
+from tri24es.projections import VIEWS_VERSION, connection_of
+from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import Services, TaskSpec
 
 

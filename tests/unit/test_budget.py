@@ -30,7 +30,7 @@ from tri24es.budget import (
 from tri24es.config import load_settings
 from tri24es.errors import ConfigError
 from tri24es.inputs.spendfile import BadLine, at_arrival, line_event_id, parse_line
-from tri24es.projections import KillSwitchView
+from tri24es.projections.tables.killswitch import KillSwitchView
 from tri24es.timeutil import to_us
 
 

@@ -14,11 +14,12 @@ from pydantic import ValidationError
 
 from eventlog import RecordedEvent
 from tri24es import events as ev
+from tri24es.names import EventDecodeError, LimitKey, Priority, RequeueReason
 
 NOW = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
 
 SAMPLES: list[ev.Event] = [
-    ev.TaskSubmitted(task_id="t1", title="Fix it", priority=ev.Priority.HIGH, body="# Fix it\n",
+    ev.TaskSubmitted(task_id="t1", title="Fix it", priority=Priority.HIGH, body="# Fix it\n",
                      shard="a", model="claude", type="bug", max_budget_usd=Decimal("2.50")),
     ev.TaskRejected(task_id="t2", reason="empty file", source="tasks/queue/t2.md"),
     ev.TaskClaimed(task_id="t1", worker="w1", attempt=1, lease_expires_at=NOW),
@@ -26,13 +27,13 @@ SAMPLES: list[ev.Event] = [
     ev.LeaseRenewed(task_id="t1", worker="w1", attempt=1, lease_expires_at=NOW),
     ev.TaskCompleted(task_id="t1", worker="w1", attempt=1),
     ev.TaskFailed(task_id="t1", worker="w1", attempt=1, error="exit 3", exit_code=3),
-    ev.TaskRequeued(task_id="t1", attempt=1, reason=ev.RequeueReason.LEASE_EXPIRED),
+    ev.TaskRequeued(task_id="t1", attempt=1, reason=RequeueReason.LEASE_EXPIRED),
     ev.TaskDeadLettered(task_id="t1", attempts=3, error="exit 3"),
     ev.TaskBlocked(task_id="t2", dependency="t1", reason="dependency t1 failed"),
     ev.TaskUnblocked(task_id="t2", dependency="t1"),
-    ev.TaskUpdated(task_id="t2", by="alice", priority=ev.Priority.HIGH, shard=""),
-    ev.LimitSet(key=ev.LimitKey.MODEL, value="claude", cap=3, by="alice"),
-    ev.LimitRemoved(key=ev.LimitKey.SHARD, value="gpu"),
+    ev.TaskUpdated(task_id="t2", by="alice", priority=Priority.HIGH, shard=""),
+    ev.LimitSet(key=LimitKey.MODEL, value="claude", cap=3, by="alice"),
+    ev.LimitRemoved(key=LimitKey.SHARD, value="gpu"),
     ev.ScheduleAdded(name="nightly", cron="0 3 * * *", title="Bump", model="claude"),
     ev.ScheduleRemoved(name="nightly", by="alice"),
     ev.ModelPaused(model="claude", until=datetime(2026, 12, 1, 15, tzinfo=UTC), reason="limit"),
@@ -117,9 +118,9 @@ def test_naive_datetimes_are_refused() -> None:
 
 
 def test_priority_is_stored_by_name_and_ranked() -> None:
-    new = ev.encode(ev.TaskSubmitted(task_id="t", title="x", priority=ev.Priority.CRITICAL))
+    new = ev.encode(ev.TaskSubmitted(task_id="t", title="x", priority=Priority.CRITICAL))
     assert orjson.loads(new.data)["priority"] == "CRITICAL"
-    assert [p.rank for p in ev.Priority] == [0, 1, 2, 3]
+    assert [p.rank for p in Priority] == [0, 1, 2, 3]
 
 
 def test_unknown_topic_is_a_typed_error_naming_the_position() -> None:
@@ -140,7 +141,7 @@ def test_unknown_topic_is_a_typed_error_naming_the_position() -> None:
 )
 def test_corrupt_payload_is_a_typed_error(payload: bytes, problem: str) -> None:
     new = ev.encode(SAMPLES[2])
-    with pytest.raises(ev.EventDecodeError, match=problem) as caught:
+    with pytest.raises(EventDecodeError, match=problem) as caught:
         ev.decode(stored(new, 9)._replace(data=payload))
     assert caught.value.position == 9
     assert caught.value.type == "TaskClaimed"
@@ -151,7 +152,7 @@ def test_decoding_random_bytes_never_crashes(payload: bytes) -> None:
     new = ev.encode(SAMPLES[20])
     try:
         ev.decode(stored(new)._replace(data=payload))
-    except ev.EventDecodeError as e:
+    except EventDecodeError as e:
         assert e.position == 7  # noqa: PT017 - most random bytes fail; those that fail must say where
 
 
@@ -188,7 +189,7 @@ def test_decoding_random_payloads_gives_the_event_or_a_typed_error(
                     lambda r: ev.decode_page([r])[0].event):
         try:
             event = decoder(recorded)
-        except ev.EventDecodeError as e:
+        except EventDecodeError as e:
             assert (e.position, e.type) == (position, topic)  # noqa: PT017
             assert str(e).startswith(f"event at position {position} ({topic}): ")  # noqa: PT017
         else:
@@ -224,7 +225,7 @@ def test_a_missing_upcaster_is_reported() -> None:
     ev.UPCASTERS.pop(("ExampleRenamed", 1))
     try:
         v1 = RecordedEvent(3, "s", 1, "id", "ExampleRenamed", b'{"name": "x"}', b"{}", 0, b"")
-        with pytest.raises(ev.EventDecodeError, match="no upcaster from version 1 to 2"):
+        with pytest.raises(EventDecodeError, match="no upcaster from version 1 to 2"):
             ev.decode_event(v1)
     finally:
         ev.UPCASTERS[("ExampleRenamed", 1)] = _rename
@@ -257,11 +258,11 @@ def test_decode_page_upcasts_a_versioned_payload_among_current_ones() -> None:
 @pytest.mark.parametrize(
     ("data", "kind", "problem"),
     [
-        (b'{"task_id": "t"', ev.EventDecodeError, "position 5"),
+        (b'{"task_id": "t"', EventDecodeError, "position 5"),
         (b'{"task_id": "t", "worker": "w", "attempt": 0, "lease_expires_at": "x"}',
-         ev.EventDecodeError, "attempt"),
+         EventDecodeError, "attempt"),
         (b'{"task_id": "t", "worker": "w", "attempt": 1, "lease_expires_at": "2026-11-24"}',
-         ev.EventDecodeError, "lease_expires_at"),
+         EventDecodeError, "lease_expires_at"),
     ],
 )
 def test_a_corrupt_payload_in_a_page_is_the_typed_error_naming_its_position(
@@ -271,7 +272,7 @@ def test_a_corrupt_payload_in_a_page_is_the_typed_error_naming_its_position(
     page[4] = page[4]._replace(data=data)
     with pytest.raises(kind, match=problem) as caught:
         ev.decode_page(page)
-    assert isinstance(caught.value, ev.EventDecodeError)
+    assert isinstance(caught.value, EventDecodeError)
     assert (caught.value.position, caught.value.type) == (5, "TaskClaimed")
 
 
@@ -294,7 +295,7 @@ def test_decoded_times_money_and_enums_have_their_python_types() -> None:
         if isinstance(event, ev.SpendRecorded):
             assert isinstance(event.amount, Decimal)
         if isinstance(event, ev.TaskSubmitted):
-            assert event.priority is ev.Priority.HIGH
+            assert event.priority is Priority.HIGH
 
 
 
@@ -311,7 +312,7 @@ def test_payloads_are_the_json_of_the_model_dump_byte_for_byte() -> None:
     when = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
     samples: list[ev.Event] = [
         ev.TaskSubmitted(task_id="t-1", title="héllo ✓ \"quoted\" \\ \n\t\u2028", body="x" * 300,
-                         priority=ev.Priority.CRITICAL, max_budget_usd=Decimal("1.5000"),
+                         priority=Priority.CRITICAL, max_budget_usd=Decimal("1.5000"),
                          command=["claude", "-p", "ü"]),
         ev.TaskClaimed(task_id="t", worker="w", attempt=2,
                        lease_expires_at=when.astimezone(timezone(timedelta(hours=5)))),

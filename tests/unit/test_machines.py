@@ -16,7 +16,6 @@ from transitions import Machine, MachineError
 from tri24es.errors import Tri24esError
 from tri24es.events import (
     LeaseRenewed,
-    RequeueReason,
     SpendRecorded,
     TaskCancelled,
     TaskClaimed,
@@ -38,22 +37,15 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines import (
-    TASK,
-    WORKER,
-    IllegalTransition,
-    StateTable,
-    TaskState,
-    WorkerState,
-    advance_task,
-    advance_worker,
-    mermaid,
-    render_doc,
-    trigger_for,
-    worker_trigger_for,
-)
+from tri24es.machines import IllegalTransition, StateTable, TaskState, WorkerState
 from tri24es.machines.__main__ import DOC_PATH
 from tri24es.machines.__main__ import main as write_doc
+from tri24es.machines.base import mermaid, render_doc
+from tri24es.machines.task import TASK, trigger_for
+from tri24es.machines.task import advance as advance_task
+from tri24es.machines.worker import WORKER, worker_trigger_for
+from tri24es.machines.worker import advance as advance_worker
+from tri24es.names import RequeueReason
 
 T = TaskState
 W = WorkerState

@@ -10,10 +10,22 @@ from decimal import Decimal
 import pytest
 
 from tri24es import events as ev
-from tri24es.events import Envelope, Event, Priority, RequeueReason
+from tri24es.events import Envelope, Event
 from tri24es.machines import IllegalTransition
-from tri24es.projections import KILLSWITCH, QUEUE, SPEND, WORKERS
-from tri24es.projections.spend import BUCKET_US, from_units
+from tri24es.names import (
+    BUDGET_STREAM,
+    KILL_SWITCH_STREAM,
+    SPEND_STREAM,
+    Priority,
+    RequeueReason,
+    task_stream,
+    worker_stream,
+)
+from tri24es.projections.killswitch import KILLSWITCH
+from tri24es.projections.queue import QUEUE
+from tri24es.projections.spend import SPEND
+from tri24es.projections.tables.money import BUCKET_US, from_units
+from tri24es.projections.workers import WORKERS
 from tri24es.timeutil import EPOCH, from_us, to_us
 
 T0 = 1_700_000_000_000_000  # an arbitrary moment, in microseconds
@@ -38,10 +50,10 @@ class Log:
         return envelope
 
     def task(self, event: Event, at: int | None = None) -> Envelope:
-        return self.add(ev.task_stream(event.task_id), event, at)  # type: ignore[attr-defined]
+        return self.add(task_stream(event.task_id), event, at)  # type: ignore[attr-defined]
 
     def worker(self, event: Event, at: int | None = None) -> Envelope:
-        return self.add(ev.worker_stream(event.worker), event, at)  # type: ignore[attr-defined]
+        return self.add(worker_stream(event.worker), event, at)  # type: ignore[attr-defined]
 
 
 def submitted(task_id: str = "t1", **fields: object) -> ev.TaskSubmitted:
@@ -190,7 +202,7 @@ def test_queue_ignores_events_of_other_streams_and_tasks_never_submitted() -> No
     log = Log()
     log.worker(started_worker())
     log.task(claimed("ghost"))
-    log.add(ev.SPEND_STREAM, ev.SpendRecorded(amount=Decimal(1), occurred_at=from_us(T0)))
+    log.add(SPEND_STREAM, ev.SpendRecorded(amount=Decimal(1), occurred_at=from_us(T0)))
     assert QUEUE.fold(log.envelopes) == {}
 
 
@@ -349,7 +361,7 @@ def test_spend_rows_and_quarter_hour_buckets_sum_exactly() -> None:
                timedelta(minutes=29, microseconds=999_999), timedelta(hours=1)]
     log = Log()
     for amount, offset in zip(amounts, offsets, strict=True):
-        log.add(ev.SPEND_STREAM, spend(amount, base + offset, model="m", task="t1",
+        log.add(SPEND_STREAM, spend(amount, base + offset, model="m", task="t1",
                                        worker="w1", source="worker"))
     view = SPEND.fold(log.envelopes)
     assert sorted(view.rows) == [1, 2, 3, 4, 5]
@@ -396,14 +408,14 @@ def test_killswitch_activate_then_reset() -> None:
     assert KILLSWITCH.rows(KILLSWITCH.fold([])) == {"killswitch": []}
     log = Log()
     log.task(submitted())
-    on = log.add(ev.KILL_SWITCH_STREAM, activated())
+    on = log.add(KILL_SWITCH_STREAM, activated())
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.active, view.reason, view.by, view.rate, view.daily) == (
         True, "too fast", None, "2.5", "10",
     )
     assert (view.changed_at, view.position) == (on.recorded_at, on.position)
 
-    off = log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(by="me", reason="ok now"))
+    off = log.add(KILL_SWITCH_STREAM, ev.KillSwitchReset(by="me", reason="ok now"))
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.active, view.reason, view.by, view.rate, view.daily) == (
         False, "ok now", "me", None, None,
@@ -419,12 +431,12 @@ def test_the_last_watchdog_start_is_kept_and_makes_a_row_of_its_own() -> None:
     log = Log()
     first = ev.BudgetWatchdogStarted(rate_limit=Decimal(1), daily_limit=Decimal(75),
                                      window_seconds=300, host="h", pid=7)
-    log.add(ev.BUDGET_STREAM, first)
+    log.add(BUDGET_STREAM, first)
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.active, view.position) == (False, None)
     assert KILLSWITCH.rows(view)["killswitch"] != []  # as the inline save writes it
-    log.add(ev.KILL_SWITCH_STREAM, activated())
-    later = log.add(ev.BUDGET_STREAM, first.model_copy(update={"daily_limit": Decimal(20)}))
+    log.add(KILL_SWITCH_STREAM, activated())
+    later = log.add(BUDGET_STREAM, first.model_copy(update={"daily_limit": Decimal(20)}))
     view = KILLSWITCH.fold(log.envelopes)
     assert view.active
     assert json.loads(view.watchdog or "") == {
@@ -441,19 +453,19 @@ def test_a_forced_reset_starts_the_rate_window_and_allowances_add_up_for_their_d
                                   day_end=start + timedelta(days=1))
 
     log = Log()
-    log.add(ev.KILL_SWITCH_STREAM, activated())
-    log.add(ev.KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", rate_window_start=day))
+    log.add(KILL_SWITCH_STREAM, activated())
+    log.add(KILL_SWITCH_STREAM, ev.KillSwitchReset(reason="ok", rate_window_start=day))
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.rate_since, view.allowance) == (to_us(day), None)
-    log.add(ev.KILL_SWITCH_STREAM, activated())
-    log.add(ev.KILL_SWITCH_STREAM, allow("5", day))  # not forced: the window stays
-    log.add(ev.KILL_SWITCH_STREAM, activated())
-    log.add(ev.KILL_SWITCH_STREAM, allow("2.5", day))
+    log.add(KILL_SWITCH_STREAM, activated())
+    log.add(KILL_SWITCH_STREAM, allow("5", day))  # not forced: the window stays
+    log.add(KILL_SWITCH_STREAM, activated())
+    log.add(KILL_SWITCH_STREAM, allow("2.5", day))
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.rate_since, view.allowance) == (to_us(day), "7.5")
     assert (view.allowance_start, view.allowance_end) == (to_us(day), to_us(next_day))
-    log.add(ev.KILL_SWITCH_STREAM, activated())  # an activation keeps both
-    log.add(ev.KILL_SWITCH_STREAM, allow("1", next_day))  # another day: replaced
+    log.add(KILL_SWITCH_STREAM, activated())  # an activation keeps both
+    log.add(KILL_SWITCH_STREAM, allow("1", next_day))  # another day: replaced
     view = KILLSWITCH.fold(log.envelopes)
     assert (view.allowance, view.allowance_start) == ("1", to_us(next_day))
 
@@ -478,7 +490,9 @@ EVENT_SAMPLES: list[Event] = [
 
 @pytest.mark.parametrize("machine", ["task", "worker"])
 def test_the_folds_move_tables_agree_with_the_machines(machine: str) -> None:
-    from tri24es.machines import TaskState, WorkerState, advance_task, advance_worker
+    from tri24es.machines import TaskState, WorkerState
+    from tri24es.machines.task import advance as advance_task
+    from tri24es.machines.worker import advance as advance_worker
     from tri24es.projections import queue, workers
 
     moves, states, advance = (
@@ -498,7 +512,7 @@ def test_replay_passes_over_events_no_view_handles_without_decoding_them(
 ) -> None:
     from eventlog import NewEvent
     from eventlog.memory import MemoryStore
-    from tri24es.projections import fold_log
+    from tri24es.projections.fold import fold_log
 
     store = MemoryStore()
     store.append("task-t1", [ev.encode(submitted())])

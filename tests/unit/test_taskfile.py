@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from tri24es.events import NO_PROGRESS_OFF, Backoff, NoProgress, Priority
+from tri24es.events import NO_PROGRESS_OFF, Backoff, NoProgress
 from tri24es.inputs.taskfile import (
     Ignored,
     Location,
@@ -19,6 +19,7 @@ from tri24es.inputs.taskfile import (
     parse_task_file,
     read_queue_file,
 )
+from tri24es.names import Priority
 from tri24es.services import TaskSpec
 
 

@@ -28,6 +28,7 @@ from tests.conftest import PATIENCE
 from tests.e2e.conftest import CLI
 from tests.web.conftest import Server
 from tri24es import events as ev
+from tri24es.names import KILL_SWITCH_STREAM
 from tri24es.procinfo import host_id, start_time
 from tri24es.services import Services
 
@@ -203,9 +204,9 @@ def test_actions_from_the_page_land_in_the_log_with_the_actor(browser: WebDriver
     wait(browser, lambda d: form.is_displayed(), "the reset form")
     form.find_element(By.NAME, "reason").send_keys("limits raised")
     form.find_element(By.CSS_SELECTOR, "button").click()
-    wait(browser, lambda d: bool(logged(server, "KillSwitchReset", ev.KILL_SWITCH_STREAM)),
+    wait(browser, lambda d: bool(logged(server, "KillSwitchReset", KILL_SWITCH_STREAM)),
          "the reset")
-    (reset,) = logged(server, "KillSwitchReset", ev.KILL_SWITCH_STREAM)
+    (reset,) = logged(server, "KillSwitchReset", KILL_SWITCH_STREAM)
     assert reset["actor"] == "web:127.0.0.1"
     assert (reset["data"]["by"], reset["data"]["reason"]) == (  # type: ignore[index]
         "web:127.0.0.1", "limits raised")

@@ -19,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from tri24es import __version__
+from tri24es.cli import plain_params
 from tri24es.cli.common import Context
 from tri24es.errors import Tri24esError, UsageError
 
@@ -141,6 +142,7 @@ class LazyGroup(TyperGroup):
             formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
 
 
+plain_params.install()
 app = typer.Typer(
     name="tri24es",
     cls=LazyGroup,

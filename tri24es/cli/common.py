@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import getpass
 import importlib.util
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,8 +25,8 @@ from tri24es.errors import UsageError
 if TYPE_CHECKING:  # imported on use: `--version` and `--help` need none of them
     from eventlog import EventStore
     from tri24es.config import Settings
-    from tri24es.events import Priority
     from tri24es.machines import TaskState
+    from tri24es.names import Priority
     from tri24es.projections.sql import Db
     from tri24es.services import Services
 
@@ -59,9 +61,12 @@ class Context:
         store = self._open(create=create)
         try:
             if views:
-                from tri24es.projections import install
+                from tri24es.projections import up_to_date
 
-                install(store)
+                if not up_to_date(store):  # else no fold and no event catalog is loaded
+                    from tri24es.projections.upkeep import install
+
+                    install(store)
             yield store
         finally:
             store.close()
@@ -119,7 +124,7 @@ def parse_choice(text: str, choices: Iterable[str], what: str) -> str:
 
 def parse_priority(text: str) -> Priority:
     """``"high"`` -> ``Priority.HIGH``; anything else is a usage error naming the choices."""
-    from tri24es.events import Priority
+    from tri24es.names import Priority
 
     return Priority(parse_choice(text, (p.value for p in Priority), "priority"))
 
@@ -186,18 +191,19 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
                 squeeze: str | None = None) -> None:
     """Rows under a header, in columns that fit the terminal (80 columns when piped): a value
     too long for its column ends in an ellipsis. ``squeeze`` names the column that gives up
-    its room first (a title), so that ids keep theirs. Cells are text, never markup."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    its room first (a title), so that ids keep theirs. Cells are text, never markup.
 
-    console = Console(highlight=False, soft_wrap=False)
-    cells = [[Text("-" if cell is None else str(cell)) for cell in row] for row in rows]
-    widths = [max([len(h), *(c.cell_len for c in column)])
+    Widths are rich's cell widths (a CJK character takes two columns); the rest is a join.
+    rich's ``Table`` did the same for the cost of importing its console, a third of the
+    start-up of ``tasks list``."""
+    from rich.cells import cell_len, set_cell_size
+
+    cells = [[_one_line("-" if cell is None else str(cell)) for cell in row] for row in rows]
+    widths = [max([cell_len(h), *(cell_len(c) for c in column)])
               for h, column in zip(headers, zip(*cells, strict=True) if cells else
                                    [()] * len(headers), strict=True)]
     # too wide: the squeezed column gives up its room first, then the widest ones in turn
-    excess = sum(widths) + 2 * (len(widths) - 1) - console.width
+    excess = sum(widths) + 2 * (len(widths) - 1) - terminal_width()
     if excess > 0 and squeeze in headers:
         i = headers.index(squeeze)
         cut = min(excess, max(widths[i] - 12, 0))
@@ -207,12 +213,36 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
         i = widths.index(max(widths))
         widths[i] -= 1
         excess -= 1
-    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
-    for header, width in zip(headers, widths, strict=True):
-        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=width)
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            set_cell_size(v, w) if cell_len(v) <= w else set_cell_size(v, w - 1) + "…"
+            for v, w in zip(values, widths, strict=True)).rstrip()
+
+    bold = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    header = line(headers)
+    typer.echo(f"\x1b[1m{header}\x1b[0m" if bold else header)
     for row in cells:
-        table.add_row(*row)
-    console.print(table)
+        typer.echo(line(row))
+
+
+_CONTROL = dict.fromkeys(range(32), " ")
+
+
+def _one_line(text: str) -> str:
+    """A cell stays on its row: a newline or another control character is a space."""
+    return text.translate(_CONTROL) if not text.isprintable() else text
+
+
+def terminal_width() -> int:
+    """``COLUMNS`` if set, else the terminal's width, else 80 (piped), as rich decides it."""
+    try:
+        return max(int(os.environ["COLUMNS"]), 20)
+    except (KeyError, ValueError):
+        pass
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((80, 24)).columns
+    return 80
 
 
 def print_json(value: Any) -> None:

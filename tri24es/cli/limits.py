@@ -10,7 +10,7 @@ from tri24es.cli.common import JsonOption, context_of, print_json
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:
-    from tri24es.events import LimitKey
+    from tri24es.names import LimitKey
 
 limits_app = typer.Typer(help="Fleet-wide caps on running tasks per model, shard or type.",
                          no_args_is_help=True)
@@ -18,7 +18,7 @@ limits_app = typer.Typer(help="Fleet-wide caps on running tasks per model, shard
 
 def parse_selector(text: str) -> tuple[LimitKey, str]:
     """``"model=claude"`` -> (LimitKey.MODEL, "claude"); anything else is a usage error."""
-    from tri24es.events import LimitKey
+    from tri24es.names import LimitKey
 
     key, sep, value = text.partition("=")
     choices = "|".join(k.value for k in LimitKey)

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from eventlog import RecordedEvent
-from tri24es.events import EventDecodeError, Priority, decode_event
 from tri24es.machines import TaskState, WorkerState
-from tri24es.projections.spend import from_units
+from tri24es.names import EventDecodeError, Priority
+from tri24es.projections.tables.money import from_units
 from tri24es.timeutil import iso_time, now_us
 
 if TYPE_CHECKING:
     from tri24es.budget import BudgetLimits, Reading, TodayBudget
     from tri24es.paths import ProjectPaths
-    from tri24es.projections.queue import TaskRow
     from tri24es.projections.reads import FleetCounts
     from tri24es.projections.sql import Db
-    from tri24es.projections.workers import WorkerRow
+    from tri24es.projections.tables.queue import TaskRow
+    from tri24es.projections.tables.workers import WorkerRow
     from tri24es.scheduling import Estimate
 
 TEXT_DATA_WIDTH = 120
@@ -108,6 +108,8 @@ def worker_dict(row: WorkerRow) -> dict[str, Any]:
 
 def history_entry(recorded: RecordedEvent) -> dict[str, Any]:
     """One event of a stream: where, when, what, who, and its fields (long text shortened)."""
+    from tri24es.events import decode_event  # the catalog: for what shows events only
+
     dumped = decode_event(recorded).model_dump(mode="json", exclude_none=True)
     fields: dict[str, Any] = {}
     for key, value in dumped.items():
@@ -227,7 +229,7 @@ def reading_dict(reading: Reading, limits: BudgetLimits) -> dict[str, Any]:
     """The spend as ``spend --json`` and ``budget-watchdog --status --json`` print it (amounts
     as strings)."""
     from tri24es.budget import percent, window_text
-    from tri24es.projections.spend import from_units, to_units
+    from tri24es.projections.tables.money import from_units, to_units
 
     ks = reading.killswitch
     return {
@@ -285,6 +287,8 @@ def decode_problem(event: RecordedEvent) -> str | None:
     """Why ``event`` cannot be shown, as one printable line naming its position: its payload
     does not decode to a catalog event (corrupt, or a type this version does not know), or its
     metadata is not a JSON object. None if it can be shown."""
+    from tri24es.events import decode_event
+
     try:
         decode_event(event)
     except EventDecodeError as e:

@@ -88,10 +88,10 @@ def _broken_chain(store: EventStore, as_json: bool) -> Problem | None:
 
 
 def _rebuild(store: EventStore, as_json: bool) -> None:
-    from tri24es import projections
+    from tri24es.projections import upkeep
 
     with progress_bar("replaying", store.head(), enabled=not as_json) as progress:
-        rebuilt = projections.rebuild(store, progress=progress)
+        rebuilt = upkeep.rebuild(store, progress=progress)
     counts = {
         "events": rebuilt.position,
         "tasks": rebuilt.tasks,
@@ -109,14 +109,14 @@ def _rebuild(store: EventStore, as_json: bool) -> None:
 
 
 def _verify(store: EventStore, as_json: bool) -> None:
-    from tri24es import projections
+    from tri24es.projections import upkeep
 
     folded = [0]
 
     def count(n: int) -> None:
         folded[0] += n
 
-    differences = projections.verify(store, progress=count)
+    differences = upkeep.verify(store, progress=count)
     if as_json:
         print_json({"verified": not differences, "events": folded[0],
                     "differences": differences})

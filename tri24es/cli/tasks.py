@@ -24,7 +24,7 @@ from tri24es.cli.common import (
 from tri24es.errors import UsageError
 
 if TYPE_CHECKING:
-    from tri24es.projections.queue import TaskRow
+    from tri24es.projections.tables.queue import TaskRow
 
 tasks_app = typer.Typer(
     help="List, show, cancel and retry tasks.", no_args_is_help=True
@@ -224,7 +224,7 @@ def list_tasks(
     from tri24es.budget import BudgetLimits, dollars
     from tri24es.cli.render import priority_name, task_dict
     from tri24es.projections import reads
-    from tri24es.projections.spend import from_units
+    from tri24es.projections.tables.money import from_units
 
     wanted = None if state is None else parse_task_state(state).value
     context = context_of(ctx)
@@ -280,8 +280,9 @@ def show(
         history_entry,
         task_dict,
     )
-    from tri24es.events import task_stream
-    from tri24es.projections import QUEUE, reads
+    from tri24es.names import task_stream
+    from tri24es.projections import reads
+    from tri24es.projections.queue import QUEUE
     from tri24es.services import NotFound
 
     context = context_of(ctx)
@@ -526,7 +527,7 @@ def logs(
     Example: tri24es tasks logs fix-login -f
     """
     from eventlog.watch import FileChangeWatcher
-    from tri24es.projections import QUEUE
+    from tri24es.projections.queue import QUEUE
 
     context = context_of(ctx)
     with context.reading() as (_, conn):

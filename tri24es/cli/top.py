@@ -90,8 +90,8 @@ def _alerts(g: Glance) -> list[Text]:
 
 
 def _queue_table(g: Glance) -> Table:
-    from tri24es.events import Priority
     from tri24es.machines import TaskState
+    from tri24es.names import Priority
 
     table = _table("queue", *(p.value for p in Priority), "total")
     for state in TaskState:

@@ -21,7 +21,7 @@ RepoOption = Annotated[
 
 
 def _entries(context: Context, repo: Path | None) -> tuple[Path, list[dict[str, Any]]]:
-    from tri24es.projections import QUEUE
+    from tri24es.projections.queue import QUEUE
     from tri24es.runtime.workspace import BRANCH_PREFIX, GitError, ours, repository
 
     where = repo or context.settings.repo

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventlog import EventStore
-from tri24es import events as ev
 from tri24es.budget import (
     DEFAULT_MAX_RECORD_USD,
     LARGEST_RECORD_USD,
@@ -40,6 +39,7 @@ from tri24es.budget import (
 from tri24es.timeutil import from_us, now_us
 
 if TYPE_CHECKING:
+    from tri24es import events as ev
     from tri24es.services import Services
 
 NAMESPACE = uuid.UUID("5f0c7a52-8f7e-4f53-9d0b-6d1f2b1f4c11")
@@ -86,6 +86,14 @@ def _text(obj: dict[str, Any], key: str) -> str | None:
 
 def parse_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> ev.SpendRecorded:
     """One spend.jsonl line as an event. Raises BadLine saying what is wrong with it."""
+    from tri24es import events as ev  # the catalog: not for `spend`, which only counts lines
+
+    return ev.SpendRecorded(**read_line(line, max_usd))
+
+
+def read_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> dict[str, Any]:
+    """The fields of the event one spend.jsonl line is. Raises BadLine saying what is wrong
+    with it."""
     try:
         obj = json.loads(line, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
@@ -102,11 +110,11 @@ def parse_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> ev.Spe
     except BadAmount as e:
         raise BadLine(str(e)) from None
     amount, flagged = over_cap(amount, max_usd)
-    return ev.SpendRecorded(
-        amount=amount, model=_text(obj, "model"), task=_text(obj, "task_id"),
-        worker=_text(obj, "worker_id") or _text(obj, "worker"), source="spend.jsonl",
-        occurred_at=_occurred_at(obj), flagged=flagged,
-    )
+    return {
+        "amount": amount, "model": _text(obj, "model"), "task": _text(obj, "task_id"),
+        "worker": _text(obj, "worker_id") or _text(obj, "worker"), "source": "spend.jsonl",
+        "occurred_at": _occurred_at(obj), "flagged": flagged,
+    }
 
 
 def at_arrival(spend: ev.SpendRecorded, now: datetime, window_seconds: int) -> ev.SpendRecorded:
@@ -128,7 +136,7 @@ class BridgeResult:
     bad: int = 0
 
 
-Bridged = tuple[ev.SpendRecorded | ev.SpendLinesSkipped, str]  # an event and its id
+Bridged = tuple["ev.SpendRecorded | ev.SpendLinesSkipped", str]  # an event and its id
 
 
 @dataclass
@@ -161,6 +169,8 @@ class SpendFileBridge:
 
     def bridge(self, services: Services) -> BridgeResult:
         """Record every line not recorded before; report each bad line once, skip it."""
+        from tri24es import events as ev
+
         result = BridgeResult()
         before = (self._identity, self._offset, Counter(self._seen), self._stat, self._lines)
         batch = self._read_new(result)
@@ -177,6 +187,8 @@ class SpendFileBridge:
     def _read_new(self, result: BridgeResult) -> list[Bridged]:
         """The complete lines added since the last read, as events with their ids (bad ones
         counted in ``result`` and reported once)."""
+        from tri24es import events as ev
+
         stat = self._file_stat()
         self._stat = stat
         if stat is None:
@@ -249,11 +261,27 @@ class SpendFileBridge:
 
 
 def unrecorded_lines(path: Path, store: EventStore, max_usd: Decimal) -> int:
-    """How many good lines of the spend file ``path`` are not in the log yet (read only)."""
-    batch = SpendFileBridge(path, max_usd, report=None)._read_new(BridgeResult())
-    if not batch:
+    """How many good lines of the spend file ``path`` are not in the log yet (read only).
+
+    The lines are checked (``read_line``) and their ids derived as ``bridge`` does, without
+    making their events: ``tri24es spend`` loads no event catalog for this."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return 0
-    ids = [event_id for event, event_id in batch if isinstance(event, ev.SpendRecorded)]
+    seen: Counter[bytes] = Counter()
+    ids = []
+    for raw in data.splitlines():
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            read_line(line, max_usd)
+        except BadLine:
+            pass  # bad (or still being written): no spend to record
+        else:
+            ids.append(line_event_id(line, seen[line]))
+        seen[line] += 1
     with store.snapshot() as tx:
         known = sum(len(tx.events_by_id(ids[i:i + 500])) for i in range(0, len(ids), 500))
     return len(ids) - known

@@ -39,9 +39,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 
 from tri24es.agents import AGENTS
-from tri24es.events import Priority, RetryFrom
 from tri24es.inputs.queue_folder import Ignored as Ignored  # the names taken from here before
 from tri24es.inputs.queue_folder import is_ignored_name as is_ignored_name
+from tri24es.names import Priority, RetryFrom
 from tri24es.scheduling import parse_backoff, parse_no_progress, parse_when
 from tri24es.services import TaskSpec
 from tri24es.timeutil import from_us, now_us

@@ -1,43 +1,25 @@
 """State machines: transition tables as data, checked by services and folded by projections.
 
-The one API is the table (:class:`StateTable`: ``TASK``, ``WORKER``) and, per event, the
-machine's ``advance``::
+The one API is the table (:class:`StateTable`: ``task.TASK``, ``worker.WORKER``) and, per
+event, the machine's ``advance``::
 
-    state = advance_task(state, event)        # IllegalTransition if the event is not legal
+    from tri24es.machines.task import TASK, advance
+
+    state = advance(state, event)             # IllegalTransition if the event is not legal
     TASK.can(state, "claim")                  # may a trigger fire from a state?
 
-The sets of states callers group by (live workers, ended workers, open tasks) are defined
-here once; callers import them instead of restating them.
+This package exports what needs no event: the states (``states.py``) and the sets of them
+callers group by (live workers, ended workers, open tasks), defined here once; callers import
+them instead of restating them. The tables name the events that move each machine, so they
+load the event catalog: read commands, which only look at states, do without it.
 """
 
-from tri24es.machines.base import (
-    TABLES,
-    IllegalTransition,
-    Move,
-    StateTable,
-    mermaid,
-    render_doc,
-)
-from tri24es.machines.task import OPEN as _OPEN_TASKS
-from tri24es.machines.task import (
-    TASK,
-    TASK_EVENT_TRIGGERS,
-    TASK_TRANSITIONS,
-    TaskState,
-    trigger_for,
-)
-from tri24es.machines.task import advance as advance_task
-from tri24es.machines.worker import ACTIVE as _ACTIVE_WORKERS
-from tri24es.machines.worker import ENDED as _ENDED_WORKERS
-from tri24es.machines.worker import LIVE as _LIVE_WORKERS
-from tri24es.machines.worker import (
-    WORKER,
-    WORKER_EVENT_TRIGGERS,
-    WORKER_TRANSITIONS,
-    WorkerState,
-    worker_trigger_for,
-)
-from tri24es.machines.worker import advance as advance_worker
+from tri24es.machines.base import IllegalTransition, Move, StateTable
+from tri24es.machines.states import ACTIVE as _ACTIVE_WORKERS
+from tri24es.machines.states import ENDED as _ENDED_WORKERS
+from tri24es.machines.states import LIVE as _LIVE_WORKERS
+from tri24es.machines.states import OPEN as _OPEN_TASKS
+from tri24es.machines.states import TaskState, WorkerState
 
 #: Workers registered and taking requests (starting, idle, busy, paused).
 ACTIVE_WORKER_STATES: frozenset[WorkerState] = frozenset(_ACTIVE_WORKERS)
@@ -53,22 +35,9 @@ __all__ = [
     "ENDED_WORKER_STATES",
     "LIVE_WORKER_STATES",
     "OPEN_TASK_STATES",
-    "TABLES",
-    "TASK",
-    "TASK_EVENT_TRIGGERS",
-    "TASK_TRANSITIONS",
-    "WORKER",
-    "WORKER_EVENT_TRIGGERS",
-    "WORKER_TRANSITIONS",
     "IllegalTransition",
     "Move",
     "StateTable",
     "TaskState",
     "WorkerState",
-    "advance_task",
-    "advance_worker",
-    "mermaid",
-    "render_doc",
-    "trigger_for",
-    "worker_trigger_for",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tri24es.machines import render_doc
+from tri24es.machines.base import render_doc
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "machines.md"
 

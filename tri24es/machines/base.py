@@ -121,8 +121,15 @@ def sources(move: Move[S]) -> list[S]:
 TABLES: dict[str, StateTable[Any]] = {}
 
 
+def _load_tables() -> None:
+    """Each table registers itself in ``TABLES`` when its module is first imported."""
+    import tri24es.machines.task
+    import tri24es.machines.worker  # noqa: F401
+
+
 def mermaid(machine_name: str) -> str:
     """The mermaid diagram of the machine called ``machine_name`` ("task", "worker")."""
+    _load_tables()
     try:
         return TABLES[machine_name].mermaid()
     except KeyError:
@@ -140,6 +147,7 @@ Do not edit by hand: `tests/unit/test_machines.py` fails when this file and the 
 
 def render_doc() -> str:
     """The text of ``docs/machines.md``: a diagram and a table per machine."""
+    _load_tables()
     parts = [DOC_HEADER]
     for name, table in TABLES.items():
         rows = "\n".join(

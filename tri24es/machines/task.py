@@ -23,11 +23,8 @@ Events and triggers (:func:`trigger_for`):
 
 from __future__ import annotations
 
-import enum
-
 from tri24es.events import (
     Event,
-    RequeueReason,
     TaskApproved,
     TaskAwaitingReview,
     TaskCancelled,
@@ -39,20 +36,10 @@ from tri24es.events import (
     TaskSubmitted,
 )
 from tri24es.machines.base import Move, StateTable
-
-
-class TaskState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    REVIEW = "review"  # an attempt finished; its result waits for a person's approval
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
+from tri24es.machines.states import TaskState
+from tri24es.names import RequeueReason
 
 _Q, _R, _F, _V = TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED, TaskState.REVIEW
-#: Not done yet: waiting to be claimed, running, or waiting for review.
-OPEN = (_Q, _R, _V)
 
 TASK_TRANSITIONS: list[Move[TaskState]] = [
     {"trigger": "claim", "source": _Q, "dest": _R},

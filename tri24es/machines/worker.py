@@ -32,8 +32,6 @@ Decisions beyond DESIGN.md:
 
 from __future__ import annotations
 
-import enum
-
 from tri24es.events import (
     Event,
     TaskAwaitingReview,
@@ -52,25 +50,8 @@ from tri24es.events import (
     WorkerStopRequested,
 )
 from tri24es.machines.base import Move, StateTable
+from tri24es.machines.states import ACTIVE, ENDED, LIVE, WorkerState
 
-
-class WorkerState(enum.StrEnum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    LOST = "lost"
-    KILLED = "killed"
-
-
-#: Registered and taking requests: a stop request moves these to ``stopping``.
-ACTIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.PAUSED)
-#: Whose process should be running: the active states and ``stopping``.
-LIVE = (*ACTIVE, WorkerState.STOPPING)
-#: The terminal states, left only by a new registration.
-ENDED = (WorkerState.STOPPED, WorkerState.LOST, WorkerState.KILLED)
 _STARTING, _IDLE, _BUSY = WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY
 
 WORKER_TRANSITIONS: list[Move[WorkerState]] = [

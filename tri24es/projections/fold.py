@@ -25,15 +25,17 @@ from typing import Any
 from eventlog import EventStore, open_store
 from eventlog.model import EventRow
 from eventlog.store import READ_BATCH
-from tri24es.events import CATALOG, Envelope, Event, EventDecodeError, decode_page
+from tri24es.events import CATALOG, Envelope, Event, decode_page
+from tri24es.names import EventDecodeError
 from tri24es.projections.base import Projection
-from tri24es.projections.killswitch import KILLSWITCH, KillSwitchView
+from tri24es.projections.killswitch import KILLSWITCH
 from tri24es.projections.limits import LIMITS, LimitsView
 from tri24es.projections.models import MODELS, ModelsView
 from tri24es.projections.queue import QUEUE, QueueView
 from tri24es.projections.schedules import SCHEDULES, SchedulesView
 from tri24es.projections.spend import SPEND, SpendView
 from tri24es.projections.sql import Db
+from tri24es.projections.tables.killswitch import KillSwitchView
 from tri24es.projections.workers import WORKERS, WorkersView
 
 log = logging.getLogger("tri24es.projections")

@@ -6,9 +6,11 @@ claim's own transaction (``FULL_LIMITS``), so no fold has to know which worker r
 
 from __future__ import annotations
 
-from tri24es.events import Envelope, LimitKey, LimitRemoved, LimitSet
+from tri24es.events import Envelope, LimitRemoved, LimitSet
+from tri24es.names import LimitKey
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.sql import Db
+from tri24es.projections.tables.limits import RUNNING_VALUE
 
 DDL = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -21,10 +23,6 @@ CREATE TABLE IF NOT EXISTS limits (
 
 LimitsView = dict[tuple[str, str], int]
 
-#: A running task's value for a key: its own, else that of the worker running it.
-RUNNING_VALUE = (
-    "CASE l.key WHEN 'model' THEN coalesce(r.model, w.model)"
-    " WHEN 'shard' THEN coalesce(r.shard, w.shard) ELSE coalesce(r.type, w.type) END")
 
 #: The caps reached now, as a common table expression for the claim: ``full_limits(key,
 #: value)``. Over an empty limits table it costs next to nothing.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tri24es.events import Envelope, ModelPaused, ModelResumed
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.sql import Db
+from tri24es.projections.tables.models import COLUMNS, ModelPause
 from tri24es.timeutil import to_us
 
 DDL = """
@@ -19,25 +18,12 @@ CREATE TABLE IF NOT EXISTS model_pauses (
 ) WITHOUT ROWID;
 """
 
-COLUMNS = "model, until, reason, paused_by, paused_at"
 
 
-@dataclass(slots=True, frozen=True)
-class ModelPause:
-    model: str
-    until: int | None
-    reason: str | None
-    by: str | None
-    paused_at: int
 
 
 ModelsView = dict[str, ModelPause | None]  # None: resumed (kept to be deleted inline)
 
-#: The claim's test that the task's model (its own, else the worker's: the first parameter)
-#: is not paused at the time given as the second (run only when some cap or pause exists).
-NOT_PAUSED = (
-    " AND NOT EXISTS (SELECT 1 FROM model_pauses p"
-    " WHERE p.model = coalesce(queue.model, ?) AND (p.until IS NULL OR p.until > ?))")
 
 
 class ModelsProjection(Projection[ModelsView]):
@@ -76,17 +62,8 @@ class ModelsProjection(Projection[ModelsView]):
             for p in view.values() if p is not None)}
 
 
-def model_pauses(conn: Db) -> list[ModelPause]:
-    """Every pause, ended or not (one that ended stays until the model is resumed)."""
-    return [ModelPause(*r) for r in conn.execute(
-        f"SELECT {COLUMNS} FROM model_pauses ORDER BY model")]
 
 
-def next_pause_end(conn: Db, now_us: int) -> int | None:
-    """When the next timed pause ends after ``now_us``."""
-    (end,) = conn.execute("SELECT min(until) FROM model_pauses WHERE until > ?",
-                          (now_us,)).fetchone()
-    return None if end is None else int(end)
 
 
 MODELS = ModelsProjection()

@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from eventlog import EventStore, RecordedEvent, position_at
 from eventlog.model import system_clock_us
-from tri24es import scheduling
 from tri24es.budget import (
     BudgetLimits,
     Reading,
@@ -28,18 +28,20 @@ from tri24es.budget import (
     window_start,
 )
 from tri24es.machines import ACTIVE_WORKER_STATES, LIVE_WORKER_STATES
-from tri24es.projections.fold import Views, fold_log
-from tri24es.projections.killswitch import KillSwitchView, read_killswitch
-from tri24es.projections.limits import RUNNING_VALUE
-from tri24es.projections.models import ModelPause, model_pauses
-from tri24es.projections.queue import COLUMNS as TASK_COLUMNS
-from tri24es.projections.queue import OUTSTANDING, RESERVATION, TaskRow, outstanding_units
-from tri24es.projections.spend import BUCKET_US, from_units, to_units
 from tri24es.projections.sql import Db
-from tri24es.projections.workers import COLUMNS as WORKER_COLUMNS
-from tri24es.projections.workers import WorkerRow
-from tri24es.scheduling import Estimate
+from tri24es.projections.tables.killswitch import KillSwitchView, read_killswitch
+from tri24es.projections.tables.limits import RUNNING_VALUE
+from tri24es.projections.tables.models import ModelPause, model_pauses
+from tri24es.projections.tables.money import BUCKET_US, from_units, to_units
+from tri24es.projections.tables.queue import COLUMNS as TASK_COLUMNS
+from tri24es.projections.tables.queue import OUTSTANDING, RESERVATION, TaskRow, outstanding_units
+from tri24es.projections.tables.workers import COLUMNS as WORKER_COLUMNS
+from tri24es.projections.tables.workers import WorkerRow
 from tri24es.timeutil import iso_time, to_us
+
+if TYPE_CHECKING:  # the folds and the catalog: imported by the reads that fold or parse
+    from tri24es.projections.fold import Views
+    from tri24es.scheduling import Estimate
 
 MINUTE_US = 60_000_000
 LIMIT_KEYS = ("model", "shard", "type")  # queue columns a fleet-wide cap may count by
@@ -254,6 +256,8 @@ def estimate(conn: Db, type_: str | None, model: str | None) -> Estimate | None:
         " WHERE state = 'completed' AND coalesce(type, '') = ? AND coalesce(model, '') = ?"
         " AND ran_us IS NOT NULL ORDER BY submitted_position DESC LIMIT ?",
         (ESTIMATE_WINDOW, type_ or "", model or "", ESTIMATE_SAMPLES)).fetchall()
+    from tri24es import scheduling
+
     return scheduling.estimate([(from_units(units), ran / 1e6) for units, ran in found])
 
 
@@ -435,6 +439,8 @@ def folded_counts(views: Views) -> FleetCounts:
 def counts_at(store: EventStore, point: int | datetime) -> FleetCounts:
     """The counts as they were at a log position, or at a time: the log folded up to the
     last event recorded then."""
+    from tri24es.projections.fold import fold_log
+
     position = position_at(store, to_us(point)) if isinstance(point, datetime) else point
     return folded_counts(fold_log(store, until_position=position))
 

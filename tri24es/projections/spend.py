@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field, fields
-from decimal import Decimal
 from typing import Any
 
 from tri24es.events import Envelope, SpendLinesSkipped, SpendRecorded
 from tri24es.projections.base import Projection, Row
 from tri24es.projections.sql import Db
+from tri24es.projections.tables.money import BUCKET_US, UNITS_PER_USD
 from tri24es.timeutil import to_us
-
-UNITS_PER_USD = 10**10
-BUCKET_US = 15 * 60 * 1_000_000
 
 DDL = """
 CREATE TABLE IF NOT EXISTS spend (
@@ -44,12 +41,8 @@ CREATE TABLE IF NOT EXISTS spend_skipped (
 """
 
 
-def to_units(amount: Decimal) -> int:
-    return int(amount * UNITS_PER_USD)
 
 
-def from_units(units: int) -> Decimal:
-    return Decimal(units) / UNITS_PER_USD
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 from tri24es.events import (
     Envelope,
@@ -26,9 +26,12 @@ from tri24es.events import (
     WorkerStopped,
     WorkerStopRequested,
 )
-from tri24es.machines import ENDED_WORKER_STATES, WORKER, WorkerState, advance_worker
+from tri24es.machines import ENDED_WORKER_STATES, WorkerState
+from tri24es.machines.worker import WORKER
+from tri24es.machines.worker import advance as advance_worker
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.sql import Db, keep, kept
+from tri24es.projections.tables.workers import COLUMNS, WorkerRow
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -51,11 +54,6 @@ CREATE TABLE IF NOT EXISTS workers (
 ) WITHOUT ROWID;
 """
 
-COLUMNS = (
-    "worker_id, state, pid, pid_start_time, host, shard, model, type, current_task,"
-    " current_attempt, pause_requested, stop_requested, started_at, last_seen, version,"
-    " has_exec"
-)
 SAVE = (
     f"INSERT INTO workers ({COLUMNS}) VALUES ({','.join('?' * 16)})"
     " ON CONFLICT (worker_id) DO UPDATE SET "
@@ -72,24 +70,6 @@ SIGNS_OF_LIFE = frozenset({
 })
 
 
-@dataclass(slots=True)
-class WorkerRow:
-    worker_id: str
-    state: str
-    pid: int
-    pid_start_time: int
-    host: str
-    shard: str | None
-    model: str | None
-    type: str | None
-    current_task: str | None = None
-    current_attempt: int | None = None
-    pause_requested: bool = False
-    stop_requested: bool = False
-    started_at: int = 0
-    last_seen: int = 0
-    version: int = 0
-    has_exec: bool = True
 
 
 # attrgetter: much cheaper than dataclasses.astuple, which deep-copies every field.

@@ -48,7 +48,9 @@ from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
 from tri24es.pricing import to_money
 from tri24es.procinfo import PROC, host_id, is_same_process, parse_stat
-from tri24es.projections import QUEUE, WorkerRow, connection_of, reads
+from tri24es.projections import connection_of, reads
+from tri24es.projections.queue import QUEUE
+from tri24es.projections.tables.workers import WorkerRow
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import SignalInbox
 from tri24es.services import Services

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tri24es.events import Priority
 from tri24es.files import write_private
+from tri24es.names import Priority
 from tri24es.services import TaskSpec
 
 #: Priced by genai-prices (see ``tri24es.pricing.Pricer``), so the spend is not an estimate.

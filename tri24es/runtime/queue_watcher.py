@@ -42,7 +42,6 @@ from eventlog.threads import threads_without_signals
 from eventlog.watch import quiet_stop_race
 from tri24es import events as ev
 from tri24es.errors import Tri24esError
-from tri24es.events import Priority
 from tri24es.files import private_folder, write_private
 from tri24es.inputs.queue_folder import IgnoredEntry, ignored_entries
 from tri24es.inputs.taskfile import (
@@ -59,8 +58,9 @@ from tri24es.inputs.taskfile import (
     read_queue_file,
 )
 from tri24es.machines import TaskState
+from tri24es.names import Priority
 from tri24es.paths import ProjectPaths
-from tri24es.projections import QUEUE
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db
 from tri24es.runtime.resilience import Outage
 from tri24es.runtime.signals import Wakeup, received_signals, signal_wakeup
@@ -206,7 +206,7 @@ class QueueWatcher:
             return
         for entry in top:
             if entry.is_dir(follow_symlinks=False):
-                if entry.name.upper() not in ev.Priority.__members__:
+                if entry.name.upper() not in Priority.__members__:
                     continue
                 try:
                     inner = sorted(os.scandir(entry.path), key=lambda e: e.name)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from eventlog import EventStore, TransientStoreError
 from tri24es.budget import dollars, killswitch_banner
 from tri24es.machines import ENDED_WORKER_STATES, OPEN_TASK_STATES, TaskState, WorkerState
-from tri24es.projections import WORKERS, connection_of, read_killswitch, reads
+from tri24es.projections import connection_of, reads
+from tri24es.projections.tables.killswitch import read_killswitch
+from tri24es.projections.workers import WORKERS
 from tri24es.runtime.queue_watcher import pending_files
 from tri24es.runtime.resilience import Outage
 

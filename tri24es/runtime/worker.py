@@ -55,10 +55,11 @@ from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.inputs.usage_limits import MAX_RESET_US, UsageLimit, UsageLimitDetector
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
+from tri24es.names import RequeueReason, RetryFrom
 from tri24es.paths import ProjectPaths, safe_name
 from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
-from tri24es.projections.spend import from_units
+from tri24es.projections.tables.money import from_units
 from tri24es.runtime.agent import (
     ATTEMPT_KEY,
     GRACE_SECONDS,
@@ -514,7 +515,7 @@ class Worker:
                 workspace = Workspace.prepare(
                     self.options.repo, self.options.paths.workspaces, claim.task_id,
                     claim.attempt, base=task.base,
-                    from_branch=task.retry_from is ev.RetryFrom.BRANCH,
+                    from_branch=task.retry_from is RetryFrom.BRANCH,
                     base_commit=previous.base_commit if previous else None)
             except GitError as e:
                 self._fail(claim, f"cannot make the workspace: {e}")
@@ -526,7 +527,7 @@ class Worker:
             try:
                 agent = self._spawn(claim, history, command, workspace)
             except UnsafeFolder:  # not the task's fault: back to the queue, and say why
-                self._requeue(claim, ev.RequeueReason.STORE_FAULT)
+                self._requeue(claim, RequeueReason.STORE_FAULT)
                 raise
             except OSError as e:
                 self._fail(claim, f"cannot start the agent: {e.strerror or e}", retryable=False)
@@ -646,10 +647,10 @@ class Worker:
                        exit_code=code)
         elif ending in (Ending.KILL_SWITCH, Ending.LOST, Ending.STORE_FAULT, Ending.EXITED,
                         Ending.MODEL_PAUSED):
-            reason = {Ending.KILL_SWITCH: ev.RequeueReason.KILL_SWITCH,
-                      Ending.STORE_FAULT: ev.RequeueReason.STORE_FAULT,
-                      Ending.MODEL_PAUSED: ev.RequeueReason.MODEL_PAUSED}.get(
-                ending, ev.RequeueReason.LEASE_LOST)
+            reason = {Ending.KILL_SWITCH: RequeueReason.KILL_SWITCH,
+                      Ending.STORE_FAULT: RequeueReason.STORE_FAULT,
+                      Ending.MODEL_PAUSED: RequeueReason.MODEL_PAUSED}.get(
+                ending, RequeueReason.LEASE_LOST)
             log.info("worker %s: %s attempt %d %s: agent stopped", self.id, claim.task_id,
                      claim.attempt, ending.value)
             self._requeue(claim, reason)
@@ -765,8 +766,8 @@ class Worker:
                 agent.terminate()
         except Stop:
             agent.terminate()
-            reason = (ev.RequeueReason.KILL_SWITCH if self._killswitch_on()
-                      else ev.RequeueReason.WORKER_STOPPED)
+            reason = (RequeueReason.KILL_SWITCH if self._killswitch_on()
+                      else RequeueReason.WORKER_STOPPED)
             with contextlib.suppress(StaleAttempt, IllegalTransition):
                 self._last_words(lambda: self.services.requeue(
                     claim.task_id, reason, by=self.id, attempt=claim.attempt))
@@ -935,7 +936,7 @@ class Worker:
                 claim.task_id, self.id, claim.attempt, model=model, until=from_us(until),
                 reason=f"usage limit: {limit.text}"))
 
-    def _requeue(self, claim: Claim, reason: ev.RequeueReason) -> None:
+    def _requeue(self, claim: Claim, reason: RequeueReason) -> None:
         with contextlib.suppress(StaleAttempt, IllegalTransition):
             self._must(lambda: self.services.requeue(claim.task_id, reason, by=self.id,
                                                      attempt=claim.attempt))

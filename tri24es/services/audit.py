@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eventlog import ANY
 from tri24es import events as ev
+from tri24es.names import AUDIT_STREAM
 from tri24es.projections import connection_of
 from tri24es.services.base import ServiceBase
 
@@ -15,5 +16,5 @@ class AuditCommands(ServiceBase):
         event = ev.BrokenChainAccepted(position=position, kind=kind, detail=detail,
                                        by=self.metadata.actor)
         with self.store.transaction() as tx:
-            (recorded,) = self._append(connection_of(tx), tx, ev.AUDIT_STREAM, [event], ANY)
+            (recorded,) = self._append(connection_of(tx), tx, AUDIT_STREAM, [event], ANY)
         return recorded.position

@@ -15,32 +15,20 @@ from eventlog.model import system_clock_us
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits
 from tri24es.errors import Tri24esError
-from tri24es.events import (
-    Envelope,
-    Event,
-    Metadata,
-    Priority,
-    encode,
-    encode_metadata,
-)
+from tri24es.events import Envelope, Event, Metadata, encode, encode_metadata
 from tri24es.machines import ENDED_WORKER_STATES, TaskState
+from tri24es.names import Priority, RetryFrom, task_stream
 from tri24es.procinfo import host_id
-from tri24es.projections import (
-    QUEUE,
-    WORKERS,
-    KillSwitchView,
-    TaskRow,
-    WorkerRow,
-    apply_inline,
-    connection_of,
-    install,
-    read_killswitch,
-    reads,
-)
-from tri24es.projections.models import model_pauses, next_pause_end
-from tri24es.projections.queue import Room
-from tri24es.projections.spend import to_units
+from tri24es.projections import connection_of, reads
+from tri24es.projections.queue import QUEUE, Room
 from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.projections.tables.killswitch import KillSwitchView, read_killswitch
+from tri24es.projections.tables.models import model_pauses, next_pause_end
+from tri24es.projections.tables.money import to_units
+from tri24es.projections.tables.queue import TaskRow
+from tri24es.projections.tables.workers import WorkerRow
+from tri24es.projections.upkeep import apply_inline, install
+from tri24es.projections.workers import WORKERS
 from tri24es.scheduling import Estimate
 
 P = ParamSpec("P")
@@ -88,7 +76,7 @@ class TaskSpec:
     review: bool = False
     require_changes: bool = False
     resume: bool = False
-    retry_from: ev.RetryFrom = ev.RetryFrom.BRANCH
+    retry_from: RetryFrom = RetryFrom.BRANCH
     not_before: datetime | None = None
     retry_backoff: ev.Backoff | None = None
     after: tuple[str, ...] = ()  # tasks that must complete first
@@ -370,7 +358,7 @@ class ServiceBase:
             ev.AgentSessionStarted.topic: history.sessions,
             ev.TaskReviewRejected.topic: history.feedback,
         }
-        for recorded in self.store.read_stream(ev.task_stream(task_id)):
+        for recorded in self.store.read_stream(task_stream(task_id)):
             if recorded.type == ev.TaskSubmitted.topic and submitted is None:
                 event = ev.decode_event(recorded)
                 assert isinstance(event, ev.TaskSubmitted)

@@ -20,13 +20,11 @@ from tri24es.events import (
     Envelope,
     encode,
 )
+from tri24es.names import BUDGET_STREAM, KILL_SWITCH_STREAM, SPEND_STREAM
 from tri24es.pricing import Pricer
-from tri24es.projections import (
-    apply_inline,
-    connection_of,
-    read_killswitch,
-    reads,
-)
+from tri24es.projections import connection_of, reads
+from tri24es.projections.tables.killswitch import read_killswitch
+from tri24es.projections.upkeep import apply_inline
 from tri24es.services.base import (
     ServiceBase,
     ServiceError,
@@ -61,7 +59,7 @@ class BudgetCommands(ServiceBase):
             if event_id is not None and tx.events_by_id([event_id]):
                 return False
             new = encode(spend, self._metadata, event_id)
-            r = tx.append(ev.SPEND_STREAM, [new])[0]
+            r = tx.append(SPEND_STREAM, [new])[0]
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)])
             return True
@@ -73,7 +71,7 @@ class BudgetCommands(ServiceBase):
             return 0
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            recorded = tx.append(ev.SPEND_STREAM, [encode(s, self._metadata) for s in spends])
+            recorded = tx.append(SPEND_STREAM, [encode(s, self._metadata) for s in spends])
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)
                                 for r, spend in zip(recorded, spends, strict=True)])
@@ -113,7 +111,7 @@ class BudgetCommands(ServiceBase):
             fresh = {eid: spend for spend, eid in spends if eid not in known}
             if not fresh:
                 return 0
-            recorded = tx.append(ev.SPEND_STREAM, [encode(spend, self._metadata, eid)
+            recorded = tx.append(SPEND_STREAM, [encode(spend, self._metadata, eid)
                                                    for eid, spend in fresh.items()])
             apply_inline(conn, [Envelope(r.position, r.stream, r.version, r.event_id, spend,
                                          r.recorded_at, r.metadata)
@@ -122,11 +120,11 @@ class BudgetCommands(ServiceBase):
 
     def record_watchdog_start(self, started: ev.BudgetWatchdogStarted) -> None:
         with self.store.transaction() as tx:
-            self._append(connection_of(tx), tx, ev.BUDGET_STREAM, [started], ANY)
+            self._append(connection_of(tx), tx, BUDGET_STREAM, [started], ANY)
 
     def raise_budget_warning(self, warning: ev.BudgetWarningRaised) -> None:
         with self.store.transaction() as tx:
-            tx.append(ev.BUDGET_STREAM, [encode(warning, self._metadata)])
+            tx.append(BUDGET_STREAM, [encode(warning, self._metadata)])
 
     def activate_killswitch(self, event: ev.KillSwitchActivated) -> bool:
         """Activate the kill switch exactly once however many callers race: False if it
@@ -136,8 +134,8 @@ class BudgetCommands(ServiceBase):
             state = read_killswitch(conn)
             if state.active:
                 return False
-            version = tx.stream_version(ev.KILL_SWITCH_STREAM)
-            self._append(conn, tx, ev.KILL_SWITCH_STREAM, [event], version)
+            version = tx.stream_version(KILL_SWITCH_STREAM)
+            self._append(conn, tx, KILL_SWITCH_STREAM, [event], version)
             return True
 
     def reset_killswitch(
@@ -169,8 +167,8 @@ class BudgetCommands(ServiceBase):
             allowed = {} if not allow_today else {
                 "allow_today": allow_today, "day_start": from_us(day_start),
                 "day_end": from_us(day_end)}
-            version = tx.stream_version(ev.KILL_SWITCH_STREAM)
-            self._append(conn, tx, ev.KILL_SWITCH_STREAM, [ev.KillSwitchReset(
+            version = tx.stream_version(KILL_SWITCH_STREAM)
+            self._append(conn, tx, KILL_SWITCH_STREAM, [ev.KillSwitchReset(
                 by=by, reason=reason, rate_window_start=from_us(now) if fresh_window else None,
                 **allowed)], version)
             return True

@@ -17,8 +17,10 @@ from tri24es import events as ev
 from tri24es.errors import UsageError
 from tri24es.events import Event
 from tri24es.machines import TaskState
-from tri24es.projections import QUEUE, TaskRow
+from tri24es.names import RequeueReason, task_stream
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.projections.tables.queue import TaskRow
 from tri24es.services.base import WORK, ServiceBase, ServiceError, TaskSpec
 
 _ENDED_BADLY = {TaskState.FAILED.value: "failed", TaskState.CANCELLED.value: "was cancelled"}
@@ -108,12 +110,12 @@ class DependencyRules(ServiceBase):
                 self._block(conn, tx, row, *bad)
             return
         if not row.dependants or (isinstance(event, ev.TaskRequeued) and (
-                event.reason is not ev.RequeueReason.MANUAL)):
+                event.reason is not RequeueReason.MANUAL)):
             return
         if isinstance(event, ev.TaskRequeued | ev.TaskUnblocked):
             for waiting in self._queued(conn, row.waiting_tasks):
                 if waiting.blocked is not None and self._bad_dependency(conn, waiting) is None:
-                    self._append(conn, tx, ev.task_stream(waiting.task_id), [ev.TaskUnblocked(
+                    self._append(conn, tx, task_stream(waiting.task_id), [ev.TaskUnblocked(
                         task_id=waiting.task_id, dependency=row.task_id)], waiting.version)
             return
         why = "is blocked" if isinstance(event, ev.TaskBlocked) else _ENDED_BADLY[row.state]
@@ -123,7 +125,7 @@ class DependencyRules(ServiceBase):
 
     def _block(self, conn: ViewsConnection, tx: Transaction, row: TaskRow, dependency: str,
                why: str) -> None:
-        self._append(conn, tx, ev.task_stream(row.task_id), [ev.TaskBlocked(
+        self._append(conn, tx, task_stream(row.task_id), [ev.TaskBlocked(
             task_id=row.task_id, dependency=dependency,
             reason=f"dependency {dependency} {why}")], row.version)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from tri24es import events as ev
+from tri24es.names import MODELS_STREAM
 from tri24es.projections import connection_of
-from tri24es.projections.models import model_pauses
+from tri24es.projections.tables.models import model_pauses
 from tri24es.services.base import NotFound, ServiceBase, retry_on_conflict
 
 
@@ -18,9 +19,9 @@ class ModelCommands(ServiceBase):
         """No claim of a task for ``model`` (its own, or its worker's) before ``until``."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            self._append(conn, tx, ev.MODELS_STREAM, [ev.ModelPaused(
+            self._append(conn, tx, MODELS_STREAM, [ev.ModelPaused(
                 model=model, until=until, by=by, reason=reason)],
-                tx.stream_version(ev.MODELS_STREAM))
+                tx.stream_version(MODELS_STREAM))
 
     @retry_on_conflict
     def resume_model(self, model: str, *, by: str | None) -> None:
@@ -28,5 +29,5 @@ class ModelCommands(ServiceBase):
             conn = connection_of(tx)
             if all(pause.model != model for pause in model_pauses(conn)):
                 raise NotFound(f"model {model!r} is not paused")
-            self._append(conn, tx, ev.MODELS_STREAM, [ev.ModelResumed(model=model, by=by)],
-                         tx.stream_version(ev.MODELS_STREAM))
+            self._append(conn, tx, MODELS_STREAM, [ev.ModelResumed(model=model, by=by)],
+                         tx.stream_version(MODELS_STREAM))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from tri24es import events as ev
 from tri24es.errors import UsageError
-from tri24es.projections import QUEUE, connection_of
+from tri24es.names import schedule_stream
+from tri24es.projections import connection_of
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.schedules import ScheduleRow, all_schedules, load_schedule
 from tri24es.scheduling import check_cron, last_slot, next_slot, slot_task_id
 from tri24es.services.base import NotFound, ServiceError, TaskSpec, retry_on_conflict
@@ -27,7 +29,7 @@ class ScheduleCommands(TaskCommands):
     def add_schedule(self, event: ev.ScheduleAdded) -> None:
         """Add a recurring task; ValueError for a bad cron expression or zone."""
         check_cron(event.cron, event.timezone)
-        stream = ev.schedule_stream(event.name)
+        stream = schedule_stream(event.name)
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             if load_schedule(conn, event.name) is not None:
@@ -41,7 +43,7 @@ class ScheduleCommands(TaskCommands):
             row = load_schedule(conn, name)
             if row is None:
                 raise NotFound(f"no schedule {name!r}")
-            self._append(conn, tx, ev.schedule_stream(name),
+            self._append(conn, tx, schedule_stream(name),
                          [ev.ScheduleRemoved(name=name, by=by)], row.version)
 
     def schedules(self) -> list[tuple[ScheduleRow, ev.ScheduleAdded]]:
@@ -70,7 +72,7 @@ class ScheduleCommands(TaskCommands):
         return [spec for spec in specs if spec.task_id in new], coming
 
     def _added(self, row: ScheduleRow) -> ev.ScheduleAdded:
-        for recorded in self.store.read_stream(ev.schedule_stream(row.name), row.version):
+        for recorded in self.store.read_stream(schedule_stream(row.name), row.version):
             event = ev.decode_event(recorded)
             if isinstance(event, ev.ScheduleAdded):
                 return event

@@ -8,21 +8,18 @@ from decimal import Decimal
 
 from tri24es import events as ev
 from tri24es.errors import UsageError
-from tri24es.events import (
-    Event,
-    RequeueReason,
-)
-from tri24es.machines import TaskState, WorkerState, advance_task
-from tri24es.projections import (
-    QUEUE,
-    WORKERS,
-    TaskRow,
-    connection_of,
-    read_killswitch,
-)
-from tri24es.projections.models import model_pauses
-from tri24es.projections.spend import from_units, to_units
+from tri24es.events import Event
+from tri24es.machines import TaskState, WorkerState
+from tri24es.machines.task import advance as advance_task
+from tri24es.names import MODELS_STREAM, RequeueReason, task_stream, worker_stream
+from tri24es.projections import connection_of
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db
+from tri24es.projections.tables.killswitch import read_killswitch
+from tri24es.projections.tables.models import model_pauses
+from tri24es.projections.tables.money import from_units, to_units
+from tri24es.projections.tables.queue import TaskRow
+from tri24es.projections.workers import WORKERS
 from tri24es.scheduling import retry_wait_us
 from tri24es.services.base import (
     Claim,
@@ -75,7 +72,7 @@ class TaskCommands(DependencyRules):
             if existing is not None:
                 return existing, False
             self._check_after(conn, [spec])
-            stream = ev.task_stream(spec.task_id)
+            stream = task_stream(spec.task_id)
             # 0 unless an earlier file with this id was rejected: then it follows those events.
             self._append(conn, tx, stream, [event], tx.stream_version(stream))
             return self._task(conn, spec.task_id), True
@@ -87,7 +84,7 @@ class TaskCommands(DependencyRules):
             conn = connection_of(tx)
             if QUEUE.load_by_id(conn, task_id) is not None:
                 raise ServiceError(f"task {task_id!r} is already submitted: not rejecting it")
-            stream = ev.task_stream(task_id)
+            stream = task_stream(task_id)
             self._append(conn, tx, stream, [ev.TaskRejected(task_id=task_id, reason=reason,
                                                             source=source)],
                          tx.stream_version(stream))
@@ -102,7 +99,7 @@ class TaskCommands(DependencyRules):
             fresh = [spec for spec in specs if QUEUE.load_by_id(conn, spec.task_id) is None]
             for spec in self._check_after(conn, fresh):
                 if QUEUE.load_by_id(conn, spec.task_id) is None:
-                    stream = ev.task_stream(spec.task_id)
+                    stream = task_stream(spec.task_id)
                     version = tx.stream_version(stream)
                     self._append(conn, tx, stream, [submitted_event(spec)], version)
                     new.append(spec.task_id)
@@ -131,7 +128,7 @@ class TaskCommands(DependencyRules):
                 lease_expires_at=lease, reserved_usd=from_units(reserved) if reserved else None,
             )
             # The views apply the claim to this same row object (the transaction keeps it).
-            self._append(conn, tx, ev.task_stream(row.task_id), [event], row.version)
+            self._append(conn, tx, task_stream(row.task_id), [event], row.version)
             return Claim(row.task_id, event.attempt, lease, row)
 
     @retry_on_conflict
@@ -145,7 +142,7 @@ class TaskCommands(DependencyRules):
             event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=pid,
                                    pgid=pgid, pid_start_time=pid_start_time,
                                    host=self.metadata.host, key=key)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
 
     @retry_on_conflict
     def renew_lease(self, task_id: str, worker: str, attempt: int) -> datetime:
@@ -155,7 +152,7 @@ class TaskCommands(DependencyRules):
             lease = from_us(self.clock() + self.lease_us)
             event = ev.LeaseRenewed(task_id=task_id, worker=worker, attempt=attempt,
                                     lease_expires_at=lease)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
             return lease
 
     @retry_on_conflict
@@ -173,7 +170,7 @@ class TaskCommands(DependencyRules):
                 ev.TaskAwaitingReview(task_id=task_id, worker=worker, attempt=attempt) if review
                 else ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
                                       exit_code=exit_code))
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
             if not review:
                 self._completed(tx, row)
             return self.claim(worker) if claim_next else None  # joins this transaction
@@ -185,7 +182,7 @@ class TaskCommands(DependencyRules):
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._held(conn, event.task_id, event.worker, event.attempt)
-            self._append(conn, tx, ev.task_stream(event.task_id), [event], row.version)
+            self._append(conn, tx, task_stream(event.task_id), [event], row.version)
 
     def approve(self, task_id: str, *, by: str | None, merged_into: str | None = None,
                 merge_commit: str | None = None) -> None:
@@ -213,7 +210,7 @@ class TaskCommands(DependencyRules):
             if row.state != TaskState.REVIEW:
                 raise ServiceError(f"task {task_id!r} is {row.state}, not waiting for review")
             made = event(row) if callable(event) else event
-            self._append(conn, tx, ev.task_stream(task_id), [made], row.version)
+            self._append(conn, tx, task_stream(task_id), [made], row.version)
             if isinstance(made, ev.TaskApproved):
                 self._completed(tx, row)
 
@@ -240,7 +237,7 @@ class TaskCommands(DependencyRules):
             else:
                 events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                   error=error, worker=worker))
-            self._append(conn, tx, ev.task_stream(task_id), events, row.version)
+            self._append(conn, tx, task_stream(task_id), events, row.version)
             return TaskState(self._task(conn, task_id).state)
 
     @retry_on_conflict
@@ -258,7 +255,7 @@ class TaskCommands(DependencyRules):
                 event = ev.TaskDeadLettered(task_id=task_id, attempts=row.attempt,
                                             error=BUDGET_EXHAUSTED, worker=row.worker)
             self._check_task(row, event)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
 
     @retry_on_conflict
     def usage_limited(self, task_id: str, worker: str, attempt: int, *, model: str | None,
@@ -282,9 +279,9 @@ class TaskCommands(DependencyRules):
                 end = to_us(until)
                 if not any(p.model == model and (p.until is None or p.until >= end)
                            for p in model_pauses(conn)):
-                    self._append(conn, tx, ev.MODELS_STREAM, [ev.ModelPaused(
+                    self._append(conn, tx, MODELS_STREAM, [ev.ModelPaused(
                         model=model, until=until, by=worker, reason=reason)],
-                        tx.stream_version(ev.MODELS_STREAM))
+                        tx.stream_version(MODELS_STREAM))
                     paused = True
             if row is not None:
                 event: Event = ev.TaskRequeued(
@@ -294,7 +291,7 @@ class TaskCommands(DependencyRules):
                     event = ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                 error=BUDGET_EXHAUSTED, worker=worker)
                 self._check_task(row, event)
-                self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+                self._append(conn, tx, task_stream(task_id), [event], row.version)
             return paused
 
     @retry_on_conflict
@@ -304,7 +301,7 @@ class TaskCommands(DependencyRules):
             row = self._task(conn, task_id)
             event = ev.TaskCancelled(task_id=task_id, worker=row.worker, by=by, reason=reason)
             self._check_task(row, event)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
 
     @retry_on_conflict
     def retry(self, task_id: str, *, by: str | None = None,
@@ -327,7 +324,7 @@ class TaskCommands(DependencyRules):
                     "retry it with --budget USD, a higher cap")
             event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt,
                                     reason=RequeueReason.MANUAL, by=by, budget_usd=budget_usd)
-            self._append(conn, tx, ev.task_stream(task_id), [event], row.version)
+            self._append(conn, tx, task_stream(task_id), [event], row.version)
 
     def _retry_after(self, row: TaskRow) -> datetime | None:
         """When a task whose attempt failed may run again: its backoff (its own, else the
@@ -359,7 +356,7 @@ class TaskCommands(DependencyRules):
                 raise BudgetTooLow(
                     f"task {event.task_id!r} has spent ${from_units(row.spent_units)}: a budget "
                     f"of ${event.max_budget_usd} leaves nothing to spend")
-            self._append(conn, tx, ev.task_stream(event.task_id), [event], row.version)
+            self._append(conn, tx, task_stream(event.task_id), [event], row.version)
             return self._task(conn, event.task_id)
 
     @staticmethod
@@ -390,13 +387,13 @@ class TaskCommands(DependencyRules):
                 else:
                     events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
                                                   error="lease expired", worker=row.worker)]
-                self._append(conn, tx, ev.task_stream(row.task_id), events, row.version)
+                self._append(conn, tx, task_stream(row.task_id), events, row.version)
                 expired_tasks.append(row.task_id)
             if silent_after_us is not None:
                 for worker in WORKERS.silent_since(conn, now - silent_after_us):
                     event = ev.WorkerLost(worker=worker.worker_id, by=self.metadata.actor,
                                           last_seen=from_us(worker.last_seen))
-                    self._append(conn, tx, ev.worker_stream(worker.worker_id), [event],
+                    self._append(conn, tx, worker_stream(worker.worker_id), [event],
                                  worker.version)
                     lost_workers.append(worker.worker_id)
         return expired_tasks, lost_workers

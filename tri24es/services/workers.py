@@ -9,12 +9,12 @@ from tri24es import events as ev
 from tri24es.events import (
     Event,
 )
-from tri24es.machines import WorkerState, advance_worker
-from tri24es.projections import (
-    WORKERS,
-    WorkerRow,
-    connection_of,
-)
+from tri24es.machines import WorkerState
+from tri24es.machines.worker import advance as advance_worker
+from tri24es.names import worker_stream
+from tri24es.projections import connection_of
+from tri24es.projections.tables.workers import WorkerRow
+from tri24es.projections.workers import WORKERS
 from tri24es.services.base import (
     ServiceBase,
     is_gone,
@@ -43,7 +43,7 @@ class WorkerCommands(ServiceBase):
             row = WORKERS.load_by_id(conn, worker_id)
             if row is not None:
                 advance_worker(WorkerState(row.state), started)  # raises if still live
-            self._append(conn, tx, ev.worker_stream(worker_id),
+            self._append(conn, tx, worker_stream(worker_id),
                          [started, ev.WorkerHeartbeat(worker=worker_id)],
                          NO_STREAM if row is None else row.version)
 
@@ -57,7 +57,7 @@ class WorkerCommands(ServiceBase):
             if event is None:
                 return False
             advance_worker(WorkerState(row.state), event)
-            self._append(conn, tx, ev.worker_stream(worker_id), [event], row.version)
+            self._append(conn, tx, worker_stream(worker_id), [event], row.version)
             return True
 
     def heartbeat(self, worker_id: str) -> None:

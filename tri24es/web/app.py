@@ -36,9 +36,10 @@ from eventlog import EventLogError, EventStore
 from tri24es.budget import BudgetLimits
 from tri24es.config import Settings
 from tri24es.errors import Tri24esError, UsageError
-from tri24es.events import Priority, task_stream
 from tri24es.machines import ACTIVE_WORKER_STATES, TaskState
-from tri24es.projections import QUEUE, connection_of, reads
+from tri24es.names import Priority, task_stream
+from tri24es.projections import connection_of, reads
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db
 from tri24es.services import NotFound, ResetRefused, Services
 from tri24es.timeutil import now_us

@@ -31,10 +31,12 @@ from tri24es.cli.render import (
     task_dict,
     worker_dict,
 )
-from tri24es.events import Priority, TaskResultRecorded, decode_event, task_stream
+from tri24es.events import TaskResultRecorded, decode_event
 from tri24es.machines import TaskState
+from tri24es.names import Priority, task_stream
 from tri24es.paths import ProjectPaths
-from tri24es.projections import QUEUE, reads
+from tri24es.projections import reads
+from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db
 from tri24es.timeutil import iso_time
 
