@@ -484,3 +484,81 @@ def test_a_full_disk_under_an_agents_log_sends_its_task_back(site: Site) -> None
     assert not site.events(ev.TaskFailed)
     worker.send_signal(signal.SIGTERM)
     site.exit_code(worker)
+
+
+# --- a store that is not there yet when the fleet starts ---------------------------------
+
+
+@contextlib.contextmanager
+def forwarding(port: int, to: tuple[str, int]) -> Iterator[None]:
+    """A TCP forwarder from ``127.0.0.1:port`` to ``to``: the PostgreSQL server appears at
+    ``port`` for the block (before it, a connection there is refused)."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(to)
+            opened.extend((client, server))
+            threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+        listener.close()
+        for s in opened:
+            s.close()
+
+
+def test_daemons_started_before_their_store_is_reachable_wait_for_it(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A fleet started before its database (a host booting, a server restarting): the
+    worker, the queue watcher and the budget watchdog say once that the store is unavailable
+    and wait, instead of exiting at their first connection; once it is there they work."""
+    from urllib.parse import urlsplit
+
+    dsn: str = request.getfixturevalue("pg_dsn")
+    schema: str = request.getfixturevalue("new_schema")()
+    site = Site(tmp_path / "late", with_schema(dsn, schema))  # made through the real server
+    real = urlsplit(site.url)
+    assert real.hostname is not None and real.port is not None
+    port = free_port()
+    late = real._replace(netloc=f"{real.username}@127.0.0.1:{port}").geturl()
+    env = {"TRI24ES_DB": late}
+    try:
+        daemons = [site.worker("--id", "w-late", env=env), site.start("queue-watcher", env=env),
+                   site.start("budget-watchdog", env=env)]
+        for proc in daemons:
+            wait_until(lambda p=proc: "unavailable, retrying" in site.output(p),
+                       "the store's absence said")
+        time.sleep(1)  # a few more tries, refused
+        assert [p.poll() for p in daemons] == [None, None, None], [
+            site.output(p) for p in daemons]
+        with forwarding(port, (real.hostname, real.port)):
+            (site.root / "tasks" / "queue" / "late.md").write_text("# Late\nsay hi\n")
+            wait_until(lambda: site.task_state("late") == "completed",
+                       "the file submitted and its task completed", timeout=90)
+            for proc in daemons:
+                wait_until(lambda p=proc: "the store is back" in site.output(p),
+                           "the store's return said")
+                assert site.output(proc).count("unavailable, retrying") == 1
+    finally:
+        site.close()

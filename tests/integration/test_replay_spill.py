@@ -114,7 +114,7 @@ def test_a_rebuild_holds_one_batch_of_task_rows(
 CHILD = """
 import sys
 from eventlog import open_store
-from tri24es.projections import rebuild
+from tri24es.projections.upkeep import rebuild
 
 folded = [0]
 

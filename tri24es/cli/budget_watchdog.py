@@ -73,7 +73,7 @@ def budget_watchdog(
     if reset:
         assert reason is not None
         raise typer.Exit(_reset(context, reason.strip(), force, allowance, as_json))
-    with context.services(BY) as services:
+    with context.services(BY, daemon=None if once else "budget watchdog") as services:
         watchdog = _watchdog(context, services)
         if once:
             raise typer.Exit(_once(watchdog, as_json))

@@ -55,9 +55,28 @@ class Context:
         return store
 
     @contextmanager
-    def store(self, *, create: bool = False, views: bool = True) -> Iterator[EventStore]:
+    def store(self, *, create: bool = False, views: bool = True,
+              daemon: str | None = None) -> Iterator[EventStore]:
         """The store, open for the block: its views created and caught up first (unless
-        ``views=False``: the log alone, e.g. for an export or a replay), closed after."""
+        ``views=False``: the log alone, e.g. for an export or a replay), closed after.
+
+        ``daemon`` names a long-running process: it rides out a transient fault while it
+        opens the store (a PostgreSQL session ended, a server still starting, a lock held
+        past the busy timeout), saying so once, as it does once running, instead of exiting
+        on it. A fault that cannot heal still ends it with one line."""
+        if daemon is None:
+            store = self._opened(create, views)
+        else:
+            from tri24es.runtime.resilience import Outage, ride_out
+
+            outage = Outage(daemon, lambda line: typer.echo(f"tri24es: {line}", err=True))
+            store = ride_out(lambda: self._opened(create, views), outage)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def _opened(self, create: bool, views: bool) -> EventStore:
         store = self._open(create=create)
         try:
             if views:
@@ -67,9 +86,10 @@ class Context:
                     from tri24es.projections.upkeep import install
 
                     install(store)
-            yield store
-        finally:
+        except BaseException:
             store.close()
+            raise
+        return store
 
     @property
     def actor(self) -> str:
@@ -80,11 +100,13 @@ class Context:
         return f"cli:{user}"
 
     @contextmanager
-    def services(self, actor: str | None = None, **options: Any) -> Iterator[Services]:
-        """The commands on the store, acting as ``actor`` (default: the user at the CLI)."""
+    def services(self, actor: str | None = None, daemon: str | None = None,
+                 **options: Any) -> Iterator[Services]:
+        """The commands on the store, acting as ``actor`` (default: the user at the CLI);
+        ``daemon``: as for ``store``."""
         from tri24es.services import Services
 
-        with self.store() as store:
+        with self.store(daemon=daemon) as store:
             options.setdefault("retry_backoff", self.settings.retry_backoff_policy())
             yield Services(store, actor=actor or self.actor, trace_id=self.settings.trace_id,
                            **options)

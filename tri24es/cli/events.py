@@ -38,7 +38,7 @@ def events(
     position = after
     out = sys.stdout
     outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
-    with context.store(views=False) as store:
+    with context.store(views=False, daemon="events" if follow else None) as store:
         head = store.head()
         if after > head:  # a position from another store, or a typo: never silent
             typer.echo(f"tri24es: note: --after {after} is past the end of the log (head "

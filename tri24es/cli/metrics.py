@@ -33,7 +33,7 @@ def metrics(
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with context.store() as store:
+        with context.store(daemon="metrics") as store:
             # Imported on use: only this command needs it, and every other one starts faster.
             from prometheus_client import CollectorRegistry, start_http_server
 

@@ -99,7 +99,7 @@ def queue_watcher(
         raise Tri24esError(f"no folder {queue_dir}: run `tri24es init` first")
     from tri24es.runtime.queue_watcher import QueueWatcher, serve
 
-    with context.services() as services:
+    with context.services(daemon=None if once else "queue watcher") as services:
         watcher = QueueWatcher(services, context.settings.paths, max_bytes=max_bytes,
                                settle=quiet)
         if not once:

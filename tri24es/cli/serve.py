@@ -25,5 +25,5 @@ def serve(
     from tri24es.web.server import serve as run
 
     context = context_of(ctx)
-    with context.store() as store:
+    with context.store(daemon="serve") as store:
         run(store, context.settings, host, port, lambda line: typer.echo(line, err=True))

@@ -108,7 +108,7 @@ def up(
     # that exit at once and are restarted for ever.
     context.settings.usage_pause_seconds()
     context.settings.no_progress_rule()
-    with context.services() as services:
+    with context.services(daemon="up") as services:
         if demo:
             if exec_command is None:
                 exec_command = demo_agent_command()

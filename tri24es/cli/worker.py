@@ -111,8 +111,8 @@ def worker(
 
     # Its claims reserve from today's daily limit (see Services.claim).
     budget = BudgetLimits.from_settings(s)
-    with context.services(options.worker_id, lease_seconds=lease_seconds,
-                          budget=budget) as services, \
+    with context.services(options.worker_id, daemon=f"worker {options.worker_id}",
+                          lease_seconds=lease_seconds, budget=budget) as services, \
             received_signals() as inbox:
         code = Worker(services, options, inbox).run()
     raise typer.Exit(code)

@@ -74,7 +74,7 @@ class Projection(abc.ABC, Generic[V]):
         """The view from what ``pack`` made."""
         return packed  # type: ignore[no-any-return]
 
-    # A replay page by page (``projections.rebuild``). A projection whose view grows with the
+    # A replay page by page (``upkeep.rebuild``). A projection whose view grows with the
     # log (one row per task, per spend event) keeps only the rows of the current batch in
     # memory; the others are small (one row per worker, limit, schedule) and kept whole.
 
