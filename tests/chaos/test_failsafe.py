@@ -539,7 +539,8 @@ def test_daemons_started_before_their_store_is_reachable_wait_for_it(
     schema: str = request.getfixturevalue("new_schema")()
     site = Site(tmp_path / "late", with_schema(dsn, schema))  # made through the real server
     real = urlsplit(site.url)
-    assert real.hostname is not None and real.port is not None
+    assert real.hostname is not None
+    assert real.port is not None
     port = free_port()
     late = real._replace(netloc=f"{real.username}@127.0.0.1:{port}").geturl()
     env = {"TRI24ES_DB": late}
