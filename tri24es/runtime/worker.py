@@ -313,6 +313,7 @@ class Worker:
         due = None if self._holding() else self.services.next_due()
         if due is not None:  # a delayed or backed-off task: no bell rings when its time comes
             until = min(until, time.monotonic() + (due - self.services.clock()) / 1e6)
+        self._spare_keeper()  # if the last attempt ended before its first turn started one
         self._wait(until=until)
         return next_beat
 
