@@ -43,15 +43,23 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
     folder from below ``root`` down to it; else the folder itself. UnsafeFolder if one
     belongs to someone else or others may write it."""
     folder = Path(folder)
-    if root is not None and folder.is_relative_to(root) and folder != root:
-        chain = [root / Path(*folder.relative_to(root).parts[:n])
-                 for n in range(1, len(folder.relative_to(root).parts) + 1)]
-    else:
-        chain = [folder]
-    for missing in reversed([p for p in chain[0].parents if not p.exists()]):
-        with contextlib.suppress(FileExistsError):  # above what is checked, yet not by umask
-            missing.mkdir(mode=0o700)
-    for part in chain:
+    chain = [folder]
+    if root is not None:
+        try:
+            below = folder.relative_to(root).parts
+        except ValueError:
+            below = ()
+        if below:  # each folder from just below root down to ``folder``
+            chain, part = [], root
+            for name in below:
+                part = part / name
+                chain.append(part)
+    passed = _passing(chain)
+    if not passed:
+        for missing in reversed([p for p in chain[0].parents if not p.exists()]):
+            with contextlib.suppress(FileExistsError):  # above what is checked, not by umask
+                missing.mkdir(mode=0o700)
+    for part in chain[passed:]:
         try:
             part.mkdir(mode=0o700)
             os.chmod(part, 0o700, follow_symlinks=False)  # mkdir's mode is masked by the umask
@@ -64,6 +72,23 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
             raise UnsafeFolder(f"refusing to use {part}: not a folder")
         _check(part, st, "folder")
     return folder
+
+
+def _passing(chain: list[Path]) -> int:
+    """How many folders at the head of ``chain`` pass ``private_folder``'s checks as they
+    are, found with one ``lstat`` each: folders (not links) of this user that no one else
+    may write (for a folder that is not a link, ``stat`` says what ``lstat`` said). From
+    the first that does not (missing, a link, one to refuse), the full checks make, follow
+    or refuse it and say why."""
+    uid = os.geteuid()
+    for passed, part in enumerate(chain):
+        try:
+            st = os.lstat(part)
+        except OSError:
+            return passed
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+            return passed
+    return len(chain)
 
 
 def private_fd(path: Path, flags: int, root: Path | None = None, *,

@@ -40,6 +40,10 @@ GRACE_SECONDS = 5.0
 DRAIN_SECONDS = 30.0
 #: On top of the keeper's own grace, before the worker kills the keeper itself.
 KEEPER_SLACK = 2.0
+#: The longest the worker gives way to a starting agent (see ``Keeper.spawned``).
+SPAWN_WAIT = 0.1
+#: The keeper's first line on the outcome pipe, once the agent's process has started.
+SPAWNED = "spawned"
 SHIM = Path(__file__).with_name("shim.py")
 
 
@@ -55,6 +59,13 @@ class Outcome:
     def lost(self) -> bool:
         """Ended by the keeper because the worker stopped beating (stalled past the guard)."""
         return self.why == "lost"
+
+
+def parse_report(text: str) -> Outcome:
+    """The keeper's report on its outcome pipe: ``spawned`` once the agent started, then
+    the outcome line; none (the keeper was killed): ``killed``."""
+    lines = [line for line in text.splitlines() if line.strip() and line.strip() != SPAWNED]
+    return parse_outcome(lines[-1]) if lines else Outcome("killed", None)
 
 
 def parse_outcome(line: str) -> Outcome:
@@ -112,6 +123,13 @@ class Keeper:
         finally:
             os.close(self.order)
 
+    def spawned(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the keeper has started the agent's process, or
+        failed to, or ended. The worker gives way meanwhile: on a busy machine its own next
+        steps (reader threads, the TaskStarted record, the next spare keeper) would take
+        the CPU from the keeper being woken and the agent being started."""
+        select.select([self.outcome_fd, self.pidfd], [], [], timeout)
+
     def discard(self) -> None:
         """Let an unused spare go (it exits when its order pipe closes)."""
         with contextlib.suppress(OSError):
@@ -143,6 +161,7 @@ class Agent:
         except BaseException:
             log.close()
             raise
+        keeper.spawned(SPAWN_WAIT)
         self.keeper = keeper
         self.proc = keeper.proc
         self.grace = keeper.grace
@@ -207,8 +226,7 @@ class Agent:
             os.close(self._pidfd)
             os.close(self._beats)
             with open(self._outcome_fd, "rb") as report:
-                line = report.read().decode(errors="replace")
-            self._outcome = parse_outcome(line) if line else Outcome("killed", None)
+                self._outcome = parse_report(report.read().decode(errors="replace"))
             self._reader.join(DRAIN_SECONDS)
         return self._outcome
 

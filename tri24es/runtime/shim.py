@@ -23,10 +23,11 @@ descendant found under it (TERM, ``--grace`` seconds, then KILL until none is le
   renewal, so a worker that is stopped (SIGSTOP), or cannot reach the store, loses its agent
   before its lease runs out and another worker may start the task again.
 
-Then it writes one line to the outcome pipe, ``<why> <wait status>`` (``exited``,
-``terminated``, ``orphaned``, ``lost``; ``failed <message>`` when the agent could not be
-started) and exits 0. Standard library only, no imports of tri24es: it starts in a few
-milliseconds under ``-I -S``.
+Once the agent's process has started it writes ``spawned`` and a newline to the outcome pipe
+(the worker gives way until then). At the end it writes one line to it, ``<why> <wait
+status>`` (``exited``, ``terminated``, ``orphaned``, ``lost``; ``failed <message>`` when the
+agent could not be started) and exits 0. Standard library only, no imports of tri24es: it
+starts in a few milliseconds under ``-I -S``.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class Keeper:
             self.agent = os.posix_spawnp(self.argv[0], self.argv, self.env)
         except OSError as e:
             return f"failed {e.strerror or e}: {self.argv[0]}"
+        with contextlib.suppress(OSError):  # the worker waits for it before going on
+            os.write(self.outcome, b"spawned\n")
         agent_fd = os.pidfd_open(self.agent)
         if os.getppid() == 1:  # the worker died before prctl took hold
             return self.end("orphaned")

@@ -285,22 +285,35 @@ class Worker:
             self._expire_leases()
             next_beat = time.monotonic() + self.beat_every
             self._look = True  # a bell missed (a lost connection) costs one beat at most
-        self._follow()
-        holding = self.paused or self.killswitch or time.monotonic() < self._no_claims_until
-        # A read first: a worker woken with the others by one new task does not queue on
-        # the write lock unless there may be something for it.
-        claimable = not holding and self.services.claimable(self.id)
-        claim = self.services.claim(self.id) if claimable else None
+        self._take_signals()
+        self._record_pause()
+        # A bell that rang is noted before the claim reads (one ringing later is heard by
+        # the next wait), but this worker's control is read after the claim unless claims
+        # are held back (what holds them may have been lifted): the claim takes nothing
+        # for a worker that must not claim (the kill switch on, a pause or stop requested,
+        # declared lost), so a submit's agent starts one read sooner. A claimed attempt
+        # reads the control at its first turn.
+        self._notice()
+        if self._holding():
+            self._read_control()
+        claim = None
+        if not self._holding():
+            # A read first: a worker woken with the others by one new task does not queue
+            # on the write lock unless there may be something for it.
+            claimable = self.services.claimable(self.id)
+            claim = self.services.claim(self.id) if claimable else None
         if claim is not None:
             while claim is not None:
                 claim = self._run(claim)
             return next_beat
+        self._read_control()
         if self.options.exit_when_idle and not self.paused:
             raise Stop(0, "idle")
         until = min(next_beat, time.monotonic() + self.options.poll_interval)
-        due = None if holding else self.services.next_due()
+        due = None if self._holding() else self.services.next_due()
         if due is not None:  # a delayed or backed-off task: no bell rings when its time comes
             until = min(until, time.monotonic() + (due - self.services.clock()) / 1e6)
+        self._spare_keeper()  # if the last attempt ended before its first turn started one
         self._wait(until=until)
         return next_beat
 
@@ -393,10 +406,25 @@ class Worker:
         self._record_pause()
         return self._follow_control()
 
+    def _holding(self) -> bool:
+        """Whether this worker must not claim now (as far as it knows)."""
+        return bool(self.paused or self.killswitch
+                    or time.monotonic() < self._no_claims_until)
+
+    def _notice(self) -> None:
+        """Note a bell that rang since the last look: the control is to be read."""
+        if not self._look and self.door is not None and self.door.wait(0):
+            self._look = True
+
     def _follow_control(self) -> bool:
-        if not self._look and (self.door is None or not self.door.wait(0)):
+        self._notice()
+        return self._read_control()
+
+    def _read_control(self) -> bool:
+        """If a bell rang (or a look is due), read and act on this worker's row and the
+        kill switch; whether it did."""
+        if not self._look:
             return False
-        self._look = True  # until the control is read: a store fault leaves it to look again
         row, switch = self.services.control(self.id)
         self._look = False
         if row.state in ENDED_WORKER_STATES:
@@ -685,7 +713,6 @@ class Worker:
         agent = Agent(self._keeper(), command, stdin=text, env=env,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt),
                       cwd=None if workspace is None else workspace.path, root=paths.root)
-        self._spare_keeper()  # the next attempt's, starting while this one runs
         try:
             self._steady(lambda: self.services.started(
                 claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid, agent.start_time,
@@ -726,10 +753,17 @@ class Worker:
         timeout = self.options.task_timeout
         deadline = now + timeout if timeout is not None else float("inf")
         ending: Ending | None = None
+        spare_due = True
         try:
             while ending is None:
                 wait = min(SLICE, renew_at - now, deadline - now)
                 lines = agent.read(max(wait, 0), limit=LINES_PER_TURN)
+                if spare_due:
+                    # The next attempt's keeper starts while this one runs, once its agent
+                    # had its first output or a slice of time to itself: an interpreter
+                    # starting beside it would slow the agent's own start.
+                    spare_due = False
+                    self._spare_keeper()
                 for line in lines:
                     self._take_line(claim, parser, line)
                     last_line = line.decode(errors="replace").strip() or last_line
