@@ -35,6 +35,15 @@ _WINDOW = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNIT_SECONDS = (86_400, 3_600, 60, 1)
 
 
+#: The longest window or delay: 100 years. A longer one is a typo, and more than a time in
+#: microseconds holds (a traceback where SQLite got it: ``spend --window 99999999999d``).
+LONGEST_WINDOW_SECONDS = 36_500 * 86_400
+
+
+class WindowTooLong(ValueError):
+    """A window or delay longer than ``LONGEST_WINDOW_SECONDS``."""
+
+
 class BadAmount(ValueError):
     """A spend amount that must not be recorded."""
 
@@ -48,10 +57,15 @@ def parse_window(text: str) -> int:
     match = _WINDOW.fullmatch(cleaned)
     if not cleaned or match is None:
         raise ValueError(f"bad window {text!r}: expected e.g. 90s, 5m, 1h, 1h30m or 1d")
+    too_long = WindowTooLong(f"bad window {text!r}: it must be at most 36500d (100 years)")
+    if any(n is not None and len(n) > 12 for n in match.groups()):  # int() refuses 4,300
+        raise too_long
     seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
                   if n is not None)
     if seconds <= 0:
         raise ValueError(f"bad window {text!r}: it must be longer than 0 seconds")
+    if seconds > LONGEST_WINDOW_SECONDS:
+        raise too_long
     return seconds
 
 

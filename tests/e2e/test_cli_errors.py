@@ -56,6 +56,11 @@ HUGE = "99999999999999999999"
     (["limits", "set", "model=m", HUGE], {}, "out of range"),
     (["events", "--after", "9" * 5000], {}, "out of range"),
     (["events", "--after", "\u0663"], {}, "is not a whole number"),  # an Arabic-Indic 3
+    # a window or delay of more microseconds than SQLite holds: a traceback reading or saving
+    (["spend", "--window", "99999999999d"], {}, "at most 36500d"),
+    (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
+    (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
+    (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
 ])
 def test_bad_numbers_are_one_line_and_exit_2(run: Run, args: list[str], env: dict[str, str],
                                              said: str) -> None:
