@@ -61,6 +61,11 @@ HUGE = "99999999999999999999"
     (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
     (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
     (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    # an argument's bytes that are not UTF-8 (a lone surrogate in Python): a traceback where
+    # the log's JSON or SQLite met them
+    (["submit", "bad\udcff"], {}, "is not UTF-8 text"),
+    (["tasks", "show", "\udcff"], {}, "is not UTF-8 text"),
+    (["spend", "record", "--usd", "1", "--model", "m\udcff"], {}, "is not UTF-8 text"),
 ])
 def test_bad_numbers_are_one_line_and_exit_2(run: Run, args: list[str], env: dict[str, str],
                                              said: str) -> None:

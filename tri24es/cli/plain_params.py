@@ -83,7 +83,12 @@ def _float(value: Any) -> float:
 def _str(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    text = str(value)
+    try:  # bytes of an argument that are not UTF-8 come as lone surrogates (surrogateescape):
+        text.encode()  # no store, JSON or terminal takes them (a traceback where one met them)
+    except UnicodeEncodeError:
+        raise ValueError(f"{_shown(text)} is not UTF-8 text") from None
+    return text
 
 
 #: annotation -> how a command-line value becomes one
