@@ -61,6 +61,10 @@ HUGE = "99999999999999999999"
     (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
     (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
     (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    # a log position: past 64 bits a traceback in the store's query; "²" one from int()
+    (["audit", "export", "--since", HUGE], {}, "a log position is at most"),
+    (["status", "--at", "9" * 5000], {}, "a log position is at most"),
+    (["status", "--at", "\u00b2"], {}, "expected a log position or an ISO-8601 time"),
     # an argument's bytes that are not UTF-8 (a lone surrogate in Python): a traceback where
     # the log's JSON or SQLite met them
     (["submit", "bad\udcff"], {}, "is not UTF-8 text"),
