@@ -48,24 +48,24 @@ class BadAmount(ValueError):
     """A spend amount that must not be recorded."""
 
 
-def parse_window(text: str) -> int:
+def parse_window(text: str, longest: int | None = LONGEST_WINDOW_SECONDS) -> int:
     """``"90s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` -> seconds (units in d, h, m, s order).
 
-    Raises ValueError for anything else, including a zero window.
+    Raises ValueError for anything else, including a zero window, and WindowTooLong for
+    one over ``longest`` (``None``: no bound, for a caller that bounds it itself).
     """
     cleaned = text.strip().lower()
     match = _WINDOW.fullmatch(cleaned)
     if not cleaned or match is None:
         raise ValueError(f"bad window {text!r}: expected e.g. 90s, 5m, 1h, 1h30m or 1d")
-    too_long = WindowTooLong(f"bad window {text!r}: it must be at most 36500d (100 years)")
-    if any(n is not None and len(n) > 12 for n in match.groups()):  # int() refuses 4,300
-        raise too_long
+    if longest is not None and any(n is not None and len(n) > 12 for n in match.groups()):
+        raise WindowTooLong(f"bad window {text!r}: it must be at most {window_text(longest)}")
     seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
                   if n is not None)
     if seconds <= 0:
         raise ValueError(f"bad window {text!r}: it must be longer than 0 seconds")
-    if seconds > LONGEST_WINDOW_SECONDS:
-        raise too_long
+    if longest is not None and seconds > longest:
+        raise WindowTooLong(f"bad window {text!r}: it must be at most {window_text(longest)}")
     return seconds
 
 

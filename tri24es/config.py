@@ -193,7 +193,7 @@ class Settings:
         from tri24es.budget import parse_window
 
         try:
-            return parse_window(self.usage_pause)
+            return parse_window(self.usage_pause, longest=None)  # a pause: at most 31 days
         except ValueError as e:
             raise ConfigError(f"TRI24ES_USAGE_PAUSE: {e}") from None
 
