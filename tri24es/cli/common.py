@@ -223,9 +223,10 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
 
     bold = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     header = line(headers)
-    typer.echo(f"\x1b[1m{header}\x1b[0m" if bold else header)
-    for row in cells:
-        typer.echo(line(row))
+    # one write, as rich's console made: line by line, a reader that has what it wants and
+    # goes (`tasks list | head -3`) made the next line a broken pipe, which click exits 1 for
+    typer.echo("\n".join([f"\x1b[1m{header}\x1b[0m" if bold else header,
+                          *(line(row) for row in cells)]))
 
 
 #: What a terminal would act on rather than show: C0 and C1 controls (an ESC, or U+009B, the
