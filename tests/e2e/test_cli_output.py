@@ -90,3 +90,22 @@ def test_a_table_read_in_part_is_no_error(run: Run, project: Path) -> None:
         lister.stdout.close()  # the reader goes, as head does
         codes.append(lister.wait(timeout=60))
     assert codes == [0, 0, 0]
+
+
+def test_a_table_with_its_output_closed_is_no_traceback(run: Run, project: Path) -> None:
+    """Started with stdout closed (`tri24es tasks list >&-`), Python's sys.stdout is None:
+    asking it whether it is a terminal was an AttributeError traceback (rich printed
+    nothing, exit 0)."""
+    import os
+    import subprocess
+
+    from tests.e2e.conftest import CLI, clean_env
+
+    run("init")
+    ok(run("submit", "A task", "--id", "a-task"))
+    for args in (["tasks", "list"], ["workers", "list"]):
+        result = subprocess.run([*CLI, *args], cwd=project, env=clean_env(project),
+                                stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                                preexec_fn=lambda: os.close(1))
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 0, result.stderr

@@ -221,7 +221,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
             set_cell_size(v, w) if cell_len(v) <= w else set_cell_size(v, w - 1) + "…"
             for v, w in zip(values, widths, strict=True)).rstrip()
 
-    bold = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    bold = _on_a_terminal() and os.environ.get("TERM") != "dumb"
     header = line(headers)
     # one write, as rich's console made: line by line, a reader that has what it wants and
     # goes (`tasks list | head -3`) made the next line a broken pipe, which click exits 1 for
@@ -247,9 +247,15 @@ def terminal_width() -> int:
     columns = os.environ.get("COLUMNS", "").strip()
     if columns.isascii() and columns.isdigit() and int(columns) > 0:  # else as if unset
         return max(int(columns), 20)
-    if sys.stdout.isatty():
+    if _on_a_terminal():
         return shutil.get_terminal_size((80, 24)).columns
     return 80
+
+
+def _on_a_terminal() -> bool:
+    """Is the output a terminal? No output at all (started with stdout closed, ``>&-``: Python
+    makes ``sys.stdout`` None) is none: click's echo then prints nothing, as rich did."""
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def print_json(value: Any) -> None:
