@@ -35,23 +35,37 @@ _WINDOW = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNIT_SECONDS = (86_400, 3_600, 60, 1)
 
 
+#: The longest window or delay: 100 years. A longer one is a typo, and more than a time in
+#: microseconds holds (a traceback where SQLite got it: ``spend --window 99999999999d``).
+LONGEST_WINDOW_SECONDS = 36_500 * 86_400
+
+
+class WindowTooLong(ValueError):
+    """A window or delay longer than ``LONGEST_WINDOW_SECONDS``."""
+
+
 class BadAmount(ValueError):
     """A spend amount that must not be recorded."""
 
 
-def parse_window(text: str) -> int:
+def parse_window(text: str, longest: int | None = LONGEST_WINDOW_SECONDS) -> int:
     """``"90s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` -> seconds (units in d, h, m, s order).
 
-    Raises ValueError for anything else, including a zero window.
+    Raises ValueError for anything else, including a zero window, and WindowTooLong for
+    one over ``longest`` (``None``: no bound, for a caller that bounds it itself).
     """
     cleaned = text.strip().lower()
     match = _WINDOW.fullmatch(cleaned)
     if not cleaned or match is None:
         raise ValueError(f"bad window {text!r}: expected e.g. 90s, 5m, 1h, 1h30m or 1d")
+    if longest is not None and any(n is not None and len(n) > 12 for n in match.groups()):
+        raise WindowTooLong(f"bad window {text!r}: it must be at most {window_text(longest)}")
     seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
                   if n is not None)
     if seconds <= 0:
         raise ValueError(f"bad window {text!r}: it must be longer than 0 seconds")
+    if longest is not None and seconds > longest:
+        raise WindowTooLong(f"bad window {text!r}: it must be at most {window_text(longest)}")
     return seconds
 
 

@@ -82,6 +82,13 @@ def _count(value: object) -> int:
     return number
 
 
+def _window_seconds(value: object) -> int:
+    seconds = _count(value)
+    if seconds > 36_500 * 86_400:  # budget.LONGEST_WINDOW_SECONDS: a window of 100 years
+        raise ValueError("must be at most 3153600000 seconds (100 years)")
+    return seconds
+
+
 def _path(value: object) -> Path:
     return (value if isinstance(value, Path) else Path(_text(value))).expanduser()
 
@@ -125,7 +132,8 @@ class Settings:
         default=Decimal("0.90"), metadata=_from("BUDGET_DAILY_PAUSE_PCT", _fraction))
     budget_check_interval: float = field(
         default=30.0, metadata=_from("BUDGET_CHECK_INTERVAL", _seconds))
-    budget_window_size: int = field(default=300, metadata=_from("BUDGET_WINDOW_SIZE", _count))
+    budget_window_size: int = field(
+        default=300, metadata=_from("BUDGET_WINDOW_SIZE", _window_seconds))
     # The zone whose calendar day "today's spend" means; None: the machine's zone.
     budget_timezone: str | None = field(default=None, metadata=_from("BUDGET_TIMEZONE", _text))
     # The largest amount one spend record may carry, from any source (CLI, file, agent).
@@ -185,7 +193,7 @@ class Settings:
         from tri24es.budget import parse_window
 
         try:
-            return parse_window(self.usage_pause)
+            return parse_window(self.usage_pause, longest=None)  # a pause: at most 31 days
         except ValueError as e:
             raise ConfigError(f"TRI24ES_USAGE_PAUSE: {e}") from None
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import TypeVar
 
-from tri24es.budget import dollars, parse_window
+from tri24es.budget import WindowTooLong, dollars, parse_window
 from tri24es.events import NO_BACKOFF, NO_PROGRESS_OFF, Backoff, NoProgress
 from tri24es.timeutil import from_us, to_us
 
@@ -90,6 +90,8 @@ def parse_when(text: str, now_us: int) -> int:
     if relative and relative[0].isdigit() and relative[-1] in "smhd":
         try:
             moment_us = now_us + parse_window(relative) * 1_000_000
+        except WindowTooLong:
+            raise ValueError(f"bad time {text!r}: too far ahead") from None
         except ValueError:
             pass
         else:

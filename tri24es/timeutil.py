@@ -45,11 +45,19 @@ def iso_time(microseconds: int) -> str:
     return from_us(microseconds).isoformat().replace("+00:00", "Z")
 
 
+#: The largest log position (SQLite's and PostgreSQL's bigint): a larger one was a traceback
+#: where the store was asked for it (``audit export --since 99999999999999999999``).
+LARGEST_POSITION = 2**63 - 1
+
+
 def parse_point(text: str) -> int | datetime:
     """A point in the log: a position (``"42"``) or an ISO-8601 time (naive means UTC).
     Raises ValueError for anything else."""
     value = text.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": int() refuses what isdigit() takes
+        if len(value.lstrip("0")) > 19 or int(value) > LARGEST_POSITION:
+            shown = repr(text) if len(text) <= 40 else repr(text[:30]) + "…"
+            raise ValueError(f"{shown}: a log position is at most {LARGEST_POSITION}")
         return int(value)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -102,6 +102,22 @@ def test_spend_file_is_bridged_once_and_bad_lines_reported(project_ready: Path,
     assert count(project_ready, ev.SpendRecorded) == 2
 
 
+def test_a_spend_line_naming_a_lone_surrogate_is_recorded_and_blocks_nothing(
+        project_ready: Path, run: Run) -> None:
+    """JSON may escape half of a surrogate pair ("\\ud800"); no JSON can be written with it.
+    Such a model name was a traceback in every bridge, the lines after it never recorded."""
+    path = project_ready / "state" / "budget" / "spend.jsonl"
+    path.parent.mkdir()
+    now = int(time.time())
+    path.write_text(f'{{"timestamp_epoch": {now}, "amount": 0.5, "model": "m\\ud800"}}\n'
+                    f'{{"timestamp_epoch": {now}, "amount": 0.25, "model": "ok"}}\n')
+    imported = run("spend", "import")
+    assert imported.returncode == 0, imported.stderr
+    assert "recorded 2 lines, 0 already recorded, 0 bad" in imported.stdout
+    reading = json.loads(run("spend", "--json", "--by", "model").stdout)
+    assert reading["model"] == {"m?": "0.5", "ok": "0.25"}
+
+
 def test_once_status_and_reset(project_ready: Path, run: Run) -> None:
     status = run("budget-watchdog", "--status", env=LOW_LIMITS)
     lines = status.stdout.splitlines()

@@ -39,6 +39,56 @@ def test_usage_errors_are_one_line_and_exit_2(run: Run, args: list[str]) -> None
     one_line_error(result)
 
 
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(("args", "env", "said"), [
+    # NaN passes any range check: it was a worker with no task timeout, or a traceback
+    (["top", "--interval", "nan"], {}, "'nan' is not a finite number"),
+    (["worker", "--task-timeout", "nan"], {}, "'nan' is not a finite number"),
+    (["worker", "--lease-seconds", "nan"], {}, "'nan' is not a finite number"),
+    (["worker"], {"TRI24ES_LEASE_SECONDS": "inf"}, "'inf' is not a finite number"),
+    (["up", "--lease-seconds", "1e400"], {}, "'1e400' is not a finite number"),
+    # more than SQLite or the log's JSON holds: a traceback where it was stored, or kept
+    (["events", "--after", HUGE], {}, "out of range"),
+    (["tasks", "list", "--limit", HUGE], {}, "out of range"),
+    (["submit", "t", "--max-retries", HUGE], {}, "out of range"),
+    (["limits", "set", "model=m", HUGE], {}, "out of range"),
+    (["events", "--after", "9" * 5000], {}, "out of range"),
+    (["events", "--after", "\u0663"], {}, "is not a whole number"),  # an Arabic-Indic 3
+    # a window or delay of more microseconds than SQLite holds: a traceback reading or saving
+    (["spend", "--window", "99999999999d"], {}, "at most 36500d"),
+    (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
+    (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
+    (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    # a log position: past 64 bits a traceback in the store's query; "²" one from int()
+    (["audit", "export", "--since", HUGE], {}, "a log position is at most"),
+    (["status", "--at", "9" * 5000], {}, "a log position is at most"),
+    (["status", "--at", "\u00b2"], {}, "expected a log position or an ISO-8601 time"),
+    # an argument's bytes that are not UTF-8 (a lone surrogate in Python): a traceback where
+    # the log's JSON or SQLite met them
+    (["submit", "bad\udcff"], {}, "is not UTF-8 text"),
+    (["tasks", "show", "\udcff"], {}, "is not UTF-8 text"),
+    (["spend", "record", "--usd", "1", "--model", "m\udcff"], {}, "is not UTF-8 text"),
+])
+def test_bad_numbers_are_one_line_and_exit_2(run: Run, args: list[str], env: dict[str, str],
+                                             said: str) -> None:
+    run("init")
+    result = run(*args, env=env, timeout=30)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert said in line
+    assert len(line) < 200  # the value is cut short in the message
+
+
+def test_a_whole_number_with_a_zero_fraction_is_taken_as_before(run: Run) -> None:
+    run("init")
+    assert run("submit", "t", "--id", "t").returncode == 0
+    result = run("tasks", "list", "--limit", "1.0")
+    assert result.returncode == 0, result.stderr
+    assert "t  " in result.stdout
+
+
 def test_global_options_after_the_command_get_a_hint(run: Run) -> None:
     result = run("status", "--db", "x.db")
     assert result.returncode == 2

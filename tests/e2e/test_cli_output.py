@@ -69,3 +69,43 @@ def test_task_show_prints_the_body_on_its_own_lines(run: Run, tmp_path: Path) ->
     submitted = next(line for line in shown if "TaskSubmitted" in line)
     assert "password" not in submitted
     assert "max_budget_usd:     $5.00" in shown
+
+
+def test_a_table_read_in_part_is_no_error(run: Run, project: Path) -> None:
+    """`tri24es tasks list | head -c 10` exits 0, as before print_table joined columns itself:
+    written line by line, the reader gone made the second line a broken pipe (exit 1)."""
+    import subprocess
+
+    from tests.e2e.conftest import CLI, clean_env
+
+    run("init")
+    for n in range(5):
+        ok(run("submit", f"Task {n}", "--id", f"task-{n}"))
+    codes = []
+    for _ in range(3):
+        lister = subprocess.Popen([*CLI, "tasks", "list"], cwd=project, env=clean_env(project),
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert lister.stdout is not None
+        assert lister.stdout.read(10).startswith(b"TASK ")
+        lister.stdout.close()  # the reader goes, as head does
+        codes.append(lister.wait(timeout=60))
+    assert codes == [0, 0, 0]
+
+
+def test_a_table_with_its_output_closed_is_no_traceback(run: Run, project: Path) -> None:
+    """Started with stdout closed (`tri24es tasks list >&-`), Python's sys.stdout is None:
+    asking it whether it is a terminal was an AttributeError traceback (rich printed
+    nothing, exit 0)."""
+    import os
+    import subprocess
+
+    from tests.e2e.conftest import CLI, clean_env
+
+    run("init")
+    ok(run("submit", "A task", "--id", "a-task"))
+    for args in (["tasks", "list"], ["workers", "list"]):
+        result = subprocess.run([*CLI, *args], cwd=project, env=clean_env(project),
+                                stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                                preexec_fn=lambda: os.close(1))
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ from tri24es.timeutil import to_us
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1d", 86_400),
-    ("1d2h3m4s", 93_784), (" 10M ", 600), ("2h0m", 7200),
+    ("1d2h3m4s", 93_784), (" 10M ", 600), ("2h0m", 7200), ("36500d", 36_500 * 86_400),
 ])
 def test_parse_window(text: str, seconds: int) -> None:
     assert parse_window(text) == seconds
@@ -46,6 +46,9 @@ def test_parse_window(text: str, seconds: int) -> None:
     ("", "expected e.g. 90s"), ("5", "expected e.g. 90s"), ("5x", "expected e.g. 90s"),
     ("m5", "expected e.g. 90s"), ("30m1h", "expected e.g. 90s"), ("-5m", "expected e.g. 90s"),
     ("1.5h", "expected e.g. 90s"), ("0s", "longer than 0"), ("0h0m", "longer than 0"),
+    # more than 100 years: more microseconds than SQLite holds once added to now
+    ("36501d", "at most 36500d"), ("99999999999d", "at most 36500d"),
+    ("876001h", "at most 36500d"), ("9" * 5000 + "s", "at most 36500d"),
 ])
 def test_parse_window_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

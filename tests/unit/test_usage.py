@@ -448,3 +448,26 @@ def test_lost_or_cut_lines_never_add_spend(name: str, data: st.DataObject) -> No
         elif fate == "cut" and text.strip():
             damaged.append(text[: data.draw(st.integers(0, len(text.rstrip()) - 1))])
     assert total(parse(damaged)) <= total(parse_fixture(name))
+
+
+@pytest.mark.parametrize("line", [
+    '{"type":"assistant","message":{"id":"x","model":"claude-sonnet-4-5\\ud800",'
+    '"usage":{"input_tokens":1000,"output_tokens":1000}}}',
+    '{"stats":{"models":{"gem\\ud800":{"tokens":{"prompt":1000,"candidates":1000}}}}}',
+])
+def test_a_model_named_with_a_lone_surrogate_is_spend_that_can_be_recorded(line: str) -> None:
+    """JSON may escape half of a surrogate pair; no event holding it can be written (the
+    worker's record of the attempt's spend failed). The name keeps a "?" for it."""
+    from tri24es import events as ev
+    from tri24es.timeutil import from_us, now_us
+
+    parser = UsageParser()
+    usages = [*parser.feed(line), *parser.finish()]
+    assert usages
+    assert all(u.amount > 0 for u in usages)
+    for usage in usages:
+        assert usage.model is not None
+        assert usage.model.endswith("?")
+        event = ev.SpendRecorded(amount=usage.amount, model=usage.model, source="worker",
+                                 flagged=usage.flagged, occurred_at=from_us(now_us()))
+        assert ev.encode(event).type == "SpendRecorded"  # no PydanticSerializationError

@@ -231,7 +231,9 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
         cut = min(excess, max(widths[i] - 12, 0))
         widths[i] -= cut
         excess -= cut
-    while excess > 0 and max(widths) > 8:
+    # then the widest in turn: to 8 columns at most, and on a narrower terminal below that,
+    # so that no row is wider than the terminal (a wider one wraps and breaks the columns)
+    while excess > 0 and max(widths) > 1:
         i = widths.index(max(widths))
         widths[i] -= 1
         excess -= 1
@@ -241,30 +243,41 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
             set_cell_size(v, w) if cell_len(v) <= w else set_cell_size(v, w - 1) + "…"
             for v, w in zip(values, widths, strict=True)).rstrip()
 
-    bold = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    bold = _on_a_terminal() and os.environ.get("TERM") != "dumb"
     header = line(headers)
-    typer.echo(f"\x1b[1m{header}\x1b[0m" if bold else header)
-    for row in cells:
-        typer.echo(line(row))
+    # one write, as rich's console made: line by line, a reader that has what it wants and
+    # goes (`tasks list | head -3`) made the next line a broken pipe, which click exits 1 for
+    typer.echo("\n".join([f"\x1b[1m{header}\x1b[0m" if bold else header,
+                          *(line(row) for row in cells)]))
 
 
-_CONTROL = dict.fromkeys(range(32), " ")
+#: What a terminal would act on rather than show: C0 and C1 controls (an ESC, or U+009B, the
+#: one-character CSI, starts an escape sequence), DEL, the line and paragraph separators, and
+#: the bidirectional overrides and isolates (they reorder the rest of the row).
+_CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
+                          *range(0x202A, 0x202F), *range(0x2066, 0x206A)], " ")
 
 
 def _one_line(text: str) -> str:
-    """A cell stays on its row: a newline or another control character is a space."""
+    """A cell stays on its row and is shown, never obeyed: a newline or another control
+    character is a space."""
     return text.translate(_CONTROL) if not text.isprintable() else text
 
 
 def terminal_width() -> int:
     """``COLUMNS`` if set, else the terminal's width, else 80 (piped), as rich decides it."""
-    try:
-        return max(int(os.environ["COLUMNS"]), 20)
-    except (KeyError, ValueError):
-        pass
-    if sys.stdout.isatty():
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isascii() and columns.isdigit() and int(columns) > 0:  # else as if unset
+        return max(int(columns), 20)
+    if _on_a_terminal():
         return shutil.get_terminal_size((80, 24)).columns
     return 80
+
+
+def _on_a_terminal() -> bool:
+    """Is the output a terminal? No output at all (started with stdout closed, ``>&-``: Python
+    makes ``sys.stdout`` None) is none: click's echo then prints nothing, as rich did."""
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def print_json(value: Any) -> None:

@@ -14,6 +14,8 @@ This reaches into typer's private ``_runtime_param``: the test of start-up impor
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,27 +35,60 @@ def _bool(value: Any) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise ValueError(f"{value!r} is not a valid boolean (true or false)")
+    raise ValueError(f"{_shown(value)} is not a valid boolean (true or false)")
+
+
+#: The most a whole-number option holds: what SQLite and the log's JSON keep (64 bits). A
+#: larger one would be a traceback where it is stored, or, kept in the log, at every read.
+LARGEST_INT = 2**63 - 1
+#: A whole number as pydantic took one: ASCII digits (``_`` between them), signed, and a
+#: fraction of zeros (``2.0``); not ``1e3``, ``0x10`` or other scripts' digits.
+_WHOLE = re.compile(r"\s*([+-]?[0-9](?:_?[0-9])*)(?:\.0+)?\s*")
+
+
+def _shown(value: Any) -> str:
+    """The value in an error message, cut short: a line, however long the value."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a whole number") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = _WHOLE.fullmatch(str(value))
+        if match is None:
+            raise ValueError(f"{_shown(value)} is not a whole number")
+        digits = match[1].replace("_", "").lstrip("+-").lstrip("0")
+        if len(digits) > len(str(LARGEST_INT)):  # before int(): 4,300 digits are refused
+            raise ValueError(f"{_shown(value)} is out of range (at most {LARGEST_INT})")
+        number = int(match[1])
+    if abs(number) > LARGEST_INT:
+        raise ValueError(f"{_shown(value)} is out of range (at most {LARGEST_INT})")
+    return number
 
 
 def _float(value: Any) -> float:
+    if isinstance(value, str) and not value.isascii():  # float() takes other scripts' digits
+        raise ValueError(f"{_shown(value)} is not a number")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number") from None
+        raise ValueError(f"{_shown(value)} is not a number") from None
+    if not math.isfinite(number):  # NaN passes any range check, and no option means either
+        raise ValueError(f"{_shown(value)} is not a finite number")
+    return number
 
 
 def _str(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    return str(value)
+    text = str(value)
+    try:  # bytes of an argument that are not UTF-8 come as lone surrogates (surrogateescape):
+        text.encode()  # no store, JSON or terminal takes them (a traceback where one met them)
+    except UnicodeEncodeError:
+        raise ValueError(f"{_shown(text)} is not UTF-8 text") from None
+    return text
 
 
 #: annotation -> how a command-line value becomes one

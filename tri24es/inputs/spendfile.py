@@ -81,7 +81,14 @@ def _occurred_at(obj: dict[str, Any]) -> datetime:
 
 def _text(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
-    return value if isinstance(value, str) and value else None
+    if not (isinstance(value, str) and value):
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no JSON holds it
+        # kept as "?": the line's spend is recorded all the same, never dropped for its name
+        return value.encode("utf-8", "replace").decode()
+    return value
 
 
 def parse_line(line: bytes, max_usd: Decimal = DEFAULT_MAX_RECORD_USD) -> ev.SpendRecorded:

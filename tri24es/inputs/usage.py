@@ -190,6 +190,11 @@ class UsageParser:
         for usage in usages:
             if usage.amount <= 0:
                 continue
+            if not _encodable(usage.model) or not _encodable(usage.flagged):
+                # a model named with a lone surrogate ("\ud800" in the JSON) is kept as "?":
+                # no event holding it can be written, and the spend must be
+                usage = Usage(usage.amount, _encoded(usage.model), usage.input_tokens,
+                              usage.output_tokens, _encoded(usage.flagged))
             amount, flagged = over_cap(usage.amount, self._max_usd)
             if flagged is not None:  # recorded all the same: it may be what must stop the fleet
                 log.warning("an agent reported %s", flagged)
@@ -384,6 +389,20 @@ def _usage(amount: Decimal, model: str | None, tokens: _Tokens, flagged: str | N
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _encodable(text: str | None) -> bool:
+    if text is None:
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encoded(text: str | None) -> str | None:
+    return None if text is None else text.encode("utf-8", "replace").decode()
 
 
 def _amount(value: object) -> Decimal | None:
