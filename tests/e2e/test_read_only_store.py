@@ -53,3 +53,24 @@ def test_a_write_to_a_read_only_copy_is_one_line(run: Run, project: Path,
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "readonly database" in result.stderr
+
+
+def test_a_read_only_copy_whose_views_are_behind_says_so_in_one_line(
+        run: Run, project: Path, shared_tmp: Path) -> None:
+    """Views made by another version (here: their checkpoints set back) cannot be rebuilt in
+    a store this user may not write: the read says why and what to do, and writes nothing."""
+    import sqlite3
+
+    run("init")
+    assert run("submit", "Fix login", "--id", "fix-login").returncode == 0
+    with sqlite3.connect(project / "state" / "tri24es.db") as conn:
+        conn.execute("UPDATE checkpoints SET position = 0")
+    conn.close()
+    copy = read_only_copy(project, shared_tmp)
+    before = sorted(p.name for p in (copy / "state").iterdir())
+    result = subprocess.run([*AS_READER, *CLI, "status"], cwd=copy, env=clean_env(copy),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "views of this read-only store are behind its log" in result.stderr
+    assert sorted(p.name for p in (copy / "state").iterdir()) == before

@@ -83,6 +83,13 @@ class Context:
                 from tri24es.projections import up_to_date
 
                 if not up_to_date(store):  # else no fold and no event catalog is loaded
+                    if getattr(store, "read_only", False):
+                        from eventlog import StoreUnavailable
+
+                        raise StoreUnavailable(
+                            "the views of this read-only store are behind its log (made by "
+                            "another version of tri24es, or changed by hand): run a command "
+                            "on a writable copy once, which rebuilds them")
                     from tri24es.projections.upkeep import install
 
                     install(store)
