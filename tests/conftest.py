@@ -91,6 +91,10 @@ def _shared_cache() -> Path:
     folder = Path(os.environ.get("TRI24ES_TEST_CACHE")
                   or Path(tempfile.gettempdir()) / f"tri24es-tests-{os.getuid()}")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = folder.stat()
+    if mode.st_uid != os.getuid() or mode.st_mode & 0o022:
+        pytest.fail(f"{folder}: not this user's alone; set TRI24ES_TEST_CACHE to a folder "
+                    "of yours", pytrace=False)
     return folder
 
 
