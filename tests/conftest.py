@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -57,33 +58,74 @@ def interruptible_children() -> None:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+def _build_million_event_store(path: Path) -> None:
+    """Writes the million-event store to ``path``, through the real SQLite store."""
+    data = b'{"task_id":"t","n":1,"note":"some payload text"}'
+    meta = b'{"actor":"bench"}'
+    with SQLiteStore(path, synchronous="OFF") as store:
+        for b in range(MILLION_BATCHES):
+            batch = [NewEvent("Loaded", data, meta) for _ in range(MILLION_PER_BATCH)]
+            store.append(f"load-{b}", batch, NO_STREAM)
+
+
+def _million_key() -> str:
+    """What the million-event store is made of: the code above and the store that writes it
+    (every file of the ``eventlog`` package: a change of its format makes a new store)."""
+    import hashlib
+    import inspect
+
+    import eventlog
+
+    digest = hashlib.sha256(inspect.getsource(_build_million_event_store).encode())
+    digest.update(f"{MILLION_BATCHES}x{MILLION_PER_BATCH}".encode())
+    package = Path(eventlog.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _shared_cache() -> Path:
+    """A folder of this user's, shared by every test process, run and checkout on the
+    machine (``TRI24ES_TEST_CACHE`` to put it elsewhere)."""
+    folder = Path(os.environ.get("TRI24ES_TEST_CACHE")
+                  or Path(tempfile.gettempdir()) / f"tri24es-tests-{os.getuid()}")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = folder.stat()
+    if mode.st_uid != os.getuid() or mode.st_mode & 0o022:
+        pytest.fail(f"{folder}: not this user's alone; set TRI24ES_TEST_CACHE to a folder "
+                    "of yours", pytrace=False)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def million_event_store(request: pytest.FixtureRequest,
-                        tmp_path_factory: pytest.TempPathFactory) -> Path:
+def million_event_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite store of 1,000,000 events (100 streams of 10,000), only ever read: the
     bounded-memory tests of read_all and of the audit export share it.
 
     Building it takes 8 s on a quiet machine and a minute or more on a loaded one, so it is
-    built once into pytest's cache folder (under a lock: test processes wait for the one
-    building it) and each run reads a copy of its own."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    folder = (cache.mkdir("million-events-v1") if cache is not None
-              else tmp_path_factory.getbasetemp().parent)
-    master = folder / "big.db"
-    with open(master.with_suffix(".lock"), "w") as lock:
+    built once per machine into a shared folder, named by a hash of the code that builds it
+    and of the ``eventlog`` package (a changed store format builds a new one), under a lock:
+    test processes, and other runs or checkouts, wait for the one building it. Each test
+    process reads a copy of its own."""
+    folder = _shared_cache()
+    key = _million_key()
+    master = folder / f"million-{key}.db"
+    with open(folder / "million.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not master.exists():
             partial = master.with_suffix(".partial")
             partial.unlink(missing_ok=True)
-            data = b'{"task_id":"t","n":1,"note":"some payload text"}'
-            meta = b'{"actor":"bench"}'
-            with SQLiteStore(partial, synchronous="OFF") as store:
-                for b in range(MILLION_BATCHES):
-                    batch = [NewEvent("Loaded", data, meta) for _ in range(MILLION_PER_BATCH)]
-                    store.append(f"load-{b}", batch, NO_STREAM)
-            partial.rename(master)  # closed: the WAL is folded into the file
-    path = tmp_path_factory.mktemp("million") / "big.db"
-    shutil.copyfile(master, path)
+            _build_million_event_store(partial)  # closed: the WAL is folded into the file
+            partial.rename(master)
+            # 250 MB each: keep one other (a second checkout at other code), the last used
+            others = sorted((old for old in folder.glob("million-*.db") if old != master),
+                            key=lambda old: old.stat().st_mtime, reverse=True)
+            for old in others[1:]:
+                old.unlink(missing_ok=True)
+        os.utime(master)  # its last use, for the above
+        path = tmp_path_factory.mktemp("million") / "big.db"
+        shutil.copyfile(master, path)  # under the lock: a newer run may delete an old master
     return path
 
 

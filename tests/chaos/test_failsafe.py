@@ -299,6 +299,12 @@ def test_long_running_processes_ride_out_store_faults_and_work_on(
     wait_until(lambda: site.worker_state("w-steady") == "idle", "the worker idle")
     wait_until(lambda: "running" in site.output(watchdog), "the watchdog running")
     wait_until(lambda: "serving metrics" in site.output(metrics), "metrics serving")
+    # The watcher is in its watch loop before the fault (one still starting that cannot reach
+    # its store ends with one error line, as any command does; on a loaded machine the fault
+    # came first): its verdict on an empty file is out.
+    (site.root / "tasks" / "queue" / "probe.md").write_bytes(b"")
+    wait_until((site.root / "tasks" / "rejected" / "probe.md.reason").exists,
+               "the watcher watching")
     processes = [worker, watchdog, watcher, follower, metrics]
     spend_file = site.root / "state" / "budget" / "spend.jsonl"
     spend_file.parent.mkdir(parents=True, exist_ok=True)

@@ -393,7 +393,11 @@ def test_random_lines_never_raise(lines: list[str | bytes]) -> None:
     parser.finish()
 
 
-@settings(max_examples=300)
+# 100 examples (Hypothesis's default), not 300: each is up to six nested objects of up to 20
+# leaves, fed line by line, compact or pretty, and 300 cost 13 s (most of the unit tests'
+# time). The 100 are drawn from the same sizes (median ~900 characters of JSON, a quarter
+# over 2,000, the largest ~5,900, as with 300), shapes and layouts.
+@settings(max_examples=100)
 @given(st.lists(objects_without_usage, min_size=1, max_size=6), st.booleans())
 def test_objects_without_usage_keys_yield_nothing(objects: list[object], pretty: bool) -> None:
     parser = UsageParser()
