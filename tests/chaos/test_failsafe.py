@@ -529,17 +529,20 @@ def forwarding(port: int, to: tuple[str, int]) -> Iterator[None]:
                 client, _ = listener.accept()
             except OSError:
                 return
+            opened.append(client)
             server = socket.create_connection(to)
-            opened.extend((client, server))
+            opened.append(server)
             threading.Thread(target=pipe, args=(client, server), daemon=True).start()
             threading.Thread(target=pipe, args=(server, client), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
+    accepting = threading.Thread(target=serve, daemon=True)
+    accepting.start()
     try:
         yield
     finally:
         stop.set()
-        listener.close()
+        listener.close()  # accept() fails: the thread ends, and opens nothing more
+        accepting.join(timeout=10)
         for s in opened:
             s.close()
 
@@ -576,6 +579,6 @@ def test_daemons_started_before_their_store_is_reachable_wait_for_it(
             for proc in daemons:
                 wait_until(lambda p=proc: "the store is back" in site.output(p),
                            "the store's return said")
-                assert site.output(proc).count("unavailable, retrying") == 1
+                assert site.output(proc).count("unavailable, retrying") == 1, site.output(proc)
     finally:
         site.close()
