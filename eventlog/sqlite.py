@@ -29,7 +29,9 @@ from eventlog.errors import (
 )
 from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
+    ANY,
     EMPTY_HEAD,
+    Expected,
     EventRow,
     Head,
     NewEvent,
@@ -66,6 +68,12 @@ GUARDS = {
 
 COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# A single event at an exact version: the INSERT checks the version itself (no row when the
+# stream is elsewhere), one statement instead of a look and an insert.
+INSERT_CHECKED = (
+    f"INSERT INTO events ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE coalesce((SELECT max(version) FROM events WHERE stream = ?), 0) = ?"
+)
 SELECT_PAYLOADS = (
     "SELECT position, stream, version, event_id, type, data, metadata, recorded_at"
     " FROM events WHERE position > ?{types} ORDER BY position LIMIT ?"
@@ -158,6 +166,27 @@ class SQLiteTransaction(Transaction):
         self.scratch = {}
         self._store = store
         self._head: Head | None = None
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        """Once the transaction knows the head (its second append: a completion, then the
+        next claim), a single event at an exact version is one INSERT that checks the
+        version; anything else, or a mismatch, takes the general path (which decides what
+        a mismatch or a stored id means)."""
+        if self._head is None or len(events) != 1 or type(expected_version) is not int:
+            return super().append(stream, events, expected_version)
+        recorded = stamp(self._head, stream, expected_version, list(events), self._store.clock())
+        try:
+            cursor = self.connection.execute(
+                INSERT_CHECKED, (*recorded[0], stream, expected_version))
+        except sqlite3.IntegrityError:  # an id stored already: nothing written
+            return super().append(stream, events, expected_version)
+        if cursor.rowcount != 1:  # the stream is not at that version: nothing written
+            return super().append(stream, events, expected_version)
+        last = recorded[0]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        return recorded
 
     def stream_version(self, stream: str) -> int:
         if self._head is not None:

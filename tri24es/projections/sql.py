@@ -126,7 +126,7 @@ class ViewsConnection:
     on PostgreSQL). The rows live as long as the transaction, so nothing outlives a commit
     or a rollback, and a row is cached only once read or written in this transaction."""
 
-    __slots__ = ("applied_up_to", "execute", "executemany", "raw", "rows", "tx")
+    __slots__ = ("_held", "applied_up_to", "execute", "executemany", "raw", "rows", "tx")
 
     def __init__(self, raw: Db, tx: Transaction) -> None:
         self.raw = raw
@@ -134,11 +134,58 @@ class ViewsConnection:
         #: The last position the views were brought to in this transaction (saved as the
         #: checkpoint when it commits).
         self.applied_up_to: int | None = None
-        # The backend's own bound methods: no call layer of ours on the hot path.
+        # The backend's own bound methods: no call layer of ours on the hot path (while no
+        # write is held back: see ``held``).
         self.execute: Callable[..., Rows] = raw.execute
         self.executemany: Callable[..., object] = raw.executemany
         #: (table, key) -> the row object this transaction read or wrote.
         self.rows: dict[tuple[str, object], Any] = {}
+        #: table -> the writes to it held back, and what writes them.
+        self._held: dict[str, tuple[dict[Any, Any], HeldWrites]] = {}
+
+    def held(self, table: str, write: HeldWrites) -> dict[Any, Any]:
+        """The writes to ``table`` this transaction holds back, for the caller to add to (by
+        a key of its choosing: a later write of a key replaces the earlier one, or adds to
+        it). ``write(db, writes)`` writes them once, before any statement that names the
+        table (a read, a write) and before the commit: a row saved twice in a transaction
+        (a worker completing a task and claiming the next) is written once, and moves of
+        the counts that cancel out are not written at all."""
+        found = self._held.get(table)
+        if found is None:
+            if not self._held:
+                self.execute = self._execute_held
+                self.executemany = self._executemany_held
+                self.tx.before_commit(self.flush)
+            found = self._held[table] = ({}, write)
+        return found[0]
+
+    def flush(self, sql: str | None = None) -> None:
+        """Write the writes held back (of the tables ``sql`` names; all of them without)."""
+        held = self._held
+        for table in [t for t in held if sql is None or t in sql]:
+            writes, write = held.pop(table)
+            if writes:
+                write(self.raw, writes)
+        if not held:
+            self.execute = self.raw.execute
+            self.executemany = self.raw.executemany
+
+    def _execute_held(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        self.flush(sql)
+        return self.raw.execute(sql, parameters)
+
+    def _executemany_held(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        self.flush(sql)
+        return self.raw.executemany(sql, parameters)
+
+
+#: Writes the writes held back for one table (``ViewsConnection.held``).
+HeldWrites = Callable[[Db, dict[Any, Any]], None]
+
+
+def held(db: Db, table: str, write: HeldWrites) -> dict[Any, Any] | None:
+    """``db``'s writes held back for ``table`` (None: ``db`` holds none back; write now)."""
+    return db.held(table, write) if isinstance(db, ViewsConnection) else None
 
 
 def kept(db: Db, table: str, key: object) -> Any | None:
