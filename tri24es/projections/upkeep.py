@@ -144,6 +144,9 @@ def _refill(
     # Not the transaction's ViewsConnection: its row cache is for the live path's commands
     # (and would keep every row a replay touched until the commit).
     raw = conn.raw if isinstance(conn, ViewsConnection) else conn
+    if isinstance(conn, ViewsConnection):  # every row is written anew
+        conn.rows.clear()
+        conn.carried = {}
     for projection in PROJECTIONS:
         projection.clear(raw)
     until = store.head()
