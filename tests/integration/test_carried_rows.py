@@ -46,7 +46,8 @@ def test_a_worker_that_alone_writes_reads_no_row_twice(tmp_path: Path) -> None:
     reads_ = [s for s in seen if s.startswith("SELECT")]
     # Only the next claimable task is looked up: the held task, the worker, the kill switch
     # and the log's head come from the last transaction.
-    assert len(reads_) == 1 and "queue_claimable" in reads_[0], reads_
+    assert len(reads_) == 1, reads_
+    assert "queue_claimable" in reads_[0]
     # The worker row is written once, the counts' moves that cancel out not at all.
     assert sum(s.startswith("INSERT INTO workers") for s in seen) == 1
     assert sum(s.startswith("INSERT INTO queue_counts") for s in seen) == 2
@@ -59,7 +60,8 @@ def test_a_row_a_command_returned_does_not_change_afterwards(tmp_path: Path) -> 
     a.submit(TaskSpec("t1", "x"))
     _worker(a, "w1")
     claim = a.claim("w1")
-    assert claim is not None and claim.row.state == "running"
+    assert claim is not None
+    assert claim.row.state == "running"
     a.complete(claim.task_id, "w1", claim.attempt)
     assert claim.row.state == "running"  # the claim's own row, as it was claimed
     assert a.task("t1").state == "completed"
@@ -108,10 +110,14 @@ def test_a_rollback_leaves_nothing_to_the_next(tmp_path: Path) -> None:
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), a.store.transaction() as tx:
-        a.complete(claim.task_id, "w1", claim.attempt)  # joins, applied to the rows
-        assert reads.task_total(connection_of(tx), "completed") == 1
-        raise Boom
+    def complete_then_fail() -> None:
+        with a.store.transaction() as tx:
+            a.complete(claim.task_id, "w1", claim.attempt)  # joins, applied to the rows
+            assert reads.task_total(connection_of(tx), "completed") == 1
+            raise Boom
+
+    with pytest.raises(Boom):
+        complete_then_fail()
     # Rolled back: the task is still held, and completing it works from the stored rows.
     assert a.task("t1").state == "running"
     a.complete(claim.task_id, "w1", claim.attempt)
