@@ -158,3 +158,19 @@ def test_another_process_file_is_checked_by_data_version(tmp_path: Path) -> None
     with pytest.raises(StaleAttempt):
         a.complete(claim.task_id, "w1", claim.attempt)
     a.store.close()
+
+
+def test_a_transaction_of_many_rows_leaves_none(tmp_path: Path) -> None:
+    from tri24es.projections.sql import CARRIED_ROWS, ViewsConnection
+
+    a = _services(tmp_path / "s.db", "a")
+    a.submit_many([TaskSpec(f"t{i}", "x") for i in range(CARRIED_ROWS + 1)])
+    assert isinstance(a.store, SQLiteStore)
+    left = a.store._left
+    assert left is not None
+    assert ViewsConnection not in left[3]
+    a.submit(TaskSpec("one", "x"))
+    left = a.store._left
+    assert left is not None
+    assert ViewsConnection in left[3]
+    a.store.close()

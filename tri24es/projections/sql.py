@@ -193,6 +193,10 @@ class ViewsConnection:
         return self.raw.executemany(sql, parameters)
 
 
+#: A transaction that touched more rows than this leaves none to the next (a catch-up of the
+#: views, a bulk submit): they would stay in memory until the store's next write.
+CARRIED_ROWS = 256
+
 #: Writes the writes held back for one table (``ViewsConnection.held``).
 HeldWrites = Callable[[Db, dict[Any, Any]], None]
 
