@@ -174,3 +174,25 @@ def test_a_transaction_of_many_rows_leaves_none(tmp_path: Path) -> None:
     assert left is not None
     assert ViewsConnection in left[3]
     a.store.close()
+
+
+@pytest.mark.parametrize(("workers", "counts"), [
+    ("WORKERS", "Queue_Counts"),  # SQLite's names are case-insensitive
+    ('"Workers"', "[queue_COUNTS]"),  # quoted
+])
+def test_held_writes_are_written_before_a_read_naming_their_table_in_any_case(
+    tmp_path: Path, workers: str, counts: str,
+) -> None:
+    a = _services(tmp_path / "s.db", "a")
+    a.submit(TaskSpec("t1", "x"))
+    _worker(a, "w1")
+    with a.store.transaction() as tx:
+        assert a.claim("w1") is not None
+        conn = connection_of(tx)
+        (state,) = conn.execute(f"SELECT state FROM {workers} WHERE worker_id = 'w1'"
+                                ).fetchone()
+        assert state == "busy"
+        (n,) = conn.execute(f"SELECT sum(n) FROM {counts} WHERE state = 'running'").fetchone()
+        assert n == 1
+    assert verify(a.store) == []
+    a.store.close()

@@ -163,7 +163,7 @@ class ViewsConnection:
         it). ``write(db, writes)`` writes them once, before any statement that names the
         table (a read, a write) and before the commit: a row saved twice in a transaction
         (a worker completing a task and claiming the next) is written once, and moves of
-        the counts that cancel out are not written at all."""
+        the counts that cancel out are not written at all. ``table`` in lower case (``flush``)."""
         found = self._held.get(table)
         if found is None:
             if not self._held:
@@ -174,8 +174,12 @@ class ViewsConnection:
         return found[0]
 
     def flush(self, sql: str | None = None) -> None:
-        """Write the writes held back (of the tables ``sql`` names; all of them without)."""
+        """Write the writes held back (of the tables ``sql`` names; all of them without).
+        SQLite's names are case-insensitive (``FROM Workers`` reads ``workers``): the tables,
+        named in lower case, are looked for in the statement in lower case."""
         held = self._held
+        if sql is not None:
+            sql = sql.lower()
         for table in [t for t in held if sql is None or t in sql]:
             writes, write = held.pop(table)
             if writes:
