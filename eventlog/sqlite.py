@@ -17,6 +17,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from eventlog.checkpoint import Checkpointer
 from eventlog.errors import (
@@ -29,8 +30,10 @@ from eventlog.errors import (
 )
 from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
+    ANY,
     EMPTY_HEAD,
     EventRow,
+    Expected,
     Head,
     NewEvent,
     RecordedEvent,
@@ -66,6 +69,12 @@ GUARDS = {
 
 COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# A single event at an exact version: the INSERT checks the version itself (no row when the
+# stream is elsewhere), one statement instead of a look and an insert.
+INSERT_CHECKED = (
+    f"INSERT INTO events ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE coalesce((SELECT max(version) FROM events WHERE stream = ?), 0) = ?"
+)
 SELECT_PAYLOADS = (
     "SELECT position, stream, version, event_id, type, data, metadata, recorded_at"
     " FROM events WHERE position > ?{types} ORDER BY position LIMIT ?"
@@ -158,6 +167,29 @@ class SQLiteTransaction(Transaction):
         self.scratch = {}
         self._store = store
         self._head: Head | None = None
+        #: PRAGMA data_version when this write transaction began (None: a snapshot).
+        self._data_version: int | None = None
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> list[RecordedEvent]:
+        """Once the transaction knows the head (its second append: a completion, then the
+        next claim), a single event at an exact version is one INSERT that checks the
+        version; anything else, or a mismatch, takes the general path (which decides what
+        a mismatch or a stored id means)."""
+        if self._head is None or len(events) != 1 or type(expected_version) is not int:
+            return super().append(stream, events, expected_version)
+        recorded = stamp(self._head, stream, expected_version, list(events), self._store.clock())
+        try:
+            cursor = self.connection.execute(
+                INSERT_CHECKED, (*recorded[0], stream, expected_version))
+        except sqlite3.IntegrityError:  # an id stored already: nothing written
+            return super().append(stream, events, expected_version)
+        if cursor.rowcount != 1:  # the stream is not at that version: nothing written
+            return super().append(stream, events, expected_version)
+        last = recorded[0]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        return recorded
 
     def stream_version(self, stream: str) -> int:
         if self._head is not None:
@@ -225,6 +257,9 @@ class SQLiteTransaction(Transaction):
         return recorded
 
 
+WRITE = "BEGIN IMMEDIATE"
+
+
 class _TransactionScope:
     """``with store.transaction() as tx``: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.
 
@@ -234,7 +269,7 @@ class _TransactionScope:
 
     __slots__ = ("_begin", "_joined", "_store")
 
-    def __init__(self, store: SQLiteStore, begin: str = "BEGIN IMMEDIATE") -> None:
+    def __init__(self, store: SQLiteStore, begin: str = WRITE) -> None:
         self._store = store
         self._begin = begin
         self._joined = False
@@ -248,14 +283,21 @@ class _TransactionScope:
         try:
             store.check_identity()
             store._db.execute(self._begin)
+            tx = SQLiteTransaction(store, store._db)
+            if self._begin is WRITE:
+                store._hand_over(tx)
         except sqlite3.Error as e:
+            if store._db.in_transaction:
+                store._db.execute("ROLLBACK")
             store._lock.release()
             raise translate_error(store, e) from e
         except BaseException:
+            if store._db.in_transaction:
+                store._db.execute("ROLLBACK")
             store._lock.release()
             raise
-        store._tx = SQLiteTransaction(store, store._db)
-        return store._tx
+        store._tx = tx
+        return tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         store = self._store
@@ -272,6 +314,7 @@ class _TransactionScope:
                     store._db.execute("ROLLBACK")
                     raise
                 store._db.execute("COMMIT")
+                store._committed(tx)
                 rings = tx.bells()
                 store._checkpointer.committed(store._db)
             else:
@@ -309,6 +352,8 @@ class SQLiteStore(EventStore):
             )
         self._lock = threading.RLock()
         self._tx: SQLiteTransaction | None = None
+        #: What the last write transaction left to the next, and when (``_hand_over``).
+        self._left: tuple[int, int, Head | None, dict[Any, Any]] | None = None
         self._watcher: FileChangeWatcher | None = None
         prepare_path(self.path)
         # A file this user may not write (an auditor's copy, another account's store) is
@@ -376,6 +421,22 @@ class SQLiteStore(EventStore):
             (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
         self.guards_restored = GuardsRestored(missing, recorded.position)
         return self.guards_restored
+
+    def _hand_over(self, tx: SQLiteTransaction) -> None:
+        """Begin a write transaction with what the last one left (its head, the caller's
+        ``carry``) if nothing wrote to the file since it committed: no other connection (the
+        file's data_version, under the write lock just taken) and no statement of this one
+        outside a transaction of this store (its count of changed rows)."""
+        (tx._data_version,) = self._db.execute("PRAGMA data_version").fetchone()
+        tx.carry = {}
+        left, self._left = self._left, None
+        if left is not None and left[0] == tx._data_version and left[1] == self._db.total_changes:
+            tx._head, tx.carried = left[2], left[3]
+
+    def _committed(self, tx: SQLiteTransaction) -> None:
+        """What a committed write transaction leaves to the next (see ``_hand_over``)."""
+        if tx._data_version is not None and tx.carry is not None:
+            self._left = (tx._data_version, self._db.total_changes, tx._head, tx.carry)
 
     def check_identity(self) -> None:
         """StoreReplaced if the file this store opened was deleted or replaced since."""

@@ -8,8 +8,9 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from eventlog.errors import CorruptLog, DuplicateEventId, WrongExpectedVersion
@@ -52,6 +53,13 @@ class Transaction(abc.ABC):
     #: The caller's own state for this transaction (e.g. rows it has read and changed),
     #: shared by the appends that join it and dropped with it, committed or not.
     scratch: dict[Any, Any]
+    #: What the caller leaves to the store's next write transaction (None: this one carries
+    #: nothing over), and what the last one left to this one (``carried``). The store
+    #: hands it over only when nothing else wrote to the store in between: the state the
+    #: caller keeps there (rows of its views, as that transaction committed them) is then
+    #: still the stored one. Empty when anything may have changed; dropped on a rollback.
+    carry: dict[Any, Any] | None = None
+    carried: Mapping[Any, Any] = MappingProxyType({})
 
     def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY

@@ -35,7 +35,7 @@ from tri24es.machines.task import advance as advance_task
 from tri24es.names import STOP_REASONS, Priority
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
-from tri24es.projections.sql import Db, keep, kept
+from tri24es.projections.sql import Db, held, keep, kept
 from tri24es.projections.tables.models import NOT_PAUSED
 from tri24es.projections.tables.money import to_units
 from tri24es.projections.tables.queue import COLUMNS, RESERVATION, TaskRow
@@ -139,6 +139,12 @@ CountKey = tuple[str, int, str, str, str, int]
 def count_key(row: TaskRow) -> CountKey:
     return (row.state, row.priority, row.shard or "", row.model or "", row.type or "",
             row.has_command)
+
+
+def _write_moves(conn: Db, moves: dict[CountKey, int]) -> None:
+    changed = [(*key, n) for key, n in moves.items() if n]
+    if changed:
+        conn.executemany(COUNT, changed)
 
 
 class Touched(dict[str, TaskRow]):
@@ -387,16 +393,20 @@ class QueueProjection(Projection[QueueView]):
         else:
             conn.executemany(SAVE_HOT, [_hot_tuple(row) for row in view.values()])
         before = touched.before
-        moves = []
+        # The counts' moves, held back to the commit (or a read of the counts): those of a
+        # transaction that cancel out (a task's completion and the next claim: one running
+        # fewer, one more) are not written.
+        moves = held(conn, "queue_counts", _write_moves)
+        now_moves: dict[CountKey, int] = {} if moves is None else moves
         for task_id, row in view.items():
             keep(conn, "queue", task_id, row, saved=True)
             was, now = before.get(task_id), count_key(row)
             if was != now:
                 if was is not None:
-                    moves.append((*was, -1))
-                moves.append((*now, 1))
-        if moves:
-            conn.executemany(COUNT, moves)
+                    now_moves[was] = now_moves.get(was, 0) - 1
+                now_moves[now] = now_moves.get(now, 0) + 1
+        if moves is None and now_moves:
+            _write_moves(conn, now_moves)
 
     def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
         row: TaskRow | None = kept(conn, "queue", task_id)

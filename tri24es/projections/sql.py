@@ -9,10 +9,12 @@ a few textual rules rather than a query builder, because the statements are few 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import operator
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar, cast
 
@@ -126,7 +128,8 @@ class ViewsConnection:
     on PostgreSQL). The rows live as long as the transaction, so nothing outlives a commit
     or a rollback, and a row is cached only once read or written in this transaction."""
 
-    __slots__ = ("applied_up_to", "execute", "executemany", "raw", "rows", "tx")
+    __slots__ = ("_held", "applied_up_to", "carried", "execute", "executemany", "raw", "rows",
+                 "tx")
 
     def __init__(self, raw: Db, tx: Transaction) -> None:
         self.raw = raw
@@ -134,16 +137,105 @@ class ViewsConnection:
         #: The last position the views were brought to in this transaction (saved as the
         #: checkpoint when it commits).
         self.applied_up_to: int | None = None
-        # The backend's own bound methods: no call layer of ours on the hot path.
+        # The backend's own bound methods: no call layer of ours on the hot path (while no
+        # write is held back: see ``held``).
         self.execute: Callable[..., Rows] = raw.execute
         self.executemany: Callable[..., object] = raw.executemany
         #: (table, key) -> the row object this transaction read or wrote.
         self.rows: dict[tuple[str, object], Any] = {}
+        #: The rows the last write transaction read or wrote, as it committed them, when
+        #: nothing wrote to the store since (``Transaction.carried``): each one copied into
+        #: ``rows`` when first asked for (``kept``), so that no row object a command returned
+        #: changes afterwards. This transaction's ``rows`` go on to the next in turn.
+        self.carried: Mapping[tuple[str, object], Any] = {}
+        carry = tx.carry
+        if carry is not None:
+            found = tx.carried.get(ViewsConnection)
+            if found is not None:
+                self.carried = found
+            carry[ViewsConnection] = self.rows
+        #: table -> the writes to it held back, and what writes them.
+        self._held: dict[str, tuple[dict[Any, Any], HeldWrites]] = {}
+
+    def held(self, table: str, write: HeldWrites) -> dict[Any, Any]:
+        """The writes to ``table`` this transaction holds back, for the caller to add to (by
+        a key of its choosing: a later write of a key replaces the earlier one, or adds to
+        it). ``write(db, writes)`` writes them once, before any statement that names the
+        table (a read, a write) and before the commit: a row saved twice in a transaction
+        (a worker completing a task and claiming the next) is written once, and moves of
+        the counts that cancel out are not written at all. ``table`` in lower case (``flush``)."""
+        found = self._held.get(table)
+        if found is None:
+            if not self._held:
+                self.execute = self._execute_held
+                self.executemany = self._executemany_held
+                self.tx.before_commit(self.flush)
+            found = self._held[table] = ({}, write)
+        return found[0]
+
+    def flush(self, sql: str | None = None) -> None:
+        """Write the writes held back (of the tables ``sql`` names; all of them without).
+        SQLite's names are case-insensitive (``FROM Workers`` reads ``workers``): the tables,
+        named in lower case, are looked for in the statement in lower case."""
+        held = self._held
+        if sql is not None:
+            sql = sql.lower()
+        for table in [t for t in held if sql is None or t in sql]:
+            writes, write = held.pop(table)
+            if writes:
+                write(self.raw, writes)
+        if not held:
+            self.execute = self.raw.execute
+            self.executemany = self.raw.executemany
+
+    def _execute_held(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        self.flush(sql)
+        return self.raw.execute(sql, parameters)
+
+    def _executemany_held(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
+        self.flush(sql)
+        return self.raw.executemany(sql, parameters)
+
+
+#: A transaction that touched more rows than this leaves none to the next (a catch-up of the
+#: views, a bulk submit): they would stay in memory until the store's next write.
+CARRIED_ROWS = 256
+
+#: Writes the writes held back for one table (``ViewsConnection.held``).
+HeldWrites = Callable[[Db, dict[Any, Any]], None]
+
+
+def held(db: Db, table: str, write: HeldWrites) -> dict[Any, Any] | None:
+    """``db``'s writes held back for ``table`` (None: ``db`` holds none back; write now)."""
+    return db.held(table, write) if isinstance(db, ViewsConnection) else None
 
 
 def kept(db: Db, table: str, key: object) -> Any | None:
-    """The row of ``table`` at ``key`` this transaction has read or written, if any."""
-    return db.rows.get((table, key)) if isinstance(db, ViewsConnection) else None
+    """The row of ``table`` at ``key`` this transaction has read or written (or the last
+    write transaction did, when nothing wrote since: then a copy of it), if any."""
+    if not isinstance(db, ViewsConnection):
+        return None
+    row = db.rows.get((table, key))
+    if row is None and db.carried:
+        was = db.carried.get((table, key))
+        if was is not None:
+            row = db.rows[table, key] = _copy(was)
+    return row
+
+
+#: Row class -> its fields' values, in the order its constructor takes them.
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _copy(row: R) -> R:
+    """A new row object with the same values (a slotted dataclass: no ``__dict__`` to copy;
+    the constructor with every field is ~6x quicker than ``copy.copy``)."""
+    cls = type(row)
+    values = _FIELDS.get(cls)
+    if values is None:
+        values = _FIELDS[cls] = operator.attrgetter(
+            *(f.name for f in dataclasses.fields(row)))  # type: ignore[arg-type]
+    return cls(*values(row))
 
 
 def keep(db: Db, table: str, key: object, row: R, *, saved: bool = False) -> R:

@@ -28,7 +28,7 @@ from tri24es.projections.fold import (
     fold_log,
     fold_projections,
 )
-from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.projections.sql import CARRIED_ROWS, Db, ViewsConnection
 
 _COMMENT = re.compile(r"--[^\n]*")
 
@@ -108,6 +108,9 @@ def apply_inline(conn: ViewsConnection, envelopes: Iterable[Envelope]) -> None:
 
 def _save_checkpoint(conn: ViewsConnection) -> None:
     position = conn.applied_up_to
+    carry = conn.tx.carry
+    if carry is not None and len(conn.rows) > CARRIED_ROWS:
+        carry.pop(ViewsConnection, None)
     # executemany: on PostgreSQL it goes out with the COMMIT (see PostgresViews.executemany)
     conn.executemany("UPDATE checkpoints SET position = ? WHERE position < ?",
                      [(position, position)])
@@ -144,6 +147,9 @@ def _refill(
     # Not the transaction's ViewsConnection: its row cache is for the live path's commands
     # (and would keep every row a replay touched until the commit).
     raw = conn.raw if isinstance(conn, ViewsConnection) else conn
+    if isinstance(conn, ViewsConnection):  # every row is written anew
+        conn.rows.clear()
+        conn.carried = {}
     for projection in PROJECTIONS:
         projection.clear(raw)
     until = store.head()

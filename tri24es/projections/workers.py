@@ -30,7 +30,7 @@ from tri24es.machines import ENDED_WORKER_STATES, WorkerState
 from tri24es.machines.worker import WORKER
 from tri24es.machines.worker import advance as advance_worker
 from tri24es.projections.base import Projection, Row, fixed_moves
-from tri24es.projections.sql import Db, keep, kept
+from tri24es.projections.sql import Db, held, keep, kept
 from tri24es.projections.tables.workers import COLUMNS, WorkerRow
 
 DDL = """
@@ -163,7 +163,13 @@ class WorkersProjection(Projection[WorkersView]):
         return {} if row is None else {worker_id: row}
 
     def save(self, conn: Db, view: WorkersView) -> None:
-        conn.executemany(SAVE, [self._row(w) for w in view.values()])
+        # Held back to the commit (or a statement on the table): a worker that completes a
+        # task and claims the next in one transaction is written once, as it ends up.
+        rows = held(conn, "workers", _write_rows)
+        if rows is None:
+            _write_rows(conn, view)
+        else:
+            rows.update(view)
         for worker_id, row in view.items():
             keep(conn, "workers", worker_id, row, saved=True)
 
@@ -185,14 +191,18 @@ class WorkersProjection(Projection[WorkersView]):
         )
         return [WorkerRow(*r) for r in found]
 
-    @staticmethod
-    def _row(worker: WorkerRow) -> Row:
-        row = _as_tuple(worker)
-        return (*row[:10], int(worker.pause_requested), int(worker.stop_requested), *row[12:15],
-                int(worker.has_exec))
-
     def rows(self, view: WorkersView) -> dict[str, list[Row]]:
-        return {"workers": sorted(self._row(w) for w in view.values())}
+        return {"workers": sorted(_stored(w) for w in view.values())}
+
+
+def _stored(worker: WorkerRow) -> Row:
+    row = _as_tuple(worker)
+    return (*row[:10], int(worker.pause_requested), int(worker.stop_requested), *row[12:15],
+            int(worker.has_exec))
+
+
+def _write_rows(conn: Db, rows: dict[str, WorkerRow]) -> None:
+    conn.executemany(SAVE, [_stored(w) for w in rows.values()])
 
 
 # A WorkerSignalled moves the worker by its signal: the machine decides that one.
