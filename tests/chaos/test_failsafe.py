@@ -508,32 +508,40 @@ def test_a_full_disk_under_an_agents_log_sends_its_task_back(site: Site) -> None
 @contextlib.contextmanager
 def forwarding(port: int, to: tuple[str, int]) -> Iterator[None]:
     """A TCP forwarder from ``127.0.0.1:port`` to ``to``: the PostgreSQL server appears at
-    ``port`` for the block (before it, a connection there is refused)."""
+    ``port`` for the block (before it, a connection there is refused). Every socket and
+    thread it made is closed and joined when the block ends."""
     import threading
 
     listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(0.1)  # accept() looks at `stop` (a close would not wake it)
     stop = threading.Event()
     opened: list[socket.socket] = []
+    pipes: list[threading.Thread] = []
 
     def pipe(a: socket.socket, b: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := a.recv(65536):
                 b.sendall(data)
-        for s in (a, b):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
 
     def serve() -> None:
         while not stop.is_set():
             try:
                 client, _ = listener.accept()
-            except OSError:
-                return
+            except TimeoutError:
+                continue
+            client.settimeout(None)
             opened.append(client)
-            server = socket.create_connection(to)
+            try:
+                server = socket.create_connection(to)
+            except OSError:
+                continue
             opened.append(server)
-            threading.Thread(target=pipe, args=(client, server), daemon=True).start()
-            threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+            for a, b in ((client, server), (server, client)):
+                thread = threading.Thread(target=pipe, args=(a, b), daemon=True)
+                thread.start()
+                pipes.append(thread)
 
     accepting = threading.Thread(target=serve, daemon=True)
     accepting.start()
@@ -541,10 +549,14 @@ def forwarding(port: int, to: tuple[str, int]) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        listener.close()  # accept() fails: the thread ends, and opens nothing more
         accepting.join(timeout=10)
+        listener.close()
         for s in opened:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             s.close()
+        for thread in pipes:
+            thread.join(timeout=10)
 
 
 def test_daemons_started_before_their_store_is_reachable_wait_for_it(
