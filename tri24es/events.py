@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from eventlog import EventRow, NewEvent, RecordedEvent
 from tri24es import timeutil
 from tri24es.names import (
+    KILL_SWITCH_ACTIVATED,
     EventDecodeError,
     LimitKey,
     Priority,
@@ -435,6 +436,7 @@ class BudgetWatchdogStarted(Event):
 
 
 class KillSwitchActivated(Event):
+    topic = KILL_SWITCH_ACTIVATED  # its class name, kept in names.py for the catalog-free read
     reason: str
     rate: Money
     daily: Money

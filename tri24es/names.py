@@ -85,6 +85,10 @@ def worker_stream(worker_id: str) -> str:
     return f"worker-{worker_id}"
 
 
+#: The stored type of ``events.KillSwitchActivated``, named here because the kill switch's
+#: reader (``projections/tables/killswitch.py``) checks the log for it without the catalog.
+KILL_SWITCH_ACTIVATED = "KillSwitchActivated"
+
 SPEND_STREAM = "spend"
 BUDGET_STREAM = "budget"
 KILL_SWITCH_STREAM = "killswitch"

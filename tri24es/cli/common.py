@@ -69,7 +69,7 @@ class Context:
         else:
             from tri24es.runtime.resilience import Outage, ride_out
 
-            outage = Outage(daemon, lambda line: typer.echo(f"tri24es: {line}", err=True))
+            outage = Outage(daemon, say)
             store = ride_out(lambda: self._opened(create, views), outage)
         try:
             yield store
@@ -126,6 +126,11 @@ class Context:
 
         with self.store() as store, store.snapshot() as tx:
             yield store, connection_of(tx)
+
+
+def say(line: str) -> None:
+    """A notice on stderr, after the program's name (an outage and its end, say)."""
+    typer.echo(f"tri24es: {line}", err=True)
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli.common import check_event_types, context_of, watch_for_changes
+from tri24es.cli.common import check_event_types, context_of, say, watch_for_changes
 
 
 def events(
@@ -37,7 +37,7 @@ def events(
     line = event_json_line if as_json else event_text_line
     position = after
     out = sys.stdout
-    outage = Outage("events", lambda text: typer.echo(f"tri24es: {text}", err=True))
+    outage = Outage("events", say)
     with context.store(views=False, daemon="events" if follow else None) as store:
         head = store.head()
         if after > head:  # a position from another store, or a typo: never silent

@@ -106,8 +106,8 @@ class PlainParam(RuntimeParam):
                 # builds an adapter for a value that is not one yet
                 return coerce_cli_path(Path(value), self.parameter_info, path_type=Path,
                                        param=param, ctx=ctx)
-            number = CONVERTERS[self.annotation](value)
-            return self._in_range(number) if self.annotation in (int, float) else number
+            converted = CONVERTERS[self.annotation](value)
+            return self._in_range(converted) if self.annotation in (int, float) else converted
         except ValueError as e:
             raise BadParameter(str(e), ctx=ctx, param=param) from None
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
-from tri24es.cli.common import JsonOption, context_of
+from tri24es.cli.common import JsonOption, context_of, say
 from tri24es.errors import Tri24esError, UsageError
 
 #: taskfile.DEFAULT_MAX_BYTES (a test keeps them equal), written here so that building the
@@ -104,7 +104,7 @@ def queue_watcher(
                                settle=quiet)
         if not once:
             serve(watcher, period, lambda report: _print_files(report, as_json),
-                  lambda line: typer.echo(f"tri24es: {line}", err=True))
+                  say)
             return
         report = watcher.scan_until_settled()
     _print_files(report, as_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tri24es.names import KILL_SWITCH_STREAM
+from tri24es.names import KILL_SWITCH_ACTIVATED, KILL_SWITCH_STREAM
 from tri24es.projections.sql import Db, ViewsConnection, keep, kept
 
 COLUMNS = ("active, reason, changed_at, changed_by, position, rate, daily, rate_since, "
@@ -33,10 +33,6 @@ class KillSwitchView:
     watchdog: str | None = None  # JSON of the last BudgetWatchdogStarted, and "at"
 
 
-#: The stored type of ``KillSwitchActivated`` (named here: reading needs no event catalog).
-ACTIVATED = "KillSwitchActivated"
-
-
 def read_killswitch(conn: Db) -> KillSwitchView:
     """The kill switch. A view that says off is checked against the log (the stream's last
     event, one index step): someone who can write the database can turn the view off with
@@ -51,7 +47,7 @@ def read_killswitch(conn: Db) -> KillSwitchView:
         # both backends that keep views. The LEFT JOIN gives a row when the view has none.
         row = conn.execute(WITH_LAST_TYPE, (KILL_SWITCH_STREAM,)).fetchone()
         fresh = KillSwitchView() if row[0] is None else KillSwitchView(bool(row[0]), *row[1:-1])
-        if not fresh.active and row[-1] == ACTIVATED:
+        if not fresh.active and row[-1] == KILL_SWITCH_ACTIVATED:
             fresh = KillSwitchView(active=True, reason=VIEW_DISAGREES)
         view = keep(conn, "killswitch", 1, fresh)
     return view
