@@ -9,8 +9,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.test_worker import Fleet
 
 CLI = [sys.executable, "-m", "tri24es"]
 
@@ -44,6 +48,18 @@ def run(project: Path) -> Run:
         )
 
     return run
+
+
+@pytest.fixture
+def fleet(project: Path, run: Run) -> Iterator[Fleet]:
+    """An initialised project with its store open and the processes it starts, ended after
+    (``test_worker.Fleet``)."""
+    from tests.e2e.test_worker import Fleet
+
+    assert run("init").returncode == 0
+    fleet = Fleet(project, run)
+    yield fleet
+    fleet.close()
 
 
 @pytest.fixture

@@ -6,11 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.conftest import CLI, Run, clean_env
 from tests.e2e.test_worker import EXEC, Fleet, gone, wait_until
@@ -32,14 +29,6 @@ BUDGET_ENV = {"BUDGET_RATE_LIMIT": "1.00", "BUDGET_WINDOW_SIZE": "60",
               "BUDGET_DAILY_LIMIT": "1000", "BUDGET_TIMEZONE": "UTC"}
 #: SIGUSR1, 2 s, SIGTERM, 1 s, SIGKILL; plus the time to notice and some slack.
 ESCALATION = 2.0 + 1.0 + 10.0 + 1.0 + 20.0  # generous: a ceiling, not a measure
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def test_kill_switch_stops_every_worker_and_agent(fleet: Fleet, tmp_path: Path) -> None:

@@ -11,14 +11,11 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import CLI, Run, clean_env
+from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.budget import usd
@@ -30,14 +27,6 @@ def zone_far_from_midnight() -> str:
     """A zone where it is around noon now: "today" stays today while the test runs."""
     offset = 12 - datetime.now(UTC).hour  # -11 .. 12 hours
     return f"Etc/GMT{-offset:+d}"  # the Etc/ names have the sign reversed
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 class Watchdog:

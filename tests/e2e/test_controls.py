@@ -9,25 +9,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CLI, Run, clean_env
+from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.names import RequeueReason
 from tri24es.timeutil import from_us, now_us
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def activate(fleet: Fleet, reason: str = "test trip") -> None:

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +19,6 @@ from tri24es.scheduling import slot_task_id
 from tri24es.timeutil import to_us
 
 SECOND = 1_000_000
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def claims_of(fleet: Fleet, task_id: str) -> list[tuple[int, int]]:

@@ -11,13 +11,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Run
 from tests.e2e.test_scheduling import claims_of
 from tests.e2e.test_worker import Fleet, wait_until
 from tri24es import events as ev
@@ -25,14 +23,6 @@ from tri24es.names import MODELS_STREAM, RequeueReason
 from tri24es.timeutil import to_us
 
 SECOND = 1_000_000
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def test_a_usage_limit_pauses_its_model_until_the_reset_and_other_models_run_on(

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,14 +94,6 @@ class Fleet:
                 proc.kill()
                 proc.wait()
         self.services.store.close()
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def test_completes_tasks_in_priority_order_with_each_tasks_command(fleet: Fleet) -> None:

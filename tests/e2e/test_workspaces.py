@@ -10,13 +10,11 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Run
 from tests.e2e.test_worker import EXEC, Fleet, wait_until
 from tri24es import events as ev
 from tri24es.names import RetryFrom
@@ -39,14 +37,6 @@ def repo(tmp_path: Path) -> Path:
     git(path, "add", "-A")
     git(path, "-c", "user.name=op", "-c", "user.email=op@example", "commit", "-q", "-m", "init")
     return path
-
-
-@pytest.fixture
-def fleet(project: Path, run: Run) -> Iterator[Fleet]:
-    assert run("init").returncode == 0
-    fleet = Fleet(project, run)
-    yield fleet
-    fleet.close()
 
 
 def results(fleet: Fleet, task_id: str) -> list[ev.TaskResultRecorded]:
