@@ -15,7 +15,7 @@ from eventlog.sqlite import SQLiteStore
 from tri24es.names import RequeueReason
 from tri24es.projections import connection_of, reads
 from tri24es.projections.upkeep import verify
-from tri24es.services import Services, StaleAttempt, TaskSpec
+from tri24es.services import Claim, Services, StaleAttempt, TaskSpec
 
 
 def _services(path: Path, actor: str) -> Services:
@@ -24,6 +24,16 @@ def _services(path: Path, actor: str) -> Services:
 
 def _worker(services: Services, name: str) -> None:
     services.start_worker(name, pid=os.getpid(), pid_start_time=0, host="test")
+
+
+def _claimed(path: Path) -> tuple[Services, Claim]:
+    """A store with task t1 claimed by worker w1, through services acting as "a"."""
+    a = _services(path, "a")
+    a.submit(TaskSpec("t1", "x"))
+    _worker(a, "w1")
+    claim = a.claim("w1")
+    assert claim is not None
+    return a, claim
 
 
 def _statements(store: SQLiteStore) -> list[str]:
@@ -56,11 +66,7 @@ def test_a_worker_that_alone_writes_reads_no_row_twice(tmp_path: Path) -> None:
 
 
 def test_a_row_a_command_returned_does_not_change_afterwards(tmp_path: Path) -> None:
-    a = _services(tmp_path / "s.db", "a")
-    a.submit(TaskSpec("t1", "x"))
-    _worker(a, "w1")
-    claim = a.claim("w1")
-    assert claim is not None
+    a, claim = _claimed(tmp_path / "s.db")
     assert claim.row.state == "running"
     a.complete(claim.task_id, "w1", claim.attempt)
     assert claim.row.state == "running"  # the claim's own row, as it was claimed
@@ -86,11 +92,7 @@ def test_a_commit_by_another_connection_is_seen(tmp_path: Path) -> None:
 
 def test_a_write_outside_the_stores_transactions_is_seen(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    a = _services(path, "a")
-    a.submit(TaskSpec("t1", "x"))
-    _worker(a, "w1")
-    claim = a.claim("w1")
-    assert claim is not None
+    a, claim = _claimed(path)
     assert isinstance(a.store, SQLiteStore)
     # The same connection, autocommitting behind the store's back.
     a.store._db.execute("UPDATE queue SET worker = 'someone' WHERE task_id = 't1'")
@@ -101,11 +103,7 @@ def test_a_write_outside_the_stores_transactions_is_seen(tmp_path: Path) -> None
 
 def test_a_rollback_leaves_nothing_to_the_next(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    a = _services(path, "a")
-    a.submit(TaskSpec("t1", "x"))
-    _worker(a, "w1")
-    claim = a.claim("w1")
-    assert claim is not None
+    a, claim = _claimed(path)
 
     class Boom(Exception):
         pass
@@ -147,11 +145,7 @@ def test_another_process_file_is_checked_by_data_version(tmp_path: Path) -> None
     """A plain sqlite3 connection (another program) changes a view row between two
     transactions: the next one reads the row again."""
     path = tmp_path / "s.db"
-    a = _services(path, "a")
-    a.submit(TaskSpec("t1", "x"))
-    _worker(a, "w1")
-    claim = a.claim("w1")
-    assert claim is not None
+    a, claim = _claimed(path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("UPDATE queue SET attempt = 7 WHERE task_id = 't1'")
     other.close()
