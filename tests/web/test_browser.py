@@ -21,6 +21,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from eventlog import open_store
@@ -68,12 +69,24 @@ def wait(driver: WebDriver, condition: Callable[[WebDriver], T], what: str) -> T
     return found
 
 
-def text_of(driver: WebDriver, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
+def look(driver: WebDriver, css: str, read: Callable[[WebElement], T]) -> T | None:
+    """read() of the first element css finds; None if there is none, or if a live update
+    replaced it between finding and reading (the caller looks again)."""
     try:
-        return found[0].text if found else ""
-    except StaleElementReferenceException:  # replaced by a live update meanwhile: look again
-        return ""
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return read(found[0]) if found else None
+    except StaleElementReferenceException:
+        return None
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    return look(driver, css, lambda e: e.text) or ""
+
+
+def click(driver: WebDriver, css: str, what: str) -> None:
+    """Click once; a button inside the live part may be swapped out just as it is clicked
+    (a stale element gets no click), so look again until one click lands."""
+    wait(driver, lambda d: look(d, css, lambda e: e.click() or True), what)
 
 
 def open_page(driver: WebDriver, server: Server, path: str, *, live: bool = True) -> None:
@@ -171,14 +184,16 @@ def test_actions_from_the_page_land_in_the_log_with_the_actor(browser: WebDriver
     # Not signed in: the buttons are there but disabled, and a wrong token is refused.
     open_page(browser, server, "/workers")
     pause = "#worker-page-worker button[data-action='pause']"
-    assert browser.find_element(By.CSS_SELECTOR, pause).get_attribute("disabled") is not None
+    (disabled,) = wait(browser, lambda d: look(d, pause, lambda e: [e.get_attribute("disabled")]),
+                       "the pause button")
+    assert disabled is not None
     sign_in(browser, server, "not-the-token")
     wait(browser, lambda d: text_of(d, "#message") == "wrong token", "the refusal")
     sign_in(browser, server, server.token)
     wait(browser, lambda d: d.current_url.rstrip("/") == server.url, "back at the overview")
 
     open_page(browser, server, "/workers")
-    browser.find_element(By.CSS_SELECTOR, pause).click()
+    click(browser, pause, "the pause button")
     wait(browser, lambda d: bool(logged(server, "WorkerPauseRequested", "worker-page-worker")),
          "the pause request")
     (paused,) = logged(server, "WorkerPauseRequested", "worker-page-worker")
