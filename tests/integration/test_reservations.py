@@ -7,6 +7,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,11 +22,12 @@ from tri24es.budget import BudgetLimits, TodayBudget
 from tri24es.names import RequeueReason, task_stream
 from tri24es.projections import connection_of, reads
 from tri24es.projections.upkeep import rebuild, verify
-from tri24es.services import WORK, Services
+from tri24es.services import WORK, Services, TaskSpec
 from tri24es.services.base import bells_for
 from tri24es.timeutil import from_us
 
 UTC = ZoneInfo("UTC")
+T = TypeVar("T")
 D = Decimal
 
 
@@ -301,3 +305,84 @@ def test_estimates_are_the_completed_attempts_of_the_same_type_and_model(
     assert (found.seconds_p50, found.seconds_p90) == (20.0, 40.0)
     rebuild(store)
     assert svc.estimate("fix", "m") == found
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_budget_wait_counts_what_a_scan_of_the_queue_would(
+    store: EventStore, clock: Clock, seed: int
+) -> None:
+    """The count comes from the budgeted tasks' index and the counts, not from the rows:
+    checked against a reading of every queued row, over tasks with and without budgets,
+    budgets partly and wholly spent, delays, open dependencies and days nearly spent."""
+    rng = random.Random(seed)
+    plain = services(store, clock, None)
+    ids: list[str] = []
+    for n in range(60):
+        fields: dict[str, object] = {}
+        if rng.random() < 0.4:
+            fields["max_budget_usd"] = D(rng.choice(["0.10", "0.50", "1.00", "3.00"]))
+        if rng.random() < 0.2:
+            fields["not_before"] = from_us(clock() + rng.choice([-1, 1]) * 60 * SECOND)
+        if ids and rng.random() < 0.15:
+            fields["after"] = (rng.choice(ids),)
+        submit(plain, f"t{n}", **fields)
+        ids.append(f"t{n}")
+        if rng.random() < 0.3:
+            spend(plain, rng.choice(["0.05", "0.40", "2.00"]), f"t{n}")
+    spent = today(store, limits(), clock()).spent
+    for remainder, default in [(r, d) for r in ("0", "0.30", "0.60", "4") for d in
+                               ("0", "0.20", "0.75", "5")]:
+        budget = limits(str(spent + D(remainder)), default=default)
+        left = D(remainder)
+        with store.snapshot() as tx:
+            rows = reads.tasks(connection_of(tx), "queued")
+        held = [units for units in (
+            row.reservation(int(D(default) * 10**10)) for row in rows
+            if row.deps_open == 0 and (row.not_before is None or row.not_before <= clock()))
+            if units > left * 10**10]
+        said = [w for w in waits(store, budget, clock()) if "today's budget" in w]
+        if not held:
+            assert said == []
+            continue
+        (line,) = said
+        assert line.startswith(f"{len(held)} waiting for today's budget: ")
+        assert f"${D(min(held)) / 10**10:.2f}" in line
+        assert f"left ${left:.2f}" in line
+
+
+def vm_steps(store: EventStore, read: Callable[[], T]) -> tuple[T, int]:
+    """What ``read`` returns, and the steps (of ten instructions) SQLite's virtual machine
+    made on the store's own connection meanwhile."""
+    counted = [0]
+
+    def step() -> int:
+        counted[0] += 1
+        return 0
+
+    db = store._db  # type: ignore[attr-defined]  # the SQLite store's own connection
+    db.set_progress_handler(step, 10)
+    try:
+        return read(), counted[0]
+    finally:
+        db.set_progress_handler(None, 0)
+
+
+def test_the_budget_wait_reads_the_same_at_any_backlog(tmp_path: Path, clock: Clock) -> None:
+    """What ``status`` and ``tasks list`` say of today's budget costs the same work at 3,000
+    queued tasks as at 100 (SQLite's virtual machine steps, counted by its progress
+    handler): a scan of the queue made ``status`` at a million tasks take seconds and read
+    the whole table into memory."""
+    steps: dict[int, int] = {}
+    for size in (100, 3000):
+        store = eventlog.open_store(str(tmp_path / f"{size}.db"), clock=clock)
+        plain = services(store, clock, None)
+        plain.submit_many([TaskSpec(f"t{n}", "t") for n in range(size)])
+        submit(plain, "budgeted", max_budget_usd=D("1"))
+        spend(plain, "1.90")
+        budget = limits("2", default="0.50")  # $0.10 left: every task is held
+        with store.snapshot() as tx:
+            said, steps[size] = vm_steps(
+                store, partial(reads.waiting, connection_of(tx), clock(), budget))
+        assert f"{size + 1} waiting for today's budget: today's budget left $0.10" in str(said[0])
+        store.close()
+    assert steps[3000] < 1.5 * steps[100], steps

@@ -20,7 +20,8 @@ from tri24es.projections.sql import ViewsConnection, has_table, views_db
 #: edited queue file records; views folded by an older version are not trusted with it.
 #: 9: the queue keeps each claim's reservation, its spend at the claim, its time and the
 #: attempt's duration (reservations and estimates).
-VIEWS_VERSION = 9
+#: 10: an index of the queued tasks that have a budget of their own (``queue_budgeted``).
+VIEWS_VERSION = 10
 VIEWS_VERSION_DDL = "CREATE TABLE IF NOT EXISTS views_version (version INTEGER NOT NULL)"
 
 CHECKPOINTS_DDL = """

@@ -87,6 +87,10 @@ CREATE INDEX IF NOT EXISTS queue_blocked ON queue (blocked)
 CREATE INDEX IF NOT EXISTS queue_waiting ON queue (not_before)
     WHERE state = 'queued' AND not_before IS NOT NULL;
 CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_expires_at) WHERE state = 'running';
+-- Queued tasks with a budget of their own (few, usually): what today's budget cannot reserve
+-- for is counted from them and the counts, not by a scan of the whole queue (status).
+CREATE INDEX IF NOT EXISTS queue_budgeted ON queue (budget_units)
+    WHERE state = 'queued' AND budget_units IS NOT NULL;
 -- Listings in claim order read only the rows they show (tasks list --limit), not a sort of
 -- the whole table; written on submission and on a change of priority only.
 CREATE INDEX IF NOT EXISTS queue_order ON queue (priority, submitted_position);
