@@ -314,9 +314,10 @@ class _TransactionScope:
                     store._db.execute("ROLLBACK")
                     raise
                 store._db.execute("COMMIT")
-                store._committed(tx)
                 rings = tx.bells()
-                store._checkpointer.committed(store._db)
+                if self._begin is WRITE:  # a snapshot added nothing to checkpoint or carry
+                    store._committed(tx)
+                    store._checkpointer.committed(store._db)
             else:
                 store._db.execute("ROLLBACK")
         except sqlite3.Error as e:

@@ -97,3 +97,21 @@ def test_close_ends_the_thread_whenever_it_comes(tmp_path: Path) -> None:
         closing.start()
         closing.join(timeout=5)
         assert not closing.is_alive(), f"close hung (round {i})"
+
+
+def test_a_reader_starts_no_checkpoints(tmp_path: Path) -> None:
+    """Snapshots add nothing to the WAL: a process that only reads (status, top, an idle
+    worker's look at the queue) starts no checkpoint thread: copying the WAL that writers
+    left is their checkpointers' work, not a reader's."""
+    db = tmp_path / "log.db"
+    with open_store(str(db)) as writer:
+        writer.append("s", [event("Happened")], 0)
+    before = checkpoint_threads()  # other tests' stores in this process, if any
+    with open_store(str(db)) as reader:
+        for _ in range(3):
+            with reader.snapshot():
+                pass
+            assert reader.read_all()
+        assert checkpoint_threads() == before
+        reader.append("s", [event("Happened")], 1)  # a write nudges one, as before
+        assert checkpoint_threads() == before + 1
