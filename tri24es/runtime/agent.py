@@ -7,7 +7,8 @@ renewal) for longer than the guard, so a stalled worker's agent is gone before i
 out. The agent gets the task text on stdin and never through a shell. A reader thread copies
 its output (stdout and stderr, merged) line by line into the attempt's log and hands each
 line to the worker, which parses spend from it while the agent still runs; a log that
-cannot be written (a full disk) is reported once and the output still reaches the worker.
+cannot be opened (it is opened once the agent is up) or written (a full disk) is reported
+once (``log_error``) and the output still reaches the worker.
 """
 
 from __future__ import annotations
