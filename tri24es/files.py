@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 from pathlib import Path
@@ -43,17 +44,7 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
     folder from below ``root`` down to it; else the folder itself. UnsafeFolder if one
     belongs to someone else or others may write it."""
     folder = Path(folder)
-    chain = [folder]
-    if root is not None:
-        try:
-            below = folder.relative_to(root).parts
-        except ValueError:
-            below = ()
-        if below:  # each folder from just below root down to ``folder``
-            chain, part = [], root
-            for name in below:
-                part = part / name
-                chain.append(part)
+    chain = _chain(folder, root)
     passed = _passing(chain)
     if not passed:
         for missing in reversed([p for p in chain[0].parents if not p.exists()]):
@@ -74,7 +65,26 @@ def private_folder(folder: Path, root: Path | None = None) -> Path:
     return folder
 
 
-def _passing(chain: list[Path]) -> int:
+@functools.lru_cache(maxsize=256)
+def _chain(folder: Path, root: Path | None) -> tuple[Path, ...]:
+    """The folders ``private_folder`` checks: with ``root``, each from just below it down to
+    ``folder``; else ``folder`` alone. Names only (the checks look at the disk each time):
+    kept, as working them out with ``pathlib`` cost more than the checks."""
+    if root is not None:
+        try:
+            below = folder.relative_to(root).parts
+        except ValueError:
+            below = ()
+        if below:
+            chain, part = [], root
+            for name in below:
+                part = part / name
+                chain.append(part)
+            return tuple(chain)
+    return (folder,)
+
+
+def _passing(chain: tuple[Path, ...]) -> int:
     """How many folders at the head of ``chain`` pass ``private_folder``'s checks as they
     are, found with one ``lstat`` each: folders (not links) of this user that no one else
     may write (for a folder that is not a link, ``stat`` says what ``lstat`` said). From
@@ -137,8 +147,13 @@ def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
     try:
-        with open_private(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root) as f:
-            f.write(data)
+        fd = private_fd(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(partial, path)
     except BaseException:
         with contextlib.suppress(OSError):

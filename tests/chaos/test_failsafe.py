@@ -502,6 +502,30 @@ def test_a_full_disk_under_an_agents_log_sends_its_task_back(site: Site) -> None
     site.exit_code(worker)
 
 
+def test_a_log_that_cannot_be_opened_ends_its_agent_at_once_and_sends_its_task_back(
+        site: Site) -> None:
+    """The attempt's log is opened once its agent is up (the agent does not need it; its
+    output waits in the pipe). One that cannot be opened (here a folder in its place) ends
+    the agent at once, at no cost to the task's retries: the next attempt runs."""
+    folder = site.root / "logs" / "tasks" / "stuck"
+    (folder / "1.log").mkdir(parents=True)
+    for part in (site.root / "logs", folder.parent, folder):
+        part.chmod(0o700)
+    site.submit("stuck", "hang-on 1\nsay done", max_retries=0)
+    worker = site.worker("--id", "w-log")
+    wait_until(lambda: site.task_state("stuck") == "completed", "the next attempt done")
+    [requeued] = site.events(ev.TaskRequeued)
+    assert requeued.reason == RequeueReason.STORE_FAULT
+    assert not site.events(ev.TaskFailed)
+    [first] = [s for s in site.events(ev.TaskStarted) if s.attempt == 1]
+    assert first.pid_start_time is not None
+    assert not is_same_process(first.pid, first.pid_start_time)  # the keeper ended its tree
+    assert "cannot open the agent's log" in site.output(worker)
+    assert (folder / "2.log").read_text() == "done\n"
+    worker.send_signal(signal.SIGTERM)
+    assert site.exit_code(worker) == 0, site.output(worker)
+
+
 # --- a store that is not there yet when the fleet starts ---------------------------------
 
 

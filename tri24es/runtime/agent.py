@@ -7,7 +7,8 @@ renewal) for longer than the guard, so a stalled worker's agent is gone before i
 out. The agent gets the task text on stdin and never through a shell. A reader thread copies
 its output (stdout and stderr, merged) line by line into the attempt's log and hands each
 line to the worker, which parses spend from it while the agent still runs; a log that
-cannot be written (a full disk) is reported once and the output still reaches the worker.
+cannot be opened (it is opened once the agent is up) or written (a full disk) is reported
+once (``log_error``) and the output still reaches the worker.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import IO
 import orjson
 
 from eventlog.threads import threads_without_signals
-from tri24es.files import open_private
+from tri24es.files import UnsafeFolder, open_private
 from tri24es.procinfo import is_same_process, leftovers, start_time
 
 #: Longest line handed over in one piece; a longer one arrives in several.
@@ -154,14 +155,24 @@ class Agent:
         self, keeper: Keeper, argv: Sequence[str], *, stdin: bytes, env: dict[str, str],
         log_path: Path, cwd: Path | None = None, root: Path | None = None,
     ) -> None:
-        # The log holds what the agent prints (tokens too): never in someone else's folder.
-        log = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, root, buffering=0)
-        try:
-            keeper.start(argv, env, cwd)
-        except BaseException:
-            log.close()
-            raise
+        keeper.start(argv, env, cwd)
         keeper.spawned(SPAWN_WAIT)
+        # The log is opened once the agent is up: it is the worker's copy of the output (which
+        # waits in the pipe meanwhile), not something the agent needs, and opening it (a new
+        # folder per task, the private-folder checks) was a tenth of the way to the agent's
+        # start. It holds what the agent prints (tokens too): never in someone else's folder.
+        # If it cannot be opened, nothing is written anywhere, and the attempt is ended at
+        # its first turn (``log_error``) like one whose log stops taking writes.
+        log: IO[bytes] | None = None
+        self.log_error: str | None = None  # why the log could not be written, if so
+        self.refused: UnsafeFolder | None = None  # the log's place belongs to someone else
+        try:
+            log = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, root,
+                               buffering=0)
+        except UnsafeFolder as e:
+            self.refused, self.log_error = e, str(e)
+        except OSError as e:
+            self.log_error = f"cannot open the agent's log: {e.strerror or e}"
         self.keeper = keeper
         self.proc = keeper.proc
         self.grace = keeper.grace
@@ -172,7 +183,6 @@ class Agent:
         self._pidfd = keeper.pidfd
         self._lines: queue.Queue[bytes] = queue.Queue()
         self._outcome: Outcome | None = None
-        self.log_error: str | None = None  # why the log could not be written, if so
         assert self.proc.stdin is not None
         assert self.proc.stdout is not None
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout, log),
@@ -230,10 +240,10 @@ class Agent:
             self._reader.join(DRAIN_SECONDS)
         return self._outcome
 
-    def _read(self, stdout: IO[bytes], log: IO[bytes]) -> None:
-        with stdout, log:
+    def _read(self, stdout: IO[bytes], log: IO[bytes] | None) -> None:
+        with stdout, log if log is not None else contextlib.nullcontext():
             while line := stdout.readline(LINE_LIMIT):
-                if self.log_error is None:
+                if log is not None and self.log_error is None:
                     try:
                         log.write(line)
                     except OSError as e:  # e.g. the disk is full: the output still counts

@@ -78,6 +78,19 @@ def become_keeper() -> None:
     libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
+def prepare(beats: int, outcome: int) -> tuple[int, int]:
+    """The descriptors set up, and the signals' wake-up pipe made (its two ends): done by a
+    spare before its order comes, there is less between the order and the agent's start.
+    The signals stay as they are until then: a spare still ends on SIGTERM."""
+    for fd in (beats, outcome):
+        os.set_inheritable(fd, False)  # the agent gets stdin, stdout and stderr only
+    os.set_blocking(beats, False)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    return wake_r, wake_w
+
+
 def read_order(fd: int) -> dict[str, Any] | None:
     """The attempt to keep, as the worker sends it; None if it closes the pipe first."""
     data = b""
@@ -102,16 +115,12 @@ class Keeper:
         self.agent = 0
         self.status: int | None = None  # the agent's wait status, once reaped
 
-    def run(self) -> str:
-        for fd in (self.beats, self.outcome):
-            os.set_inheritable(fd, False)  # the agent gets stdin, stdout and stderr only
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
+    def run(self, wake: tuple[int, int]) -> str:
+        """Start the agent and keep it; ``wake``: the pipe ``prepare`` made."""
+        wake_r, wake_w = wake
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: None)  # noted through the wake-up pipe
-        os.set_blocking(self.beats, False)
         try:
             if self.cwd is not None:
                 os.chdir(self.cwd)
@@ -193,6 +202,7 @@ def main(argv: list[str]) -> int:
         options[argv[0]] = argv[1]
         argv = argv[2:]
     become_keeper()
+    wake = prepare(int(options["--beats"]), int(options["--outcome"]))
     command, env, cwd = argv[1:], None, None
     if "--order" in options:
         order = read_order(int(options["--order"]))
@@ -201,7 +211,7 @@ def main(argv: list[str]) -> int:
         command, env, cwd = order["argv"], order["env"], order.get("cwd")
     keeper = Keeper(command, int(options["--beats"]), int(options["--outcome"]),
                     float(options["--guard"]), float(options["--grace"]), env, cwd)
-    outcome = keeper.run()
+    outcome = keeper.run(wake)
     with contextlib.suppress(OSError):
         os.write(keeper.outcome, (outcome + "\n").encode())
     return 0

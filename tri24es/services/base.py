@@ -98,6 +98,7 @@ class Claim:
     attempt: int
     lease_expires_at: datetime
     row: TaskRow
+    history: TaskHistory | None = None  # read with the claim when asked (``with_history``)
 
 
 def is_gone(row: WorkerRow) -> bool:

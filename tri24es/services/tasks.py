@@ -106,8 +106,11 @@ class TaskCommands(DependencyRules):
         return new
 
     @retry_on_conflict
-    def claim(self, worker_id: str) -> Claim | None:
-        """Take the first claimable task for this worker, or None (DESIGN.md §6)."""
+    def claim(self, worker_id: str, *, with_history: bool = False) -> Claim | None:
+        """Take the first claimable task for this worker, or None (DESIGN.md §6). With
+        ``with_history``, the claim carries the task's history, read in the same transaction
+        (an idle worker's claim: one transaction fewer before its agent starts; not the claim
+        made with a completion, where it would only lengthen the write lock's hold)."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             if read_killswitch(conn).active:
@@ -129,7 +132,8 @@ class TaskCommands(DependencyRules):
             )
             # The views apply the claim to this same row object (the transaction keeps it).
             self._append(conn, tx, task_stream(row.task_id), [event], row.version)
-            return Claim(row.task_id, event.attempt, lease, row)
+            return Claim(row.task_id, event.attempt, lease, row,
+                         self.history(row.task_id) if with_history else None)
 
     @retry_on_conflict
     def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int,
