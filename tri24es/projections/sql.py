@@ -66,18 +66,21 @@ def to_postgres(sql: str) -> str:
 class PostgresViews:
     """A psycopg connection that takes the views' SQLite-dialect statements."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_query")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        # The store's own connection runs a statement without psycopg's cursor (and sends
+        # the writes it holds with it): eventlog.pgpipe. Any other takes psycopg's execute.
+        self._query = getattr(conn, "query", None) or conn.execute
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        rows: Rows = self._conn.execute(to_postgres(sql), parameters)
+        rows: Rows = self._query(to_postgres(sql), parameters)
         return rows
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
         # The views' writes (nothing reads what executemany returns) wait for the store's
-        # next round trip when its connection can hold them (eventlog.postgres).
+        # next round trip when its connection can hold them (eventlog.pgpipe).
         defer = getattr(self._conn, "defer", None)
         if defer is not None:
             defer(to_postgres(sql), list(parameters))
