@@ -21,6 +21,7 @@ rolls back as it would have.
 from __future__ import annotations
 
 import re
+import select
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -107,6 +108,9 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         super().__init__(pgconn, row_factory)
         self.prepare_threshold = None
         self._deferred: list[Statement] = []
+        #: A transaction's start (BEGIN, the lock) waiting for its first round trip, and
+        #: what checks the last statement's rows (the store's identity).
+        self._begin: tuple[Sequence[Statement], Callable[[Rows], None] | None] | None = None
         self._dumper = Transformer(self)
         self._parsed: dict[bytes | str, _Sql] = {}
         #: (statement, parameter types) -> its prepared name; how often each was seen.
@@ -129,14 +133,38 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
     def defer(self, sql: bytes | str, rows: list[Sequence[object]]) -> None:
         """Run ``sql`` for each of ``rows`` before the next statement (at once outside a
         transaction: nothing would send it)."""
-        if self.pgconn.transaction_status == _IDLE:
+        if self._begin is None and self.pgconn.transaction_status == _IDLE:
             self.run([(sql, row) for row in rows])
             return
         self._deferred.extend([(sql, row) for row in rows])
 
+    def begin(self, statements: Sequence[Statement],
+              check: Callable[[Rows], None] | None = None) -> None:
+        """Start a transaction with its first round trip: ``statements`` go first in it,
+        and ``check`` is handed the last one's rows before any other result is looked at
+        (a transaction that sends nothing before its COMMIT sends them on their own)."""
+        self._begin = (statements, check)
+
+    def gone(self) -> bool:
+        """Whether this idle connection is closed, or the server sent something unasked
+        since its last use: a session terminated, a server shut down or restarted (the
+        error, or the end of the stream, is there to read). Then it is closed, and the
+        caller makes a new one: one look without waiting, instead of a round trip."""
+        if self.closed:
+            return True
+        if not select.select([self.pgconn.socket], [], [], 0)[0]:
+            return False
+        self.close()
+        return True
+
+    def untouched(self) -> bool:
+        """Whether the transaction has sent nothing yet and holds no write."""
+        return self._begin is not None and not self._deferred
+
     def discard(self) -> None:
-        """Drop the writes waiting (the transaction rolls back)."""
+        """Drop the writes waiting (the transaction rolls back), and a start not sent."""
         self._deferred = []
+        self._begin = None
 
     def query(self, sql: bytes | str, params: Sequence[Any] | None = None,
               binary: bool = False) -> Rows:
@@ -144,7 +172,10 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         return self.run([(sql, params)], binary)[-1]
 
     def finish(self, statements: Sequence[Statement]) -> None:
-        """The writes waiting, then ``statements`` (COMMIT, the publication...): one round trip."""
+        """The writes waiting, then ``statements`` (COMMIT, the publication...): one round
+        trip (two if the transaction's start is still waiting: it is checked first)."""
+        if self._begin is not None:
+            self.run([])
         self.run(statements)
 
     # Not the t-string overload of psycopg's execute: the store sends none.
@@ -152,7 +183,7 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         self, query: QueryNoTemplate, params: Params | None = None, *,
         prepare: bool | None = None, binary: bool = False,
     ) -> psycopg.Cursor[TupleRow]:
-        if self._deferred:
+        if self._deferred or self._begin is not None:
             self.run([])
         cursor = super().execute(query, params, prepare=prepare, binary=binary)
         text = query.encode() if isinstance(query, str) else bytes(query)  # type: ignore[arg-type]
@@ -176,6 +207,12 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
             commands.append(pg.pipeline_sync)
             first = 2
         fmt = _BINARY if binary else _TEXT
+        begin, self._begin = self._begin, None
+        check_at = -1
+        if begin is not None:
+            for sql, params in begin[0]:
+                self._queue(commands, prepares, sql, params, _TEXT)
+            check_at = len(commands) - 1
         deferred, self._deferred = self._deferred, []
         for sql, params in deferred:
             self._queue(commands, prepares, sql, params, _TEXT)
@@ -195,6 +232,8 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
             if status == _COMMAND_OK and at >= first \
                     and _INVALIDATES(result.command_status or b""):
                 self._forget_prepared()
+            if at == check_at and begin is not None and begin[1] is not None:
+                begin[1](self._rows(result))  # before any later result is used
         return [self._rows(groups[at][0]) for at in wanted]
 
     def _rows(self, result: pq.abc.PGresult) -> Rows:
