@@ -78,6 +78,13 @@ class PostgresViews:
         rows: Rows = self._query(to_postgres(sql), parameters)
         return rows
 
+    def read_together(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Rows] | None:
+        run = getattr(self._conn, "run", None)
+        if run is None:
+            return None
+        found: list[Rows] = run([(to_postgres(sql), parameters) for sql, parameters in reads])
+        return found
+
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
         # The views' writes (nothing reads what executemany returns) wait for the store's
         # next round trip when its connection can hold them (eventlog.pgpipe).
@@ -190,6 +197,18 @@ class ViewsConnection:
         if not held:
             self.execute = self.raw.execute
             self.executemany = self.raw.executemany
+
+    def read_together(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Rows] | None:
+        """The rows of ``reads`` in one round trip where the connection can (PostgreSQL);
+        None where it cannot (SQLite, whose reads cost no round trip)."""
+        together = getattr(self.raw, "read_together", None)
+        if together is None:
+            return None
+        for sql, _ in reads:
+            if self._held:
+                self.flush(sql)
+        found: list[Rows] | None = together(reads)
+        return found
 
     def _execute_held(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
         self.flush(sql)
