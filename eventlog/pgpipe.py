@@ -152,7 +152,9 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         caller makes a new one: one look without waiting, instead of a round trip."""
         if self.closed:
             return True
-        if not select.select([self.pgconn.socket], [], [], 0)[0]:
+        poll = select.poll()
+        poll.register(self.pgconn.socket, select.POLLIN)
+        if not poll.poll(0):
             return False
         self.close()
         return True
@@ -186,8 +188,8 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         if self._deferred or self._begin is not None:
             self.run([])
         cursor = super().execute(query, params, prepare=prepare, binary=binary)
-        text = query.encode() if isinstance(query, str) else bytes(query)  # type: ignore[arg-type]
-        if _CHANGES.search(text):  # (any of its statements: it may hold several)
+        text = query.encode() if isinstance(query, str) else query
+        if not isinstance(text, bytes) or _CHANGES.search(text):  # (any of its statements)
             self._forget_prepared()
         return cursor
 
@@ -207,19 +209,27 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
             commands.append(pg.pipeline_sync)
             first = 2
         fmt = _BINARY if binary else _TEXT
-        begin, self._begin = self._begin, None
+        begin, deferred = self._begin, self._deferred
         check_at = -1
-        if begin is not None:
-            for sql, params in begin[0]:
-                self._queue(commands, prepares, sql, params, _TEXT)
-            check_at = len(commands) - 1
-        deferred, self._deferred = self._deferred, []
-        for sql, params in deferred:
-            self._queue(commands, prepares, sql, params, _TEXT)
         wanted = []
-        for sql, params in statements:
-            self._queue(commands, prepares, sql, params, fmt)
-            wanted.append(len(commands) - 1)
+        try:
+            if begin is not None:
+                for sql, params in begin[0]:
+                    self._queue(commands, prepares, sql, params, _TEXT)
+                check_at = len(commands) - 1
+            for sql, params in deferred:
+                self._queue(commands, prepares, sql, params, _TEXT)
+            for sql, params in statements:
+                self._queue(commands, prepares, sql, params, fmt)
+                wanted.append(len(commands) - 1)
+        except BaseException:
+            # A value psycopg cannot adapt, a wrong count: nothing was sent, and the start
+            # and the writes waiting stay for the next round trip (or the rollback).
+            for _, key in prepares:
+                self._named.pop(key, None)
+            self._deallocate_all = self._deallocate_all or first == 2
+            raise
+        self._begin, self._deferred = None, []
         commands.append(pg.pipeline_sync)
         groups = self._communicate(commands)
         for at, (result, *_) in enumerate(groups):

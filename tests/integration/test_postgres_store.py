@@ -205,6 +205,31 @@ def test_a_transaction_that_only_writes_checks_the_store_before_committing(
             == (0,)
 
 
+def test_a_value_that_cannot_be_sent_leaves_the_transaction_whole(
+    store: PostgresStore,
+) -> None:
+    """A statement refused before anything is sent (a value psycopg cannot adapt) keeps the
+    transaction's start and its held writes for the next round trip: what follows still
+    runs inside the transaction, under the lock, and rolls back with it."""
+    with store.transaction() as tx:
+        tx.connection.execute(b"CREATE TABLE doors (name text)")
+
+    def refused_then_rolled_back() -> None:
+        with store.transaction() as tx:
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-1",)])
+            with pytest.raises(psycopg.ProgrammingError):
+                tx.connection.query(b"SELECT %s", (object(),))
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-2",)])
+            assert tx.connection.query(b"SELECT count(*) FROM doors").fetchone() == (2,)
+            raise RuntimeError("roll it back")
+
+    with pytest.raises(RuntimeError):
+        refused_then_rolled_back()
+    with raw(store) as db:
+        assert db.execute(f'SELECT count(*) FROM "{store.schema}".doors'.encode()).fetchone() \
+            == (0,)
+
+
 def test_a_session_ended_between_transactions_is_replaced_unnoticed(
     store: PostgresStore,
 ) -> None:
