@@ -42,8 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.abc import Params, QueryNoTemplate
-from psycopg.rows import RowFactory, TupleRow, tuple_row
+from psycopg.rows import TupleRow
 
 from eventlog.errors import (
     ConnectionLost,
@@ -67,6 +66,7 @@ from eventlog.model import (
     system_clock_us,
     version_matches,
 )
+from eventlog.pgpipe import DeferringConnection, Rows, Statement
 from eventlog.store import Chimes, CountingDoorbell, Doorbell, EventStore, Transaction
 from eventlog.threads import threads_without_signals
 from eventlog.watch import bell_file
@@ -75,6 +75,8 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 10
 #: A re-check however quiet the channel is, in case a notice was lost with its connection.
 SAFETY_RECHECK = 1.0
+#: An append of at most this many events inserts them as rows of values, more as arrays.
+FEW_EVENTS = 8
 #: Rows of ``eventlog_published`` (writers' backends spread over them by pid).
 PUBLISH_SLOTS = 16
 
@@ -135,61 +137,6 @@ def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
     return EventLogError(f"PostgreSQL schema {store.schema!r}: {message}")
 
 
-class DeferringConnection(psycopg.Connection[TupleRow]):
-    """psycopg's connection, where a transaction's writes whose results nobody reads (the
-    events' INSERT, the views' saves, the checkpoint) wait on the client and go out with the
-    next statement that returns something, or with the COMMIT, in one pipeline: one round
-    trip for all of them instead of one each. Every ``execute`` sends the writes waiting
-    before it first, so a transaction still reads its own writes, in order. A write that
-    fails raises there (at the next read or the commit) and the transaction rolls back as
-    it would have."""
-
-    def __init__(self, pgconn: pq.abc.PGconn, row_factory: RowFactory[TupleRow] = tuple_row):
-        super().__init__(pgconn, row_factory)
-        self._deferred: list[tuple[bytes | str, list[Sequence[object]]]] = []
-
-    def defer(self, sql: bytes | str, rows: list[Sequence[object]]) -> None:
-        """Run ``sql`` for each of ``rows`` before the next statement (at once outside a
-        transaction: nothing would send it)."""
-        if self.info.transaction_status == pq.TransactionStatus.IDLE:
-            with self.cursor() as cursor:
-                cursor.executemany(sql, rows)
-            return
-        self._deferred.append((sql, rows))
-
-    def discard(self) -> None:
-        """Drop the writes waiting (the transaction rolls back)."""
-        self._deferred = []
-
-    # Not the t-string overload of psycopg's execute: the store sends none.
-    def execute(  # type: ignore[override]
-        self, query: QueryNoTemplate, params: Params | None = None, *,
-        prepare: bool | None = None, binary: bool = False,
-    ) -> psycopg.Cursor[TupleRow]:
-        if not self._deferred:
-            return super().execute(query, params, prepare=prepare, binary=binary)
-        with self.pipeline():
-            self._send_deferred()
-            # (the results arrive as the block ends, before the cursor is handed back)
-            return super().execute(query, params, prepare=prepare, binary=binary)
-
-    def finish(self, statements: Sequence[bytes]) -> None:
-        """The writes waiting, then ``statements`` (NOTIFY, COMMIT): one round trip."""
-        if not self._deferred and len(statements) == 1:
-            super().execute(statements[0])
-            return
-        with self.pipeline():
-            self._send_deferred()
-            for statement in statements:
-                super().execute(statement)
-
-    def _send_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, []
-        with self.cursor() as cursor:
-            for sql, rows in deferred:
-                cursor.executemany(sql, rows)
-
-
 GUARD_BODY = "BEGIN RAISE EXCEPTION 'events are append-only: % refused', TG_OP; END"
 
 
@@ -228,14 +175,24 @@ class _Queries:
         # many of the batch's ids are stored already, and (on the transaction's first look)
         # the head row. Its INSERT then waits for the next round trip (DeferringConnection):
         # nothing else inserts while the lock is held, so it cannot meet a duplicate.
+        # One id is looked up as a plain value, several as an array: psycopg dumps an array
+        # in Python (~40 µs for an event's nine columns), a value in C (~2 µs for nine).
         stored = ("(SELECT count(*) FROM unnest(%s::text[]) AS new (id)"
                   f" JOIN {events} ON event_id = new.id)")
-        self.look = (
-            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored}"
-        ).encode()
-        self.look_and_head = (
-            f"SELECT (SELECT max(version) FROM {events} WHERE stream = %s), {stored},"
-            f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        stored_one = f"(SELECT count(*) FROM {events} WHERE event_id = %s)"
+        version = f"(SELECT max(version) FROM {events} WHERE stream = %s)"
+        head = f" position, recorded_at, hash FROM {events} ORDER BY position DESC LIMIT 1"
+        #: (stream, ids) -> the look's statement and parameters; with the head, or not.
+        self.look = functools.partial(
+            self._look, f"SELECT {version}, {stored}".encode(),
+            f"SELECT {version}, {stored_one}".encode())
+        self.look_and_head = functools.partial(
+            self._look, f"SELECT {version}, {stored},{head}".encode(),
+            f"SELECT {version}, {stored_one},{head}".encode())
+        # The events of an append: a few as rows of plain values, many as one INSERT of
+        # arrays (one statement however many).
+        self.insert_rows = (
+            f"INSERT INTO {events} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %b, %b, %s, %b)"
         ).encode()
         self.insert_checked = (
             f"INSERT INTO {events} ({COLUMNS}) SELECT * FROM unnest("
@@ -288,21 +245,19 @@ class _Queries:
         self.lock_key = key
         self.meta = f'"{schema}".eventlog_meta'
         # The store's identity comes back with the lock, in the same round trip: a schema
-        # dropped and made anew under a running process is noticed before it writes.
-        self.begin_write = (
-            f"BEGIN ISOLATION LEVEL READ COMMITTED;"
-            f" SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"
-        ).encode()
-        # The same two, as a pipeline takes them (one statement per query).
+        # dropped and made anew under a running process is noticed before it writes. (Two
+        # statements: the lock's own would read the table as it was before the wait.)
         self.begin = b"BEGIN ISOLATION LEVEL READ COMMITTED"
         self.lock = f"SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"\
             .encode()
+        self.begin_write: list[Statement] = [(self.begin, None), (self.lock, None)]
         self.store_id = f"SELECT store_id FROM {self.meta}".encode()
         self.meta_ddl = (
             f"CREATE TABLE {self.meta} (store_id text NOT NULL);"
             f" INSERT INTO {self.meta} VALUES (gen_random_uuid()::text)"
         ).encode()
-        self.begin_snapshot = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        self.begin_snapshot: list[Statement] = [
+            (b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)]
         self.listen = f'LISTEN "{self.channel}"'.encode()
         self.bells_channel = f"{schema}_bells"
         self.listen_bells = f'LISTEN "{self.bells_channel}"'.encode()
@@ -353,22 +308,35 @@ class _Queries:
             );
         """.encode() + self.guards_ddl
 
-    def notify(self, position: int | None, bells: Iterable[str] = ()) -> bytes:
-        # The notices are delivered only if (and once) their transaction's commit is
-        # visible. Bells travel as digests (hex): safe in a literal whatever their names hold.
-        rings = [f"pg_notify('{self.bells_channel}', '{bell_file(bell)}')" for bell in bells]
-        if position is not None:
-            rings.insert(0, f"pg_notify('{self.channel}', '{position}')")
-        return f"SELECT {', '.join(rings)}".encode()
+        # The notices of a commit: a channel and a payload each, one statement however many.
+        self.notify_sql = (b"SELECT pg_notify(channel, payload)"
+                           b" FROM unnest(%s::text[], %s::text[]) AS notice (channel, payload)")
 
-    def commit_appended(self, position: int, bells: Iterable[str] = ()) -> list[bytes]:
+    @staticmethod
+    def _look(many: bytes, one: bytes, stream: str, ids: list[str]) -> Statement:
+        return (one, (stream, ids[0])) if len(ids) == 1 else (many, (stream, ids))
+
+    def notify(self, position: int | None, bells: Iterable[str] = ()) -> Statement:
+        # The notices are delivered only if (and once) their transaction's commit is
+        # visible. Bells travel as digests (hex), the head as its number.
+        channels, payloads = [], []
+        if position is not None:
+            channels.append(self.channel)
+            payloads.append(str(position))
+        for bell in bells:
+            channels.append(self.bells_channel)
+            payloads.append(bell_file(bell))
+        return (self.notify_sql, (channels, payloads))
+
+    def commit_appended(self, position: int, bells: Iterable[str] = ()) -> list[Statement]:
         """An appending transaction's end, sent with its waiting writes in one pipeline (one
         round trip): its COMMIT without waiting for the flush, so that the write lock is
         released before it (the next writer's commit may share the flush); then the
         publication, whose synchronous commit waits for the flush of both, and the notices,
         which wake followers once what they announce can be read (see PUBLISHED)."""
-        return [b"SET LOCAL synchronous_commit = off", b"COMMIT", b"BEGIN", self.publish,
-                self.notify(position, bells), b"COMMIT"]
+        return [(b"SET LOCAL synchronous_commit = off", None), (b"COMMIT", None),
+                (b"BEGIN", None), (self.publish, None), self.notify(position, bells),
+                (b"COMMIT", None)]
 
 
 class PostgresTransaction(Transaction):
@@ -380,8 +348,6 @@ class PostgresTransaction(Transaction):
         self._head: Head | None = None
         self.appended = False
         self.locked = False  # a write transaction, under the lock (not a snapshot)
-        #: (stream, ids) and the row of the look sent with the BEGIN (a single append)
-        self.looked: tuple[tuple[str, list[str]], TupleRow | None] | None = None
 
     @property
     def head_position(self) -> int:
@@ -389,10 +355,10 @@ class PostgresTransaction(Transaction):
 
     def stream_version(self, stream: str) -> int:
         if self._head is not None:
-            row = self.connection.execute(self._q.stream_version, (stream,)).fetchone()
+            row = self.connection.query(self._q.stream_version, (stream,)).fetchone()
             return int(row[0] or 0) if row else 0
         # The first look of this transaction reads the head (under the lock) with the version.
-        row = self.connection.execute(self._q.version_and_head, (stream,), binary=True).fetchone()
+        row = self.connection.query(self._q.version_and_head, (stream,), binary=True).fetchone()
         if row is None:
             self._head = EMPTY_HEAD
             return 0
@@ -408,38 +374,37 @@ class PostgresTransaction(Transaction):
         ids = [e.event_id for e in batch]
         if not batch or len(set(ids)) < len(ids):
             return super().append(stream, batch, expected_version)
-        looked, self.looked = self.looked, None
         if self._head is None:
-            if looked is not None and looked[0] == (stream, ids):
-                row = looked[1]
-            else:
-                row = self.connection.execute(self._q.look_and_head, (stream, ids),
-                                              binary=True).fetchone()
+            row = self.connection.query(*self._q.look_and_head(stream, ids),
+                                        binary=True).fetchone()
             self._head = EMPTY_HEAD if row is None else Head(row[2], row[3], row[4])
         else:
-            row = self.connection.execute(self._q.look, (stream, ids)).fetchone()
+            row = self.connection.query(*self._q.look(stream, ids)).fetchone()
         actual, stored = (0, 0) if row is None else (int(row[0] or 0), int(row[1]))
         if stored or not version_matches(expected_version, actual):
             return super().append(stream, batch, expected_version)
         recorded = stamp(self._head, stream, actual, batch, self._store.clock())
-        columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
-        self.connection.defer(self._q.insert_checked, [columns])
+        if len(recorded) <= FEW_EVENTS:
+            self.connection.defer(self._q.insert_rows, recorded)
+        else:
+            columns = [list(column) for column in zip(*recorded, strict=True)]
+            self.connection.defer(self._q.insert_checked, [columns])
         last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
         self.appended = True
         return recorded
 
     def last_type(self, stream: str) -> str | None:
-        row = self.connection.execute(self._q.last_type, (stream,)).fetchone()
+        row = self.connection.query(self._q.last_type, (stream,)).fetchone()
         return None if row is None else str(row[0])
 
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
-        rows = self.connection.execute(self._q.by_ids, (event_ids,), binary=True).fetchall()
+        rows = self.connection.query(self._q.by_ids, (event_ids,), binary=True).fetchall()
         return list(map(_row, rows))
 
     def head_row(self) -> Head:
         if self._head is None:
-            row = self.connection.execute(self._q.head_row, binary=True).fetchone()
+            row = self.connection.query(self._q.head_row, binary=True).fetchone()
             self._head = EMPTY_HEAD if row is None else Head(*row)
         return self._head
 
@@ -453,8 +418,8 @@ class PostgresTransaction(Transaction):
         if len(set(ids)) < len(ids):
             return False  # a failed INSERT would abort the whole PostgreSQL transaction
         columns: list[object] = [list(column) for column in zip(*recorded, strict=True)]
-        cursor = self.connection.execute(self._q.insert, [*columns, ids])
-        if cursor.rowcount != len(recorded):
+        rows = self.connection.query(self._q.insert, [*columns, ids])
+        if rows.rowcount != len(recorded):
             return False
         last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
@@ -470,16 +435,16 @@ class PostgresTransaction(Transaction):
 
 class _TransactionScope:
     """``with store.transaction() as tx``: BEGIN + advisory lock ... NOTIFY + COMMIT, or
-    ROLLBACK on error. A transaction opened while another is open on the store joins it."""
+    ROLLBACK on error. A transaction opened while another is open on the store joins it.
+    The BEGIN and the lock go with the transaction's first statement (DeferringConnection:
+    one round trip fewer), the store's identity checked before anything it read is used."""
 
-    __slots__ = ("_begin", "_joined", "_look", "_store")
+    __slots__ = ("_begin", "_joined", "_store")
 
-    def __init__(self, store: PostgresStore, begin: bytes,
-                 look: tuple[str, list[str]] | None = None) -> None:
+    def __init__(self, store: PostgresStore, begin: list[Statement]) -> None:
         self._store = store
         self._begin = begin
         self._joined = False
-        self._look = look  # an append's look, sent with the BEGIN (see PostgresStore.append)
 
     def __enter__(self) -> PostgresTransaction:
         store = self._store
@@ -487,33 +452,17 @@ class _TransactionScope:
         if store._tx is not None:
             self._joined = True
             return store._tx
-        looked = None
         try:
-            if self._look is not None:
-                begun, looked = store._begin_and_look(*self._look)
-            else:
-                begun = store._execute(self._begin)
-            connection = store._db
-            locked = self._begin is store.queries.begin_write
-            if self._look is not None:
-                store.check_identity(begun.fetchone())
-            elif locked:  # a write: the lock, and the store's identity
-                # (the second statement's row: psycopg stands on the BEGIN's result first,
-                # so the identity was never checked while this looked at the first)
-                begun.nextset()
-                store.check_identity(begun.fetchone())
-        except psycopg.Error as e:
-            store._rollback_quietly()
-            store._lock.release()
-            raise translate_error(store, e) from e
+            connection = store._connection()
+            if connection.gone():  # lost since its last use (nothing was sent): a new one
+                connection = store._connection()
         except BaseException:
-            store._rollback_quietly()
             store._lock.release()
             raise
+        locked = self._begin is store.queries.begin_write
+        connection.begin(self._begin, store.check_begun if locked else None)
         store._tx = PostgresTransaction(store, connection)
         store._tx.locked = locked
-        if self._look is not None:
-            store._tx.looked = (self._look, looked)  # (None: the log is empty)
         return store._tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -524,8 +473,7 @@ class _TransactionScope:
             tx, store._tx = store._tx, None
             assert tx is not None
             if exc is not None:
-                tx.connection.discard()
-                tx.connection.execute(b"ROLLBACK")
+                store._rollback_quietly()
             else:
                 try:
                     tx._run_before_commit()
@@ -534,11 +482,13 @@ class _TransactionScope:
                     raise
                 bells = tx.bells()
                 q = store.queries
-                if tx.appended:
+                if tx.connection.untouched() and not bells:
+                    tx.connection.discard()  # nothing was sent: nothing to commit
+                elif tx.appended:
                     tx.connection.finish(q.commit_appended(tx.head_position, bells))
                 else:
-                    tx.connection.finish([q.notify(None, bells), b"COMMIT"] if bells
-                                         else [b"COMMIT"])
+                    tx.connection.finish([q.notify(None, bells), (b"COMMIT", None)] if bells
+                                         else [(b"COMMIT", None)])
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:
@@ -673,6 +623,10 @@ class PostgresStore(EventStore):
         self.guards_restored = GuardsRestored(missing, recorded.position)
         return self.guards_restored
 
+    def check_begun(self, lock: Rows) -> None:
+        """The lock's row (lock, store id) names the store this one opened."""
+        self.check_identity(lock.fetchone())
+
     def check_identity(self, row: tuple[object, ...] | None) -> None:
         """StoreReplaced unless ``row`` (lock, store id) names the store this one opened."""
         if row is None or row[-1] != self.store_id:
@@ -707,25 +661,29 @@ class PostgresStore(EventStore):
             self._db = self._connect()
         return self._db
 
-    def _execute(self, sql: bytes, params: Sequence[object] | None = None,
-                 binary: bool = False) -> psycopg.Cursor[TupleRow]:
-        """Run ``sql`` on the store's connection, outside a transaction. If that connection
-        was lost since its last use (the server restarted, the session was terminated), the
-        statement did nothing: it runs once more on a new connection."""
+    def _run(self, statements: Sequence[Statement], binary: bool = False) -> list[Rows]:
+        """Run ``statements`` in one round trip on the store's connection, from outside a
+        transaction. If that connection was lost since its last use (the server restarted,
+        the session was terminated), they did nothing: they run once more on a new one."""
         connection = self._connection()
         try:
-            return connection.execute(sql, params, binary=binary)
+            return connection.run(statements, binary)
         except psycopg.OperationalError:
             if not connection.closed or self._tx is not None:
                 raise
-            return self._connection().execute(sql, params, binary=binary)
+            return self._connection().run(statements, binary)
+
+    def _query(self, sql: bytes, params: Sequence[object] | None = None,
+               binary: bool = False) -> Rows:
+        """One statement, as ``_run``; its rows."""
+        return self._run([(sql, params)], binary)[-1]
 
     def _rollback_quietly(self) -> None:
         self._db.discard()
-        if self._db.closed or self._db.info.transaction_status == pq.TransactionStatus.IDLE:
-            return
+        if self._db.closed or self._db.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            return  # (nothing sent yet, or the connection gone: the server rolled back)
         with contextlib.suppress(psycopg.Error):
-            self._db.execute(b"ROLLBACK")
+            self._db.finish([(b"ROLLBACK", None)])
 
     def _create_schema(self) -> None:
         """Create the table and its triggers once, even when several processes start at once."""
@@ -766,40 +724,6 @@ class PostgresStore(EventStore):
     def transaction(self) -> _TransactionScope:
         return _TransactionScope(self, self.queries.begin_write)
 
-    def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
-    ) -> list[RecordedEvent]:
-        # A transaction of one append: its look goes with the BEGIN and the lock, so it is
-        # two round trips (this, then the INSERT with the COMMIT) instead of three.
-        batch = list(events)
-        look = (stream, [e.event_id for e in batch])
-        with _TransactionScope(self, self.queries.begin_write, look) as tx:
-            return tx.append(stream, batch, expected_version)
-
-    def _begin_and_look(
-        self, stream: str, ids: list[str]
-    ) -> tuple[psycopg.Cursor[TupleRow], TupleRow | None]:
-        """BEGIN, the lock (with the store's identity) and an append's look, in one pipeline;
-        once more on a new connection if the old one was lost since its last use (as
-        ``_execute``: nothing was done)."""
-        q = self.queries
-
-        def send(connection: DeferringConnection) -> tuple[psycopg.Cursor[TupleRow],
-                                                            TupleRow | None]:
-            with connection.pipeline():
-                connection.execute(q.begin)
-                lock = connection.execute(q.lock)
-                look = connection.execute(q.look_and_head, (stream, ids), binary=True)
-            return lock, look.fetchone()
-
-        connection = self._connection()
-        try:
-            return send(connection)
-        except psycopg.OperationalError:
-            if not connection.closed or self._tx is not None:
-                raise
-            return send(self._connection())
-
     def snapshot(self) -> _TransactionScope:
         # No advisory lock: a REPEATABLE READ snapshot never waits for writers.
         return _TransactionScope(self, self.queries.begin_snapshot)
@@ -812,7 +736,7 @@ class PostgresStore(EventStore):
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():
             q = self.queries
-            rows = self._execute(q.read_stream_locked if self._locked() else q.read_stream,
+            rows = self._query(q.read_stream_locked if self._locked() else q.read_stream,
                                  (stream, from_version), binary=True).fetchall()
         return list(map(_row, rows))
 
@@ -822,18 +746,18 @@ class PostgresStore(EventStore):
         with self._lock, self._errors():
             q, locked = self.queries, self._locked()
             if types is None:
-                cursor = self._execute(q.read_page_locked if locked else q.read_page,
-                                       (after_position, limit), binary=True)
+                found = self._query(q.read_page_locked if locked else q.read_page,
+                                    (after_position, limit), binary=True)
             else:
-                cursor = self._execute(
+                found = self._query(
                     q.read_page_of_types_locked if locked else q.read_page_of_types,
                     (after_position, list(types), limit), binary=True)
-            rows = cursor.fetchall()
+            rows = found.fetchall()
         return list(map(_row, rows))
 
     def head(self) -> int:
         with self._lock, self._errors():
-            row = self._execute(self.queries.head_locked if self._locked()
+            row = self._query(self.queries.head_locked if self._locked()
                                 else self.queries.head).fetchone()
         return int(row[0] or 0) if row else 0
 

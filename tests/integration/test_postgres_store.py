@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -185,6 +186,100 @@ def test_a_schema_made_anew_under_a_store_stops_its_writes(store: PostgresStore)
         with pytest.raises(StoreReplaced, match="made anew"):
             store.append("s", [event()])
         assert anew.head() == 1
+
+
+def test_a_transaction_that_only_writes_checks_the_store_before_committing(
+    store: PostgresStore,
+) -> None:
+    """The BEGIN and the lock ride with a transaction's first statement; one with nothing
+    but held writes sends them on their own first, so a store made anew is still refused
+    before anything is committed to it."""
+    store.append("s", [event()])
+    with raw(store) as db:
+        db.execute(f'DROP SCHEMA "{store.schema}" CASCADE'.encode())
+    with PostgresStore(store.url) as anew, raw(anew) as db:
+        db.execute(f'CREATE TABLE "{anew.schema}".doors (name text)'.encode())
+        with pytest.raises(StoreReplaced, match="made anew"), store.transaction() as tx:
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-1",)])
+        assert db.execute(f'SELECT count(*) FROM "{anew.schema}".doors'.encode()).fetchone() \
+            == (0,)
+
+
+def test_a_value_that_cannot_be_sent_leaves_the_transaction_whole(
+    store: PostgresStore,
+) -> None:
+    """A statement refused before anything is sent (a value psycopg cannot adapt) keeps the
+    transaction's start and its held writes for the next round trip: what follows still
+    runs inside the transaction, under the lock, and rolls back with it."""
+    with store.transaction() as tx:
+        tx.connection.execute(b"CREATE TABLE doors (name text)")
+
+    def refused_then_rolled_back() -> None:
+        with store.transaction() as tx:
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-1",)])
+            with pytest.raises(psycopg.ProgrammingError):
+                tx.connection.query(b"SELECT %s", (object(),))
+            tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("door-2",)])
+            assert tx.connection.query(b"SELECT count(*) FROM doors").fetchone() == (2,)
+            raise RuntimeError("roll it back")
+
+    with pytest.raises(RuntimeError):
+        refused_then_rolled_back()
+    with raw(store) as db:
+        assert db.execute(f'SELECT count(*) FROM "{store.schema}".doors'.encode()).fetchone() \
+            == (0,)
+
+
+def test_a_session_ended_between_transactions_is_replaced_unnoticed(
+    store: PostgresStore,
+) -> None:
+    """A connection the server closed since its last use (a terminated session, a restart)
+    is seen before the next transaction sends anything, and replaced: the caller never
+    hears of it. (The BEGIN rides with the first statement, so it is not retried.)"""
+    store.append("s", [event()])
+    for _ in range(2):
+        with raw(store) as db:
+            db.execute(b"SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+        time.sleep(0.2)  # the server's goodbye reaches the socket
+        with store.transaction() as tx:
+            tx.append("s", [event()])
+        assert store.append("s", [event()])[0].position == store.head()
+    assert [e.version for e in store.read_stream("s")] == [1, 2, 3, 4, 5]
+
+
+def test_statements_prepared_on_the_connection_survive_a_table_made_anew(
+    store: PostgresStore,
+) -> None:
+    """The connection prepares what it runs often; a table dropped and made again with
+    other column types (a view's new version) must not meet a plan made for the old one."""
+    select = b"SELECT a FROM doors WHERE a IS NOT NULL"
+    with store.transaction() as tx:
+        tx.connection.execute(b"CREATE TABLE doors (a integer)")
+        tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [(1,)])
+        for _ in range(4):
+            assert tx.connection.query(select).fetchall() == [(1,)]
+    with store.transaction() as tx:
+        tx.connection.query(b"DROP TABLE doors")
+        tx.connection.query(b"CREATE TABLE doors (a text)")
+        tx.connection.defer(b"INSERT INTO doors VALUES (%s)", [("one",)])
+        assert tx.connection.query(select).fetchall() == [("one",)]
+
+
+VALUES = (None, 0, -1, 2**31, 2**62, 10**30, "", "it's; DROP TABLE x --", "\u00e9\\%s",
+          b"", b"\x00\x01'\\", True, False, 1.5, Decimal("12.3400"), [1, 2**40],
+          ["a", "b'c", None], [b"\x00", b"\\"])
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_values_go_out_and_back_as_psycopg_binds_them(store: PostgresStore, value: object) -> None:
+    """The store's statements bind their values with psycopg's adapters, out of band, the
+    first times and once prepared alike: they come back as psycopg's execute returns them."""
+    sql = b"SELECT %s, %s"
+    with raw(store) as db:
+        expected = db.execute(sql, (value, value)).fetchone()
+    with store.transaction() as tx:
+        for _ in range(4):
+            assert tx.connection.query(sql, (value, value)).fetchone() == expected
 
 
 def test_a_held_write_lock_raises_store_locked_then_recovers(url: str) -> None:

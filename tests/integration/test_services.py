@@ -218,6 +218,35 @@ def test_claim_refused_while_the_kill_switch_is_active(svc: Services, store: Eve
     assert claim.task_id == "a"
 
 
+def test_a_completion_that_claims_next_reads_the_switch_and_the_worker_as_they_stand(
+    svc: Services, store: EventStore
+) -> None:
+    """complete(claim_next=True) reads the task, the worker and the kill switch ahead, in
+    one round trip on PostgreSQL: what it reads is what the claim would have read."""
+    for name in "abc":
+        submit(svc, name)
+    start(svc, "w")
+    first = svc.claim("w")
+    assert first is not None
+    assert first.task_id == "a"
+    assert svc.activate_killswitch(activation())
+    assert svc.complete("a", "w", 1, claim_next=True) is None  # the switch is on
+    assert (task(svc, store, "a").state, worker(store, "w").current_task) == ("completed", None)
+    assert svc.reset_killswitch(by="me", reason="raised the limit")
+    second = svc.claim("w")
+    assert second is not None
+    assert second.task_id == "b"
+    assert svc.request_pause("w", by="me")
+    assert svc.complete("b", "w", 1, claim_next=True) is None  # a pause was asked
+    assert task(svc, store, "c").state == "queued"
+    assert worker(store, "w").current_task is None
+    assert svc.request_resume("w")
+    third = svc.claim("w")
+    assert third is not None
+    assert third.task_id == "c"
+    assert worker(store, "w").current_task == "c"
+
+
 def test_claim_refused_for_paused_or_pause_requested_worker(
     svc: Services, store: EventStore
 ) -> None:

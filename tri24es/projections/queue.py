@@ -35,11 +35,14 @@ from tri24es.machines.task import advance as advance_task
 from tri24es.names import STOP_REASONS, Priority
 from tri24es.projections.base import Projection, Row, fixed_moves
 from tri24es.projections.limits import FULL_LIMITS, UNDER_LIMITS
-from tri24es.projections.sql import Db, held, keep, kept
+from tri24es.projections.sql import Db, Rows, held, keep, kept
 from tri24es.projections.tables.models import NOT_PAUSED
 from tri24es.projections.tables.money import to_units
 from tri24es.projections.tables.queue import COLUMNS, RESERVATION, TaskRow
 from tri24es.timeutil import to_us
+
+#: One row, by id (the statement ``load_by_id`` runs, or was handed the rows of).
+BY_ID = f"SELECT {COLUMNS} FROM queue WHERE task_id = ?"
 
 # Rows are keyed by submission position, not by id: tasks claimed one after another sit side
 # by side, so a claim and the completion before it usually dirty one table page, not two
@@ -412,10 +415,12 @@ class QueueProjection(Projection[QueueView]):
         if moves is None and now_moves:
             _write_moves(conn, now_moves)
 
-    def load_by_id(self, conn: Db, task_id: str) -> TaskRow | None:
+    def load_by_id(self, conn: Db, task_id: str, found: Rows | None = None) -> TaskRow | None:
+        """The task's row (``found``: what ``BY_ID`` returned, read ahead with others)."""
         row: TaskRow | None = kept(conn, "queue", task_id)
         if row is None:
-            found = conn.execute(f"SELECT {COLUMNS} FROM queue WHERE task_id = ?", (task_id,))
+            if found is None:
+                found = conn.execute(BY_ID, (task_id,))
             values = found.fetchone()
             row = None if values is None else keep(conn, "queue", task_id, TaskRow(*values))
         return row

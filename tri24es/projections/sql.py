@@ -66,18 +66,28 @@ def to_postgres(sql: str) -> str:
 class PostgresViews:
     """A psycopg connection that takes the views' SQLite-dialect statements."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_query")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        # The store's own connection runs a statement without psycopg's cursor (and sends
+        # the writes it holds with it): eventlog.pgpipe. Any other takes psycopg's execute.
+        self._query = getattr(conn, "query", None) or conn.execute
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        rows: Rows = self._conn.execute(to_postgres(sql), parameters)
+        rows: Rows = self._query(to_postgres(sql), parameters)
         return rows
+
+    def read_together(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Rows] | None:
+        run = getattr(self._conn, "run", None)
+        if run is None:
+            return None
+        found: list[Rows] = run([(to_postgres(sql), parameters) for sql, parameters in reads])
+        return found
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object:
         # The views' writes (nothing reads what executemany returns) wait for the store's
-        # next round trip when its connection can hold them (eventlog.postgres).
+        # next round trip when its connection can hold them (eventlog.pgpipe).
         defer = getattr(self._conn, "defer", None)
         if defer is not None:
             defer(to_postgres(sql), list(parameters))
@@ -187,6 +197,18 @@ class ViewsConnection:
         if not held:
             self.execute = self.raw.execute
             self.executemany = self.raw.executemany
+
+    def read_together(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Rows] | None:
+        """The rows of ``reads`` in one round trip where the connection can (PostgreSQL);
+        None where it cannot (SQLite, whose reads cost no round trip)."""
+        together = getattr(self.raw, "read_together", None)
+        if together is None:
+            return None
+        for sql, _ in reads:
+            if self._held:
+                self.flush(sql)
+        found: list[Rows] | None = together(reads)
+        return found
 
     def _execute_held(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
         self.flush(sql)

@@ -30,7 +30,7 @@ from tri24es.machines import ENDED_WORKER_STATES, WorkerState
 from tri24es.machines.worker import WORKER
 from tri24es.machines.worker import advance as advance_worker
 from tri24es.projections.base import Projection, Row, fixed_moves
-from tri24es.projections.sql import Db, held, keep, kept
+from tri24es.projections.sql import Db, Rows, held, keep, kept
 from tri24es.projections.tables.workers import COLUMNS, WorkerRow
 
 DDL = """
@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS workers (
     has_exec         INTEGER NOT NULL   -- 0: runs only tasks that carry their own command
 ) WITHOUT ROWID;
 """
+
+#: One row, by id (the statement ``load_by_id`` runs, or was handed the rows of).
+BY_ID = f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?"
 
 SAVE = (
     f"INSERT INTO workers ({COLUMNS}) VALUES ({','.join('?' * 16)})"
@@ -173,11 +176,13 @@ class WorkersProjection(Projection[WorkersView]):
         for worker_id, row in view.items():
             keep(conn, "workers", worker_id, row, saved=True)
 
-    def load_by_id(self, conn: Db, worker_id: str) -> WorkerRow | None:
+    def load_by_id(self, conn: Db, worker_id: str,
+                   found: Rows | None = None) -> WorkerRow | None:
+        """The worker's row (``found``: what ``BY_ID`` returned, read ahead with others)."""
         row: WorkerRow | None = kept(conn, "workers", worker_id)
         if row is None:
-            found = conn.execute(f"SELECT {COLUMNS} FROM workers WHERE worker_id = ?",
-                                 (worker_id,))
+            if found is None:
+                found = conn.execute(BY_ID, (worker_id,))
             values = found.fetchone()
             row = None if values is None else keep(conn, "workers", worker_id, WorkerRow(*values))
         return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tri24es.names import KILL_SWITCH_ACTIVATED, KILL_SWITCH_STREAM
-from tri24es.projections.sql import Db, ViewsConnection, keep, kept
+from tri24es.projections.sql import Db, Rows, ViewsConnection, keep, kept
 
 COLUMNS = ("active, reason, changed_at, changed_by, position, rate, daily, rate_since, "
            "allowance, allowance_start, allowance_end, watchdog")
@@ -33,10 +33,11 @@ class KillSwitchView:
     watchdog: str | None = None  # JSON of the last BudgetWatchdogStarted, and "at"
 
 
-def read_killswitch(conn: Db) -> KillSwitchView:
+def read_killswitch(conn: Db, found: Rows | None = None) -> KillSwitchView:
     """The kill switch. A view that says off is checked against the log (the stream's last
     event, one index step): someone who can write the database can turn the view off with
-    one UPDATE, but not the switch, which stays on until a KillSwitchReset is recorded."""
+    one UPDATE, but not the switch, which stays on until a KillSwitchReset is recorded.
+    (``found``: what ``WITH_LAST_TYPE`` returned, read ahead with others.)"""
     view: KillSwitchView | None = kept(conn, "killswitch", 1)
     if view is None:
         if not isinstance(conn, ViewsConnection):
@@ -45,7 +46,9 @@ def read_killswitch(conn: Db) -> KillSwitchView:
         # The view and the log's word in one statement (one round trip on PostgreSQL, where
         # a claim makes it under the write lock): the events table is beside the views on
         # both backends that keep views. The LEFT JOIN gives a row when the view has none.
-        row = conn.execute(WITH_LAST_TYPE, (KILL_SWITCH_STREAM,)).fetchone()
+        if found is None:
+            found = conn.execute(WITH_LAST_TYPE, (KILL_SWITCH_STREAM,))
+        row = found.fetchone()
         fresh = KillSwitchView() if row[0] is None else KillSwitchView(bool(row[0]), *row[1:-1])
         if not fresh.active and row[-1] == KILL_SWITCH_ACTIVATED:
             fresh = KillSwitchView(active=True, reason=VIEW_DISAGREES)
