@@ -292,6 +292,19 @@ def _on_a_terminal() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
+def output_gone() -> bool:
+    """Has the reader of our output (stdout or stderr) gone (``tri24es events -f | head -1``,
+    head done)? A pipe
+    whose reader closed polls as an error for its writer; a follower asks between waits, so
+    that it ends then and not at its next event, which may be hours away."""
+    import select
+
+    poller = select.poll()
+    for fd in (1, 2):
+        poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def print_json(value: Any) -> None:
     typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 

@@ -16,6 +16,7 @@ import typer
 from tri24es.cli.common import (
     JsonOption,
     context_of,
+    output_gone,
     parse_priority,
     parse_task_state,
     print_json,
@@ -554,7 +555,7 @@ def logs(
                 offset += len(chunk)
                 out.write(chunk)
                 out.flush()
-            if not follow:
+            if not follow or output_gone():  # its reader gone (`| head`): end now
                 return
             with context.reading() as (_, conn):
                 now = QUEUE.load_by_id(conn, task_id)
