@@ -286,7 +286,26 @@ def load_settings(environ: Mapping[str, str] | None = None, **options: object) -
         found = given(name)
         if found is not None and name != "root":
             take(name, *found)
+    _check_clock_offset(env)
     return Settings(**values, sources=sources)
+
+
+def _check_clock_offset(env: Mapping[str, str]) -> None:
+    """``TRI24ES_CLOCK_OFFSET_US`` (a test hook, read by ``eventlog.model`` at import, so no
+    setting here): a malformed one was ignored, and a huge one a traceback where a time was
+    stored; both are one line now."""
+    raw = env.get("TRI24ES_CLOCK_OFFSET_US", "")
+    if not raw.strip():
+        return
+    shown = repr(raw if len(raw) <= 40 else raw[:30] + "…")
+    try:
+        offset = int(raw.strip())
+    except ValueError:  # (also past int's 4300 digits)
+        raise ConfigError(f"TRI24ES_CLOCK_OFFSET_US={shown}: expected a whole number of "
+                          "microseconds (negative: behind)") from None
+    if abs(offset) > 36_500 * 86_400 * 1_000_000:  # eventlog.model.LARGEST_CLOCK_OFFSET_US
+        raise ConfigError(f"TRI24ES_CLOCK_OFFSET_US={shown}: must be at most 100 years "
+                          "(3153600000000000 microseconds) either way")
 
 
 def _config_file(root: Path) -> dict[str, object]:

@@ -61,6 +61,11 @@ HUGE = "99999999999999999999"
     (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
     (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
     (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    # the test clock's offset: a traceback where a time was stored; a malformed one ignored
+    (["submit", "t"], {"TRI24ES_CLOCK_OFFSET_US": HUGE}, "must be at most 100 years"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "-" + HUGE}, "must be at most 100 years"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "9" * 5000}, "expected a whole number"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "ten"}, "expected a whole number"),
     # a log position: past 64 bits a traceback in the store's query; "²" one from int()
     (["audit", "export", "--since", HUGE], {}, "a log position is at most"),
     (["status", "--at", "9" * 5000], {}, "a log position is at most"),
