@@ -302,8 +302,9 @@ def show(
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)
+    rule = _no_progress_of(events)
     if as_json:
-        print_json({"task": task, "attempts": tried, "history": history,
+        print_json({"task": task, "no_progress": rule, "attempts": tried, "history": history,
                     "estimate": estimate_dict(found)})
         return
     if task is not None:
@@ -311,6 +312,8 @@ def show(
             if key.endswith("_usd") and value is not None:
                 value = dollars(Decimal(value))
             typer.echo(f"{key + ':':<20}{'' if value is None else value}")
+        fleets = "the fleet's (TRI24ES_NO_PROGRESS)"
+        typer.echo(f"{'no_progress:':<20}{rule or fleets}")
     # The text as it is now: the submission's, or the last edit of its queue file.
     bodies = [orjson.loads(e.data).get("body") for e in events
               if e.type in ("TaskSubmitted", "TaskUpdated")]
@@ -332,6 +335,21 @@ def show(
     for h in history:
         fields = " ".join(f"{k}={_one_line(v)}" for k, v in h["fields"].items() if k != "body")
         typer.echo(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  {fields}")
+
+
+def _no_progress_of(events: list[Any]) -> str | None:
+    """The task's own spend-without-progress rule as it is now (its submission's, or the last
+    update's), as ``--no-progress`` takes it (``$2 600s``, ``off``); None: the fleet's."""
+    from tri24es.events import TaskSubmitted, TaskUpdated, decode_event
+    from tri24es.scheduling import no_progress_text
+
+    rule = None
+    for recorded in events:
+        if recorded.type in (TaskSubmitted.topic, TaskUpdated.topic):
+            event = decode_event(recorded)
+            assert isinstance(event, TaskSubmitted | TaskUpdated)
+            rule = event.no_progress or rule
+    return None if rule is None else no_progress_text(rule)
 
 
 def _one_line(value: object) -> str:
@@ -360,25 +378,35 @@ def update(
                                            "'now': at once).")] = None,
     in_: Annotated[str | None, typer.Option("--in", help="Not claimed before this delay from "
                                             "now.")] = None,
+    no_progress: Annotated[
+        str | None, typer.Option("--no-progress", help="'USD TIME' (e.g. '$2 10m'): an "
+                                 "attempt that spent that much with no new output or file "
+                                 "change for that long fails; off: none.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a queued task: its priority, title, filters, retries, budget or time (recorded
-    as TaskUpdated).
+    """Change a queued task: its priority, title, filters, retries, budget, no-progress rule
+    or time (recorded as TaskUpdated).
 
     Example: tri24es tasks update fix-login --priority CRITICAL --at now
     """
     from tri24es.cli.render import task_dict
     from tri24es.events import TaskUpdated
     from tri24es.inputs.taskfile import parse_budget
+    from tri24es.scheduling import parse_no_progress
 
+    if no_progress is not None and not no_progress.strip():
+        raise UsageError("--no-progress '': a task's rule can be changed (to a rule, or off), "
+                         "not removed: nothing changed")
     try:
         budget = None if max_budget is None else parse_budget(max_budget)
         not_before = _not_before(at, in_)
+        rule = None if no_progress is None else parse_no_progress(no_progress)
     except ValueError as e:
         raise UsageError(f"{e}: nothing changed") from None
     if title is not None and not title.strip():
         raise UsageError("--title must not be empty: nothing changed")
-    changes = (priority, title, shard, model, type_, max_retries, budget, not_before)
+    changes = (priority, title, shard, model, type_, max_retries, budget, not_before, rule)
     if all(change is None for change in changes):
         raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
     context = context_of(ctx)
@@ -386,7 +414,7 @@ def update(
         task_id=task_id, by=context.actor,
         priority=None if priority is None else parse_priority(priority), title=title,
         shard=shard, model=model, type=type_, max_retries=max_retries, max_budget_usd=budget,
-        not_before=not_before)
+        not_before=not_before, no_progress=rule)
     with context.services() as services:
         row = services.update(event)
     if as_json:
