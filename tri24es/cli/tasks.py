@@ -279,6 +279,7 @@ def show(
         estimate_dict,
         estimate_line,
         history_entry,
+        no_progress_of,
         task_dict,
     )
     from tri24es.names import task_stream
@@ -302,7 +303,7 @@ def show(
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)
-    rule = _no_progress_of(events)
+    rule = no_progress_of(events)
     if as_json:
         print_json({"task": task, "no_progress": rule, "attempts": tried, "history": history,
                     "estimate": estimate_dict(found)})
@@ -335,21 +336,6 @@ def show(
     for h in history:
         fields = " ".join(f"{k}={_one_line(v)}" for k, v in h["fields"].items() if k != "body")
         typer.echo(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  {fields}")
-
-
-def _no_progress_of(events: list[Any]) -> str | None:
-    """The task's own spend-without-progress rule as it is now (its submission's, or the last
-    update's), as ``--no-progress`` takes it (``$2 600s``, ``off``); None: the fleet's."""
-    from tri24es.events import TaskSubmitted, TaskUpdated, decode_event
-    from tri24es.scheduling import no_progress_text
-
-    rule = None
-    for recorded in events:
-        if recorded.type in (TaskSubmitted.topic, TaskUpdated.topic):
-            event = decode_event(recorded)
-            assert isinstance(event, TaskSubmitted | TaskUpdated)
-            rule = event.no_progress or rule
-    return None if rule is None else no_progress_text(rule)
 
 
 def _one_line(value: object) -> str:
