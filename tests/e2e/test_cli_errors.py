@@ -190,3 +190,25 @@ def test_positions_past_the_end_are_said(run: Run, project: Path) -> None:
             follower.wait(timeout=60)
     assert line == ("tri24es: note: --after 99 is past the end of the log (head 1): waiting "
                     "for position 100\n")
+
+
+def test_a_fifo_or_a_device_named_as_input_is_refused_not_read(run: Run, tmp_path: Path) -> (
+        None):
+    """`submit --file FIFO`, `schedule add --file FIFO` and `audit verify FIFO` waited for a
+    writer for ever, and `/dev/zero` was read until memory ran out: one line, exit 2."""
+    run("init")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a device")):
+        for args, said in (
+                (["submit", "x", "--file", str(path)], f"cannot read --file '{path}': "),
+                (["schedule", "add", "s", "--cron", "@daily", "--title", "x", "--file",
+                  str(path)], f"cannot read --file '{path}': "),
+                (["audit", "verify", str(path)], f"cannot read {path}: ")):
+            result = run(*args, timeout=30)
+            assert result.returncode == 2, result.stderr
+            assert one_line_error(result) == f"tri24es: error: {said}not a regular file ({kind})"
+    exported = run("audit", "export", "-o", str(fifo), timeout=30)  # its open waited for a reader
+    assert exported.returncode == 1
+    assert one_line_error(exported) == (f"tri24es: error: refusing to open {fifo}: not a "
+                                        "regular file")

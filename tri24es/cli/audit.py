@@ -159,9 +159,12 @@ def verify(
             raise TamperEvidence(report.findings[0] + (f" (and {more} more, above)"
                                                        if more else ""))
         return
+    from tri24es.files import open_without_waiting
+
     trusted = _public_key(public_key) if public_key else context.settings.witness.public_key()
     try:
-        with file.open("rb") as lines:
+        # a FIFO or a device is refused, never waited on (nor read for ever: /dev/zero)
+        with os.fdopen(open_without_waiting(file, os.O_RDONLY), "rb") as lines:
             head_line = lines.readline()
             if head_line and head_line[:1] not in b"{ \n":
                 raise UsageError(f"{file} is not a JSONL export (CSV cannot be verified)")

@@ -63,7 +63,8 @@ def add(
         try:
             body = read_regular(file).decode()  # a FIFO or a device: refused, never waited on
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read --file {str(file)!r}: {e}") from e
+            raise UsageError(f"cannot read --file {str(file)!r}: "
+                             f"{e.strerror if isinstance(e, OSError) else e}") from e
     try:
         check_cron(cron, timezone, now_us())
         budget = None if max_budget is None else parse_budget(max_budget)

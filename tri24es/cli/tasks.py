@@ -159,11 +159,14 @@ def submit(
         raise UsageError(f"bad --max-retries {max_retries}: must be >= 0")
     body, sha, source = "", None, None
     if file is not None:
+        from tri24es.files import read_regular
+
         try:
-            raw = file.read_bytes()
+            raw = read_regular(file)  # a FIFO or a device (/dev/zero): refused, never read
             body = raw.decode()
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read --file {str(file)!r}: {e}") from e
+            raise UsageError(f"cannot read --file {str(file)!r}: "
+                             f"{e.strerror if isinstance(e, OSError) else e}") from e
         sha, source = hashlib.sha256(raw).hexdigest(), str(file)
         title = title or _title_of(body, file.stem)
         task_id = task_id or file.stem
