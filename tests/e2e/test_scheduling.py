@@ -403,3 +403,15 @@ def test_a_schedule_that_names_no_date_is_refused_and_one_in_the_log_is_listed(
     assert json.loads(fleet.run("schedule", "list", "--json").stdout)[0]["next_at"] is None
     watched = fleet.run("queue-watcher", "--once")
     assert watched.returncode == 0, watched.stderr
+
+
+def test_an_empty_model_shard_or_type_at_submit_is_none(run: Run) -> None:
+    """`submit --model ''` kept '' and no worker ever matched it ('waiting for model=: no live
+    worker' for ever); '' is none, as `tasks update --model ''` says."""
+    assert run("init").returncode == 0
+    done = run("submit", "Any", "--id", "any", "--model", "", "--shard", "", "--type", "",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(run("tasks", "show", "any", "--json").stdout)["task"]
+    assert (row["model"], row["shard"], row["type"]) == (None, None, None)
+    assert "model=" not in run("tasks", "list").stderr
