@@ -310,9 +310,11 @@ def _check_clock_offset(env: Mapping[str, str]) -> None:
 
 def _config_file(root: Path) -> dict[str, object]:
     """The table of ``tri24es.toml`` in ``root`` (empty if there is none)."""
+    from tri24es.files import read_regular
+
     path = root / CONFIG_FILE
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO there hung every command
     except FileNotFoundError:
         return {}
     except OSError as e:

@@ -192,10 +192,11 @@ def test_positions_past_the_end_are_said(run: Run, project: Path) -> None:
                     "for position 100\n")
 
 
-def test_a_fifo_or_a_device_named_as_input_is_refused_not_read(run: Run, tmp_path: Path) -> (
-        None):
+def test_a_fifo_or_a_device_named_as_input_is_refused_not_read(
+        run: Run, tmp_path: Path, project: Path) -> None:
     """`submit --file FIFO`, `schedule add --file FIFO` and `audit verify FIFO` waited for a
-    writer for ever, and `/dev/zero` was read until memory ran out: one line, exit 2."""
+    writer for ever, and `/dev/zero` was read until memory ran out: one line, exit 2. So did
+    every command with a FIFO for tri24es.toml."""
     run("init")
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -212,3 +213,8 @@ def test_a_fifo_or_a_device_named_as_input_is_refused_not_read(run: Run, tmp_pat
     assert exported.returncode == 1
     assert one_line_error(exported) == (f"tri24es: error: refusing to open {fifo}: not a "
                                         "regular file")
+    os.mkfifo(project / "tri24es.toml")  # read by every command: it hung every one
+    status = run("status", timeout=30)
+    assert status.returncode == 2
+    assert one_line_error(status) == (f"tri24es: error: cannot read {project / 'tri24es.toml'}: "
+                                      "not a regular file (a FIFO)")
