@@ -70,6 +70,12 @@ HUGE = "99999999999999999999"
     (["audit", "export", "--since", HUGE], {}, "a log position is at most"),
     (["status", "--at", "9" * 5000], {}, "a log position is at most"),
     (["status", "--at", "\u00b2"], {}, "expected a log position or an ISO-8601 time"),
+    # an empty --exec: a worker that claimed tasks and failed each for want of a command;
+    # bad quoting failed them one by one (up: workers exiting and restarted for ever)
+    (["worker", "--exec", ""], {}, "--exec must not be empty"),
+    (["up", "--exec", " "], {}, "--exec must not be empty"),
+    (["worker", "--exec", "'claude -p"], {}, "bad --exec: bad command"),
+    (["up", "--exec", "'claude -p"], {}, "bad --exec: bad command"),
     # an argument's bytes that are not UTF-8 (a lone surrogate in Python): a traceback where
     # the log's JSON or SQLite met them
     (["submit", "bad\udcff"], {}, "is not UTF-8 text"),

@@ -191,6 +191,24 @@ def parse_point(text: str, option: str) -> int | datetime:
         raise UsageError(f"bad {option} {e}") from None
 
 
+def check_exec(text: str | None) -> str | None:
+    """``--exec`` of ``worker`` and ``up``, checked before any task is claimed: an empty one
+    made a worker that claimed tasks and failed each for want of a command, and bad quoting
+    failed them one by one too."""
+    from tri24es.inputs.taskfile import parse_command
+
+    if text is None:
+        return None
+    try:
+        argv = parse_command(text)
+    except ValueError as e:
+        raise UsageError(f"bad --exec: {e}") from None
+    if argv is None:
+        raise UsageError("--exec must not be empty (without it, workers take only the tasks "
+                         "that carry their own command)")
+    return text
+
+
 def context_of(ctx: typer.Context) -> Context:
     context: Context = ctx.find_root().obj
     return context
