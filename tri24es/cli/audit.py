@@ -141,6 +141,9 @@ def verify(
     from tri24es import audit  # imported on use: every other command starts faster
 
     context = context_of(ctx)
+    if file is None and public_key is not None:  # it was ignored: a check the user never got
+        raise UsageError("--public-key goes with FILE, an export (the store is checked "
+                         "against the witness's own key)")
     if file is None:
         from tri24es import evidence
 
