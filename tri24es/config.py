@@ -89,6 +89,13 @@ def _window_seconds(value: object) -> int:
     return seconds
 
 
+def _synchronous(value: object) -> str:
+    mode = _text(value).strip().upper()
+    if mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):  # eventlog.sqlite.SYNCHRONOUS_MODES
+        raise ValueError("expected OFF, NORMAL, FULL or EXTRA")  # it was exit 1, at the open
+    return mode
+
+
 def _path(value: object) -> Path:
     return (value if isinstance(value, Path) else Path(_text(value))).expanduser()
 
@@ -119,7 +126,7 @@ class Settings:
     db: str | None = field(default=None, metadata=_from("TRI24ES_DB", _text))
     busy_timeout: float = field(default=5.0, metadata=_from("TRI24ES_BUSY_TIMEOUT", _seconds))
     sqlite_synchronous: str = field(
-        default="NORMAL", metadata=_from("TRI24ES_SQLITE_SYNCHRONOUS", _text))
+        default="NORMAL", metadata=_from("TRI24ES_SQLITE_SYNCHRONOUS", _synchronous))
 
     # The seed's budget settings (DESIGN.md §8).
     budget_daily_limit: Decimal = field(

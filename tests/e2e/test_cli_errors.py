@@ -62,6 +62,7 @@ HUGE = "99999999999999999999"
     (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
     (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
     (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    (["status"], {"TRI24ES_SQLITE_SYNCHRONOUS": "bogus"}, "expected OFF, NORMAL, FULL"),
     # the test clock's offset: a traceback where a time was stored; a malformed one ignored
     (["submit", "t"], {"TRI24ES_CLOCK_OFFSET_US": HUGE}, "must be at most 100 years"),
     (["status"], {"TRI24ES_CLOCK_OFFSET_US": "-" + HUGE}, "must be at most 100 years"),
