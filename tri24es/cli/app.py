@@ -138,7 +138,7 @@ class LazyGroup(TyperGroup):
             self.commands[cmd_name] = build(cmd_name)
         return self.commands[cmd_name]
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except BrokenPipeError as e:
