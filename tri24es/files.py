@@ -130,6 +130,15 @@ def read_regular(path: Path) -> bytes:
         return f.read()
 
 
+def pid_in(pid_file: Path) -> str:
+    """The pid a running daemon wrote, or ``?`` (none there, or not a regular file: a FIFO
+    put in its place hung the second daemon and `doctor` that read it)."""
+    try:
+        return read_regular(pid_file).decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
 def private_fd(path: Path, flags: int, root: Path | None = None, *,
                folder: bool = True) -> int:
     """Open ``path`` inside a checked private folder (see ``private_folder``; ``folder=False``

@@ -271,3 +271,27 @@ def test_the_watchdog_says_once_that_its_spend_file_is_a_fifo_and_keeps_watching
             daemon.wait()
         assert daemon.stderr is not None
         daemon.stderr.close()
+
+
+def test_a_fifo_for_the_pid_file_hangs_neither_a_second_daemon_nor_doctor(
+        project_ready: Path, run: Run) -> None:
+    """Both read state/budget-watchdog.pid while the daemon runs: a FIFO put in its place
+    made them wait for a writer for ever. Now the pid is '?'."""
+    import os
+
+    env = clean_env(project_ready)
+    pid_file = project_ready / "state" / "budget-watchdog.pid"
+    daemon = subprocess.Popen([*CLI, "budget-watchdog"], cwd=project_ready, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(pid_file.exists, "the pid file")
+        pid_file.unlink()
+        os.mkfifo(pid_file)
+        second = run("budget-watchdog", timeout=30)
+        assert second.returncode == 1
+        assert "already running on this store (pid ?)" in second.stderr
+        checked = run("doctor", timeout=30)
+        assert "budget watchdog: running (pid ?)" in checked.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)

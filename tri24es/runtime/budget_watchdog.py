@@ -42,7 +42,7 @@ from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
 from tri24es.errors import AlreadyRunning, Tri24esError
-from tri24es.files import private_fd, write_private
+from tri24es.files import pid_in, private_fd, write_private
 from tri24es.inputs.spendfile import SpendFileBridge, SpendFileUnreadable
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
@@ -81,7 +81,7 @@ def single_daemon(paths: ProjectPaths) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = pid_file.read_text().strip() if pid_file.exists() else "?"
+            holder = pid_in(pid_file)
             raise AlreadyRunning(
                 f"a budget watchdog is already running on this store (pid {holder})") from None
         write_private(pid_file, f"{os.getpid()}\n".encode(), paths.root)
