@@ -312,9 +312,8 @@ def _on_a_terminal() -> bool:
 
 def output_gone() -> bool:
     """Has the reader of our output (stdout or stderr) gone (``tri24es events -f | head -1``,
-    head done)? A pipe
-    whose reader closed polls as an error for its writer; a follower asks between waits, so
-    that it ends then and not at its next event, which may be hours away."""
+    head done)? A pipe whose reader closed polls as an error for its writer; a follower asks
+    between waits, so that it ends then and not at its next event, which may be hours away."""
     import select
 
     poller = select.poll()
