@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from tests.e2e.conftest import Run
+from tests.e2e.test_worker import Fleet
 
 LONG_ID = "a-very-long-task-identifier-that-goes-on-and-on-for-ever-and-ever-1234"
 
@@ -204,3 +205,35 @@ def test_a_follower_ends_when_its_reader_goes_without_a_new_event(run: Run, proj
     follower.stderr.close()
     assert code == 0, said
     assert b"Traceback" not in said
+
+
+def test_tasks_logs_follow_ends_when_its_reader_goes(fleet: Fleet) -> None:
+    """`tasks logs ID -f | head -1` on an attempt that runs on: the follower went on for as
+    long as the attempt ran (here, for ever), its reader long gone."""
+    import subprocess
+
+    from tests.conftest import PATIENCE
+    from tests.e2e.conftest import CLI, clean_env
+    from tests.e2e.test_worker import wait_until
+
+    fleet.submit("talks", "say hello from the agent\nhang-on 1")
+    fleet.worker("--id", "w1")
+    fleet.started("talks")
+    log = fleet.root / "logs" / "tasks" / "talks" / "1.log"
+    wait_until(lambda: log.exists() and b"hello from the agent" in log.read_bytes(),
+               "the agent's line")
+    follower = subprocess.Popen([*CLI, "tasks", "logs", "talks", "-f"], cwd=fleet.root,
+                                env=clean_env(fleet.root), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    assert b"hello from the agent" in follower.stdout.readline()
+    follower.stdout.close()  # the reader goes, as head does
+    try:
+        code = follower.wait(timeout=PATIENCE)
+    finally:
+        follower.kill()
+    said = follower.stderr.read()
+    follower.stderr.close()
+    assert code == 0, said
+    assert fleet.state("talks") == "running"  # it ended on its reader, not on the attempt
