@@ -138,11 +138,18 @@ def redact_url(url: str) -> str:
     return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+#: The largest clock offset taken, either way: 100 years (a larger one put times out of the
+#: range of a date or of a 64-bit integer). The CLI refuses a larger or malformed one (exit 2,
+#: ``tri24es.config``); here, outside the CLI, it is ignored as a malformed one always was.
+LARGEST_CLOCK_OFFSET_US = 36_500 * 86_400 * 1_000_000
+
+
 def _clock_offset_us() -> int:
     try:
-        return int(os.environ.get("TRI24ES_CLOCK_OFFSET_US") or 0)
+        offset = int(os.environ.get("TRI24ES_CLOCK_OFFSET_US") or 0)
     except ValueError:
         return 0
+    return offset if abs(offset) <= LARGEST_CLOCK_OFFSET_US else 0
 
 
 #: A test hook (the multi-process clock-fault tests): this process's wall clock is read as

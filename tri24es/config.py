@@ -89,6 +89,13 @@ def _window_seconds(value: object) -> int:
     return seconds
 
 
+def _synchronous(value: object) -> str:
+    mode = _text(value).strip().upper()
+    if mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):  # eventlog.sqlite.SYNCHRONOUS_MODES
+        raise ValueError("expected OFF, NORMAL, FULL or EXTRA")  # it was exit 1, at the open
+    return mode
+
+
 def _path(value: object) -> Path:
     return (value if isinstance(value, Path) else Path(_text(value))).expanduser()
 
@@ -119,7 +126,7 @@ class Settings:
     db: str | None = field(default=None, metadata=_from("TRI24ES_DB", _text))
     busy_timeout: float = field(default=5.0, metadata=_from("TRI24ES_BUSY_TIMEOUT", _seconds))
     sqlite_synchronous: str = field(
-        default="NORMAL", metadata=_from("TRI24ES_SQLITE_SYNCHRONOUS", _text))
+        default="NORMAL", metadata=_from("TRI24ES_SQLITE_SYNCHRONOUS", _synchronous))
 
     # The seed's budget settings (DESIGN.md §8).
     budget_daily_limit: Decimal = field(
@@ -286,14 +293,35 @@ def load_settings(environ: Mapping[str, str] | None = None, **options: object) -
         found = given(name)
         if found is not None and name != "root":
             take(name, *found)
+    _check_clock_offset(env)
     return Settings(**values, sources=sources)
+
+
+def _check_clock_offset(env: Mapping[str, str]) -> None:
+    """``TRI24ES_CLOCK_OFFSET_US`` (a test hook, read by ``eventlog.model`` at import, so no
+    setting here): a malformed one was ignored, and a huge one a traceback where a time was
+    stored; both are one line now."""
+    raw = env.get("TRI24ES_CLOCK_OFFSET_US", "")
+    if not raw.strip():
+        return
+    shown = repr(raw if len(raw) <= 40 else raw[:30] + "…")
+    try:
+        offset = int(raw.strip())
+    except ValueError:  # (also past int's 4300 digits)
+        raise ConfigError(f"TRI24ES_CLOCK_OFFSET_US={shown}: expected a whole number of "
+                          "microseconds (negative: behind)") from None
+    if abs(offset) > 36_500 * 86_400 * 1_000_000:  # eventlog.model.LARGEST_CLOCK_OFFSET_US
+        raise ConfigError(f"TRI24ES_CLOCK_OFFSET_US={shown}: must be at most 100 years "
+                          "(3153600000000000 microseconds) either way")
 
 
 def _config_file(root: Path) -> dict[str, object]:
     """The table of ``tri24es.toml`` in ``root`` (empty if there is none)."""
+    from tri24es.files import read_regular
+
     path = root / CONFIG_FILE
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO there hung every command
     except FileNotFoundError:
         return {}
     except OSError as e:

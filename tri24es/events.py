@@ -292,6 +292,9 @@ class TaskUpdated(Event):
     require_changes: bool | None = None
     resume: bool | None = None
     retry_from: RetryFrom | None = None
+    # The task's own spend-without-progress rule (or off); it can be changed, not removed
+    # (back to the fleet's), as a budget or a backoff.
+    no_progress: NoProgress | None = None
 
 
 class TaskBlocked(Event):

@@ -101,6 +101,54 @@ def _passing(chain: tuple[Path, ...]) -> int:
     return len(chain)
 
 
+class NotRegularFile(OSError):
+    """A path that is there but is no regular file: a FIFO, a device, a folder, a socket."""
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a link"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def open_without_waiting(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never waits: opening a FIFO waits for the other end, for ever if no
+    one comes (a FIFO or a device where a file belongs hung `spend` and the watchdog), and a
+    device may never end. The descriptor is returned only for a regular file, blocking again;
+    else NotRegularFile, saying what is there."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a socket, or a FIFO no one reads (opened to write)
+            raise NotRegularFile(e.errno, "not a regular file", str(path)) from e
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file ({_kind(st.st_mode)})",
+                                 str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` (links followed), a regular file: see ``open_without_waiting``."""
+    with os.fdopen(open_without_waiting(path, os.O_RDONLY), "rb") as f:
+        return f.read()
+
+
+def pid_in(pid_file: Path) -> str:
+    """The pid a running daemon wrote, or ``?`` (none there, or not a regular file: a FIFO
+    put in its place hung the second daemon and `doctor` that read it)."""
+    try:
+        return read_regular(pid_file).decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
 def private_fd(path: Path, flags: int, root: Path | None = None, *,
                folder: bool = True) -> int:
     """Open ``path`` inside a checked private folder (see ``private_folder``; ``folder=False``
@@ -110,8 +158,10 @@ def private_fd(path: Path, flags: int, root: Path | None = None, *,
     path = Path(path)
     if folder and (flags & os.O_CREAT or path.parent.exists()):
         private_folder(path.parent, root)
-    try:  # truncated only once it is known to be ours
-        fd = os.open(path, flags & ~os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:  # truncated only once it is known to be ours; never waiting on a FIFO's other end
+        fd = open_without_waiting(path, flags & ~os.O_TRUNC | os.O_NOFOLLOW)
+    except NotRegularFile as e:
+        raise UnsafeFolder(f"refusing to open {path}: {e.strerror}") from e
     except OSError as e:
         if e.errno == errno.ELOOP:  # the name is a symbolic link
             raise UnsafeFolder(f"refusing to open {path}: it is a symbolic link") from e
@@ -119,8 +169,6 @@ def private_fd(path: Path, flags: int, root: Path | None = None, *,
     try:
         st = os.fstat(fd)
         _check(path, st, "file")
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFolder(f"refusing to open {path}: not a regular file")
         if stat.S_IMODE(st.st_mode) != 0o600 and flags & (os.O_WRONLY | os.O_RDWR):
             os.fchmod(fd, 0o600)  # made by an older version or by hand: ours alone now
         if flags & os.O_TRUNC:

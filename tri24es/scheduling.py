@@ -115,15 +115,20 @@ def parse_when(text: str, now_us: int) -> int:
 MAX_SCHEDULE_NAME = 100
 
 
-def check_cron(expression: str, timezone: str) -> None:
+def check_cron(expression: str, timezone: str, now_us: int) -> None:
     """Raises ValueError unless ``expression`` is a cron expression (5 fields, or @daily and
-    the like) and ``timezone`` a zone name."""
+    the like) that names a time to come, and ``timezone`` a zone name."""
     from croniter import croniter
 
-    if not croniter.is_valid(expression):
+    # croniter also takes 6 and 7 fields (seconds, years): a slot is a minute here
+    five = len(expression.split()) == 5 or expression.strip().startswith("@")
+    if not five or not croniter.is_valid(expression):
         raise ValueError(f"bad cron expression {expression!r}: expected 5 fields such as "
                          "'0 3 * * *' (minute hour day month weekday) or @daily")
     _zone(timezone)
+    if next_slot(expression, timezone, now_us) is None:
+        raise ValueError(f"bad cron expression {expression!r}: it names no date to come "
+                         "(such as 31 February)")
 
 
 def _zone(name: str) -> tzinfo:
@@ -135,20 +140,29 @@ def _zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name!r}: expected e.g. UTC or Europe/Paris") from None
 
 
-def last_slot(expression: str, timezone: str, now_us: int) -> int:
-    """The latest time at or before ``now_us`` that the cron expression names, in µs."""
-    from croniter import croniter
+def last_slot(expression: str, timezone: str, now_us: int) -> int | None:
+    """The latest time at or before ``now_us`` that the cron expression names, in µs; None
+    if it names none (31 February: refused by ``check_cron``, but a schedule in the log may
+    have been added before it was)."""
+    from croniter import CroniterBadDateError, croniter
 
     moment = from_us(now_us + 1).astimezone(_zone(timezone))  # +1: a slot at now counts
-    return to_us(croniter(expression, moment).get_prev(datetime))
+    try:
+        return to_us(croniter(expression, moment).get_prev(datetime))
+    except CroniterBadDateError:
+        return None
 
 
-def next_slot(expression: str, timezone: str, now_us: int) -> int:
-    """The first time after ``now_us`` that the cron expression names, in µs."""
-    from croniter import croniter
+def next_slot(expression: str, timezone: str, now_us: int) -> int | None:
+    """The first time after ``now_us`` that the cron expression names, in µs; None if it
+    names none (see ``last_slot``)."""
+    from croniter import CroniterBadDateError, croniter
 
     moment = from_us(now_us).astimezone(_zone(timezone))
-    return to_us(croniter(expression, moment).get_next(datetime))
+    try:
+        return to_us(croniter(expression, moment).get_next(datetime))
+    except CroniterBadDateError:
+        return None
 
 
 def slot_task_id(name: str, slot_us: int) -> str:

@@ -219,3 +219,79 @@ def test_an_unpriced_model_is_charged_the_configured_fallback(
     assert isinstance(spend, ev.SpendRecorded)
     assert spend.amount == Decimal("12.5")
     assert spend.flagged is not None
+
+
+def test_a_spend_file_that_is_a_fifo_hangs_no_command(project_ready: Path, run: Run) -> None:
+    """`tri24es spend` and `spend import` hung for ever with a FIFO for spend.jsonl (its
+    open waits for a writer). Now one line on stderr and exit 1: `spend` still shows what is
+    recorded, as `ls` lists what it can, but spend waiting in the file may be missing."""
+    import os
+
+    path = project_ready / "state" / "budget" / "spend.jsonl"
+    path.parent.mkdir()
+    os.mkfifo(path)
+    shown = run("spend", timeout=30)
+    assert "Kill switch:" in shown.stdout
+    as_json = run("spend", "--json", timeout=30)
+    assert json.loads(as_json.stdout)["window_total_usd"] == "0"
+    imported = run("spend", "import", timeout=30)
+    assert imported.stdout == ""
+    for result in (shown, as_json, imported):
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            f"tri24es: error: {path}: not a regular file (a FIFO): its spend is not counted "
+            "until it can be read"]
+
+
+def test_the_watchdog_says_once_that_its_spend_file_is_a_fifo_and_keeps_watching(
+        project_ready: Path, run: Run) -> None:
+    import os
+
+    path = project_ready / "state" / "budget" / "spend.jsonl"
+    path.parent.mkdir()
+    os.mkfifo(path)
+    env = clean_env(project_ready) | LOW_LIMITS | {"BUDGET_CHECK_INTERVAL": "0.2"}
+    daemon = subprocess.Popen([*CLI, "budget-watchdog"], cwd=project_ready, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stderr is not None
+        said = [daemon.stderr.readline() for _ in range(2)]  # running, then the file
+        assert "not a regular file (a FIFO)" in said[1], said
+        assert run("spend", "record", "--usd", "11").returncode == 0  # over the daily limit
+        wait_until(lambda: count(project_ready, ev.KillSwitchActivated) == 1,
+                   "the kill switch, the spend file notwithstanding")
+        assert daemon.poll() is None
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        rest = daemon.stderr.read()
+        assert "FIFO" not in rest  # said once
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        assert daemon.stderr is not None
+        daemon.stderr.close()
+
+
+def test_a_fifo_for_the_pid_file_hangs_neither_a_second_daemon_nor_doctor(
+        project_ready: Path, run: Run) -> None:
+    """Both read state/budget-watchdog.pid while the daemon runs: a FIFO put in its place
+    made them wait for a writer for ever. Now the pid is '?'."""
+    import os
+
+    env = clean_env(project_ready)
+    pid_file = project_ready / "state" / "budget-watchdog.pid"
+    daemon = subprocess.Popen([*CLI, "budget-watchdog"], cwd=project_ready, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(pid_file.exists, "the pid file")
+        pid_file.unlink()
+        os.mkfifo(pid_file)
+        second = run("budget-watchdog", timeout=30)
+        assert second.returncode == 1
+        assert "already running on this store (pid ?)" in second.stderr
+        checked = run("doctor", timeout=30)
+        assert "budget watchdog: running (pid ?)" in checked.stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)

@@ -30,6 +30,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     ["tasks", "show"],
     ["no-such-command"],
     ["submit", "t", "--priority", "urgent"],
+    ["audit", "verify", "--public-key", "00" * 32],  # without an export: it was ignored
 ])
 def test_usage_errors_are_one_line_and_exit_2(run: Run, args: list[str]) -> None:
     run("init")
@@ -61,10 +62,22 @@ HUGE = "99999999999999999999"
     (["submit", "t", "--retry-backoff", "99999999999d"], {}, "bad retry backoff"),
     (["submit", "t", "--no-progress", "$1 99999999999d"], {}, "bad no-progress rule"),
     (["spend"], {"BUDGET_WINDOW_SIZE": "99999999999999"}, "at most 3153600000 seconds"),
+    (["status"], {"TRI24ES_SQLITE_SYNCHRONOUS": "bogus"}, "expected OFF, NORMAL, FULL"),
+    # the test clock's offset: a traceback where a time was stored; a malformed one ignored
+    (["submit", "t"], {"TRI24ES_CLOCK_OFFSET_US": HUGE}, "must be at most 100 years"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "-" + HUGE}, "must be at most 100 years"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "9" * 5000}, "expected a whole number"),
+    (["status"], {"TRI24ES_CLOCK_OFFSET_US": "ten"}, "expected a whole number"),
     # a log position: past 64 bits a traceback in the store's query; "²" one from int()
     (["audit", "export", "--since", HUGE], {}, "a log position is at most"),
     (["status", "--at", "9" * 5000], {}, "a log position is at most"),
     (["status", "--at", "\u00b2"], {}, "expected a log position or an ISO-8601 time"),
+    # an empty --exec: a worker that claimed tasks and failed each for want of a command;
+    # bad quoting failed them one by one (up: workers exiting and restarted for ever)
+    (["worker", "--exec", ""], {}, "--exec must not be empty"),
+    (["up", "--exec", " "], {}, "--exec must not be empty"),
+    (["worker", "--exec", "'claude -p"], {}, "bad --exec: bad command"),
+    (["up", "--exec", "'claude -p"], {}, "bad --exec: bad command"),
     # an argument's bytes that are not UTF-8 (a lone surrogate in Python): a traceback where
     # the log's JSON or SQLite met them
     (["submit", "bad\udcff"], {}, "is not UTF-8 text"),
@@ -185,3 +198,31 @@ def test_positions_past_the_end_are_said(run: Run, project: Path) -> None:
             follower.wait(timeout=60)
     assert line == ("tri24es: note: --after 99 is past the end of the log (head 1): waiting "
                     "for position 100\n")
+
+
+def test_a_fifo_or_a_device_named_as_input_is_refused_not_read(
+        run: Run, tmp_path: Path, project: Path) -> None:
+    """`submit --file FIFO`, `schedule add --file FIFO` and `audit verify FIFO` waited for a
+    writer for ever, and `/dev/zero` was read until memory ran out: one line, exit 2. So did
+    every command with a FIFO for tri24es.toml."""
+    run("init")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a device")):
+        for args, said in (
+                (["submit", "x", "--file", str(path)], f"cannot read --file '{path}': "),
+                (["schedule", "add", "s", "--cron", "@daily", "--title", "x", "--file",
+                  str(path)], f"cannot read --file '{path}': "),
+                (["audit", "verify", str(path)], f"cannot read {path}: ")):
+            result = run(*args, timeout=30)
+            assert result.returncode == 2, result.stderr
+            assert one_line_error(result) == f"tri24es: error: {said}not a regular file ({kind})"
+    exported = run("audit", "export", "-o", str(fifo), timeout=30)  # its open waited for a reader
+    assert exported.returncode == 1
+    assert one_line_error(exported) == (f"tri24es: error: refusing to open {fifo}: not a "
+                                        "regular file")
+    os.mkfifo(project / "tri24es.toml")  # read by every command: it hung every one
+    status = run("status", timeout=30)
+    assert status.returncode == 2
+    assert one_line_error(status) == (f"tri24es: error: cannot read {project / 'tri24es.toml'}: "
+                                      "not a regular file (a FIFO)")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from tests.e2e.conftest import Run
+from tests.e2e.test_worker import Fleet
 
 LONG_ID = "a-very-long-task-identifier-that-goes-on-and-on-for-ever-and-ever-1234"
 
@@ -109,3 +110,130 @@ def test_a_table_with_its_output_closed_is_no_traceback(run: Run, project: Path)
                                 preexec_fn=lambda: os.close(1))
         assert "Traceback" not in result.stderr, result.stderr
         assert result.returncode == 0, result.stderr
+
+
+def _a_long_log(project: Path) -> None:
+    """Enough of everything that each listing is larger than a pipe's buffer (64 KiB): a
+    reader that goes early meets the command mid-write, not after it."""
+    from decimal import Decimal
+
+    import eventlog
+    from tri24es import events as ev
+    from tri24es.names import Priority
+    from tri24es.projections.upkeep import install
+    from tri24es.services import Services, TaskSpec
+    from tri24es.timeutil import from_us, now_us
+
+    with eventlog.open_store(str(project / "state" / "tri24es.db")) as store:
+        install(store)
+        services = Services(store, actor="test")
+        ids = [f"task-number-{n:04d}-with-a-title-long-enough" for n in range(700)]
+        services.submit_many([TaskSpec(task_id, f"The title of {task_id}", Priority.LOW)
+                              for task_id in ids])
+        now = from_us(now_us())
+        services.record_spends([ev.SpendRecorded(amount=Decimal("0.01"), task=task_id,
+                                                 occurred_at=now) for task_id in ids])
+        for n in range(150):
+            services.start_worker(f"worker-{n:03d}-on-a-host-with-a-long-name", pid=100,
+                                  pid_start_time=1, host="h")
+
+
+#: The commands that print a lot; each must end quietly (exit 0) when its output is closed or
+#: its reader goes (`| head`), as `tasks list` does.
+PRINTERS = (["events"], ["events", "--json"], ["audit", "export"], ["tasks", "list", "--limit",
+            "0"], ["tasks", "list", "--json", "--limit", "0"], ["spend", "--by", "task",
+            "--window", "30d"], ["spend", "--by", "task", "--json"], ["workers", "list"],
+            ["workers", "list", "--json"], ["status"], ["status", "--json"], ["top", "--once"],
+            ["config", "show"])
+
+
+def test_printers_end_quietly_when_their_output_closes_or_their_reader_goes(
+        run: Run, project: Path) -> None:
+    """`tri24es events >&-` was an AttributeError traceback (Python's sys.stdout is None), and
+    `events | head -1` exited 1 (click exits 1 for a broken pipe before tri24es' handler sees
+    it); so did `audit export`, `spend --by task`, `status` and `doctor` with a reader gone."""
+    import os
+    import subprocess
+
+    from tests.e2e.conftest import CLI, clean_env
+
+    run("init")
+    _a_long_log(project)
+    for args in PRINTERS:
+        closed = subprocess.run([*CLI, *args], cwd=project, env=clean_env(project),
+                                stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                                preexec_fn=lambda: os.close(1))
+        assert "Traceback" not in closed.stderr, (args, closed.stderr)
+        assert closed.returncode == 0, (args, closed.stderr)
+        printer = subprocess.Popen([*CLI, *args], cwd=project, env=clean_env(project),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert printer.stdout is not None
+        assert printer.stderr is not None
+        assert printer.stdout.read(10)
+        printer.stdout.close()  # the reader goes, as head does
+        code, said = printer.wait(timeout=60), printer.stderr.read()
+        printer.stderr.close()
+        assert code == 0, (args, said)
+        assert b"Traceback" not in said, (args, said)
+
+
+def test_a_follower_ends_when_its_reader_goes_without_a_new_event(run: Run, project: Path) -> (
+        None):
+    """`tri24es events -f | head -1` ends once head has gone, not at the next event (in a
+    quiet fleet, hours later): the follower looks at its output between waits."""
+    import subprocess
+    import time
+
+    from tests.conftest import PATIENCE
+    from tests.e2e.conftest import CLI, clean_env
+
+    run("init")
+    ok(run("submit", "A task", "--id", "a-task"))
+    follower = subprocess.Popen([*CLI, "events", "--follow"], cwd=project,
+                                env=clean_env(project), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    assert b"TaskSubmitted" in follower.stdout.readline()
+    time.sleep(1)  # the follower waits for a new event
+    follower.stdout.close()
+    try:
+        code = follower.wait(timeout=PATIENCE)
+    finally:
+        follower.kill()
+    said = follower.stderr.read()
+    follower.stderr.close()
+    assert code == 0, said
+    assert b"Traceback" not in said
+
+
+def test_tasks_logs_follow_ends_when_its_reader_goes(fleet: Fleet) -> None:
+    """`tasks logs ID -f | head -1` on an attempt that runs on: the follower went on for as
+    long as the attempt ran (here, for ever), its reader long gone."""
+    import subprocess
+
+    from tests.conftest import PATIENCE
+    from tests.e2e.conftest import CLI, clean_env
+    from tests.e2e.test_worker import wait_until
+
+    fleet.submit("talks", "say hello from the agent\nhang-on 1")
+    fleet.worker("--id", "w1")
+    fleet.started("talks")
+    log = fleet.root / "logs" / "tasks" / "talks" / "1.log"
+    wait_until(lambda: log.exists() and b"hello from the agent" in log.read_bytes(),
+               "the agent's line")
+    follower = subprocess.Popen([*CLI, "tasks", "logs", "talks", "-f"], cwd=fleet.root,
+                                env=clean_env(fleet.root), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    assert b"hello from the agent" in follower.stdout.readline()
+    follower.stdout.close()  # the reader goes, as head does
+    try:
+        code = follower.wait(timeout=PATIENCE)
+    finally:
+        follower.kill()
+    said = follower.stderr.read()
+    follower.stderr.close()
+    assert code == 0, said
+    assert fleet.state("talks") == "running"  # it ended on its reader, not on the attempt

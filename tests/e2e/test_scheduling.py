@@ -380,3 +380,38 @@ def test_submit_and_tasks_show_say_what_similar_tasks_cost_and_took(
     assert 0 < shown["seconds_p50"] <= shown["seconds_p90"]
     other = json.loads(run("submit", "Docs", "--type", "docs", "--json").stdout)
     assert other["estimate"] is None
+
+
+def test_a_schedule_that_names_no_date_is_refused_and_one_in_the_log_is_listed(
+        fleet: Fleet) -> None:
+    """`schedule add --cron '0 3 31 2 *'` was taken, and `schedule list` and the queue
+    watcher then ended in croniter's traceback (the daemon exited)."""
+    from tri24es.names import schedule_stream
+    from tri24es.projections import connection_of
+
+    refused = fleet.run("schedule", "add", "feb31", "--cron", "0 3 31 2 *", "--title", "x")
+    assert (refused.returncode, refused.stderr) == (
+        2, "tri24es: error: bad cron expression '0 3 31 2 *': it names no date to come (such "
+           "as 31 February): nothing added\n")
+    never = ev.ScheduleAdded(name="feb31", cron="0 3 31 2 *", title="x", by="test")
+    stream = schedule_stream(never.name)
+    with fleet.services.store.transaction() as tx:  # as an older version recorded it
+        fleet.services._append(connection_of(tx), tx, stream, [never], 0)
+    listed = fleet.run("schedule", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "next never  last task -" in listed.stdout
+    assert json.loads(fleet.run("schedule", "list", "--json").stdout)[0]["next_at"] is None
+    watched = fleet.run("queue-watcher", "--once")
+    assert watched.returncode == 0, watched.stderr
+
+
+def test_an_empty_model_shard_or_type_at_submit_is_none(run: Run) -> None:
+    """`submit --model ''` kept '' and no worker ever matched it ('waiting for model=: no live
+    worker' for ever); '' is none, as `tasks update --model ''` says."""
+    assert run("init").returncode == 0
+    done = run("submit", "Any", "--id", "any", "--model", "", "--shard", "", "--type", "",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(run("tasks", "show", "any", "--json").stdout)["task"]
+    assert (row["model"], row["shard"], row["type"]) == (None, None, None)
+    assert "model=" not in run("tasks", "list").stderr

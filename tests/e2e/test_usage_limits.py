@@ -126,6 +126,31 @@ def test_a_tasks_own_rule_wins_and_progress_keeps_an_attempt_going(fleet: Fleet)
     assert proc.poll() is None
 
 
+def test_tasks_update_gives_a_queued_task_its_own_rule_and_the_worker_keeps_it(
+        fleet: Fleet) -> None:
+    """`submit --no-progress` had no `tasks update` counterpart: a queued task's rule could
+    not be set or changed. It is now a TaskUpdated, shown by `tasks show`, and the worker
+    runs the task by it (no fleet rule here: only the update can stop the attempt)."""
+    fleet.submit("loop", "say working\nspend 0.3\nhang-on 1\nsay done", max_retries=0)
+    assert "the fleet's" in fleet.run("tasks", "show", "loop").stdout
+    bad = fleet.run("tasks", "update", "loop", "--no-progress", "")
+    assert (bad.returncode, bad.stderr) == (2, "tri24es: error: --no-progress '': a task's rule "
+                                               "can be changed (to a rule, or off), not "
+                                               "removed: nothing changed\n")
+    done = fleet.run("tasks", "update", "loop", "--no-progress", "$0.20 2s")
+    assert (done.returncode, done.stdout) == (0, "loop: updated\n")
+    shown = fleet.run("tasks", "show", "loop")
+    assert "no_progress:        $0.2 2s" in shown.stdout.splitlines()
+    assert "TaskUpdated" in shown.stdout
+    proc = fleet.worker("--id", "w1")
+    wait_until(lambda: fleet.state("loop") == "failed", "the attempt stopped by the rule")
+    [failed] = fleet.events(ev.TaskFailed)
+    assert failed.error == "no_progress"
+    assert proc.poll() is None
+    shown_json = fleet.run("tasks", "show", "loop", "--json")
+    assert '"no_progress": "$0.2 2s"' in shown_json.stdout
+
+
 @pytest.mark.parametrize(("agent", "model", "line"), [
     # Claude Code's stream-json result: "subtype": "success", exit 0, but is_error and the
     # limit in its text; Gemini CLI's stream-json error result with a relative reset.

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +26,7 @@ from tri24es.services import Services
 from tri24es.timeutil import from_us, to_us
 
 E = TypeVar("E", bound=ev.Event)
+T = TypeVar("T")
 NOON = to_us(datetime(2026, 11, 24, 12, tzinfo=UTC))
 SECOND = 1_000_000
 LIMITS = BudgetLimits(daily_limit=Decimal("75.00"), rate_limit=Decimal("1.00"),
@@ -286,3 +287,67 @@ def test_spend_file_half_written_line_waits_and_a_rewrite_counts_nothing_twice(
     again = bridge.bridge(setup.services)
     assert (again.recorded, again.known) == (1, 2)
     assert setup.watchdog.read().daily == Decimal("3.75")
+
+
+def _not_a_file(path: Path, kind: str) -> None:
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+    else:  # a link to a device that never ends
+        path.symlink_to("/dev/zero")
+
+
+def _in_time(call: Callable[[], T]) -> T:
+    """``call()``, failing the test (not hanging it) if it has not returned in 30 s."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call).result(timeout=30)
+    finally:
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "socket", "device"])
+def test_a_spend_file_that_is_no_file_is_said_once_and_the_budget_still_watched(
+    setup: Setup, kind: str,
+) -> None:
+    """A FIFO for spend.jsonl hung the watchdog in its open (for ever: no writer came), a
+    device never ended, and a folder raised out of the daemon. Now: said once, the rest
+    watched, and the file's lines read once it is a file again."""
+    path = ProjectPaths(setup.root).spend_file
+    _not_a_file(path, kind)
+    assert _in_time(setup.watchdog.evaluate).activated is False
+    _in_time(setup.watchdog.evaluate)
+    said = [r for r in setup.reports if str(path) in r]
+    assert len(said) == 1, setup.reports
+    assert "not a regular file" in said[0]
+    assert "not counted until it can be read" in said[0]
+    setup.spend("5.00")  # over the rate limit: the watchdog still acts on it
+    assert _in_time(setup.watchdog.evaluate).activated is True
+    if kind == "folder":
+        path.rmdir()
+    else:
+        path.unlink()
+    path.write_text(f'{{"timestamp_epoch": {NOON // SECOND}, "amount": 0.25}}\n')
+    _in_time(setup.watchdog.evaluate)
+    assert setup.reports[-1] == f"budget watchdog: {path}: read again"
+    assert setup.watchdog.read().daily == Decimal("5.25")
+
+
+def test_a_fifo_where_bad_lines_are_noted_hangs_nothing(setup: Setup) -> None:
+    """spend.jsonl.reported (the bad lines told of) as a FIFO hung the first bad line's
+    report; now it is told, and not noted."""
+    path = ProjectPaths(setup.root).spend_file
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path.with_name("spend.jsonl.reported"))
+    path.write_text("garbage\n")
+    assert _in_time(lambda: setup.watchdog.spend_file.bridge(setup.services)).bad == 1
+    assert any("skipped: not JSON" in r for r in setup.reports)

@@ -123,6 +123,31 @@ def test_what_an_edit_cannot_change_is_refused(store: EventStore, root: Path) ->
     assert len(updates(store)) == 1
 
 
+def test_an_edit_of_the_no_progress_rule_is_applied(store: EventStore, root: Path) -> None:
+    """An edited `no_progress` line was left out of the TaskUpdated: the body said one rule,
+    the worker ran another. Removing it is refused, as removing a budget is."""
+    from decimal import Decimal
+
+    from tri24es.events import NO_PROGRESS_OFF, NoProgress
+
+    services = Services(store)
+    put(root, "fix.md", "# Fix\nno_progress: $2 10m\n")
+    w = watcher(store, root)
+    scan(w)
+    put(root, "fix.md", "# Fix\nno_progress: $5 1h\n")
+    [update] = scan(w).updated
+    assert update.fields == ("body", "no_progress")
+    assert services.submitted("fix").no_progress == NoProgress(usd=Decimal(5), after_s=3600)
+    put(root, "fix.md", "# Fix\nno_progress: off\n")
+    scan(w)
+    assert services.submitted("fix").no_progress == NO_PROGRESS_OFF
+    put(root, "fix.md", "# Fix\n")
+    [refused] = scan(w).edit_rejected
+    assert refused.detail.startswith("the edit changes no_progress (it can be changed, not "
+                                     "removed; off: none)")
+    assert services.submitted("fix").no_progress == NO_PROGRESS_OFF
+
+
 def test_two_watchers_record_one_edit_once(store: EventStore, root: Path) -> None:
     put(root, "fix.md", "# Fix\n")
     first, second = watcher(store, root), watcher(store, root)

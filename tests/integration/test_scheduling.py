@@ -14,7 +14,14 @@ from eventlog import EventStore
 from tests.integration.test_services import LEASE_S, SECOND, Clock, start, submit, task
 from tri24es import events as ev
 from tri24es.events import Backoff
-from tri24es.names import STOP_REASONS, LimitKey, Priority, RequeueReason, task_stream
+from tri24es.names import (
+    STOP_REASONS,
+    LimitKey,
+    Priority,
+    RequeueReason,
+    schedule_stream,
+    task_stream,
+)
 from tri24es.projections import connection_of, reads
 from tri24es.projections.upkeep import rebuild, verify
 from tri24es.services import DependencyError, NotFound, ScheduleExists, Services, TaskSpec
@@ -412,6 +419,30 @@ def test_a_schedule_name_is_taken_once_and_bad_ones_are_refused(
     assert store.head() == head
     [(row, added)] = svc.schedules()
     assert (row.name, row.cron, added.title) == ("nightly", "0 3 * * *", "Bump dependencies")
+
+
+def test_a_cron_that_names_no_date_is_refused_and_one_in_the_log_never_fires(
+    svc: Services, store: EventStore, clock: Clock
+) -> None:
+    """`0 3 31 2 *` (31 February) was taken; then every fire_schedules, so the queue watcher
+    (a daemon), and `schedule list` ended in croniter's traceback. It is refused now, and one
+    already in the log (added before) is skipped, the others firing as before."""
+    clock.now = to_us(datetime(2026, 12, 1, 2, 0, tzinfo=UTC))
+    never = ev.ScheduleAdded(name="never", cron="0 3 31 2 *", title="x", by="test")
+    with pytest.raises(ValueError, match="it names no date to come"):
+        svc.add_schedule(never)
+    with pytest.raises(ValueError, match="expected 5 fields"):
+        svc.add_schedule(ev.ScheduleAdded(name="x", cron="0 0 3 * * * 2030", title="x"))
+    stream = schedule_stream(never.name)
+    with store.transaction() as tx:  # as an older version recorded it, unchecked
+        svc._append(connection_of(tx), tx, stream, [never], tx.stream_version(stream))
+    svc.add_schedule(nightly())
+    clock.now = to_us(datetime(2026, 12, 1, 3, 0, 30, tzinfo=UTC))
+    fired, coming = svc.fire_schedules()
+    assert [spec.task_id for spec in fired] == ["nightly-20261201T0300Z"]
+    assert coming == to_us(datetime(2026, 12, 2, 3, tzinfo=UTC))
+    leap = ev.ScheduleAdded(name="leap", cron="0 0 29 2 *", title="x", by="test")
+    svc.add_schedule(leap)  # once in four years is a date to come
 
 
 # --- models paused -----------------------------------------------------------------------

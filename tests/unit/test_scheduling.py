@@ -139,10 +139,17 @@ def test_a_slots_task_id_names_the_schedule_and_the_utc_minute() -> None:
     ("0 25 * * *", "UTC", "bad cron expression '0 25 * * *'"),
     ("every night", "UTC", "bad cron expression"),
     ("0 3 * * *", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+    ("0 3 31 2 *", "UTC", "it names no date to come (such as 31 February)"),
+    ("* * * * * *", "UTC", "expected 5 fields"),  # croniter's seconds: a slot is a minute
 ])
 def test_check_cron_refuses(cron: str, zone: str, problem: str) -> None:
     with pytest.raises(ValueError, match=re.escape(problem)):
-        check_cron(cron, zone)
+        check_cron(cron, zone, at("2026-12-01T00:00:00+00:00"))
+
+
+def test_a_cron_that_names_no_date_has_no_slot() -> None:
+    assert last_slot("0 3 31 2 *", "UTC", at("2026-12-01T00:00:00+00:00")) is None
+    assert next_slot("0 3 31 2 *", "UTC", at("2026-12-01T00:00:00+00:00")) is None
 
 
 def test_an_estimate_needs_three_samples_and_takes_nearest_rank_percentiles() -> None:

@@ -39,7 +39,8 @@ def test_status_and_tasks_have_the_cli_shapes(server: Server) -> None:
             if t["model"] == "claude"} == listed
     shown = server.get("/api/tasks/shape-1").json()
     from_cli = _cli_json(server, "tasks", "show", "shape-1")
-    assert {k: shown[k] for k in ("task", "attempts", "history", "estimate")} == from_cli
+    assert {k: shown[k] for k in ("task", "no_progress", "attempts", "history",
+                                  "estimate")} == from_cli
     assert server.get("/api/workers").json() == _cli_json(server, "workers", "list")
     assert server.cli("spend", "record", "--usd", "0.25", "--model", "m1", "--task",
                       "shape-1").returncode == 0
@@ -212,3 +213,43 @@ def test_the_diff_of_a_result(server: Server, tmp_path: Path) -> None:
     assert "diff --git" not in server.get("/tasks/differ?fragment=1").text  # not per refresh
     assert server.get("/api/tasks/differ/diff?attempt=9").status == 404
     assert server.get("/api/tasks/hello/diff").status == 404  # ran without --repo
+
+
+def test_a_task_page_shows_what_similar_tasks_cost_and_took(server: Server) -> None:
+    """`submit` and `tasks show` print what similar tasks cost and took; the dashboard's task
+    page did not (only /api/tasks/<id> had it, as JSON). Last in the module: its worker takes
+    only tasks with a command of their own, and the earlier tests leave none queued."""
+    import os
+
+    from tri24es.names import Priority
+    from tri24es.services import TaskSpec
+
+    with open_store(str(server.root / "state" / "tri24es.db")) as store:
+        services = Services(store, actor="test")
+        services.start_worker("estimate-worker", pid=os.getpid(), pid_start_time=1, host="h",
+                              model="est-model", type="est", has_exec=False)
+        services.heartbeat("estimate-worker")
+        for n, cost in enumerate(("0.10", "0.30", "0.20")):
+            services.submit(TaskSpec(f"est-{n}", "Estimated", Priority.CRITICAL, type="est",
+                                     model="est-model", command=["true"]))
+            claim = services.claim("estimate-worker")
+            assert claim is not None
+            assert claim.task_id == f"est-{n}"
+            services.record_spend(SpendRecorded(amount=Decimal(cost), task=f"est-{n}",
+                                                source="test", occurred_at=datetime.now(UTC)))
+            services.complete(f"est-{n}", "estimate-worker", claim.attempt)
+        services.stopped("estimate-worker")
+    submitted = server.cli("submit", "Estimate me", "--id", "est-new", "--type", "est",
+                           "--model", "est-model")
+    assert submitted.returncode == 0, submitted.stderr
+    line = submitted.stdout.splitlines()[1]
+    assert line.startswith("similar tasks (type=est, model=est-model): cost p50 $0.20, p90 "
+                           "$0.30; time p50 ")
+    assert line in server.cli("tasks", "show", "est-new").stdout.splitlines()
+    assert f'<p id="estimate">{line}</p>' in server.get("/tasks/est-new").text
+    assert line in server.get("/tasks/est-new?fragment=1").text  # and on each live refresh
+    assert "estimate_line" not in server.get("/api/tasks/est-new").json()
+    assert server.cli("submit", "Lone", "--id", "est-lone", "--type", "lone").returncode == 0
+    assert 'id="estimate"' not in server.get("/tasks/est-lone").text  # none of its type yet
+    assert server.cli("tasks", "cancel", "est-lone").returncode == 0
+    assert server.cli("tasks", "cancel", "est-new").returncode == 0

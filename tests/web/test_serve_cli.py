@@ -61,3 +61,27 @@ def test_a_replaced_store_is_one_line_not_a_crash(
     finally:
         stop_server(server)
     assert "Traceback" not in "".join(server.output)
+
+
+def test_a_token_file_that_is_a_fifo_or_someone_elses_is_refused(run: Run, tmp_path: Path) -> (
+        None):
+    """A FIFO for state/web-token hung `serve` (its open waited for a writer); a token file
+    another user made was taken, and that user knows the token. One line each, exit 1."""
+    import os
+
+    assert run("init").returncode == 0
+    token = tmp_path / "state" / "web-token"
+    token.unlink()
+    os.mkfifo(token)
+    done = run("serve", "--port", "0")
+    assert (done.returncode, done.stderr) == (
+        1, f"tri24es: error: refusing to open {token}: not a regular file (a FIFO)\n")
+    token.unlink()
+    token.write_text("known-to-someone-else\n")
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    os.chown(token, 65534, 65534)
+    done = run("serve", "--port", "0")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"tri24es: error: refusing to use {token}: the file belongs "
+                                  "to user id 65534")

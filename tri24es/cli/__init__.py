@@ -42,7 +42,25 @@ def interrupted() -> None:
     os._exit(130)
 
 
+def standard_streams() -> None:
+    """Started with descriptor 0, 1 or 2 closed (``tri24es events >&-``), /dev/null takes its
+    place: else the next file opened gets the number (a log file, the witness file) and what
+    is printed, or a child's output, lands in it; and Python's ``sys.stdout`` is None, which a
+    write meets as an AttributeError. Printing to a closed output prints nothing, exit 0."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the process's)
+
+
 def main() -> None:
+    standard_streams()
     hold_interrupts()
     try:
         from tri24es.cli.app import run

@@ -11,6 +11,7 @@ errors), never a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -137,9 +138,21 @@ class LazyGroup(TyperGroup):
             self.commands[cmd_name] = build(cmd_name)
         return self.commands[cmd_name]
 
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            # click exits 1 for a broken pipe before run() could see it: passed on as another
+            # error, it ends there, as exit 0 when it was our output's reader that went
+            raise PipeBroken(e) from e
+
     def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
         with formatter.section("Commands"):
             formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
+
+
+class PipeBroken(Exception):
+    """A BrokenPipeError, out of click's reach (it exits 1 for one)."""
 
 
 plain_params.install()
@@ -217,9 +230,16 @@ def run(args: list[str] | None = None) -> None:
         fail(str(e), 2)
     except Tri24esError as e:
         fail(str(e), 1)
-    except BrokenPipeError:
-        # The reader went away (`tri24es events | head`): not an error of ours.
-        sys.stderr.close()
+    except (BrokenPipeError, PipeBroken) as e:
+        broken = e.args[0] if isinstance(e, PipeBroken) else e
+        from tri24es.cli.common import output_gone
+
+        if not output_gone():  # a pipe of our own (to a child, say): an error like any other
+            fail(f"{broken.strerror or broken}", 1)
+        # The reader went away (`tri24es events | head`): not an error of ours. What is left
+        # in the buffers goes to /dev/null, or its flush at exit would fail again (exit 120).
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
         sys.exit(0)
     except OSError as e:  # the machine said no (permissions, a full disk): not a bug of ours
         fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)

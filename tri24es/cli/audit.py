@@ -141,6 +141,9 @@ def verify(
     from tri24es import audit  # imported on use: every other command starts faster
 
     context = context_of(ctx)
+    if file is None and public_key is not None:  # it was ignored: a check the user never got
+        raise UsageError("--public-key goes with FILE, an export (the store is checked "
+                         "against the witness's own key)")
     if file is None:
         from tri24es import evidence
 
@@ -159,9 +162,12 @@ def verify(
             raise TamperEvidence(report.findings[0] + (f" (and {more} more, above)"
                                                        if more else ""))
         return
+    from tri24es.files import open_without_waiting
+
     trusted = _public_key(public_key) if public_key else context.settings.witness.public_key()
     try:
-        with file.open("rb") as lines:
+        # a FIFO or a device is refused, never waited on (nor read for ever: /dev/zero)
+        with os.fdopen(open_without_waiting(file, os.O_RDONLY), "rb") as lines:
             head_line = lines.readline()
             if head_line and head_line[:1] not in b"{ \n":
                 raise UsageError(f"{file} is not a JSONL export (CSV cannot be verified)")

@@ -191,6 +191,24 @@ def parse_point(text: str, option: str) -> int | datetime:
         raise UsageError(f"bad {option} {e}") from None
 
 
+def check_exec(text: str | None) -> str | None:
+    """``--exec`` of ``worker`` and ``up``, checked before any task is claimed: an empty one
+    made a worker that claimed tasks and failed each for want of a command, and bad quoting
+    failed them one by one too."""
+    from tri24es.inputs.taskfile import parse_command
+
+    if text is None:
+        return None
+    try:
+        argv = parse_command(text)
+    except ValueError as e:
+        raise UsageError(f"bad --exec: {e}") from None
+    if argv is None:
+        raise UsageError("--exec must not be empty (without it, workers take only the tasks "
+                         "that carry their own command)")
+    return text
+
+
 def context_of(ctx: typer.Context) -> Context:
     context: Context = ctx.find_root().obj
     return context
@@ -290,6 +308,18 @@ def _on_a_terminal() -> bool:
     """Is the output a terminal? No output at all (started with stdout closed, ``>&-``: Python
     makes ``sys.stdout`` None) is none: click's echo then prints nothing, as rich did."""
     return sys.stdout is not None and sys.stdout.isatty()
+
+
+def output_gone() -> bool:
+    """Has the reader of our output (stdout or stderr) gone (``tri24es events -f | head -1``,
+    head done)? A pipe whose reader closed polls as an error for its writer; a follower asks
+    between waits, so that it ends then and not at its next event, which may be hours away."""
+    import select
+
+    poller = select.poll()
+    for fd in (1, 2):
+        poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def print_json(value: Any) -> None:

@@ -83,7 +83,9 @@ def _watchdog(context: Context, store: EventStore) -> tuple[str, str]:
         finally:
             os.close(fd)
     if running:
-        pid = paths.watchdog_pid.read_text().strip() if paths.watchdog_pid.exists() else "?"
+        from tri24es.files import pid_in
+
+        pid = pid_in(paths.watchdog_pid)
         return OK, f"budget watchdog: running (pid {pid})"
     with store.snapshot() as tx:
         live = reads.live_workers(connection_of(tx))

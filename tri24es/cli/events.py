@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli.common import check_event_types, context_of, say, watch_for_changes
+from tri24es.cli.common import (
+    check_event_types,
+    context_of,
+    output_gone,
+    say,
+    watch_for_changes,
+)
 
 
 def events(
@@ -62,6 +68,8 @@ def events(
                     if not follow:
                         return
                     store.wait_for_change(position, timeout=1.0)
+                    if output_gone():  # `events -f | head -1`: end now, not at the next event
+                        return
                     outage.ok()
                 except TransientStoreError as e:
                     if not follow:

@@ -6,6 +6,7 @@ that shows the fleet (a command, a web page) shows it in the same shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,22 @@ def worker_dict(row: WorkerRow) -> dict[str, Any]:
         "started_at": _iso(row.started_at),
         "last_seen": _iso(row.last_seen),
     }
+
+
+def no_progress_of(events: Iterable[RecordedEvent]) -> str | None:
+    """The task's own spend-without-progress rule as it is now (its submission's, or the last
+    update's), as ``--no-progress`` takes it (``$2 600s``, ``off``); None: the fleet's."""
+    from tri24es.events import TaskSubmitted, TaskUpdated, decode_event
+    from tri24es.scheduling import no_progress_text
+
+    rule = None
+    for recorded in events:
+        if recorded.type in (TaskSubmitted.topic, TaskUpdated.topic):
+            event = decode_event(recorded)
+            assert isinstance(event, TaskSubmitted | TaskUpdated)
+            if event.no_progress is not None:  # None: the one before stays
+                rule = event.no_progress
+    return None if rule is None else no_progress_text(rule)
 
 
 def history_entry(recorded: RecordedEvent) -> dict[str, Any]:

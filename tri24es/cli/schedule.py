@@ -47,8 +47,10 @@ def add(
     """
     from tri24es.agents import check_agent
     from tri24es.events import ScheduleAdded
+    from tri24es.files import read_regular
     from tri24es.inputs.taskfile import id_problem, parse_budget, parse_command
     from tri24es.scheduling import MAX_SCHEDULE_NAME, check_cron
+    from tri24es.timeutil import now_us
 
     problem = id_problem(name)
     if problem is not None or len(name) > MAX_SCHEDULE_NAME:
@@ -59,11 +61,12 @@ def add(
     body = ""
     if file is not None:
         try:
-            body = file.read_text()
+            body = read_regular(file).decode()  # a FIFO or a device: refused, never waited on
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read --file {str(file)!r}: {e}") from e
+            raise UsageError(f"cannot read --file {str(file)!r}: "
+                             f"{e.strerror if isinstance(e, OSError) else e}") from e
     try:
-        check_cron(cron, timezone)
+        check_cron(cron, timezone, now_us())
         budget = None if max_budget is None else parse_budget(max_budget)
         argv = parse_command(command)
     except ValueError as e:
@@ -93,17 +96,20 @@ def list_schedules(ctx: typer.Context, as_json: JsonOption = False) -> None:
         found = []
         for row, added in services.schedules():
             last = last_slot(row.cron, row.timezone, now)
+            after = next_slot(row.cron, row.timezone, now)  # None: it names no date
             found.append({
                 "name": row.name, "cron": row.cron, "timezone": row.timezone,
                 "title": added.title, "added_at": iso_time(row.added_at),
-                "next_at": iso_time(next_slot(row.cron, row.timezone, now)),
-                "last_task": slot_task_id(row.name, last) if last >= row.added_at else None,
+                "next_at": None if after is None else iso_time(after),
+                "last_task": slot_task_id(row.name, last)
+                if last is not None and last >= row.added_at else None,
             })
     if as_json:
         print_json(found)
         return
     for s in found:
-        typer.echo(f"{s['name']:<24} {s['cron']:<16} {s['timezone']:<14} next {s['next_at']}"
+        typer.echo(f"{s['name']:<24} {s['cron']:<16} {s['timezone']:<14} next "
+                   f"{s['next_at'] or 'never'}"
                    f"  last task {s['last_task'] or '-'}  {s['title']}")
     if not found:
         typer.echo("no schedules")

@@ -63,7 +63,7 @@ def spend(
         return
     from tri24es.budget import dollars, parse_window
     from tri24es.cli.render import money, reading_dict
-    from tri24es.inputs.spendfile import unrecorded_lines
+    from tri24es.inputs.spendfile import SpendFileUnreadable, unrecorded_lines
     from tri24es.projections import reads
     from tri24es.timeutil import now_us
 
@@ -80,8 +80,12 @@ def spend(
         reading = reads.read_budget(conn, limits, now, seconds)
         groups = None if by is None else reads.spend_by(
             conn, by, now - reading.window_seconds * 1_000_000, now + 1)
-        waiting = unrecorded_lines(context.settings.paths.spend_file, store,
-                                   limits.max_record_usd)
+        unreadable = None
+        try:
+            waiting = unrecorded_lines(context.settings.paths.spend_file, store,
+                                       limits.max_record_usd)
+        except SpendFileUnreadable as e:  # the reading is shown, then this, and exit 1
+            waiting, unreadable = 0, e
         skipped = reads.lines_skipped(conn)
     if waiting:  # `spend` only reads: the watchdog, or `spend import`, records them
         _stderr(f"tri24es: note: {waiting} lines of {context.settings.paths.spend_file} are "
@@ -96,15 +100,20 @@ def spend(
             info["by"] = by
             info[by] = {name: money(amount) for name, amount in groups.items()}
         print_json(info)
-        return
-    _print_reading(reading, limits)
-    if by is not None and groups is not None:
-        typer.echo()
-        if groups:
-            print_table((by.upper(), "SPEND"),
-                        ((name, dollars(amount)) for name, amount in groups.items()))
-        else:
-            typer.echo(f"by {by}: no spend in the window")
+    else:
+        _print_reading(reading, limits)
+        if by is not None and groups is not None:
+            typer.echo()
+            if groups:
+                print_table((by.upper(), "SPEND"),
+                            ((name, dollars(amount)) for name, amount in groups.items()))
+            else:
+                typer.echo(f"by {by}: no spend in the window")
+    if unreadable is not None:
+        # what is recorded is shown, as `ls` lists what it can; exit 1 as it does, because
+        # spend waiting in the file may be missing from it
+        _stderr(f"tri24es: error: {unreadable}")
+        raise typer.Exit(1)
 
 
 def _print_reading(reading: Reading, limits: BudgetLimits) -> None:

@@ -16,6 +16,7 @@ import typer
 from tri24es.cli.common import (
     JsonOption,
     context_of,
+    output_gone,
     parse_priority,
     parse_task_state,
     print_json,
@@ -158,11 +159,14 @@ def submit(
         raise UsageError(f"bad --max-retries {max_retries}: must be >= 0")
     body, sha, source = "", None, None
     if file is not None:
+        from tri24es.files import read_regular
+
         try:
-            raw = file.read_bytes()
+            raw = read_regular(file)  # a FIFO or a device (/dev/zero): refused, never read
             body = raw.decode()
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read --file {str(file)!r}: {e}") from e
+            raise UsageError(f"cannot read --file {str(file)!r}: "
+                             f"{e.strerror if isinstance(e, OSError) else e}") from e
         sha, source = hashlib.sha256(raw).hexdigest(), str(file)
         title = title or _title_of(body, file.stem)
         task_id = task_id or file.stem
@@ -278,6 +282,7 @@ def show(
         estimate_dict,
         estimate_line,
         history_entry,
+        no_progress_of,
         task_dict,
     )
     from tri24es.names import task_stream
@@ -301,8 +306,9 @@ def show(
     if row is None and not history:
         raise NotFound(f"no task {task_id!r}")
     task = None if row is None else task_dict(row)
+    rule = no_progress_of(events)
     if as_json:
-        print_json({"task": task, "attempts": tried, "history": history,
+        print_json({"task": task, "no_progress": rule, "attempts": tried, "history": history,
                     "estimate": estimate_dict(found)})
         return
     if task is not None:
@@ -310,6 +316,8 @@ def show(
             if key.endswith("_usd") and value is not None:
                 value = dollars(Decimal(value))
             typer.echo(f"{key + ':':<20}{'' if value is None else value}")
+        fleets = "the fleet's (TRI24ES_NO_PROGRESS)"
+        typer.echo(f"{'no_progress:':<20}{rule or fleets}")
     # The text as it is now: the submission's, or the last edit of its queue file.
     bodies = [orjson.loads(e.data).get("body") for e in events
               if e.type in ("TaskSubmitted", "TaskUpdated")]
@@ -359,25 +367,35 @@ def update(
                                            "'now': at once).")] = None,
     in_: Annotated[str | None, typer.Option("--in", help="Not claimed before this delay from "
                                             "now.")] = None,
+    no_progress: Annotated[
+        str | None, typer.Option("--no-progress", help="'USD TIME' (e.g. '$2 10m'): an "
+                                 "attempt that spent that much with no new output or file "
+                                 "change for that long fails; off: none.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a queued task: its priority, title, filters, retries, budget or time (recorded
-    as TaskUpdated).
+    """Change a queued task: its priority, title, filters, retries, budget, no-progress rule
+    or time (recorded as TaskUpdated).
 
     Example: tri24es tasks update fix-login --priority CRITICAL --at now
     """
     from tri24es.cli.render import task_dict
     from tri24es.events import TaskUpdated
     from tri24es.inputs.taskfile import parse_budget
+    from tri24es.scheduling import parse_no_progress
 
+    if no_progress is not None and not no_progress.strip():
+        raise UsageError("--no-progress '': a task's rule can be changed (to a rule, or off), "
+                         "not removed: nothing changed")
     try:
         budget = None if max_budget is None else parse_budget(max_budget)
         not_before = _not_before(at, in_)
+        rule = None if no_progress is None else parse_no_progress(no_progress)
     except ValueError as e:
         raise UsageError(f"{e}: nothing changed") from None
     if title is not None and not title.strip():
         raise UsageError("--title must not be empty: nothing changed")
-    changes = (priority, title, shard, model, type_, max_retries, budget, not_before)
+    changes = (priority, title, shard, model, type_, max_retries, budget, not_before, rule)
     if all(change is None for change in changes):
         raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
     context = context_of(ctx)
@@ -385,7 +403,7 @@ def update(
         task_id=task_id, by=context.actor,
         priority=None if priority is None else parse_priority(priority), title=title,
         shard=shard, model=model, type=type_, max_retries=max_retries, max_budget_usd=budget,
-        not_before=not_before)
+        not_before=not_before, no_progress=rule)
     with context.services() as services:
         row = services.update(event)
     if as_json:
@@ -554,7 +572,7 @@ def logs(
                 offset += len(chunk)
                 out.write(chunk)
                 out.flush()
-            if not follow:
+            if not follow or output_gone():  # its reader gone (`| head`): end now
                 return
             with context.reading() as (_, conn):
                 now = QUEUE.load_by_id(conn, task_id)

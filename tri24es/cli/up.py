@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tri24es.cli.common import Context, context_of
+from tri24es.cli.common import Context, check_exec, context_of
 
 if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported on use
     from eventlog import EventStore
@@ -108,6 +108,7 @@ def up(
     # that exit at once and are restarted for ever.
     context.settings.usage_pause_seconds()
     context.settings.no_progress_rule()
+    exec_command = check_exec(exec_command)
     with context.services(daemon="up") as services:
         if demo:
             if exec_command is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tri24es.cli.common import context_of
+from tri24es.cli.common import check_exec, context_of
 from tri24es.errors import UsageError
 
 #: services.DEFAULT_LEASE_SECONDS (a test keeps them equal), written here so that building
@@ -90,6 +90,7 @@ def worker(
     from tri24es.runtime.workspace import GitError, repository
 
     preset = check_agent(agent)
+    exec_command = check_exec(exec_command)
     where = repo or s.repo
     try:
         top = None if where is None else repository(where.resolve())

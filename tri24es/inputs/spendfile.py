@@ -36,6 +36,8 @@ from tri24es.budget import (
     over_cap,
     parse_amount,
 )
+from tri24es.errors import Tri24esError
+from tri24es.files import open_without_waiting, read_regular
 from tri24es.timeutil import from_us, now_us
 
 if TYPE_CHECKING:
@@ -45,6 +47,16 @@ if TYPE_CHECKING:
 NAMESPACE = uuid.UUID("5f0c7a52-8f7e-4f53-9d0b-6d1f2b1f4c11")
 #: How far ahead of this machine's clock a line's stamp may be and still count at its stamp.
 CLOCK_SKEW = timedelta(seconds=60)
+
+
+class SpendFileUnreadable(Tri24esError):
+    """The spend file is there but cannot be read (a FIFO, a folder, no permission): its
+    lines are not counted until it can be."""
+
+
+def _unreadable(path: Path, e: OSError) -> SpendFileUnreadable:
+    return SpendFileUnreadable(f"{path}: {e.strerror or e}: its spend is not counted until it "
+                               "can be read")
 
 
 class BadLine(ValueError):
@@ -172,10 +184,13 @@ class SpendFileBridge:
             st = os.stat(self.path)
         except FileNotFoundError:
             return None
+        except OSError as e:  # (a folder on the way we may not enter): the same until it heals
+            return -1, e.errno or 0, 0
         return st.st_ino, st.st_size, st.st_mtime_ns
 
     def bridge(self, services: Services) -> BridgeResult:
-        """Record every line not recorded before; report each bad line once, skip it."""
+        """Record every line not recorded before; report each bad line once, skip it.
+        SpendFileUnreadable if the file is there but cannot be read."""
         from tri24es import events as ev
 
         result = BridgeResult()
@@ -200,13 +215,18 @@ class SpendFileBridge:
         self._stat = stat
         if stat is None:
             return []
-        with open(self.path, "rb") as f:
-            st = os.fstat(f.fileno())
-            identity = (st.st_dev, st.st_ino)
-            if identity != self._identity or st.st_size < self._offset:
-                self._identity, self._offset, self._seen = identity, 0, Counter()
-            f.seek(self._offset)
-            data = f.read()
+        try:
+            with os.fdopen(open_without_waiting(self.path, os.O_RDONLY), "rb") as f:
+                st = os.fstat(f.fileno())
+                identity = (st.st_dev, st.st_ino)
+                if identity != self._identity or st.st_size < self._offset:
+                    self._identity, self._offset, self._seen = identity, 0, Counter()
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:  # gone since the stat
+            return []
+        except OSError as e:
+            raise _unreadable(self.path, e) from None
         batch: list[Bridged] = []
         now = from_us(self.clock())
         consumed = 0
@@ -253,7 +273,7 @@ class SpendFileBridge:
             return
         if self._reported is None:
             try:
-                self._reported = set(self._told.read_text().split())
+                self._reported = set(read_regular(self._told).decode(errors="replace").split())
             except OSError:  # none yet (or unreadable: then told again, which is harmless)
                 self._reported = set()
         key = f"{number}:{hashlib.sha256(line).hexdigest()}"
@@ -261,8 +281,9 @@ class SpendFileBridge:
             self._reported.add(key)
             self.report(f"{self.path}:{number}: skipped: {why}")
             try:
-                with open(self._told, "a") as told:
-                    told.write(key + "\n")
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                with os.fdopen(open_without_waiting(self._told, flags), "ab") as told:
+                    told.write(key.encode() + b"\n")
             except OSError:
                 pass  # a read-only folder: reported again next time, nothing worse
 
@@ -271,11 +292,14 @@ def unrecorded_lines(path: Path, store: EventStore, max_usd: Decimal) -> int:
     """How many good lines of the spend file ``path`` are not in the log yet (read only).
 
     The lines are checked (``read_line``) and their ids derived as ``bridge`` does, without
-    making their events: ``tri24es spend`` loads no event catalog for this."""
+    making their events: ``tri24es spend`` loads no event catalog for this.
+    SpendFileUnreadable if it is there but cannot be read."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
         return 0
+    except OSError as e:
+        raise _unreadable(path, e) from None
     seen: Counter[bytes] = Counter()
     ids = []
     for raw in data.splitlines():

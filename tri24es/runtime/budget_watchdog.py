@@ -42,8 +42,8 @@ from eventlog import TransientStoreError
 from tri24es import events as ev
 from tri24es.budget import BudgetLimits, Reading, usd
 from tri24es.errors import AlreadyRunning, Tri24esError
-from tri24es.files import private_fd, write_private
-from tri24es.inputs.spendfile import SpendFileBridge
+from tri24es.files import pid_in, private_fd, write_private
+from tri24es.inputs.spendfile import SpendFileBridge, SpendFileUnreadable
 from tri24es.machines.base import IllegalTransition
 from tri24es.paths import ProjectPaths
 from tri24es.pricing import to_money
@@ -81,7 +81,7 @@ def single_daemon(paths: ProjectPaths) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = pid_file.read_text().strip() if pid_file.exists() else "?"
+            holder = pid_in(pid_file)
             raise AlreadyRunning(
                 f"a budget watchdog is already running on this store (pid {holder})") from None
         write_private(pid_file, f"{os.getpid()}\n".encode(), paths.root)
@@ -142,6 +142,7 @@ class BudgetWatchdog:
         self.witness_interval = witness_interval
         self._next_checkpoint = 0.0
         self._witness_trouble: str | None = None
+        self._spend_file_trouble: str | None = None
         self.limits = limits
         self.paths = paths
         self.clock = clock
@@ -157,13 +158,28 @@ class BudgetWatchdog:
 
     # --- one evaluation -----------------------------------------------------------------
 
+    def _bridge(self) -> None:
+        """Record the spend file's new lines. One that cannot be read (a FIFO, a folder, no
+        permission) is said once, and the rest is watched all the same: its lines are read
+        when it can be read again (the budget is never left unwatched for a file)."""
+        try:
+            self.spend_file.bridge(self.services)
+        except SpendFileUnreadable as e:
+            if str(e) != self._spend_file_trouble:
+                self.report(f"budget watchdog: {e}")
+            self._spend_file_trouble = str(e)
+            return
+        if self._spend_file_trouble is not None:
+            self.report(f"budget watchdog: {self.spend_file.path}: read again")
+        self._spend_file_trouble = None
+
     def read(self) -> Reading:
         with self.services.store.snapshot() as tx:
             return reads.read_budget(connection_of(tx), self.limits, self.clock())
 
     def evaluate(self) -> Evaluation:
         """Bridge the spend file, read the budget and respond to it."""
-        self.spend_file.bridge(self.services)
+        self._bridge()
         reading = self.read()
         result = Evaluation(reading, exceeded=reading.killswitch.active)
         if reading.killswitch.active:

@@ -150,6 +150,7 @@ class _Version(NamedTuple):
 _FIXED = ("after", "retry_backoff")
 #: Fields compared between the file's last recorded version and the edit.
 _COMPARED = ("priority", "title", "shard", "model", "type", "max_retries", "max_budget_usd",
+             "no_progress",
              "base", "review", "require_changes", "resume", "retry_from")
 _CLEARED_BY_EMPTY = ("shard", "model", "type", "base")
 
@@ -551,6 +552,8 @@ def _change(task: ev.TaskSubmitted, new: TaskSpec,
     if new.max_budget_usd is None and task.max_budget_usd is not None and differs(
             "max_budget_usd"):
         fixed.append("max_budget_usd (it can be changed, not removed)")
+    if new.no_progress is None and task.no_progress is not None and differs("no_progress"):
+        fixed.append("no_progress (it can be changed, not removed; off: none)")
     if fixed:
         return (f"the edit changes {', '.join(fixed)}, which cannot change once a task is "
                 "submitted")

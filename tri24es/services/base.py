@@ -161,9 +161,12 @@ def bells_for(events: Sequence[Event]) -> set[str]:
 
 
 def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
+    # An empty shard, model or type is none, as in `tasks update` ('' for any): kept as '',
+    # it matched no worker (`submit --model ''` was never claimed).
     return ev.TaskSubmitted(
         task_id=spec.task_id, title=spec.title, priority=spec.priority, body=spec.body,
-        body_sha256=spec.body_sha256, shard=spec.shard, model=spec.model, type=spec.type,
+        body_sha256=spec.body_sha256, shard=spec.shard or None, model=spec.model or None,
+        type=spec.type or None,
         max_retries=spec.max_retries, max_budget_usd=spec.max_budget_usd,
         command=spec.command, source=spec.source, agent=spec.agent, base=spec.base,
         review=spec.review, require_changes=spec.require_changes, resume=spec.resume,
@@ -176,7 +179,7 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
 _CLEARED_BY_EMPTY = ("shard", "model", "type", "agent", "base", "command")
 _UPDATABLE = ("priority", "title", "body", "body_sha256", "source", "max_retries",
               "max_budget_usd", "not_before", "review", "require_changes", "resume",
-              "retry_from", *_CLEARED_BY_EMPTY)
+              "retry_from", "no_progress", *_CLEARED_BY_EMPTY)
 
 
 def updated_task(task: ev.TaskSubmitted, change: ev.TaskUpdated) -> ev.TaskSubmitted:

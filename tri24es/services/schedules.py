@@ -28,7 +28,7 @@ class ScheduleCommands(TaskCommands):
     @retry_on_conflict
     def add_schedule(self, event: ev.ScheduleAdded) -> None:
         """Add a recurring task; ValueError for a bad cron expression or zone."""
-        check_cron(event.cron, event.timezone)
+        check_cron(event.cron, event.timezone, self.clock())
         stream = schedule_stream(event.name)
         with self.store.transaction() as tx:
             conn = connection_of(tx)
@@ -62,8 +62,10 @@ class ScheduleCommands(TaskCommands):
             conn = connection_of(tx)
             for row in all_schedules(conn):
                 after = next_slot(row.cron, row.timezone, now)
-                coming = after if coming is None else min(coming, after)
                 slot = last_slot(row.cron, row.timezone, now)
+                if after is None or slot is None:  # names no date: it never fires
+                    continue
+                coming = after if coming is None else min(coming, after)
                 task_id = slot_task_id(row.name, slot)
                 if slot >= row.added_at and QUEUE.load_by_id(conn, task_id) is None:
                     due.append((row, task_id))

@@ -203,6 +203,7 @@ class Dashboard:
             return self._bad(request, f"no task {task_id!r}", 404)
         events = found.pop("events")
         if _is_api(request):
+            del found["estimate_line"]  # `tasks show --json`'s shape: its "estimate" says it
             return _json(found)
         if request.query_params.get("fragment"):
             return self._page(request, "_task.html", t=found, task_id=task_id)

@@ -24,8 +24,10 @@ from tri24es.cli.render import (
     attempts,
     decode_problem,
     estimate_dict,
+    estimate_line,
     event_json,
     history_entry,
+    no_progress_of,
     reading_dict,
     status_now,
     task_dict,
@@ -198,14 +200,18 @@ def task(store: EventStore, conn: Db, paths: ProjectPaths, task_id: str) -> dict
         return None
     tried = attempts(conn, events, paths)
     last = row.attempt if row is not None else 0
+    found = None if row is None else reads.estimate(conn, row.type, row.model)
     return {
         "task": None if row is None else task_dict(row),
+        "no_progress": no_progress_of(events),  # the task's own rule, None: the fleet's
         "attempts": tried,
         "history": [history_entry(e) for e in events],
-        "estimate": None if row is None else estimate_dict(
-            reads.estimate(conn, row.type, row.model)),  # what similar tasks cost and took
+        "estimate": estimate_dict(found),  # what similar tasks cost and took
         "log": log_tail(paths, task_id, last) if last else None,
         "events": events,  # for the diff; not shown as such
+        # the page's: the estimate as `submit` and `tasks show` print it; not in the JSON
+        "estimate_line": None if row is None or found is None else estimate_line(
+            row.type, row.model, found),
     }
 
 

@@ -34,8 +34,12 @@ def load_token(path: Path) -> str:
     given = os.environ.get(ENV, "").strip()
     if given:
         return given
+    from tri24es.files import private_fd
+
     ensure_token_file(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    # only a regular file of this user's (UnsafeFolder otherwise): a FIFO hung `serve`, and a
+    # token file someone else made is a token someone else knows
+    fd = private_fd(path, os.O_RDONLY, folder=False)
     with os.fdopen(fd) as f:
         token = f.read().strip()
     if not token:
