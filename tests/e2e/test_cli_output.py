@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from tests.e2e.conftest import Run
@@ -177,6 +178,23 @@ def test_printers_end_quietly_when_their_output_closes_or_their_reader_goes(
         assert b"Traceback" not in said, (args, said)
 
 
+def reader_goes(follower: subprocess.Popen[bytes]) -> bytes:
+    """Close the follower's output as head does; it must end quietly, exit 0. Its stderr."""
+    from tests.conftest import PATIENCE
+
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    follower.stdout.close()
+    try:
+        code = follower.wait(timeout=PATIENCE)
+    finally:
+        follower.kill()
+    said = follower.stderr.read()
+    follower.stderr.close()
+    assert code == 0, said
+    return said
+
+
 def test_a_follower_ends_when_its_reader_goes_without_a_new_event(run: Run, project: Path) -> (
         None):
     """`tri24es events -f | head -1` ends once head has gone, not at the next event (in a
@@ -184,7 +202,6 @@ def test_a_follower_ends_when_its_reader_goes_without_a_new_event(run: Run, proj
     import subprocess
     import time
 
-    from tests.conftest import PATIENCE
     from tests.e2e.conftest import CLI, clean_env
 
     run("init")
@@ -195,15 +212,10 @@ def test_a_follower_ends_when_its_reader_goes_without_a_new_event(run: Run, proj
     assert follower.stdout is not None
     assert follower.stderr is not None
     assert b"TaskSubmitted" in follower.stdout.readline()
-    time.sleep(1)  # the follower waits for a new event
-    follower.stdout.close()
-    try:
-        code = follower.wait(timeout=PATIENCE)
-    finally:
-        follower.kill()
-    said = follower.stderr.read()
-    follower.stderr.close()
-    assert code == 0, said
+    # An observation window, not a wait for a condition: the follower is in its wait for a
+    # new event (nothing else can show that) when its reader goes.
+    time.sleep(1)
+    said = reader_goes(follower)
     assert b"Traceback" not in said
 
 
@@ -212,7 +224,6 @@ def test_tasks_logs_follow_ends_when_its_reader_goes(fleet: Fleet) -> None:
     long as the attempt ran (here, for ever), its reader long gone."""
     import subprocess
 
-    from tests.conftest import PATIENCE
     from tests.e2e.conftest import CLI, clean_env
     from tests.e2e.test_worker import wait_until
 
@@ -228,12 +239,5 @@ def test_tasks_logs_follow_ends_when_its_reader_goes(fleet: Fleet) -> None:
     assert follower.stdout is not None
     assert follower.stderr is not None
     assert b"hello from the agent" in follower.stdout.readline()
-    follower.stdout.close()  # the reader goes, as head does
-    try:
-        code = follower.wait(timeout=PATIENCE)
-    finally:
-        follower.kill()
-    said = follower.stderr.read()
-    follower.stderr.close()
-    assert code == 0, said
+    reader_goes(follower)
     assert fleet.state("talks") == "running"  # it ended on its reader, not on the attempt

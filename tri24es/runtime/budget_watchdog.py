@@ -141,8 +141,7 @@ class BudgetWatchdog:
         self.witness = witness
         self.witness_interval = witness_interval
         self._next_checkpoint = 0.0
-        self._witness_trouble: str | None = None
-        self._spend_file_trouble: str | None = None
+        self._troubles: dict[str, str | None] = {}  # what is wrong now, by part: said once
         self.limits = limits
         self.paths = paths
         self.clock = clock
@@ -165,13 +164,9 @@ class BudgetWatchdog:
         try:
             self.spend_file.bridge(self.services)
         except SpendFileUnreadable as e:
-            if str(e) != self._spend_file_trouble:
-                self.report(f"budget watchdog: {e}")
-            self._spend_file_trouble = str(e)
+            self._say_once("spend file", str(e), "")
             return
-        if self._spend_file_trouble is not None:
-            self.report(f"budget watchdog: {self.spend_file.path}: read again")
-        self._spend_file_trouble = None
+        self._say_once("spend file", None, f"{self.spend_file.path}: read again")
 
     def read(self) -> Reading:
         with self.services.store.snapshot() as tx:
@@ -383,13 +378,19 @@ class BudgetWatchdog:
         try:
             witness.sign(self.services.store)
         except Tri24esError as e:
-            if str(e) != self._witness_trouble:
-                self.report(f"budget watchdog: witness: {e}")
-            self._witness_trouble = str(e)
+            self._say_once("witness", f"witness: {e}", "")
             return
-        if self._witness_trouble is not None:
-            self.report("budget watchdog: witness: signing again")
-        self._witness_trouble = None
+        self._say_once("witness", None, "witness: signing again")
+
+    def _say_once(self, part: str, trouble: str | None, back: str) -> None:
+        """Say what is wrong with ``part`` once (again only if it changes), and ``back``
+        once when it is right again: a daemon that retries every tick must not flood."""
+        was = self._troubles.get(part)
+        if trouble is not None and trouble != was:
+            self.report(f"budget watchdog: {trouble}")
+        elif trouble is None and was is not None:
+            self.report(f"budget watchdog: {back}")
+        self._troubles[part] = trouble
 
     def run(self, inbox: SignalInbox) -> int:
         """Evaluate on every change to the log or the spend file and every check interval,
