@@ -14,13 +14,12 @@ class EventLogError(Exception):
 class WrongExpectedVersion(EventLogError):
     """The stream is not at the version the writer expected; nothing was written."""
 
-    def __init__(self, stream: str, expected: object, actual: int) -> None:
+    def __init__(self, stream: str, expected: object, actual: int | None) -> None:
         self.stream = stream
         self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"stream {stream!r}: expected version {expected}, but it is at version {actual}"
-        )
+        self.actual = actual  # None: found by the write itself, which does not say
+        at = "another version" if actual is None else f"version {actual}"
+        super().__init__(f"stream {stream!r}: expected version {expected}, but it is at {at}")
 
 
 class DuplicateEventId(EventLogError):

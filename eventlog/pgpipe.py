@@ -108,9 +108,10 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         super().__init__(pgconn, row_factory)
         self.prepare_threshold = None
         self._deferred: list[Statement] = []
-        #: A transaction's start (BEGIN, the lock) waiting for its first round trip, and
-        #: what checks the last statement's rows (the store's identity).
-        self._begin: tuple[Sequence[Statement], Callable[[Rows], None] | None] | None = None
+        #: A transaction's start (BEGIN, the lock, the head) waiting for its first round
+        #: trip, and what checks their rows (the store's identity) and keeps what they read.
+        self._begin: tuple[Sequence[Statement], Callable[[list[Rows]], None] | None] | None \
+            = None
         self._dumper = Transformer(self)
         self._parsed: dict[bytes | str, _Sql] = {}
         #: (statement, parameter types) -> its prepared name; how often each was seen.
@@ -139,10 +140,10 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         self._deferred.extend([(sql, row) for row in rows])
 
     def begin(self, statements: Sequence[Statement],
-              check: Callable[[Rows], None] | None = None) -> None:
+              check: Callable[[list[Rows]], None] | None = None) -> None:
         """Start a transaction with its first round trip: ``statements`` go first in it,
-        and ``check`` is handed the last one's rows before any other result is looked at
-        (a transaction that sends nothing before its COMMIT sends them on their own)."""
+        and ``check`` is handed their rows before any other result is looked at (a
+        transaction that sends nothing before its COMMIT sends them on their own)."""
         self._begin = (statements, check)
 
     def gone(self) -> bool:
@@ -211,12 +212,13 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         fmt = _BINARY if binary else _TEXT
         begin, deferred = self._begin, self._deferred
         check_at = -1
-        wanted = []
+        wanted, begun = [], []
         try:
             if begin is not None:
                 for sql, params in begin[0]:
                     self._queue(commands, prepares, sql, params, _TEXT)
-                check_at = len(commands) - 1
+                    begun.append(len(commands) - 1)
+                check_at = begun[-1]
             for sql, params in deferred:
                 self._queue(commands, prepares, sql, params, _TEXT)
             for sql, params in statements:
@@ -243,7 +245,8 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
                     and _INVALIDATES(result.command_status or b""):
                 self._forget_prepared()
             if at == check_at and begin is not None and begin[1] is not None:
-                begin[1](self._rows(result))  # before any later result is used
+                # before any later result is used
+                begin[1]([self._rows(groups[b][0]) for b in begun])
         return [self._rows(groups[at][0]) for at in wanted]
 
     def _rows(self, result: pq.abc.PGresult) -> Rows:

@@ -52,6 +52,7 @@ from eventlog.errors import (
     StoreLocked,
     StoreReplaced,
     StoreUnavailable,
+    WrongExpectedVersion,
 )
 from eventlog.guards import GUARD_STREAM, GuardsRestored, restored_event
 from eventlog.model import (
@@ -111,10 +112,22 @@ _FULL_STATES = ("53100", "53200")
 _GONE_STATES = ("42P01", "3F000")
 
 
-def translate_error(store: PostgresStore, e: psycopg.Error) -> EventLogError:
-    """The one place where a psycopg error becomes an event-log error."""
+def translate_error(store: PostgresStore, e: psycopg.Error,
+                    tx: PostgresTransaction | None = None) -> EventLogError:
+    """The one place where a psycopg error becomes an event-log error (``tx``: the
+    transaction it ended, if no longer the store's)."""
     message = " ".join(str(e).split())
     state = e.sqlstate or ""
+    tx = tx or store._tx
+    if isinstance(e, pg_errors.NotNullViolation) and e.diag.column_name == "version" \
+            and tx is not None and tx.unchecked:
+        # An append_fresh's check failed (see _Queries.insert_fresh): the failing row
+        # begins with its position.
+        found = re.search(r"\((\d+),", e.diag.message_detail or "")
+        at = int(found.group(1)) if found else None
+        stream, expected = next(((s, v) for p, s, v in tx.unchecked if p == at),
+                                tx.unchecked[0][1:])
+        return WrongExpectedVersion(stream, expected, None)
     if not state or isinstance(e, psycopg.InterfaceError) or state.startswith("08") \
             or state in _CONNECTION_STATES:
         # No server error code (refused, unresolvable, lost), or the server ended the session.
@@ -199,6 +212,17 @@ class _Queries:
             "%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[],"
             " %b::bytea[], %b::bigint[], %b::bytea[])"
         ).encode()
+        # An append whose version the caller read under the lock and whose ids it has just
+        # made (append_fresh): no look, the version checked by the INSERT itself. Each row's
+        # version is NULL unless the stream is at the expected version when the statement
+        # starts, and the NOT NULL constraint then fails the transaction (translated to
+        # WrongExpectedVersion); a stored id fails it on the unique key.
+        checked = (f"(SELECT CASE WHEN coalesce(max(version), 0) = %s THEN %s::bigint END"
+                   f" FROM {events} WHERE stream = %s)")
+        row = f"(%s, %s, {checked}, %s, %s, %b, %b, %s, %b)"
+        self.insert_fresh = [
+            f"INSERT INTO {events} ({COLUMNS}) VALUES {', '.join([row] * n)}".encode()
+            for n in range(FEW_EVENTS + 1)]
         # Readers outside a write transaction see the log up to the published position
         # (see PUBLISHED): never an event that a crash of the server could still take back.
         self.published = f'"{schema}".eventlog_published'
@@ -250,7 +274,11 @@ class _Queries:
         self.begin = b"BEGIN ISOLATION LEVEL READ COMMITTED"
         self.lock = f"SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"\
             .encode()
-        self.begin_write: list[Statement] = [(self.begin, None), (self.lock, None)]
+        # The head comes with the lock too (a statement of its own, so read after the wait):
+        # the appends of the transaction know where to number from without a look of
+        # their own (see PostgresTransaction.append_fresh).
+        self.begin_write: list[Statement] = [(self.begin, None), (self.lock, None),
+                                             (self.head_row, None)]
         self.store_id = f"SELECT store_id FROM {self.meta}".encode()
         self.meta_ddl = (
             f"CREATE TABLE {self.meta} (store_id text NOT NULL);"
@@ -332,11 +360,16 @@ class _Queries:
         """An appending transaction's end, sent with its waiting writes in one pipeline (one
         round trip): its COMMIT without waiting for the flush, so that the write lock is
         released before it (the next writer's commit may share the flush); then the
-        publication, whose synchronous commit waits for the flush of both, and the notices,
-        which wake followers once what they announce can be read (see PUBLISHED)."""
+        publication, whose synchronous commit waits for the flush of both; then the
+        notices, which wake followers once what they announce can be read (see PUBLISHED).
+        The notices go in a third transaction, committed without waiting for the flush: a
+        transaction that notifies holds a lock of the whole server from its commit until
+        its locks are released, after its flush, so publications that notified could not
+        share a flush (one flush per cycle whatever the number of writers)."""
         return [(b"SET LOCAL synchronous_commit = off", None), (b"COMMIT", None),
-                (b"BEGIN", None), (self.publish, None), self.notify(position, bells),
-                (b"COMMIT", None)]
+                (b"BEGIN", None), (self.publish, None), (b"COMMIT", None),
+                (b"BEGIN", None), (b"SET LOCAL synchronous_commit = off", None),
+                self.notify(position, bells), (b"COMMIT", None)]
 
 
 class PostgresTransaction(Transaction):
@@ -348,6 +381,18 @@ class PostgresTransaction(Transaction):
         self._head: Head | None = None
         self.appended = False
         self.locked = False  # a write transaction, under the lock (not a snapshot)
+        #: (position, stream, expected version) of the events of append_fresh: what a
+        #: NULL version (the check failed) is reported as.
+        self.unchecked: list[tuple[int, str, int]] = []
+
+    def begun(self, rows: list[Rows]) -> None:
+        """The rows of the transaction's start (BEGIN, the lock, the head): the lock's row
+        (lock, store id) must name the store this one opened; the head is kept."""
+        _, lock, head = rows
+        self._store.check_identity(lock.fetchone())
+        row = head.fetchone()
+        if self._head is None:  # (not if a look of the same round trip read it)
+            self._head = EMPTY_HEAD if row is None else Head(*row)
 
     @property
     def head_position(self) -> int:
@@ -389,6 +434,26 @@ class PostgresTransaction(Transaction):
         else:
             columns = [list(column) for column in zip(*recorded, strict=True)]
             self.connection.defer(self._q.insert_checked, [columns])
+        last = recorded[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        self.appended = True
+        return recorded
+
+    def append_fresh(
+        self, stream: str, events: Sequence[NewEvent], version: int
+    ) -> list[RecordedEvent]:
+        """No look: stamped after the head read with the lock, the INSERT (which checks the
+        version, see ``_Queries.insert_fresh``) sent with the next round trip."""
+        batch = list(events)
+        if self._head is None or not batch or len(batch) > FEW_EVENTS:
+            return self.append(stream, batch, version)
+        recorded = stamp(self._head, stream, version, batch, self._store.clock())
+        params: list[object] = []
+        for e in recorded:
+            params += (e.position, e.stream, version, e.version, stream, e.event_id, e.type,
+                       e.data, e.metadata, e.recorded_at, e.hash)
+        self.connection.defer(self._q.insert_fresh[len(recorded)], [params])
+        self.unchecked.extend((e.position, stream, version) for e in recorded)
         last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
         self.appended = True
@@ -460,17 +525,18 @@ class _TransactionScope:
             store._lock.release()
             raise
         locked = self._begin is store.queries.begin_write
-        connection.begin(self._begin, store.check_begun if locked else None)
-        store._tx = PostgresTransaction(store, connection)
-        store._tx.locked = locked
-        return store._tx
+        tx = store._tx = PostgresTransaction(store, connection)
+        tx.locked = locked
+        connection.begin(self._begin, tx.begun if locked else None)
+        return tx
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         store = self._store
+        tx = store._tx
         try:
             if self._joined:
                 return
-            tx, store._tx = store._tx, None
+            store._tx = None
             assert tx is not None
             if exc is not None:
                 store._rollback_quietly()
@@ -492,11 +558,11 @@ class _TransactionScope:
         except psycopg.Error as e:
             store._rollback_quietly()
             if exc is None:
-                raise translate_error(store, e) from e
+                raise translate_error(store, e, tx) from e
         finally:
             store._lock.release()
         if isinstance(exc, psycopg.Error):
-            raise translate_error(store, exc) from exc
+            raise translate_error(store, exc, tx) from exc
 
 
 class _Listener:
@@ -622,10 +688,6 @@ class PostgresStore(EventStore):
             (recorded,) = tx.append(GUARD_STREAM, [restored_event(missing)])
         self.guards_restored = GuardsRestored(missing, recorded.position)
         return self.guards_restored
-
-    def check_begun(self, lock: Rows) -> None:
-        """The lock's row (lock, store id) names the store this one opened."""
-        self.check_identity(lock.fetchone())
 
     def check_identity(self, row: tuple[object, ...] | None) -> None:
         """StoreReplaced unless ``row`` (lock, store id) names the store this one opened."""

@@ -88,6 +88,18 @@ class Transaction(abc.ABC):
             )
         return recorded
 
+    def append_fresh(
+        self, stream: str, events: Sequence[NewEvent], version: int
+    ) -> list[RecordedEvent]:
+        """Append ``events``, whose ids were just made (none is stored), to ``stream`` at
+        ``version``, which the caller read in this transaction (a view's row).
+
+        As ``append``, except that a backend may check the version with the write instead
+        of reading it first: then a mismatch raises WrongExpectedVersion from a later
+        statement of the transaction or from its commit (whose ``actual`` may be None),
+        and the whole transaction rolls back. A stored id is an error, not a no-op."""
+        return self.append(stream, events, version)
+
     def before_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` just before this transaction commits, and not if it rolls back:
         for a write that only the transaction's final state needs (once, however many

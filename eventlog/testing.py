@@ -162,6 +162,39 @@ class EventStoreContract:
         # None of the batch's ids was kept: the same batch now goes in as new events.
         assert versions(store.append("s", batch, 1)) == [2, 3, 4]
 
+    def test_fresh_appends_chain_and_number_like_appends(self, store: EventStore) -> None:
+        store.append("s", [event()])
+        with store.transaction() as tx:
+            tx.append("other", [event()])
+            first = tx.append_fresh("s", [event(n=1), event(n=2)], 1)
+            (last,) = tx.append_fresh("new", [event(n=3)], 0)
+            (after,) = tx.append_fresh("s", [event(n=4)], 3)  # sees its own appends
+        assert [(e.position, e.stream, e.version) for e in [*first, last, after]] == [
+            (3, "s", 2), (4, "s", 3), (5, "new", 1), (6, "s", 4)]
+        assert list(store.read_all())[2:] == [*first, last, after]
+        assert store.verify() == 6
+
+    @pytest.mark.parametrize("expected", [0, 1, 3, 5])
+    def test_a_fresh_append_at_a_wrong_version_rolls_its_transaction_back(
+        self, store: EventStore, expected: int
+    ) -> None:
+        """Wherever the backend checks the version (before the write, with it, at commit),
+        the mismatch is WrongExpectedVersion and nothing of the transaction is stored."""
+        before = store.append("s", [event(), event()])
+
+        def appends() -> None:
+            with store.transaction() as tx:
+                tx.append("other", [event()])
+                tx.append_fresh("s", [event(n=1)], expected)
+                tx.append("other", [event()])
+
+        with pytest.raises(WrongExpectedVersion, match="'s'") as raised:
+            appends()
+        assert (raised.value.stream, raised.value.expected) == ("s", expected)
+        assert raised.value.actual in (2, None)
+        assert list(store.read_all()) == before
+        assert store.append("s", [event(n=9)], 2)[0].position == 3
+
     # -- idempotency -------------------------------------------------------------------------
 
     @pytest.mark.parametrize("expected", [NO_STREAM, 2, STREAM_EXISTS, ANY])

@@ -29,6 +29,7 @@ from eventlog.postgres import PostgresStore, schema_from_url
 from eventlog.testing import event
 from tests.integration.conftest import with_schema
 from tests.integration.test_sqlite_store import CONTEND, FOLLOW, expect_line, python
+from tri24es.services import Services, TaskSpec
 
 
 @pytest.fixture
@@ -228,6 +229,28 @@ def test_a_value_that_cannot_be_sent_leaves_the_transaction_whole(
     with raw(store) as db:
         assert db.execute(f'SELECT count(*) FROM "{store.schema}".doors'.encode()).fetchone() \
             == (0,)
+
+
+def test_a_completion_that_claims_the_next_task_is_three_round_trips(
+    store: PostgresStore,
+) -> None:
+    """The start (BEGIN, the lock, the head) with the task, the worker and the kill switch;
+    the completion's INSERT with the claim's query; the claim's INSERT with the COMMIT and
+    the publication. The head comes with the lock, so neither append looks before it
+    writes: each INSERT checks its stream's version itself (append_fresh)."""
+    services = Services(store, actor="w")
+    services.submit_many([TaskSpec("t1", "one"), TaskSpec("t2", "two")])
+    services.start_worker("w", pid=1, pid_start_time=0, host="h")
+    claim = services.claim("w")
+    assert claim is not None
+    trips: list[int] = []
+    run = store._db.run
+    store._db.run = lambda *a, **k: (trips.append(1), run(*a, **k))[1]  # type: ignore
+    following = services.complete(claim.task_id, "w", claim.attempt, claim_next=True)
+    assert following is not None
+    assert len(trips) == 3
+    assert [e.type for e in store.read_all()][-2:] == ["TaskCompleted", "TaskClaimed"]
+    assert store.verify() == store.head()
 
 
 def test_a_session_ended_between_transactions_is_replaced_unnoticed(

@@ -240,7 +240,9 @@ class ServiceBase:
         self, conn: ViewsConnection, tx: Transaction, stream: str, events: Sequence[Event],
         expected: Expected,
     ) -> list[Envelope]:
-        recorded = tx.append(stream, [encode(e, self._metadata) for e in events], expected)
+        new = [encode(e, self._metadata) for e in events]  # ids made now: none is stored
+        recorded = (tx.append_fresh(stream, new, expected) if isinstance(expected, int)
+                    else tx.append(stream, new, expected))
         bells = bells_for(events)
         if bells:
             tx.ring(bells)
