@@ -272,8 +272,18 @@ class _Queries:
         # dropped and made anew under a running process is noticed before it writes. (Two
         # statements: the lock's own would read the table as it was before the wait.)
         self.begin = b"BEGIN ISOLATION LEVEL READ COMMITTED"
-        self.lock = f"SELECT pg_advisory_xact_lock({key}), (SELECT store_id FROM {self.meta})"\
-            .encode()
+        # A write transaction's statements run on plans made once per connection (generic
+        # plans), not planned at each run: planning was half the server's CPU of a cycle,
+        # all of it under the lock. What made custom plans necessary (a generic plan made
+        # while a table was small scans it whole, and is kept) is ruled out for these
+        # transactions by ``enable_seqscan = off``: an index is used wherever one applies,
+        # however small the table. (JIT off: the scans the setting penalises, where no
+        # index applies, would cross its cost threshold and be compiled at every run.)
+        # Local to the transaction: snapshots and reads still plan each statement.
+        plans = ("set_config('plan_cache_mode', 'force_generic_plan', true),"
+                 " set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)")
+        self.lock = (f"SELECT pg_advisory_xact_lock({key}), {plans},"
+                     f" (SELECT store_id FROM {self.meta})").encode()
         # The head comes with the lock too (a statement of its own, so read after the wait):
         # the appends of the transaction know where to number from without a look of
         # their own (see PostgresTransaction.append_fresh).
