@@ -29,6 +29,7 @@ from eventlog.postgres import PostgresStore, schema_from_url
 from eventlog.testing import event
 from tests.integration.conftest import with_schema
 from tests.integration.test_sqlite_store import CONTEND, FOLLOW, expect_line, python
+from tri24es.names import Priority
 from tri24es.services import Services, TaskSpec
 
 
@@ -231,13 +232,13 @@ def test_a_value_that_cannot_be_sent_leaves_the_transaction_whole(
             == (0,)
 
 
-def test_a_completion_that_claims_the_next_task_is_three_round_trips(
+def test_a_completion_that_claims_the_next_task_is_two_round_trips(
     store: PostgresStore,
 ) -> None:
-    """The start (BEGIN, the lock, the head) with the task, the worker and the kill switch;
-    the completion's INSERT with the claim's query; the claim's INSERT with the COMMIT and
-    the publication. The head comes with the lock, so neither append looks before it
-    writes: each INSERT checks its stream's version itself (append_fresh)."""
+    """The start (BEGIN, the lock, the head) with the task, the worker, the kill switch and
+    the claim's query; then the two INSERTs with the COMMIT and the publication. The head
+    comes with the lock, so neither append looks before it writes: each INSERT checks its
+    stream's version itself (append_fresh)."""
     services = Services(store, actor="w")
     services.submit_many([TaskSpec("t1", "one"), TaskSpec("t2", "two")])
     services.start_worker("w", pid=1, pid_start_time=0, host="h")
@@ -248,9 +249,55 @@ def test_a_completion_that_claims_the_next_task_is_three_round_trips(
     store._db.run = lambda *a, **k: (trips.append(1), run(*a, **k))[1]  # type: ignore
     following = services.complete(claim.task_id, "w", claim.attempt, claim_next=True)
     assert following is not None
-    assert len(trips) == 3
+    assert following.task_id == "t2"
+    assert len(trips) == 2
     assert [e.type for e in store.read_all()][-2:] == ["TaskCompleted", "TaskClaimed"]
     assert store.verify() == store.head()
+
+
+def test_a_completion_that_unblocks_a_task_claims_by_the_queue_after_it(
+    store: PostgresStore,
+) -> None:
+    """The claim query read ahead of a completion is right only if the completion changes no
+    queued task: one that unblocks a CRITICAL task must claim that one, not the LOW task
+    the query read before the completion found."""
+    services = Services(store, actor="w")
+    services.submit_many([TaskSpec("first", "first", priority=Priority.HIGH),
+                          TaskSpec("low", "low", priority=Priority.LOW),
+                          TaskSpec("urgent", "urgent", priority=Priority.CRITICAL,
+                                   after=("first",))])
+    services.start_worker("w", pid=1, pid_start_time=0, host="h")
+    claim = services.claim("w")
+    assert claim is not None
+    assert claim.task_id == "first"
+    following = services.complete("first", "w", claim.attempt, claim_next=True)
+    assert following is not None
+    assert following.task_id == "urgent"
+
+
+def test_the_claim_read_ahead_filters_as_the_worker_does(store: PostgresStore) -> None:
+    """The claim query read ahead takes the worker's shard, model, type and --exec from its
+    row: a worker of shard a, model m, without --exec passes over the tasks of another
+    shard, another model, or without a command of their own."""
+    services = Services(store, actor="w")
+    mine = {"shard": "a", "model": "m", "command": ["true"]}
+    services.submit_many([
+        TaskSpec("first", "first", priority=Priority.CRITICAL, **mine),  # type: ignore[arg-type]
+        TaskSpec("other-shard", "x", priority=Priority.HIGH, shard="b", model="m",
+                 command=["true"]),
+        TaskSpec("other-model", "x", priority=Priority.HIGH, shard="a", model="n",
+                 command=["true"]),
+        TaskSpec("no-command", "x", priority=Priority.HIGH, shard="a", model="m"),
+        TaskSpec("next", "next", priority=Priority.LOW, **mine),  # type: ignore[arg-type]
+    ])
+    services.start_worker("w", pid=1, pid_start_time=0, host="h", shard="a", model="m",
+                          has_exec=False)
+    claim = services.claim("w")
+    assert claim is not None
+    assert claim.task_id == "first"
+    following = services.complete("first", "w", claim.attempt, claim_next=True)
+    assert following is not None
+    assert following.task_id == "next"
 
 
 def test_write_transactions_reuse_plans_that_stay_on_the_indexes(store: PostgresStore) -> None:

@@ -428,6 +428,7 @@ class QueueProjection(Projection[QueueView]):
     def first_claimable(
         self, conn: Db, shard: str | None, model: str | None, type: str | None,
         has_exec: bool = True, now_us: int = 0, room: Room | None = None,
+        ahead: Rows | None = None,
     ) -> TaskRow | None:
         """The next task for a worker with these filters: CRITICAL first, then oldest. A task
         field that is empty matches any worker; a set one only a worker with the same value.
@@ -442,11 +443,13 @@ class QueueProjection(Projection[QueueView]):
         # Caps and model pauses are rare: the plain query says whether any exist (computed
         # once per statement), and only then is the query that checks them run. On
         # PostgreSQL, which plans each claim anew, that query costs ~0.15 ms more to plan.
-        found = conn.execute(
+        # ``ahead``: the rows of CLAIMABLE_FOR_WORKER for this worker, read earlier in this
+        # transaction, which wrote nothing since that could change them (the caller's word).
+        found = (ahead if ahead is not None else conn.execute(
             f"SELECT {COLUMNS}, {_ANY_HOLDS} FROM queue INDEXED BY queue_claimable"
             f" WHERE {_CLAIMABLE} ORDER BY priority, submitted_position LIMIT 1",
             (shard, model, type, has_exec, now_us),
-        ).fetchone()
+        )).fetchone()
         if found is None:
             return None
         row = TaskRow(*found[:-1])
@@ -541,6 +544,17 @@ _CLAIMABLE = (
     " AND (budget_units IS NULL OR spent_units < budget_units)"
     " AND deps_open = 0 AND (not_before IS NULL OR not_before <= ?)")
 _ANY_HOLDS = "(EXISTS (SELECT 1 FROM limits) OR EXISTS (SELECT 1 FROM model_pauses))"
+_OF_WORKER = "(SELECT {} FROM workers WHERE worker_id = ?)"
+#: The plain claim query with the worker's filters read from its row in the statement
+#: (parameters: the worker's id four times, then now): a completion that claims the next
+#: task sends it ahead with its first reads (see first_claimable's ``ahead``).
+CLAIMABLE_FOR_WORKER = (
+    f"SELECT {COLUMNS}, {_ANY_HOLDS} FROM queue INDEXED BY queue_claimable WHERE "
+    + _CLAIMABLE.replace("shard = ?", f"shard = {_OF_WORKER.format('shard')}")
+    .replace("model = ?", f"model = {_OF_WORKER.format('model')}")
+    .replace("type = ?", f"type = {_OF_WORKER.format('type')}")
+    .replace("(? OR", f"({_OF_WORKER.format('has_exec')} <> 0 OR")
+    + " ORDER BY priority, submitted_position LIMIT 1")
 _FITS = f" AND {RESERVATION} <= ?"
 
 

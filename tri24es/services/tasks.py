@@ -20,8 +20,8 @@ from tri24es.names import (
 )
 from tri24es.projections import connection_of
 from tri24es.projections.queue import BY_ID as QUEUE_BY_ID
-from tri24es.projections.queue import QUEUE
-from tri24es.projections.sql import Db, ViewsConnection
+from tri24es.projections.queue import CLAIMABLE_FOR_WORKER, QUEUE
+from tri24es.projections.sql import Db, Rows, ViewsConnection
 from tri24es.projections.tables.killswitch import WITH_LAST_TYPE as KILL_SWITCH
 from tri24es.projections.tables.killswitch import read_killswitch
 from tri24es.projections.tables.models import model_pauses
@@ -43,6 +43,8 @@ from tri24es.timeutil import from_us, to_us
 
 #: The error of a task that spent its whole max_budget_usd (over all its attempts).
 BUDGET_EXHAUSTED = "budget_exhausted"
+#: A transaction's scratch: (worker, the rows of its claim query read ahead).
+_CLAIM_AHEAD = "tasks.claim_ahead"
 
 
 class BudgetTooLow(ServiceError, UsageError):
@@ -129,8 +131,10 @@ class TaskCommands(DependencyRules):
                 return None
             now = self.clock()
             room = self._room(conn, now)
+            ahead = tx.scratch.pop(_CLAIM_AHEAD, None)
             row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
-                                        bool(worker.has_exec), now, room)
+                                        bool(worker.has_exec), now, room,
+                                        ahead[1] if ahead and ahead[0] == worker_id else None)
             if row is None:
                 return None
             reserved = 0 if room is None else row.reservation(room.default_units)
@@ -178,8 +182,7 @@ class TaskCommands(DependencyRules):
         transaction (one commit per task instead of two); returns that claim."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
-            if claim_next:
-                _read_ahead(conn, task_id, worker)
+            ahead = _read_ahead(conn, task_id, worker, self.clock()) if claim_next else None
             row = self._held(conn, task_id, worker, attempt)
             event: Event = (
                 ev.TaskAwaitingReview(task_id=task_id, worker=worker, attempt=attempt) if review
@@ -188,7 +191,13 @@ class TaskCommands(DependencyRules):
             self._append(conn, tx, task_stream(task_id), [event], row.version)
             if not review:
                 self._completed(tx, row)
-            return self.claim(worker) if claim_next else None  # joins this transaction
+            if not claim_next:
+                return None
+            if ahead is not None and not review and not row.dependants:
+                # The completion changed no queued task's row (it unblocks none), so the
+                # claim query read ahead found what it would find now.
+                tx.scratch[_CLAIM_AHEAD] = (worker, ahead)
+            return self.claim(worker)  # joins this transaction
 
     @retry_on_conflict
     def record_attempt_fact(self, event: ev.TaskResultRecorded | ev.AgentSessionStarted) -> None:
@@ -414,16 +423,21 @@ class TaskCommands(DependencyRules):
         return expired_tasks, lost_workers
 
 
-def _read_ahead(conn: ViewsConnection, task_id: str, worker: str) -> None:
+def _read_ahead(conn: ViewsConnection, task_id: str, worker: str, now: int) -> Rows | None:
     """The rows a completion that claims the next task will read: the task, the worker (its
-    view applies the completion, the claim checks it) and the kill switch (the claim). On
-    PostgreSQL they go in one round trip instead of three, all under the write lock; no
-    write of the transaction touches the worker's or the switch's row before they are
-    used, so they are what the reads would have found. Nothing is read twice: each is kept
-    (``kept``) for the transaction. SQLite reads without round trips: nothing ahead."""
+    view applies the completion, the claim checks it), the kill switch and the claim's
+    query (the claim). On PostgreSQL they go in one round trip, the transaction's first,
+    instead of four, all under the write lock; no write of the transaction touches the
+    worker's or the switch's row before they are used, so they are what the reads would
+    have found. Nothing is read twice: each is kept (``kept``) for the transaction, and the
+    claim query's rows are returned (for the claim, if the completion changed no queued
+    task). SQLite reads without round trips: nothing ahead."""
     found = conn.read_together([(QUEUE_BY_ID, (task_id,)), (WORKERS_BY_ID, (worker,)),
-                                (KILL_SWITCH, (KILL_SWITCH_STREAM,))])
-    if found is not None:
-        QUEUE.load_by_id(conn, task_id, found[0])
-        WORKERS.load_by_id(conn, worker, found[1])
-        read_killswitch(conn, found[2])
+                                (KILL_SWITCH, (KILL_SWITCH_STREAM,)),
+                                (CLAIMABLE_FOR_WORKER, (worker, worker, worker, worker, now))])
+    if found is None:
+        return None
+    QUEUE.load_by_id(conn, task_id, found[0])
+    WORKERS.load_by_id(conn, worker, found[1])
+    read_killswitch(conn, found[2])
+    return found[3]
