@@ -119,15 +119,20 @@ def translate_error(store: PostgresStore, e: psycopg.Error,
     message = " ".join(str(e).split())
     state = e.sqlstate or ""
     tx = tx or store._tx
+    if tx is not None and tx.conflict is not None \
+            and isinstance(e, pg_errors.InFailedSqlTransaction):
+        # What a joined caller sends after the conflict: still the conflict (its retry
+        # belongs to the outermost call, which starts the transaction again).
+        return WrongExpectedVersion(*tx.conflict, None)
     if isinstance(e, pg_errors.NotNullViolation) and e.diag.column_name == "version" \
-            and tx is not None and tx.unchecked:
+            and e.diag.table_name == "events" and tx is not None and tx.unchecked:
         # An append_fresh's check failed (see _Queries.insert_fresh): the failing row
         # begins with its position.
         found = re.search(r"\((\d+),", e.diag.message_detail or "")
         at = int(found.group(1)) if found else None
-        stream, expected = next(((s, v) for p, s, v in tx.unchecked if p == at),
-                                tx.unchecked[0][1:])
-        return WrongExpectedVersion(stream, expected, None)
+        tx.conflict = next(((s, v) for p, s, v in tx.unchecked if p == at),
+                           tx.unchecked[0][1:])
+        return WrongExpectedVersion(*tx.conflict, None)
     if not state or isinstance(e, psycopg.InterfaceError) or state.startswith("08") \
             or state in _CONNECTION_STATES:
         # No server error code (refused, unresolvable, lost), or the server ended the session.
@@ -394,6 +399,8 @@ class PostgresTransaction(Transaction):
         #: (position, stream, expected version) of the events of append_fresh: what a
         #: NULL version (the check failed) is reported as.
         self.unchecked: list[tuple[int, str, int]] = []
+        #: (stream, expected version) of the append_fresh whose check failed, if one did.
+        self.conflict: tuple[str, int] | None = None
 
     def begun(self, rows: list[Rows]) -> None:
         """The rows of the transaction's start (BEGIN, the lock, the head): the lock's row

@@ -23,6 +23,7 @@ from eventlog import (
     StoreLocked,
     StoreReplaced,
     StoreUnavailable,
+    WrongExpectedVersion,
     open_store,
 )
 from eventlog.postgres import PostgresStore, schema_from_url
@@ -298,6 +299,23 @@ def test_the_claim_read_ahead_filters_as_the_worker_does(store: PostgresStore) -
     following = services.complete("first", "w", claim.attempt, claim_next=True)
     assert following is not None
     assert following.task_id == "next"
+
+
+def test_a_fresh_append_in_conflict_stays_a_conflict_for_the_rest_of_its_transaction(
+    store: PostgresStore,
+) -> None:
+    """The INSERT of an append_fresh at a wrong version fails at the next round trip; the
+    server then refuses everything else the transaction sends. A joined caller (a claim
+    inside a completion) that retries on WrongExpectedVersion must keep seeing the conflict,
+    so that the outermost call starts the whole transaction again."""
+    store.append("s", [event()])
+    with pytest.raises(WrongExpectedVersion), store.transaction() as tx:  # noqa: PT012
+        assert store.head() == 1  # the start (and the head) sent: the append does not look
+        tx.append_fresh("s", [event(n=1)], 5)
+        with pytest.raises(WrongExpectedVersion, match="expected version 5"):
+            store.read_stream("s")
+        store.head()  # the transaction is aborted: the same conflict
+    assert store.head() == 1
 
 
 def test_write_transactions_reuse_plans_that_stay_on_the_indexes(store: PostgresStore) -> None:
