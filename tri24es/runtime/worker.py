@@ -265,6 +265,7 @@ class Worker:
             self._keep_spend()
             if self.door is not None:
                 self.door.close()
+            self._let_recorded_go()
             if self._spare is not None:
                 self._spare.discard()
             if self._spare_file is not None:
@@ -488,6 +489,16 @@ class Worker:
         in the same transaction."""
         self.tasks_run += 1
         more = self.options.max_tasks is None or self.tasks_run < self.options.max_tasks
+        following: Claim | None = None
+        try:
+            following = self._run_attempt(claim, more)
+        finally:
+            self._let_recorded_go()
+        if not more:
+            raise Stop(0, f"ran {self.tasks_run} tasks")
+        return following
+
+    def _run_attempt(self, claim: Claim, more: bool) -> Claim | None:
         history = claim.history or self._steady(lambda: self.services.history(claim.task_id))
         for start in history.started:  # whatever is left of earlier attempts on this host
             self._end_leftovers_of(start)
@@ -495,19 +506,19 @@ class Worker:
         task = history.submitted
         legacy = LegacyFile.take(self.options, task, self.id) if self.options.legacy_files \
             else None
-        following: Claim | None = None
         try:
-            following = self._attempt(claim, history, claim_next=more)
+            return self._attempt(claim, history, claim_next=more)
         finally:
-            if self._recorded is not None:  # its agent never started: it goes
-                self._recorded[0].discard()
-                self._recorded = None
             if legacy is not None:
                 state = self._last_words(lambda: self.services.task(claim.task_id).state)
                 legacy.finish(TaskState(state) if state else TaskState.QUEUED)
-        if not more:
-            raise Stop(0, f"ran {self.tasks_run} tasks")
-        return following
+
+    def _let_recorded_go(self) -> None:
+        """The keeper recorded with the claim, if its agent never started: it goes (it is
+        named in the attempt's TaskStarted, so it serves no other attempt)."""
+        if self._recorded is not None:
+            self._recorded[0].discard()
+            self._recorded = None
 
     def _end_leftovers(self, task_id: str) -> None:
         for start in self.services.history(task_id).started:
