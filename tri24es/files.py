@@ -207,3 +207,66 @@ def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
         with contextlib.suppress(OSError):
             partial.unlink()
         raise
+
+
+class SpareFile:
+    """A private file made ahead of its use: empty, 0600, in a checked folder, its name
+    hidden (``.<name>.spare``). ``place`` fills it and renames it over its final name, as
+    ``write_private`` would have written it. Creating a file (its inode) is the dearest step
+    of writing a small one (~0.2 ms of CPU on ext4 here, where a rename costs 0.02): made
+    while nothing waits, it is off the path of whatever needs the file written."""
+
+    def __init__(self, folder: Path, name: str, root: Path | None = None) -> None:
+        self.path = Path(folder) / f".{name}.spare"
+        self._root = root
+        private_folder(self.path.parent, root)
+        with contextlib.suppress(FileNotFoundError):  # left by an earlier run of its owner
+            os.unlink(self.path)
+        self._fd: int | None = private_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root)
+
+    def place(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` whole, as ``write_private`` does: from this spare if
+        it is still there, under its name, in ``path``'s folder (checked again now), else
+        afresh. The spare is used up either way."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            write_private(path, data, self._root)
+            return
+        try:
+            if path.parent != self.path.parent or not _same_file(fd, self.path):
+                raise FileNotFoundError(errno.ENOENT, "the spare file was replaced", str(path))
+            private_folder(path.parent, self._root)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+            fd = None
+            os.replace(self.path, path)
+        except FileNotFoundError:  # someone took it meanwhile: written afresh
+            write_private(path, data, self._root)
+        finally:  # (a spare left by a failure is replaced by the next one made)
+            if fd is not None:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the spare, unused."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if _same_file(fd, self.path):  # not another's made under the same name since
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` names the file open on ``fd`` (no link followed)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev)

@@ -95,9 +95,14 @@ class ProjectPaths:
     def workspace(self, task_id: str, attempt: int) -> Path:
         return self.workspaces / f"{safe_name(task_id)}-{attempt}"
 
+    @property
+    def task_inputs(self) -> Path:
+        """The folder of the tasks' texts (``task_input``)."""
+        return self.state / "tasks"
+
     def task_input(self, task_id: str) -> Path:
         """The task's text, handed to its agent (``TRI24ES_TASK_FILE``)."""
-        return self.state / "tasks" / f"{safe_name(task_id)}.md"
+        return self.task_inputs / f"{safe_name(task_id)}.md"
 
     def attempt_log(self, task_id: str, attempt: int) -> Path:
         """The output of one attempt's agent."""

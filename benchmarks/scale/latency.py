@@ -38,7 +38,10 @@ def started_at(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def measure(results: Results, *, work: Path, submits: int) -> None:
+def measure(results: Results, *, work: Path, submits: int, stamps: Path | None = None) -> None:
+    """``stamps``: run the worker, its keepers and the follower with their steps stamped
+    into this file (``benchmarks.scale.stamps``), with each submit's commit and agent
+    start."""
     from eventlog import open_store
     from tri24es.services import Services, TaskSpec
 
@@ -47,7 +50,13 @@ def measure(results: Results, *, work: Path, submits: int) -> None:
     env |= {"TRI24ES_ROOT": str(root), "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-m", "tri24es", "init"], env=env, check=True,
                    capture_output=True)
-    worker = subprocess.Popen([sys.executable, "-m", "tri24es", "worker", "--id", "lat",
+    run_worker = [sys.executable, "-m", "tri24es"]
+    run_follower = [sys.executable, "-m", "benchmarks.scale.follower"]
+    if stamps is not None:
+        env["LATENCY_STAMPS"] = str(stamps)
+        run_worker = [sys.executable, "-m", "benchmarks.scale.stamps", "worker"]
+        run_follower = [sys.executable, "-m", "benchmarks.scale.stamps", "follower"]
+    worker = subprocess.Popen([*run_worker, "worker", "--id", "lat",
                                "--exec", " ".join(AGENT)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     raw_db, out = work / "latency-raw" / "q.db", work / "latency-raw" / "out"
@@ -57,7 +66,7 @@ def measure(results: Results, *, work: Path, submits: int) -> None:
             conn.execute(f"PRAGMA {pragma}")
         conn.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, task TEXT)")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.scale.follower",
+        [*run_follower,
          f'{{"path": "{raw_db}", "out": "{out}", "agent": {AGENT!r}}}'.replace("'", '"')],
         env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     store = open_store(str(root / "state" / "tri24es.db"))
@@ -78,12 +87,14 @@ def measure(results: Results, *, work: Path, submits: int) -> None:
             log = root / "logs" / "tasks" / f"lat{i}" / "1.log"
             wait_for("agent start", lambda: started_at(log) is not None)  # noqa: B023
             ours.runs.append((started_at(log) or 0) / 1e6 - committed / 1e6)
+            _mark(stamps, f"commit {committed}\nagent {started_at(log)}\n")
             wait_for("completion", lambda: services.task(f"lat{i}").state == "completed")  # noqa: B023
             time.sleep(0.1)
             raw.execute("INSERT INTO q (id, task) VALUES (?, ?)", (i, f"lat{i}"))
             committed = time.time_ns()
             wait_for("raw agent start", lambda: started_at(out / f"{i}.out") is not None)  # noqa: B023
             floor.runs.append((started_at(out / f"{i}.out") or 0) / 1e6 - committed / 1e6)
+            _mark(stamps, f"f_commit {committed}\nf_agent {started_at(out / f'{i}.out')}\n")
             time.sleep(0.1)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -103,6 +114,12 @@ def measure(results: Results, *, work: Path, submits: int) -> None:
               f" floor {quantile(floor.runs, 0.9):.1f} ms")
     results.add(row)
     results.sections["latency_ms"] = {"tri24es": ours.runs, "floor": floor.runs}
+
+
+def _mark(stamps: Path | None, lines: str) -> None:
+    if stamps is not None:
+        with stamps.open("a") as f:
+            f.write(lines)
 
 
 def quantile(values: list[float], q: float) -> float:

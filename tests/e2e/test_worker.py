@@ -158,6 +158,23 @@ def test_the_agent_gets_the_task_on_stdin_in_a_file_and_in_its_environment(
     assert (fleet.root / "logs/tasks/fix/1.log").read_text() == "hello from the agent\n"
 
 
+def test_a_task_text_larger_than_a_pipe_reaches_the_agent_whole(
+    fleet: Fleet, tmp_path: Path,
+) -> None:
+    """The text is written to the agent's stdin as far as the pipe takes it at once, the
+    rest by a thread while the agent reads: all of it arrives, then the end of its input."""
+    given = tmp_path / "given.json"
+    body = f"record {given}\nsay read it all\n" + "".join(
+        f"# line {i} {'x' * 90}\n" for i in range(3000))  # ~300 KB
+    fleet.submit("big", body)
+    proc = fleet.worker("--exit-when-idle")
+    assert fleet.exit_code(proc) == 0, fleet.output(proc)
+    got = json.loads(given.read_text())
+    assert got["stdin"] == body
+    assert got["task_file"] == body
+    assert fleet.state("big") == "completed"
+
+
 def test_spend_is_recorded_while_the_agent_runs(fleet: Fleet, tmp_path: Path) -> None:
     go = tmp_path / "go"
     fleet.submit("spender", f"spend 0.25\nwait {go}\nsay finished")

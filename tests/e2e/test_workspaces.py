@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_worker import EXEC, Fleet, wait_until
+from tests.e2e.test_worker import EXEC, Fleet, gone, wait_until
 from tri24es import events as ev
 from tri24es.names import RetryFrom
 
@@ -231,3 +231,26 @@ def _spec(task_id: str, body: str, **fields: object) -> object:
     if "agent" not in fields:
         fields["command"] = EXEC.split()
     return TaskSpec(task_id, f"task {task_id}", body=body, **fields)  # type: ignore[arg-type]
+
+
+def test_a_keeper_recorded_with_a_claim_whose_agent_never_started_is_let_go(
+        fleet: Fleet, repo: Path) -> None:
+    """The keeper an idle worker's claim records (TaskStarted, before the agent runs) is
+    that attempt's or no one's: an attempt ended before its agent started (its workspace
+    could not be made) lets it go, and the next attempt runs under another."""
+    from tri24es.names import Priority
+
+    fleet.services.submit(_spec("nobase", "say never", base="no-such-ref", max_retries=0,
+                                priority=Priority.HIGH))
+    fleet.services.submit(_spec("fine", "say done"))
+    worker = fleet.worker("--repo", str(repo), "--exit-when-idle")
+    assert fleet.exit_code(worker) == 0, fleet.output(worker)
+    [failed] = fleet.events(ev.TaskFailed)
+    assert (failed.task_id, failed.error.startswith("cannot make the workspace")) == (
+        "nobase", True)
+    [never] = fleet.events(ev.TaskStarted, "task-nobase")
+    [ran] = fleet.events(ev.TaskStarted, "task-fine")
+    assert never.pid != ran.pid
+    assert never.pid_start_time is not None
+    assert gone(never.pid, never.pid_start_time)
+    assert fleet.state("fine") == "completed"

@@ -22,6 +22,7 @@ from tri24es.projections.tables.workers import WorkerRow
 from tri24es.projections.upkeep import verify
 from tri24es.projections.workers import WORKERS
 from tri24es.services import (
+    AttemptProcess,
     NotFound,
     ResetRefused,
     ServiceError,
@@ -199,6 +200,38 @@ def test_a_reset_is_refused_while_the_breach_holds_and_recorded_with_its_terms(
     clock.advance(301)
     with store.snapshot() as tx:  # a whole window later, the window is whole again
         assert reads.read_budget(connection_of(tx), limits, clock.now).reset_at is None
+
+
+def test_a_claim_records_the_keeper_of_its_attempt_in_its_own_transaction(
+    svc: Services, store: EventStore,
+) -> None:
+    """An idle worker's claim records the process its attempt will run under (TaskStarted)
+    in the claim's transaction, before the agent runs: one commit, the history it carries
+    read before that record (the attempts before this one), the task's row showing it."""
+    submit(svc, "a")
+    start(svc, "w")
+    claim = svc.claim("w")
+    assert claim is not None
+    svc.started("a", "w", 1, pid=11, pgid=11, pid_start_time=5, key="k1")
+    svc.requeue("a", RequeueReason.LEASE_LOST, by="w", attempt=1)
+    head = store.head()
+    claim = svc.claim("w", with_history=True,
+                      process=AttemptProcess(pid=22, pgid=22, pid_start_time=6, key="k2"))
+    assert claim is not None
+    assert claim.history is not None
+    assert [(s.attempt, s.pid) for s in claim.history.started] == [(1, 11)]
+    new = list(store.read_all(head))
+    assert [r.type for r in new] == [ev.TaskClaimed.topic, ev.TaskStarted.topic]
+    started = ev.decode_event(new[1])
+    assert isinstance(started, ev.TaskStarted)
+    assert (started.attempt, started.worker, started.pid, started.pgid, started.pid_start_time,
+            started.key, started.host) == (2, "w", 22, 22, 6, "k2", svc.metadata.host)
+    assert task(svc, store, "a").pid == 22
+    assert [s.pid for s in svc.history("a").started] == [11, 22]
+    svc.complete("a", "w", 2)  # the attempt holds the task as after a separate record
+    head = store.head()
+    assert svc.claim("w", process=AttemptProcess(33, 33)) is None  # nothing claimed:
+    assert store.head() == head  # nothing recorded
 
 
 def test_claim_refused_while_the_kill_switch_is_active(svc: Services, store: EventStore) -> None:

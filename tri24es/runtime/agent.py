@@ -43,6 +43,8 @@ DRAIN_SECONDS = 30.0
 KEEPER_SLACK = 2.0
 #: The longest the worker gives way to a starting agent (see ``Keeper.spawned``).
 SPAWN_WAIT = 0.1
+#: The longest the worker then gives way to the agent's own start (see ``Keeper.settled``).
+START_WAIT = 0.05
 #: The keeper's first line on the outcome pipe, once the agent's process has started.
 SPAWNED = "spawned"
 SHIM = Path(__file__).with_name("shim.py")
@@ -127,9 +129,16 @@ class Keeper:
     def spawned(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until the keeper has started the agent's process, or
         failed to, or ended. The worker gives way meanwhile: on a busy machine its own next
-        steps (reader threads, the TaskStarted record, the next spare keeper) would take
+        steps (its input, reader threads, the log, the next spare keeper) would take
         the CPU from the keeper being woken and the agent being started."""
         select.select([self.outcome_fd, self.pidfd], [], [], timeout)
+
+    def settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the agent's first output, or its attempt's end:
+        the worker's own next steps (the log's folder and file made, threads started) would
+        take a core from an agent starting on a busy machine. Its input is written first."""
+        assert self.proc.stdout is not None
+        select.select([self.proc.stdout.fileno(), self.pidfd], [], [], timeout)
 
     def discard(self) -> None:
         """Let an unused spare go (it exits when its order pipe closes)."""
@@ -157,6 +166,11 @@ class Agent:
     ) -> None:
         keeper.start(argv, env, cwd)
         keeper.spawned(SPAWN_WAIT)
+        assert keeper.proc.stdin is not None
+        rest = _offer(keeper.proc.stdin, stdin)  # an agent reading its input first has it
+        # Then the agent has the machine to itself for its first steps (its first output,
+        # its end, or START_WAIT): its output waits in the pipe meanwhile.
+        keeper.settled(START_WAIT)
         # The log is opened once the agent is up: it is the worker's copy of the output (which
         # waits in the pipe meanwhile), not something the agent needs, and opening it (a new
         # folder per task, the private-folder checks) was a tenth of the way to the agent's
@@ -188,8 +202,9 @@ class Agent:
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout, log),
                                         daemon=True, name=f"agent-{self.pid}-output")
         with threads_without_signals():  # SIGUSR1/SIGTERM must reach the worker's main thread
-            threading.Thread(target=_feed, args=(self.proc.stdin, stdin), daemon=True,
-                             name=f"agent-{self.pid}-stdin").start()
+            if rest is not None:
+                threading.Thread(target=_feed, args=(self.proc.stdin, rest), daemon=True,
+                                 name=f"agent-{self.pid}-stdin").start()
             self._reader.start()
 
     def beat(self) -> None:
@@ -283,6 +298,25 @@ def end_leftovers(keeper: int, started: int, key: str | None,
                 os.kill(pid, signal.SIGKILL)
         left = leftovers(keeper, started, tag)
     return found
+
+
+def _offer(stdin: IO[bytes], data: bytes) -> bytes | None:
+    """Write what the pipe takes of ``data`` now, without waiting; closed once it is all
+    written. What is left for ``_feed`` (None: nothing)."""
+    fd = stdin.fileno()
+    written = 0
+    try:
+        os.set_blocking(fd, False)
+        while written < len(data):
+            written += os.write(fd, data[written:written + 65536])
+    except BlockingIOError:  # the pipe is full: the agent reads the rest later
+        os.set_blocking(fd, True)
+        return data[written:]
+    except BrokenPipeError:  # an agent that does not read its input is free not to
+        pass
+    with contextlib.suppress(BrokenPipeError):
+        stdin.close()
+    return None
 
 
 def _feed(stdin: IO[bytes], data: bytes) -> None:

@@ -50,7 +50,7 @@ from tri24es import agents as presets
 from tri24es import events as ev
 from tri24es.budget import DEFAULT_MAX_RECORD_USD
 from tri24es.errors import AlreadyRunning
-from tri24es.files import UnsafeFolder, open_private, private_folder, write_private
+from tri24es.files import SpareFile, UnsafeFolder, open_private, private_folder, write_private
 from tri24es.inputs.usage import Usage, UsageParser
 from tri24es.inputs.usage_limits import MAX_RESET_US, UsageLimit, UsageLimitDetector
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
@@ -76,6 +76,7 @@ from tri24es.services import (
     KILL_SWITCH,
     MODELS,
     WORK,
+    AttemptProcess,
     Claim,
     NotFound,
     Services,
@@ -196,6 +197,9 @@ class Worker:
         self.door: Doorbell | None = None  # wakes the worker for what concerns it only
         self._wake: Wakeup | None = None
         self._spare: Keeper | None = None  # a keeper started ahead of the next attempt
+        self._spare_file: SpareFile | None = None  # the next attempt's task file, made ahead
+        # The keeper (and its key) recorded with the current claim, until its agent starts.
+        self._recorded: tuple[Keeper, str] | None = None
         self._spend: list[ev.SpendRecorded] = []  # read from the agent, not yet recorded
         self._skipped: list[ev.SpendLinesSkipped] = []  # unreadable cost lines, to record
         self._attempt_spend = Decimal(0)  # what this worker saw spent in the current attempt
@@ -246,7 +250,7 @@ class Worker:
         try:
             self._steady(self.register)
             self.door = self.services.store.doorbell(self._bells())
-            self._spare_keeper()
+            self._spares()
             with signal_wakeup() as wake:  # a signal ends a wait at once
                 self._wake = wake
                 self._loop()
@@ -261,8 +265,11 @@ class Worker:
             self._keep_spend()
             if self.door is not None:
                 self.door.close()
+            self._let_recorded_go()
             if self._spare is not None:
                 self._spare.discard()
+            if self._spare_file is not None:
+                self._spare_file.discard()
         raise AssertionError("the worker loop ends only by Stop")  # pragma: no cover
 
     def _bells(self, task_id: str | None = None) -> list[str]:
@@ -304,8 +311,7 @@ class Worker:
         if not self._holding():
             # A read first: a worker woken with the others by one new task does not queue
             # on the write lock unless there may be something for it.
-            claimable = self.services.claimable(self.id)
-            claim = self.services.claim(self.id, with_history=True) if claimable else None
+            claim = self._claim() if self.services.claimable(self.id) else None
         if claim is not None:
             while claim is not None:
                 claim = self._run(claim)
@@ -317,9 +323,30 @@ class Worker:
         due = None if self._holding() else self.services.next_due()
         if due is not None:  # a delayed or backed-off task: no bell rings when its time comes
             until = min(until, time.monotonic() + (due - self.services.clock()) / 1e6)
-        self._spare_keeper()  # if the last attempt ended before its first turn started one
+        self._spares()  # if the last attempt ended before its first turn made them
         self._wait(until=until)
         return next_beat
+
+    def _claim(self) -> Claim | None:
+        """Claim a task, recording with the claim the keeper its attempt will run under
+        (the spare, started ahead): recorded before its agent runs, and no commit of its own
+        beside the agent's start. That keeper is then this attempt's or no one's."""
+        try:
+            keeper = self._keeper()
+        except OSError:  # no processes left, say: the attempt starts its own, or says why
+            return self.services.claim(self.id, with_history=True)
+        key = secrets.token_hex(8)
+        try:
+            claim = self.services.claim(self.id, with_history=True, process=AttemptProcess(
+                keeper.pid, keeper.pid, keeper.start_time, key))
+        except BaseException:  # perhaps recorded all the same: never another attempt's
+            keeper.discard()
+            raise
+        if claim is None:
+            self._spare = keeper
+        else:
+            self._recorded = keeper, key
+        return claim
 
     def _expire_leases(self) -> None:
         """Requeue tasks whose lease ran out (ending what is left of them on this host) and
@@ -462,6 +489,16 @@ class Worker:
         in the same transaction."""
         self.tasks_run += 1
         more = self.options.max_tasks is None or self.tasks_run < self.options.max_tasks
+        following: Claim | None = None
+        try:
+            following = self._run_attempt(claim, more)
+        finally:
+            self._let_recorded_go()
+        if not more:
+            raise Stop(0, f"ran {self.tasks_run} tasks")
+        return following
+
+    def _run_attempt(self, claim: Claim, more: bool) -> Claim | None:
         history = claim.history or self._steady(lambda: self.services.history(claim.task_id))
         for start in history.started:  # whatever is left of earlier attempts on this host
             self._end_leftovers_of(start)
@@ -469,16 +506,19 @@ class Worker:
         task = history.submitted
         legacy = LegacyFile.take(self.options, task, self.id) if self.options.legacy_files \
             else None
-        following: Claim | None = None
         try:
-            following = self._attempt(claim, history, claim_next=more)
+            return self._attempt(claim, history, claim_next=more)
         finally:
             if legacy is not None:
                 state = self._last_words(lambda: self.services.task(claim.task_id).state)
                 legacy.finish(TaskState(state) if state else TaskState.QUEUED)
-        if not more:
-            raise Stop(0, f"ran {self.tasks_run} tasks")
-        return following
+
+    def _let_recorded_go(self) -> None:
+        """The keeper recorded with the claim, if its agent never started: it goes (it is
+        named in the attempt's TaskStarted, so it serves no other attempt)."""
+        if self._recorded is not None:
+            self._recorded[0].discard()
+            self._recorded = None
 
     def _end_leftovers(self, task_id: str) -> None:
         for start in self.services.history(task_id).started:
@@ -708,8 +748,16 @@ class Worker:
             f"{f' by {note.by}' if note.by else ''}\n\n{note.reason}\n"
             for note in history.feedback)).encode()  # what the reviewers asked for
         task_file = paths.task_input(claim.task_id)
-        write_private(task_file, text, paths.root)
-        key = secrets.token_hex(8)
+        spare, self._spare_file = self._spare_file, None
+        if spare is not None:  # made ahead: a file's creation was most of its writing
+            spare.place(task_file, text)
+        else:
+            write_private(task_file, text, paths.root)
+        recorded, self._recorded = self._recorded, None
+        if recorded is not None and not recorded[0].alive():  # another one, recorded anew
+            recorded[0].discard()
+            recorded = None
+        keeper, key = recorded or (self._keeper(), secrets.token_hex(8))
         env = self._environ | {
             "TRI24ES_TASK_ID": claim.task_id, "TRI24ES_WORKER_ID": self.id,
             "TRI24ES_ATTEMPT": str(claim.attempt), "TRI24ES_DB": self.options.db_url,
@@ -719,9 +767,11 @@ class Worker:
             env["TRI24ES_BUDGET_REMAINING_USD"] = str(self._attempt_cap)
         if workspace is not None:
             env |= {"TRI24ES_WORKSPACE": str(workspace.path), "TRI24ES_BRANCH": workspace.branch}
-        agent = Agent(self._keeper(), command, stdin=text, env=env,
+        agent = Agent(keeper, command, stdin=text, env=env,
                       log_path=paths.attempt_log(claim.task_id, claim.attempt),
                       cwd=None if workspace is None else workspace.path, root=paths.root)
+        if recorded is not None:
+            return agent
         try:
             self._steady(lambda: self.services.started(
                 claim.task_id, self.id, claim.attempt, agent.pid, agent.pgid, agent.start_time,
@@ -740,8 +790,15 @@ class Worker:
             spare.discard()
         return Keeper(self.guard, self.grace)
 
-    def _spare_keeper(self) -> None:
-        """Start a keeper ahead of the next attempt: its agent then starts at once."""
+    def _spares(self) -> None:
+        """Start a keeper and make the task file ahead of the next attempt: its agent then
+        starts at once."""
+        if self._spare_file is None:
+            # Failing, the file is written afresh at the attempt (any trouble said there).
+            with contextlib.suppress(OSError, UnsafeFolder):
+                self._spare_file = SpareFile(self.options.paths.task_inputs,
+                                             f"worker-{safe_name(self.id)}",
+                                             self.options.paths.root)
         if self._spare is None:
             try:
                 self._spare = Keeper(self.guard, self.grace)
@@ -771,11 +828,12 @@ class Worker:
                 wait = min(SLICE, renew_at - now, deadline - now)
                 lines = agent.read(max(wait, 0), limit=LINES_PER_TURN)
                 if spare_due:
-                    # The next attempt's keeper starts while this one runs, once its agent
-                    # had its first output or a slice of time to itself: an interpreter
-                    # starting beside it would slow the agent's own start.
+                    # The next attempt's keeper starts (and task file is made) while this one
+                    # runs, once its agent had its first output or a slice of time to
+                    # itself: an interpreter starting beside it would slow the agent's own
+                    # start.
                     spare_due = False
-                    self._spare_keeper()
+                    self._spares()
                 for line in lines:
                     self._take_line(claim, parser, line)
                     last_line = line.decode(errors="replace").strip() or last_line

@@ -93,6 +93,17 @@ class TaskHistory:
 
 
 @dataclass(frozen=True)
+class AttemptProcess:
+    """The process an attempt runs under (its keeper), as TaskStarted records it: found
+    and ended on its host by whoever takes the task next, should it outlive its worker."""
+
+    pid: int
+    pgid: int
+    pid_start_time: int | None = None
+    key: str | None = None  # TRI24ES_ATTEMPT_KEY, in the environment of its every process
+
+
+@dataclass(frozen=True)
 class Claim:
     task_id: str
     attempt: int

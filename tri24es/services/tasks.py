@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
+from eventlog import Transaction
 from tri24es import events as ev
 from tri24es.errors import UsageError
 from tri24es.events import Event
@@ -31,6 +32,7 @@ from tri24es.projections.workers import BY_ID as WORKERS_BY_ID
 from tri24es.projections.workers import WORKERS
 from tri24es.scheduling import retry_wait_us
 from tri24es.services.base import (
+    AttemptProcess,
     Claim,
     ServiceError,
     StaleAttempt,
@@ -117,11 +119,15 @@ class TaskCommands(DependencyRules):
         return new
 
     @retry_on_conflict
-    def claim(self, worker_id: str, *, with_history: bool = False) -> Claim | None:
+    def claim(self, worker_id: str, *, with_history: bool = False,
+              process: AttemptProcess | None = None) -> Claim | None:
         """Take the first claimable task for this worker, or None (DESIGN.md §6). With
         ``with_history``, the claim carries the task's history, read in the same transaction
         (an idle worker's claim: one transaction fewer before its agent starts; not the claim
-        made with a completion, where it would only lengthen the write lock's hold)."""
+        made with a completion, where it would only lengthen the write lock's hold); the
+        history is read before ``process`` is recorded. With ``process`` (the keeper the
+        attempt will run under, started ahead), its TaskStarted is recorded with the claim:
+        before its agent runs, and with no commit of its own beside the agent's start."""
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             if read_killswitch(conn).active:
@@ -145,8 +151,10 @@ class TaskCommands(DependencyRules):
             )
             # The views apply the claim to this same row object (the transaction keeps it).
             self._append(conn, tx, task_stream(row.task_id), [event], row.version)
-            return Claim(row.task_id, event.attempt, lease, row,
-                         self.history(row.task_id) if with_history else None)
+            history = self.history(row.task_id) if with_history else None
+            if process is not None:
+                self._started(conn, tx, row.task_id, worker_id, event.attempt, process)
+            return Claim(row.task_id, event.attempt, lease, row, history)
 
     @retry_on_conflict
     def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int,
@@ -154,12 +162,16 @@ class TaskCommands(DependencyRules):
         """Record the attempt's process: its keeper's pid, group, start time and host, so
         that what is left of it can be found and ended on that host later."""
         with self.store.transaction() as tx:
-            conn = connection_of(tx)
-            row = self._held(conn, task_id, worker, attempt)
-            event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=pid,
-                                   pgid=pgid, pid_start_time=pid_start_time,
-                                   host=self.metadata.host, key=key)
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._started(connection_of(tx), tx, task_id, worker, attempt,
+                          AttemptProcess(pid, pgid, pid_start_time, key))
+
+    def _started(self, conn: ViewsConnection, tx: Transaction, task_id: str, worker: str,
+                 attempt: int, process: AttemptProcess) -> None:
+        row = self._held(conn, task_id, worker, attempt)
+        event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=process.pid,
+                               pgid=process.pgid, pid_start_time=process.pid_start_time,
+                               host=self.metadata.host, key=process.key)
+        self._append(conn, tx, task_stream(task_id), [event], row.version)
 
     @retry_on_conflict
     def renew_lease(self, task_id: str, worker: str, attempt: int) -> datetime:
