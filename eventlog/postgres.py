@@ -366,7 +366,8 @@ class PostgresTransaction(Transaction):
         return int(row[0] or 0)
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """The common case in one round trip (see ``_Queries.look``), its INSERT sent with
         the next; a version mismatch or an id stored already takes the general path."""

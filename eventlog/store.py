@@ -62,12 +62,17 @@ class Transaction(abc.ABC):
     carried: Mapping[Any, Any] = MappingProxyType({})
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to ``stream`` if it is at ``expected_version``.
 
         Raises WrongExpectedVersion (writing nothing) on a mismatch. Events whose ids are all
         already stored are an idempotent no-op: the stored events are returned.
+
+        ``origin``: the position of the stream's first event, if the caller knows it (a
+        hint: SQLite reaches the stream by it instead of by its name; a wrong one costs a
+        look by name, never a wrong result). Other backends ignore it.
         """
         batch = list(events)
         if not batch:
