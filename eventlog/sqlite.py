@@ -48,8 +48,9 @@ from eventlog.watch import FileChangeWatcher, FileDoorbell, ring_files
 # event, rather than by its name: the streams a worker reaches one after another (tasks
 # claimed in the order they were submitted) then sit side by side in the index, instead of
 # each on a page of its own among a million names (a page read from the disk per claim when
-# the cache is cold). The name is indexed only for first events (version 1): what maps a
-# name to its origin. An append whose caller knows the origin never looks the name up.
+# the cache is cold). Names are indexed only for first events (version 1): by name, what
+# maps a name to its origin; by origin, what checks that an origin a caller gives (a hint)
+# is that stream's, dozens of streams to a page (the events themselves are a few to a page).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY,
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_streams ON events (stream) WHERE version = 1;
 CREATE UNIQUE INDEX IF NOT EXISTS events_versions ON events (origin, version);
+CREATE INDEX IF NOT EXISTS events_origins ON events (position, stream) WHERE version = 1;
 """
 
 #: The append-only guards, as SQLite keeps their text in sqlite_schema (checked on open).
@@ -109,7 +111,8 @@ CURRENT = Statements(
         " WHERE (SELECT max(version) FROM events WHERE origin = o) = ?3 - 1"),
     insert_at=(
         f"INSERT INTO events ({COLUMNS}, origin) SELECT {VALUES}, ?10"
-        " WHERE (SELECT stream FROM events WHERE position = ?10 AND version = 1) = ?2"
+        " WHERE (SELECT stream FROM events INDEXED BY events_origins"
+        " WHERE position = ?10 AND version = 1) = ?2"
         " AND (SELECT max(version) FROM events WHERE origin = ?10) = ?3 - 1"),
     stream_version=f"SELECT max(version) FROM events WHERE origin = {ORIGIN_OF.format('?')}",
     version_and_head=(f"SELECT (SELECT max(version) FROM events WHERE origin ="

@@ -64,3 +64,22 @@ def test_claims_change_as_many_pages_at_any_backlog(tmp_path: Path) -> None:
     each claim changed an index page of its own (~130 pages more at 10,000)."""
     small, large = pages_changed(tmp_path, 300, 200), pages_changed(tmp_path, 10_000, 200)
     assert large <= small + 20, (small, large)
+
+
+def test_a_task_whose_stream_began_with_a_rejection_runs_as_any(tmp_path: Path) -> None:
+    """A task file refused once and fixed later: the stream began at the rejection, not at
+    the submission the queue row knows, so the store finds the stream by its name."""
+    store = eventlog.open_store(str(tmp_path / "s.db"))
+    services = Services(store, actor="w")
+    services.reject("fix-1", "bad front matter")
+    services.submit_many([TaskSpec("fix-0", "t"), TaskSpec("fix-1", "t")])
+    services.start_worker("w", pid=os.getpid(), pid_start_time=0, host="test")
+    ran = []
+    claim = services.claim("w")
+    while claim is not None:
+        ran.append(claim.task_id)
+        claim = services.complete(claim.task_id, "w", claim.attempt, claim_next=True)
+    assert ran == ["fix-0", "fix-1"]
+    assert [e.type for e in store.read_stream("task-fix-1")] == [
+        "TaskRejected", "TaskSubmitted", "TaskClaimed", "TaskCompleted"]
+    store.close()
