@@ -146,7 +146,8 @@ SELECT_HEAD = f"SELECT {_HEAD}"
 _row = functools.partial(tuple.__new__, RecordedEvent)
 
 DEFAULT_BUSY_TIMEOUT = 5.0
-# Each event touches three b-trees (rows, stream/version, event id), and a commit writes
+# Each event touches three b-trees (rows, origin/version, event id; a stream's first event
+# two more, its name by name and by position), and a commit writes
 # every page it touched to the WAL whole: 2 KB pages write half the bytes of the default
 # 4 KB, for rows of a few hundred bytes (set when the file is created; later no-op).
 PAGE_SIZE = 2048
