@@ -74,8 +74,10 @@ def main() -> None:
             for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
                 for n in sizes if r % 2 == 0 else sizes[::-1]:
                     loads.append(os.getloadavg()[0])
-                    found = json.loads(python(trees[side], RUN, stores[side, n],
-                                              f"ab{r}{cache}", args.cycles, cache))
+                    # Task ids new to the store (a top-up of ids it holds adds nothing).
+                    tag = f"ab{os.getpid()}-{r}{cache}"
+                    found = json.loads(python(trees[side], RUN, stores[side, n], tag,
+                                              args.cycles, cache))
                     assert found["duplicates"] == 0, found
                     rates.setdefault((side, cache, n), []).append(found["rate"])
                     print(f"round {r} {side} {cache} {n:,}: {found['rate']:,.0f} jobs/s "
