@@ -234,15 +234,20 @@ class SQLiteTransaction(Transaction):
     ) -> list[RecordedEvent]:
         """A single event at an exact version is one INSERT that checks the version (the
         stream found by ``origin`` when given: see ``SCHEMA``), after a look at the head
-        if the transaction does not know it yet; anything else, or a mismatch, takes the
-        general path (which decides what a mismatch or a stored id means)."""
-        if len(events) != 1 or type(expected_version) is not int:
+        if the transaction does not know it yet; so is each event of a batch given its
+        stream's origin. Anything else, or a mismatch, takes the general path (which
+        decides what a mismatch or a stored id means)."""
+        sql = self._store.statements
+        if type(expected_version) is not int or not events:
             return super().append(stream, events, expected_version)
+        if len(events) != 1:
+            if origin is None or expected_version == 0 or sql.insert_at is None:
+                return super().append(stream, events, expected_version)
+            return self._append_at(stream, events, expected_version, origin)
         if self._head is None:
             self.head_row()
         assert self._head is not None
         recorded = stamp(self._head, stream, expected_version, list(events), self._store.clock())
-        sql = self._store.statements
         try:
             if expected_version == 0 and sql.insert_at is not None:
                 # A new stream: its first event is its origin (a stream of that name
@@ -257,6 +262,33 @@ class SQLiteTransaction(Transaction):
         if cursor.rowcount != 1:  # the stream is not at that version: nothing written
             return super().append(stream, events, expected_version)
         last = recorded[0]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        return recorded
+
+    def _append_at(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, origin: int
+    ) -> list[RecordedEvent]:
+        """A batch, each event checked by its stream's origin (a failure, then a requeue):
+        all of it written, or none of it and the general path."""
+        recorded = stamp(self.head_row(), stream, expected_version, list(events),
+                         self._store.clock())
+        insert_at = self._store.statements.insert_at
+        assert insert_at is not None
+        self.connection.execute("SAVEPOINT batch")
+        try:
+            try:
+                cursor = self.connection.executemany(
+                    insert_at, [(*event, origin) for event in recorded])
+                written = cursor.rowcount == len(recorded)
+            except sqlite3.IntegrityError:  # an id stored already
+                written = False
+            if not written:
+                self.connection.execute("ROLLBACK TO batch")
+        finally:
+            self.connection.execute("RELEASE batch")
+        if not written:
+            return super().append(stream, events, expected_version)
+        last = recorded[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
         return recorded
 

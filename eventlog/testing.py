@@ -130,11 +130,18 @@ class EventStoreContract:
             tx.append("a", [event()], 3, origin=other.position + 1)  # not an origin
             tx.append("a", [event()], 4, origin=10**9)  # no event at all
         for stale, origin in [(2, first.position), (0, first.position), (2, other.position)]:
-            with pytest.raises(WrongExpectedVersion), store.transaction() as tx:
-                tx.append("a", [event()], stale, origin=origin)
-        assert versions(store.read_stream("a")) == [1, 2, 3, 4, 5]
+            for batch in ([event()], [event(), event()]):
+                with pytest.raises(WrongExpectedVersion), store.transaction() as tx:
+                    tx.append("a", batch, stale, origin=origin)
+        with store.transaction() as tx:  # batches too
+            tx.append("a", [event(), event()], 5, origin=first.position)
+            twice = [event(), event()]
+            tx.append("a", twice, 7, origin=other.position)
+            assert tx.append("a", twice, 7, origin=first.position) == tx.events_by_id(
+                [e.event_id for e in twice])  # stored already: the idempotent no-op
+        assert versions(store.read_stream("a")) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
         assert versions(store.read_stream("b")) == [1, 2]
-        assert store.head() == 7
+        assert store.head() == 11
 
     def test_an_empty_batch_is_a_no_op(self, store: EventStore) -> None:
         assert store.append("s", [], STREAM_EXISTS) == []
