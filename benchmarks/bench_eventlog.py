@@ -31,6 +31,13 @@ INSERT = (
     "INSERT INTO events (stream, version, event_id, type, data, metadata, recorded_at, hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The store's own table takes the position of the stream's first event too (eventlog.sqlite).
+INSERT_SAME = (
+    "INSERT INTO events (stream, version, event_id, type, data, metadata, recorded_at, hash,"
+    " origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?2 = 1 THEN"
+    " (SELECT coalesce(max(position), 0) + 1 FROM events)"
+    " ELSE (SELECT position FROM events WHERE stream = ?1 AND version = 1) END)"
+)
 FAKE_HASH = bytes(32)
 
 
@@ -84,7 +91,7 @@ class Contenders:
         def raw(conn: sqlite3.Connection) -> Callable[[], int]:
             def run() -> int:
                 for row in [self.rows([e])[0] for e in fresh(events)]:
-                    conn.execute(INSERT, row)
+                    conn.execute(INSERT if conn is self.plain else INSERT_SAME, row)
                     conn.commit()
                 return len(events)
             return run
@@ -100,7 +107,7 @@ class Contenders:
         def raw(conn: sqlite3.Connection) -> Callable[[], int]:
             def run() -> int:
                 for rows in [self.rows(fresh(batch)) for _ in range(count)]:
-                    conn.executemany(INSERT, rows)
+                    conn.executemany(INSERT if conn is self.plain else INSERT_SAME, rows)
                     conn.commit()
                 return count * len(batch)
             return run

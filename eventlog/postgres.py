@@ -428,7 +428,8 @@ class PostgresTransaction(Transaction):
         return int(row[0] or 0)
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """The common case in one round trip (see ``_Queries.look``), its INSERT sent with
         the next; a version mismatch or an id stored already takes the general path."""
@@ -457,7 +458,8 @@ class PostgresTransaction(Transaction):
         return recorded
 
     def append_fresh(
-        self, stream: str, events: Sequence[NewEvent], version: int
+        self, stream: str, events: Sequence[NewEvent], version: int,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """No look: stamped after the head read with the lock, the INSERT (which checks the
         version, see ``_Queries.insert_fresh``) sent with the next round trip."""

@@ -8,6 +8,7 @@ positions are assigned under that lock, which keeps them gap-free and the hash c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import os
@@ -43,6 +44,13 @@ from eventlog.model import (
 from eventlog.store import READ_BATCH, EventStore, Transaction, paged
 from eventlog.watch import FileChangeWatcher, FileDoorbell, ring_files
 
+# The events table. A stream's events are found by ``origin``, the position of its first
+# event, rather than by its name: the streams a worker reaches one after another (tasks
+# claimed in the order they were submitted) then sit side by side in the index, instead of
+# each on a page of its own among a million names (a page read from the disk per claim when
+# the cache is cold). Names are indexed only for first events (version 1): by name, what
+# maps a name to its origin; by origin, what checks that an origin a caller gives (a hint)
+# is that stream's, dozens of streams to a page (the events themselves are a few to a page).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY,
@@ -54,8 +62,11 @@ CREATE TABLE IF NOT EXISTS events (
     metadata    BLOB    NOT NULL,
     recorded_at INTEGER NOT NULL,
     hash        BLOB    NOT NULL,
-    UNIQUE (stream, version)
+    origin      INTEGER NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS events_streams ON events (stream) WHERE version = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS events_versions ON events (origin, version);
+CREATE INDEX IF NOT EXISTS events_origins ON events (position, stream) WHERE version = 1;
 """
 
 #: The append-only guards, as SQLite keeps their text in sqlite_schema (checked on open).
@@ -68,28 +79,75 @@ GUARDS = {
 }
 
 COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at, hash"
-INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# A single event at an exact version: the INSERT checks the version itself (no row when the
-# stream is elsewhere), one statement instead of a look and an insert.
-INSERT_CHECKED = (
-    f"INSERT INTO events ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
-    " WHERE coalesce((SELECT max(version) FROM events WHERE stream = ?), 0) = ?"
+VALUES = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"  # a RecordedEvent's fields, in order
+ORIGIN_OF = "(SELECT position FROM events WHERE stream = {} AND version = 1)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statements:
+    """The statements that differ between the two layouts of the events table."""
+
+    #: Any events (a RecordedEvent's nine fields each).
+    insert: str
+    #: A single event after the version before its own, the stream found by name (the nine
+    #: fields); no row when the stream is not at that version (or, by origin, is new).
+    insert_checked: str
+    #: The same, the stream found by its origin (the nine fields and the origin); no row
+    #: when the stream is elsewhere or the origin is not that stream's. None: no origins.
+    insert_at: str | None
+    stream_version: str
+    version_and_head: str
+    last_type: str
+    read_stream: str
+
+
+_HEAD = "position, recorded_at, hash FROM events ORDER BY position DESC LIMIT 1"
+CURRENT = Statements(
+    insert=(f"INSERT INTO events ({COLUMNS}, origin) VALUES ({VALUES},"
+            f" CASE WHEN ?3 = 1 THEN ?1 ELSE {ORIGIN_OF.format('?2')} END)"),
+    insert_checked=(
+        f"INSERT INTO events ({COLUMNS}, origin) SELECT {VALUES}, o"
+        f" FROM (SELECT {ORIGIN_OF.format('?2')} AS o)"
+        " WHERE (SELECT max(version) FROM events WHERE origin = o) = ?3 - 1"),
+    insert_at=(
+        f"INSERT INTO events ({COLUMNS}, origin) SELECT {VALUES}, ?10"
+        " WHERE (SELECT stream FROM events INDEXED BY events_origins"
+        " WHERE position = ?10 AND version = 1) = ?2"
+        " AND (SELECT max(version) FROM events WHERE origin = ?10) = ?3 - 1"),
+    stream_version=f"SELECT max(version) FROM events WHERE origin = {ORIGIN_OF.format('?')}",
+    version_and_head=(f"SELECT (SELECT max(version) FROM events WHERE origin ="
+                      f" {ORIGIN_OF.format('?')}), {_HEAD}"),
+    last_type=(f"SELECT type FROM events WHERE origin = {ORIGIN_OF.format('?')}"
+               " ORDER BY version DESC LIMIT 1"),
+    read_stream=(f"SELECT {COLUMNS} FROM events WHERE origin = {ORIGIN_OF.format('?')}"
+                 " AND version >= ? ORDER BY version"),
+)
+#: Files made before origins: ``UNIQUE (stream, version)``, the stream found by name (they
+#: keep working as they are; ``tri24es migrate`` to a new file gives the current layout).
+LEGACY = Statements(
+    insert=f"INSERT INTO events ({COLUMNS}) VALUES ({VALUES})",
+    insert_checked=(
+        f"INSERT INTO events ({COLUMNS}) SELECT {VALUES}"
+        " WHERE coalesce((SELECT max(version) FROM events WHERE stream = ?2), 0) = ?3 - 1"),
+    insert_at=None,
+    stream_version="SELECT max(version) FROM events WHERE stream = ?",
+    version_and_head=f"SELECT (SELECT max(version) FROM events WHERE stream = ?), {_HEAD}",
+    last_type="SELECT type FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
+    read_stream=(f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ?"
+                 " ORDER BY version"),
 )
 SELECT_PAYLOADS = (
     "SELECT position, stream, version, event_id, type, data, metadata, recorded_at"
     " FROM events WHERE position > ?{types} ORDER BY position LIMIT ?"
 )
-SELECT_HEAD = "SELECT position, recorded_at, hash FROM events ORDER BY position DESC LIMIT 1"
-SELECT_VERSION_AND_HEAD = (
-    "SELECT (SELECT max(version) FROM events WHERE stream = ?), position, recorded_at, hash"
-    " FROM events ORDER BY position DESC LIMIT 1"
-)
+SELECT_HEAD = f"SELECT {_HEAD}"
 
 # tuple.__new__ straight from C: cheaper than RecordedEvent._make for a million rows.
 _row = functools.partial(tuple.__new__, RecordedEvent)
 
 DEFAULT_BUSY_TIMEOUT = 5.0
-# Each event touches three b-trees (rows, stream/version, event id), and a commit writes
+# Each event touches three b-trees (rows, origin/version, event id; a stream's first event
+# two more, its name by name and by position), and a commit writes
 # every page it touched to the WAL whole: 2 KB pages write half the bytes of the default
 # 4 KB, for rows of a few hundred bytes (set when the file is created; later no-op).
 PAGE_SIZE = 2048
@@ -171,19 +229,35 @@ class SQLiteTransaction(Transaction):
         self._data_version: int | None = None
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
-        """Once the transaction knows the head (its second append: a completion, then the
-        next claim), a single event at an exact version is one INSERT that checks the
-        version; anything else, or a mismatch, takes the general path (which decides what
-        a mismatch or a stored id means)."""
-        if self._head is None or len(events) != 1 or type(expected_version) is not int:
+        """A single event at an exact version is one INSERT that checks the version (the
+        stream found by ``origin`` when given: see ``SCHEMA``), after a look at the head
+        if the transaction does not know it yet; so is each event of a batch given its
+        stream's origin. Anything else, or a mismatch, takes the general path (which
+        decides what a mismatch or a stored id means)."""
+        sql = self._store.statements
+        if type(expected_version) is not int or not events:
             return super().append(stream, events, expected_version)
+        if len(events) != 1:
+            if origin is None or expected_version == 0 or sql.insert_at is None:
+                return super().append(stream, events, expected_version)
+            return self._append_at(stream, events, expected_version, origin)
+        if self._head is None:
+            self.head_row()
+        assert self._head is not None
         recorded = stamp(self._head, stream, expected_version, list(events), self._store.clock())
         try:
-            cursor = self.connection.execute(
-                INSERT_CHECKED, (*recorded[0], stream, expected_version))
-        except sqlite3.IntegrityError:  # an id stored already: nothing written
+            if expected_version == 0 and sql.insert_at is not None:
+                # A new stream: its first event is its origin (a stream of that name
+                # already stored fails the index on names: the general path says so).
+                cursor = self.connection.execute(sql.insert, recorded[0])
+            elif origin is not None and sql.insert_at is not None:
+                cursor = self.connection.execute(sql.insert_at, (*recorded[0], origin))
+            else:
+                cursor = self.connection.execute(sql.insert_checked, recorded[0])
+        except sqlite3.IntegrityError:  # an id (or the new stream) stored already: no row
             return super().append(stream, events, expected_version)
         if cursor.rowcount != 1:  # the stream is not at that version: nothing written
             return super().append(stream, events, expected_version)
@@ -191,14 +265,40 @@ class SQLiteTransaction(Transaction):
         self._head = Head(last.position, last.recorded_at, last.hash)
         return recorded
 
+    def _append_at(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int, origin: int
+    ) -> list[RecordedEvent]:
+        """A batch, each event checked by its stream's origin (a failure, then a requeue):
+        all of it written, or none of it and the general path."""
+        recorded = stamp(self.head_row(), stream, expected_version, list(events),
+                         self._store.clock())
+        insert_at = self._store.statements.insert_at
+        assert insert_at is not None
+        self.connection.execute("SAVEPOINT batch")
+        try:
+            try:
+                cursor = self.connection.executemany(
+                    insert_at, [(*event, origin) for event in recorded])
+                written = cursor.rowcount == len(recorded)
+            except sqlite3.IntegrityError:  # an id stored already
+                written = False
+            if not written:
+                self.connection.execute("ROLLBACK TO batch")
+        finally:
+            self.connection.execute("RELEASE batch")
+        if not written:
+            return super().append(stream, events, expected_version)
+        last = recorded[-1]
+        self._head = Head(last.position, last.recorded_at, last.hash)
+        return recorded
+
     def stream_version(self, stream: str) -> int:
+        sql = self._store.statements
         if self._head is not None:
-            row = self.connection.execute(
-                "SELECT max(version) FROM events WHERE stream = ?", (stream,)
-            ).fetchone()
+            row = self.connection.execute(sql.stream_version, (stream,)).fetchone()
             return int(row[0] or 0)
         # First look in this transaction: read the head with the version, in one statement.
-        row = self.connection.execute(SELECT_VERSION_AND_HEAD, (stream,)).fetchone()
+        row = self.connection.execute(sql.version_and_head, (stream,)).fetchone()
         if row is None:
             self._head = EMPTY_HEAD
             return 0
@@ -206,9 +306,7 @@ class SQLiteTransaction(Transaction):
         return int(row[0] or 0)
 
     def last_type(self, stream: str) -> str | None:
-        row = self.connection.execute(
-            "SELECT type FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
-        ).fetchone()
+        row = self.connection.execute(self._store.statements.last_type, (stream,)).fetchone()
         return None if row is None else str(row[0])
 
     def events_by_id(self, event_ids: list[str]) -> list[RecordedEvent]:
@@ -226,7 +324,8 @@ class SQLiteTransaction(Transaction):
         return self._head
 
     def _insert_recorded(self, events: list[RecordedEvent]) -> None:
-        self.connection.executemany(INSERT, events)  # a failure rolls the transaction back
+        # A failure rolls the transaction back.
+        self.connection.executemany(self._store.statements.insert, events)
         last = events[-1]
         self._head = Head(last.position, last.recorded_at, last.hash)
 
@@ -235,14 +334,15 @@ class SQLiteTransaction(Transaction):
     ) -> list[RecordedEvent] | None:
         head = self.head_row()
         recorded = stamp(head, stream, version, batch, self._store.clock())
+        insert = self._store.statements.insert
         try:
             if len(recorded) == 1:
-                self.connection.execute(INSERT, recorded[0])
+                self.connection.execute(insert, recorded[0])
             else:
                 # A failing row must not leave the rows before it in this transaction.
                 self.connection.execute("SAVEPOINT batch")
                 try:
-                    self.connection.executemany(INSERT, recorded)
+                    self.connection.executemany(insert, recorded)
                 except sqlite3.IntegrityError:
                     self.connection.execute("ROLLBACK TO batch")
                     raise
@@ -369,6 +469,7 @@ class SQLiteStore(EventStore):
         self._checkpointer = Checkpointer(self._connect)
         try:
             self._open()
+            self.statements = self._statements()
         except BaseException:
             os.close(self._file)
             raise
@@ -401,6 +502,7 @@ class SQLiteStore(EventStore):
                         self._db.execute("ROLLBACK")
                     raise
                 return
+        self.statements = self._statements()  # (the guards are restored by an append)
         self._restore_guards()
 
     def check_guards(self) -> GuardsRestored | None:
@@ -466,6 +568,13 @@ class SQLiteStore(EventStore):
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         return db
 
+    def _statements(self) -> Statements:
+        """The statements of this file's layout of the events table (see ``LEGACY``)."""
+        with self._errors():
+            found = self._db.execute(
+                "SELECT 1 FROM pragma_table_info('events') WHERE name = 'origin'").fetchone()
+        return LEGACY if found is None else CURRENT
+
     def _has_table(self) -> bool:
         found = self._db.execute(
             "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'").fetchone()
@@ -490,10 +599,7 @@ class SQLiteStore(EventStore):
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         with self._lock, self._errors():
-            rows = self._db.execute(
-                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version",
-                (stream, from_version),
-            ).fetchall()
+            rows = self._db.execute(self.statements.read_stream, (stream, from_version)).fetchall()
         return list(map(_row, rows))
 
     def read_page(

@@ -62,12 +62,17 @@ class Transaction(abc.ABC):
     carried: Mapping[Any, Any] = MappingProxyType({})
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to ``stream`` if it is at ``expected_version``.
 
         Raises WrongExpectedVersion (writing nothing) on a mismatch. Events whose ids are all
         already stored are an idempotent no-op: the stored events are returned.
+
+        ``origin``: the position of the stream's first event, if the caller knows it (a
+        hint: SQLite reaches the stream by it instead of by its name; a wrong one costs a
+        look by name, never a wrong result). Other backends ignore it.
         """
         batch = list(events)
         if not batch:
@@ -89,7 +94,8 @@ class Transaction(abc.ABC):
         return recorded
 
     def append_fresh(
-        self, stream: str, events: Sequence[NewEvent], version: int
+        self, stream: str, events: Sequence[NewEvent], version: int,
+        origin: int | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events``, whose ids were just made (none is stored), to ``stream`` at
         ``version``, which the caller read in this transaction (a view's row).
@@ -97,8 +103,9 @@ class Transaction(abc.ABC):
         As ``append``, except that a backend may check the version with the write instead
         of reading it first: then a mismatch raises WrongExpectedVersion from a later
         statement of the transaction or from its commit (whose ``actual`` may be None),
-        and the whole transaction rolls back. A stored id is an error, not a no-op."""
-        return self.append(stream, events, version)
+        and the whole transaction rolls back. A stored id is an error, not a no-op.
+        ``origin``: as for ``append``, a hint."""
+        return self.append(stream, events, version, origin)
 
     def before_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` just before this transaction commits, and not if it rolls back:

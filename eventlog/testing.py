@@ -118,6 +118,31 @@ class EventStoreContract:
             assert tx.last_type("switch") == "Off"  # this transaction's own appends count
         assert store.guards_restored is None  # a fresh store had nothing to restore
 
+    def test_an_origin_is_only_a_hint(self, store: EventStore) -> None:
+        """``origin`` (where the stream began) may be wrong: the append goes to the named
+        stream at the expected version all the same, or is refused as without it."""
+        (first,) = store.append("a", [event()])
+        (other,) = store.append("b", [event()])
+        store.append("b", [event()])
+        with store.transaction() as tx:
+            tx.append("a", [event()], 1, origin=first.position)
+            tx.append("a", [event()], 2, origin=other.position)  # another stream's origin
+            tx.append("a", [event()], 3, origin=other.position + 1)  # not an origin
+            tx.append("a", [event()], 4, origin=10**9)  # no event at all
+        for stale, origin in [(2, first.position), (0, first.position), (2, other.position)]:
+            for batch in ([event()], [event(), event()]):
+                with pytest.raises(WrongExpectedVersion), store.transaction() as tx:
+                    tx.append("a", batch, stale, origin=origin)
+        with store.transaction() as tx:  # batches too
+            tx.append("a", [event(), event()], 5, origin=first.position)
+            twice = [event(), event()]
+            tx.append("a", twice, 7, origin=other.position)
+            assert tx.append("a", twice, 7, origin=first.position) == tx.events_by_id(
+                [e.event_id for e in twice])  # stored already: the idempotent no-op
+        assert versions(store.read_stream("a")) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert versions(store.read_stream("b")) == [1, 2]
+        assert store.head() == 11
+
     def test_an_empty_batch_is_a_no_op(self, store: EventStore) -> None:
         assert store.append("s", [], STREAM_EXISTS) == []
         assert store.head() == 0

@@ -249,11 +249,11 @@ class ServiceBase:
 
     def _append(
         self, conn: ViewsConnection, tx: Transaction, stream: str, events: Sequence[Event],
-        expected: Expected,
+        expected: Expected, origin: int | None = None,
     ) -> list[Envelope]:
         new = [encode(e, self._metadata) for e in events]  # ids made now: none is stored
-        recorded = (tx.append_fresh(stream, new, expected) if isinstance(expected, int)
-                    else tx.append(stream, new, expected))
+        recorded = (tx.append_fresh(stream, new, expected, origin) if isinstance(expected, int)
+                    else tx.append(stream, new, expected, origin))
         bells = bells_for(events)
         if bells:
             tx.ring(bells)
@@ -267,6 +267,14 @@ class ServiceBase:
             if type(event) in reacts:
                 self._react(conn, tx, event)
         return envelopes
+
+    def _append_task(self, conn: ViewsConnection, tx: Transaction, row: TaskRow,
+                     events: Sequence[Event]) -> list[Envelope]:
+        """Append to the task's stream at the version its row says. Its submission's
+        position is (unless the stream began with a rejection) the stream's origin: the
+        store reaches the stream by it, in the order tasks were submitted, not by name."""
+        return self._append(conn, tx, task_stream(row.task_id), events, row.version,
+                            row.submitted_position)
 
     #: Event types whose appending calls ``_react`` (in the same transaction, after the views
     #: applied them): the dependency rules' hook. Claims and completions are not among them.

@@ -17,7 +17,7 @@ from tri24es import events as ev
 from tri24es.errors import UsageError
 from tri24es.events import Event
 from tri24es.machines import TaskState
-from tri24es.names import RequeueReason, task_stream
+from tri24es.names import RequeueReason
 from tri24es.projections.queue import QUEUE
 from tri24es.projections.sql import Db, ViewsConnection
 from tri24es.projections.tables.queue import TaskRow
@@ -115,8 +115,8 @@ class DependencyRules(ServiceBase):
         if isinstance(event, ev.TaskRequeued | ev.TaskUnblocked):
             for waiting in self._queued(conn, row.waiting_tasks):
                 if waiting.blocked is not None and self._bad_dependency(conn, waiting) is None:
-                    self._append(conn, tx, task_stream(waiting.task_id), [ev.TaskUnblocked(
-                        task_id=waiting.task_id, dependency=row.task_id)], waiting.version)
+                    self._append_task(conn, tx, waiting, [ev.TaskUnblocked(
+                        task_id=waiting.task_id, dependency=row.task_id)])
             return
         why = "is blocked" if isinstance(event, ev.TaskBlocked) else _ENDED_BADLY[row.state]
         for waiting in self._queued(conn, row.waiting_tasks):
@@ -125,9 +125,9 @@ class DependencyRules(ServiceBase):
 
     def _block(self, conn: ViewsConnection, tx: Transaction, row: TaskRow, dependency: str,
                why: str) -> None:
-        self._append(conn, tx, task_stream(row.task_id), [ev.TaskBlocked(
+        self._append_task(conn, tx, row, [ev.TaskBlocked(
             task_id=row.task_id, dependency=dependency,
-            reason=f"dependency {dependency} {why}")], row.version)
+            reason=f"dependency {dependency} {why}")])
 
     @staticmethod
     def _queued(conn: Db, task_ids: Iterable[str]) -> list[TaskRow]:

@@ -150,7 +150,7 @@ class TaskCommands(DependencyRules):
                 lease_expires_at=lease, reserved_usd=from_units(reserved) if reserved else None,
             )
             # The views apply the claim to this same row object (the transaction keeps it).
-            self._append(conn, tx, task_stream(row.task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
             history = self.history(row.task_id) if with_history else None
             if process is not None:
                 self._started(conn, tx, row.task_id, worker_id, event.attempt, process)
@@ -171,7 +171,7 @@ class TaskCommands(DependencyRules):
         event = ev.TaskStarted(task_id=task_id, worker=worker, attempt=attempt, pid=process.pid,
                                pgid=process.pgid, pid_start_time=process.pid_start_time,
                                host=self.metadata.host, key=process.key)
-        self._append(conn, tx, task_stream(task_id), [event], row.version)
+        self._append_task(conn, tx, row, [event])
 
     @retry_on_conflict
     def renew_lease(self, task_id: str, worker: str, attempt: int) -> datetime:
@@ -181,7 +181,7 @@ class TaskCommands(DependencyRules):
             lease = from_us(self.clock() + self.lease_us)
             event = ev.LeaseRenewed(task_id=task_id, worker=worker, attempt=attempt,
                                     lease_expires_at=lease)
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
             return lease
 
     @retry_on_conflict
@@ -200,7 +200,7 @@ class TaskCommands(DependencyRules):
                 ev.TaskAwaitingReview(task_id=task_id, worker=worker, attempt=attempt) if review
                 else ev.TaskCompleted(task_id=task_id, worker=worker, attempt=attempt,
                                       exit_code=exit_code))
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
             if not review:
                 self._completed(tx, row)
             if not claim_next:
@@ -218,7 +218,7 @@ class TaskCommands(DependencyRules):
         with self.store.transaction() as tx:
             conn = connection_of(tx)
             row = self._held(conn, event.task_id, event.worker, event.attempt)
-            self._append(conn, tx, task_stream(event.task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
 
     def approve(self, task_id: str, *, by: str | None, merged_into: str | None = None,
                 merge_commit: str | None = None) -> None:
@@ -246,7 +246,7 @@ class TaskCommands(DependencyRules):
             if row.state != TaskState.REVIEW:
                 raise ServiceError(f"task {task_id!r} is {row.state}, not waiting for review")
             made = event(row) if callable(event) else event
-            self._append(conn, tx, task_stream(task_id), [made], row.version)
+            self._append_task(conn, tx, row, [made])
             if isinstance(made, ev.TaskApproved):
                 self._completed(tx, row)
 
@@ -273,7 +273,7 @@ class TaskCommands(DependencyRules):
             else:
                 events.append(ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                   error=error, worker=worker))
-            self._append(conn, tx, task_stream(task_id), events, row.version)
+            self._append_task(conn, tx, row, events)
             return TaskState(self._task(conn, task_id).state)
 
     @retry_on_conflict
@@ -291,7 +291,7 @@ class TaskCommands(DependencyRules):
                 event = ev.TaskDeadLettered(task_id=task_id, attempts=row.attempt,
                                             error=BUDGET_EXHAUSTED, worker=row.worker)
             self._check_task(row, event)
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
 
     @retry_on_conflict
     def usage_limited(self, task_id: str, worker: str, attempt: int, *, model: str | None,
@@ -327,7 +327,7 @@ class TaskCommands(DependencyRules):
                     event = ev.TaskDeadLettered(task_id=task_id, attempts=attempt,
                                                 error=BUDGET_EXHAUSTED, worker=worker)
                 self._check_task(row, event)
-                self._append(conn, tx, task_stream(task_id), [event], row.version)
+                self._append_task(conn, tx, row, [event])
             return paused
 
     @retry_on_conflict
@@ -337,7 +337,7 @@ class TaskCommands(DependencyRules):
             row = self._task(conn, task_id)
             event = ev.TaskCancelled(task_id=task_id, worker=row.worker, by=by, reason=reason)
             self._check_task(row, event)
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
 
     @retry_on_conflict
     def retry(self, task_id: str, *, by: str | None = None,
@@ -360,7 +360,7 @@ class TaskCommands(DependencyRules):
                     "retry it with --budget USD, a higher cap")
             event = ev.TaskRequeued(task_id=task_id, attempt=row.attempt,
                                     reason=RequeueReason.MANUAL, by=by, budget_usd=budget_usd)
-            self._append(conn, tx, task_stream(task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
 
     def _retry_after(self, row: TaskRow) -> datetime | None:
         """When a task whose attempt failed may run again: its backoff (its own, else the
@@ -392,7 +392,7 @@ class TaskCommands(DependencyRules):
                 raise BudgetTooLow(
                     f"task {event.task_id!r} has spent ${from_units(row.spent_units)}: a budget "
                     f"of ${event.max_budget_usd} leaves nothing to spend")
-            self._append(conn, tx, task_stream(event.task_id), [event], row.version)
+            self._append_task(conn, tx, row, [event])
             return self._task(conn, event.task_id)
 
     @staticmethod
@@ -423,7 +423,7 @@ class TaskCommands(DependencyRules):
                 else:
                     events = [ev.TaskDeadLettered(task_id=row.task_id, attempts=row.attempt,
                                                   error="lease expired", worker=row.worker)]
-                self._append(conn, tx, task_stream(row.task_id), events, row.version)
+                self._append_task(conn, tx, row, events)
                 expired_tasks.append(row.task_id)
             if silent_after_us is not None:
                 for worker in WORKERS.silent_since(conn, now - silent_after_us):

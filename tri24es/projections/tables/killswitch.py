@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from tri24es.names import KILL_SWITCH_ACTIVATED, KILL_SWITCH_STREAM
@@ -11,7 +12,10 @@ COLUMNS = ("active, reason, changed_at, changed_by, position, rate, daily, rate_
            "allowance, allowance_start, allowance_end, watchdog")
 
 
-#: The view's row, and the type of the kill switch stream's last event (``last_type``).
+#: The view's row (a row of NULLs when it has none).
+WITH_VIEW = f"SELECT {COLUMNS} FROM (SELECT 1) AS one LEFT JOIN killswitch ON 1 = 1"
+#: The view's row and the type of the kill switch stream's last event (``last_type``), in
+#: one round trip on PostgreSQL (SQLite finds a stream by its origin: it asks the store).
 WITH_LAST_TYPE = (
     f"SELECT {COLUMNS}, (SELECT type FROM events WHERE stream = ? ORDER BY version DESC"
     " LIMIT 1) FROM (SELECT 1) AS one LEFT JOIN killswitch ON 1 = 1")
@@ -46,11 +50,17 @@ def read_killswitch(conn: Db, found: Rows | None = None) -> KillSwitchView:
         # The view and the log's word in one statement (one round trip on PostgreSQL, where
         # a claim makes it under the write lock): the events table is beside the views on
         # both backends that keep views. The LEFT JOIN gives a row when the view has none.
-        if found is None:
-            found = conn.execute(WITH_LAST_TYPE, (KILL_SWITCH_STREAM,))
-        row = found.fetchone()
+        if found is not None:
+            row = found.fetchone()
+            last_type = row[-1]
+        elif isinstance(conn.raw, sqlite3.Connection):  # no round trips: the store's own look
+            row = (*conn.execute(WITH_VIEW).fetchone(), None)
+            last_type = conn.tx.last_type(KILL_SWITCH_STREAM)
+        else:
+            row = conn.execute(WITH_LAST_TYPE, (KILL_SWITCH_STREAM,)).fetchone()
+            last_type = row[-1]
         fresh = KillSwitchView() if row[0] is None else KillSwitchView(bool(row[0]), *row[1:-1])
-        if not fresh.active and row[-1] == KILL_SWITCH_ACTIVATED:
+        if not fresh.active and last_type == KILL_SWITCH_ACTIVATED:
             fresh = KillSwitchView(active=True, reason=VIEW_DISAGREES)
         view = keep(conn, "killswitch", 1, fresh)
     return view
