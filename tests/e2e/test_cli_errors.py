@@ -102,11 +102,26 @@ def test_a_whole_number_with_a_zero_fraction_is_taken_as_before(run: Run) -> Non
     assert "t  " in result.stdout
 
 
-def test_global_options_after_the_command_get_a_hint(run: Run) -> None:
-    result = run("status", "--db", "x.db")
+def test_global_options_are_taken_after_the_command_too(run: Run, project: Path) -> None:
+    run("init")
+    other = project / "other"
+    other.mkdir()
+    assert run("--root", str(other), "init").returncode == 0
+    assert run("--root", str(other), "submit", "only here", "--id", "elsewhere").returncode == 0
+    for args in (["tasks", "list", "--root", str(other)], ["tasks", "list", f"--root={other}"],
+                 ["--root", str(project), "tasks", "list", "--root", str(other)],  # the last wins
+                 ["tasks", "list", "--db", str(other / "state" / "tri24es.db")]):
+        result = run(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "elsewhere" in result.stdout, args
+    assert "elsewhere" not in run("tasks", "list").stdout
+    assert run("status", "--version").stdout.startswith("tri24es ")
+    # A value after `--` is the command's, and a missing value is a usage error.
+    line = one_line_error(result := run("tasks", "list", "--db"))
     assert result.returncode == 2
-    line = one_line_error(result)
-    assert "global options go before the command" in line
+    assert "requires an argument" in line
+    result = run("submit", "t", "--", "--db")
+    assert result.returncode == 2, result.stderr
 
 
 def test_dash_h_is_help_and_help_has_no_type_placeholders(run: Run) -> None:

@@ -214,16 +214,25 @@ def run(args: list[str] | None = None) -> None:
     """Run the app, turning every error a user can cause into one line on stderr."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
 
+    args = list(sys.argv[1:] if args is None else args)
     try:
-        code = app(args=args, prog_name="tri24es", standalone_mode=False)
+        while True:
+            try:
+                code = app(args=args, prog_name="tri24es", standalone_mode=False)
+                break
+            except NoSuchOption as e:
+                # A global option given after the command (`tri24es status --db x.db`),
+                # which the command has none of its own by that name: taken as if given
+                # before it. Click parses before it runs anything, so nothing ran twice.
+                hoisted = hoist(args, e.option_name) if e.option_name in GLOBAL_OPTIONS else None
+                if hoisted is None:
+                    raise
+                args = hoisted
     except NoArgsIsHelpError as e:  # `tri24es` or `tri24es tasks` alone: the help
         e.show()
         sys.exit(2)
     except NoSuchOption as e:
-        hint = ""
-        if e.option_name in GLOBAL_OPTIONS:
-            hint = f" (global options go before the command: tri24es {e.option_name} ... COMMAND)"
-        fail(f"{e.format_message()}{hint}", 2)
+        fail(e.format_message(), 2)
     except ClickException as e:
         fail(e.format_message(), e.exit_code)
     except UsageError as e:
@@ -250,6 +259,27 @@ def run(args: list[str] | None = None) -> None:
             fail(str(e), 1)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def hoist(args: list[str], option: str) -> list[str] | None:
+    """``args`` with the first ``option`` (and its value) given after the command moved to
+    just before the command (after any given there: the later one still wins), or None if
+    there is none to move."""
+    takes_value = option != "--version"
+    start = 0
+    while start < len(args) and args[start].split("=", 1)[0] in GLOBAL_OPTIONS:  # before it
+        start += 1 if "=" in args[start] or args[start] == "--version" else 2
+    for i in range(start + 1, len(args)):
+        if args[i] == "--":
+            return None
+        if args[i] == option:
+            if takes_value and i + 1 == len(args):
+                return [option]  # click says the value is missing
+            span = 2 if takes_value else 1
+            return [*args[:start], *args[i:i + span], *args[start:i], *args[i + span:]]
+        if args[i].startswith(option + "="):
+            return [*args[:start], args[i], *args[start:i], *args[i + 1:]]
+    return None
 
 
 def fail(message: str, code: int) -> NoReturn:
