@@ -323,6 +323,20 @@ def test_starting_a_live_worker_again_is_illegal(svc: Services) -> None:
         start(svc, "w")
 
 
+def test_a_process_found_gone_is_not_its_ids_next_incarnation(svc: Services,
+                                                                store: EventStore) -> None:
+    """Two processes start a worker id whose last process died: both find it gone; the
+    first declares it lost and registers. The second's declaration must not reach the
+    first (alive): it would register too, and two live processes would claim as one id."""
+    start(svc, "w")  # pid 1000, started at 1: then gone
+    assert svc.mark_lost("w", by="w", process=(1000, 1))
+    svc.start_worker("w", pid=2000, pid_start_time=2, host="test")
+    assert not svc.mark_lost("w", by="w", process=(1000, 1))  # the second, late
+    assert (worker(store, "w").state, worker(store, "w").pid) == ("idle", 2000)
+    with pytest.raises(IllegalTransition):
+        svc.start_worker("w", pid=3000, pid_start_time=3, host="test")
+
+
 # --- stale attempts ----------------------------------------------------------------------
 
 

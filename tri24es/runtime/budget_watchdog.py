@@ -328,7 +328,8 @@ class BudgetWatchdog:
             elif not is_same_process(row.pid, row.pid_start_time):
                 self.report(f"{row.worker_id}: pid {row.pid} is not the registered process: "
                             "not signalled; declared lost")
-                self.services.mark_lost(row.worker_id, by=BY)
+                self.services.mark_lost(row.worker_id, by=BY,
+                                        process=(row.pid, row.pid_start_time))
             else:
                 targets.append(Target(row))
         for target in targets:

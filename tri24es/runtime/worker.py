@@ -228,7 +228,7 @@ class Worker:
             if is_same_process(row.pid, row.pid_start_time):
                 raise AlreadyRunning(f"worker {self.id} is already running (pid {row.pid})")
             log.info("worker %s: pid %d is gone: declaring it lost", self.id, row.pid)
-            self.services.mark_lost(self.id, by=self.id)
+            self.services.mark_lost(self.id, by=self.id, process=(row.pid, row.pid_start_time))
         try:
             self.services.start_worker(
                 self.id, pid=pid, pid_start_time=start_time(pid), host=host,

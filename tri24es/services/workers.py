@@ -92,10 +92,15 @@ class WorkerCommands(ServiceBase):
         return self._worker_event(worker_id, lambda row: ev.WorkerStopped(worker=worker_id,
                                                                           reason=reason))
 
-    def mark_lost(self, worker_id: str, *, by: str | None = None) -> bool:
-        """Declare a live worker lost (e.g. its process is gone): False if it is gone already."""
-        return self._worker_event(worker_id, lambda row: None if is_gone(row) else ev.WorkerLost(
-            worker=worker_id, by=by, last_seen=from_us(row.last_seen)))
+    def mark_lost(self, worker_id: str, *, by: str | None = None,
+                  process: tuple[int, int] | None = None) -> bool:
+        """Declare a live worker lost (e.g. its process is gone): False if it is gone already.
+        ``process``: the (pid, pid_start_time) the caller found gone; False, and nothing
+        recorded, if the worker is registered under another process since (a new
+        incarnation of the id, not the one found gone, must not be declared lost)."""
+        return self._worker_event(worker_id, lambda row: None if is_gone(row) or (
+            process is not None and (row.pid, row.pid_start_time) != process)
+            else ev.WorkerLost(worker=worker_id, by=by, last_seen=from_us(row.last_seen)))
 
     def signalled(self, worker_id: str, signal: str, pid: int, *, target: str = "worker",
                   by: str | None = None) -> bool:
