@@ -323,3 +323,23 @@ def test_legacy_files_move_through_running_to_completed(fleet: Fleet, tmp_path: 
     assert (fleet.root / "tasks" / "completed" / "legacy.md").read_text().startswith("# Legacy")
     assert not running.exists()
     assert not lock.exists()
+
+
+def test_a_gone_workers_spare_task_file_is_removed_and_a_live_ones_kept(fleet: Fleet) -> None:
+    inputs = fleet.root / "state" / "tasks"
+    live = fleet.worker("--id", "w-live")
+    dead = fleet.worker("--id", "w-dead")
+    for name in ("w-live", "w-dead"):
+        spare = inputs / f".worker-{name}.spare"
+        wait_until(spare.exists, f"{name}'s spare task file")
+    dead.send_signal(signal.SIGKILL)
+    dead.wait(DEADLINE)
+    unknown = inputs / ".worker-never%2Fregistered.spare"  # an id the store never saw
+    unknown.write_bytes(b"")
+    sweeper = fleet.worker("--id", "w-sweep", "--exit-when-idle")
+    assert fleet.exit_code(sweeper) == 0, fleet.output(sweeper)
+    assert not (inputs / ".worker-w-dead.spare").exists()
+    assert not unknown.exists()
+    assert (inputs / ".worker-w-live.spare").exists()  # its worker is alive: kept
+    live.send_signal(signal.SIGTERM)
+    assert fleet.exit_code(live) == 0

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote
 
 import orjson
 
@@ -250,6 +251,7 @@ class Worker:
         try:
             self._steady(self.register)
             self.door = self.services.store.doorbell(self._bells())
+            self._sweep_spares()
             self._spares()
             with signal_wakeup() as wake:  # a signal ends a wait at once
                 self._wake = wake
@@ -789,6 +791,27 @@ class Worker:
         if spare is not None:
             spare.discard()
         return Keeper(self.guard, self.grace)
+
+    def _sweep_spares(self) -> None:
+        """Remove the spare task files of this host's workers that are gone (a SIGKILLed
+        worker leaves its empty one; only a restart under its id would replace it). A spare
+        taken from a worker that starts meanwhile costs it nothing: its attempt finds the
+        spare gone and writes the file afresh."""
+        host = host_id()
+        with contextlib.suppress(OSError):
+            for path in self.options.paths.task_inputs.glob(".worker-*.spare"):
+                worker_id = unquote(path.name[len(".worker-"):-len(".spare")])
+                if worker_id == self.id:
+                    continue
+                try:
+                    row = self.services.worker(worker_id)
+                except NotFound:
+                    row = None
+                if row is not None and row.state in LIVE_WORKER_STATES and (
+                        row.host != host or is_same_process(row.pid, row.pid_start_time)):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def _spares(self) -> None:
         """Start a keeper and make the task file ahead of the next attempt: its agent then
