@@ -31,6 +31,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     ["no-such-command"],
     ["submit", "t", "--priority", "urgent"],
     ["audit", "verify", "--public-key", "00" * 32],  # without an export: it was ignored
+    ["up", "--workers", "100000"],  # a fork storm, not a fleet
 ])
 def test_usage_errors_are_one_line_and_exit_2(run: Run, args: list[str]) -> None:
     run("init")

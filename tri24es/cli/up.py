@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # rich, the supervisor, the demo and the domain are imported 
     from tri24es.runtime.supervisor import ChildSpec
     from tri24es.services import Services
 
+#: Each worker is a Python process (~40 MB) beside its agent: a typo such as 10000 would
+#: fork a storm, not a fleet. Larger fleets run on several hosts (PostgreSQL).
+MAX_WORKERS = 256
+
 
 def _child_env(context: Context) -> dict[str, str]:
     """The environment of every child: ours, with the project and store made absolute."""
@@ -29,7 +33,8 @@ def _child_env(context: Context) -> dict[str, str]:
 def up(
     ctx: typer.Context,
     workers: Annotated[
-        int, typer.Option("--workers", "-n", min=1, help="How many workers to run.")
+        int, typer.Option("--workers", "-n", min=1, max=MAX_WORKERS,
+                          help=f"How many workers to run (at most {MAX_WORKERS} on one host).")
     ] = 2,
     exec_command: Annotated[
         str | None,
