@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -415,3 +417,36 @@ def test_an_empty_model_shard_or_type_at_submit_is_none(run: Run) -> None:
     row = json.loads(run("tasks", "show", "any", "--json").stdout)["task"]
     assert (row["model"], row["shard"], row["type"]) == (None, None, None)
     assert "model=" not in run("tasks", "list").stderr
+
+
+def test_tasks_update_changes_how_a_queued_task_runs_and_a_worker_runs_it_so(
+    run: Run, project: Path,
+) -> None:
+    assert run("init").returncode == 0
+    assert run("submit", "Later", "--id", "t", "--agent", "claude").returncode == 0
+    marker = project / "ran-the-new-command"
+    script = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('yes')"
+    done = run("tasks", "update", "t", "--command", shlex.join([sys.executable, "-c", script]),
+               "--review", "--base", "main", "--retry-from", "base", "--require-changes",
+               "--resume")
+    assert done.returncode == 0, done.stderr
+    history = json.loads(run("tasks", "show", "t", "--json").stdout)["history"]
+    changed = history[-1]["fields"]
+    assert changed["command"] == [sys.executable, "-c", script]
+    assert changed["agent"] == "claude"  # not given: kept, as the two are recorded together
+    assert (changed["review"], changed["base"], changed["retry_from"]) == (True, "main", "base")
+    # Neither a command nor an agent: a worker without --exec leaves it alone.
+    assert run("tasks", "update", "t", "--command", "", "--agent", "").returncode == 0
+    assert json.loads(run("tasks", "show", "t", "--json").stdout)["task"]["has_command"] is False
+    assert run("tasks", "update", "t", "--command", shlex.join([sys.executable, "-c", script]),
+               "--no-review", "--no-require-changes").returncode == 0
+    worked = run("worker", "--exit-when-idle", "--max-tasks", "1")
+    assert worked.returncode == 0, worked.stderr
+    assert marker.read_text() == "yes"  # the updated command ran
+    assert json.loads(run("tasks", "show", "t", "--json").stdout)["task"]["state"] == "completed"
+    for bad, said in ((["--agent", "bogus"], "unknown agent 'bogus'"),
+                      (["--retry-from", "x"], "bad retry_from 'x'"),
+                      (["--command", "'unclosed"], "bad command")):
+        refused = run("tasks", "update", "t", *bad)
+        assert refused.returncode == 2, bad
+        assert said in refused.stderr

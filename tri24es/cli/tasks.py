@@ -372,16 +372,44 @@ def update(
                                  "attempt that spent that much with no new output or file "
                                  "change for that long fails; off: none.")
     ] = None,
+    command: Annotated[
+        str | None, typer.Option("--command", help="Its own agent command ('' for none: "
+                                 "its agent preset or the worker's --exec runs it).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="claude, codex or gemini ('' for none).")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="The ref its branch starts from ('' for the "
+                                 "repository's HEAD).")
+    ] = None,
+    review: Annotated[
+        bool | None, typer.Option("--review/--no-review", help="A finished attempt waits "
+                                  "for review, or not.", show_default=False)
+    ] = None,
+    require_changes: Annotated[
+        bool | None, typer.Option("--require-changes/--no-require-changes", help="An attempt "
+                                  "that changed nothing fails, or not.", show_default=False)
+    ] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--no-resume", help="A retry resumes the agent's "
+                                  "session, or starts afresh.", show_default=False)
+    ] = None,
+    retry_from: Annotated[
+        str | None, typer.Option("--retry-from", help="branch or base.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a queued task: its priority, title, filters, retries, budget, no-progress rule
-    or time (recorded as TaskUpdated).
+    """Change a queued task: its priority, title, filters, retries, budget, no-progress rule,
+    time, command or agent, base, review, require-changes, resume or retry-from (recorded as
+    TaskUpdated).
 
     Example: tri24es tasks update fix-login --priority CRITICAL --at now
     """
+    from tri24es.agents import check_agent
     from tri24es.cli.render import task_dict
     from tri24es.events import TaskUpdated
-    from tri24es.inputs.taskfile import parse_budget
+    from tri24es.inputs.taskfile import parse_budget, parse_command, parse_retry_from
     from tri24es.scheduling import parse_no_progress
 
     if no_progress is not None and not no_progress.strip():
@@ -391,21 +419,35 @@ def update(
         budget = None if max_budget is None else parse_budget(max_budget)
         not_before = _not_before(at, in_)
         rule = None if no_progress is None else parse_no_progress(no_progress)
+        argv = None if command is None else parse_command(command) or []
+        since = None if retry_from is None else parse_retry_from(retry_from)
     except ValueError as e:
         raise UsageError(f"{e}: nothing changed") from None
+    preset = None if agent is None else check_agent(agent) if agent.strip() else ""
     if title is not None and not title.strip():
         raise UsageError("--title must not be empty: nothing changed")
-    changes = (priority, title, shard, model, type_, max_retries, budget, not_before, rule)
+    changes = (priority, title, shard, model, type_, max_retries, budget, not_before, rule,
+               argv, preset, base, review, require_changes, resume, since)
     if all(change is None for change in changes):
         raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
     context = context_of(ctx)
-    event = TaskUpdated(
-        task_id=task_id, by=context.actor,
-        priority=None if priority is None else parse_priority(priority), title=title,
-        shard=shard, model=model, type=type_, max_retries=max_retries, max_budget_usd=budget,
-        not_before=not_before, no_progress=rule)
     with context.services() as services:
-        row = services.update(event)
+        version = None
+        if (argv is None) != (preset is None):
+            # The two decide together who may run the task, so they are recorded together:
+            # the one not given stays as it is, unless the task changed since it was read.
+            version = services.task(task_id).version
+            current = services.history(task_id).submitted
+            argv = current.command or [] if argv is None else argv
+            preset = current.agent or "" if preset is None else preset
+        event = TaskUpdated(
+            task_id=task_id, by=context.actor,
+            priority=None if priority is None else parse_priority(priority), title=title,
+            shard=shard, model=model, type=type_, max_retries=max_retries,
+            max_budget_usd=budget, not_before=not_before, no_progress=rule, command=argv,
+            agent=preset, base=base, review=review, require_changes=require_changes,
+            resume=resume, retry_from=since)
+        row = services.update(event, version=version)
     if as_json:
         print_json(task_dict(row))
     else:
