@@ -241,3 +241,25 @@ def test_tasks_logs_follow_ends_when_its_reader_goes(fleet: Fleet) -> None:
     assert b"hello from the agent" in follower.stdout.readline()
     reader_goes(follower)
     assert fleet.state("talks") == "running"  # it ended on its reader, not on the attempt
+
+
+def test_what_a_terminal_would_obey_is_shown_escaped_and_json_stays_exact(run: Run) -> None:
+    # A right-to-left override makes "evil\u202etxt.exe" read as "evilexe.txt"; ESC and the
+    # one-character CSI (U+009B) start escape sequences; U+2028 breaks a line in some views.
+    title = "evil \u202etxt.exe \x1b[2J \x9b31m \u2028 end"
+    assert run("init").returncode == 0
+    assert run("submit", title, "--id", "rtl").returncode == 0
+    outputs = {args: run(*args) for args in (
+        ("events",), ("events", "--json"), ("tasks", "show", "rtl"),
+        ("tasks", "show", "rtl", "--json"), ("tasks", "list"), ("tasks", "list", "--json"))}
+    for args, result in outputs.items():
+        assert result.returncode == 0, (args, result.stderr)
+        obeyed = [c for c in result.stdout if c in "\u202e\x1b\x9b\u2028"]
+        assert obeyed == [], args
+    assert "\\u202e" in outputs["events",].stdout
+    assert "\\u202e" in outputs["tasks", "show", "rtl"].stdout
+    # The JSON is still exact: parsed back, the title is what was submitted.
+    last = outputs["events", "--json"].stdout.splitlines()[-1]
+    assert json.loads(last)["data"]["title"] == title
+    assert json.loads(outputs["tasks", "show", "rtl", "--json"].stdout)["task"]["title"] == title
+    assert json.loads(outputs["tasks", "list", "--json"].stdout)[0]["title"] == title

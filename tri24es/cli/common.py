@@ -288,6 +288,21 @@ _CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
                           *range(0x202A, 0x202F), *range(0x2066, 0x206A)], " ")
 
 
+#: The same characters as escapes (``\u202e``), valid in a JSON string, for output that must
+#: stay exact (JSON, a log line) yet never be obeyed by the terminal; newlines kept.
+_ESCAPED = {c: f"\\u{c:04x}" for c in _CONTROL}
+_ESCAPED_BUT_NEWLINES = {c: e for c, e in _ESCAPED.items() if c != 0x0A}
+
+
+def shown(text: str, *, newlines: bool = True) -> str:
+    """``text`` with what a terminal would act on (an escape sequence, a bidirectional
+    override) written as a ``\\uXXXX`` escape: shown, never obeyed. Newlines are kept
+    unless ``newlines`` is False (a line that must stay one)."""
+    if text.isprintable():
+        return text
+    return text.translate(_ESCAPED_BUT_NEWLINES if newlines else _ESCAPED)
+
+
 def _one_line(text: str) -> str:
     """A cell stays on its row and is shown, never obeyed: a newline or another control
     character is a space."""
@@ -323,7 +338,7 @@ def output_gone() -> bool:
 
 
 def print_json(value: Any) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+    typer.echo(shown(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()))
 
 
 def watch_for_changes(store: EventStore) -> None:

@@ -287,17 +287,20 @@ def event_json(event: RecordedEvent) -> bytes:
 
 
 def event_json_line(event: RecordedEvent) -> str:
-    return event_json(event).decode() + "\n"
+    from tri24es.cli.common import shown
+
+    return shown(event_json(event).decode()) + "\n"
 
 
 def event_text_line(event: RecordedEvent) -> str:
+    from tri24es.cli.common import shown
+
     data = event.data.decode(errors="replace")
     if len(data) > TEXT_DATA_WIDTH:
         data = data[: TEXT_DATA_WIDTH - 1] + "…"
-    return (
+    return shown(
         f"{event.position:>7}  {iso_time(event.recorded_at)}  "
-        f"{event.stream} v{event.version}  {event.type}  {data}\n"
-    )
+        f"{event.stream} v{event.version}  {event.type}  {data}", newlines=False) + "\n"
 
 
 def decode_problem(event: RecordedEvent) -> str | None:

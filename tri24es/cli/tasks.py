@@ -21,6 +21,7 @@ from tri24es.cli.common import (
     parse_task_state,
     print_json,
     print_table,
+    shown,
 )
 from tri24es.errors import UsageError
 
@@ -315,7 +316,7 @@ def show(
         for key, value in task.items():
             if key.endswith("_usd") and value is not None:
                 value = dollars(Decimal(value))
-            typer.echo(f"{key + ':':<20}{'' if value is None else value}")
+            typer.echo(shown(f"{key + ':':<20}{'' if value is None else value}", newlines=False))
         fleets = "the fleet's (TRI24ES_NO_PROGRESS)"
         typer.echo(f"{'no_progress:':<20}{rule or fleets}")
     # The text as it is now: the submission's, or the last edit of its queue file.
@@ -325,20 +326,22 @@ def show(
     if body:  # as written, on lines of its own: not squeezed into a history line
         typer.echo("body:")
         for line in body.splitlines():
-            typer.echo(f"    {line}" if line.strip() else "")
+            typer.echo(shown(f"    {line}", newlines=False) if line.strip() else "")
     for a in tried:
         result = a["result"]
         made = "" if result is None else (
             f"  {result['branch']} {result['head_commit'][:12]} {result['files_changed']} files "
             f"+{result['insertions']} -{result['deletions']}")
-        typer.echo(f"attempt {a['attempt']}: {a['outcome'] or 'running'} by {a['worker']}, "
-                   f"{a['seconds']} s, {dollars(Decimal(a['spent_usd']))}{made}  log {a['log']}")
+        typer.echo(shown(f"attempt {a['attempt']}: {a['outcome'] or 'running'} by {a['worker']}, "
+                         f"{a['seconds']} s, {dollars(Decimal(a['spent_usd']))}{made}  "
+                         f"log {a['log']}", newlines=False))
     if row is not None and found is not None:
         typer.echo(estimate_line(row.type, row.model, found))
     typer.echo("history:")
     for h in history:
         fields = " ".join(f"{k}={_one_line(v)}" for k, v in h["fields"].items() if k != "body")
-        typer.echo(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  {fields}")
+        typer.echo(shown(f"{h['position']:>7}  {h['time']}  {h['type']:<16} {h['who'] or '-'}  "
+                         f"{fields}", newlines=False))
 
 
 def _one_line(value: object) -> str:
