@@ -10,6 +10,8 @@ import time
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import CLI, Run, clean_env
 
 
@@ -102,3 +104,15 @@ def test_shell_completion_is_offered_and_completes_commands(run: Run) -> None:
     asked = run(env={"_TRI24ES_COMPLETE": "complete_bash", "COMP_WORDS": "tri24es sta",
                      "COMP_CWORD": "1"})
     assert asked.stdout.split() == ["status"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may use a store another user owns")
+def test_doctor_flags_root_in_another_users_project(run: Run, project: Path) -> None:
+    run("init")
+    state = project / "state"
+    for path in (state, *state.iterdir()):
+        os.chown(path, 4321, 4321)  # the project is this (made-up) user's
+    flagged = run("doctor")
+    assert flagged.returncode == 1
+    [line] = [line for line in flagged.stdout.splitlines() if "permissions:" in line]
+    assert line.startswith("PROBLEM  permissions: the store is uid 4321's and you are root"), line

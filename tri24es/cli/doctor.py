@@ -29,6 +29,15 @@ def _store(context: Context, store: EventStore) -> tuple[str, str]:
     return OK, f"store: {redact_url(context.settings.db_url)}, {store.head()} events"
 
 
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _permissions(context: Context, store: EventStore) -> tuple[str, str]:
     from eventlog import sqlite_path
 
@@ -45,6 +54,12 @@ def _permissions(context: Context, store: EventStore) -> tuple[str, str]:
                          "(chmod 700 state; chmod 600 the store)")
     if not os.access(path, os.W_OK):
         return NOTE, "permissions: the store is read-only to you (reads work, writes fail)"
+    if db.st_uid != os.geteuid():  # root, say, in a user's project
+        owner = _user_name(db.st_uid)
+        return PROBLEM, (f"permissions: the store is {owner}'s and you are "
+                         f"{_user_name(os.geteuid())}: what a command writes here (its log, "
+                         f"task files, a new WAL) would be yours, private, and unreadable to "
+                         f"{owner}'s fleet (run it as {owner})")
     return OK, "permissions: state/ 0700, the store 0600, writable by you"
 
 
