@@ -292,9 +292,10 @@ class TaskUpdated(Event):
     require_changes: bool | None = None
     resume: bool | None = None
     retry_from: RetryFrom | None = None
-    # The task's own spend-without-progress rule (or off); it can be changed, not removed
-    # (back to the fleet's), as a budget or a backoff.
+    # The task's own spend-without-progress rule (or off) and retry backoff (or none): they
+    # can be changed, not removed (back to the fleet's), as a budget.
     no_progress: NoProgress | None = None
+    retry_backoff: Backoff | None = None
 
 
 class TaskBlocked(Event):

@@ -450,3 +450,21 @@ def test_tasks_update_changes_how_a_queued_task_runs_and_a_worker_runs_it_so(
         refused = run("tasks", "update", "t", *bad)
         assert refused.returncode == 2, bad
         assert said in refused.stderr
+
+
+def test_tasks_update_changes_a_queued_tasks_retry_backoff(run: Run) -> None:
+    assert run("init").returncode == 0
+    failing = shlex.join([sys.executable, "-c", "raise SystemExit(3)"])
+    assert run("submit", "Flaky", "--id", "f", "--command", failing, "--max-retries", "1",
+               "--retry-backoff", "1h").returncode == 0
+    done = run("tasks", "update", "f", "--retry-backoff", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["retry_backoff"] == "0s..0s"
+    # With the hour it had, the worker would find nothing to do after the first failure.
+    worked = run("worker", "--exit-when-idle", env={"TRI24ES_RETRY_BACKOFF": "1h"})
+    assert worked.returncode == 0, worked.stderr
+    task = json.loads(run("tasks", "show", "f", "--json").stdout)["task"]
+    assert (task["state"], task["attempt"]) == ("failed", 2)
+    refused = run("tasks", "update", "f", "--retry-backoff", "soon")
+    assert refused.returncode == 2
+    assert "bad retry backoff 'soon'" in refused.stderr

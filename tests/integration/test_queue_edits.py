@@ -205,3 +205,27 @@ def test_two_files_naming_one_task_change_nothing(store: EventStore, root: Path)
     (root / "tasks" / "queue" / "fix.md").unlink()
     [update] = scan(w).updated
     assert update.fields == ("body", "priority", "title")
+
+
+def test_an_edit_of_the_retry_backoff_is_applied(store: EventStore, root: Path) -> None:
+    """An edited `retry_backoff` line was refused; `tasks update --retry-backoff` changes it,
+    and so does the file now. Removing it is refused, as removing a budget is."""
+    from tri24es.events import NO_BACKOFF, Backoff
+
+    services = Services(store)
+    put(root, "fix.md", "# Fix\nretry_backoff: 1h\n")
+    w = watcher(store, root)
+    scan(w)
+    put(root, "fix.md", "# Fix\nretry_backoff: 10s..5m\n")
+    [update] = scan(w).updated
+    assert update.fields == ("body", "retry_backoff")
+    assert services.submitted("fix").retry_backoff == Backoff(base_s=10, cap_s=300)
+    assert services.task("fix").backoff() == Backoff(base_s=10, cap_s=300)  # the row too
+    put(root, "fix.md", "# Fix\nretry_backoff: 0\n")
+    scan(w)
+    assert services.task("fix").backoff() == NO_BACKOFF
+    put(root, "fix.md", "# Fix\n")
+    [refused] = scan(w).edit_rejected
+    assert refused.detail.startswith("the edit changes retry_backoff (it can be changed, not "
+                                     "removed; 0: none)")
+    assert services.task("fix").backoff() == NO_BACKOFF

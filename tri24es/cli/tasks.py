@@ -401,11 +401,15 @@ def update(
     retry_from: Annotated[
         str | None, typer.Option("--retry-from", help="branch or base.")
     ] = None,
+    retry_backoff: Annotated[
+        str | None, typer.Option("--retry-backoff", help="Wait before a retry: BASE..CAP "
+                                 "(e.g. 10s..5m), BASE, or 0 (at once).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change a queued task: its priority, title, filters, retries, budget, no-progress rule,
-    time, command or agent, base, review, require-changes, resume or retry-from (recorded as
-    TaskUpdated).
+    time, command or agent, base, review, require-changes, resume, retry-from or retry
+    backoff (recorded as TaskUpdated).
 
     Example: tri24es tasks update fix-login --priority CRITICAL --at now
     """
@@ -413,7 +417,7 @@ def update(
     from tri24es.cli.render import task_dict
     from tri24es.events import TaskUpdated
     from tri24es.inputs.taskfile import parse_budget, parse_command, parse_retry_from
-    from tri24es.scheduling import parse_no_progress
+    from tri24es.scheduling import parse_backoff, parse_no_progress
 
     if no_progress is not None and not no_progress.strip():
         raise UsageError("--no-progress '': a task's rule can be changed (to a rule, or off), "
@@ -424,13 +428,14 @@ def update(
         rule = None if no_progress is None else parse_no_progress(no_progress)
         argv = None if command is None else parse_command(command) or []
         since = None if retry_from is None else parse_retry_from(retry_from)
+        backoff = None if retry_backoff is None else parse_backoff(retry_backoff)
     except ValueError as e:
         raise UsageError(f"{e}: nothing changed") from None
     preset = None if agent is None else check_agent(agent) if agent.strip() else ""
     if title is not None and not title.strip():
         raise UsageError("--title must not be empty: nothing changed")
     changes = (priority, title, shard, model, type_, max_retries, budget, not_before, rule,
-               argv, preset, base, review, require_changes, resume, since)
+               argv, preset, base, review, require_changes, resume, since, backoff)
     if all(change is None for change in changes):
         raise UsageError("say what to change (e.g. --priority HIGH): nothing changed")
     context = context_of(ctx)
@@ -449,7 +454,7 @@ def update(
             shard=shard, model=model, type=type_, max_retries=max_retries,
             max_budget_usd=budget, not_before=not_before, no_progress=rule, command=argv,
             agent=preset, base=base, review=review, require_changes=require_changes,
-            resume=resume, retry_from=since)
+            resume=resume, retry_from=since, retry_backoff=backoff)
         row = services.update(event, version=version)
     if as_json:
         print_json(task_dict(row))

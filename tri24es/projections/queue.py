@@ -116,7 +116,7 @@ _MUTABLE = ("state", "priority", "title", "shard", "model", "type", "max_retries
             "worker", "lease_expires_at", "pid", "last_error", "updated_at", "version",
             "retries_from", "has_command", "budget_units", "spent_units", "not_before",
             "dependants", "deps_open", "blocked", "reserved_units", "claim_spent_units",
-            "claimed_at", "ran_us")
+            "claimed_at", "ran_us", "backoff_base_us", "backoff_cap_us")
 SAVE = (
     f"INSERT INTO queue ({COLUMNS}) VALUES ({','.join('?' * 32)})"
     " ON CONFLICT (submitted_position) DO UPDATE SET "
@@ -516,6 +516,8 @@ def _update(row: TaskRow, event: TaskUpdated) -> None:
         row.budget_units = to_units(event.max_budget_usd)
     if event.not_before is not None:
         row.not_before = to_us(event.not_before)
+    if event.retry_backoff is not None:
+        row.backoff_base_us, row.backoff_cap_us = _backoff_us(event.retry_backoff)
     if event.command is not None and event.agent is not None:  # the service asks for both
         row.has_command = int(bool(event.command or event.agent))
 

@@ -145,12 +145,12 @@ class _Version(NamedTuple):
 
 
 #: Fields an edit cannot change (the task keeps them; the edit is refused): dependencies are
-#: fixed at submission (no cycle can form later), and a TaskUpdated has no way to clear a
-#: budget or a backoff back to the fleet's.
-_FIXED = ("after", "retry_backoff")
+#: fixed at submission (no cycle can form later). (A budget, a no-progress rule or a backoff
+#: can be changed but not removed: a TaskUpdated has no way to clear them to the fleet's.)
+_FIXED = ("after",)
 #: Fields compared between the file's last recorded version and the edit.
 _COMPARED = ("priority", "title", "shard", "model", "type", "max_retries", "max_budget_usd",
-             "no_progress",
+             "no_progress", "retry_backoff",
              "base", "review", "require_changes", "resume", "retry_from")
 _CLEARED_BY_EMPTY = ("shard", "model", "type", "base")
 
@@ -554,6 +554,9 @@ def _change(task: ev.TaskSubmitted, new: TaskSpec,
         fixed.append("max_budget_usd (it can be changed, not removed)")
     if new.no_progress is None and task.no_progress is not None and differs("no_progress"):
         fixed.append("no_progress (it can be changed, not removed; off: none)")
+    if new.retry_backoff is None and task.retry_backoff is not None and differs(
+            "retry_backoff"):
+        fixed.append("retry_backoff (it can be changed, not removed; 0: none)")
     if fixed:
         return (f"the edit changes {', '.join(fixed)}, which cannot change once a task is "
                 "submitted")

@@ -190,7 +190,7 @@ def submitted_event(spec: TaskSpec) -> ev.TaskSubmitted:
 _CLEARED_BY_EMPTY = ("shard", "model", "type", "agent", "base", "command")
 _UPDATABLE = ("priority", "title", "body", "body_sha256", "source", "max_retries",
               "max_budget_usd", "not_before", "review", "require_changes", "resume",
-              "retry_from", "no_progress", *_CLEARED_BY_EMPTY)
+              "retry_from", "no_progress", "retry_backoff", *_CLEARED_BY_EMPTY)
 
 
 def updated_task(task: ev.TaskSubmitted, change: ev.TaskUpdated) -> ev.TaskSubmitted:
