@@ -28,6 +28,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.scale.launch import drop_pages
+
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -56,13 +58,7 @@ def cached(path: Path) -> list[int]:
 
 def drop(*paths: Path) -> None:
     os.sync()
-    for path in paths:
-        if path.exists():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    drop_pages(paths)
 
 
 def main() -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import glob
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -197,9 +199,7 @@ def write_private(path: Path, data: bytes, root: Path | None = None) -> None:
     try:
         fd = private_fd(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(partial, path)
@@ -217,12 +217,23 @@ class SpareFile:
     while nothing waits, it is off the path of whatever needs the file written."""
 
     def __init__(self, folder: Path, name: str, root: Path | None = None) -> None:
-        self.path = Path(folder) / f".{name}.spare"
+        self.path = SpareFile.path_of(folder, name)
         self._root = root
         private_folder(self.path.parent, root)
         with contextlib.suppress(FileNotFoundError):  # left by an earlier run of its owner
             os.unlink(self.path)
         self._fd: int | None = private_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, root)
+
+    @staticmethod
+    def path_of(folder: Path, name: str) -> Path:
+        return Path(folder) / f".{name}.spare"
+
+    @staticmethod
+    def found(folder: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+        """The spares in ``folder`` whose names start with ``prefix``: (the rest of the
+        name, the path)."""
+        for path in Path(folder).glob(f".{glob.escape(prefix)}*.spare"):
+            yield path.name[1 + len(prefix):-len(".spare")], path
 
     def place(self, path: Path, data: bytes) -> None:
         """Write ``data`` to ``path`` whole, as ``write_private`` does: from this spare if
@@ -236,9 +247,7 @@ class SpareFile:
             if path.parent != self.path.parent or not _same_file(fd, self.path):
                 raise FileNotFoundError(errno.ENOENT, "the spare file was replaced", str(path))
             private_folder(path.parent, self._root)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             os.close(fd)
             fd = None
             os.replace(self.path, path)
@@ -260,6 +269,13 @@ class SpareFile:
             pass
         finally:
             os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -22,6 +22,13 @@ def safe_name(task_id: str) -> str:
     return "%2E" + name[1:] if name.startswith(".") else name or "%"
 
 
+def unsafe_name(name: str) -> str:
+    """The id that ``safe_name`` turned into ``name``."""
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
 @dataclass(frozen=True)
 class ProjectPaths:
     root: Path

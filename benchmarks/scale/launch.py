@@ -286,12 +286,17 @@ def make_cold(files: Iterable[Path]) -> str:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
     except OSError:
-        for path in files:
-            if path.exists():
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
+        drop_pages(files)
         return "posix_fadvise(DONTNEED)"
     return "drop_caches"
+
+
+def drop_pages(files: Iterable[Path]) -> None:
+    """Take each of ``files``' pages out of the OS page cache (those not mapped or dirty)."""
+    for path in files:
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)

@@ -7,6 +7,7 @@ TRI24ES_TEST_PG_DSN (see conftest.py).
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import threading
 import time
@@ -28,6 +29,7 @@ from eventlog import (
 )
 from eventlog.postgres import PostgresStore, schema_from_url
 from eventlog.testing import event
+from tests.conftest import PATIENCE
 from tests.integration.conftest import with_schema
 from tests.integration.test_sqlite_store import CONTEND, FOLLOW, expect_line, python
 from tri24es.names import Priority
@@ -355,7 +357,9 @@ def test_a_session_ended_between_transactions_is_replaced_unnoticed(
     for _ in range(2):
         with raw(store) as db:
             db.execute(b"SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
-        time.sleep(0.2)  # the server's goodbye reaches the socket
+        # The server's goodbye has reached the socket once it is readable.
+        readable, _, _ = select.select([store._db.fileno()], [], [], PATIENCE)
+        assert readable, "the terminated session never said goodbye"
         with store.transaction() as tx:
             tx.append("s", [event()])
         assert store.append("s", [event()])[0].position == store.head()

@@ -265,20 +265,20 @@ def hoist(args: list[str], option: str) -> list[str] | None:
     """``args`` with the first ``option`` (and its value) given after the command moved to
     just before the command (after any given there: the later one still wins), or None if
     there is none to move."""
-    takes_value = option != "--version"
+    def span(arg: str) -> int:  # the words of a global option: itself, and its value
+        return 1 if "=" in arg or arg == "--version" else 2
+
     start = 0
     while start < len(args) and args[start].split("=", 1)[0] in GLOBAL_OPTIONS:  # before it
-        start += 1 if "=" in args[start] or args[start] == "--version" else 2
+        start += span(args[start])
     for i in range(start + 1, len(args)):
         if args[i] == "--":
             return None
-        if args[i] == option:
-            if takes_value and i + 1 == len(args):
+        if args[i].split("=", 1)[0] == option:
+            end = i + span(args[i])
+            if end > len(args):
                 return [option]  # click says the value is missing
-            span = 2 if takes_value else 1
-            return [*args[:start], *args[i:i + span], *args[start:i], *args[i + span:]]
-        if args[i].startswith(option + "="):
-            return [*args[:start], args[i], *args[start:i], *args[i + 1:]]
+            return [*args[:start], *args[i:end], *args[start:i], *args[end:]]
     return None
 
 

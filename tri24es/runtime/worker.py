@@ -42,7 +42,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote
 
 import orjson
 
@@ -57,7 +56,7 @@ from tri24es.inputs.usage_limits import MAX_RESET_US, UsageLimit, UsageLimitDete
 from tri24es.machines import ENDED_WORKER_STATES, LIVE_WORKER_STATES, TaskState
 from tri24es.machines.base import IllegalTransition
 from tri24es.names import RequeueReason, RetryFrom
-from tri24es.paths import ProjectPaths, safe_name
+from tri24es.paths import ProjectPaths, safe_name, unsafe_name
 from tri24es.pricing import Pricer
 from tri24es.procinfo import host_id, is_same_process, start_time
 from tri24es.projections.tables.money import from_units
@@ -105,6 +104,8 @@ GUARD_SHARE, GRACE_SHARE = 0.75, 0.1
 LAST_WORDS_SECONDS = 5.0
 #: The error of an attempt that spent with no sign of progress (runtime/progress.py).
 NO_PROGRESS = "no_progress"
+#: A worker's spare task file is named after it: ``.worker-<id>.spare`` (see ``_spares``).
+_SPARE_PREFIX = "worker-"
 
 
 @dataclass(frozen=True)
@@ -799,8 +800,8 @@ class Worker:
         spare gone and writes the file afresh."""
         host = host_id()
         with contextlib.suppress(OSError):
-            for path in self.options.paths.task_inputs.glob(".worker-*.spare"):
-                worker_id = unquote(path.name[len(".worker-"):-len(".spare")])
+            for name, path in SpareFile.found(self.options.paths.task_inputs, _SPARE_PREFIX):
+                worker_id = unsafe_name(name)
                 if worker_id == self.id:
                     continue
                 try:
@@ -820,7 +821,7 @@ class Worker:
             # Failing, the file is written afresh at the attempt (any trouble said there).
             with contextlib.suppress(OSError, UnsafeFolder):
                 self._spare_file = SpareFile(self.options.paths.task_inputs,
-                                             f"worker-{safe_name(self.id)}",
+                                             f"{_SPARE_PREFIX}{safe_name(self.id)}",
                                              self.options.paths.root)
         if self._spare is None:
             try:
