@@ -34,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -602,9 +603,16 @@ class _Listener:
             self._thread.start()
 
     def _run(self) -> None:
+        # Asleep in select until the server writes (or the safety re-check): psycopg's own
+        # notifies(timeout) wakes every 0.1 s to let Ctrl-C in, which this thread blocks
+        # anyway, and 30 idle workers' listeners made 600 wake-ups a second of it. Drained
+        # without waiting after each wake; a notice read into libpq's buffer by that drain is
+        # handed out by the same drain, so none waits behind the next select.
+        socket = self._connection.fileno()
         try:
             while not self._stopping:
-                for note in self._connection.notifies(timeout=SAFETY_RECHECK):
+                select.select([socket], [], [], SAFETY_RECHECK)
+                for note in self._connection.notifies(timeout=0):
                     if self._stopping:
                         break
                     if self._chimes is not None:

@@ -570,6 +570,27 @@ def test_a_follower_by_position_sees_every_event_of_concurrent_writers(url: str)
         assert store.verify() == total
 
 
+def _switches(thread: threading.Thread) -> int:
+    """How often the thread gave up its core of its own accord (each wait it woke from)."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        return next(int(line.split()[1]) for line in status
+                    if line.startswith("voluntary_ctxt_switches"))
+
+
+def test_a_quiet_listener_sleeps_until_the_server_writes(store: PostgresStore) -> None:
+    # An idle worker's listeners run all day: psycopg's own notifies() woke every 0.1 s
+    # (20 times in these 2 s, per listener), which 30 idle workers paid 600 times a second.
+    store.wait_for_change(store.head(), 0.01)  # starts the head listener
+    store.doorbell(["b"]).wait(0)  # and the doorbells' one
+    listeners = [t for t in threading.enumerate() if t.name == "eventlog-listen"]
+    assert len(listeners) == 2
+    before = [_switches(t) for t in listeners]
+    time.sleep(2.0)
+    woke = [_switches(t) - b for t, b in zip(listeners, before, strict=True)]
+    assert all(n <= 5 for n in woke), woke  # the once-a-second safety re-check, and no more
+    # (that a commit still wakes a follower at once: the test below)
+
+
 def test_a_commit_wakes_a_follower_in_another_process(store: PostgresStore) -> None:
     rounds, latencies = 8, []
     with python(FOLLOW, store.url, rounds) as follower:
