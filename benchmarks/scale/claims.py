@@ -147,7 +147,27 @@ def measure(results: Results, *, backend: str, work: Path, pg: PgServer | None,
             results.add(Row(f"PostgreSQL claim+complete, {processes[-1]} proc vs 1", four,
                             Series(f"tri24es, {processes[0]} proc", "jobs/s", one.runs),
                             Goal("ratio", ">=", 2.5)))
+    if backend == "pg":
+        # What bounds the goals (no goal of their own): how far the raw loop itself scales
+        # on this machine's cores, and how far ahead of a loop that commits each job the
+        # peer that takes jobs in batches runs.
+        raws = [versus_of(results, f"PostgreSQL claim+complete, {n} proc", raw.name)
+                for n in processes]
+        if len(processes) > 1 and raws[0] is not None and raws[-1] is not None:
+            results.add(Row(f"raw SKIP LOCKED, {processes[-1]} proc vs 1", raws[-1],
+                            Series(f"raw, {processes[0]} proc", "jobs/s", raws[0].runs)))
+        for n, raw_n in zip(processes, raws, strict=True):
+            batched = versus_of(results, f"PostgreSQL claim+complete, {n} proc", "PgQueuer")
+            if raw_n is not None and batched is not None:
+                results.add(Row(f"PgQueuer against raw SKIP LOCKED, {n} proc", batched,
+                                raw_n))
 
 
 def series_of(results: Results, figure: str) -> Series | None:
     return next((r.ours for r in results.rows if r.figure == figure), None)
+
+
+def versus_of(results: Results, figure: str, name: str) -> Series | None:
+    """The series of contender ``name`` measured beside tri24es in ``figure``."""
+    return next((r.versus for r in results.rows if r.figure == figure
+                 and r.versus is not None and r.versus.name == name and r.versus.runs), None)
