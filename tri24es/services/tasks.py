@@ -45,8 +45,6 @@ from tri24es.timeutil import from_us, to_us
 
 #: The error of a task that spent its whole max_budget_usd (over all its attempts).
 BUDGET_EXHAUSTED = "budget_exhausted"
-#: A transaction's scratch: (worker, the rows of its claim query read ahead).
-_CLAIM_AHEAD = "tasks.claim_ahead"
 
 
 class BudgetTooLow(ServiceError, UsageError):
@@ -129,32 +127,38 @@ class TaskCommands(DependencyRules):
         attempt will run under, started ahead), its TaskStarted is recorded with the claim:
         before its agent runs, and with no commit of its own beside the agent's start."""
         with self.store.transaction() as tx:
-            conn = connection_of(tx)
-            if read_killswitch(conn).active:
-                return None
-            worker = self._worker(conn, worker_id)
-            if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
-                return None
-            now = self.clock()
-            room = self._room(conn, now)
-            ahead = tx.scratch.pop(_CLAIM_AHEAD, None)
-            row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
-                                        bool(worker.has_exec), now, room,
-                                        ahead[1] if ahead and ahead[0] == worker_id else None)
-            if row is None:
-                return None
-            reserved = 0 if room is None else row.reservation(room.default_units)
-            lease = from_us(self.clock() + self.lease_us)
-            event = ev.TaskClaimed(
-                task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
-                lease_expires_at=lease, reserved_usd=from_units(reserved) if reserved else None,
-            )
-            # The views apply the claim to this same row object (the transaction keeps it).
-            self._append_task(conn, tx, row, [event])
-            history = self.history(row.task_id) if with_history else None
-            if process is not None:
-                self._started(conn, tx, row.task_id, worker_id, event.attempt, process)
-            return Claim(row.task_id, event.attempt, lease, row, history)
+            return self._claim(connection_of(tx), tx, worker_id, with_history=with_history,
+                               process=process)
+
+    def _claim(self, conn: ViewsConnection, tx: Transaction, worker_id: str, *,
+               with_history: bool = False, process: AttemptProcess | None = None,
+               ahead: Rows | None = None) -> Claim | None:
+        """``claim`` in the caller's transaction (a completion's: no second transaction
+        scope to join). ``ahead``: the rows of the claim query read ahead in it, which wrote
+        nothing since that could change them (the caller's word; see ``_read_ahead``)."""
+        if read_killswitch(conn).active:
+            return None
+        worker = self._worker(conn, worker_id)
+        if worker.state != WorkerState.IDLE or worker.pause_requested or worker.stop_requested:
+            return None
+        now = self.clock()
+        room = self._room(conn, now)
+        row = QUEUE.first_claimable(conn, worker.shard, worker.model, worker.type,
+                                    bool(worker.has_exec), now, room, ahead)
+        if row is None:
+            return None
+        reserved = 0 if room is None else row.reservation(room.default_units)
+        lease = from_us(self.clock() + self.lease_us)
+        event = ev.TaskClaimed(
+            task_id=row.task_id, worker=worker_id, attempt=row.attempt + 1,
+            lease_expires_at=lease, reserved_usd=from_units(reserved) if reserved else None,
+        )
+        # The views apply the claim to this same row object (the transaction keeps it).
+        self._append_task(conn, tx, row, [event])
+        history = self.history(row.task_id) if with_history else None
+        if process is not None:
+            self._started(conn, tx, row.task_id, worker_id, event.attempt, process)
+        return Claim(row.task_id, event.attempt, lease, row, history)
 
     @retry_on_conflict
     def started(self, task_id: str, worker: str, attempt: int, pid: int, pgid: int,
@@ -205,11 +209,10 @@ class TaskCommands(DependencyRules):
                 self._completed(tx, row)
             if not claim_next:
                 return None
-            if ahead is not None and not review and not row.dependants:
-                # The completion changed no queued task's row (it unblocks none), so the
-                # claim query read ahead found what it would find now.
-                tx.scratch[_CLAIM_AHEAD] = (worker, ahead)
-            return self.claim(worker)  # joins this transaction
+            # The claim query read ahead found what it would find now if the completion
+            # changed no queued task's row (it unblocks none).
+            return self._claim(conn, tx, worker,
+                               ahead=None if review or row.dependants else ahead)
 
     @retry_on_conflict
     def record_attempt_fact(self, event: ev.TaskResultRecorded | ev.AgentSessionStarted) -> None:
