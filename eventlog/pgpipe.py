@@ -31,6 +31,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import generators, pq
 from psycopg.abc import Params, QueryNoTemplate
+from psycopg.abc import Transformer as TransformerType
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.rows import RowFactory, TupleRow, tuple_row
 
@@ -97,6 +98,27 @@ class Rows:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
+
+
+class _Loader:
+    """The rows of a round trip's results, loaded by psycopg's loaders (one set of them
+    for the round trip: made when a result first has rows)."""
+
+    __slots__ = ("_connection", "_loader")
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+        self._loader: TransformerType | None = None
+
+    def __call__(self, result: pq.abc.PGresult) -> Rows:
+        count = result.ntuples
+        if count == 0:
+            return Rows([], result.command_tuples or 0)
+        loader = self._loader
+        if loader is None:
+            loader = self._loader = Transformer(self._connection)
+        loader.set_pgresult(result)
+        return Rows(loader.load_rows(0, count, tuple), count)
 
 
 class DeferringConnection(psycopg.Connection[TupleRow]):
@@ -234,7 +256,9 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
         self._begin, self._deferred = None, []
         commands.append(pg.pipeline_sync)
         groups = self._communicate(commands)
-        for at, (result, *_) in enumerate(groups):
+        rows = _Loader(self)
+        for at, group in enumerate(groups):
+            result = group[0]
             status = result.status
             if status == _FATAL:
                 for prepared_at, key in prepares:
@@ -246,15 +270,8 @@ class DeferringConnection(psycopg.Connection[TupleRow]):
                 self._forget_prepared()
             if at == check_at and begin is not None and begin[1] is not None:
                 # before any later result is used
-                begin[1]([self._rows(groups[b][0]) for b in begun])
-        return [self._rows(groups[at][0]) for at in wanted]
-
-    def _rows(self, result: pq.abc.PGresult) -> Rows:
-        if result.ntuples == 0:
-            return Rows([], result.command_tuples or 0)
-        loader = Transformer(self)
-        loader.set_pgresult(result)
-        return Rows(loader.load_rows(0, result.ntuples, tuple), result.ntuples)
+                begin[1]([rows(groups[b][0]) for b in begun])
+        return [rows(groups[at][0]) for at in wanted]
 
     def _queue(self, commands: deque[Callable[[], None]],
                prepares: list[tuple[int, tuple[bytes | str, tuple[int, ...]]]],

@@ -84,30 +84,30 @@ def seed_pg(p: dict[str, Any]) -> None:
     report(done=p["jobs"])
 
 
+def loop_pg(conn: Any, worker: str) -> list[str]:
+    """The raw loop on a psycopg connection, until nothing is left: the jobs it ran."""
+    ran: list[str] = []
+    previous = None
+    while True:
+        if previous is not None:
+            conn.execute("UPDATE q SET state = 'done' WHERE id = %s", (previous,))
+        row = conn.execute("SELECT id, task FROM q WHERE state = 'queued' ORDER BY"
+                           " priority, id LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
+        if row is not None:
+            conn.execute("UPDATE q SET state = 'running', worker = %s WHERE id = %s",
+                         (worker, row[0]))
+        conn.commit()
+        if row is None:
+            return ran
+        previous = row[0]
+        ran.append(row[1])
+
+
 def work_pg(p: dict[str, Any]) -> None:
     import psycopg
 
     conn = psycopg.connect(p["dsn"])
-    worker = p["worker"]
-
-    def work() -> list[str]:
-        ran: list[str] = []
-        previous = None
-        while True:
-            if previous is not None:
-                conn.execute("UPDATE q SET state = 'done' WHERE id = %s", (previous,))
-            row = conn.execute("SELECT id, task FROM q WHERE state = 'queued' ORDER BY"
-                               " priority, id LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
-            if row is not None:
-                conn.execute("UPDATE q SET state = 'running', worker = %s WHERE id = %s",
-                             (worker, row[0]))
-            conn.commit()
-            if row is None:
-                return ran
-            previous = row[0]
-            ran.append(row[1])
-
-    run_timed(work)
+    run_timed(lambda: loop_pg(conn, p["worker"]))
     conn.close()
 
 
