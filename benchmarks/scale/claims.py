@@ -93,7 +93,10 @@ def drain_round(queue: Queue, python: str, target: Target, jobs: int,
     if queue is OURS_SQLITE or queue is OURS_PG:
         found = audit(target.params["url"])
         checks |= {k: v for k, v in found.items() if k != "late_claims"} | {
-            "claimed_after_completion": found["late_claims"]}
+            "claimed_after_completion": found["late_claims"],
+            # waits past the busy timeout, ridden out as the worker does (see ours.steady)
+            "store_locked_retries": sum(int(p.get("store_locked_retries", 0))
+                                        for p in result.per_process)}
     elif queue is RAW_SQLITE:
         states = done_count_sqlite(str(target.path))
         checks["left_undone"] = sum(n for s, n in states.items() if s != "done")
