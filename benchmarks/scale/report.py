@@ -155,7 +155,8 @@ class Results:
 
     def markdown(self) -> str:
         m = self.machine
-        lines = [f"Measured {self.started} on {m['nproc']} cores; load average "
+        cpu = f" ({m['cpu']}; a fixed Python loop {m['loop_ms']} ms)" if m.get("cpu") else ""
+        lines = [f"Measured {self.started} on {m['nproc']} cores{cpu}; load average "
                  f"{fmt_load(m['load_before'])} before, {fmt_load(m.get('load_after'))} after"
                  f" ({'quick' if self.options.get('quick') else 'full'} run).", "",
                  MARKDOWN_HEADER]
