@@ -617,15 +617,17 @@ class _Listener:
             self._thread.start()
 
     def _run(self) -> None:
-        # Asleep in select until the server writes (or the safety re-check): psycopg's own
+        # Asleep in poll until the server writes (or the safety re-check): psycopg's own
         # notifies(timeout) wakes every 0.1 s to let Ctrl-C in, which this thread blocks
         # anyway, and 30 idle workers' listeners made 600 wake-ups a second of it. Drained
         # without waiting after each wake; a notice read into libpq's buffer by that drain is
-        # handed out by the same drain, so none waits behind the next select.
-        socket = self._connection.fileno()
+        # handed out by the same drain, so none waits behind the next poll. Not select: it
+        # refuses a descriptor numbered 1024 or more (a process with many files open).
         try:
+            poller = select.poll()
+            poller.register(self._connection.fileno(), select.POLLIN)
             while not self._stopping:
-                select.select([socket], [], [], SAFETY_RECHECK)
+                poller.poll(SAFETY_RECHECK * 1000)
                 for note in self._connection.notifies(timeout=0):
                     if self._stopping:
                         break

@@ -7,6 +7,8 @@ TRI24ES_TEST_PG_DSN (see conftest.py).
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import subprocess
 import threading
@@ -721,3 +723,49 @@ def test_a_doorbell_rung_amid_a_burst_of_notices_wakes_at_once(store: PostgresSt
     print("doorbell wake-up after a burst: "
           + ", ".join(f"{latency * 1000:.1f}" for latency in latencies) + " ms")
     assert max(latencies) < 0.5
+
+
+def test_a_listener_on_a_descriptor_past_select_s_limit_wakes_at_once(url: str) -> None:
+    """select() cannot watch a descriptor numbered 1024 (FD_SETSIZE) or more, and a process
+    may hold that many (a web server's clients, a supervisor's pipes) when its store makes a
+    listener or a doorbell: the listener must still sleep until the server writes, and wake
+    for a ring and a commit of another process at once (not die, leaving the 1 s re-check);
+    the doorbell must sleep on its descriptor (not raise)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with PostgresStore(url) as store, python(RING, url) as ringer:
+            doorbell = store.doorbell(["x"])
+            head = store.head()
+            assert not store.wait_for_change(head, 0.01)
+            assert store._listener is not None
+            assert store._bell_listener is not None
+            assert store._listener._connection.fileno() > 1024
+            assert store._bell_listener._connection.fileno() > 1024
+            assert not doorbell.wait(0.05)  # asleep on its own descriptor, past 1024 too
+            expect_line(ringer, "ready")
+            stdin = ringer.stdin
+            assert stdin is not None
+            stdin.write("x\n")
+            stdin.flush()
+            expect_line(ringer, "rang")
+            started = time.monotonic()
+            assert doorbell.wait(PATIENCE)
+            assert time.monotonic() - started < 0.5
+            later = threading.Timer(0.2, lambda: (stdin.write("\n"), stdin.flush()))
+            started = time.monotonic()
+            later.start()
+            assert store.wait_for_change(head + 1, PATIENCE)
+            assert time.monotonic() - started < 0.7
+            expect_line(ringer, "rang")
+            stdin.close()
+            assert ringer.wait(PATIENCE) == 0
+            assert len(_listeners()) == 2
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
