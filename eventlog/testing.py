@@ -245,7 +245,10 @@ class EventStoreContract:
         store.append("s", [event(n=3)], 2)
         (other,) = store.append("t", [event(n=4)], NO_STREAM)
         with store.transaction() as tx:
-            assert tx.append("s", [once], NO_STREAM) == [first]
+            for new_stream in (NO_STREAM, 0):  # 0: SQLite's INSERT of a first event
+                assert tx.append("s", [once], new_stream) == [first]
+                with pytest.raises(WrongExpectedVersion):
+                    tx.append("s", [event(n=5)], new_stream)
             for version in (1, 2, 3):
                 for origin in (None, first.position, other.position):
                     assert tx.append("s", [again], version, origin) == [second]
