@@ -29,7 +29,7 @@ from eventlog import (
     WrongExpectedVersion,
     open_store,
 )
-from eventlog.postgres import PostgresStore, schema_from_url
+from eventlog.postgres import PostgresStore, _Listener, schema_from_url
 from eventlog.testing import event
 from tests.conftest import PATIENCE
 from tests.integration.conftest import with_schema
@@ -769,3 +769,29 @@ def test_a_listener_on_a_descriptor_past_select_s_limit_wakes_at_once(url: str) 
         for fd in fillers:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_notice_read_before_the_listener_sleeps_is_handed_out_at_once(
+    store: PostgresStore,
+) -> None:
+    """A notice can reach the listener's connection with the answer to a statement (its
+    LISTEN: libpq reads it with the reply, and psycopg keeps it aside, off the socket): the
+    thread hands it out before it first sleeps on the socket, not at the re-check a second
+    later."""
+    channel = store.queries.channel
+    connection = psycopg.connect(store.url, autocommit=True)
+    connection.execute(store.queries.listen)
+    with raw(store) as db:
+        db.execute(b"SELECT pg_notify(%s, '7')", (channel,))
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        assert poller.poll(PATIENCE * 1000), "the notice never came"
+        connection.execute(b"SELECT 1")  # read with this answer, and kept aside
+        listener = _Listener(connection, store.queries.listen)
+        try:
+            started = time.monotonic()
+            listener.wait_beyond(6, PATIENCE)
+            assert listener.latest == 7
+            assert time.monotonic() - started < 0.5
+        finally:
+            listener.stop(lambda: db.execute(b"SELECT pg_notify(%s, 'stop')", (channel,)))
