@@ -158,6 +158,8 @@ while True:
         done.append(task_id)
         continue
     row, queued = ride_out(look, outage)
+    if row.stop_requested:
+        break
     if row.pause_requested and row.state != "paused":
         ride_out(lambda: svc.paused(worker_id), outage)
     elif row.state == "paused" and not row.pause_requested:
@@ -185,6 +187,8 @@ sys.stdout.write("ready\\n")
 sys.stdout.flush()
 sys.stdin.readline()
 for n in range(rounds):
+    if n == rounds // 2:  # the last worker named stops: the others take its tasks
+        svc.request_stop(workers[-1], by="operator")
     if n % 2:
         svc.activate_killswitch(ev.KillSwitchActivated(
             reason="test", rate=Decimal(1), daily=Decimal(1), rate_limit=Decimal(1),
@@ -192,7 +196,7 @@ for n in range(rounds):
         time.sleep(rng.random() / 200)
         svc.reset_killswitch(by="operator", reason="test")
     else:
-        worker = rng.choice(workers)
+        worker = rng.choice(workers[:-1] if n > rounds // 2 else workers)
         svc.request_pause(worker, by="operator")
         time.sleep(rng.random() / 200)
         svc.request_resume(worker, by="operator")
@@ -207,9 +211,10 @@ def test_completions_that_claim_next_never_claim_while_the_switch_is_on_or_a_pau
     new_url: Callable[[], str],
 ) -> None:
     """Workers that claim their next task with each completion (one transaction), while
-    another process turns the kill switch on and off and asks them to pause and resume:
-    in the log's order no task is claimed while the switch is on, nor by a worker asked to
-    pause (until it is asked to resume), and every task is completed exactly once."""
+    another process turns the kill switch on and off, asks them to pause and resume and
+    one to stop: in the log's order no task is claimed while the switch is on, nor by a
+    worker asked to pause (until it is asked to resume) or to stop, and every task is
+    completed exactly once."""
     path = new_url()
     store = eventlog.open_store(path)
     backend = "sqlite" if eventlog.sqlite_path(path) else "postgresql"
@@ -232,7 +237,8 @@ def test_completions_that_claim_next_never_claim_while_the_switch_is_on_or_a_pau
     assert [proc.returncode for proc in procs] == [0] * len(procs)
     reported = Counter(task_id for out in outputs[:-1] for task_id in json.loads(out))
 
-    switch_on, asked, claims, completions = False, set(), Counter(), Counter()
+    switch_on, asked, stopped = False, set(), set()
+    claims, completions = Counter[str](), Counter[str]()
     controls = 0  # the operator's events among the claims
     for envelope in decode_all(store.read_all()):
         event = envelope.event
@@ -247,10 +253,14 @@ def test_completions_that_claim_next_never_claim_while_the_switch_is_on_or_a_pau
             controls += len(claims) < tasks
         elif topic in ("WorkerResumeRequested", "WorkerResumed"):
             asked.discard(event.worker)  # type: ignore[attr-defined]
+        elif topic == "WorkerStopRequested":
+            stopped.add(event.worker)  # type: ignore[attr-defined]
         elif topic == "TaskClaimed":
             assert not switch_on, f"claimed at {envelope.position} with the switch on"
             assert event.worker not in asked, (  # type: ignore[attr-defined]
                 f"claimed at {envelope.position} by a worker asked to pause")
+            assert event.worker not in stopped, (  # type: ignore[attr-defined]
+                f"claimed at {envelope.position} by a worker asked to stop")
             claims[event.task_id] += 1  # type: ignore[attr-defined]
         elif topic == "TaskCompleted":
             completions[event.task_id] += 1  # type: ignore[attr-defined]
