@@ -617,15 +617,18 @@ class _Listener:
             self._thread.start()
 
     def _run(self) -> None:
-        # Asleep in select until the server writes (or the safety re-check): psycopg's own
+        # Asleep in poll until the server writes (or the safety re-check): psycopg's own
         # notifies(timeout) wakes every 0.1 s to let Ctrl-C in, which this thread blocks
         # anyway, and 30 idle workers' listeners made 600 wake-ups a second of it. Drained
-        # without waiting after each wake; a notice read into libpq's buffer by that drain is
-        # handed out by the same drain, so none waits behind the next select.
-        socket = self._connection.fileno()
+        # without waiting before each sleep: a notice read into libpq's buffer by a drain
+        # is handed out by the same drain, and one read with the answer to the LISTEN
+        # (which psycopg keeps aside, off the socket) by the first, so none waits behind
+        # the next poll. Not select: it refuses a descriptor numbered 1024 or more (a
+        # process with many files open).
         try:
+            poller = select.poll()
+            poller.register(self._connection.fileno(), select.POLLIN)
             while not self._stopping:
-                select.select([socket], [], [], SAFETY_RECHECK)
                 for note in self._connection.notifies(timeout=0):
                     if self._stopping:
                         break
@@ -635,6 +638,8 @@ class _Listener:
                         with self._changed:
                             self.latest = max(self.latest, int(note.payload))
                             self._changed.notify_all()
+                if not self._stopping:
+                    poller.poll(SAFETY_RECHECK * 1000)
         except psycopg.Error:
             # The connection is gone: waiters fall back to the safety re-check, and the next
             # wait_for_change starts a new listener; every doorbell wakes to look.

@@ -222,7 +222,10 @@ class Doorbell(abc.ABC):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            select.select([self._poke_r], [], [], min(remaining, self.recheck))
+            # poll, not select, which refuses a descriptor numbered 1024 or more.
+            poller = select.poll()
+            poller.register(self._poke_r, select.POLLIN)
+            poller.poll(min(remaining, self.recheck) * 1000)
 
     @abc.abstractmethod
     def _rang(self) -> bool:

@@ -233,6 +233,32 @@ class EventStoreContract:
         assert store.head() == 2
         assert store.read_stream("elsewhere") == []
 
+    def test_a_repeated_single_event_is_a_no_op_whatever_the_version_or_origin(
+        self, store: EventStore
+    ) -> None:
+        """A single event at an exact version is the one INSERT that checks the version
+        (SQLite: a refused row is an IntegrityError, as a stored id is): its id stored
+        already is the idempotent no-op, never WrongExpectedVersion, whether the stream is
+        still at that version, has moved on, or is found by a right or wrong origin."""
+        (first,) = store.append("s", [once := event(n=1)], NO_STREAM)
+        (second,) = store.append("s", [again := event(n=2)], 1)
+        store.append("s", [event(n=3)], 2)
+        (other,) = store.append("t", [event(n=4)], NO_STREAM)
+        with store.transaction() as tx:
+            for new_stream in (NO_STREAM, 0):  # 0: SQLite's INSERT of a first event
+                assert tx.append("s", [once], new_stream) == [first]
+                with pytest.raises(WrongExpectedVersion):
+                    tx.append("s", [event(n=5)], new_stream)
+            for version in (1, 2, 3):
+                for origin in (None, first.position, other.position):
+                    assert tx.append("s", [again], version, origin) == [second]
+            assert tx.append("t", [once], 1, other.position) == [first]  # stored elsewhere
+            with pytest.raises(WrongExpectedVersion):  # a new event, stale: refused
+                tx.append("s", [event(n=5)], 2, first.position)
+        assert versions(store.read_stream("s")) == [1, 2, 3]
+        assert store.head() == 4
+        assert store.verify() == 4
+
     @pytest.mark.parametrize("stored_at", [0, 1, 2])
     def test_a_partly_stored_batch_raises_and_writes_nothing(
         self, store: EventStore, stored_at: int

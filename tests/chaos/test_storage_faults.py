@@ -10,6 +10,7 @@ obeys the file's mode bits like any other user.
 from __future__ import annotations
 
 import ctypes
+import json
 import sqlite3
 import subprocess
 import sys
@@ -270,3 +271,74 @@ def test_a_worker_outlasts_a_lock_shorter_than_its_busy_timeout(root: Path) -> N
         services = Services(store)
         assert [services.task(t).state for t in tasks] == ["completed"] * 3
         assert upkeep.verify(store) == []
+
+
+# --- disk full in the middle of a worker's claims and completions ------------------------
+
+CYCLER = """
+    import json, os, resource, signal, sys
+    from eventlog import EventLogError, open_store
+    from tri24es.services import Services, TaskSpec
+
+    db, room = sys.argv[1], int(sys.argv[2])
+    store = open_store(db)
+    services = Services(store)
+    services.start_worker("w", pid=os.getpid(), pid_start_time=1, host="here")
+    services.submit(TaskSpec("t0", "task 0"))
+    claim = services.claim("w")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+    limit = room + sum(os.path.getsize(db + s) for s in ("", "-wal")
+                             if os.path.exists(db + s))
+    # The soft limit only: the process lifts it itself once the disk has filled.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    failed, n = None, 0
+    while n < (failed or 10**6) + 20:  # on 20 cycles after the fault cleared
+        n += 1
+        try:
+            # Every third task waits for the one before it: its completion unblocks it (the
+            # claim then queries the queue anew instead of the rows read ahead).
+            services.submit(TaskSpec(f"t{n}", f"task {n}", body="x" * 200,  # once
+                                     after=(f"t{n - 1}",) if n % 3 == 0 else ()))
+            claim = services.complete(claim.task_id, "w", claim.attempt, claim_next=True)
+        except EventLogError as e:
+            if failed is not None:
+                raise
+            print(json.dumps([n, type(e).__name__]), flush=True)
+            failed, n = n, n - 1  # the same cycle again, in this process, on a disk with room
+            resource.setrlimit(resource.RLIMIT_FSIZE, (-1, -1))
+    print(json.dumps(claim.task_id), flush=True)
+"""
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("room", [20_000, 40_000, 512 * 1024])  # which commit fails moves
+def test_a_full_disk_between_a_completion_and_its_claim_leaves_each_task_done_once(
+    root: Path, room: int
+) -> None:
+    """A completion claims the next task in its own transaction (SQLite's checked INSERTs,
+    refused by a NOT NULL column left NULL): the disk filling at any of its statements or
+    its commit leaves the completion and the claim both or neither, the log whole and the
+    views equal to a replay of it."""
+    db = db_of(root)
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(CYCLER), str(db), str(room)],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert child.returncode == 0, child.stderr
+    assert "Traceback" not in child.stderr
+    failure, holding = child.stdout.splitlines()
+    n, kind = json.loads(failure)
+    assert kind == "StoreFull", failure
+    ok = [cli(root, "audit", "verify"), cli(root, "replay", "--verify")]
+    assert [r.returncode for r in ok] == [0, 0], [(r.stdout, r.stderr) for r in ok]
+    with open_store(str(db)) as store:
+        assert upkeep.verify(store) == []
+        services = Services(store)
+        events = [(e.type, json.loads(e.data)) for e in store.read_all()]
+        done = Counter(data["task_id"] for kind, data in events if kind == "TaskCompleted")
+        claims = Counter((data["task_id"], data["attempt"])
+                         for kind, data in events if kind == "TaskClaimed")
+        assert set(done.values()) == {1}
+        assert set(claims.values()) == {1}
+        tasks = [f"t{k}" for k in range(n + 20)]
+        assert sorted(done) == sorted(tasks)
+        assert {task_id for task_id, _ in claims} == {*tasks, json.loads(holding)}
+        assert services.task(json.loads(holding)).state == "running"

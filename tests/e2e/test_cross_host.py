@@ -8,14 +8,18 @@ Every test runs on a SQLite file (two "hosts" sharing one file) and on a Postgre
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
 import orjson
+import psycopg
 import pytest
 
 from eventlog import open_store
+from eventlog.postgres import PostgresStore
 from tests.conftest import PATIENCE, with_schema
 from tests.e2e.conftest import CLI, clean_env
 from tests.e2e.test_worker import EXEC, gone, wait_until
@@ -49,11 +53,11 @@ class Host:
         return subprocess.run([*CLI, *args], cwd=self.root, env=self.env(), capture_output=True,
                               text=True, timeout=60, check=False)
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         path = self.root / f"{args[0]}-{len(self.procs)}.out"
         with open(path, "wb") as out:
-            proc = subprocess.Popen([*CLI, *args], cwd=self.root, env=self.env(), stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*CLI, *args], cwd=self.root, env=self.env() | (env or {}),
+                                    stdout=out, stderr=subprocess.STDOUT)
         self.procs[proc] = path
         return proc
 
@@ -209,3 +213,35 @@ def test_the_watchdog_signals_a_worker_on_its_own_host(fleet: Fleet) -> None:
     assert fleet.events(ev.WorkerStopRequested) == []  # local workers get signals instead
     (stop, _), = fleet.events(ev.WorkerStopped)
     assert stop.reason == "SIGTERM"
+
+
+def test_an_idle_worker_wakes_at_once_for_a_submit_from_another_host(fleet: Fleet) -> None:
+    """An idle worker sleeps on its doorbell (LISTEN on PostgreSQL) and looks on its own only
+    once a minute here: a task submitted on another host is claimed at once, and still so
+    after the server ended the sessions that listen (made anew; every doorbell woke once)."""
+    # Its look at the queue and its heartbeat (a third of the lease) once a minute only.
+    worker = fleet.a.start("worker", "--id", "wa", "--exec", EXEC,
+                           env={"POLL_INTERVAL": "60", "TRI24ES_LEASE_SECONDS": "180"})
+    wait_until(lambda: fleet.events(ev.WorkerStarted), "the worker to register", SOON)
+    store = fleet.services.store
+    for n, end_sessions in enumerate([False, True, False]):
+        time.sleep(1.0)  # idle, asleep
+        if end_sessions and isinstance(store, PostgresStore):
+            with closing(psycopg.connect(store.url, autocommit=True)) as db:
+                ended = db.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE query IN (%s, %s)",
+                    (store.queries.listen.decode(), store.queries.listen_bells.decode()),
+                ).fetchone()
+            assert ended is not None
+            assert ended[0] >= 1  # the worker's doorbell listened
+            time.sleep(1.0)
+        submitted = fleet.b.run("submit", f"task {n}", "--id", f"t{n}")
+        assert submitted.returncode == 0, submitted.stderr
+        wait_until(lambda: fleet.services.task(f"t{n}").state == "completed",  # noqa: B023
+                   f"t{n} to complete", SOON)
+        times = {r.type: r.recorded_at for r in store.read_all(types=["TaskSubmitted",
+                                                                     "TaskClaimed"])
+                 if orjson.loads(r.data)["task_id"] == f"t{n}"}
+        assert times["TaskClaimed"] - times["TaskSubmitted"] < 2_000_000, (n, times)
+    assert worker.poll() is None, fleet.a.output(worker)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import eventlog
+from eventlog.sqlite import CURRENT, GUARDS, LEGACY, SQLiteStore
+from tests.integration.test_store_contract import LEGACY_SCHEMA
 from tri24es import events as ev
 from tri24es.projections import connection_of, reads
 from tri24es.projections.upkeep import verify
@@ -130,3 +132,44 @@ def test_migrating_a_store_onto_itself_is_a_usage_error(source: str) -> None:
     done = cli("migrate", "--to", source, db=source)
     assert done.returncode == 2
     assert "names the store being migrated" in done.stderr
+
+
+def test_a_log_made_before_origins_runs_the_fleet_and_moves_to_the_current_layout(
+    tmp_path: Path,
+) -> None:
+    """A file of the layout before origins (streams found by name) keeps it: its claims and
+    completions are refused by the version their INSERT leaves NULL when the stream moved,
+    as on the current layout, and its log replays and verifies; migrate gives the current
+    layout."""
+    legacy, current = tmp_path / "legacy.db", tmp_path / "current.db"
+    with closing(sqlite3.connect(legacy)) as db:
+        db.executescript(LEGACY_SCHEMA + ";".join(GUARDS.values()) + ";")
+    history(str(legacy))
+    with eventlog.open_store(str(legacy)) as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.statements is LEGACY
+        svc = Services(store, actor="test")
+        svc.reset_killswitch(by="test", reason="go on")
+        svc.submit(TaskSpec("last", "after the rest", after=("t0298",)))
+        svc.start_worker("w2", pid=2, pid_start_time=1, host="h")
+        with store.snapshot() as tx:
+            queued = len(reads.tasks(connection_of(tx), "queued"))
+        claim, done = svc.claim("w2"), 0
+        while claim is not None:  # the rest, each claimed by the completion before it
+            claim = svc.complete(claim.task_id, "w2", claim.attempt, claim_next=True)
+            done += 1
+        assert done == queued  # the retries of the failed ones, and the one waiting last
+        with store.snapshot() as tx:
+            assert reads.tasks(connection_of(tx), "queued") == []
+        assert verify(store) == []
+        head = store.verify()
+    for args in (["replay", "--verify"], ["audit", "verify"]):
+        result = cli(*args, db=str(legacy))
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    moved = cli("migrate", "--to", str(current), db=str(legacy))
+    assert moved.returncode == 0, moved.stderr
+    with eventlog.open_store(str(current)) as store:
+        assert isinstance(store, SQLiteStore)
+        assert store.statements is CURRENT
+        assert store.verify() == head
+        assert verify(store) == []

@@ -7,6 +7,8 @@ TRI24ES_TEST_PG_DSN (see conftest.py).
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import subprocess
 import threading
@@ -27,7 +29,7 @@ from eventlog import (
     WrongExpectedVersion,
     open_store,
 )
-from eventlog.postgres import PostgresStore, schema_from_url
+from eventlog.postgres import PostgresStore, _Listener, schema_from_url
 from eventlog.testing import event
 from tests.conftest import PATIENCE
 from tests.integration.conftest import with_schema
@@ -612,3 +614,184 @@ def test_a_commit_wakes_a_follower_in_another_process(store: PostgresStore) -> N
     )
     assert max(latencies) < 0.1
 
+
+
+RING = """
+    import sys
+    from eventlog import NewEvent, open_store
+    store = open_store(sys.argv[1])
+    print("ready", flush=True)
+    for line in sys.stdin:  # each line: the bells one commit rings (none: a plain commit)
+        with store.transaction() as tx:
+            tx.append("rung", [NewEvent("Rang", b"{}")])
+            tx.ring(line.split())
+        print("rang", flush=True)
+    store.close()
+"""
+
+
+def _listeners() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "eventlog-listen"]
+
+
+def test_a_listener_whose_session_the_server_ended_is_made_anew(store: PostgresStore) -> None:
+    """A listener asleep in select whose session the server ends (pg_terminate_backend, a
+    restart) ends its thread quietly (an exception in it would fail this test); every
+    doorbell wakes once, since rings may have been missed; the next wait listens anew and
+    wakes at once for another process's commit; close leaves no thread behind."""
+    head = store.head()
+    store.wait_for_change(head, 0.01)
+    doorbells = [store.doorbell(["a"]), store.doorbell(["b"])]
+    assert not any(d.wait(0) for d in doorbells)
+    old = _listeners()
+    assert len(old) == 2
+    assert store._listener is not None
+    assert store._bell_listener is not None
+    sessions = [store._listener._connection.info.backend_pid,
+                store._bell_listener._connection.info.backend_pid]
+    with raw(store) as db:
+        for pid in sessions:
+            db.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+    for thread in old:
+        thread.join(PATIENCE)
+        assert not thread.is_alive()
+    assert all(d.wait(PATIENCE) for d in doorbells)  # each woken to look,
+    assert not any(d.wait(0.1) for d in doorbells)  # and once
+    with python(RING, store.url) as ringer:
+        expect_line(ringer, "ready")
+        stdin = ringer.stdin
+        assert stdin is not None
+        for bells, woken in [("a", [True, False]), ("b", [False, True]), ("", [False, False])]:
+            stdin.write(f"{bells}\n")
+            stdin.flush()
+            expect_line(ringer, "rang")
+            started = time.monotonic()
+            assert [d.wait(0.5 if wake else 0.1) for d, wake in zip(
+                doorbells, woken, strict=True)] == woken
+            assert time.monotonic() - started < 0.5  # the new listener's, no safety re-check
+        head = store.head()
+        later = threading.Timer(0.2, lambda: (stdin.write("\n"), stdin.flush()))
+        started = time.monotonic()
+        later.start()
+        assert store.wait_for_change(head, PATIENCE)  # woken by a new listener too
+        assert time.monotonic() - started < 0.7  # not by the once-a-second look at the head
+        expect_line(ringer, "rang")
+        stdin.close()
+        assert ringer.wait(PATIENCE) == 0
+    assert len(_listeners()) == 2
+    started = time.monotonic()
+    store.close()  # while both threads sleep in select: each is woken, not waited out
+    assert _listeners() == []
+    assert time.monotonic() - started < 0.5
+
+
+FOLLOW_BELL = """
+    import sys, time
+    from eventlog import open_store
+    store = open_store(sys.argv[1])
+    doorbell = store.doorbell(["x"])
+    for _ in range(int(sys.argv[2])):
+        print("waiting", flush=True)
+        woke = doorbell.wait(5)
+        print(woke, time.monotonic(), flush=True)
+    store.close()
+"""
+
+
+def test_a_doorbell_rung_amid_a_burst_of_notices_wakes_at_once(store: PostgresStore) -> None:
+    """The listener drains what one wake-up read, then sleeps in select again: a ring
+    behind thousands of others (more than one read of the socket) must not wait there for
+    the next wake-up (the once-a-second re-check)."""
+    rounds, others, latencies = 4, 5000, []
+    with python(FOLLOW_BELL, store.url, rounds) as follower:
+        assert follower.stdout is not None
+        for n in range(rounds):
+            expect_line(follower, "waiting")
+            with store.transaction() as tx:  # others only: no wake-up
+                tx.append("s", [event()])
+                tx.ring([f"other-{n}-{k}" for k in range(others)])
+            with pytest.raises(subprocess.TimeoutExpired):
+                follower.wait(0.1)
+            with store.transaction() as tx:
+                tx.append("s", [event()])
+                tx.ring([*(f"more-{n}-{k}" for k in range(others)), "x"])
+            committed_at = time.monotonic()
+            woke, woke_at = follower.stdout.readline().split()
+            assert woke == "True"
+            latencies.append(float(woke_at) - committed_at)
+        assert follower.wait(10) == 0
+    print("doorbell wake-up after a burst: "
+          + ", ".join(f"{latency * 1000:.1f}" for latency in latencies) + " ms")
+    assert max(latencies) < 0.5
+
+
+def test_a_listener_on_a_descriptor_past_select_s_limit_wakes_at_once(url: str) -> None:
+    """select() cannot watch a descriptor numbered 1024 (FD_SETSIZE) or more, and a process
+    may hold that many (a web server's clients, a supervisor's pipes) when its store makes a
+    listener or a doorbell: the listener must still sleep until the server writes, and wake
+    for a ring and a commit of another process at once (not die, leaving the 1 s re-check);
+    the doorbell must sleep on its descriptor (not raise)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with PostgresStore(url) as store, python(RING, url) as ringer:
+            doorbell = store.doorbell(["x"])
+            head = store.head()
+            assert not store.wait_for_change(head, 0.01)
+            assert store._listener is not None
+            assert store._bell_listener is not None
+            assert store._listener._connection.fileno() > 1024
+            assert store._bell_listener._connection.fileno() > 1024
+            assert not doorbell.wait(0.05)  # asleep on its own descriptor, past 1024 too
+            expect_line(ringer, "ready")
+            stdin = ringer.stdin
+            assert stdin is not None
+            stdin.write("x\n")
+            stdin.flush()
+            expect_line(ringer, "rang")
+            started = time.monotonic()
+            assert doorbell.wait(PATIENCE)
+            assert time.monotonic() - started < 0.5
+            later = threading.Timer(0.2, lambda: (stdin.write("\n"), stdin.flush()))
+            started = time.monotonic()
+            later.start()
+            assert store.wait_for_change(head + 1, PATIENCE)
+            assert time.monotonic() - started < 0.7
+            expect_line(ringer, "rang")
+            stdin.close()
+            assert ringer.wait(PATIENCE) == 0
+            assert len(_listeners()) == 2
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_notice_read_before_the_listener_sleeps_is_handed_out_at_once(
+    store: PostgresStore,
+) -> None:
+    """A notice can reach the listener's connection with the answer to a statement (its
+    LISTEN: libpq reads it with the reply, and psycopg keeps it aside, off the socket): the
+    thread hands it out before it first sleeps on the socket, not at the re-check a second
+    later."""
+    channel = store.queries.channel
+    connection = psycopg.connect(store.url, autocommit=True)
+    connection.execute(store.queries.listen)
+    with raw(store) as db:
+        db.execute(b"SELECT pg_notify(%s, '7')", (channel,))
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN)
+        assert poller.poll(PATIENCE * 1000), "the notice never came"
+        connection.execute(b"SELECT 1")  # read with this answer, and kept aside
+        listener = _Listener(connection, store.queries.listen)
+        try:
+            started = time.monotonic()
+            listener.wait_beyond(6, PATIENCE)
+            assert listener.latest == 7
+            assert time.monotonic() - started < 0.5
+        finally:
+            listener.stop(lambda: db.execute(b"SELECT pg_notify(%s, 'stop')", (channel,)))

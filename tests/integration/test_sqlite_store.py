@@ -27,9 +27,10 @@ from eventlog import (
     rehash,
 )
 from eventlog.memory import MemoryStore
-from eventlog.sqlite import SQLiteStore
+from eventlog.sqlite import CURRENT, GUARDS, LEGACY, SQLiteStore
 from eventlog.testing import event
 from tests.conftest import MILLION_BATCHES, MILLION_PER_BATCH
+from tests.integration.test_store_contract import LEGACY_SCHEMA
 
 PROJECT_ROOT = Path(eventlog.__file__).resolve().parent.parent
 
@@ -199,28 +200,56 @@ CONTEND = """
     import json, sys
     from eventlog import NewEvent, WrongExpectedVersion, open_store
     path, name, attempts = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # "hint": each append gives the stream's origin (SQLite's checked INSERT by origin), now
+    # and then a wrong one (a decoy stream's), and every third is a batch of two events.
+    hints = sys.argv[4:] == ["hint"]
     store = open_store(path)
     print("ready", flush=True)
     sys.stdin.readline()
-    wins = conflicts = version = 0
+    wins = conflicts = written = version = 0
+    origin = decoy = None
+    lost = True
     for attempt in range(attempts):
-        newer = store.read_stream("counter", version + 1)
-        version = newer[-1].version if newer else version
+        if not hints or lost:  # "hint": its own count, stale until a conflict says so
+            newer = store.read_stream("counter", version + 1)
+            version = newer[-1].version if newer else version
+        if hints and origin is None and version:
+            origin = store.read_stream("counter")[0].position
+            decoy = store.read_stream("decoy")[0].position
         data = json.dumps({"by": name, "attempt": attempt}).encode()
+        batch = [NewEvent("Incremented", data) for _ in range(1 + (hints and attempt % 3 == 0))]
         try:
-            store.append("counter", [NewEvent("Incremented", data)], version)
+            with store.transaction() as tx:
+                tx.append("counter", batch, version, decoy if attempt % 5 == 4 else origin)
             wins += 1
+            written += len(batch)
+            version += len(batch)
+            lost = False
         except WrongExpectedVersion:
             conflicts += 1
+            lost = True
     store.close()
-    print(json.dumps({"wins": wins, "conflicts": conflicts}), flush=True)
+    print(json.dumps({"wins": wins, "conflicts": conflicts, "written": written}), flush=True)
 """
 
 
-def test_two_processes_appending_to_one_stream_never_share_a_version(tmp_path: Path) -> None:
+# Each layout checks the version in the INSERT itself (a NOT NULL column left NULL when the
+# stream moved on): two processes must still never share a version nor leave a gap, by name
+# and by origin (right or wrong), one event or a batch in a savepoint.
+@pytest.mark.parametrize(("layout", "mode"), [("current", "name"), ("current", "hint"),
+                                              ("legacy", "name"), ("legacy", "hint")])
+def test_two_processes_appending_to_one_stream_never_share_a_version(
+    tmp_path: Path, layout: str, mode: str
+) -> None:
     path, attempts = tmp_path / "events.db", 300
-    SQLiteStore(path).close()
-    with python(CONTEND, path, "a", attempts) as a, python(CONTEND, path, "b", attempts) as b:
+    if layout == "legacy":
+        with closing(sqlite3.connect(path)) as db:
+            db.executescript(LEGACY_SCHEMA + ";".join(GUARDS.values()) + ";")
+    with SQLiteStore(path) as store:
+        assert store.statements is (LEGACY if layout == "legacy" else CURRENT)
+        store.append("decoy", [event()], NO_STREAM)
+    with (python(CONTEND, path, "a", attempts, mode) as a,
+          python(CONTEND, path, "b", attempts, mode) as b):
         expect_line(a, "ready")
         expect_line(b, "ready")
         for child in (a, b):
@@ -234,13 +263,13 @@ def test_two_processes_appending_to_one_stream_never_share_a_version(tmp_path: P
     print(f"concurrent appends: {outcomes}")
     with SQLiteStore(path) as store:
         stored = store.read_stream("counter")
-        total = sum(o["wins"] for o in outcomes.values())
+        total = sum(o["written"] for o in outcomes.values())
         assert [e.version for e in stored] == list(range(1, total + 1))
-        assert [e.position for e in store.read_all()] == list(range(1, total + 1))
+        assert [e.position for e in store.read_all()] == list(range(1, total + 2))
         for name, outcome in outcomes.items():
             assert outcome["wins"] + outcome["conflicts"] == attempts
-            assert sum(json.loads(e.data)["by"] == name for e in stored) == outcome["wins"]
-        assert store.verify() == total
+            assert sum(json.loads(e.data)["by"] == name for e in stored) == outcome["written"]
+        assert store.verify() == total + 1
 
 
 FOLLOW = """
