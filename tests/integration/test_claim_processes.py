@@ -23,11 +23,13 @@ WORKERS = 4
 # short while still interleaving the four claimers thousands of times.
 TASKS = {"sqlite": 5_000, "postgresql": 1_000}
 
-# Each worker is a separate interpreter: its own connection, its own Services.
-WORKER = """
-import json, os, sys
+# Each worker is a separate interpreter: its own connection, its own Services. Set up, it
+# says "ready" and waits for the go signal: every worker starts claiming at once.
+WORKER_SET_UP = """
+import json, os, sys, time
 import eventlog
 from tri24es.projections import connection_of, reads
+from tri24es.projections.workers import WORKERS
 from tri24es.runtime.resilience import Outage, ride_out
 from tri24es.services import Services
 
@@ -40,7 +42,10 @@ svc = Services(store, actor=worker_id)
 svc.start_worker(worker_id, pid=os.getpid(), pid_start_time=0, host="test")
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
-sys.stdin.readline()  # the go signal: every worker starts claiming at once
+sys.stdin.readline()
+"""
+
+WORKER = WORKER_SET_UP + """
 done = []
 while True:
     claim = ride_out(lambda: svc.claim(worker_id), outage)
@@ -125,23 +130,7 @@ def test_four_worker_processes_complete_every_task_exactly_once(
 
 # A worker as `tri24es worker` runs one: each completion claims the next task in its own
 # transaction; between tasks it says when it paused or resumed, as asked.
-CLAIM_NEXT_WORKER = """
-import json, os, sys, time
-import eventlog
-from tri24es.projections import connection_of, reads
-from tri24es.projections.workers import WORKERS
-from tri24es.runtime.resilience import Outage, ride_out
-from tri24es.services import Services
-
-path, worker_id = sys.argv[1], sys.argv[2]
-outage = Outage(worker_id, report=lambda line: None)
-store = eventlog.open_store(path)
-svc = Services(store, actor=worker_id)
-svc.start_worker(worker_id, pid=os.getpid(), pid_start_time=0, host="test")
-sys.stdout.write("ready\\n")
-sys.stdout.flush()
-sys.stdin.readline()
-
+CLAIM_NEXT_WORKER = WORKER_SET_UP + """
 def look():
     with store.transaction() as tx:
         conn = connection_of(tx)
